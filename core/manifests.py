@@ -1,0 +1,223 @@
+"""Loading and checking a set of manifests: files and folders of multi-document YAML.
+
+`trunkline validate` and `trunkline up` use this; so does the control service when it is fed from
+files. Every problem names the file, the document (1-based) and the field, so a user can fix it at
+once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from trunkline.core.models import DID, Carrier, Resource, Secret, Trunk, parse_resource
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a document came from."""
+
+    file: str
+    document: int  # 1-based index within the file
+
+    def __str__(self) -> str:
+        return f"{self.file} (document {self.document})"
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: Source | None
+    field: str  # dotted path inside the document, "" for the whole document
+    message: str
+
+    def __str__(self) -> str:
+        where = str(self.source) if self.source else "<config>"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+@dataclass
+class ConfigSet:
+    """A consistent set of resources: what the edge, media and control planes run from."""
+
+    trunks: dict[Key, Trunk] = field(default_factory=dict)
+    dids: dict[Key, DID] = field(default_factory=dict)
+    carriers: dict[Key, Carrier] = field(default_factory=dict)
+    secrets: dict[Key, Secret] = field(default_factory=dict)
+    sources: dict[tuple[str, Key], Source] = field(default_factory=dict)
+
+    def add(self, item: Resource | Secret, source: Source | None = None) -> Problem | None:
+        table: dict[Key, Any] = {
+            "Trunk": self.trunks, "DID": self.dids, "Carrier": self.carriers, "Secret": self.secrets,
+        }[item.kind]  # fmt: skip
+        if item.key in table:
+            first = self.sources.get((item.kind, item.key))
+            return Problem(source, "metadata.name", f"{item.kind} {item.name!r} is defined twice (first in {first})")
+        table[item.key] = item
+        if source:
+            self.sources[(item.kind, item.key)] = source
+        return None
+
+    def source_of(self, item: Resource | Secret) -> Source | None:
+        return self.sources.get((item.kind, item.key))
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        secret = self.secrets.get((namespace, name))
+        return secret.get(key) if secret else None
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.trunks)} trunk(s), {len(self.dids)} DID(s), {len(self.carriers)} carrier(s), "
+            f"{len(self.secrets)} secret(s)"
+        )
+
+
+def manifest_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem]]:
+    """Expand files and folders (every *.yaml / *.yml inside, sorted) into a list of files."""
+    files: list[Path] = []
+    problems: list[Problem] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                problems.append(Problem(Source(str(path), 0), "", "folder holds no *.yaml or *.yml file"))
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(Problem(Source(str(path), 0), "", "no such file or folder"))
+    return files, problems
+
+
+def _documents(path: Path) -> Iterator[tuple[Source, Any] | Problem]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        yield Problem(Source(str(path), 0), "", f"cannot read: {exc}")
+        return
+    index = 0
+    try:
+        for index, doc in enumerate(yaml.safe_load_all(text), start=1):  # noqa: B007
+            if doc is not None:
+                yield Source(str(path), index), doc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        yield Problem(Source(str(path), index + 1), "", f"invalid YAML{line}: {problem}")
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item.startswith(("function-after", "function-before")) or "[" in item:
+            continue  # pydantic's validator frames, not fields
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts)
+
+
+def _pydantic_problems(source: Source, exc: ValidationError) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
+            message += f" (got {err['input']!r})"
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        problems.append(Problem(source, _field_path(err["loc"]), message))
+    return problems
+
+
+def parse_documents(items: Iterable[tuple[Source, Any]]) -> tuple[ConfigSet, list[Problem]]:
+    config = ConfigSet()
+    problems: list[Problem] = []
+    for source, doc in items:
+        if not isinstance(doc, dict):
+            problems.append(Problem(source, "", f"a manifest must be a mapping, got {type(doc).__name__}"))
+            continue
+        try:
+            item = parse_resource(doc)
+        except KeyError:
+            kind = f"{doc.get('apiVersion', '?')}/{doc.get('kind', '?')}"
+            problems.append(
+                Problem(source, "kind", f"unknown kind {kind} (expected trunkline.io/v1alpha1 "
+                        "Trunk, DID or Carrier, or v1 Secret)")  # fmt: skip
+            )
+            continue
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(source, exc))
+            continue
+        duplicate = config.add(item, source)
+        if duplicate:
+            problems.append(duplicate)
+    return config, problems
+
+
+def check_references(config: ConfigSet) -> list[Problem]:
+    """What no single document can say: claims, references, secrets, unique usernames."""
+    problems: list[Problem] = []
+
+    def problem(item: Resource | Secret, path: str, message: str) -> None:
+        problems.append(Problem(config.source_of(item), path, message))
+
+    claims: dict[str, list[DID]] = defaultdict(list)
+    for did in config.dids.values():
+        claims[did.spec.number].append(did)
+        if (did.metadata.namespace, did.spec.trunkRef) not in config.trunks:
+            problem(did, "spec.trunkRef", f"no Trunk named {did.spec.trunkRef!r}")
+    for number, dids in claims.items():
+        for did in dids[1:]:
+            problem(did, "spec.number", f"{number} is already claimed by DID {dids[0].name!r}")
+
+    usernames: dict[str, Trunk] = {}
+    for trunk in config.trunks.values():
+        digest = trunk.spec.auth.digest
+        if digest is None:
+            continue
+        ns = trunk.metadata.namespace
+        secret = config.secrets.get((ns, digest.credentialsSecret))
+        path = "spec.auth.digest.credentialsSecret"
+        if secret is None:
+            problem(trunk, path, f"no Secret named {digest.credentialsSecret!r}")
+            continue
+        username, password = secret.get("username"), secret.get("password")
+        if not username or not password:
+            problem(trunk, path, f"Secret {secret.name!r} needs keys 'username' and 'password'")
+            continue
+        if username in usernames:
+            problem(trunk, path, f"digest username {username!r} is already used by Trunk {usernames[username].name!r}")
+        usernames[username] = trunk
+
+    for carrier in config.carriers.values():
+        auth = carrier.spec.auth
+        if auth and (carrier.metadata.namespace, auth.credentialsSecret) not in config.secrets:
+            problem(carrier, "spec.auth.credentialsSecret", f"no Secret named {auth.credentialsSecret!r}")
+    return problems
+
+
+def load(paths: Iterable[str | Path]) -> tuple[ConfigSet, list[Problem]]:
+    """Read, parse and check manifests. The set is usable only when the problem list is empty."""
+    files, problems = manifest_files(paths)
+    documents: list[tuple[Source, Any]] = []
+    for path in files:
+        for entry in _documents(path):
+            if isinstance(entry, Problem):
+                problems.append(entry)
+            else:
+                documents.append(entry)
+    config, parse_problems = parse_documents(documents)
+    problems.extend(parse_problems)
+    if not problems:
+        problems.extend(check_references(config))
+    return config, problems

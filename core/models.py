@@ -1,0 +1,310 @@
+"""The resource model: Trunk, DID and Carrier (group trunkline.io, version v1alpha1) and the Secret
+fields we read.
+
+These pydantic models are the single source of truth: the CRD schemas in
+`charts/trunkline/crds/` are generated from them (`trunkline.core.crds`), the manifest loader of
+`trunkline validate` / `trunkline up` parses with them, and the operator reads cluster objects with them.
+Field names are the Kubernetes (camelCase) names of docs/product.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+GROUP = "trunkline.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# E.164: a '+', a country code that does not start with 0, at most 15 digits in all.
+E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
+# A prefix of E.164 numbers: '+' and 1 to 15 digits ("+44", "+1415").
+E164_PREFIX_PATTERN = r"^\+[0-9]{1,15}$"
+# sip:[user@]host[:port][;params] with host a name, IPv4 or [IPv6] (RFC 3261 section 19.1.1).
+SIP_URI_PATTERN = (
+    r"^sips?:([^@\s;]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:[0-9]{1,5})?(;[^\s]*)?$"
+)
+# DNS-1123 subdomain: what Kubernetes accepts as an object name.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
+E164Prefix = Annotated[str, StringConstraints(pattern=E164_PREFIX_PATTERN)]
+SipUri = Annotated[str, StringConstraints(pattern=SIP_URI_PATTERN, max_length=512)]
+ObjectName = Annotated[str, StringConstraints(pattern=NAME_PATTERN, min_length=1, max_length=253)]
+
+
+def _check_cidr(value: str) -> str:
+    """A v4 or v6 network; a bare address is a /32 or /128. Host bits are cleared, not rejected."""
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a CIDR (e.g. 203.0.113.0/24 or 2001:db8::/32)") from None
+
+
+# The CRD says `format: cidr` (checked by the API server); the model checks it for files too.
+Cidr = Annotated[str, AfterValidator(_check_cidr), Field(json_schema_extra={"format": "cidr"})]
+
+
+class Model(BaseModel):
+    """Base of every spec model: unknown fields are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class Target(Model):
+    """A SIP destination with SRV-like ordering: lower priority first, weight shares load within one."""
+
+    uri: SipUri = Field(description="SIP URI of the target; a host name is resolved per RFC 3263.")
+    priority: int = Field(10, ge=0, le=65535, description="Lower is tried first.")
+    weight: int = Field(100, ge=0, le=65535, description="Share of calls within one priority.")
+
+
+class DigestAlgorithm(StrEnum):
+    MD5 = "MD5"
+    SHA256 = "SHA-256"
+
+
+class DigestAuth(Model):
+    credentialsSecret: ObjectName = Field(description="Name of a v1 Secret with keys username, password.")
+    realm: str | None = Field(None, min_length=1, max_length=128, description="Default: the trunk's name.")
+    algorithms: list[DigestAlgorithm] = Field(
+        default_factory=lambda: [DigestAlgorithm.MD5, DigestAlgorithm.SHA256],
+        min_length=1,
+        max_length=2,
+        description="Challenges offered, in order of preference (RFC 8760).",
+    )
+
+
+class TrunkAuth(Model):
+    digest: DigestAuth | None = None
+    ipAcl: list[Cidr] = Field(
+        default_factory=list,
+        max_length=256,
+        description="CIDRs (v4/v6) whose sources are admitted without a challenge.",
+    )
+
+
+class Registration(Model):
+    enabled: bool = False
+    maxExpires: int = Field(3600, ge=60, le=86400, description="Upper bound of a binding's lifetime (s).")
+
+
+class CallerIdPolicy(StrEnum):
+    DIDS_ONLY = "dids-only"
+    ANY = "any"
+
+
+class CallerIdAction(StrEnum):
+    REJECT = "reject"
+    REPLACE = "replace"
+
+
+class Outbound(Model):
+    allowedPrefixes: list[E164Prefix] = Field(
+        default_factory=list, description="E.164 prefixes this trunk may call; empty: any number."
+    )
+    callerId: CallerIdPolicy = CallerIdPolicy.DIDS_ONLY
+    callerIdAction: CallerIdAction = CallerIdAction.REJECT
+
+
+class Codec(StrEnum):
+    PCMU = "PCMU"
+    PCMA = "PCMA"
+    G722 = "G722"
+    G729 = "G729"
+    OPUS = "opus"
+
+
+class SrtpMode(StrEnum):
+    DISABLED = "disabled"
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+
+
+class Media(Model):
+    srtp: SrtpMode = SrtpMode.DISABLED
+
+
+class Transport(StrEnum):
+    UDP = "udp"
+    TCP = "tcp"
+    TLS = "tls"
+
+
+class Numbering(Model):
+    """How a national-format number in a Request-URI becomes E.164 (e.g. 04155550100 -> +14155550100)."""
+
+    countryCode: str = Field(pattern=r"^[1-9][0-9]{0,2}$", description="Country calling code, digits.")
+    nationalPrefix: str = Field("0", pattern=r"^[0-9]{0,3}$", description="Trunk prefix to strip.")
+    internationalPrefix: str = Field("00", pattern=r"^[0-9]{0,4}$", description="Exit code to strip.")
+
+
+class TrunkSpec(Model):
+    auth: TrunkAuth = Field(default_factory=TrunkAuth)
+    registration: Registration = Field(default_factory=Registration)
+    origination: list[Target] = Field(default_factory=list, max_length=64)
+    channels: int | None = Field(None, ge=1, description="Concurrent calls (in + out); unset: unlimited.")
+    callsPerSecond: float | None = Field(None, gt=0, description="New calls per second; unset: unlimited.")
+    outbound: Outbound = Field(default_factory=Outbound)
+    codecs: list[Codec] = Field(default_factory=lambda: [Codec.PCMU, Codec.PCMA], min_length=1)
+    media: Media = Field(default_factory=Media)
+    transport: Transport = Transport.UDP
+    numbering: Numbering | None = None
+
+
+class DIDSpec(Model):
+    number: E164 = Field(description="The number in E.164, e.g. +14155550100.")
+    trunkRef: ObjectName = Field(description="Name of the Trunk this number routes to.")
+    origination: list[Target] | None = Field(None, max_length=64, description="Overrides the trunk's list.")
+
+
+class CarrierAuth(Model):
+    credentialsSecret: ObjectName
+
+
+class CarrierSpec(Model):
+    gateways: list[Target] = Field(min_length=1, max_length=64)
+    prefixes: list[E164Prefix] = Field(
+        default_factory=list, description="E.164 prefixes served (longest wins); empty: default route."
+    )
+    inboundCidrs: list[Cidr] = Field(
+        default_factory=list, max_length=256, description="Sources admitted to send calls to our DIDs."
+    )
+    auth: CarrierAuth | None = None
+    numbering: Numbering | None = None
+
+
+class Condition(BaseModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    lastTransitionTime: str | None = None
+    observedGeneration: int | None = None
+
+
+class ResourceStatus(BaseModel):
+    observedGeneration: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    activeCalls: int | None = Field(None, ge=0)
+    registeredContacts: int | None = Field(None, ge=0)
+
+
+class Metadata(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: ObjectName
+    namespace: str = "default"
+    generation: int | None = None
+    uid: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Resource(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    KIND: ClassVar[str]
+    PLURAL: ClassVar[str]
+    SHORT_NAMES: ClassVar[list[str]] = []
+
+    apiVersion: Literal["trunkline.io/v1alpha1"] = API_VERSION
+    metadata: Metadata
+    status: ResourceStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.metadata.namespace, self.metadata.name)
+
+
+class Trunk(Resource):
+    KIND = "Trunk"
+    PLURAL = "trunks"
+    SHORT_NAMES = ["trk"]
+    kind: Literal["Trunk"] = "Trunk"
+    spec: TrunkSpec
+
+    @property
+    def realm(self) -> str:
+        digest = self.spec.auth.digest
+        return digest.realm if digest and digest.realm else self.name
+
+
+class DID(Resource):
+    KIND = "DID"
+    PLURAL = "dids"
+    SHORT_NAMES = ["did"]
+    kind: Literal["DID"] = "DID"
+    spec: DIDSpec
+
+
+class Carrier(Resource):
+    KIND = "Carrier"
+    PLURAL = "carriers"
+    SHORT_NAMES = ["car"]
+    kind: Literal["Carrier"] = "Carrier"
+    spec: CarrierSpec
+
+
+RESOURCE_KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (Trunk, DID, Carrier)}
+
+
+class Secret(BaseModel):
+    """The part of a v1 Secret we read: `data` (base64) or `stringData` keys username and password."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    apiVersion: Literal["v1"] = "v1"
+    kind: Literal["Secret"] = "Secret"
+    metadata: Metadata
+    data: dict[str, str] = Field(default_factory=dict)
+    stringData: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("data")
+    @classmethod
+    def _base64(cls, data: dict[str, str]) -> dict[str, str]:
+        for key, value in data.items():
+            try:
+                base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(f"data.{key} is not base64") from None
+        return data
+
+    def get(self, key: str) -> str | None:
+        if key in self.stringData:
+            return self.stringData[key]
+        if key in self.data:
+            return base64.b64decode(self.data[key]).decode("utf-8", "replace")
+        return None
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.metadata.namespace, self.metadata.name)
+
+
+def parse_resource(doc: dict[str, Any]) -> Resource | Secret:
+    """Parse one manifest document; raises KeyError for an unknown kind, pydantic's error for a bad one."""
+    kind = doc.get("kind")
+    if kind == "Secret" and doc.get("apiVersion") == "v1":
+        return Secret.model_validate(doc)
+    if kind in RESOURCE_KINDS and doc.get("apiVersion") == API_VERSION:
+        return RESOURCE_KINDS[kind].model_validate(doc)
+    raise KeyError(f"unknown kind {doc.get('apiVersion')}/{kind}")
+
+
+def is_e164(number: str) -> bool:
+    return re.fullmatch(E164_PATTERN, number) is not None

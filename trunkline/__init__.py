@@ -1,0 +1,3 @@
+"""trunkline: a Kubernetes-native, distributed SIP trunking platform."""
+
+__version__ = "0.1.0"
