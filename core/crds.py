@@ -1,7 +1,8 @@
 """CustomResourceDefinitions generated from the pydantic models.
 
 The CRDs in `charts/trunkline/crds/` are this module's output; `tests/unit/test_crds_match_models.py`
-fails when they drift. Regenerate with `python -m trunkline.core.crds charts/trunkline/crds`.
+fails when they drift. Regenerate with `python -P -m trunkline.core.crds charts/trunkline/crds`
+(-P: the repo root must not shadow the standard library's `operator` module).
 
 Kubernetes wants a *structural* OpenAPI v3 schema: no `$ref`, no `anyOf` with `null`, every node typed,
 nothing it does not know (`title`). pydantic's JSON Schema is turned into one here.
@@ -14,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from trunkline.core.models import GROUP, VERSION, DID, Carrier, Resource, ResourceStatus, Trunk
+from trunkline.core.models import DID, GROUP, VERSION, Carrier, Resource, ResourceStatus, Trunk
 
 # Keys of pydantic's JSON Schema that a structural CRD schema may carry over as they are.
 _KEPT = {
@@ -63,7 +63,7 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
 def _spec_schema(model: type[Resource]) -> dict[str, Any]:
     spec_model = model.model_fields["spec"].annotation
     assert isinstance(spec_model, type)
-    full = spec_model.model_json_schema(mode="validation")  # type: ignore[attr-defined]
+    full = spec_model.model_json_schema(mode="validation")
     return structural(full, full.get("$defs", {}))
 
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
-
 from trunkline.core.models import DID, Carrier, Resource, Secret, Trunk, parse_resource
 
 Key = tuple[str, str]  # (namespace, name)
@@ -26,10 +25,10 @@ class Source:
     """Where a document came from."""
 
     file: str
-    document: int  # 1-based index within the file
+    document: int  # 1-based index within the file; 0 for the file as a whole
 
     def __str__(self) -> str:
-        return f"{self.file} (document {self.document})"
+        return f"{self.file} (document {self.document})" if self.document else self.file
 
 
 @dataclass(frozen=True)
@@ -54,19 +53,21 @@ class ConfigSet:
     sources: dict[tuple[str, Key], Source] = field(default_factory=dict)
 
     def add(self, item: Resource | Secret, source: Source | None = None) -> Problem | None:
-        table: dict[Key, Any] = {
+        tables: dict[str, dict[Key, Any]] = {
             "Trunk": self.trunks, "DID": self.dids, "Carrier": self.carriers, "Secret": self.secrets,
-        }[item.kind]  # fmt: skip
+        }  # fmt: skip
+        table = tables[item.KIND]
         if item.key in table:
-            first = self.sources.get((item.kind, item.key))
-            return Problem(source, "metadata.name", f"{item.kind} {item.name!r} is defined twice (first in {first})")
+            first = self.sources.get((item.KIND, item.key))
+            message = f"{item.KIND} {item.name!r} is defined twice (first in {first})"
+            return Problem(source, "metadata.name", message)
         table[item.key] = item
         if source:
-            self.sources[(item.kind, item.key)] = source
+            self.sources[(item.KIND, item.key)] = source
         return None
 
     def source_of(self, item: Resource | Secret) -> Source | None:
-        return self.sources.get((item.kind, item.key))
+        return self.sources.get((item.KIND, item.key))
 
     def secret_value(self, namespace: str, name: str, key: str) -> str | None:
         secret = self.secrets.get((namespace, name))
@@ -105,7 +106,7 @@ def _documents(path: Path) -> Iterator[tuple[Source, Any] | Problem]:
         return
     index = 0
     try:
-        for index, doc in enumerate(yaml.safe_load_all(text), start=1):  # noqa: B007
+        for index, doc in enumerate(yaml.safe_load_all(text), start=1):
             if doc is not None:
                 yield Source(str(path), index), doc
     except yaml.YAMLError as exc:
@@ -150,10 +151,8 @@ def parse_documents(items: Iterable[tuple[Source, Any]]) -> tuple[ConfigSet, lis
             item = parse_resource(doc)
         except KeyError:
             kind = f"{doc.get('apiVersion', '?')}/{doc.get('kind', '?')}"
-            problems.append(
-                Problem(source, "kind", f"unknown kind {kind} (expected trunkline.io/v1alpha1 "
-                        "Trunk, DID or Carrier, or v1 Secret)")  # fmt: skip
-            )
+            expected = "trunkline.io/v1alpha1 Trunk, DID or Carrier, or v1 Secret"
+            problems.append(Problem(source, "kind", f"unknown kind {kind} (expected {expected})"))
             continue
         except ValidationError as exc:
             problems.extend(_pydantic_problems(source, exc))
@@ -196,7 +195,11 @@ def check_references(config: ConfigSet) -> list[Problem]:
             problem(trunk, path, f"Secret {secret.name!r} needs keys 'username' and 'password'")
             continue
         if username in usernames:
-            problem(trunk, path, f"digest username {username!r} is already used by Trunk {usernames[username].name!r}")
+            problem(
+                trunk,
+                path,
+                f"digest username {username!r} is already used by Trunk {usernames[username].name!r}",
+            )
         usernames[username] = trunk
 
     for carrier in config.carriers.values():

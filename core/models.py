@@ -14,13 +14,13 @@ import binascii
 import ipaddress
 import re
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 GROUP = "trunkline.io"
 VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+API_VERSION: Final = "trunkline.io/v1alpha1"
 
 # E.164: a '+', a country code that does not start with 0, at most 15 digits in all.
 E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
@@ -28,7 +28,9 @@ E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
 E164_PREFIX_PATTERN = r"^\+[0-9]{1,15}$"
 # sip:[user@]host[:port][;params] with host a name, IPv4 or [IPv6] (RFC 3261 section 19.1.1).
 SIP_URI_PATTERN = (
-    r"^sips?:([^@\s;]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:[0-9]{1,5})?(;[^\s]*)?$"
+    r"^sips?:([^@\s;]+@)?"  # user part
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)"  # host: [IPv6], IPv4 or name
+    r"(:[0-9]{1,5})?(;[^\s]*)?$"  # port, parameters
 )
 # DNS-1123 subdomain: what Kubernetes accepts as an object name.
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -264,6 +266,7 @@ class Secret(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
+    KIND: ClassVar[str] = "Secret"
     apiVersion: Literal["v1"] = "v1"
     kind: Literal["Secret"] = "Secret"
     metadata: Metadata

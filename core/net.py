@@ -1,0 +1,99 @@
+"""Listen addresses: parsing HOST:PORT, and binding sockets up front so that a port in use is one clear
+error before anything starts."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+
+class ConfigError(Exception):
+    """A bad flag, file or value given by the operator of the process: one readable line, exit 1."""
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_host(text: str, flag: str) -> str:
+    host = text.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise ConfigError(f"{flag}: empty host")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        if host == "localhost":
+            return "127.0.0.1"
+        raise ConfigError(f"{flag}: {text!r} is not an IP address") from None
+
+
+def parse_hostport(text: str, flag: str, default_port: int | None = None) -> HostPort:
+    """`HOST:PORT`, `[V6]:PORT`, or a bare host when a default port is given."""
+    raw = text.strip()
+    host, port_text = raw, ""
+    if raw.startswith("["):
+        end = raw.find("]")
+        if end < 0:
+            raise ConfigError(f"{flag}: {text!r} is not HOST:PORT (unclosed '[')")
+        host, rest = raw[1:end], raw[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ConfigError(f"{flag}: {text!r} is not HOST:PORT")
+        port_text = rest[1:]
+    elif raw.count(":") == 1:
+        host, port_text = raw.split(":")
+    if not port_text:
+        if default_port is None:
+            raise ConfigError(f"{flag}: {text!r} is not HOST:PORT (no port)")
+        port = default_port
+    elif not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{flag}: port {port_text!r} is not a number from 0 to 65535")
+    else:
+        port = int(port_text)
+    return HostPort(parse_host(host, flag), port)
+
+
+def parse_port_range(text: str, flag: str) -> tuple[int, int]:
+    lo_text, sep, hi_text = text.partition("-")
+    if not sep or not lo_text.isdigit() or not hi_text.isdigit():
+        raise ConfigError(f"{flag}: {text!r} is not a range LO-HI (e.g. 20000-20999)")
+    lo, hi = int(lo_text), int(hi_text)
+    if not 1024 <= lo < hi <= 65535:
+        raise ConfigError(f"{flag}: {text!r} must satisfy 1024 <= LO < HI <= 65535")
+    return lo, hi
+
+
+def bind(addr: HostPort, kind: socket.SocketKind, what: str) -> socket.socket:
+    """Bind (and for TCP listen on) a socket, or raise ConfigError naming the address and protocol."""
+    proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+    sock = socket.socket(addr.family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if addr.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((addr.host, addr.port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(512)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise ConfigError(f"{what}: cannot listen on {addr} ({proto}): {reason}") from None
+    return sock
+
+
+def bound_port(sock: socket.socket) -> int:
+    return int(sock.getsockname()[1])

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs what it needs, then runs static checks and
+# every test level (unit, integration: real sockets/SIPp/Redis, e2e: real kube-apiserver + helm).
+# Extra arguments go to pytest (e.g. `scripts/test.sh tests/unit -k sip`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "Debian packages"
+packages=(sip-tester redis-server redis-sentinel etcd-server openssl iproute2)
+missing=()
+for pkg in "${packages[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+if ((${#missing[@]})); then
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "ok: ${packages[*]}"
+
+step "Python environment (.venv)"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q -U pip setuptools wheel
+.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -c 'import trunkline, sys; print("ok: trunkline", trunkline.__version__, sys.version.split()[0])'
+
+if [ -x tests/e2e/cluster.sh ]; then
+  step "Kubernetes control plane binaries (cached in .cache/)"
+  tests/e2e/cluster.sh
+fi
+
+step "Static checks"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+scripts/typecheck.sh
+if [ -f scripts/gen_protos.py ]; then .venv/bin/python -P scripts/gen_protos.py --check; fi
+
+step "Tests"
+# The `pytest` script, not `python -m pytest`: the repo root on sys.path would shadow stdlib `operator`.
+cd "$root"
+exec .venv/bin/pytest "${@:-tests}"

@@ -1,0 +1,47 @@
+"""Shared test fixtures. Levels: unit (default), integration (real sockets, SIPp, Redis), e2e (real
+kube-apiserver, helm); the marker is set by the folder a test lives in."""
+
+from __future__ import annotations
+
+import operator
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The repo's `operator/` folder is `trunkline.operator`; if the repo root ever lands on sys.path (e.g.
+# `python -m pytest` from the root) it would shadow the standard library and break imports far away.
+assert not str(operator.__file__).startswith(str(ROOT)), (
+    f"stdlib `operator` is shadowed by {operator.__file__}: run the `pytest` script, not `python -m pytest`"
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        level = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
+        if level in ("integration", "e2e"):
+            item.add_marker(getattr(pytest.mark, level))
+
+
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP right now on `host`."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, kind) as a:
+            a.bind((host, 0))
+            port = int(a.getsockname()[1])
+            other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
+            with socket.socket(socket.AF_INET, other) as b:
+                try:
+                    b.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port")
+
+
+@pytest.fixture
+def trunkline_bin() -> str:
+    return str(Path(sys.executable).parent / "trunkline")

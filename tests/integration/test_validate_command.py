@@ -1,0 +1,31 @@
+"""`trunkline validate` as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_examples_validate(trunkline_bin: str) -> None:
+    result = subprocess.run([trunkline_bin, "validate", "-f", str(ROOT / "examples")], capture_output=True,
+                            text=True, timeout=30)  # fmt: skip
+    assert result.returncode == 0
+    assert result.stdout == "ok: 1 trunk(s), 2 DID(s), 1 carrier(s), 1 secret(s)\n"
+
+
+def test_problems_exit_1_naming_file_document_field(trunkline_bin: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "apiVersion: trunkline.io/v1alpha1\nkind: Carrier\nmetadata: {name: c}\n"
+        "spec: {gateways: [{uri: 'sip:gw.example.net'}], inboundCidrs: [not-a-cidr]}\n"
+    )
+    result = subprocess.run([trunkline_bin, "validate", "-f", str(tmp_path)], capture_output=True, text=True,
+                            timeout=30)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{bad} (document 1): spec.inboundCidrs[0]: 'not-a-cidr' is not a CIDR (e.g. 203.0.113.0/24 or "
+        "2001:db8::/32) (got 'not-a-cidr')",
+        "1 problem(s)",
+    ]

@@ -1,0 +1,141 @@
+"""The `trunkline` command.
+
+  trunkline validate -f PATH...   check manifests (files or folders of multi-document YAML)
+  trunkline up -f PATH...         the embedded default: control + edge + media in one process
+  trunkline control|edge|media    one component per process, as run in Kubernetes
+  trunkline operator              the Kubernetes operator (kopf)
+
+Every error a user can cause is one readable line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from trunkline import __version__
+from trunkline.core import logs
+from trunkline.core.manifests import load
+from trunkline.core.net import ConfigError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (`trunkline up: error: ...`), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_files(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "-f", "--filename", dest="files", action="extend", nargs="+", required=required, metavar="PATH",
+        help="manifest file or folder (every *.yaml/*.yml inside); repeatable",
+    )  # fmt: skip
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config, problems = load(args.files)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s)")
+        return 1
+    print(f"ok: {config.summary()}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from trunkline.up import UpOptions, up
+
+    opts = UpOptions(
+        files=args.files, sip_listen=args.sip_listen, tls_listen=args.tls_listen, tls_cert=args.tls_cert,
+        tls_key=args.tls_key, media_listen=args.media_listen, media_ports=args.media_ports,
+        http_listen=args.http_listen, advertise=args.advertise, redis=args.redis, grace=args.grace,
+    )  # fmt: skip
+    return _run_async(lambda: up(opts))
+
+
+def _run_async(main: Callable[[], object]) -> int:
+    try:
+        import uvloop
+
+        runner: Callable[..., object] = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run
+    result = runner(main())
+    return int(result) if isinstance(result, int) else 0
+
+
+def _not_yet(issue: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(f"trunkline {args.command}: not available in this version yet ({issue})", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="trunkline", description="Kubernetes-native, distributed SIP trunking.")
+    parser.add_argument("--version", action="version", version=f"trunkline {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    validate = sub.add_parser("validate", help="check manifests and exit")
+    _add_files(validate)
+    validate.set_defaults(run=cmd_validate)
+
+    up = sub.add_parser("up", help="run control, edge and media in one process (the embedded default)")
+    _add_files(up)
+    up.add_argument(
+        "--sip-listen", default="127.0.0.1:5060", metavar="HOST:PORT", help="SIP over UDP and TCP"
+    )
+    up.add_argument("--tls-listen", metavar="HOST:PORT", help="SIP over TLS (needs --tls-cert, --tls-key)")
+    up.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain for SIP over TLS")
+    up.add_argument("--tls-key", metavar="FILE", help="PEM private key for SIP over TLS")
+    up.add_argument(
+        "--media-listen", default="127.0.0.1", metavar="HOST", help="relay address (bind and SDP)"
+    )
+    up.add_argument("--media-ports", default="20000-20999", metavar="LO-HI", help="relay port range")
+    up.add_argument(
+        "--http-listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="/healthz /readyz /metrics"
+    )
+    up.add_argument(
+        "--advertise", metavar="HOST[:PORT]", help="address written into SIP and SDP, if not the listen one"
+    )
+    up.add_argument(
+        "--redis", metavar="URL", help="shared state in Redis instead of memory (redis://, sentinel)"
+    )
+    up.add_argument(
+        "--grace", type=float, default=30.0, metavar="SECONDS", help="how long live calls may finish"
+    )
+    up.set_defaults(run=cmd_up)
+
+    for name, what, issue in (
+        ("control", "the control service (config snapshots, relay directory) as its own process", "issue #5"),
+        ("edge", "a SIP edge (B2BUA) as its own process", "issue #4"),
+        ("media", "a media relay as its own process", "issue #5"),
+        ("operator", "the Kubernetes operator (kopf)", "issue #7"),
+    ):
+        component = sub.add_parser(name, help=what, add_help=True)
+        component.add_argument("args", nargs=argparse.REMAINDER, help="component options")
+        component.set_defaults(run=_not_yet(issue))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup(args.log_level)
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        print(f"trunkline {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

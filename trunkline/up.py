@@ -1,0 +1,197 @@
+"""`trunkline up`: the embedded default. Control, edge and media in one process, state in memory
+(or in Redis with --redis), fed from manifest files instead of the Kubernetes API.
+
+Everything that can fail from the outside (manifests, ports, certificates) is checked before anything
+starts, so a bad start is one readable line and nothing half-started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+
+from trunkline.core.component import Component
+from trunkline.core.http import OpsServer
+from trunkline.core.logs import event
+from trunkline.core.manifests import ConfigSet, load
+from trunkline.core.net import ConfigError, HostPort, bind, parse_host, parse_hostport, parse_port_range
+from trunkline.core.runner import run_until_signalled
+
+log = logging.getLogger("trunkline.up")
+
+
+@dataclass
+class UpOptions:
+    files: list[str]
+    sip_listen: str = "127.0.0.1:5060"
+    tls_listen: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    media_listen: str = "127.0.0.1"
+    media_ports: str = "20000-20999"
+    http_listen: str = "127.0.0.1:8080"
+    advertise: str | None = None
+    redis: str | None = None
+    grace: float = 30.0
+
+
+@dataclass
+class Listeners:
+    """Sockets bound before anything starts; components take them over."""
+
+    sip: HostPort
+    sip_udp: socket.socket
+    sip_tcp: socket.socket
+    http: socket.socket
+    tls: socket.socket | None = None
+    tls_context: ssl.SSLContext | None = None
+    media_host: str = "127.0.0.1"
+    media_ports: tuple[int, int] = (20000, 20999)
+    advertise: HostPort | None = None
+    all: list[socket.socket] = field(default_factory=list)
+
+    def close(self) -> None:
+        for sock in self.all:
+            sock.close()
+
+
+def load_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext:
+    if not cert or not key:
+        raise ConfigError("--tls-listen needs --tls-cert and --tls-key")
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"{flag}: cannot read {path}: no such file or not readable")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"--tls-cert {cert} / --tls-key {key}: not a usable certificate and key ({exc})"
+        ) from None
+    return context
+
+
+def open_listeners(opts: UpOptions) -> Listeners:
+    """Parse every address and bind every socket, or close what was bound and raise ConfigError."""
+    sip = parse_hostport(opts.sip_listen, "--sip-listen", default_port=5060)
+    http_addr = parse_hostport(opts.http_listen, "--http-listen", default_port=8080)
+    media_host = parse_host(opts.media_listen, "--media-listen")
+    media_ports = parse_port_range(opts.media_ports, "--media-ports")
+    advertise = (
+        parse_hostport(opts.advertise, "--advertise", default_port=sip.port) if opts.advertise else None
+    )
+    tls_addr = parse_hostport(opts.tls_listen, "--tls-listen", default_port=5061) if opts.tls_listen else None
+    tls_context = load_tls_context(opts.tls_cert, opts.tls_key) if tls_addr else None
+    opened: list[socket.socket] = []
+    try:
+        udp = bind(sip, socket.SOCK_DGRAM, "--sip-listen")
+        opened.append(udp)
+        # UDP and TCP share the port number; port 0 means "any", so TCP follows what UDP got.
+        sip = HostPort(sip.host, udp.getsockname()[1])
+        tcp = bind(sip, socket.SOCK_STREAM, "--sip-listen")
+        opened.append(tcp)
+        tls = None
+        if tls_addr:
+            tls = bind(tls_addr, socket.SOCK_STREAM, "--tls-listen")
+            opened.append(tls)
+        http = bind(http_addr, socket.SOCK_STREAM, "--http-listen")
+        opened.append(http)
+        # The relay binds its ports later, one per call leg; check now that the address is ours.
+        probe = bind(HostPort(media_host, 0), socket.SOCK_DGRAM, "--media-listen")
+        probe.close()
+    except ConfigError:
+        for sock in opened:
+            sock.close()
+        raise
+    return Listeners(
+        sip=sip, sip_udp=udp, sip_tcp=tcp, http=http, tls=tls, tls_context=tls_context,
+        media_host=media_host, media_ports=media_ports, advertise=advertise, all=opened,
+    )  # fmt: skip
+
+
+class ConfigComponent:
+    """The in-process control plane of the embedded default: the validated manifests, in memory."""
+
+    name = "control"
+
+    def __init__(self, config: ConfigSet):
+        self.config = config
+
+    async def start(self) -> None:
+        event(log, logging.INFO, "configuration loaded", resources=self.config.summary())
+
+    def ready(self) -> bool:
+        return True
+
+    def busy(self) -> int:
+        return 0
+
+    async def drain(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+class SipListenerComponent:
+    """Owns the SIP sockets of the embedded edge.
+
+    The SIP edge itself (issue: SIP edge) takes these sockets over; until then they are held open so
+    that the addresses, ports and TLS material are validated and reserved as the contract says."""
+
+    name = "edge"
+
+    def __init__(self, listeners: Listeners):
+        self.listeners = listeners
+
+    async def start(self) -> None:
+        where = f"sip udp+tcp {self.listeners.sip}"
+        if self.listeners.tls:
+            where += f", tls {self.listeners.tls.getsockname()[0]}:{self.listeners.tls.getsockname()[1]}"
+        event(log, logging.INFO, "listening", sip=where)
+
+    def ready(self) -> bool:
+        return True
+
+    def busy(self) -> int:
+        return 0
+
+    async def drain(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self.listeners.close()
+
+
+def build_components(config: ConfigSet, listeners: Listeners) -> list[Component]:
+    return [ConfigComponent(config), SipListenerComponent(listeners)]
+
+
+async def up(opts: UpOptions, started: asyncio.Event | None = None) -> int:
+    config, problems = load(opts.files)
+    if problems:
+        for problem in problems:
+            print(f"trunkline up: {problem}")
+        print(f"trunkline up: {len(problems)} problem(s); nothing started")
+        return 1
+    listeners = open_listeners(opts)
+    components = build_components(config, listeners)
+    ops = OpsServer(listeners.http, components, CollectorRegistry())
+    host, port = listeners.http.getsockname()[:2]
+    event(
+        log,
+        logging.INFO,
+        "http",
+        healthz=f"http://{host}:{port}/healthz",
+        metrics=f"http://{host}:{port}/metrics",
+    )
+    try:
+        return await run_until_signalled(components, ops, opts.grace, started)
+    finally:
+        listeners.close()
