@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from trunkline.core.models import DID, GROUP, VERSION, Carrier, Resource, ResourceStatus, Trunk
 
 # Keys of pydantic's JSON Schema that a structural CRD schema may carry over as they are.

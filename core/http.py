@@ -14,9 +14,9 @@ from functools import partial
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from trunkline.core.component import Component
 
 from trunkline import __version__
+from trunkline.core.component import Component
 
 
 def _as_float(read: Callable[[], bool | int]) -> float:

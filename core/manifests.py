@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+
 from trunkline.core.models import DID, Carrier, Resource, Secret, Trunk, parse_resource
 
 Key = tuple[str, str]  # (namespace, name)

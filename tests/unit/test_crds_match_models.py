@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from trunkline.core.crds import build_crd, render_all
 from trunkline.core.models import DID, Trunk
 

@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from trunkline.core.manifests import load
 from trunkline.core.models import DID, Trunk
 
