@@ -1,0 +1,174 @@
+"""Call state shared by every edge: channels, call rate, nonces, auth failures, registrations, dialogs.
+
+One interface, two stores: `MemoryStore` (the embedded default, one process) here, and a Redis store
+for a cluster. Every record that a call holds has a TTL that the call's refreshes extend, so state
+whose owner vanished (a killed pod) expires instead of leaking.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A registered contact of an address of record."""
+
+    contact: str  # the Contact URI to send requests to
+    expires_at: float  # store clock seconds
+    source: str = ""  # "udp:1.2.3.4:5060": where the REGISTER came from (NAT pinning, RFC 3581)
+    call_id: str = ""
+    cseq: int = 0
+
+
+class StateStore(Protocol):
+    async def acquire_channel(self, trunk: str, call: str, limit: int | None, ttl: float) -> bool:
+        """Take one of `limit` channels of `trunk` for `call` (None: unlimited); False when all are in use."""
+        ...
+
+    async def refresh_channel(self, trunk: str, call: str, ttl: float) -> None: ...
+
+    async def release_channel(self, trunk: str, call: str) -> None: ...
+
+    async def channels_in_use(self, trunk: str) -> int: ...
+
+    async def take_call_slot(self, trunk: str, per_second: float | None) -> bool:
+        """Admit one new call under a rate of `per_second` (None: unlimited)."""
+        ...
+
+    async def first_use(self, key: str, ttl: float) -> bool:
+        """True the first time `key` is seen within `ttl` (nonce-count replay protection)."""
+        ...
+
+    async def note_auth_failure(self, source: str, window: float) -> int:
+        """Count a failed authentication from `source`; returns the failures within `window` seconds."""
+        ...
+
+    async def auth_failures(self, source: str, window: float) -> int: ...
+
+    async def clear_auth_failures(self, source: str) -> None: ...
+
+    async def put_binding(self, aor: str, binding: Binding) -> None: ...
+
+    async def remove_binding(self, aor: str, contact: str) -> None: ...
+
+    async def bindings(self, aor: str) -> list[Binding]: ...
+
+    async def put_dialog(self, key: str, record: dict[str, Any], ttl: float) -> None: ...
+
+    async def get_dialog(self, key: str) -> dict[str, Any] | None: ...
+
+    async def delete_dialog(self, key: str) -> None: ...
+
+    def now(self) -> float: ...
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+@dataclass
+class MemoryStore:
+    """All state in this process's memory: for `trunkline up` and tests. Not shared between processes."""
+
+    clock: Callable[[], float] = time.monotonic
+    _channels: dict[str, dict[str, float]] = field(default_factory=dict)
+    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+    _seen: dict[str, float] = field(default_factory=dict)
+    _failures: dict[str, list[float]] = field(default_factory=dict)
+    _bindings: dict[str, dict[str, Binding]] = field(default_factory=dict)
+    _dialogs: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+
+    def now(self) -> float:
+        return self.clock()
+
+    def _live_channels(self, trunk: str) -> dict[str, float]:
+        now = self.clock()
+        calls = self._channels.setdefault(trunk, {})
+        for call in [c for c, expiry in calls.items() if expiry <= now]:
+            del calls[call]
+        return calls
+
+    async def acquire_channel(self, trunk: str, call: str, limit: int | None, ttl: float) -> bool:
+        calls = self._live_channels(trunk)
+        if call not in calls and limit is not None and len(calls) >= limit:
+            return False
+        calls[call] = self.clock() + ttl
+        return True
+
+    async def refresh_channel(self, trunk: str, call: str, ttl: float) -> None:
+        calls = self._live_channels(trunk)
+        if call in calls:
+            calls[call] = self.clock() + ttl
+
+    async def release_channel(self, trunk: str, call: str) -> None:
+        self._channels.get(trunk, {}).pop(call, None)
+
+    async def channels_in_use(self, trunk: str) -> int:
+        return len(self._live_channels(trunk))
+
+    async def take_call_slot(self, trunk: str, per_second: float | None) -> bool:
+        # A token bucket holding at most one second's worth of calls (at least one call).
+        if per_second is None:
+            return True
+        now, burst = self.clock(), max(1.0, per_second)
+        bucket = self._buckets.setdefault(trunk, _Bucket(burst, now))
+        bucket.tokens = min(burst, bucket.tokens + (now - bucket.at) * per_second)
+        bucket.at = now
+        if bucket.tokens < 1.0:
+            return False
+        bucket.tokens -= 1.0
+        return True
+
+    async def first_use(self, key: str, ttl: float) -> bool:
+        now = self.clock()
+        if len(self._seen) > 10000:
+            self._seen = {k: exp for k, exp in self._seen.items() if exp > now}
+        if self._seen.get(key, 0.0) > now:
+            return False
+        self._seen[key] = now + ttl
+        return True
+
+    async def note_auth_failure(self, source: str, window: float) -> int:
+        now = self.clock()
+        recent = [t for t in self._failures.get(source, []) if t > now - window]
+        recent.append(now)
+        self._failures[source] = recent[-1000:]
+        return len(recent)
+
+    async def auth_failures(self, source: str, window: float) -> int:
+        since = self.clock() - window
+        return sum(1 for t in self._failures.get(source, []) if t > since)
+
+    async def clear_auth_failures(self, source: str) -> None:
+        self._failures.pop(source, None)
+
+    async def put_binding(self, aor: str, binding: Binding) -> None:
+        self._bindings.setdefault(aor, {})[binding.contact] = binding
+
+    async def remove_binding(self, aor: str, contact: str) -> None:
+        self._bindings.get(aor, {}).pop(contact, None)
+
+    async def bindings(self, aor: str) -> list[Binding]:
+        now = self.clock()
+        live = {c: b for c, b in self._bindings.get(aor, {}).items() if b.expires_at > now}
+        self._bindings[aor] = live
+        return sorted(live.values(), key=lambda b: -b.expires_at)
+
+    async def put_dialog(self, key: str, record: dict[str, Any], ttl: float) -> None:
+        self._dialogs[key] = (self.clock() + ttl, record)
+
+    async def get_dialog(self, key: str) -> dict[str, Any] | None:
+        entry = self._dialogs.get(key)
+        if entry is None or entry[0] <= self.clock():
+            self._dialogs.pop(key, None)
+            return None
+        return entry[1]
+
+    async def delete_dialog(self, key: str) -> None:
+        self._dialogs.pop(key, None)

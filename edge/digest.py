@@ -1,0 +1,194 @@
+"""HTTP Digest authentication for SIP (RFC 3261 section 22, RFC 7616 algorithms, RFC 8760 SHA-256).
+
+Nonces are stateless: a timestamp, random bytes and an HMAC over both and the realm, keyed by a secret
+that every edge shares. Any edge can check a nonce another edge issued, and an expired one is answered
+with `stale=true` instead of a failure. Replays are caught by the caller, which records each
+(nonce, nonce-count) pair once in the shared store (`Verdict.replay_key`).
+
+Written here rather than taken from a library: the HTTP digest libraries on PyPI are client-side or
+tied to a web framework; SIP needs the server side over its own header grammar.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from trunkline.core.models import DigestAlgorithm
+
+_HASHES: dict[str, Callable[[bytes], hashlib._Hash]] = {
+    "MD5": hashlib.md5,
+    "SHA-256": hashlib.sha256,
+}
+
+# RFC 3261 section 25.1 / RFC 7616 section 3.4:
+#   credentials     = "Digest" LWS digest-response
+#   digest-response = dig-resp *(COMMA dig-resp)
+#   dig-resp        = username / realm / nonce / digest-uri / dresponse / algorithm / cnonce / opaque
+#                     / message-qop / nonce-count / auth-param
+#   auth-param      = auth-param-name EQUAL ( token / quoted-string )
+#   quoted-string   = SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE
+_PARAM = re.compile(r'\s*([A-Za-z0-9_.!%*+`\'~-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]*)\s*(?:,|$)')
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+class DigestError(ValueError):
+    """The Authorization header is not digest credentials we can read (answer with a new challenge)."""
+
+
+def parse_credentials(value: str) -> dict[str, str]:
+    """`Digest k=v, k="v"` -> {k: v}, keys lower-cased, quotes and quoted-pairs removed."""
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "digest":
+        raise DigestError(f"scheme {scheme!r} is not Digest")
+    params: dict[str, str] = {}
+    pos, rest = 0, rest.strip()
+    while pos < len(rest):
+        match = _PARAM.match(rest, pos)
+        if not match or match.end() == pos:
+            raise DigestError(f"cannot read digest parameters at {rest[pos : pos + 20]!r}")
+        name, raw = match.group(1).lower(), match.group(2)
+        if raw.startswith('"'):
+            raw = _QUOTED_PAIR.sub(r"\1", raw[1:-1])
+        params[name] = raw
+        pos = match.end()
+    return params
+
+
+class Outcome(Enum):
+    OK = "ok"
+    STALE = "stale nonce"  # a nonce we issued that expired: challenge again with stale=true
+    BAD_NONCE = "nonce not issued by us"
+    WRONG_REALM = "wrong realm"
+    WRONG_URI = "digest uri is not the Request-URI"
+    UNKNOWN_USER = "unknown user"
+    WRONG_PASSWORD = "wrong password"
+    BAD_ALGORITHM = "algorithm not offered"
+    MALFORMED = "malformed credentials"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    username: str = ""
+    # With OK: the caller must record this once in the shared store; a second use is a replay.
+    replay_key: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+
+class DigestAuthenticator:
+    def __init__(
+        self, secret: bytes | None = None, nonce_ttl: float = 300.0, clock: Callable[[], float] = time.time
+    ):
+        self.secret = secret or os.urandom(32)
+        self.nonce_ttl = nonce_ttl
+        self.clock = clock
+
+    # -- nonces ------------------------------------------------------------------------------------
+    def _mac(self, body: bytes, realm: str) -> bytes:
+        return hmac.new(self.secret, body + realm.encode(), hashlib.sha256).digest()[:16]
+
+    def make_nonce(self, realm: str) -> str:
+        body = struct.pack(">Q", int(self.clock() * 1000)) + os.urandom(8)
+        return base64.urlsafe_b64encode(body + self._mac(body, realm)).decode().rstrip("=")
+
+    def nonce_age(self, nonce: str, realm: str) -> float | None:
+        """Seconds since we issued `nonce` for `realm`; None when we did not issue it."""
+        try:
+            raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
+        except (ValueError, TypeError):
+            return None
+        if len(raw) != 32 or not hmac.compare_digest(raw[16:], self._mac(raw[:16], realm)):
+            return None
+        issued_ms: int = struct.unpack(">Q", raw[:8])[0]
+        return self.clock() - issued_ms / 1000
+
+    # -- challenges --------------------------------------------------------------------------------
+    def challenges(self, realm: str, algorithms: list[DigestAlgorithm], stale: bool = False) -> list[str]:
+        """WWW-Authenticate / Proxy-Authenticate values, one per algorithm in order of preference
+        (many PBXs read only the first)."""
+        nonce = self.make_nonce(realm)
+        tail = ", stale=true" if stale else ""
+        return [
+            f'Digest realm="{_quote(realm)}", nonce="{nonce}", algorithm={alg.value}, qop="auth"{tail}'
+            for alg in algorithms
+        ]
+
+    # -- verification ------------------------------------------------------------------------------
+    def verify(
+        self,
+        params: dict[str, str],
+        method: str,
+        request_uri: str,
+        realm: str,
+        algorithms: list[DigestAlgorithm],
+        password_of: Callable[[str], str | None],
+    ) -> Verdict:
+        username, nonce, response = params.get("username"), params.get("nonce"), params.get("response")
+        if not username or not nonce or not response:
+            return Verdict(Outcome.MALFORMED, username or "")
+        algorithm = params.get("algorithm", "MD5").upper()
+        if algorithm not in {a.value.upper() for a in algorithms}:
+            return Verdict(Outcome.BAD_ALGORITHM, username)
+        if params.get("realm") != realm:
+            return Verdict(Outcome.WRONG_REALM, username)
+        age = self.nonce_age(nonce, realm)
+        if age is None or age < -5:  # a little clock skew between edges is fine
+            return Verdict(Outcome.BAD_NONCE, username)
+        if params.get("uri") != request_uri:
+            return Verdict(Outcome.WRONG_URI, username)
+        password = password_of(username)
+        if password is None:
+            return Verdict(Outcome.UNKNOWN_USER, username)
+        qop, nc, cnonce = params.get("qop"), params.get("nc", ""), params.get("cnonce", "")
+        if qop not in (None, "auth") or (qop and (not nc or not cnonce)):
+            return Verdict(Outcome.MALFORMED, username)
+        expected = digest_response(
+            algorithm, username, realm, password, method, request_uri, nonce, qop, nc, cnonce
+        )
+        if not hmac.compare_digest(expected, response.lower()):
+            return Verdict(Outcome.WRONG_PASSWORD, username)
+        if age > self.nonce_ttl:
+            return Verdict(Outcome.STALE, username)
+        # Without qop there is no nonce-count: such a nonce is good for one request.
+        return Verdict(Outcome.OK, username, replay_key=f"{nonce}:{nc or '-'}")
+
+
+def digest_response(
+    algorithm: str,
+    username: str,
+    realm: str,
+    password: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    qop: str | None = "auth",
+    nc: str = "",
+    cnonce: str = "",
+) -> str:
+    """RFC 7616 section 3.4.1 (qop=auth) and RFC 2069 (no qop) response, lower-case hex."""
+    h = _HASHES[algorithm.upper()]
+
+    def hexdigest(text: str) -> str:
+        return h(text.encode("utf-8")).hexdigest()
+
+    ha1 = hexdigest(f"{username}:{realm}:{password}")
+    ha2 = hexdigest(f"{method}:{uri}")
+    if qop:
+        return hexdigest(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+    return hexdigest(f"{ha1}:{nonce}:{ha2}")
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
