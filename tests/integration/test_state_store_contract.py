@@ -1,0 +1,127 @@
+"""The StateStore contract, held by both stores: in memory, and a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.redis_server import RedisProcess, start_redis
+from trunkline.core.state import Binding, MemoryStore, StateStore
+from trunkline.core.state_redis import RedisStore, StoreUnavailable
+
+
+@pytest.fixture(scope="module")
+def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    proc = start_redis(tmp_path_factory.mktemp("redis"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, redis_proc: RedisProcess) -> AsyncIterator[StateStore]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    redis_store = RedisStore.from_url(redis_proc.url, prefix=f"test:{request.node.name}:")
+    yield redis_store
+    await redis_store.close()
+
+
+async def test_channels_are_capped_released_and_expire(store: StateStore) -> None:
+    assert await store.acquire_channel("acme", "c1", 2, ttl=5)
+    assert await store.acquire_channel("acme", "c2", 2, ttl=0.3)
+    assert not await store.acquire_channel("acme", "c3", 2, ttl=5)
+    assert await store.acquire_channel("acme", "c1", 2, ttl=5)  # the same call is not a second channel
+    assert await store.channels_in_use("acme") == 2
+    await store.release_channel("acme", "c1")
+    assert await store.channels_in_use("acme") == 1
+    await asyncio.sleep(0.4)  # c2's owner vanished without releasing: its record lapses
+    assert await store.channels_in_use("acme") == 0
+    assert await store.acquire_channel("acme", "c4", 1, ttl=0.3)
+    await asyncio.sleep(0.2)
+    await store.refresh_channel("acme", "c4", ttl=5)
+    await asyncio.sleep(0.2)
+    assert await store.channels_in_use("acme") == 1  # refreshed past its first TTL
+    assert await store.acquire_channel("unlimited", "x", None, ttl=5)
+
+
+async def test_concurrent_acquires_never_exceed_the_cap(store: StateStore) -> None:
+    results = await asyncio.gather(*(store.acquire_channel("busy", f"c{i}", 10, ttl=5) for i in range(50)))
+    assert sum(results) == 10
+    assert await store.channels_in_use("busy") == 10
+
+
+async def test_call_rate(store: StateStore) -> None:
+    admitted = [await store.take_call_slot("acme", 5) for _ in range(8)]
+    assert admitted.count(True) == 5
+    await asyncio.sleep(0.45)  # about two more tokens at 5/s
+    later = [await store.take_call_slot("acme", 5) for _ in range(4)]
+    assert 1 <= later.count(True) <= 3
+    assert await store.take_call_slot("acme", None)
+
+
+async def test_replay_keys_and_auth_failures(store: StateStore) -> None:
+    assert await store.first_use("n1:00000001", ttl=0.3)
+    assert not await store.first_use("n1:00000001", ttl=0.3)
+    assert await store.first_use("n1:00000002", ttl=0.3)
+    await asyncio.sleep(0.4)
+    assert await store.first_use("n1:00000001", ttl=0.3)
+    assert [await store.note_auth_failure("203.0.113.9", 60) for _ in range(3)] == [1, 2, 3]
+    assert await store.auth_failures("203.0.113.9", 60) == 3
+    await store.clear_auth_failures("203.0.113.9")
+    assert await store.auth_failures("203.0.113.9", 60) == 0
+
+
+async def test_bindings_and_dialogs(store: StateStore) -> None:
+    now = store.now()
+    await store.put_binding(
+        "sip:acme@edge", Binding("sip:acme@127.0.0.2:5060", now + 60, "udp:127.0.0.2:5060")
+    )
+    await store.put_binding("sip:acme@edge", Binding("sip:acme@127.0.0.2:5062", now + 0.3))
+    assert [b.contact for b in await store.bindings("sip:acme@edge")] == [
+        "sip:acme@127.0.0.2:5060", "sip:acme@127.0.0.2:5062"]  # fmt: skip
+    await asyncio.sleep(0.4)
+    [left] = await store.bindings("sip:acme@edge")
+    assert left.contact == "sip:acme@127.0.0.2:5060" and left.source == "udp:127.0.0.2:5060"
+    await store.remove_binding("sip:acme@edge", left.contact)
+    assert await store.bindings("sip:acme@edge") == []
+
+    await store.put_dialog("call-1", {"trunk": "acme", "cseq": 3}, ttl=0.3)
+    assert await store.get_dialog("call-1") == {"trunk": "acme", "cseq": 3}
+    await asyncio.sleep(0.4)
+    assert await store.get_dialog("call-1") is None
+
+
+async def test_a_dead_redis_is_a_bounded_error_not_a_hang(tmp_path: Path) -> None:
+    proc = start_redis(tmp_path)
+    store = RedisStore.from_url(proc.url, timeout=0.2)
+    assert await store.acquire_channel("acme", "c1", 1, ttl=5)
+    proc.stop(kill=True)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(StoreUnavailable):
+        await store.acquire_channel("acme", "c2", 1, ttl=5)
+    assert loop.time() - began < 1.0
+    assert not await store.ping()
+    await store.close()
+
+
+async def test_a_stalled_redis_times_out(tmp_path: Path) -> None:
+    proc = start_redis(tmp_path)
+    store = RedisStore.from_url(proc.url, timeout=0.2)
+    assert await store.ping()
+    assert proc.proc is not None
+    proc.proc.send_signal(19)  # SIGSTOP: the socket stays open, nothing answers
+    try:
+        began = asyncio.get_running_loop().time()
+        with pytest.raises(StoreUnavailable):
+            await store.take_call_slot("acme", 10)
+        assert asyncio.get_running_loop().time() - began < 1.0
+    finally:
+        proc.proc.send_signal(18)  # SIGCONT
+    assert await store.take_call_slot("acme", 10)  # recovers once Redis answers again
+    await store.close()
+    proc.stop()
