@@ -4,6 +4,9 @@
 # Extra arguments go to pytest (e.g. `scripts/test.sh tests/unit -k sip`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The repository root holds `operator/` (trunkline.operator): never let Python put the current
+# directory on sys.path, or it shadows the standard library's `operator` module.
+export PYTHONSAFEPATH=1
 root=$PWD
 sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 
@@ -21,8 +24,8 @@ echo "ok: ${packages[*]}"
 
 step "Python environment (.venv)"
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q -U pip setuptools wheel
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/pip install -q -U pip setuptools wheel
+.venv/bin/pip install -q -e '.[test]'
 .venv/bin/python -c 'import trunkline, sys; print("ok: trunkline", trunkline.__version__, sys.version.split()[0])'
 
 if [ -x tests/e2e/cluster.sh ]; then
@@ -34,7 +37,7 @@ step "Static checks"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 scripts/typecheck.sh
-if [ -f scripts/gen_protos.py ]; then .venv/bin/python -P scripts/gen_protos.py --check; fi
+if [ -f scripts/gen_protos.py ]; then .venv/bin/python scripts/gen_protos.py --check; fi
 
 step "Tests"
 # The `pytest` script, not `python -m pytest`: the repo root on sys.path would shadow stdlib `operator`.

@@ -7,4 +7,4 @@ tree=build/typecheck/trunkline
 rm -rf build/typecheck && mkdir -p "$tree"
 for f in trunkline/*.py trunkline/py.typed; do ln -s "../../../$f" "$tree/$(basename "$f")"; done
 for d in core sip edge media control operator; do ln -s "../../../$d" "$tree/$d"; done
-exec "${PYTHON:-.venv/bin/python}" -m mypy --strict -p trunkline "$@"
+exec .venv/bin/mypy --strict -p trunkline "$@"
