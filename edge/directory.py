@@ -1,0 +1,61 @@
+"""Lookups the edge makes on every request, built once per configuration version.
+
+Who sent this request (a carrier by source CIDR, a trunk by IP ACL or digest username), which trunk a
+DID belongs to, what a trunk's numbers are. Rebuilt whenever the configuration changes; never mutated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trunkline.core.manifests import ConfigSet
+from trunkline.core.models import DID, Carrier, Trunk
+from trunkline.edge.policy import source_in
+
+
+@dataclass(frozen=True)
+class Credentials:
+    trunk: Trunk
+    username: str
+    password: str
+
+
+class Directory:
+    def __init__(self, config: ConfigSet):
+        self.config = config
+        self.trunks: dict[str, Trunk] = {t.name: t for t in config.trunks.values()}
+        self.carriers: list[Carrier] = list(config.carriers.values())
+        self.dids: dict[str, DID] = {d.spec.number: d for d in config.dids.values()}
+        self._numbers: dict[str, list[str]] = {}
+        for did in config.dids.values():
+            self._numbers.setdefault(did.spec.trunkRef, []).append(did.spec.number)
+        self._credentials: dict[str, Credentials] = {}
+        for trunk in config.trunks.values():
+            digest = trunk.spec.auth.digest
+            if digest is None:
+                continue
+            ns = trunk.metadata.namespace
+            username = config.secret_value(ns, digest.credentialsSecret, "username")
+            password = config.secret_value(ns, digest.credentialsSecret, "password")
+            if username and password:
+                self._credentials[username] = Credentials(trunk, username, password)
+
+    def carrier_for_source(self, address: str) -> Carrier | None:
+        return next((c for c in self.carriers if source_in(address, c.spec.inboundCidrs)), None)
+
+    def trunk_for_source(self, address: str) -> Trunk | None:
+        """The trunk whose IP ACL admits `address` without a challenge."""
+        return next((t for t in self.trunks.values() if source_in(address, t.spec.auth.ipAcl)), None)
+
+    def credentials(self, username: str) -> Credentials | None:
+        return self._credentials.get(username)
+
+    def did(self, number: str) -> DID | None:
+        return self.dids.get(number)
+
+    def numbers_of(self, trunk: str) -> list[str]:
+        """The trunk's DIDs in definition order (the first is the caller ID for `replace`)."""
+        return self._numbers.get(trunk, [])
+
+    def digest_trunks(self) -> list[Trunk]:
+        return [t for t in self.trunks.values() if t.spec.auth.digest is not None]
