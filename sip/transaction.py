@@ -1,0 +1,456 @@
+"""Transaction layer (RFC 3261 section 17, RFC 6026), sans-I/O.
+
+Feed it what arrives and what the TU wants to send, with the current time; it returns actions
+(`Send`, `Deliver`, `Timeout`, `TransportError`) and `next_deadline()` says when to call
+`handle_timer(now)`. Every state machine is a table (state, event) -> (new state, actions).
+
+Automatic 100 Trying: an INVITE server transaction sends "100 Trying" `Timers.trying` seconds
+(default 0.2, RFC 3261 17.2.1) after the INVITE arrived unless the TU sent a provisional response
+first; `trying=0` answers at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import secrets
+from dataclasses import dataclass, field
+from typing import ClassVar, Final
+
+from trunkline.sip.errors import LocalProtocolError
+from trunkline.sip.headers import MAGIC_COOKIE, Via
+from trunkline.sip.message import Message, Request, Response
+
+Addr = tuple[str, int]
+TxKey = tuple[str, ...]
+RELIABLE: Final = frozenset({"tcp", "tls", "ws", "wss", "sctp"})
+
+
+@dataclass(frozen=True, slots=True)
+class Timers:
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    trying: float = 0.2
+
+
+# -- actions returned to the caller ------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Send:
+    data: bytes
+    addr: Addr
+    transport: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """A message for the TU; `transaction` is None for stray responses and ACKs of 2xx."""
+
+    message: Message
+    addr: Addr
+    transport: str
+    transaction: TxKey | None
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    transaction: TxKey
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class TransportError:
+    transaction: TxKey
+    request: Request
+
+
+Action = Send | Deliver | Timeout | TransportError
+
+
+def new_branch() -> str:
+    return MAGIC_COOKIE + secrets.token_hex(8)
+
+
+def response_destination(via: Via, source: Addr, transport: str) -> Addr:
+    """Where a response goes (RFC 3261 18.2.2, RFC 3581 4): received/rport, else sent-by."""
+    if transport in RELIABLE:
+        return source
+    rport = via.params.get("rport")
+    host = via.params.get("received") or via.host
+    port = int(rport) if rport else (via.port or 5060)
+    return host.strip("[]"), port
+
+
+def _status_event(status: int, invite: bool) -> str:
+    if status < 200:
+        return "1xx"
+    if invite and status < 300:
+        return "2xx"
+    return "final"
+
+
+# -- transactions ---------------------------------------------------------------------------------
+Table = dict[tuple[str, str], tuple[str, tuple[str, ...]]]
+
+
+@dataclass(eq=False)
+class Transaction:
+    """One state machine; subclasses only provide TABLE and the start state."""
+
+    TABLE: ClassVar[Table]
+    key: TxKey
+    request: Request
+    addr: Addr
+    transport: str
+    timers: Timers
+    state: str = ""
+    deadlines: dict[str, float] = field(default_factory=dict)
+    interval: float = 0.0
+    last: bytes | None = None  # last message sent (request, or response for servers)
+    ack: bytes | None = None
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport in RELIABLE
+
+    def event(self, name: str, now: float, msg: Message | None = None) -> list[Action]:
+        entry = self.TABLE.get((self.state, name))
+        if entry is None:
+            return []  # not meaningful in this state: absorbed
+        self.state, steps = entry
+        out: list[Action] = []
+        for step in steps:
+            getattr(self, "_" + step)(now, msg, out)
+        if self.state == "terminated":
+            self.deadlines.clear()
+        return out
+
+    # steps shared by the tables
+    def _deliver(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        assert msg is not None
+        out.append(Deliver(msg, self.addr, self.transport, self.key))
+
+    def _send(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        assert msg is not None
+        self.last = msg.to_bytes()
+        out.append(Send(self.last, self.addr, self.transport))
+
+    def _resend(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        if self.last is not None:
+            out.append(Send(self.last, self.addr, self.transport))
+
+    def _timeout(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        out.append(Timeout(self.key, self.request))
+
+    def _error(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        out.append(TransportError(self.key, self.request))
+
+    def _stop(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        self.deadlines.clear()
+
+    def start(self, name: str, now: float, delay: float) -> None:
+        self.deadlines[name] = now + delay
+
+
+class InviteClient(Transaction):
+    """RFC 3261 17.1.1 with RFC 6026 Accepted state."""
+
+    TABLE: ClassVar[Table] = {
+        ("calling", "timer_a"): ("calling", ("resend", "backoff_a")),
+        ("calling", "timer_b"): ("terminated", ("timeout",)),
+        ("calling", "1xx"): ("proceeding", ("stop", "deliver")),
+        ("calling", "2xx"): ("accepted", ("stop", "deliver", "start_m")),
+        ("calling", "final"): ("completed", ("stop", "deliver", "send_ack", "start_d")),
+        ("calling", "transport_error"): ("terminated", ("error",)),
+        ("proceeding", "1xx"): ("proceeding", ("deliver",)),
+        ("proceeding", "2xx"): ("accepted", ("deliver", "start_m")),
+        ("proceeding", "final"): ("completed", ("deliver", "send_ack", "start_d")),
+        ("completed", "final"): ("completed", ("resend_ack",)),
+        ("completed", "timer_d"): ("terminated", ()),
+        ("accepted", "2xx"): ("accepted", ("deliver",)),
+        ("accepted", "timer_m"): ("terminated", ()),
+    }
+
+    def begin(self, now: float) -> None:
+        self.state = "calling"
+        if not self.reliable:
+            self.interval = self.timers.t1
+            self.start("timer_a", now, self.interval)
+        self.start("timer_b", now, 64 * self.timers.t1)
+
+    def _backoff_a(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        self.interval *= 2
+        self.start("timer_a", now, self.interval)
+
+    def _start_d(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        self.start("timer_d", now, 0.0 if self.reliable else max(32.0, 64 * self.timers.t1))
+
+    def _start_m(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        self.start("timer_m", now, 64 * self.timers.t1)
+
+    def _send_ack(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        assert isinstance(msg, Response)
+        self.ack = build_ack(self.request, msg).to_bytes()
+        out.append(Send(self.ack, self.addr, self.transport))
+
+    def _resend_ack(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        if self.ack is not None:
+            out.append(Send(self.ack, self.addr, self.transport))
+
+
+class NonInviteClient(Transaction):
+    """RFC 3261 17.1.2."""
+
+    TABLE: ClassVar[Table] = {
+        ("trying", "timer_e"): ("trying", ("resend", "backoff_e")),
+        ("trying", "timer_f"): ("terminated", ("timeout",)),
+        ("trying", "1xx"): ("proceeding", ("deliver",)),
+        ("trying", "final"): ("completed", ("deliver", "start_k")),
+        ("trying", "transport_error"): ("terminated", ("error",)),
+        ("proceeding", "timer_e"): ("proceeding", ("resend", "backoff_e")),
+        ("proceeding", "timer_f"): ("terminated", ("timeout",)),
+        ("proceeding", "1xx"): ("proceeding", ("deliver",)),
+        ("proceeding", "final"): ("completed", ("deliver", "start_k")),
+        ("proceeding", "transport_error"): ("terminated", ("error",)),
+        ("completed", "timer_k"): ("terminated", ()),
+    }
+
+    def begin(self, now: float) -> None:
+        self.state = "trying"
+        if not self.reliable:
+            self.interval = self.timers.t1
+            self.start("timer_e", now, self.interval)
+        self.start("timer_f", now, 64 * self.timers.t1)
+
+    def _backoff_e(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        # In Proceeding the interval is T2 straight away (17.1.2.2).
+        self.interval = (
+            self.timers.t2 if self.state == "proceeding" else min(2 * self.interval, self.timers.t2)
+        )
+        self.start("timer_e", now, self.interval)
+
+    def _start_k(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        self.deadlines.clear()
+        self.start("timer_k", now, 0.0 if self.reliable else self.timers.t4)
+
+
+class InviteServer(Transaction):
+    """RFC 3261 17.2.1 with RFC 6026 Accepted state."""
+
+    TABLE: ClassVar[Table] = {
+        ("proceeding", "request"): ("proceeding", ("resend",)),
+        ("proceeding", "timer_trying"): ("proceeding", ("send_trying",)),
+        ("proceeding", "tu_1xx"): ("proceeding", ("send",)),
+        ("proceeding", "tu_2xx"): ("accepted", ("stop", "send", "start_l")),
+        ("proceeding", "tu_final"): ("completed", ("stop", "send", "start_g_h")),
+        ("proceeding", "transport_error"): ("terminated", ("error",)),
+        ("completed", "request"): ("completed", ("resend",)),
+        ("completed", "timer_g"): ("completed", ("resend", "backoff_g")),
+        ("completed", "ack"): ("confirmed", ("stop", "start_i")),
+        ("completed", "timer_h"): ("terminated", ("timeout",)),
+        ("completed", "transport_error"): ("terminated", ("error",)),
+        ("confirmed", "timer_i"): ("terminated", ()),
+        ("accepted", "ack"): ("accepted", ("deliver",)),
+        ("accepted", "tu_2xx"): ("accepted", ("send",)),
+        ("accepted", "timer_l"): ("terminated", ()),
+    }
+
+    def begin(self, now: float) -> None:
+        self.state = "proceeding"
+        self.start("timer_trying", now, self.timers.trying)
+
+    def _send_trying(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        if self.last is None:
+            self._send(now, self.request.create_response(100), out)
+
+    def _send(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        self.deadlines.pop("timer_trying", None)
+        super()._send(now, msg, out)
+
+    def _start_g_h(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        if not self.reliable:
+            self.interval = self.timers.t1
+            self.start("timer_g", now, self.interval)
+        self.start("timer_h", now, 64 * self.timers.t1)
+
+    def _backoff_g(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        self.interval = min(2 * self.interval, self.timers.t2)
+        self.start("timer_g", now, self.interval)
+
+    def _start_i(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        self.start("timer_i", now, 0.0 if self.reliable else self.timers.t4)
+
+    def _start_l(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        self.start("timer_l", now, 64 * self.timers.t1)
+
+
+class NonInviteServer(Transaction):
+    """RFC 3261 17.2.2."""
+
+    TABLE: ClassVar[Table] = {
+        ("trying", "tu_1xx"): ("proceeding", ("send",)),
+        ("trying", "tu_final"): ("completed", ("send", "start_j")),
+        ("trying", "transport_error"): ("terminated", ("error",)),
+        ("proceeding", "request"): ("proceeding", ("resend",)),
+        ("proceeding", "tu_1xx"): ("proceeding", ("send",)),
+        ("proceeding", "tu_final"): ("completed", ("send", "start_j")),
+        ("proceeding", "transport_error"): ("terminated", ("error",)),
+        ("completed", "request"): ("completed", ("resend",)),
+        ("completed", "timer_j"): ("terminated", ()),
+    }
+
+    def begin(self, now: float) -> None:
+        self.state = "trying"
+
+    def _start_j(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        self.start("timer_j", now, 0.0 if self.reliable else 64 * self.timers.t1)
+
+
+# -- request builders -------------------------------------------------------------------------------
+def _start_from(method: str, invite: Request) -> Request:
+    """ACK/CANCEL skeleton: same Request-URI, top Via and Route set as the INVITE."""
+    req = Request(method, invite.uri)
+    req.add("Via", str(invite.top_via))
+    for route in invite.get_all("Route"):
+        req.add("Route", route)
+    req.add("Max-Forwards", "70")
+    return req
+
+
+def build_ack(invite: Request, response: Response) -> Request:
+    """ACK for a non-2xx final response, inside the INVITE client transaction (17.1.1.3)."""
+    ack = _start_from("ACK", invite)
+    ack.add("From", invite.get("From"))
+    ack.add("To", response.get("To"))
+    ack.add("Call-ID", invite.call_id)
+    ack.add("CSeq", f"{invite.cseq.seq} ACK")
+    return ack
+
+
+def build_cancel(invite: Request) -> Request:
+    """CANCEL for a pending INVITE (RFC 3261 9.1): same Request-URI, Call-ID, To, From, CSeq number
+    and top Via (so it reaches the same server transaction), and the same Route set."""
+    cancel = _start_from("CANCEL", invite)
+    for name in ("From", "To", "Call-ID"):
+        cancel.add(name, invite.get(name))
+    cancel.add("CSeq", f"{invite.cseq.seq} CANCEL")
+    return cancel
+
+
+# -- the layer ------------------------------------------------------------------------------------
+def server_key(msg: Message, method: str) -> TxKey:
+    """Server transaction id (17.2.3): branch + sent-by + method; ACK matches its INVITE.
+    Without a magic-cookie branch, fall back to RFC 2543 style: Call-ID, From tag, CSeq, Via."""
+    via = msg.top_via
+    if via.rfc3261_branch:
+        return ("3261", via.branch or "", via.sent_by, method)
+    return ("2543", msg.call_id, msg.from_.tag or "", str(msg.cseq.seq), via.sent_by, method)
+
+
+def client_key(msg: Message) -> TxKey:
+    """Client transaction id (17.1.3): top Via branch + CSeq method."""
+    return ("client", msg.top_via.branch or "", msg.cseq.method)
+
+
+class TransactionLayer:
+    """All transactions of one element. Not thread-safe; drive it from one event loop."""
+
+    def __init__(self, timers: Timers | None = None) -> None:
+        self.timers = timers or Timers()
+        self.transactions: dict[TxKey, Transaction] = {}
+        self._heap: list[tuple[float, int, TxKey, str]] = []
+        self._seq = itertools.count()
+
+    def _schedule(self, tx: Transaction) -> None:
+        for name, at in tx.deadlines.items():
+            heapq.heappush(self._heap, (at, next(self._seq), tx.key, name))
+        if tx.state == "terminated":
+            self.transactions.pop(tx.key, None)
+
+    def _run(self, tx: Transaction, event: str, now: float, msg: Message | None = None) -> list[Action]:
+        before = dict(tx.deadlines)
+        out = tx.event(event, now, msg)
+        if tx.deadlines != before or tx.state == "terminated":
+            self._schedule(tx)
+        return out
+
+    def next_deadline(self) -> float | None:
+        while self._heap:
+            at, _, key, name = self._heap[0]
+            tx = self.transactions.get(key)
+            if tx is not None and tx.deadlines.get(name) == at:
+                return at
+            heapq.heappop(self._heap)  # stale entry
+        return None
+
+    def handle_timer(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        while (at := self.next_deadline()) is not None and at <= now:
+            _, _, key, name = heapq.heappop(self._heap)
+            tx = self.transactions[key]
+            del tx.deadlines[name]
+            out += self._run(tx, name, now)
+        return out
+
+    # TU -> network
+    def send_request(self, request: Request, addr: Addr, transport: str, now: float) -> list[Action]:
+        """Start a client transaction. ACK is not a transaction: it is simply sent."""
+        data = request.to_bytes()
+        if request.method == "ACK":
+            return [Send(data, addr, transport)]
+        key = client_key(request)
+        if key in self.transactions:
+            raise LocalProtocolError("a client transaction with this branch exists")
+        cls = InviteClient if request.method == "INVITE" else NonInviteClient
+        tx = cls(key, request, addr, transport, self.timers, last=data)
+        tx.begin(now)
+        self.transactions[key] = tx
+        self._schedule(tx)
+        return [Send(data, addr, transport)]
+
+    def send_response(self, response: Response, now: float) -> list[Action]:
+        """Send a TU response through its server transaction (or statelessly if there is none)."""
+        key = server_key(response, response.cseq.method)
+        tx = self.transactions.get(key)
+        if tx is None:
+            raise LocalProtocolError("no server transaction for this response")
+        invite = isinstance(tx, InviteServer)
+        return self._run(tx, "tu_" + _status_event(response.status, invite), now, response)
+
+    def transport_error(self, key: TxKey, now: float) -> list[Action]:
+        tx = self.transactions.get(key)
+        return [] if tx is None else self._run(tx, "transport_error", now)
+
+    # network -> TU
+    def receive(self, msg: Message, addr: Addr, transport: str, now: float) -> list[Action]:
+        """Feed a validated message; returns what to send and what to deliver to the TU."""
+        if isinstance(msg, Response):
+            tx = self.transactions.get(client_key(msg))
+            if tx is None:
+                return [Deliver(msg, addr, transport, None)]  # e.g. 2xx retransmission: the TU's job
+            return self._run(tx, _status_event(msg.status, isinstance(tx, InviteClient)), now, msg)
+        assert isinstance(msg, Request)
+        if msg.method == "ACK":
+            tx = self.transactions.get(server_key(msg, "INVITE"))
+            if tx is None:
+                return [Deliver(msg, addr, transport, None)]  # ACK of a 2xx: end to end
+            return self._run(tx, "ack", now, msg)
+        key = server_key(msg, msg.method)
+        tx = self.transactions.get(key)
+        if tx is not None:
+            return self._run(tx, "request", now, msg)
+        cls = InviteServer if msg.method == "INVITE" else NonInviteServer
+        tx = cls(key, msg, response_destination(msg.top_via, addr, transport), transport, self.timers)
+        tx.begin(now)
+        self.transactions[key] = tx
+        out: list[Action] = [Deliver(msg, addr, transport, key)]
+        if isinstance(tx, InviteServer) and self.timers.trying <= 0:
+            out += tx.event("timer_trying", now)
+        self._schedule(tx)
+        return out
+
+    def invite_for_cancel(self, cancel: Request) -> TxKey | None:
+        """The INVITE server transaction a CANCEL refers to (RFC 3261 9.2), if still alive."""
+        key = server_key(cancel, "INVITE")
+        tx = self.transactions.get(key)
+        return key if isinstance(tx, InviteServer) and tx.state == "proceeding" else None

@@ -1,0 +1,162 @@
+"""asyncio adapters: UDP, TCP and TLS with a connection table, framing, keep-alives and bounds.
+
+Thin by design: bytes in -> `parse_message` / `StreamFramer` -> `validate()` -> the `on_message`
+callback; the stack hands back `Send` actions which `send()` writes. Incoming requests get
+`received`/`rport` on their top Via (RFC 3261 18.2.1, RFC 3581); a malformed request is answered
+with the status its SipParseError carries when it is well-formed enough to answer, else dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable
+
+from trunkline.sip.errors import SipParseError
+from trunkline.sip.message import MAX_MESSAGE_SIZE, KeepAlive, Message, Request, StreamFramer, parse_message
+from trunkline.sip.transaction import Addr
+
+log = logging.getLogger(__name__)
+OnMessage = Callable[[Message, Addr, str], None]
+
+
+def stamp_via(msg: Request, addr: Addr) -> None:
+    """Add received (when sent-by differs from the source) and fill rport (RFC 3581 4)."""
+    via = msg.top_via
+    if via.host.strip("[]") != addr[0]:
+        via.params["received"] = addr[0]
+    if "rport" in via.params:
+        via.params["rport"] = str(addr[1])
+        via.params.setdefault("received", addr[0])
+
+
+class SipTransport:
+    """Listens on UDP and TCP (and TLS when given a context); sends on the right socket/connection."""
+
+    def __init__(
+        self,
+        on_message: OnMessage,
+        *,
+        max_size: int = MAX_MESSAGE_SIZE,
+        idle_timeout: float = 120.0,
+        max_write_buffer: int = 1 << 20,
+    ) -> None:
+        self.on_message = on_message
+        self.max_size = max_size
+        self.idle_timeout = idle_timeout
+        self.max_write_buffer = max_write_buffer
+        self.connections: dict[tuple[str, str, int], asyncio.StreamWriter] = {}
+        self._udp: asyncio.DatagramTransport | None = None
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.tls_client: ssl.SSLContext | None = None
+        self.local: dict[str, Addr] = {}
+
+    # -- listening ------------------------------------------------------------------------------
+    async def listen_udp(self, host: str, port: int) -> Addr:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
+        self._udp = transport
+        self.local["udp"] = transport.get_extra_info("sockname")[:2]
+        return self.local["udp"]
+
+    async def listen_stream(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> Addr:
+        name = "tls" if tls else "tcp"
+        server = await asyncio.start_server(
+            lambda r, w: self._serve(r, w, name), host, port, ssl=tls, limit=self.max_size
+        )
+        self._servers.append(server)
+        self.local[name] = server.sockets[0].getsockname()[:2]
+        return self.local[name]
+
+    async def close(self) -> None:
+        for writer in list(self.connections.values()):
+            writer.close()
+        for server in self._servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._udp is not None:
+            self._udp.close()
+
+    # -- receiving ------------------------------------------------------------------------------
+    def _dispatch(self, msg: Message, addr: Addr, transport: str, reply: Callable[[bytes], None]) -> None:
+        try:
+            if isinstance(msg, Request):
+                stamp_via(msg, addr)
+            msg.validate()
+        except SipParseError as err:
+            log.info("rejecting message from %s/%s: %s", addr, transport, err)
+            if isinstance(msg, Request) and msg.method != "ACK":
+                with contextlib.suppress(SipParseError):
+                    reply(msg.create_response(err.status, err.reason).to_bytes())
+            return
+        self.on_message(msg, addr, transport)
+
+    def datagram(self, data: bytes, addr: Addr) -> None:
+        if data in (b"\r\n\r\n", b"\r\n"):
+            return  # keep-alive on UDP: nothing to answer
+        try:
+            msg = parse_message(data, max_size=self.max_size)
+        except SipParseError as err:
+            log.info("dropping datagram from %s: %s", addr, err)
+            return
+        self._dispatch(msg, addr, "udp", lambda out: self.send(out, addr, "udp"))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str) -> None:
+        peer = writer.get_extra_info("peername")[:2]
+        self.connections[(name, peer[0], peer[1])] = writer
+        framer = StreamFramer(self.max_size)
+        try:
+            while True:
+                data = await asyncio.wait_for(reader.read(65536), self.idle_timeout)
+                if not data:
+                    break
+                for item in framer.feed(data):  # raises on framing errors: the connection ends
+                    if isinstance(item, KeepAlive):
+                        writer.write(b"\r\n")  # RFC 5626 pong
+                    else:
+                        self._dispatch(item, peer, name, writer.write)
+        except (SipParseError, TimeoutError, ConnectionError, ssl.SSLError) as err:
+            log.info("closing %s connection from %s: %s", name, peer, err or type(err).__name__)
+        finally:
+            self.connections.pop((name, peer[0], peer[1]), None)
+            writer.close()
+
+    # -- sending --------------------------------------------------------------------------------
+    def send(self, data: bytes, addr: Addr, transport: str) -> None:
+        if transport == "udp":
+            if self._udp is not None:
+                self._udp.sendto(data, addr)
+            return
+        writer = self.connections.get((transport, addr[0], addr[1]))
+        if writer is None:
+            task = asyncio.ensure_future(self._connect_and_send(data, addr, transport))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        if writer.transport.get_write_buffer_size() > self.max_write_buffer:
+            log.info("closing %s connection to %s: peer is not reading", transport, addr)
+            writer.close()  # a slow reader must not make us buffer without bound
+            return
+        writer.write(data)
+
+    async def _connect_and_send(self, data: bytes, addr: Addr, transport: str) -> None:
+        tls = self.tls_client if transport == "tls" else None
+        try:
+            reader, writer = await asyncio.open_connection(addr[0], addr[1], ssl=tls, limit=self.max_size)
+        except OSError as err:
+            log.info("cannot connect to %s/%s: %s", addr, transport, err)
+            return
+        writer.write(data)
+        await self._serve(reader, writer, transport)
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, owner: SipTransport) -> None:
+        self.owner = owner
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.owner.datagram(data, (str(addr[0]), int(addr[1])))

@@ -1,0 +1,217 @@
+"""A small user agent on the core: answers INVITE (180, 200 + SDP), BYE/OPTIONS (200), CANCEL (200 +
+487), and places calls as a UAC. Used by the SIPp interop tests; reusable as a test peer.
+
+The 2xx to an INVITE is retransmitted by the UA (the TU, RFC 3261 13.3.1.4 / RFC 6026) from T1 up to
+T2 until its ACK arrives or 64*T1 passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+
+from trunkline.sip.dialog import Dialog, new_tag
+from trunkline.sip.headers import NameAddr, Via
+from trunkline.sip.message import Message, Request, Response
+from trunkline.sip.transaction import (
+    Action,
+    Addr,
+    Deliver,
+    Send,
+    Timeout,
+    Timers,
+    TransactionLayer,
+    TransportError,
+    new_branch,
+)
+from trunkline.sip.transport import SipTransport
+from trunkline.sip.uri import SipUri, parse_uri
+
+ANSWER_SDP = (
+    b"v=0\r\no=trunkline 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
+    b"m=audio 40000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=sendrecv\r\n"
+)
+
+
+class UserAgent:
+    def __init__(self, host: str = "127.0.0.1", timers: Timers | None = None, ring: bool = True) -> None:
+        self.host = host
+        self.timers = timers or Timers()
+        self.layer = TransactionLayer(self.timers)
+        self.transport = SipTransport(self._on_message)
+        self.ring = ring
+        self.dialogs: dict[tuple[str, str, str], Dialog] = {}
+        self.pending_2xx: dict[tuple[str, int], tuple[Response, Addr, str]] = {}  # (call-id, cseq)
+        self.calls_answered = 0
+        self.byes = 0
+        self._waiters: dict[tuple[str, ...], asyncio.Future[Response]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> Addr:
+        """Listen on UDP and TCP at one port (and TLS on another when given a context)."""
+        addr = await self.transport.listen_udp(self.host, port)
+        await self.transport.listen_stream(self.host, addr[1])
+        if tls is not None:
+            await self.transport.listen_stream(self.host, 0, tls)
+        return addr
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.transport.close()
+
+    # -- plumbing between the layer, the transport and the loop timer -----------------------------
+    def _run(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self.transport.send(action.data, action.addr, action.transport)
+            elif isinstance(action, Deliver):
+                self._deliver(action)
+            elif isinstance(action, Timeout | TransportError):
+                fut = self._waiters.pop(action.transaction, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(TimeoutError(f"{action.request.method} timed out"))
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        at = self.layer.next_deadline()
+        if at is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(max(0.0, at - time.monotonic()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._run(self.layer.handle_timer(time.monotonic()))
+
+    def _on_message(self, msg: Message, addr: Addr, transport: str) -> None:
+        self._run(self.layer.receive(msg, addr, transport, time.monotonic()))
+
+    def _respond(self, resp: Response) -> None:
+        self._run(self.layer.send_response(resp, time.monotonic()))
+
+    # -- UAS ----------------------------------------------------------------------------------------
+    def _deliver(self, d: Deliver) -> None:
+        msg = d.message
+        if isinstance(msg, Response):
+            fut = self._waiters.get(d.transaction) if d.transaction else None
+            if fut is not None and msg.status >= 200 and not fut.done():
+                fut.set_result(msg)
+            elif d.transaction is None and 200 <= msg.status < 300 and msg.cseq.method == "INVITE":
+                self._ack_2xx(msg, d.addr, d.transport)  # retransmitted 2xx: ACK again
+            return
+        assert isinstance(msg, Request)
+        m = msg.method
+        if m == "ACK":
+            self.pending_2xx.pop((msg.call_id, msg.cseq.seq), None)
+        elif m == "INVITE":
+            self._answer_invite(msg, d)
+        elif m == "CANCEL":
+            key = self.layer.invite_for_cancel(msg)
+            self._respond(msg.create_response(200 if key else 481))
+            if key:
+                invite = self.layer.transactions[key].request
+                self._respond(invite.create_response(487, to_tag=new_tag()))
+        elif m == "BYE":
+            dialog = self.dialogs.pop((msg.call_id, msg.to.tag or "", msg.from_.tag or ""), None)
+            self.byes += dialog is not None
+            self._respond(msg.create_response(200 if dialog else 481))
+        elif m == "OPTIONS":
+            resp = msg.create_response(200)
+            resp.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
+            self._respond(resp)
+        else:
+            resp = msg.create_response(405)
+            resp.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
+            self._respond(resp)
+
+    def _contact(self, transport: str) -> NameAddr:
+        host, port = self.transport.local.get(transport, self.transport.local["udp"])
+        params: dict[str, str | None] = {} if transport == "udp" else {"transport": transport}
+        return NameAddr(SipUri("sip", "", "ua", None, host, port, params))
+
+    def _answer_invite(self, invite: Request, d: Deliver) -> None:
+        tag = new_tag()
+        if self.ring:
+            self._respond(invite.create_response(180, to_tag=tag))
+        ok = invite.create_response(200, to_tag=tag)
+        ok.add("Contact", str(self._contact(d.transport)))
+        ok.add("Content-Type", "application/sdp")
+        ok.body = ANSWER_SDP.replace(b"{ip}", self.host.encode())
+        dialog = Dialog.from_uas(invite, ok)
+        self.dialogs[dialog.id] = dialog
+        self.calls_answered += 1
+        self._respond(ok)
+        assert d.transaction is not None
+        dest = self.layer.transactions[d.transaction].addr
+        if d.transport == "udp":
+            key = (invite.call_id, invite.cseq.seq)
+            self.pending_2xx[key] = (ok, dest, d.transport)
+            task = asyncio.ensure_future(self._retransmit_2xx(key))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _retransmit_2xx(self, key: tuple[str, int]) -> None:
+        interval, waited = self.timers.t1, 0.0
+        while waited < 64 * self.timers.t1:
+            await asyncio.sleep(interval)
+            waited += interval
+            entry = self.pending_2xx.get(key)
+            if entry is None:
+                return
+            resp, dest, transport = entry
+            self.transport.send(resp.to_bytes(), dest, transport)
+            interval = min(2 * interval, self.timers.t2)
+        self.pending_2xx.pop(key, None)
+
+    # -- UAC ----------------------------------------------------------------------------------------
+    def _via(self, transport: str) -> Via:
+        host, port = self.transport.local.get(transport, self.transport.local["udp"])
+        return Via(transport.upper(), host, port, {"branch": new_branch(), "rport": None})
+
+    async def request(self, req: Request, addr: Addr, transport: str) -> Response:
+        """Send a request in a client transaction; resolve with its final response."""
+        fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._waiters[("client", req.top_via.branch or "", req.cseq.method)] = fut
+        self._run(self.layer.send_request(req, addr, transport, time.monotonic()))
+        return await fut
+
+    async def call(self, target: str, addr: Addr, transport: str = "udp", hold: float = 0.1) -> int:
+        """INVITE, ACK the 2xx, wait `hold`, BYE. Returns the INVITE's final status."""
+        uri = parse_uri(target)
+        invite = Request("INVITE", uri)
+        invite.add("Via", self._via(transport))
+        invite.add("Max-Forwards", "70")
+        invite.add("From", str(NameAddr(parse_uri(f"sip:ua@{self.host}"), None, {"tag": new_tag()})))
+        invite.add("To", f"<{uri}>")
+        invite.add("Call-ID", new_tag() + "@" + self.host)
+        invite.add("CSeq", "1 INVITE")
+        invite.add("Contact", str(self._contact(transport)))
+        invite.add("Content-Type", "application/sdp")
+        invite.body = ANSWER_SDP.replace(b"{ip}", self.host.encode())
+        final = await self.request(invite, addr, transport)
+        if final.status >= 300:
+            return final.status
+        dialog = Dialog.from_uac(invite, final)
+        self.dialogs[dialog.id] = dialog
+        self._ack_2xx(final, addr, transport)
+        await asyncio.sleep(hold)
+        bye = dialog.create_request("BYE", self._via(transport))
+        self.dialogs.pop(dialog.id, None)
+        with contextlib.suppress(TimeoutError):
+            await self.request(bye, addr, transport)
+        return final.status
+
+    def _ack_2xx(self, resp: Response, addr: Addr, transport: str) -> None:
+        """ACK for a 2xx is a new request of the dialog with the INVITE's CSeq number (13.2.2.4)."""
+        dialog = self.dialogs.get((resp.call_id, resp.from_.tag or "", resp.to.tag or ""))
+        if dialog is None:
+            return
+        ack = dialog.create_request("ACK", self._via(transport), cseq=resp.cseq.seq)
+        self.transport.send(ack.to_bytes(), addr, transport)
