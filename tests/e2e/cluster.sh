@@ -39,10 +39,8 @@ ensure_kube_apiserver() {
     fi
     [[ -n "$GO" ]] || { echo "cluster.sh: no Go toolchain found (set GO=/path/to/go)" >&2; exit 1; }
 
-    # Everything Go downloads or compiles stays under .cache/go so CI can cache one folder.
-    export GOPATH="$cache/go"
-    export GOMODCACHE="$cache/go/pkg/mod"
-    export GOCACHE="$cache/go/build-cache"
+    # Go's module and build caches stay where Go keeps them for this user (not in the clone): a fresh
+    # clone on a machine that built once before (CI) then rebuilds in seconds instead of minutes.
     export GOFLAGS="-mod=mod -modcacherw"  # -modcacherw: lets `rm -rf .cache` work
     export GOTOOLCHAIN=local
     export CGO_ENABLED=0
@@ -56,9 +54,10 @@ ensure_kube_apiserver() {
     # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with
     # ./staging/src/...; those replaces do not apply to a dependent module, so the wrapper maps
     # each one to its published v0.Y.Z tag. The list comes from the release's own go.mod.
-    local gomod
-    gomod="$(cd "$wrap" && "$GO" mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
-        "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+    local info gomod
+    info="$(cd "$wrap" && "$GO" mod download -json "k8s.io/kubernetes@$K8S_VERSION")" ||
+        { echo "cluster.sh: go mod download k8s.io/kubernetes@$K8S_VERSION failed: $info" >&2; exit 1; }
+    gomod="$(printf '%s' "$info" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
     local go_line
     go_line="$(grep -m1 -E '^go [0-9]' "$gomod")"
     local staging
@@ -93,7 +92,7 @@ ensure_kube_apiserver() {
         ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
     done
 
-    log "kube-apiserver: building $K8S_VERSION with $("$GO" env GOVERSION) (cold: 10-30 min; log: $wrap/build.log)"
+    log "kube-apiserver: building $K8S_VERSION with $("$GO" env GOVERSION) (a few minutes when cold; log: $wrap/build.log)"
     if ! (cd "$wrap" && "$GO" build -trimpath -ldflags "$ldflags" -o "$bin/kube-apiserver.tmp" \
             k8s.io/kubernetes/cmd/kube-apiserver) > "$wrap/build.log" 2>&1; then
         echo "cluster.sh: building kube-apiserver failed; tail of $wrap/build.log:" >&2
