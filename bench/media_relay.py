@@ -1,0 +1,409 @@
+#!/usr/bin/env python3
+"""Media relay benchmark: trunkline's relay against rtpengine (userspace), same load, same run.
+
+For each relay: (1) flood: packets/s relayed by one relay process with 1,000 calls; (2) G.711 calls
+(50 packets/s each way) stepped up until loss reaches 0.1%; (3) added one-way latency p50/p99 at
+~70% of the largest lossless load, minus the same path without relay. See bench/README-media.md.
+
+    .venv/bin/python bench/media_relay.py [--quick] [--no-rtpengine]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import select
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+HOST = "127.0.0.1"
+OURS_PORTS = (20000, 29999)
+RTPENGINE_PORTS = (30000, 39999)
+PACKET = 172  # 12-byte RTP header + 160 bytes of PCMU: 20 ms of G.711
+_HEADER = struct.Struct("!BBHII")
+_STAMP = struct.Struct("!q")
+
+
+# ---- load generator: a sender and a receiver process sharing the parties' two sockets ----
+
+
+def sender(socks: list[socket.socket], targets: list[tuple[int, int]], rate: float | None, seconds: float,
+           start: float, conn: Connection) -> None:  # fmt: skip
+    """Send PCMU-sized RTP to `targets` (socket index, port) round-robin, at `rate` packets/s or flat
+    out; each payload starts with the send time, for latency."""
+    payload = bytearray(PACKET)
+    seqs = [0] * len(targets)
+    sent, count = 0, len(targets)
+    sendto = [s.sendto for s in socks]
+    clock = time.perf_counter
+    while clock() < start:
+        pass
+    end = start + seconds
+    while (now := clock()) < end:
+        due = count * 64 if rate is None else int((now - start) * rate) - sent
+        for _ in range(min(due, 4096)):
+            index = sent % count
+            sock, port = targets[index]
+            seqs[index] += 1
+            _HEADER.pack_into(payload, 0, 0x80, 0, seqs[index] & 0xFFFF, seqs[index] * 160, index + 1)
+            _STAMP.pack_into(payload, 12, time.perf_counter_ns())
+            try:
+                sendto[sock](payload, (HOST, port))
+            except OSError:  # ENOBUFS under flood: the packet is lost, and counted as such
+                pass
+            sent += 1
+        if rate is not None:
+            time.sleep(0.0005)
+    conn.send(sent)
+
+
+def receiver(socks: list[socket.socket], seconds: float, start: float, conn: Connection) -> None:
+    """Count packets until the sender is done (plus a grace period); sample one-way latency."""
+    poller = select.epoll()
+    for sock in socks:
+        sock.setblocking(False)
+        poller.register(sock.fileno(), select.EPOLLIN)
+    by_fd = {sock.fileno(): sock for sock in socks}
+    buf = bytearray(2048)
+    received, latencies = 0, []
+    clock_ns = time.perf_counter_ns
+    end = start + seconds + 0.5
+    while time.perf_counter() < end:
+        for fd, _ in poller.poll(0.05):
+            recv_into = by_fd[fd].recv_into
+            while True:
+                try:
+                    size = recv_into(buf)
+                except BlockingIOError:
+                    break
+                received += 1
+                if size >= 20 and received % 8 == 0:
+                    latencies.append(clock_ns() - _STAMP.unpack_from(buf, 12)[0])
+    conn.send((received, latencies))
+
+
+@dataclass
+class Result:
+    sent: int
+    received: int
+    seconds: float
+    latencies_ns: list[int]
+
+    @property
+    def loss(self) -> float:
+        return max(0.0, 1 - self.received / self.sent) if self.sent else 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.received / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies_ns)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * p))] / 1000 if ordered else float("nan")
+
+
+def drain(parties: list[socket.socket]) -> None:
+    """Throw away what an earlier run left in the parties' buffers (it would count twice, and late)."""
+    time.sleep(0.2)
+    for sock in parties:
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                sock.recv(2048)
+
+
+def run_load(
+    parties: list[socket.socket], targets: list[tuple[int, int]], rate: float | None, seconds: float
+) -> Result:
+    drain(parties)
+    context = multiprocessing.get_context("spawn")
+    (rx_ours, rx_theirs), (tx_ours, tx_theirs) = context.Pipe(), context.Pipe()
+    start = time.perf_counter() + 1.0  # both processes are up by then
+    rx = context.Process(target=receiver, args=(parties, seconds, start, rx_theirs))
+    tx = context.Process(target=sender, args=(parties, targets, rate, seconds, start, tx_theirs))
+    rx.start()
+    tx.start()
+    sent = tx_ours.recv()
+    received, latencies = rx_ours.recv()
+    tx.join()
+    rx.join()
+    return Result(sent, received, seconds, latencies)
+
+
+# ---- the relays under test ----
+
+
+class Relay(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+    async def call(self, index: int, port_a: int, port_b: int) -> tuple[int, int]: ...
+    async def hangup_all(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class Ours:
+    name = "trunkline"
+
+    def __init__(self) -> None:
+        from trunkline.media.server import MediaServer
+
+        self.server = MediaServer("127.0.0.1:0", HOST, OURS_PORTS, workers=1)
+        self.sessions: list[str] = []
+
+    async def start(self) -> None:
+        import grpc
+
+        from trunkline.media.v1 import media_pb2_grpc
+
+        await self.server.start()
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.server.port}")
+        self.stub = media_pb2_grpc.MediaRelayStub(self.channel)
+
+    async def call(self, index: int, port_a: int, port_b: int) -> tuple[int, int]:
+        from trunkline.media.v1 import media_pb2
+
+        session_id = f"bench-{index}-{time.monotonic_ns()}"
+        created = await self.stub.CreateSession(media_pb2.CreateSessionRequest(
+            session_id=session_id,
+            leg_a=media_pb2.LegSpec(remote_address=HOST, remote_rtp_port=port_a),
+            leg_b=media_pb2.LegSpec(remote_address=HOST, remote_rtp_port=port_b),
+        ))  # fmt: skip
+        self.sessions.append(session_id)
+        return created.leg_a.rtp_port, created.leg_b.rtp_port
+
+    async def hangup_all(self) -> None:
+        from trunkline.media.v1 import media_pb2
+
+        for session_id in self.sessions:
+            await self.stub.DeleteSession(media_pb2.DeleteSessionRequest(session_id=session_id))
+        self.sessions.clear()
+
+    async def stop(self) -> None:
+        await self.channel.close()
+        await self.server.stop(0)
+
+
+def bencode(value: Any) -> bytes:
+    if isinstance(value, int):
+        return b"i%de" % value
+    if isinstance(value, str):
+        value = value.encode()
+    if isinstance(value, bytes):
+        return b"%d:%s" % (len(value), value)
+    if isinstance(value, list):
+        return b"l" + b"".join(bencode(v) for v in value) + b"e"
+    return b"d" + b"".join(bencode(k) + bencode(v) for k, v in sorted(value.items())) + b"e"
+
+
+def bdecode(data: bytes, at: int = 0) -> tuple[Any, int]:
+    kind = data[at : at + 1]
+    if kind == b"i":
+        end = data.index(b"e", at)
+        return int(data[at + 1 : end]), end + 1
+    if kind in (b"l", b"d"):
+        items, at = [], at + 1
+        while data[at : at + 1] != b"e":
+            item, at = bdecode(data, at)
+            items.append(item)
+        return (dict(zip(items[::2], items[1::2], strict=True)) if kind == b"d" else items), at + 1
+    colon = data.index(b":", at)
+    length = int(data[at:colon])
+    return data[colon + 1 : colon + 1 + length], colon + 1 + length
+
+
+def sdp(port: int) -> str:
+    return (f"v=0\r\no=- 1 1 IN IP4 {HOST}\r\ns=-\r\nc=IN IP4 {HOST}\r\nt=0 0\r\n"
+            f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n")  # fmt: skip
+
+
+class RtpEngine:
+    """rtpengine in userspace (--table=-1), one worker thread, driven over its ng protocol."""
+
+    name = "rtpengine"
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((HOST, 0))
+        self.sock.settimeout(2)
+        self.ng_port = free_udp_port()
+        self.calls: list[str] = []
+        self.cookie = 0
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["rtpengine", "--config-file=none", "--table=-1", f"--interface={HOST}",
+             f"--listen-ng={HOST}:{self.ng_port}", "--foreground", "--log-stderr", "--log-level=3",
+             "--num-threads=1", f"--port-min={RTPENGINE_PORTS[0]}", f"--port-max={RTPENGINE_PORTS[1]}",
+             "--timeout=60", "--delete-delay=0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(50):
+            with contextlib.suppress(OSError, TimeoutError):
+                if self.ng({"command": "ping"}).get(b"result") == b"pong":
+                    return
+            await asyncio.sleep(0.1)
+        raise RuntimeError("rtpengine did not answer ping")
+
+    def ng(self, command: dict[str, Any]) -> dict[bytes, Any]:
+        self.cookie += 1
+        cookie = str(self.cookie).encode()
+        self.sock.sendto(cookie + b" " + bencode(command), (HOST, self.ng_port))
+        while True:
+            data = self.sock.recv(65536)
+            if data.startswith(cookie + b" "):
+                answer: dict[bytes, Any] = bdecode(data[len(cookie) + 1 :])[0]
+                if answer.get(b"result") not in (b"ok", b"pong"):
+                    raise RuntimeError(f"rtpengine: {answer}")
+                return answer
+
+    @staticmethod
+    def media_port(answer: dict[bytes, Any]) -> int:
+        line = next(x for x in answer[b"sdp"].decode().splitlines() if x.startswith("m=audio"))
+        return int(line.split()[1])
+
+    async def call(self, index: int, port_a: int, port_b: int) -> tuple[int, int]:
+        call_id = f"bench-{index}-{time.monotonic_ns()}"
+        offer = self.ng({"command": "offer", "call-id": call_id, "from-tag": "a", "sdp": sdp(port_a)})
+        answer = self.ng(
+            {"command": "answer", "call-id": call_id, "from-tag": "a", "to-tag": "b", "sdp": sdp(port_b)}
+        )
+        self.calls.append(call_id)
+        # The offer's SDP goes to B (so B sends to that port); the answer's SDP goes to A.
+        return self.media_port(answer), self.media_port(offer)
+
+    async def hangup_all(self) -> None:
+        for call_id in self.calls:
+            self.ng({"command": "delete", "call-id": call_id})
+        self.calls.clear()
+
+    async def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+        self.sock.close()
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+# ---- the measurements ----
+
+
+async def setup_calls(relay: Relay, parties: list[socket.socket], calls: int) -> list[tuple[int, int]]:
+    """`calls` sessions between the two party sockets; targets for both directions."""
+    await relay.hangup_all()
+    port_a, port_b = (p.getsockname()[1] for p in parties)
+    targets: list[tuple[int, int]] = []
+    for index in range(calls):
+        relay_a, relay_b = await relay.call(index, port_a, port_b)
+        targets += [(0, relay_a), (1, relay_b)]
+    return targets
+
+
+async def measure(relay: Relay, steps: list[int], seconds: float) -> dict[str, Any]:
+    parties = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for sock in parties:
+        # Default buffers on purpose: a big receive buffer turns the generator's own scheduling delays
+        # into a standing queue (tens of ms "latency") instead of visible loss.
+        sock.bind((HOST, 0))
+    figures: dict[str, Any] = {}
+    await relay.start()
+    try:
+        targets = await setup_calls(relay, parties, 1000)
+        flood = run_load(parties, targets, None, seconds)
+        figures["flood"] = flood
+        print(f"  [{relay.name}] flood, 1000 calls: sent {flood.sent / seconds:,.0f}/s, relayed "
+              f"{flood.rate:,.0f}/s, loss {flood.loss:.2%}", flush=True)  # fmt: skip
+        best = 0
+        for calls in steps:
+            targets = await setup_calls(relay, parties, calls)
+            result = run_load(parties, targets, calls * 100, seconds)
+            # The generator may fall short of the rate on a busy machine: then the step does not count.
+            ok = result.loss < 0.001 and result.sent >= 0.98 * calls * 100 * seconds
+            print(f"  [{relay.name}] {calls:5d} calls ({calls * 100:,} pkt/s): "
+                  f"sent {result.sent / seconds:,.0f}/s, "
+                  f"relayed {result.rate:,.0f}/s, "
+                  f"loss {result.loss:.3%} {'ok' if ok else 'OVER'}", flush=True)  # fmt: skip
+            if not ok:
+                break
+            best = calls
+        figures["calls"] = best
+        load_calls = max(int(best * 0.7), 10)
+        targets = await setup_calls(relay, parties, load_calls)
+        figures["latency"] = run_load(parties, targets, load_calls * 100, seconds)
+        figures["latency_calls"] = load_calls
+    finally:
+        with contextlib.suppress(Exception):
+            await relay.hangup_all()
+        await relay.stop()
+        for sock in parties:
+            sock.close()
+    return figures
+
+
+def baseline(calls: int, seconds: float) -> Result:
+    """The load generator without relay (each party sends to the other directly): its own latency."""
+    parties = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for sock in parties:
+        sock.bind((HOST, 0))
+    ports = [p.getsockname()[1] for p in parties]
+    try:
+        return run_load(parties, [(0, ports[1]), (1, ports[0])] * calls, calls * 100, seconds)
+    finally:
+        for sock in parties:
+            sock.close()
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    steps = [100, 250, 500, 1000, 1250, 1500, 2000] if not args.quick else [100, 500, 1000]
+    seconds = 2.0 if args.quick else 3.0
+    relays: list[Relay] = [Ours()]
+    if not args.no_rtpengine:
+        if shutil.which("rtpengine"):
+            relays.append(RtpEngine())
+        else:
+            print("rtpengine not found: measuring trunkline only", file=sys.stderr)
+    results = {}
+    began = time.monotonic()
+    for relay in relays:
+        print(f"{relay.name}:", flush=True)
+        results[relay.name] = await measure(relay, steps, seconds)
+    print(f"\nsummary ({os.cpu_count()} cores, {time.monotonic() - began:.0f} s):")
+    for name, figures in results.items():
+        base = baseline(figures["latency_calls"], seconds)
+        lat = figures["latency"]
+        print(f"  {name:10s} flood {figures['flood'].rate:>9,.0f} pkt/s (loss {figures['flood'].loss:.2%}); "
+              f"calls <0.1% loss: {figures['calls']}; latency at {figures['latency_calls']} calls: "
+              f"p50 {lat.percentile(0.5):.0f} us, p99 {lat.percentile(0.99):.0f} us "
+              f"(generator alone p50 {base.percentile(0.5):.0f} us, p99 {base.percentile(0.99):.0f} us; "
+              f"added p50 {lat.percentile(0.5) - base.percentile(0.5):.0f} us, "
+              f"p99 {lat.percentile(0.99) - base.percentile(0.99):.0f} us)")  # fmt: skip
+    if "rtpengine" in results:
+        ours, theirs = results["trunkline"], results["rtpengine"]
+        print(f"  ratio trunkline/rtpengine: flood {ours['flood'].rate / theirs['flood'].rate:.2f}, "
+              f"calls {ours['calls'] / max(theirs['calls'], 1):.2f}")  # fmt: skip
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter steps")
+    parser.add_argument("--no-rtpengine", action="store_true", help="measure trunkline only")
+    return asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

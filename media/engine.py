@@ -1,0 +1,539 @@
+"""The packet path: one single-threaded epoll loop owning a slice of the media port range.
+
+Why not asyncio: a stock asyncio DatagramProtocol collapses near ~36k packets/s; a plain epoll loop
+that drains each ready socket with `recvfrom_into` into one reused buffer and answers with one
+`sendto` does several times that. One engine runs per core, each in its own process with its own
+port slice (see `trunkline.media.pool`); both legs of a session live in the same engine, so relaying
+is a local `sendto`.
+
+Per packet, with both legs plain: one recv, a version/length check, a source comparison, one
+struct unpack for the statistics, one send. SRTP adds libsrtp's unprotect/protect.
+
+Symmetric RTP and hijack protection (per socket, so RTP and RTCP latch independently):
+  1. The relay sends to the address from the party's SDP from the start.
+  2. Until a packet from the party has been accepted, the first valid packet from any source is
+     accepted and the relay latches onto its source (NAT rewrites the SDP's address; the SDP is only
+     a hint). On an SRTP leg only a packet that authenticates counts, so a stranger cannot latch.
+  3. Afterwards other sources are dropped (and counted), except that the relay re-latches when the
+     current source has been silent for `relatch_silence` seconds and the new source sent
+     `relatch_packets` consecutive valid packets with one SSRC (a phone that moved networks). A
+     stranger spraying packets at a live call never gets through: the real party is not silent.
+  An UpdateSession that changes a party's address starts again at 1.
+
+The engine talks to its owner over a pipe (multiprocessing Connection): requests are tuples
+`(request_id, op, args)`, answers `(request_id, True, result)` or `(request_id, False, (code, text))`,
+and events `(None, kind, args)`. Nothing a peer sends on a media port can raise out of the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import resource
+import select
+import socket
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import pylibsrtp
+
+from trunkline.media import rtp
+from trunkline.media.errors import (
+    CODE_OF,
+    InvalidRequest,
+    LocalError,
+    PortsExhausted,
+    SessionExists,
+    SessionNotFound,
+)
+
+log = logging.getLogger(__name__)
+
+# A socket address as recvfrom returns it: (host, port) for IPv4, (host, port, flow, scope) for IPv6.
+Address = tuple[Any, ...]
+
+BATCH = 64  # packets drained from one socket per wake-up, so one busy call cannot starve the others
+SWEEP_INTERVAL = 0.5  # seconds between inactivity checks
+SOCKET_BUFFER = 1 << 18  # absorbs bursts while the loop serves other sockets
+
+
+@dataclass(frozen=True)
+class LatchPolicy:
+    """When a leg may move to a new source address (see the module docstring)."""
+
+    relatch_silence: float = 1.0
+    relatch_packets: int = 5
+
+
+@dataclass(frozen=True)
+class LegConfig:
+    """What the relay knows about one party (from its SDP)."""
+
+    rtp_peer: tuple[str, int] | None = None
+    rtcp_peer: tuple[str, int] | None = None
+    rtcp_mux: bool = False
+    srtp_key: bytes | None = None  # the party's SDES master key + salt: we decrypt with it
+    clock_rate: int = 8000
+
+
+@dataclass(frozen=True)
+class LegAllocation:
+    rtp_port: int
+    rtcp_port: int
+    relay_key: bytes | None  # ours: we encrypt towards the party with it
+
+
+@dataclass
+class DirectionCounters:
+    packets: int = 0
+    bytes: int = 0
+    lost: int = 0
+    jitter_ms: float = 0.0
+    rtcp_packets: int = 0
+
+
+@dataclass
+class LegCounters:
+    received: DirectionCounters = field(default_factory=DirectionCounters)
+    sent: DirectionCounters = field(default_factory=DirectionCounters)
+    dropped_unexpected_source: int = 0
+    dropped_malformed: int = 0
+    dropped_srtp: int = 0
+    rtp_peer: str = ""
+    latches: int = 0
+
+
+@dataclass
+class SessionCounters:
+    leg_a: LegCounters
+    leg_b: LegCounters
+    age: float
+
+
+class Flow:
+    """One socket of a leg (its RTP port, which also carries RTCP with rtcp-mux, or its RTCP port)
+    and the party's address on it."""
+
+    __slots__ = (
+        "_cand",
+        "_cand_count",
+        "_cand_ssrc",
+        "confirmed",
+        "last_seen",
+        "leg",
+        "peer",
+        "rtcp_only",
+        "sock",
+    )
+
+    def __init__(self, sock: socket.socket, leg: Leg, rtcp_only: bool) -> None:
+        self.sock = sock
+        self.leg = leg
+        self.rtcp_only = rtcp_only
+        self.peer: Address | None = None
+        self.confirmed = False  # a packet from `peer` has been accepted
+        self.last_seen = 0.0
+        self._cand: Address | None = None
+        self._cand_ssrc = -1
+        self._cand_count = 0
+
+    def expect(self, peer: Address | None) -> None:
+        """Send to `peer` (from SDP) and be ready to latch again."""
+        self.peer, self.confirmed, self._cand = peer, False, None
+
+    def admit(self, src: Address, data: memoryview, rtcp: bool, now: float) -> bool:
+        """Whether a valid packet from `src` (not the current peer) is the party's; latches if so."""
+        leg = self.leg
+        if self.confirmed:
+            ssrc = rtp.packet_ssrc(data, rtcp)
+            if src != self._cand or ssrc != self._cand_ssrc:
+                self._cand, self._cand_ssrc, self._cand_count = src, ssrc, 0
+            self._cand_count += 1
+            silent = now - self.last_seen >= leg.policy.relatch_silence
+            if not (silent and self._cand_count >= leg.policy.relatch_packets):
+                leg.dropped_source += 1
+                return False
+        self.peer, self.confirmed, self._cand = src, True, None
+        if not self.rtcp_only:
+            leg.latches += 1
+        return True
+
+
+class Leg:
+    """One side of a session: its sockets, the party's addresses and keys, and its counters."""
+
+    __slots__ = (
+        "clock_rate",
+        "dropped_malformed",
+        "dropped_source",
+        "dropped_srtp",
+        "latches",
+        "mux",
+        "other",
+        "party_key",
+        "policy",
+        "received",
+        "relay_key",
+        "rtcp",
+        "rtp",
+        "sent_bytes",
+        "sent_packets",
+        "sent_rtcp",
+        "srtp_in",
+        "srtp_out",
+    )  # fmt: skip
+
+    def __init__(self, rtp_sock: socket.socket, rtcp_sock: socket.socket, policy: LatchPolicy) -> None:
+        self.policy = policy
+        self.rtp = Flow(rtp_sock, self, rtcp_only=False)
+        self.rtcp = Flow(rtcp_sock, self, rtcp_only=True)
+        self.other: Leg = self
+        self.mux = False
+        self.clock_rate = 8000
+        self.received = rtp.ReceiveStats(self.clock_rate)
+        self.sent_packets = self.sent_bytes = self.sent_rtcp = 0
+        self.dropped_source = self.dropped_malformed = self.dropped_srtp = self.latches = 0
+        self.party_key: bytes | None = None
+        self.relay_key: bytes | None = None
+        self.srtp_in: pylibsrtp.Session | None = None
+        self.srtp_out: pylibsrtp.Session | None = None
+
+    @property
+    def rtcp_out(self) -> Flow:
+        """Where RTCP for this leg's party goes."""
+        return self.rtp if self.mux else self.rtcp
+
+    def configure(self, config: LegConfig, family: int) -> None:
+        rtp_peer, rtcp_peer = sockaddr(family, config.rtp_peer), sockaddr(family, config.rtcp_peer)
+        if rtp_peer != self.rtp.peer or not self.rtp.confirmed:
+            self.rtp.expect(rtp_peer)
+        if rtcp_peer != self.rtcp.peer or not self.rtcp.confirmed:
+            self.rtcp.expect(rtcp_peer)
+        self.mux = config.rtcp_mux
+        self.clock_rate = config.clock_rate
+        self.received.set_clock_rate(config.clock_rate)
+        if config.srtp_key is None:
+            self.party_key = self.relay_key = self.srtp_in = self.srtp_out = None
+            return
+        if config.srtp_key != self.party_key:
+            self.party_key = config.srtp_key
+            self.srtp_in = rtp.srtp_session(config.srtp_key, inbound=True)
+        if self.relay_key is None:  # ours stays for the whole session: re-offers repeat it
+            self.relay_key = rtp.new_key()
+            self.srtp_out = rtp.srtp_session(self.relay_key, inbound=False)
+
+    def allocation(self) -> LegAllocation:
+        port = self.rtp.sock.getsockname()[1]
+        return LegAllocation(port, port if self.mux else port + 1, self.relay_key)
+
+    def counters(self) -> LegCounters:
+        received = self.received
+        peer = self.rtp.peer
+        return LegCounters(
+            received=DirectionCounters(
+                received.packets, received.bytes, received.lost, received.jitter_ms, received.rtcp_packets
+            ),
+            sent=DirectionCounters(self.sent_packets, self.sent_bytes, 0, 0.0, self.sent_rtcp),
+            dropped_unexpected_source=self.dropped_source,
+            dropped_malformed=self.dropped_malformed,
+            dropped_srtp=self.dropped_srtp,
+            rtp_peer=f"{peer[0]}:{peer[1]}" if peer else "",
+            latches=self.latches,
+        )
+
+    def activity(self) -> int:
+        return self.received.packets + self.received.rtcp_packets
+
+
+@dataclass
+class Session:
+    id: str
+    legs: tuple[Leg, Leg]
+    timeout: float  # 0: never
+    created: float
+    last_active: float
+    last_activity: int = 0
+
+    def counters(self, now: float) -> SessionCounters:
+        return SessionCounters(self.legs[0].counters(), self.legs[1].counters(), now - self.created)
+
+
+def sockaddr(family: int, address: tuple[str, int] | None) -> Address | None:
+    """The form recvfrom reports for `address`, so that a plain tuple comparison matches it."""
+    if address is None:
+        return None
+    host, port = address
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise InvalidRequest(f"{host!r} is not an IP address") from None
+    if not 0 < port < 65536:
+        raise InvalidRequest(f"port {port} is out of range")
+    if family == socket.AF_INET6:
+        mapped = f"::ffff:{ip}" if ip.version == 4 else str(ip)
+        return (mapped, port, 0, 0)
+    if ip.version != 4:
+        raise InvalidRequest(f"{host} is IPv6 but the relay listens on IPv4")
+    return (str(ip), port)
+
+
+class PortPool:
+    """Even/odd port pairs of a range; freed pairs go to the back, so a port is reused as late as
+    possible (stale packets of an old call do not reach a new one)."""
+
+    def __init__(self, host: str, low: int, high: int) -> None:
+        self.host = host
+        self.family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        first = low + (low % 2)
+        self._free: deque[int] = deque(range(first, high, 2))  # high: the last RTCP port may be `high`
+        self.size = len(self._free)
+
+    @property
+    def free(self) -> int:
+        return len(self._free)
+
+    def take(self) -> tuple[socket.socket, socket.socket]:
+        """Two bound sockets on the next free pair; skips pairs some other program holds."""
+        for _ in range(len(self._free)):
+            port = self._free.popleft()
+            try:
+                return self._bind(port), self._bind(port + 1)
+            except OSError:
+                self._free.append(port)
+            # A pair held by someone else goes to the back; its half-bound socket is closed by _bind.
+        raise PortsExhausted("no free media port pair")
+
+    def give_back(self, rtp_sock: socket.socket, rtcp_sock: socket.socket) -> None:
+        port = rtp_sock.getsockname()[1]
+        rtp_sock.close()
+        rtcp_sock.close()
+        self._free.append(port)
+
+    def _bind(self, port: int) -> socket.socket:
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):  # best effort: the kernel may cap it
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            sock.bind((self.host, port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+
+class Engine:
+    """Sessions of one port slice and the loop that relays their packets."""
+
+    def __init__(self, host: str, low: int, high: int, policy: LatchPolicy | None = None) -> None:
+        self.ports = PortPool(host, low, high)
+        self.policy = policy or LatchPolicy()
+        self.sessions: dict[str, Session] = {}
+        self._flows: dict[int, Flow] = {}
+        self._epoll = select.epoll()
+        self._buf = bytearray(65536)
+        self._view = memoryview(self._buf)
+        self._running = False
+
+    # ---- session management (called from `handle`, between packets) ----
+
+    def create(
+        self, session_id: str, configs: tuple[LegConfig, LegConfig], timeout: float
+    ) -> tuple[LegAllocation, LegAllocation]:
+        if session_id in self.sessions:
+            raise SessionExists(f"session {session_id!r} exists")
+        legs: list[Leg] = []
+        try:
+            for config in configs:
+                leg = Leg(*self.ports.take(), self.policy)
+                legs.append(leg)
+                leg.configure(config, self.ports.family)
+        except (LocalError, ValueError, pylibsrtp.Error) as exc:
+            for leg in legs:
+                self.ports.give_back(leg.rtp.sock, leg.rtcp.sock)
+            raise exc if isinstance(exc, LocalError) else InvalidRequest(str(exc)) from None
+        a, b = legs
+        a.other, b.other = b, a
+        now = time.monotonic()
+        self.sessions[session_id] = Session(session_id, (a, b), timeout, now, now)
+        for leg in legs:
+            for flow in (leg.rtp, leg.rtcp):
+                self._flows[flow.sock.fileno()] = flow
+                self._epoll.register(flow.sock.fileno(), select.EPOLLIN)
+        return a.allocation(), b.allocation()
+
+    def update(
+        self, session_id: str, configs: tuple[LegConfig | None, LegConfig | None]
+    ) -> tuple[LegAllocation, LegAllocation]:
+        session = self._get(session_id)
+        for leg, config in zip(session.legs, configs, strict=True):
+            if config is not None:
+                try:
+                    leg.configure(config, self.ports.family)
+                except (ValueError, pylibsrtp.Error) as exc:
+                    raise InvalidRequest(str(exc)) from None
+        return session.legs[0].allocation(), session.legs[1].allocation()
+
+    def delete(self, session_id: str) -> SessionCounters:
+        session = self._get(session_id)
+        counters = session.counters(time.monotonic())
+        del self.sessions[session_id]
+        for leg in session.legs:
+            for flow in (leg.rtp, leg.rtcp):
+                fd = flow.sock.fileno()
+                self._epoll.unregister(fd)
+                del self._flows[fd]
+            self.ports.give_back(leg.rtp.sock, leg.rtcp.sock)
+        return counters
+
+    def stats(self, session_id: str) -> SessionCounters:
+        return self._get(session_id).counters(time.monotonic())
+
+    def expired(self, now: float) -> Iterator[str]:
+        """Ids of sessions without packets for their timeout."""
+        for session in self.sessions.values():
+            activity = session.legs[0].activity() + session.legs[1].activity()
+            if activity != session.last_activity:
+                session.last_activity, session.last_active = activity, now
+            elif session.timeout and now - session.last_active >= session.timeout:
+                yield session.id
+
+    def _get(self, session_id: str) -> Session:
+        try:
+            return self.sessions[session_id]
+        except KeyError:
+            raise SessionNotFound(f"no session {session_id!r}") from None
+
+    # ---- the packet path ----
+
+    def relay(self, flow: Flow, now: float) -> None:
+        """Drain one readable socket: check, latch, count, decrypt/encrypt and forward each packet."""
+        sock, leg, buf, view = flow.sock, flow.leg, self._buf, self._view
+        out = leg.other
+        for _ in range(BATCH):
+            try:
+                size, src = sock.recvfrom_into(buf)
+            except OSError:  # EAGAIN: drained; anything else (an ICMP error) is no packet either
+                return
+            if size < rtp.RTCP_HEADER or buf[0] & 0xC0 != 0x80:
+                leg.dropped_malformed += 1
+                continue
+            rtcp = flow.rtcp_only or (leg.mux and 192 <= buf[1] <= 223)
+            if not rtcp and size < rtp.RTP_HEADER:
+                leg.dropped_malformed += 1
+                continue
+            data: memoryview | bytes = view[:size]
+            if leg.srtp_in is not None:
+                try:
+                    packet = bytes(data)
+                    data = leg.srtp_in.unprotect_rtcp(packet) if rtcp else leg.srtp_in.unprotect(packet)
+                except pylibsrtp.Error:  # forged, replayed or not SRTP at all
+                    leg.dropped_srtp += 1
+                    continue
+                size = len(data)
+            if src != flow.peer:
+                if not flow.admit(src, memoryview(data), rtcp, now):
+                    continue
+            elif not flow.confirmed:
+                flow.confirmed = True
+            flow.last_seen = now
+            if rtcp:
+                leg.received.rtcp_packets += 1
+                target = out.rtcp_out
+            else:
+                leg.received.on_rtp(view if leg.srtp_in is None else memoryview(data), size, now)
+                target = out.rtp
+            peer = target.peer
+            if peer is None:  # the other party's address is not known yet
+                continue
+            if out.srtp_out is not None:
+                try:
+                    data = (
+                        out.srtp_out.protect_rtcp(bytes(data)) if rtcp else out.srtp_out.protect(bytes(data))
+                    )
+                except pylibsrtp.Error:
+                    out.dropped_srtp += 1
+                    continue
+            try:
+                target.sock.sendto(data, peer)
+            except OSError:  # full buffer, unreachable network: a lost packet, as on the wire
+                continue
+            if rtcp:
+                out.sent_rtcp += 1
+            else:
+                out.sent_packets += 1
+                out.sent_bytes += len(data)
+
+    def run(self, conn: Connection) -> None:
+        """Serve `conn` and relay until a "stop" request; then close every session."""
+        control_fd = conn.fileno()
+        self._epoll.register(control_fd, select.EPOLLIN)
+        self._running = True
+        flows, relay, poll, clock = self._flows, self.relay, self._epoll.poll, time.monotonic
+        next_sweep = clock() + SWEEP_INTERVAL
+        while self._running:
+            events = poll(SWEEP_INTERVAL)
+            now = clock()
+            for fd, _ in events:
+                flow = flows.get(fd)
+                if flow is not None:
+                    relay(flow, now)
+                elif fd == control_fd:
+                    self._serve(conn)
+            if now >= next_sweep:
+                next_sweep = now + SWEEP_INTERVAL
+                for session_id in list(self.expired(now)):
+                    self._send(conn, (None, "timeout", (session_id, self.delete(session_id))))
+        self._epoll.close()
+
+    def _serve(self, conn: Connection) -> None:
+        try:
+            while conn.poll():
+                request_id, op, args = conn.recv()
+                self._send(conn, self.handle(request_id, op, args))
+        except (EOFError, OSError):  # the owner went away: nobody will ever delete these sessions
+            self.stop()
+
+    def handle(self, request_id: int, op: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        try:
+            result: Any
+            if op == "create":
+                result = self.create(*args)
+            elif op == "update":
+                result = self.update(*args)
+            elif op == "delete":
+                result = self.delete(*args)
+            elif op == "stats":
+                result = self.stats(*args)
+            elif op == "stop":
+                result = self.stop()
+            else:
+                raise InvalidRequest(f"unknown operation {op!r}")
+        except LocalError as exc:
+            return (request_id, False, (CODE_OF.get(type(exc), "invalid"), str(exc)))
+        return (request_id, True, result)
+
+    def stop(self) -> dict[str, SessionCounters]:
+        """End every session (ports back to the pool) and leave the loop."""
+        self._running = False
+        return {session_id: self.delete(session_id) for session_id in list(self.sessions)}
+
+    @staticmethod
+    def _send(conn: Connection, message: tuple[Any, ...]) -> None:
+        with contextlib.suppress(OSError):  # the owner is gone; `run` notices on the next read
+            conn.send(message)
+
+
+def run_worker(conn: Connection, host: str, low: int, high: int, policy: LatchPolicy) -> None:
+    """Entry point of a worker process or thread. Binding errors surface on the first "create"."""
+    with contextlib.suppress(ValueError, OSError):  # two sockets per port pair; raise the soft limit
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches the whole process group
+        Engine(host, low, high, policy).run(conn)

@@ -1,0 +1,226 @@
+"""The MediaRelay gRPC service (trunkline.media.v1) on top of an EnginePool."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+import grpc
+
+from trunkline.control.rpc import duration, seconds
+from trunkline.media import rtp
+from trunkline.media.engine import LegAllocation, LegConfig, SessionCounters
+from trunkline.media.errors import (
+    Draining,
+    InvalidRequest,
+    LocalError,
+    PortsExhausted,
+    RemoteError,
+    SessionExists,
+    SessionNotFound,
+)
+from trunkline.media.pool import EnginePool
+from trunkline.media.v1 import media_pb2, media_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "trunkline.media.v1.MediaRelay"
+DEFAULT_INACTIVITY_TIMEOUT = 60.0
+SESSION_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+EVENT_QUEUE = 1024  # events buffered per watcher; a watcher that falls further behind is cut off
+
+STATUS: dict[type[LocalError], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    SessionNotFound: grpc.StatusCode.NOT_FOUND,
+    SessionExists: grpc.StatusCode.ALREADY_EXISTS,
+    PortsExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Draining: grpc.StatusCode.UNAVAILABLE,
+}
+EVENT_KINDS = {"timeout": media_pb2.SessionEvent.INACTIVITY_TIMEOUT}
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+
+
+def rpc_errors(handler: Handler[Request, Response]) -> Handler[Request, Response]:
+    """Answer our own refusals with their status code; a failed engine is INTERNAL."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await handler(self, request, context)
+        except LocalError as exc:
+            await context.abort(STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+        except RemoteError as exc:
+            log.error("%s failed: %s", handler.__name__, exc)
+            await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+def leg_config(spec: media_pb2.LegSpec) -> LegConfig:
+    """Check one LegSpec; InvalidRequest names the bad field."""
+    rtp_peer = rtcp_peer = None
+    if spec.remote_address and spec.remote_rtp_port:
+        if spec.remote_rtp_port > 65535 or spec.remote_rtcp_port > 65535:
+            raise InvalidRequest("remote ports must be below 65536")
+        rtp_peer = (spec.remote_address, spec.remote_rtp_port)
+        rtcp_peer = (spec.remote_address, spec.remote_rtcp_port or min(spec.remote_rtp_port + 1, 65535))
+    key = None
+    if spec.HasField("crypto"):
+        if spec.crypto.suite != rtp.SRTP_SUITE:
+            raise InvalidRequest(
+                f"crypto suite {spec.crypto.suite!r} is not supported (only {rtp.SRTP_SUITE})"
+            )
+        try:
+            key = rtp.decode_key(spec.crypto.key)
+        except ValueError as exc:
+            raise InvalidRequest(f"crypto.key: {exc}") from None
+    if spec.clock_rate > 1_000_000:
+        raise InvalidRequest(f"clock_rate {spec.clock_rate} is not an RTP clock rate")
+    return LegConfig(rtp_peer, rtcp_peer, spec.rtcp_mux, key, spec.clock_rate or 8000)
+
+
+def session_stats(counters: SessionCounters) -> media_pb2.SessionStats:
+    return media_pb2.SessionStats(
+        leg_a=media_pb2.LegStats(**asdict(counters.leg_a)),
+        leg_b=media_pb2.LegStats(**asdict(counters.leg_b)),
+        age=duration(counters.age),
+    )
+
+
+class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
+    def __init__(
+        self,
+        pool: EnginePool,
+        media_address: str,
+        default_timeout: float = DEFAULT_INACTIVITY_TIMEOUT,
+        on_drain: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.media_address = media_address  # what goes into SDP
+        self.default_timeout = default_timeout
+        self.draining = False
+        self._drained = False  # DRAINED was published
+        self._on_drain = on_drain
+        self._watchers: set[asyncio.Queue[media_pb2.SessionEvent | None]] = set()
+        pool.on_event = self._engine_event
+
+    def _allocation(self, allocation: LegAllocation) -> media_pb2.LegAllocation:
+        crypto = None
+        if allocation.relay_key is not None:
+            crypto = media_pb2.Crypto(suite=rtp.SRTP_SUITE, key=rtp.encode_key(allocation.relay_key))
+        return media_pb2.LegAllocation(
+            address=self.media_address,
+            rtp_port=allocation.rtp_port,
+            rtcp_port=allocation.rtcp_port,
+            crypto=crypto,
+        )
+
+    @rpc_errors
+    async def CreateSession(
+        self, request: media_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext
+    ) -> media_pb2.CreateSessionResponse:
+        if self.draining:
+            raise Draining("the relay is draining")
+        if not SESSION_ID.match(request.session_id):
+            raise InvalidRequest("session_id must be 1-128 letters, digits or -_.:@")
+        configs = (leg_config(request.leg_a), leg_config(request.leg_b))
+        timeout = self.default_timeout
+        if request.HasField("inactivity_timeout"):
+            timeout = seconds(request.inactivity_timeout)
+            if timeout < 0:
+                raise InvalidRequest("inactivity_timeout must not be negative")
+        a, b = await self.pool.create(request.session_id, configs, timeout)
+        return media_pb2.CreateSessionResponse(leg_a=self._allocation(a), leg_b=self._allocation(b))
+
+    @rpc_errors
+    async def UpdateSession(
+        self, request: media_pb2.UpdateSessionRequest, context: grpc.aio.ServicerContext
+    ) -> media_pb2.UpdateSessionResponse:
+        configs = (
+            leg_config(request.leg_a) if request.HasField("leg_a") else None,
+            leg_config(request.leg_b) if request.HasField("leg_b") else None,
+        )
+        a, b = await self.pool.update(request.session_id, configs)
+        return media_pb2.UpdateSessionResponse(leg_a=self._allocation(a), leg_b=self._allocation(b))
+
+    @rpc_errors
+    async def DeleteSession(
+        self, request: media_pb2.DeleteSessionRequest, context: grpc.aio.ServicerContext
+    ) -> media_pb2.DeleteSessionResponse:
+        counters = await self.pool.delete(request.session_id)
+        self._check_drained()
+        return media_pb2.DeleteSessionResponse(stats=session_stats(counters))
+
+    @rpc_errors
+    async def GetSessionStats(
+        self, request: media_pb2.GetSessionStatsRequest, context: grpc.aio.ServicerContext
+    ) -> media_pb2.GetSessionStatsResponse:
+        return media_pb2.GetSessionStatsResponse(
+            stats=session_stats(await self.pool.stats(request.session_id))
+        )
+
+    @rpc_errors
+    async def Drain(
+        self, request: media_pb2.DrainRequest, context: grpc.aio.ServicerContext
+    ) -> media_pb2.DrainResponse:
+        await self.drain()
+        return media_pb2.DrainResponse(active_sessions=self.pool.active)
+
+    async def WatchEvents(
+        self, request: media_pb2.WatchEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[media_pb2.SessionEvent]:
+        queue: asyncio.Queue[media_pb2.SessionEvent | None] = asyncio.Queue(EVENT_QUEUE)
+        self._watchers.add(queue)
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            self._watchers.discard(queue)
+
+    async def drain(self) -> None:
+        if not self.draining:
+            self.draining = True
+            if self._on_drain is not None:
+                await self._on_drain()
+        self._check_drained()
+
+    def publish(self, event: media_pb2.SessionEvent) -> None:
+        for queue in list(self._watchers):
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:  # a stuck watcher must not hold events for everyone
+                log.warning("event watcher fell %d events behind; closing its stream", EVENT_QUEUE)
+                self._end(queue)
+
+    def close_watchers(self) -> None:
+        """End every WatchEvents stream (at shutdown)."""
+        for queue in list(self._watchers):
+            self._end(queue)
+
+    def _end(self, queue: asyncio.Queue[media_pb2.SessionEvent | None]) -> None:
+        self._watchers.discard(queue)
+        if queue.full():
+            queue.get_nowait()
+        queue.put_nowait(None)
+
+    def _engine_event(self, kind: str, session_id: str, counters: SessionCounters) -> None:
+        self.publish(
+            media_pb2.SessionEvent(
+                kind=EVENT_KINDS[kind], session_id=session_id, stats=session_stats(counters)
+            )
+        )
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self.draining and not self._drained and self.pool.active == 0:
+            self._drained = True
+            self.publish(media_pb2.SessionEvent(kind=media_pb2.SessionEvent.DRAINED))
