@@ -51,7 +51,9 @@ class CallRecord:
         data = asdict(self)
         for key in ("setup", "answer", "end"):
             value = data[key]
-            data[key] = datetime.fromtimestamp(value, UTC).isoformat(timespec="milliseconds") if value else None
+            data[key] = (
+                datetime.fromtimestamp(value, UTC).isoformat(timespec="milliseconds") if value else None
+            )
         data["duration"] = round(self.end - self.answer, 3) if self.end and self.answer else 0.0
         return json.dumps(data, separators=(",", ":"))
 

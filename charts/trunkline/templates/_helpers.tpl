@@ -1,0 +1,90 @@
+{{/* Name of the release's objects; the operator prefixes the data plane's with it too (<= 40 chars). */}}
+{{- define "trunkline.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "trunkline.labels" -}}
+app.kubernetes.io/name: trunkline
+app.kubernetes.io/instance: {{ include "trunkline.fullname" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "trunkline.operatorSelector" -}}
+app.kubernetes.io/name: trunkline
+app.kubernetes.io/instance: {{ include "trunkline.fullname" . }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "trunkline.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "trunkline.platformName" -}}{{ include "trunkline.fullname" . }}-platform{{- end -}}
+{{- define "trunkline.operatorName" -}}{{ include "trunkline.fullname" . }}-operator{{- end -}}
+{{- define "trunkline.controlName" -}}{{ include "trunkline.fullname" . }}-control{{- end -}}
+
+{{/* Cluster scope: every namespace, ClusterRoles; namespace scope: the release namespace, Roles. */}}
+{{- define "trunkline.clusterScope" -}}{{ eq .Values.operator.scope "cluster" }}{{- end -}}
+
+{{/*
+The platform settings the operator reads (operator/platform.py is their model; keep both in step).
+Values that are chart-only switches (tls.enabled, an empty sentinel list) are turned into the
+model's shape here.
+*/}}
+{{- define "trunkline.platform" -}}
+{{- $redis := dict -}}
+{{- if .Values.redis.sentinel.addresses -}}
+{{- $_ := set $redis "sentinel" .Values.redis.sentinel -}}
+{{- else -}}
+{{- $_ := set $redis "url" .Values.redis.url -}}
+{{- end -}}
+{{- if .Values.redis.passwordSecret.name -}}
+{{- $_ := set $redis "passwordSecret" .Values.redis.passwordSecret -}}
+{{- end -}}
+{{- $edge := omit .Values.edge "tls" -}}
+{{- if .Values.edge.tls.enabled -}}
+{{- $_ := set $edge "tls" (omit .Values.edge.tls "enabled") -}}
+{{- end -}}
+{{- $control := merge (dict "serviceAccountName" (include "trunkline.controlName" .)) .Values.control -}}
+{{- $platform := dict
+  "name" (include "trunkline.fullname" .)
+  "image" (include "trunkline.image" .)
+  "imagePullPolicy" .Values.image.pullPolicy
+  "imagePullSecrets" .Values.imagePullSecrets
+  "httpPort" .Values.httpPort
+  "logLevel" .Values.logLevel
+  "redis" $redis
+  "control" $control
+  "edge" $edge
+  "media" .Values.media
+-}}
+{{- if not (eq (include "trunkline.clusterScope" .) "true") -}}
+{{- $_ := set $platform "watchNamespace" .Release.Namespace -}}
+{{- end -}}
+{{- toYaml $platform -}}
+{{- end -}}
+
+{{- define "trunkline.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "trunkline.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+{{- end -}}

@@ -1,0 +1,376 @@
+"""Desired state of the data plane: pure functions from a Platform to manifest dicts.
+
+Nothing here talks to the API server; handlers fetch, call these, and apply the result.
+
+Restarts: every pod reads its runtime settings (Redis, control address, log level) from environment
+variables of the `<name>-runtime` ConfigMap (`envFrom`). A running pod never sees a changed
+ConfigMap, so the pod template carries `checksum/config`, the hash of that ConfigMap's data: a change
+rolls the pods, and nothing else does. Trunk, DID and Carrier data is deliberately NOT in it: edges
+and relays get it from the control service's config watch while they run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from trunkline.operator.platform import MediaKind, Platform, Resources, ServiceSettings, ServiceType
+
+Manifest = dict[str, Any]
+
+MANAGER = "trunkline-operator"
+RUN_AS = 10001  # the image's non-root user (Dockerfile)
+TMP_VOLUME = {"name": "tmp", "emptyDir": {}}
+CHECKSUM_ANNOTATION = "checksum/config"
+
+
+def owner_reference(api_version: str, kind: str, name: str, uid: str) -> dict[str, Any]:
+    # No blockOwnerDeletion: setting it needs rights on the owner's finalizers, and nothing needs it.
+    return {"apiVersion": api_version, "kind": kind, "name": name, "uid": uid, "controller": True}
+
+
+def selector_labels(platform: Platform, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "trunkline",
+        "app.kubernetes.io/instance": platform.name,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def _metadata(
+    platform: Platform, namespace: str, name: str, component: str, owner: dict[str, Any] | None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {**selector_labels(platform, component), "app.kubernetes.io/managed-by": MANAGER},
+    }
+    if owner:
+        meta["ownerReferences"] = [owner]
+    return meta
+
+
+def object_name(platform: Platform, component: str) -> str:
+    return f"{platform.name}-{component}"
+
+
+def control_address(platform: Platform, namespace: str) -> str:
+    return f"{object_name(platform, 'control')}.{namespace}.svc:{platform.control.port}"
+
+
+# ---------------------------------------------------------------- runtime settings
+
+
+def runtime_env(platform: Platform, namespace: str) -> dict[str, str]:
+    """What every component reads at start (and so needs a restart to change)."""
+    env = {
+        "TRUNKLINE_CONTROL_ADDRESS": control_address(platform, namespace),
+        "TRUNKLINE_HTTP_LISTEN": f"0.0.0.0:{platform.httpPort}",
+        "TRUNKLINE_LOG_LEVEL": platform.logLevel,
+    }
+    redis = platform.redis
+    if redis.url:
+        env["TRUNKLINE_REDIS_URL"] = redis.url
+    if redis.sentinel:
+        env["TRUNKLINE_REDIS_SENTINELS"] = ",".join(redis.sentinel.addresses)
+        env["TRUNKLINE_REDIS_SENTINEL_MASTER"] = redis.sentinel.masterName
+    return env
+
+
+def config_checksum(data: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def build_runtime_configmap(
+    platform: Platform, namespace: str, owner: dict[str, Any] | None = None
+) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(platform, namespace, object_name(platform, "runtime"), "runtime", owner),
+        "data": runtime_env(platform, namespace),
+    }
+
+
+# ---------------------------------------------------------------- pods
+
+
+def _resources(resources: Resources) -> dict[str, Any]:
+    return {k: v for k, v in (("requests", resources.requests), ("limits", resources.limits)) if v}
+
+
+def _probe(path: str, period: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 2}
+
+
+def _container(
+    platform: Platform,
+    namespace: str,
+    component: str,
+    args: list[str],
+    ports: list[dict[str, Any]],
+    resources: Resources,
+) -> dict[str, Any]:
+    env: list[dict[str, Any]] = [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    secret = platform.redis.passwordSecret
+    if secret:
+        # A password never goes into the runtime ConfigMap.
+        ref = {"name": secret.name, "key": secret.key}
+        env.append({"name": "TRUNKLINE_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": ref}})
+    container: dict[str, Any] = {
+        "name": component,
+        "image": platform.image,
+        "imagePullPolicy": platform.imagePullPolicy,
+        "args": [component, *args],
+        "env": env,
+        "envFrom": [{"configMapRef": {"name": object_name(platform, "runtime")}}],
+        "ports": [*ports, {"name": "http", "containerPort": platform.httpPort, "protocol": "TCP"}],
+        "readinessProbe": _probe("/readyz", 5),
+        "livenessProbe": {**_probe("/healthz", 10), "failureThreshold": 3},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            # Container ports are >= 1024 (platform schema): not even NET_BIND_SERVICE is needed.
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if resources.requests or resources.limits:
+        container["resources"] = _resources(resources)
+    return container
+
+
+def _pod_template(
+    platform: Platform,
+    namespace: str,
+    component: str,
+    container: dict[str, Any],
+    *,
+    service_account: str | None = None,
+    host_network: bool = False,
+    volumes: tuple[dict[str, Any], ...] = (),
+) -> dict[str, Any]:
+    checksum = config_checksum(runtime_env(platform, namespace))
+    spec: dict[str, Any] = {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [TMP_VOLUME, *volumes],
+        # Only control reads the API; the others carry no token.
+        "automountServiceAccountToken": service_account is not None,
+        # Edges drain their dialogs (they live in Redis, any pod can take them over) before they go.
+        "terminationGracePeriodSeconds": 60,
+    }
+    if service_account:
+        spec["serviceAccountName"] = service_account
+    if host_network:
+        spec["hostNetwork"] = True
+        spec["dnsPolicy"] = "ClusterFirstWithHostNet"
+    if platform.imagePullSecrets:
+        spec["imagePullSecrets"] = [{"name": name} for name in platform.imagePullSecrets]
+    return {
+        "metadata": {
+            "labels": selector_labels(platform, component),
+            "annotations": {CHECKSUM_ANNOTATION: checksum},
+        },
+        "spec": spec,
+    }
+
+
+def _workload(
+    platform: Platform,
+    namespace: str,
+    kind: str,
+    component: str,
+    template: dict[str, Any],
+    owner: dict[str, Any] | None,
+    replicas: int | None,
+) -> Manifest:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(platform, component)},
+        "template": template,
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": _metadata(platform, namespace, object_name(platform, component), component, owner),
+        "spec": spec,
+    }
+
+
+def _port(name: str, port: int, protocol: str = "TCP") -> dict[str, Any]:
+    return {"name": name, "containerPort": port, "protocol": protocol}
+
+
+# ---------------------------------------------------------------- control
+
+
+def build_control_deployment(
+    platform: Platform, namespace: str, owner: dict[str, Any] | None = None
+) -> Manifest:
+    ctl = platform.control
+    scope = ["--namespace", platform.watchNamespace] if platform.watchNamespace else ["--all-namespaces"]
+    container = _container(
+        platform, namespace, "control", ["--listen", f"0.0.0.0:{ctl.port}", *scope],
+        [_port("grpc", ctl.port)], ctl.resources,
+    )  # fmt: skip
+    template = _pod_template(
+        platform, namespace, "control", container, service_account=ctl.serviceAccountName
+    )
+    return _workload(platform, namespace, "Deployment", "control", template, owner, ctl.replicas)
+
+
+def _service(
+    platform: Platform,
+    namespace: str,
+    name: str,
+    component: str,
+    ports: list[dict[str, Any]],
+    owner: dict[str, Any] | None,
+    settings: ServiceSettings | None = None,
+) -> Manifest:
+    spec: dict[str, Any] = {"selector": selector_labels(platform, component), "ports": ports}
+    metadata = _metadata(platform, namespace, name, component, owner)
+    if settings:
+        spec["type"] = settings.type.value
+        # The API server rejects externalTrafficPolicy on a ClusterIP Service.
+        if settings.type is not ServiceType.CLUSTER_IP:
+            spec["externalTrafficPolicy"] = settings.externalTrafficPolicy.value
+        if settings.annotations:
+            metadata["annotations"] = dict(settings.annotations)
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
+
+
+def build_control_service(
+    platform: Platform, namespace: str, owner: dict[str, Any] | None = None
+) -> Manifest:
+    ports = [
+        {"name": "grpc", "port": platform.control.port, "targetPort": "grpc", "protocol": "TCP",
+         "appProtocol": "grpc"},
+        {"name": "http", "port": platform.httpPort, "targetPort": "http", "protocol": "TCP"},
+    ]  # fmt: skip
+    return _service(platform, namespace, object_name(platform, "control"), "control", ports, owner)
+
+
+# ---------------------------------------------------------------- edge
+
+
+def build_edge_deployment(
+    platform: Platform, namespace: str, owner: dict[str, Any] | None = None
+) -> Manifest:
+    edge = platform.edge
+    args = ["--sip-listen", f"0.0.0.0:{edge.sipPort}"]
+    ports = [_port("sip-udp", edge.sipPort, "UDP"), _port("sip-tcp", edge.sipPort)]
+    volumes: tuple[dict[str, Any], ...] = ()
+    container_mounts: list[dict[str, Any]] = []
+    if edge.tls:
+        args += ["--tls-listen", f"0.0.0.0:{edge.tls.port}", "--tls-cert", "/etc/trunkline/tls/tls.crt",
+                 "--tls-key", "/etc/trunkline/tls/tls.key"]  # fmt: skip
+        ports.append(_port("sip-tls", edge.tls.port))
+        volumes = ({"name": "tls", "secret": {"secretName": edge.tls.secretName}},)
+        container_mounts.append({"name": "tls", "mountPath": "/etc/trunkline/tls", "readOnly": True})
+    container = _container(platform, namespace, "edge", args, ports, edge.resources)
+    container["volumeMounts"] += container_mounts
+    template = _pod_template(platform, namespace, "edge", container, volumes=volumes)
+    # With an HPA the replica count is the HPA's: leaving it out of our apply keeps us from fighting it.
+    replicas = None if edge.autoscaling.enabled else edge.replicas
+    return _workload(platform, namespace, "Deployment", "edge", template, owner, replicas)
+
+
+def build_edge_services(
+    platform: Platform, namespace: str, owner: dict[str, Any] | None = None
+) -> list[Manifest]:
+    """One Service per protocol: cloud load balancers cannot mix UDP and TCP in one."""
+    edge = platform.edge
+    udp = [{"name": "sip-udp", "port": edge.udpService.port, "targetPort": "sip-udp", "protocol": "UDP"}]
+    tcp = [{"name": "sip-tcp", "port": edge.tcpService.port, "targetPort": "sip-tcp", "protocol": "TCP"}]
+    if edge.tls:
+        tcp.append(
+            {"name": "sip-tls", "port": edge.tls.servicePort, "targetPort": "sip-tls", "protocol": "TCP"}
+        )
+    return [
+        _service(platform, namespace, object_name(platform, "edge-udp"), "edge", udp, owner, edge.udpService),
+        _service(platform, namespace, object_name(platform, "edge-tcp"), "edge", tcp, owner, edge.tcpService),
+    ]
+
+
+def build_edge_hpa(
+    platform: Platform, namespace: str, owner: dict[str, Any] | None = None
+) -> Manifest | None:
+    scaling = platform.edge.autoscaling
+    if not scaling.enabled:
+        return None
+    target = {"type": "Utilization", "averageUtilization": scaling.targetCPUUtilizationPercentage}
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(platform, namespace, object_name(platform, "edge"), "edge", owner),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": object_name(platform, "edge"),
+            },
+            "minReplicas": scaling.minReplicas,
+            "maxReplicas": scaling.maxReplicas,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": target}}],
+        },
+    }
+
+
+# ---------------------------------------------------------------- media
+
+
+def build_media_workload(platform: Platform, namespace: str, owner: dict[str, Any] | None = None) -> Manifest:
+    media = platform.media
+    daemon = media.kind is MediaKind.DAEMON_SET
+    args = [
+        "--listen", f"0.0.0.0:{media.port}",
+        "--media-listen", "0.0.0.0",
+        "--media-ports", str(media.portRange),
+        # The pod's address (the node's, on the host network) is what SDP names.
+        "--advertise", "$(POD_IP)",
+    ]  # fmt: skip
+    container = _container(platform, namespace, "media", args, [_port("grpc", media.port)], media.resources)
+    template = _pod_template(platform, namespace, "media", container, host_network=daemon)
+    return _workload(
+        platform, namespace, media.kind.value, "media", template, owner, None if daemon else media.replicas
+    )
+
+
+# ---------------------------------------------------------------- all of it
+
+
+def build_data_plane(
+    platform: Platform, namespace: str, owner: dict[str, Any] | None = None
+) -> list[Manifest]:
+    """Every object of the data plane, in apply order (the ConfigMap before the pods that read it)."""
+    objects = [
+        build_runtime_configmap(platform, namespace, owner),
+        build_control_deployment(platform, namespace, owner),
+        build_control_service(platform, namespace, owner),
+        build_edge_deployment(platform, namespace, owner),
+        *build_edge_services(platform, namespace, owner),
+        build_edge_hpa(platform, namespace, owner),
+        build_media_workload(platform, namespace, owner),
+    ]
+    return [obj for obj in objects if obj is not None]
+
+
+def stale_objects(platform: Platform, namespace: str) -> list[tuple[str, str, str, str]]:
+    """(apiVersion, kind, namespace, name) of objects a previous platform may have left behind."""
+    stale = []
+    if not platform.edge.autoscaling.enabled:
+        stale.append(("autoscaling/v2", "HorizontalPodAutoscaler", namespace, object_name(platform, "edge")))
+    other = MediaKind.DEPLOYMENT if platform.media.kind is MediaKind.DAEMON_SET else MediaKind.DAEMON_SET
+    stale.append(("apps/v1", other.value, namespace, object_name(platform, "media")))
+    return stale

@@ -1,0 +1,168 @@
+"""Platform settings: how the data plane (control, edge, media) is deployed.
+
+They come from ONE place: the `platform.yaml` key of a ConfigMap (by default `trunkline-platform`)
+that the Helm chart renders from its values and the operator reads by name (`--platform NS/NAME`).
+The data-plane objects the operator writes are owned by that ConfigMap: `helm uninstall` deletes it,
+and the garbage collector the rest. Trunks, DIDs and Carriers are NOT platform settings: they reach the
+edges through the control service's config watch, without a restart.
+
+Every field has a default, so `{}` is a valid platform; unknown fields are errors (a typo must not be
+silently ignored). The chart's values.schema.json checks the same shape at `helm install` time.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+import yaml
+from pydantic import Field, StringConstraints, model_validator
+
+from trunkline.core.models import Model, ObjectName
+
+PLATFORM_KEY = "platform.yaml"
+
+# Container ports stay unprivileged, so no pod needs NET_BIND_SERVICE: a Service may still expose
+# 5060 or any port below 1024 (its `port`), mapped to the unprivileged container port.
+ContainerPort = Annotated[int, Field(ge=1024, le=65535)]
+ServicePort = Annotated[int, Field(ge=1, le=65535)]
+HostPort = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")]
+
+
+class ServiceType(StrEnum):
+    CLUSTER_IP = "ClusterIP"
+    NODE_PORT = "NodePort"
+    LOAD_BALANCER = "LoadBalancer"
+
+
+class TrafficPolicy(StrEnum):
+    CLUSTER = "Cluster"
+    LOCAL = "Local"  # keeps the client's source address: IP-ACLs and carrier CIDRs need it
+
+
+class ServiceSettings(Model):
+    type: ServiceType = ServiceType.CLUSTER_IP
+    port: ServicePort = 5060
+    externalTrafficPolicy: TrafficPolicy = TrafficPolicy.CLUSTER
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Resources(Model):
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+class Autoscaling(Model):
+    enabled: bool = True
+    minReplicas: int = Field(2, ge=1)
+    maxReplicas: int = Field(10, ge=1)
+    targetCPUUtilizationPercentage: int = Field(70, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        if self.maxReplicas < self.minReplicas:
+            raise ValueError("maxReplicas must be >= minReplicas")
+        return self
+
+
+class Control(Model):
+    replicas: int = Field(2, ge=1)
+    port: ContainerPort = 9000
+    serviceAccountName: ObjectName = Field("default", description="Needs read access to the resources.")
+    resources: Resources = Field(default_factory=Resources)
+
+
+class EdgeTls(Model):
+    port: ContainerPort = 5061
+    servicePort: ServicePort = 5061
+    secretName: ObjectName = Field(description="A kubernetes.io/tls Secret: tls.crt, tls.key.")
+
+
+class Edge(Model):
+    replicas: int = Field(2, ge=1, description="Ignored when autoscaling is enabled.")
+    sipPort: ContainerPort = 5060
+    tls: EdgeTls | None = None
+    # Two Services: a cloud load balancer cannot mix UDP and TCP, nor health-check UDP.
+    udpService: ServiceSettings = Field(default_factory=ServiceSettings)
+    tcpService: ServiceSettings = Field(default_factory=ServiceSettings)
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    resources: Resources = Field(
+        default_factory=lambda: Resources(requests={"cpu": "250m", "memory": "256Mi"})
+    )
+
+
+class MediaKind(StrEnum):
+    DEPLOYMENT = "Deployment"
+    DAEMON_SET = "DaemonSet"  # one relay per node on the host network: RTP without NAT in between
+
+
+class PortRange(Model):
+    start: ContainerPort = 20000
+    end: ContainerPort = 29999
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end < self.start:
+            raise ValueError("end must be >= start")
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.start}-{self.end}"
+
+
+class Media(Model):
+    kind: MediaKind = MediaKind.DEPLOYMENT
+    replicas: int = Field(2, ge=1, description="Deployment only.")
+    port: ContainerPort = Field(9001, description="gRPC: media sessions from the edges.")
+    portRange: PortRange = Field(default_factory=PortRange)
+    resources: Resources = Field(default_factory=Resources)
+
+
+class Sentinel(Model):
+    addresses: list[HostPort] = Field(min_length=1)
+    masterName: str = Field("mymaster", min_length=1)
+
+
+class SecretKeyRef(Model):
+    name: ObjectName
+    key: str = Field("password", min_length=1)
+
+
+class Redis(Model):
+    """Exactly one of `url` (redis://host:port/db, no password in it) and `sentinel`."""
+
+    url: str | None = Field(None, pattern=r"^rediss?://")
+    sentinel: Sentinel | None = None
+    passwordSecret: SecretKeyRef | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.url is None) == (self.sentinel is None):
+            raise ValueError("set exactly one of redis.url and redis.sentinel")
+        return self
+
+
+class Platform(Model):
+    name: ObjectName = Field("trunkline", max_length=40, description="Prefix of the objects' names.")
+    image: str = Field("ghcr.io/trunkline/trunkline:0.1.0", min_length=1)
+    imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    imagePullSecrets: list[ObjectName] = Field(default_factory=list)
+    httpPort: ContainerPort = Field(8080, description="/healthz, /readyz and /metrics of every component.")
+    logLevel: Literal["debug", "info", "warning", "error"] = "info"
+    watchNamespace: str | None = Field(None, description="Where the control service reads; unset: all.")
+    redis: Redis = Field(default_factory=lambda: Redis(url="redis://redis:6379/0"))
+    control: Control = Field(default_factory=Control)
+    edge: Edge = Field(default_factory=Edge)
+    media: Media = Field(default_factory=Media)
+
+
+def parse_platform(data: dict[str, str] | None) -> Platform:
+    """The Platform of a ConfigMap's data; raises ValueError (pydantic's included) when it is bad."""
+    text = (data or {}).get(PLATFORM_KEY)
+    if text is None:
+        raise ValueError(f"the ConfigMap has no key {PLATFORM_KEY!r}")
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{PLATFORM_KEY} is not YAML: {exc}") from None
+    return Platform.model_validate(doc or {})

@@ -1,0 +1,65 @@
+"""Fetch, build, apply: the operator's two reconcilers, synchronous and free of kopf.
+
+- `reconcile_platform`: the platform ConfigMap -> the data plane (control, edge, media).
+- `sweep_namespace`: the Trunks, DIDs, Carriers and Secrets of a namespace -> their status.
+  One resource's status depends on others (a DID on its trunk, a trunk on carriers and its Secret),
+  so a change anywhere in a namespace re-checks all of it; only statuses that differ are written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from kubernetes.client.exceptions import ApiException
+
+from trunkline.core.models import API_VERSION, RESOURCE_KINDS
+from trunkline.operator.builders import build_data_plane, owner_reference, stale_objects
+from trunkline.operator.kube import Kube
+from trunkline.operator.platform import parse_platform
+from trunkline.operator.status import CallCounts, StatusUpdate, now_rfc3339, plan_statuses
+
+log = logging.getLogger(__name__)
+
+
+def reconcile_platform(kube: Kube, namespace: str, name: str) -> None:
+    """Apply the data plane the platform ConfigMap describes; ValueError when it is missing or bad."""
+    configmap = kube.get("v1", "ConfigMap", namespace, name)
+    if configmap is None:
+        raise ValueError(f"platform ConfigMap {namespace}/{name} not found")
+    platform = parse_platform(configmap.get("data"))
+    owner = owner_reference("v1", "ConfigMap", name, configmap["metadata"]["uid"])
+    for obj in build_data_plane(platform, namespace, owner):
+        kube.apply(obj)
+    for api_version, kind, ns, obj_name in stale_objects(platform, namespace):
+        kube.delete(api_version, kind, ns, obj_name)
+
+
+def sweep_namespace(
+    kube: Kube, namespace: str, counts: Callable[[str, str], CallCounts]
+) -> list[StatusUpdate]:
+    """Write the statuses that changed; return them."""
+    objects = {kind: kube.list(API_VERSION, kind, namespace) for kind in RESOURCE_KINDS}
+    if not any(objects.values()):
+        return []  # e.g. a Secret changed in a namespace without trunkline resources
+    secrets = kube.list("v1", "Secret", namespace)
+    updates = plan_statuses(objects, secrets, now=now_rfc3339(), counts=counts)
+    written = []
+    for update in updates:
+        patch = {"status": update.status}
+        try:
+            kube.merge_patch(API_VERSION, update.kind, namespace, update.name, patch, sub="status")
+        except ApiException as exc:
+            # Gone since we listed it (404), or a status the schema refuses: say so, go on with the others.
+            if exc.status != 404:
+                log.error(
+                    "%s %s/%s: cannot write status: %s", update.kind, namespace, update.name, exc.reason
+                )
+            continue
+        log.info("%s %s/%s: %s", update.kind, namespace, update.name, _summary(update))
+        written.append(update)
+    return written
+
+
+def _summary(update: StatusUpdate) -> str:
+    return ", ".join(f"{c['type']}={c['status']} ({c['reason']})" for c in update.status["conditions"])

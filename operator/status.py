@@ -1,0 +1,320 @@
+"""Status of Trunks, DIDs and Carriers: pure functions of the resources of one namespace.
+
+Conditions follow the Kubernetes conventions: `Ready` and `Degraded` are always both present, carry
+the `observedGeneration` they were computed for, and keep their `lastTransitionTime` unless their
+status changes (so a re-sweep that finds nothing new writes nothing).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from trunkline.core.manifests import ConfigSet
+from trunkline.core.models import (
+    DID,
+    RESOURCE_KINDS,
+    Carrier,
+    Condition,
+    Resource,
+    ResourceStatus,
+    Secret,
+    Trunk,
+)
+
+# Reasons a resource is not Ready.
+MISSING_SECRET = "MissingSecret"
+DUPLICATE_DID = "DuplicateDID"
+NO_CARRIER_FOR_PREFIX = "NoCarrierForPrefix"
+TRUNK_NOT_FOUND = "TrunkNotFound"
+INVALID = "Invalid"  # what the CRD schema cannot catch but the model does
+DRAINING = "Draining"
+RECONCILED = "Reconciled"
+
+DRAIN_ANNOTATION = "trunkline.io/drain-deadline"
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CallCounts:
+    """Live counts of a trunk; the control service will report them (0 until it does)."""
+
+    active_calls: int = 0
+    registered_contacts: int = 0
+
+
+def now_rfc3339(clock: datetime.datetime | None = None) -> str:
+    moment = clock or datetime.datetime.now(datetime.UTC)
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def creation_order(item: Resource) -> tuple[str, str]:
+    """Who came first: by creationTimestamp (RFC 3339 sorts as text), then by name."""
+    extra = item.metadata.model_extra or {}
+    return (str(extra.get("creationTimestamp", "")), item.name)
+
+
+# ---------------------------------------------------------------- problems per kind
+
+
+def _secret_problem(config: ConfigSet, namespace: str, name: str, keys: tuple[str, ...]) -> Problem | None:
+    secret = config.secrets.get((namespace, name))
+    if secret is None:
+        return Problem(MISSING_SECRET, f"Secret {name!r} not found")
+    missing = [key for key in keys if not secret.get(key)]
+    if missing:
+        return Problem(MISSING_SECRET, f"Secret {name!r} has no {', '.join(missing)}")
+    return None
+
+
+def trunk_problems(trunk: Trunk, config: ConfigSet) -> list[Problem]:
+    problems: list[Problem] = []
+    namespace = trunk.metadata.namespace
+    digest = trunk.spec.auth.digest
+    if digest:
+        problem = _secret_problem(config, namespace, digest.credentialsSecret, ("username", "password"))
+        if problem:
+            problems.append(problem)
+    carriers = [c for (ns, _), c in config.carriers.items() if ns == namespace]
+    for prefix in trunk.spec.outbound.allowedPrefixes:
+        # A carrier serves every number of `prefix` if one of its prefixes (or the default route) covers it.
+        if not any(
+            not c.spec.prefixes or any(prefix.startswith(p) for p in c.spec.prefixes) for c in carriers
+        ):
+            problems.append(Problem(NO_CARRIER_FOR_PREFIX, f"no Carrier serves allowed prefix {prefix}"))
+    return problems
+
+
+def duplicate_claims(config: ConfigSet) -> dict[tuple[str, str], DID]:
+    """Each DID that claims a number an earlier DID already holds -> the holder."""
+    claims: dict[str, list[DID]] = defaultdict(list)
+    for did in config.dids.values():
+        claims[did.spec.number].append(did)
+    losers: dict[tuple[str, str], DID] = {}
+    for dids in claims.values():
+        first, *rest = sorted(dids, key=creation_order)
+        losers.update({did.key: first for did in rest})
+    return losers
+
+
+def did_problems(did: DID, config: ConfigSet, duplicates: dict[tuple[str, str], DID]) -> list[Problem]:
+    problems: list[Problem] = []
+    holder = duplicates.get(did.key)
+    if holder:
+        problems.append(
+            Problem(DUPLICATE_DID, f"{did.spec.number} is already claimed by DID {holder.name!r}")
+        )
+    if (did.metadata.namespace, did.spec.trunkRef) not in config.trunks:
+        problems.append(Problem(TRUNK_NOT_FOUND, f"Trunk {did.spec.trunkRef!r} not found"))
+    return problems
+
+
+def carrier_problems(carrier: Carrier, config: ConfigSet) -> list[Problem]:
+    auth = carrier.spec.auth
+    if auth is None:
+        return []
+    problem = _secret_problem(config, carrier.metadata.namespace, auth.credentialsSecret, ())
+    return [problem] if problem else []
+
+
+# ---------------------------------------------------------------- conditions and status
+
+
+def _condition(
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    previous: dict[str, Condition],
+    now: str,
+) -> dict[str, Any]:
+    value = "True" if status else "False"
+    before = previous.get(type_)
+    since = (
+        before.lastTransitionTime if before and before.status == value and before.lastTransitionTime else now
+    )
+    # No nulls: the API server prunes them, and the stored status must equal ours or every sweep rewrites it.
+    return Condition(
+        type=type_, status=value, reason=reason, message=message, lastTransitionTime=since,
+        observedGeneration=generation,
+    ).model_dump(exclude_none=True)  # fmt: skip
+
+
+def build_conditions(
+    problems: list[Problem],
+    generation: int | None,
+    previous: list[Condition],
+    now: str,
+    not_ready: Problem | None = None,
+) -> list[dict[str, Any]]:
+    """Ready and Degraded from a list of problems; `not_ready` is a reason to be unready that is no fault."""
+    before = {c.type: c for c in previous}
+    message = "; ".join(p.message for p in problems)
+    first = problems[0].reason if problems else RECONCILED
+    blocker = not_ready or (problems[0] if problems else None)
+    return [
+        _condition("Ready", blocker is None, blocker.reason if blocker else RECONCILED,
+                   blocker.message if blocker else "", generation, before, now),
+        _condition("Degraded", bool(problems), first, message, generation, before, now),
+    ]  # fmt: skip
+
+
+def _status(
+    item: Resource, problems: list[Problem], now: str, not_ready: Problem | None = None
+) -> dict[str, Any]:
+    previous = item.status.conditions if item.status else []
+    return _generation_status(item.metadata.generation, build_conditions(
+        problems, item.metadata.generation, previous, now, not_ready))  # fmt: skip
+
+
+def _generation_status(generation: int | None, conditions: list[dict[str, Any]]) -> dict[str, Any]:
+    status: dict[str, Any] = {"conditions": conditions}
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
+
+
+def drain_problem(trunk: Trunk) -> Problem | None:
+    deadline = trunk.metadata.annotations.get(DRAIN_ANNOTATION)
+    if deadline is None:
+        return None
+    return Problem(DRAINING, f"deleted: no new calls; live calls may last until {deadline}")
+
+
+def build_trunk_status(
+    trunk: Trunk, config: ConfigSet, *, now: str, counts: CallCounts | None = None
+) -> dict[str, Any]:
+    counts = counts or CallCounts()
+    status = _status(trunk, trunk_problems(trunk, config), now, drain_problem(trunk))
+    status["activeCalls"] = counts.active_calls
+    status["registeredContacts"] = counts.registered_contacts
+    return status
+
+
+def build_did_status(
+    did: DID, config: ConfigSet, *, now: str, duplicates: dict[tuple[str, str], DID] | None = None
+) -> dict[str, Any]:
+    duplicates = duplicate_claims(config) if duplicates is None else duplicates
+    return _status(did, did_problems(did, config, duplicates), now)
+
+
+def build_carrier_status(carrier: Carrier, config: ConfigSet, *, now: str) -> dict[str, Any]:
+    return _status(carrier, carrier_problems(carrier, config), now)
+
+
+def build_invalid_status(
+    generation: int | None, previous: list[Condition], message: str, now: str
+) -> dict[str, Any]:
+    """For an object the API server accepted but the model rejects: reported, never fatal."""
+    return _generation_status(
+        generation, build_conditions([Problem(INVALID, message)], generation, previous, now)
+    )
+
+
+def drain_deadline(
+    annotations: dict[str, str], now: datetime.datetime, grace_seconds: float
+) -> datetime.datetime:
+    """The deadline a draining trunk already has, or a new one `grace_seconds` from now."""
+    existing = annotations.get(DRAIN_ANNOTATION)
+    if existing:
+        try:
+            return datetime.datetime.strptime(existing, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+        except ValueError:
+            pass  # someone wrote garbage: start a fresh grace period rather than fail
+    return now + datetime.timedelta(seconds=grace_seconds)
+
+
+def drain_done(counts: CallCounts, deadline: datetime.datetime, now: datetime.datetime) -> bool:
+    """A draining trunk may go when its last call ended or its grace period is over."""
+    return counts.active_calls == 0 or now >= deadline
+
+
+# ---------------------------------------------------------------- a whole namespace
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    kind: str
+    name: str
+    status: dict[str, Any]
+
+
+def _is_deleting(body: dict[str, Any]) -> bool:
+    return bool(body.get("metadata", {}).get("deletionTimestamp"))
+
+
+def _previous_conditions(body: dict[str, Any]) -> list[Condition]:
+    try:
+        return ResourceStatus.model_validate(body.get("status") or {}).conditions
+    except ValidationError:
+        return []  # a status someone else mangled: start afresh
+
+
+def _describe(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+
+
+def _changed(body: dict[str, Any], status: dict[str, Any]) -> bool:
+    current = body.get("status") or {}
+    return any(current.get(key) != value for key, value in status.items())
+
+
+def plan_statuses(
+    objects: dict[str, list[dict[str, Any]]],
+    secrets: list[dict[str, Any]],
+    *,
+    now: str,
+    counts: Callable[[str, str], CallCounts] = lambda _ns, _name: CallCounts(),
+) -> list[StatusUpdate]:
+    """The status writes one namespace needs: `objects` maps kind -> API bodies, `secrets` its Secrets.
+
+    A body the API server accepted but the model rejects gets an Invalid status and takes no part in
+    the checks of the others; a Trunk being deleted takes no part either (its DIDs lose their trunk).
+    """
+    config = ConfigSet()
+    parsed: list[tuple[dict[str, Any], Resource]] = []
+    updates: list[StatusUpdate] = []
+    for kind, bodies in objects.items():
+        for body in bodies:
+            try:
+                item = RESOURCE_KINDS[kind].model_validate(body)
+            except ValidationError as exc:
+                meta = body.get("metadata", {})
+                invalid = build_invalid_status(
+                    meta.get("generation"), _previous_conditions(body), _describe(exc), now
+                )
+                if _changed(body, invalid):
+                    updates.append(StatusUpdate(kind, meta.get("name", ""), invalid))
+                continue
+            parsed.append((body, item))
+            if not (kind == "Trunk" and _is_deleting(body)):
+                config.add(item)
+    for body in secrets:
+        try:
+            config.add(Secret.model_validate(body))
+        except ValidationError:
+            continue  # not a Secret we could read: as good as missing
+    duplicates = duplicate_claims(config)
+    for body, item in parsed:
+        if isinstance(item, Trunk):
+            status = build_trunk_status(item, config, now=now, counts=counts(*item.key))
+        elif isinstance(item, DID):
+            status = build_did_status(item, config, now=now, duplicates=duplicates)
+        else:
+            assert isinstance(item, Carrier)
+            status = build_carrier_status(item, config, now=now)
+        if _changed(body, status):
+            updates.append(StatusUpdate(item.kind, item.name, status))
+    return updates

@@ -1,0 +1,211 @@
+"""The Helm chart: lint, render, and read what it renders (no cluster needed, only the helm binary)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from trunkline.operator.builders import build_data_plane
+from trunkline.operator.platform import MediaKind, parse_platform
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "trunkline"
+HELM = Path(os.environ.get("HELM", ROOT / ".cache" / "bin" / "helm"))
+
+pytestmark = pytest.mark.skipif(
+    not HELM.exists(), reason=f"no helm binary at {HELM} (tests/e2e/cluster.sh fetches it)"
+)
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(HELM), *args], capture_output=True, text=True, check=check, timeout=60)
+
+
+def render(*sets: str, namespace: str = "voice") -> list[dict[str, Any]]:
+    args = [f"--set={s}" for s in sets]
+    out = helm("template", "tl", str(CHART), "--namespace", namespace, *args).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    (doc,) = find(docs, kind, name)
+    return doc
+
+
+def platform_of(docs: list[dict[str, Any]]) -> Any:
+    return parse_platform(one(docs, "ConfigMap", "tl-trunkline-platform")["data"])
+
+
+def test_lint_is_clean() -> None:
+    result = helm("lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in result.stdout
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["kubeVersion"] == ">=1.28.0-0"
+
+
+def test_default_render() -> None:
+    docs = render()
+    kinds = sorted({d["kind"] for d in docs})
+    assert kinds == [
+        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Pod", "Role", "RoleBinding",
+        "ServiceAccount",
+    ]  # fmt: skip
+    # The chart deploys the operator only; the data plane is the operator's to write.
+    (deployment,) = find(docs, "Deployment")
+    assert deployment["metadata"]["name"] == "tl-trunkline-operator"
+
+
+def test_platform_configmap_is_a_valid_platform() -> None:
+    platform = platform_of(render())
+    assert platform.name == "tl-trunkline"
+    assert platform.image == "ghcr.io/trunkline/trunkline:0.1.0"
+    assert platform.control.serviceAccountName == "tl-trunkline-control"
+    assert platform.redis.url == "redis://redis:6379/0" and platform.redis.sentinel is None
+    assert platform.watchNamespace is None
+    # The operator's data plane carries the chart's instance label.
+    for obj in build_data_plane(platform, "voice"):
+        assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == "tl-trunkline"
+
+
+def test_platform_from_values() -> None:
+    platform = platform_of(
+        render(
+            "redis.sentinel.addresses={s1:26379,s2:26379}",
+            "redis.passwordSecret.name=redis-auth",
+            "edge.tls.enabled=true",
+            "edge.udpService.type=LoadBalancer",
+            "edge.autoscaling.enabled=false",
+            "media.kind=DaemonSet",
+            "operator.scope=namespace",
+        )
+    )
+    assert platform.redis.url is None
+    assert platform.redis.sentinel is not None and platform.redis.sentinel.addresses == [
+        "s1:26379",
+        "s2:26379",
+    ]
+    assert platform.redis.passwordSecret is not None and platform.redis.passwordSecret.name == "redis-auth"
+    assert platform.edge.tls is not None and platform.edge.tls.secretName == "trunkline-edge-tls"
+    assert platform.edge.udpService.type == "LoadBalancer"
+    assert not platform.edge.autoscaling.enabled
+    assert platform.media.kind is MediaKind.DAEMON_SET
+    assert platform.watchNamespace == "voice"
+
+
+def test_operator_deployment_is_secure_and_standalone() -> None:
+    deployment = one(render(), "Deployment", "tl-trunkline-operator")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "tl-trunkline-operator"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["args"][:3] == ["operator", "--standalone", "--all-namespaces"]
+    assert "--platform=voice/tl-trunkline-platform" in container["args"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "checksum/platform" in spec["template"]["metadata"]["annotations"]
+
+
+def test_platform_change_rolls_the_operator() -> None:
+    def stamp(*sets: str) -> str:
+        deployment = one(render(*sets), "Deployment", "tl-trunkline-operator")
+        value: str = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/platform"]
+        return value
+
+    assert stamp() == stamp()
+    assert stamp() != stamp("edge.replicas=5")
+
+
+def rules(docs: list[dict[str, Any]], kind: str, name: str) -> set[tuple[str, str, str, str]]:
+    """(apiGroup, resource, verb, resourceName or '*') of a role, flattened."""
+    found = set()
+    for rule in one(docs, kind, name)["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    for name_ in rule.get("resourceNames", ["*"]):
+                        found.add((group, resource, verb, name_))
+    return found
+
+
+def test_rbac_is_least_privilege() -> None:
+    docs = render()
+    watch = rules(docs, "ClusterRole", "voice-tl-trunkline-operator")
+    assert watch == {
+        ("trunkline.io", "trunks", "list", "*"), ("trunkline.io", "trunks", "watch", "*"),
+        ("trunkline.io", "trunks", "patch", "*"),
+        ("trunkline.io", "dids", "list", "*"), ("trunkline.io", "dids", "watch", "*"),
+        ("trunkline.io", "carriers", "list", "*"), ("trunkline.io", "carriers", "watch", "*"),
+        ("trunkline.io", "trunks/status", "patch", "*"), ("trunkline.io", "dids/status", "patch", "*"),
+        ("trunkline.io", "carriers/status", "patch", "*"),
+        ("", "secrets", "list", "*"), ("", "secrets", "watch", "*"),
+        ("", "events", "create", "*"),
+    }  # fmt: skip
+    data_plane = rules(docs, "Role", "tl-trunkline-operator-data-plane")
+    # Nothing but create may be unnamed; nothing can read Secrets or write outside the data plane.
+    assert {r for r in data_plane if r[3] == "*"} == {
+        ("", "configmaps", "create", "*"), ("", "services", "create", "*"),
+        ("apps", "deployments", "create", "*"), ("apps", "daemonsets", "create", "*"),
+        ("autoscaling", "horizontalpodautoscalers", "create", "*"),
+    }  # fmt: skip
+    assert ("", "configmaps", "get", "tl-trunkline-platform") in data_plane
+    assert not any(verb in ("update", "*", "escalate", "bind") for _, _, verb, _ in watch | data_plane)
+    # The control service may only read.
+    control = rules(docs, "ClusterRole", "voice-tl-trunkline-control")
+    assert {verb for _, _, verb, _ in control} == {"get", "list", "watch"}
+
+
+def test_namespace_scope_uses_roles() -> None:
+    docs = render("operator.scope=namespace")
+    assert find(docs, "Role", "voice-tl-trunkline-operator")
+    assert find(docs, "RoleBinding", "voice-tl-trunkline-operator")
+    # Nothing cluster-wide at all (kopf's CRD and namespace scanning is off).
+    assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding")
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=voice" in args and "--all-namespaces" not in args
+
+
+def test_helm_test_hook_checks_control() -> None:
+    pod = one(render(), "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = pod["spec"]["containers"][0]["command"][-1]
+    assert "http://tl-trunkline-control.voice.svc:8080/readyz" in script
+    compile(script, "helm-test", "exec")  # the Python it runs is valid
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("edge.sipPort=80", "/edge/sipPort"),
+        ("media.kind=Pod", "/media/kind"),
+        ("redis.url=redis://user:secret@cache:6379", "/redis/url"),
+        ("edge.udpService.type=Ingress", "/edge/udpService/type"),
+        ("operator.scope=everywhere", "/operator/scope"),
+        ("edgee.replicas=3", "edgee"),
+    ],
+)
+def test_schema_refuses_bad_values(value: str, message: str) -> None:
+    result = helm("template", "tl", str(CHART), f"--set={value}", check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr
