@@ -146,7 +146,7 @@ class DigestAuthenticator:
         age = self.nonce_age(nonce, realm)
         if age is None or age < -5:  # a little clock skew between edges is fine
             return Verdict(Outcome.BAD_NONCE, username)
-        if params.get("uri") != request_uri:
+        if not same_target(params.get("uri", ""), request_uri):
             return Verdict(Outcome.WRONG_URI, username)
         password = password_of(username)
         if password is None:
@@ -154,8 +154,9 @@ class DigestAuthenticator:
         qop, nc, cnonce = params.get("qop"), params.get("nc", ""), params.get("cnonce", "")
         if qop not in (None, "auth") or (qop and (not nc or not cnonce)):
             return Verdict(Outcome.MALFORMED, username)
+        # The client hashed the uri it named (same_target checked that it names this request).
         expected = digest_response(
-            algorithm, username, realm, password, method, request_uri, nonce, qop, nc, cnonce
+            algorithm, username, realm, password, method, params["uri"], nonce, qop, nc, cnonce
         )
         if not hmac.compare_digest(expected, response.lower()):
             return Verdict(Outcome.WRONG_PASSWORD, username)
@@ -163,6 +164,28 @@ class DigestAuthenticator:
             return Verdict(Outcome.STALE, username)
         # Without qop there is no nonce-count: such a nonce is good for one request.
         return Verdict(Outcome.OK, username, replay_key=f"{nonce}:{nc or '-'}")
+
+
+_TARGET = re.compile(r"^(sips?):(?:([^@;?]*)@)?([^;?]+)", re.IGNORECASE)
+
+
+def same_target(digest_uri: str, request_uri: str) -> bool:
+    """Does the digest `uri` name the Request-URI? Equal strings do; so does the Request-URI without
+    its user part (what SIPp and some PBXs put there). Host and port must always match."""
+    if digest_uri == request_uri:
+        return True
+    ours, theirs = _TARGET.match(request_uri), _TARGET.match(digest_uri)
+    if not ours or not theirs:
+        return False
+
+    def hostport(match: re.Match[str]) -> str:
+        host = match.group(3).lower()
+        return host if host.endswith("]") or ":" in host.split("]")[-1] else host + ":5060"
+
+    same_user = theirs.group(2) is None or theirs.group(2) == ours.group(2)
+    return (
+        theirs.group(1).lower() == ours.group(1).lower() and same_user and hostport(theirs) == hostport(ours)
+    )
 
 
 def digest_response(

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.message import MAX_MESSAGE_SIZE, KeepAlive, Message, Request, StreamFramer, parse_message
@@ -55,18 +56,26 @@ class SipTransport:
         self.local: dict[str, Addr] = {}
 
     # -- listening ------------------------------------------------------------------------------
-    async def listen_udp(self, host: str, port: int) -> Addr:
+    async def listen_udp(self, host: str, port: int, sock: socket.socket | None = None) -> Addr:
+        """Listen on host:port, or on `sock` when the caller bound it already (to report errors early)."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
+        where = {"sock": sock} if sock is not None else {"local_addr": (host, port)}
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), **where)
         self._udp = transport
         self.local["udp"] = transport.get_extra_info("sockname")[:2]
         return self.local["udp"]
 
-    async def listen_stream(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> Addr:
+    async def listen_stream(
+        self, host: str, port: int, tls: ssl.SSLContext | None = None, sock: socket.socket | None = None
+    ) -> Addr:
         name = "tls" if tls else "tcp"
-        server = await asyncio.start_server(
-            lambda r, w: self._serve(r, w, name), host, port, ssl=tls, limit=self.max_size
-        )
+        def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> Awaitable[None]:
+            return self._serve(r, w, name)
+
+        if sock is not None:
+            server = await asyncio.start_server(serve, sock=sock, ssl=tls, limit=self.max_size)
+        else:
+            server = await asyncio.start_server(serve, host, port, ssl=tls, limit=self.max_size)
         self._servers.append(server)
         self.local[name] = server.sockets[0].getsockname()[:2]
         return self.local[name]

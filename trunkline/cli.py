@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -54,6 +55,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         files=args.files, sip_listen=args.sip_listen, tls_listen=args.tls_listen, tls_cert=args.tls_cert,
         tls_key=args.tls_key, media_listen=args.media_listen, media_ports=args.media_ports,
         http_listen=args.http_listen, advertise=args.advertise, redis=args.redis, grace=args.grace,
+        cdr=args.cdr,
     )  # fmt: skip
     return _run_async(lambda: up(opts))
 
@@ -69,12 +71,18 @@ def _run_async(main: Callable[[], object]) -> int:
     return int(result) if isinstance(result, int) else 0
 
 
-def _not_yet(issue: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        print(f"trunkline {args.command}: not available in this version yet ({issue})", file=sys.stderr)
-        return 2
+COMPONENTS = {
+    "control": ("the control service (config snapshots, relay directory)", "trunkline.control.server"),
+    "edge": ("a SIP edge (B2BUA)", "trunkline.edge.server"),
+    "media": ("a media relay", "trunkline.media.server"),
+    "operator": ("the Kubernetes operator (kopf)", "trunkline.operator.main"),
+}
 
-    return run
+
+def run_component(name: str, argv: list[str]) -> int:
+    """`trunkline control|edge|media|operator ARGS`: the component's own `main(argv)` parses ARGS."""
+    main = importlib.import_module(COMPONENTS[name][1]).main
+    return int(main(argv) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,22 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--grace", type=float, default=30.0, metavar="SECONDS", help="how long live calls may finish"
     )
+    up.add_argument("--cdr", metavar="PATH", help="append one JSON line per call ('-': standard output)")
     up.set_defaults(run=cmd_up)
 
-    for name, what, issue in (
-        ("control", "the control service (config snapshots, relay directory) as its own process", "issue #5"),
-        ("edge", "a SIP edge (B2BUA) as its own process", "issue #4"),
-        ("media", "a media relay as its own process", "issue #5"),
-        ("operator", "the Kubernetes operator (kopf)", "issue #7"),
-    ):
-        component = sub.add_parser(name, help=what, add_help=True)
-        component.add_argument("args", nargs=argparse.REMAINDER, help="component options")
-        component.set_defaults(run=_not_yet(issue))
+    for name, (what, _) in COMPONENTS.items():
+        sub.add_parser(name, help=f"{what}, as its own process (see trunkline {name} --help)", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] in COMPONENTS:
+        return run_component(words[0], words[1:])
+    args = build_parser().parse_args(words)
     logs.setup(args.log_level)
     try:
         return int(args.run(args))

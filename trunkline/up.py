@@ -22,6 +22,9 @@ from trunkline.core.logs import event
 from trunkline.core.manifests import ConfigSet, load
 from trunkline.core.net import ConfigError, HostPort, bind, parse_host, parse_hostport, parse_port_range
 from trunkline.core.runner import run_until_signalled
+from trunkline.core.state import MemoryStore
+from trunkline.core.state_redis import RedisStore
+from trunkline.edge.server import EdgeComponent, SipSockets
 
 log = logging.getLogger("trunkline.up")
 
@@ -39,6 +42,7 @@ class UpOptions:
     advertise: str | None = None
     redis: str | None = None
     grace: float = 30.0
+    cdr: str | None = None
 
 
 @dataclass
@@ -139,38 +143,11 @@ class ConfigComponent:
         pass
 
 
-class SipListenerComponent:
-    """Owns the SIP sockets of the embedded edge.
-
-    The SIP edge itself (issue: SIP edge) takes these sockets over; until then they are held open so
-    that the addresses, ports and TLS material are validated and reserved as the contract says."""
-
-    name = "edge"
-
-    def __init__(self, listeners: Listeners):
-        self.listeners = listeners
-
-    async def start(self) -> None:
-        where = f"sip udp+tcp {self.listeners.sip}"
-        if self.listeners.tls:
-            where += f", tls {self.listeners.tls.getsockname()[0]}:{self.listeners.tls.getsockname()[1]}"
-        event(log, logging.INFO, "listening", sip=where)
-
-    def ready(self) -> bool:
-        return True
-
-    def busy(self) -> int:
-        return 0
-
-    async def drain(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        self.listeners.close()
-
-
-def build_components(config: ConfigSet, listeners: Listeners) -> list[Component]:
-    return [ConfigComponent(config), SipListenerComponent(listeners)]
+def build_components(config: ConfigSet, listeners: Listeners, opts: UpOptions) -> list[Component]:
+    sockets = SipSockets(listeners.sip_udp, listeners.sip_tcp, listeners.tls, listeners.tls_context)
+    store = RedisStore.from_url(opts.redis) if opts.redis else MemoryStore()
+    edge = EdgeComponent(config, sockets, listeners.advertise, store, opts.cdr)
+    return [ConfigComponent(config), edge]
 
 
 async def up(opts: UpOptions, started: asyncio.Event | None = None) -> int:
@@ -181,7 +158,7 @@ async def up(opts: UpOptions, started: asyncio.Event | None = None) -> int:
         print(f"trunkline up: {len(problems)} problem(s); nothing started")
         return 1
     listeners = open_listeners(opts)
-    components = build_components(config, listeners)
+    components = build_components(config, listeners, opts)
     ops = OpsServer(listeners.http, components, CollectorRegistry())
     host, port = listeners.http.getsockname()[:2]
     event(

@@ -11,6 +11,7 @@ from trunkline.edge.digest import (
     Outcome,
     digest_response,
     parse_credentials,
+    same_target,
 )
 
 BOTH = [DigestAlgorithm.MD5, DigestAlgorithm.SHA256]
@@ -113,3 +114,12 @@ def test_failures_say_why() -> None:
 def test_edges_sharing_a_secret_accept_each_others_nonces() -> None:
     a, b = DigestAuthenticator(secret=b"shared"), DigestAuthenticator(secret=b"shared")
     assert verify(b, answer(a, a.challenges("acme", BOTH)[1])) is Outcome.OK
+
+
+@pytest.mark.parametrize(
+    ("digest_uri", "same"),
+    [("sip:+1@edge", True), ("sip:edge", True), ("sip:edge:5060", True), ("sip:+2@edge", False),
+     ("sip:other", False), ("sips:edge", False), ("sip:edge:5070", False), ("", False)],
+)  # fmt: skip
+def test_the_digest_uri_must_name_the_request_uri(digest_uri: str, same: bool) -> None:
+    assert same_target(digest_uri, "sip:+1@edge") is same

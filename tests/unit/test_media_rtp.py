@@ -85,12 +85,20 @@ def test_split_ports_into_whole_pairs():
         split_ports(20000, 20003, 2)
 
 
+def even_port_socket() -> socket.socket:
+    """A UDP socket bound on an even loopback port (the start of an RTP/RTCP pair)."""
+    for _ in range(200):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        if sock.getsockname()[1] % 2 == 0:
+            return sock
+        sock.close()
+    raise AssertionError("no even port in 200 tries")
+
+
 def test_port_pool_skips_busy_pairs_and_reuses_late():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
-        busy.bind(("127.0.0.1", 0))
-        port = busy.getsockname()[1] & ~1
-        if port != busy.getsockname()[1]:
-            pytest.skip("kernel gave an odd port")
+    with even_port_socket() as busy:
+        port = busy.getsockname()[1]
         pool = PortPool("127.0.0.1", port, port + 3)  # pairs: port (busy), port + 2
         rtp_sock, rtcp_sock = pool.take()
         assert rtp_sock.getsockname()[1] == port + 2

@@ -1,0 +1,97 @@
+"""The registrar (RFC 3261 section 10.3) for trunks with `spec.registration.enabled`.
+
+The address of record is `sip:USERNAME@<any host naming the edge>`; the request was already
+authenticated as USERNAME, which found the trunk. Bindings live in the shared store under
+`sip:USERNAME`, so any edge answers for them and any edge can route to them.
+
+NAT (RFC 3581): a binding normally goes to the Contact as given. When the REGISTER came from another
+address than its top Via's sent-by, the PBX is behind NAT and requests must go to where it came from:
+the binding then remembers that source and inbound calls are sent there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trunkline.core.models import Trunk
+from trunkline.core.state import Binding, StateStore
+from trunkline.sip.errors import SipParseError
+from trunkline.sip.message import Request, Response
+from trunkline.sip.uri import SipUri
+
+MIN_EXPIRES = 60
+DEFAULT_EXPIRES = 3600
+
+
+@dataclass(frozen=True)
+class Source:
+    transport: str  # "udp", "tcp", "tls"
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+def aor_of(username: str) -> str:
+    return f"sip:{username}"
+
+
+def behind_nat(request: Request, source: Source) -> bool:
+    via = request.top_via
+    return via.host.strip("[]") != source.host or (via.port or 5060) != source.port
+
+
+def _expires(value: str | None, what: str) -> int | None:
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise SipParseError(f"Bad Request: {what} is not a number of seconds")
+    return int(value)
+
+
+async def register(
+    request: Request, username: str, trunk: Trunk, store: StateStore, source: Source, to_tag: str
+) -> Response:
+    """Apply a REGISTER and answer it: 200 with every current contact, or the error status."""
+    to_uri = request.to.uri
+    if not isinstance(to_uri, SipUri) or to_uri.user_unescaped != username:
+        return request.create_response(403, "Forbidden (AOR is not the authenticated user)", to_tag=to_tag)
+    if not trunk.spec.registration.enabled:
+        return request.create_response(403, "Forbidden (registration not enabled)", to_tag=to_tag)
+    aor = aor_of(username)
+    now = store.now()
+    header_expires = _expires(request.get("Expires"), "Expires")
+    contacts = request.contact
+    if any(c.wildcard for c in contacts):
+        # Contact: * is only for removing every binding, alone and with Expires: 0 (10.3 step 6).
+        if len(contacts) != 1 or header_expires != 0:
+            return request.create_response(400, "Bad Request (Contact: * needs Expires: 0)", to_tag=to_tag)
+        for binding in await store.bindings(aor):
+            await store.remove_binding(aor, binding.contact)
+        return request.create_response(200, to_tag=to_tag)
+    existing = {b.contact: b for b in await store.bindings(aor)}
+    nat_source = str(source) if behind_nat(request, source) else ""
+    call_id, cseq = request.call_id, request.cseq.seq
+    for contact in contacts:
+        uri = str(contact.uri)
+        asked = _expires(contact.params.get("expires"), "expires")
+        seconds = asked if asked is not None else header_expires
+        seconds = DEFAULT_EXPIRES if seconds is None else seconds
+        old = existing.get(uri)
+        if old and old.call_id == call_id and old.cseq >= cseq:
+            continue  # a retransmitted or reordered REGISTER: the newer one already applied
+        if seconds == 0:
+            await store.remove_binding(aor, uri)
+            continue
+        if seconds < MIN_EXPIRES:
+            response = request.create_response(423, "Interval Too Brief", to_tag=to_tag)
+            response.add("Min-Expires", str(MIN_EXPIRES))
+            return response
+        seconds = min(seconds, trunk.spec.registration.maxExpires)
+        await store.put_binding(aor, Binding(uri, now + seconds, nat_source, call_id, cseq))
+    response = request.create_response(200, to_tag=to_tag)
+    for binding in await store.bindings(aor):
+        response.add("Contact", f"<{binding.contact}>;expires={max(1, round(binding.expires_at - now))}")
+    return response

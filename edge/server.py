@@ -1,0 +1,174 @@
+"""The SIP edge as a component (inside `trunkline up`) and as its own process (`trunkline edge`).
+
+Configuration comes from manifest files (`-f`) or from the control service (`--control`), whose
+changes are applied without a restart; state lives in memory or in Redis (`--redis`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from trunkline.core.http import OpsServer
+from trunkline.core.logs import event, setup
+from trunkline.core.manifests import ConfigSet, load
+from trunkline.core.net import ConfigError, HostPort, bind, parse_hostport
+from trunkline.core.runner import run_until_signalled
+from trunkline.core.state import MemoryStore, StateStore
+from trunkline.edge.b2bua import Edge, EdgeOptions, Media
+from trunkline.edge.cdr import CdrSink
+from trunkline.edge.directory import Directory
+from trunkline.edge.legs import Local
+
+log = logging.getLogger("trunkline.edge")
+
+
+@dataclass
+class SipSockets:
+    udp: socket.socket
+    tcp: socket.socket
+    tls: socket.socket | None = None
+    tls_context: ssl.SSLContext | None = None
+
+    @property
+    def address(self) -> HostPort:
+        host, port = self.udp.getsockname()[:2]
+        return HostPort(host, port)
+
+    def close(self) -> None:
+        for sock in (self.udp, self.tcp, self.tls):
+            if sock is not None:
+                sock.close()
+
+
+def open_sip_sockets(listen: HostPort, what: str = "--sip-listen") -> SipSockets:
+    udp = bind(listen, socket.SOCK_DGRAM, what)
+    try:
+        tcp = bind(HostPort(listen.host, udp.getsockname()[1]), socket.SOCK_STREAM, what)
+    except ConfigError:
+        udp.close()
+        raise
+    return SipSockets(udp, tcp)
+
+
+class EdgeComponent:
+    name = "edge"
+
+    def __init__(
+        self,
+        config: ConfigSet,
+        sockets: SipSockets,
+        advertise: HostPort | None = None,
+        store: StateStore | None = None,
+        cdr: str | None = None,
+        media: Media | None = None,
+        options: EdgeOptions | None = None,
+    ) -> None:
+        here = sockets.address
+        contact = advertise or here
+        self.sockets = sockets
+        self.cdr = CdrSink(cdr)
+        self.edge = Edge(
+            Directory(config),
+            store or MemoryStore(),
+            Local(here.host, here.port, contact.host, contact.port),
+            self.cdr,
+            media,
+            options,
+        )
+        self._listening = False
+
+    def reconfigure(self, config: ConfigSet) -> None:
+        """Apply a new configuration: calls in progress keep the trunk they started with."""
+        self.edge.directory = Directory(config)
+        event(log, logging.INFO, "configuration applied", resources=config.summary())
+
+    async def start(self) -> None:
+        transport = self.edge.stack.transport
+        here = self.sockets.address
+        await transport.listen_udp(here.host, here.port, sock=self.sockets.udp)
+        await transport.listen_stream(here.host, here.port, sock=self.sockets.tcp)
+        if self.sockets.tls is not None:
+            await transport.listen_stream(here.host, 0, self.sockets.tls_context, sock=self.sockets.tls)
+        self._listening = True
+        event(log, logging.INFO, "sip listening", udp_tcp=str(here), tls=bool(self.sockets.tls))
+
+    def ready(self) -> bool:
+        return self._listening
+
+    def busy(self) -> int:
+        return self.edge.active_calls
+
+    async def drain(self) -> None:
+        self.edge.draining = True
+
+    async def stop(self) -> None:
+        await self.edge.stack.close()
+        self.cdr.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="trunkline edge", description="Run a SIP edge (B2BUA).")
+    parser.add_argument("-f", "--filename", dest="files", action="extend", nargs="+", metavar="PATH",
+                        help="manifests to run from (instead of --control)")  # fmt: skip
+    parser.add_argument("--control", metavar="HOST:PORT", default=os.environ.get("TRUNKLINE_CONTROL_ADDRESS"),
+                        help="control service to take the configuration from")  # fmt: skip
+    parser.add_argument("--sip-listen", default="0.0.0.0:5060", metavar="HOST:PORT")
+    parser.add_argument("--advertise", metavar="HOST[:PORT]", help="address in Contact (the Service's)")
+    parser.add_argument("--http-listen", default=os.environ.get("TRUNKLINE_HTTP_LISTEN", "127.0.0.1:8080"))
+    parser.add_argument("--redis", default=os.environ.get("TRUNKLINE_REDIS_URL"), metavar="URL")
+    parser.add_argument("--cdr", metavar="PATH", help="append call records (JSON lines); '-' for stdout")
+    parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS")
+    parser.add_argument("--log-level", default=os.environ.get("TRUNKLINE_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    setup(args.log_level)
+    try:
+        return asyncio.run(_serve(args))
+    except ConfigError as exc:
+        print(f"trunkline edge: {exc}")
+        return 1
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    if not args.files and not args.control:
+        raise ConfigError("give manifests (-f) or a control service (--control)")
+    config = ConfigSet()
+    if args.files:
+        config, problems = load(args.files)
+        if problems:
+            raise ConfigError("; ".join(str(p) for p in problems))
+    listen = parse_hostport(args.sip_listen, "--sip-listen", default_port=5060)
+    advertise = (
+        parse_hostport(args.advertise, "--advertise", default_port=listen.port) if args.advertise else None
+    )
+    http = bind(parse_hostport(args.http_listen, "--http-listen"), socket.SOCK_STREAM, "--http-listen")
+    sockets = open_sip_sockets(listen)
+    store: StateStore = MemoryStore()
+    if args.redis:
+        from trunkline.core.state_redis import RedisStore
+
+        store = RedisStore.from_url(args.redis)
+    component = EdgeComponent(config, sockets, advertise, store, args.cdr)
+    mirror_task = None
+    if args.control:
+        from trunkline.control.client import ConfigMirror
+
+        mirror = ConfigMirror(args.control, kinds=["Trunk", "DID", "Carrier", "Secret"],
+                              on_change=lambda _: component.reconfigure(mirror.config_set()))  # fmt: skip
+        mirror_task = asyncio.create_task(mirror.run())
+    try:
+        return await run_until_signalled(
+            [component], OpsServer(http, [component], CollectorRegistry()), args.grace
+        )
+    finally:
+        if mirror_task is not None:
+            mirror_task.cancel()
+        sockets.close()

@@ -1,0 +1,110 @@
+"""`trunkline up` as a real process on free loopback ports, with manifests written for the test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.conftest import free_port
+
+BIN = str(Path(sys.executable).parent / "trunkline")
+
+
+def manifests(carrier_port: int, pbx_port: int, **trunk_spec: object) -> str:
+    """A carrier on 127.0.0.1:carrier_port (calls from 127.0.0.1), trunk `acme` (IP ACL 127.0.0.2,
+    digest acme/s3cret-acme, origination 127.0.0.4:pbx_port) and two DIDs."""
+    spec: dict[str, object] = {
+        "auth": {"digest": {"credentialsSecret": "acme-creds"}, "ipAcl": ["127.0.0.2/32"]},
+        "registration": {"enabled": True},
+        "origination": [{"uri": f"sip:127.0.0.4:{pbx_port}"}],
+        "outbound": {"allowedPrefixes": ["+1", "+44"]},
+    }
+    spec.update(trunk_spec)
+    docs = [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "acme-creds"},
+         "stringData": {"username": "acme", "password": "s3cret-acme"}},
+        {"apiVersion": "trunkline.io/v1alpha1", "kind": "Carrier", "metadata": {"name": "pstn"},
+         "spec": {"gateways": [{"uri": f"sip:127.0.0.1:{carrier_port}"}], "inboundCidrs": ["127.0.0.1/32"]}},
+        {"apiVersion": "trunkline.io/v1alpha1", "kind": "Trunk", "metadata": {"name": "acme"}, "spec": spec},
+        {"apiVersion": "trunkline.io/v1alpha1", "kind": "DID", "metadata": {"name": "main"},
+         "spec": {"number": "+14155550100", "trunkRef": "acme"}},
+        {"apiVersion": "trunkline.io/v1alpha1", "kind": "DID", "metadata": {"name": "second"},
+         "spec": {"number": "+14155550101", "trunkRef": "acme"}},
+    ]  # fmt: skip
+    return "\n---\n".join(json.dumps(d) for d in docs)
+
+
+@dataclass
+class Up:
+    workdir: Path
+    manifest_text: str
+    extra: list[str] = field(default_factory=list)
+    sip_port: int = 0
+    http_port: int = 0
+    proc: subprocess.Popen[str] | None = None
+
+    @property
+    def cdr_path(self) -> Path:
+        return self.workdir / "cdr.jsonl"
+
+    @property
+    def sip(self) -> str:
+        return f"127.0.0.1:{self.sip_port}"
+
+    def start(self) -> Up:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "manifests.yaml").write_text(self.manifest_text)
+        self.sip_port, self.http_port = free_port(), free_port()
+        self.log = (self.workdir / "trunkline.log").open("w")
+        self.proc = subprocess.Popen(
+            [BIN, "up", "-f", str(self.workdir / "manifests.yaml"), "--sip-listen", self.sip,
+             "--http-listen", f"127.0.0.1:{self.http_port}", "--cdr", str(self.cdr_path), "--grace", "2",
+             *self.extra],
+            stdout=self.log, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.output()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"trunkline up never became ready:\n{self.output()}")
+
+    def output(self) -> str:
+        return (self.workdir / "trunkline.log").read_text(errors="replace")[-6000:]
+
+    def cdrs(self) -> list[dict[str, object]]:
+        if not self.cdr_path.exists():
+            return []
+        return [json.loads(line) for line in self.cdr_path.read_text().splitlines() if line.strip()]
+
+    def wait_cdrs(self, count: int, timeout: float = 5.0) -> list[dict[str, object]]:
+        """The call records, once `count` of them are written (a call's record follows its last BYE)."""
+        deadline = time.monotonic() + timeout
+        while len(records := self.cdrs()) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return records
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=2) as r:
+            return r.read().decode()
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
