@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,6 +38,7 @@ from trunkline.edge.legs import (
 from trunkline.edge.numbers import to_e164
 from trunkline.edge.policy import Rejection, check_caller_id, check_destination
 from trunkline.edge.registrar import Source, aor_of, register
+from trunkline.edge.resolver import Hop, Resolver
 from trunkline.edge.routing import Next, after_final_response, inbound_targets, outbound_targets
 from trunkline.edge.sipstack import Incoming, NoAnswer, SipStack
 from trunkline.sip.dialog import Dialog
@@ -131,6 +132,7 @@ class Edge:
         options: EdgeOptions | None = None,
         authenticator: DigestAuthenticator | None = None,
         clock: Callable[[], float] = time.time,
+        resolver: Resolver | None = None,
     ) -> None:
         self.directory = directory
         self.store = store
@@ -141,6 +143,7 @@ class Edge:
         self.auth = authenticator or DigestAuthenticator(nonce_ttl=self.options.nonce_ttl)
         self.clock = clock
         self.stack = SipStack(self.on_request, self.on_stray_response)
+        self.resolver = resolver or Resolver()
         self.calls: dict[str, Call] = {}  # by the caller's Call-ID
         self.dialogs: dict[tuple[str, str, str], tuple[Call, str]] = {}
         self.draining = False
@@ -403,22 +406,15 @@ class Edge:
             offer_body = await self.media.offer(call, offer.body)
         else:
             offer_body = b""
-        for target, number in targets:
+        async for target, number, parsed, hop in self._hops(call, targets):
             if call.cancelled:
                 break
-            parsed = parse_uri(target.uri)
-            where = destination(
-                parsed, call.trunk.spec.transport.value if call.direction is Direction.INBOUND else "udp"
-            )
-            if where is None or not isinstance(parsed, SipUri):
-                continue
-            host, port, transport = where
             request_uri = SipUri("sip", "", number, None, parsed.host, parsed.port, dict(parsed.params))
             max_forwards = (offer.max_forwards or 70) - 1
-            invite = first_invite(self.local, transport, request_uri, caller, number, max_forwards, offer)
+            invite = first_invite(self.local, hop.transport, request_uri, caller, number, max_forwards, offer)
             invite.body = offer_body
             call.b_invite, call.b_provisional = invite, False
-            call.b = Leg((host, port), transport, tag=invite.from_.tag or "")
+            call.b = Leg((hop.host, hop.port), hop.transport, tag=invite.from_.tag or "")
             attempt = Attempt(target.uri)
             call.record.attempts.append(attempt)
             response = await self._try(call, invite)
@@ -432,6 +428,21 @@ class Edge:
             if after_final_response(response.status) is Next.RELAY:
                 break
         await self._failed(inc, call, last)
+
+    async def _hops(
+        self, call: Call, targets: Sequence[tuple[Target, str]]
+    ) -> AsyncIterator[tuple[Target, str, SipUri, Hop]]:
+        """Every address to try, in order: each target's RFC 3263 hops in turn."""
+        default = call.trunk.spec.transport.value if call.direction is Direction.INBOUND else "udp"
+        for target, number in targets:
+            parsed = parse_uri(target.uri)
+            if not isinstance(parsed, SipUri):
+                continue
+            hops = await self.resolver.resolve(parsed, default)
+            if not hops:
+                event(log, logging.WARNING, "target does not resolve", target=target.uri, call_id=call.key)
+            for hop in hops:
+                yield target, number, parsed, hop
 
     async def _try(self, call: Call, invite: Request) -> Response | None:
         """Send one INVITE; relay provisional answers; None when the target never answered."""
