@@ -50,22 +50,27 @@ from trunkline.sip.uri import SipUri, parse_uri
 log = logging.getLogger("trunkline.edge")
 
 
+class MediaError(Exception):
+    """The media plane cannot carry this session: answer the offer with `status` (488, 503)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
 class Media(Protocol):
-    """What the edge asks of the media plane for a call: rewrite each SDP so audio flows through a
-    relay, and release it at the end. `PassThrough` leaves SDP as it is."""
+    """What the edge asks of the media plane: rewrite each SDP coming from leg `from_leg` ("a", the
+    caller, or "b") into what the other leg must see, and release the call's media at the end."""
 
-    async def offer(self, call: Call, sdp: bytes) -> bytes: ...
-
-    async def answer(self, call: Call, sdp: bytes) -> bytes: ...
+    async def rewrite(self, call: Call, sdp: bytes, from_leg: str) -> bytes: ...
 
     async def release(self, call: Call) -> None: ...
 
 
 class PassThrough:
-    async def offer(self, call: Call, sdp: bytes) -> bytes:
-        return sdp
+    """SDP unchanged: media flows between the parties directly (no relay configured)."""
 
-    async def answer(self, call: Call, sdp: bytes) -> bytes:
+    async def rewrite(self, call: Call, sdp: bytes, from_leg: str) -> bytes:
         return sdp
 
     async def release(self, call: Call) -> None:
@@ -402,10 +407,13 @@ class Edge:
     ) -> None:
         last: Response | None = None
         offer = inc.request
-        if offer.body:
-            offer_body = await self.media.offer(call, offer.body)
-        else:
-            offer_body = b""
+        try:
+            offer_body = await self.media.rewrite(call, offer.body, "a") if offer.body else b""
+        except MediaError as exc:
+            event(log, logging.WARNING, "media refused", call_id=call.key, status=exc.status, why=exc.reason)
+            self.stack.respond(response_for(inc.request, exc.status, exc.reason, call.a.tag))
+            await self._finish(call, HungUp.EDGE, exc.status, reason=exc.reason)
+            return
         async for target, number, parsed, hop in self._hops(call, targets):
             if call.cancelled:
                 break
@@ -478,7 +486,7 @@ class Edge:
             return
         answer = response
         if response.body:
-            response.body = await self.media.answer(call, response.body)
+            response.body = await self._rewrite_or_keep(call, response.body, "b")
         self.stack.respond(
             relay_response(call.a_invite, answer, call.a.tag, self.local.contact(call.a.transport))
         )
@@ -501,7 +509,7 @@ class Edge:
         if target and not call.b.dialog.route_set:
             call.b.addr, call.b.transport = (target[0], target[1]), target[2]
         if response.body:
-            response.body = await self.media.answer(call, response.body)
+            response.body = await self._rewrite_or_keep(call, response.body, "b")
         ok = relay_response(call.a_invite, response, call.a.tag, self.local.contact(call.a.transport))
         try:
             call.a.dialog = Dialog.from_uas(call.a_invite, ok)
@@ -623,7 +631,7 @@ class Edge:
             return
         out = in_dialog(other.dialog, req.method, self.local, other.transport, req)
         if req.body and req.method in ("INVITE", "UPDATE"):
-            out.body = await self.media.offer(call, req.body)
+            out.body = await self._rewrite_or_keep(call, req.body, leg_name)
         try:
             answer = await self.stack.request(out, other.addr, other.transport)
         except NoAnswer:
@@ -631,7 +639,7 @@ class Edge:
             return
         other.dialog.receive_response(out, answer)
         if answer.body and req.method in ("INVITE", "UPDATE"):
-            answer.body = await self.media.answer(call, answer.body)
+            answer.body = await self._rewrite_or_keep(call, answer.body, other_name)
         if req.method == "INVITE" and 200 <= answer.status < 300:
             call.pending_ack[leg_name] = out
         if req.method in ("INVITE", "UPDATE") and 200 <= answer.status < 300:
@@ -647,6 +655,15 @@ class Edge:
             await asyncio.wait_for(self.stack.request(bye, leg.addr, leg.transport), 32)
         except (NoAnswer, TimeoutError):
             event(log, logging.INFO, "BYE not answered", call_id=call.key, leg=leg_name)
+
+    async def _rewrite_or_keep(self, call: Call, sdp: bytes, from_leg: str) -> bytes:
+        """An SDP after the first offer. When the relay refuses it, the other side gets no SDP rather
+        than this side's addresses (topology hiding), and the session goes on as it was."""
+        try:
+            return await self.media.rewrite(call, sdp, from_leg)
+        except MediaError as exc:
+            event(log, logging.WARNING, "media update refused", call_id=call.key, why=exc.reason)
+            return b""
 
     # -- session timers (RFC 4028) -----------------------------------------------------------------
     def _start_session_timer(self, call: Call, response: Response) -> None:

@@ -69,6 +69,7 @@ class SipTransport:
         self, host: str, port: int, tls: ssl.SSLContext | None = None, sock: socket.socket | None = None
     ) -> Addr:
         name = "tls" if tls else "tcp"
+
         def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> Awaitable[None]:
             return self._serve(r, w, name)
 

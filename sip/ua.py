@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 
 from trunkline.sip.dialog import Dialog, new_tag
 from trunkline.sip.headers import NameAddr, Via
@@ -36,8 +37,16 @@ ANSWER_SDP = (
 
 
 class UserAgent:
-    def __init__(self, host: str = "127.0.0.1", timers: Timers | None = None, ring: bool = True) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        timers: Timers | None = None,
+        ring: bool = True,
+        sdp: bytes = ANSWER_SDP,
+    ) -> None:
         self.host = host
+        self.sdp = sdp  # offered and answered; "{ip}" becomes `host`
+        self.last_invite: Request | None = None  # the last INVITE received, as it arrived
         self.timers = timers or Timers()
         self.layer = TransactionLayer(self.timers)
         self.transport = SipTransport(self._on_message)
@@ -143,7 +152,8 @@ class UserAgent:
         ok = invite.create_response(200, to_tag=tag)
         ok.add("Contact", str(self._contact(d.transport)))
         ok.add("Content-Type", "application/sdp")
-        ok.body = ANSWER_SDP.replace(b"{ip}", self.host.encode())
+        ok.body = self.sdp.replace(b"{ip}", self.host.encode())
+        self.last_invite = invite
         dialog = Dialog.from_uas(invite, ok)
         self.dialogs[dialog.id] = dialog
         self.calls_answered += 1
@@ -182,26 +192,34 @@ class UserAgent:
         self._run(self.layer.send_request(req, addr, transport, time.monotonic()))
         return await fut
 
-    async def call(self, target: str, addr: Addr, transport: str = "udp", hold: float = 0.1) -> int:
-        """INVITE, ACK the 2xx, wait `hold`, BYE. Returns the INVITE's final status."""
+    async def call(
+        self,
+        target: str,
+        addr: Addr,
+        transport: str = "udp",
+        hold: float = 0.1,
+        from_user: str = "ua",
+        during: Callable[[Response], Awaitable[None]] | None = None,
+    ) -> int:
+        """INVITE, ACK the 2xx, wait `hold` (or run `during(answer)`), BYE. Returns the final status."""
         uri = parse_uri(target)
         invite = Request("INVITE", uri)
         invite.add("Via", self._via(transport))
         invite.add("Max-Forwards", "70")
-        invite.add("From", str(NameAddr(parse_uri(f"sip:ua@{self.host}"), None, {"tag": new_tag()})))
+        invite.add("From", str(NameAddr(parse_uri(f"sip:{from_user}@{self.host}"), None, {"tag": new_tag()})))
         invite.add("To", f"<{uri}>")
         invite.add("Call-ID", new_tag() + "@" + self.host)
         invite.add("CSeq", "1 INVITE")
         invite.add("Contact", str(self._contact(transport)))
         invite.add("Content-Type", "application/sdp")
-        invite.body = ANSWER_SDP.replace(b"{ip}", self.host.encode())
+        invite.body = self.sdp.replace(b"{ip}", self.host.encode())
         final = await self.request(invite, addr, transport)
         if final.status >= 300:
             return final.status
         dialog = Dialog.from_uac(invite, final)
         self.dialogs[dialog.id] = dialog
         self._ack_2xx(final, addr, transport)
-        await asyncio.sleep(hold)
+        await (during(final) if during is not None else asyncio.sleep(hold))
         bye = dialog.create_request("BYE", self._via(transport))
         self.dialogs.pop(dialog.id, None)
         with contextlib.suppress(TimeoutError):

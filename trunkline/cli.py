@@ -55,7 +55,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         files=args.files, sip_listen=args.sip_listen, tls_listen=args.tls_listen, tls_cert=args.tls_cert,
         tls_key=args.tls_key, media_listen=args.media_listen, media_ports=args.media_ports,
         http_listen=args.http_listen, advertise=args.advertise, redis=args.redis, grace=args.grace,
-        cdr=args.cdr,
+        cdr=args.cdr, relay=not args.no_relay,
     )  # fmt: skip
     return _run_async(lambda: up(opts))
 
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", type=float, default=30.0, metavar="SECONDS", help="how long live calls may finish"
     )
     up.add_argument("--cdr", metavar="PATH", help="append one JSON line per call ('-': standard output)")
+    up.add_argument("--no-relay", action="store_true", help="pass SDP through unchanged (no media anchoring)")
     up.set_defaults(run=cmd_up)
 
     for name, (what, _) in COMPONENTS.items():

@@ -24,7 +24,9 @@ from trunkline.core.net import ConfigError, HostPort, bind, parse_host, parse_ho
 from trunkline.core.runner import run_until_signalled
 from trunkline.core.state import MemoryStore
 from trunkline.core.state_redis import RedisStore
+from trunkline.edge.media import RelayMedia
 from trunkline.edge.server import EdgeComponent, SipSockets
+from trunkline.media.server import MediaServer
 
 log = logging.getLogger("trunkline.up")
 
@@ -43,6 +45,7 @@ class UpOptions:
     redis: str | None = None
     grace: float = 30.0
     cdr: str | None = None
+    relay: bool = True  # anchor media on the relay; False: SDP passes through unchanged
 
 
 @dataclass
@@ -143,11 +146,45 @@ class ConfigComponent:
         pass
 
 
+class MediaComponent:
+    """The embedded media relay: one engine process, its gRPC service on a loopback port."""
+
+    name = "media"
+
+    def __init__(self, host: str, ports: tuple[int, int], advertise: str | None) -> None:
+        self.server = MediaServer("127.0.0.1:0", host, ports, workers=1, advertise=advertise)
+        self._started = False
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    async def start(self) -> None:
+        await self.server.start()
+        self._started = True
+        event(log, logging.INFO, "media relay", ports=f"{self.server.pool.host}", grpc=self.target)
+
+    def ready(self) -> bool:
+        return self._started
+
+    def busy(self) -> int:
+        return 0  # the edge's calls are the live work; their sessions end with them
+
+    async def drain(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+
 def build_components(config: ConfigSet, listeners: Listeners, opts: UpOptions) -> list[Component]:
     sockets = SipSockets(listeners.sip_udp, listeners.sip_tcp, listeners.tls, listeners.tls_context)
     store = RedisStore.from_url(opts.redis) if opts.redis else MemoryStore()
-    edge = EdgeComponent(config, sockets, listeners.advertise, store, opts.cdr)
-    return [ConfigComponent(config), edge]
+    advertise = listeners.advertise.host if listeners.advertise else None
+    media = MediaComponent(listeners.media_host, listeners.media_ports, advertise)
+    relay = RelayMedia(lambda: media.target) if opts.relay else None
+    edge = EdgeComponent(config, sockets, listeners.advertise, store, opts.cdr, relay)
+    return [ConfigComponent(config), media, edge]
 
 
 async def up(opts: UpOptions, started: asyncio.Event | None = None) -> int:

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "trunkline"
 HELM = Path(os.environ.get("HELM", ROOT / ".cache" / "bin" / "helm"))
 
+
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     assert HELM.exists(), f"no helm binary at {HELM}: scripts/test.sh (tests/e2e/cluster.sh) fetches it"
     return subprocess.run([str(HELM), *args], capture_output=True, text=True, check=check, timeout=60)
