@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ def _sipp() -> str:
 def uas(workdir: Path, ip: str, port: int, *extra: str, scenario: str = "uas") -> subprocess.Popen[str]:
     """A SIPp UAS (built-in `uas` or a scenario file in tests/integration/sipp) on ip:port."""
     workdir.mkdir(parents=True, exist_ok=True)
-    which = ["-sn", scenario] if scenario == "uas" else ["-sf", str(SCENARIOS / scenario)]
+    which = ["-sn", scenario] if scenario == "uas" else ["-sf", str(SCENARIOS / scenario)]  # absolute wins
     return subprocess.Popen(
         [_sipp(), *which, "-i", ip, "-p", str(port), "-nostdin", "-trace_err", *extra],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -62,3 +63,92 @@ def stop(proc: subprocess.Popen[str]) -> str:
             proc.kill()
     out = proc.stdout.read() if proc.stdout else ""
     return out[-3000:]
+
+
+_UAC_EXPECT = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="expect {status}">
+  <send retrans="500"><![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:pbx@[local_ip]:[local_port]>
+      Max-Forwards: {max_forwards}
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=pbx 1 1 IN IP4 [local_ip]
+      s=-
+      c=IN IP4 [local_ip]
+      t=0 0
+      m=audio [auto_media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+  ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="{status}"/>
+  <send><![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+  ]]></send>
+</scenario>
+"""
+
+_UAS_STATUS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="answer {status}">
+  <recv request="INVITE"/>
+  <send><![CDATA[
+      SIP/2.0 {status} {reason}
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+  ]]></send>
+  <recv request="ACK"/>
+</scenario>
+"""
+
+
+def write_scenario(workdir: Path, name: str, text: str) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / name
+    path.write_text(text)
+    return path
+
+
+def uac_expect(
+    workdir: Path, target: str, ip: str, callee: str, status: int, *extra: str, caller: str = "+14155550100",
+    max_forwards: int = 70, calls: int = 1,
+) -> SippResult:  # fmt: skip
+    """A SIPp UAC whose calls succeed only when the edge answers the INVITE with `status`."""
+    scenario = write_scenario(workdir, f"expect_{status}.xml",
+                              _UAC_EXPECT.format(status=status, max_forwards=max_forwards))  # fmt: skip
+    return uac(workdir, target, ip, callee, *extra, calls=calls, scenario=str(scenario), caller=caller)
+
+
+def uas_status(
+    workdir: Path, ip: str, port: int, status: int, reason: str, *extra: str
+) -> subprocess.Popen[str]:
+    """A SIPp UAS answering every INVITE with `status` (a gateway that is busy or broken)."""
+    scenario = write_scenario(
+        workdir, f"answer_{status}.xml", _UAS_STATUS.format(status=status, reason=reason)
+    )
+    return uas(workdir, ip, port, *extra, scenario=str(scenario))
+
+
+def received(output: str, method: str) -> int:
+    """How many `method` requests a SIPp UAS saw, from its last statistics screen."""
+    counts = re.findall(rf"{method}\s*<-+\s+(\d+)", output)
+    return int(counts[-1]) if counts else 0

@@ -15,9 +15,12 @@ from tests.conftest import free_port
 BIN = str(Path(sys.executable).parent / "trunkline")
 
 
-def manifests(carrier_port: int, pbx_port: int, **trunk_spec: object) -> str:
-    """A carrier on 127.0.0.1:carrier_port (calls from 127.0.0.1), trunk `acme` (IP ACL 127.0.0.2,
-    digest acme/s3cret-acme, origination 127.0.0.4:pbx_port) and two DIDs."""
+def manifests(carrier_port: int | list[int], pbx_port: int, **trunk_spec: object) -> str:
+    """A carrier on 127.0.0.1:carrier_port (calls from 127.0.0.1; several ports: gateways tried in that
+    order), trunk `acme` (IP ACL 127.0.0.2, digest acme/s3cret-acme, origination 127.0.0.4:pbx_port)
+    and two DIDs."""
+    ports = carrier_port if isinstance(carrier_port, list) else [carrier_port]
+    gateways = [{"uri": f"sip:127.0.0.1:{port}", "priority": 10 * (i + 1)} for i, port in enumerate(ports)]
     spec: dict[str, object] = {
         "auth": {"digest": {"credentialsSecret": "acme-creds"}, "ipAcl": ["127.0.0.2/32"]},
         "registration": {"enabled": True},
@@ -29,7 +32,7 @@ def manifests(carrier_port: int, pbx_port: int, **trunk_spec: object) -> str:
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "acme-creds"},
          "stringData": {"username": "acme", "password": "s3cret-acme"}},
         {"apiVersion": "trunkline.io/v1alpha1", "kind": "Carrier", "metadata": {"name": "pstn"},
-         "spec": {"gateways": [{"uri": f"sip:127.0.0.1:{carrier_port}"}], "inboundCidrs": ["127.0.0.1/32"]}},
+         "spec": {"gateways": gateways, "inboundCidrs": ["127.0.0.1/32"]}},
         {"apiVersion": "trunkline.io/v1alpha1", "kind": "Trunk", "metadata": {"name": "acme"}, "spec": spec},
         {"apiVersion": "trunkline.io/v1alpha1", "kind": "DID", "metadata": {"name": "main"},
          "spec": {"number": "+14155550100", "trunkRef": "acme"}},
@@ -92,6 +95,14 @@ class Up:
         while len(records := self.cdrs()) < count and time.monotonic() < deadline:
             time.sleep(0.05)
         return records
+
+    def wait_busy(self, calls: int, timeout: float = 10.0) -> None:
+        """Wait until the edge carries `calls` live calls (its busy gauge)."""
+        line = f'trunkline_component_busy{{component="edge"}} {float(calls)}'
+        deadline = time.monotonic() + timeout
+        while line not in self.metrics():
+            assert time.monotonic() < deadline, f"never {calls} live calls:\n{self.output()}"
+            time.sleep(0.05)
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=2) as r:
