@@ -147,3 +147,41 @@ OPTIONS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
   <recv response="200"/>
 </scenario>
 """
+
+
+def test_registered_contact_is_the_first_inbound_target(up: Up, tmp_path: Path) -> None:
+    phone_port = free_port()
+    phone = sipp.uas(tmp_path / "phone", "127.0.0.5", phone_port)
+    try:
+        registered = sipp.uac(tmp_path / "register", up.sip, "127.0.0.3", "acme", "-au", "acme", "-ap",
+                              "s3cret-acme", "-key", "contact", f"sip:acme@127.0.0.5:{phone_port}",
+                              scenario="pbx_register.xml")  # fmt: skip
+        assert registered.ok, registered.output + up.output()
+        call = sipp.uac(tmp_path / "carrier", up.sip, "127.0.0.1", "+14155550100", caller="+442071234567")
+    finally:
+        phone_out = sipp.stop(phone)
+    assert call.ok, call.output + phone_out + up.output()
+    [cdr] = up.wait_cdrs(1)
+    assert [a["target"] for a in cdr["attempts"]] == [f"sip:acme@127.0.0.5:{phone_port}"]  # type: ignore[index, union-attr]
+
+
+def test_wrong_register_password_is_refused(up: Up, tmp_path: Path) -> None:
+    result = sipp.uac(tmp_path / "register", up.sip, "127.0.0.3", "acme", "-au", "acme", "-ap", "wrong",
+                      "-key", "contact", "sip:acme@127.0.0.5:5060", scenario="pbx_register.xml", timeout=5)  # fmt: skip
+    assert not result.ok  # a second 401, never a 200
+    assert "auth failed" in up.output() and "why='wrong password'" in up.output()
+
+
+def test_cancel_while_ringing_cleans_up_both_legs(up: Up, tmp_path: Path, ports: list[int]) -> None:
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", ports[0], scenario="gateway_rings.xml")
+    try:
+        result = sipp.uac(tmp_path / "pbx", up.sip, "127.0.0.2", "+442071234567", scenario="pbx_cancel.xml")
+        cdrs = up.wait_cdrs(1)
+    finally:
+        gateway_out = sipp.stop(gateway)
+    assert result.ok, result.output + up.output()
+    assert cdrs, gateway_out + up.output()
+    [cdr] = cdrs
+    assert sipp.received(gateway_out, "CANCEL") == 1 and sipp.received(gateway_out, "ACK") == 1, gateway_out
+    assert cdr["status"] == 487 and cdr["hung_up"] == "caller"
+    up.wait_busy(0)  # the channel is free again

@@ -150,5 +150,6 @@ def uas_status(
 
 def received(output: str, method: str) -> int:
     """How many `method` requests a SIPp UAS saw, from its last statistics screen."""
-    counts = re.findall(rf"{method}\s*<-+\s+(\d+)", output)
+    counts = re.findall(rf"-+>\s*{method}\s+(\d+)", output)  # a UAS screen: "----> INVITE  3"
+    assert counts or "Messages" in output, "not a SIPp statistics screen"
     return int(counts[-1]) if counts else 0
