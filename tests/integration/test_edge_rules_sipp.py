@@ -166,8 +166,9 @@ def test_registered_contact_is_the_first_inbound_target(up: Up, tmp_path: Path) 
 
 
 def test_wrong_register_password_is_refused(up: Up, tmp_path: Path) -> None:
+    contact = ["-key", "contact", "sip:acme@127.0.0.5:5060"]
     result = sipp.uac(tmp_path / "register", up.sip, "127.0.0.3", "acme", "-au", "acme", "-ap", "wrong",
-                      "-key", "contact", "sip:acme@127.0.0.5:5060", scenario="pbx_register.xml", timeout=5)  # fmt: skip
+                      *contact, scenario="pbx_register.xml", timeout=5)  # fmt: skip
     assert not result.ok  # a second 401, never a 200
     assert "auth failed" in up.output() and "why='wrong password'" in up.output()
 
