@@ -186,3 +186,16 @@ def test_cancel_while_ringing_cleans_up_both_legs(up: Up, tmp_path: Path, ports:
     assert sipp.received(gateway_out, "CANCEL") == 1 and sipp.received(gateway_out, "ACK") == 1, gateway_out
     assert cdr["status"] == 487 and cdr["hung_up"] == "caller"
     up.wait_busy(0)  # the channel is free again
+
+
+def test_hold_info_and_hangup_by_the_callee(up: Up, tmp_path: Path, ports: list[int]) -> None:
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", ports[0], scenario="gateway_midcall.xml")
+    try:
+        result = sipp.uac(tmp_path / "pbx", up.sip, "127.0.0.2", "+442071234567", scenario="pbx_midcall.xml")
+        cdrs = up.wait_cdrs(1)
+    finally:
+        gateway_out = sipp.stop(gateway)
+    assert result.ok, result.output + gateway_out + up.output()
+    assert "Successful call        |" in gateway_out and sipp.received(gateway_out, "INFO") == 1, gateway_out
+    [cdr] = cdrs
+    assert cdr["hung_up"] == "callee" and cdr["status"] == 200
