@@ -1,0 +1,64 @@
+"""Garbage, malformed SIP and half-open TCP connections at the edge: answered or dropped, never a
+crash; a real call still goes through afterwards."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from tests.support import sipp
+from tests.support.trunkline_up import Up, manifests
+
+MALFORMED_INVITE = (
+    b"INVITE sip:+442071234567@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5999;branch=z9hG4bKbad\r\n"
+    b"From: <sip:x@127.0.0.2>;tag=1\r\nTo: <sip:y@127.0.0.1>\r\nCall-ID: bad-1\r\n"
+    b"CSeq: not-a-number INVITE\r\n"
+    b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+@pytest.fixture
+def carrier_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def up(tmp_path: Path, carrier_port: int) -> Iterator[Up]:
+    running = Up(tmp_path / "up", manifests(carrier_port, free_port())).start()
+    yield running
+    running.stop()
+
+
+def test_garbage_and_malformed_requests(up: Up, tmp_path: Path, carrier_port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.2", 5999))
+        udp.settimeout(2)
+        for size in (0, 1, 7, 100, 1400, 9000):
+            udp.sendto(os.urandom(size), ("127.0.0.1", up.sip_port))
+        udp.sendto(MALFORMED_INVITE, ("127.0.0.1", up.sip_port))
+        answer, _ = udp.recvfrom(65536)
+    assert answer.startswith(b"SIP/2.0 400 ")  # the malformed INVITE is answered, the garbage dropped
+    # A TCP peer that never finishes its headers, and one that sends an endless header line.
+    slow = socket.create_connection(("127.0.0.1", up.sip_port))
+    slow.sendall(b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1")
+    endless = socket.create_connection(("127.0.0.1", up.sip_port))
+    endless.settimeout(5)
+    try:
+        endless.sendall(b"INVITE sip:x@y SIP/2.0\r\nX-Long: " + b"a" * 200_000)
+    except OSError:
+        pass  # closed on us mid-send: that is the point
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port)
+    try:
+        result = sipp.uac(tmp_path / "pbx", up.sip, "127.0.0.2", "+442071234567")
+    finally:
+        sipp.stop(gateway)
+        slow.close()
+        endless.close()
+    assert result.ok, result.output + up.output()
+    assert up.proc is not None and up.proc.poll() is None
+    assert "Traceback" not in up.output()
