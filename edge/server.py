@@ -14,6 +14,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -25,6 +26,7 @@ from trunkline.core.runner import run_until_signalled
 from trunkline.core.state import MemoryStore, StateStore
 from trunkline.edge.b2bua import Edge, EdgeOptions, Media
 from trunkline.edge.cdr import CdrSink
+from trunkline.edge.digest import DigestAuthenticator
 from trunkline.edge.directory import Directory
 from trunkline.edge.legs import Local
 
@@ -71,11 +73,13 @@ class EdgeComponent:
         cdr: str | None = None,
         media: Media | None = None,
         options: EdgeOptions | None = None,
+        nonce_secret: bytes | None = None,
     ) -> None:
         here = sockets.address
         contact = advertise or here
         self.sockets = sockets
         self.cdr = CdrSink(cdr)
+        options = options or EdgeOptions()
         self.edge = Edge(
             Directory(config),
             store or MemoryStore(),
@@ -83,6 +87,8 @@ class EdgeComponent:
             self.cdr,
             media,
             options,
+            # Edges behind one Service share the secret, so a nonce one issued is good at any other.
+            DigestAuthenticator(nonce_secret, nonce_ttl=options.nonce_ttl),
         )
         self._listening = False
 
@@ -127,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redis", default=os.environ.get("TRUNKLINE_REDIS_URL"), metavar="URL")
     parser.add_argument("--cdr", metavar="PATH", help="append call records (JSON lines); '-' for stdout")
     parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS")
+    parser.add_argument(
+        "--nonce-secret-file", metavar="PATH", default=os.environ.get("TRUNKLINE_NONCE_SECRET_FILE"),
+        help="a secret every edge of an installation shares, to sign digest nonces",
+    )  # fmt: skip
     parser.add_argument("--log-level", default=os.environ.get("TRUNKLINE_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     setup(args.log_level)
@@ -156,7 +166,15 @@ async def _serve(args: argparse.Namespace) -> int:
         from trunkline.core.state_redis import RedisStore
 
         store = RedisStore.from_url(args.redis)
-    component = EdgeComponent(config, sockets, advertise, store, args.cdr)
+    secret = None
+    if args.nonce_secret_file:
+        try:
+            secret = Path(args.nonce_secret_file).read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"--nonce-secret-file: cannot read {args.nonce_secret_file}: {exc.strerror}"
+            ) from None
+    component = EdgeComponent(config, sockets, advertise, store, args.cdr, nonce_secret=secret)
     mirror_task = None
     if args.control:
         from trunkline.control.client import ConfigMirror

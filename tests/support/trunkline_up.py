@@ -47,6 +47,7 @@ class Up:
     workdir: Path
     manifest_text: str
     extra: list[str] = field(default_factory=list)
+    command: str = "up"  # or "edge": the same flags for what this needs
     sip_port: int = 0
     http_port: int = 0
     proc: subprocess.Popen[str] | None = None
@@ -65,7 +66,7 @@ class Up:
         self.sip_port, self.http_port = free_port(), free_port()
         self.log = (self.workdir / "trunkline.log").open("w")
         self.proc = subprocess.Popen(
-            [BIN, "up", "-f", str(self.workdir / "manifests.yaml"), "--sip-listen", self.sip,
+            [BIN, self.command, "-f", str(self.workdir / "manifests.yaml"), "--sip-listen", self.sip,
              "--http-listen", f"127.0.0.1:{self.http_port}", "--cdr", str(self.cdr_path), "--grace", "2",
              *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT, text=True,

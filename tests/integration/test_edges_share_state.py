@@ -1,0 +1,118 @@
+"""Two `trunkline edge` processes behind one address share Redis: a digest nonce one edge issued is
+good at the other, and a trunk's channel cap counts the calls of both."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from tests.support import sipp
+from tests.support.redis_server import RedisProcess, start_redis
+from tests.support.trunkline_up import Up, manifests
+from trunkline.edge.digest import digest_response
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    proc = start_redis(tmp_path / "redis")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def carrier_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def edges(tmp_path: Path, redis: RedisProcess, carrier_port: int) -> Iterator[tuple[Up, Up]]:
+    secret = tmp_path / "nonce-secret"
+    secret.write_text("the same for every edge")
+    text = manifests(carrier_port, free_port(), channels=1)
+    shared = ["--redis", redis.url, "--nonce-secret-file", str(secret)]
+    a = Up(tmp_path / "a", text, shared, command="edge").start()
+    b = Up(tmp_path / "b", text, shared, command="edge").start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def invite(edge: Up, branch: str, cseq: int, auth: str = "") -> bytes:
+    lines = [
+        f"INVITE sip:+442071234567@{edge.sip} SIP/2.0",
+        f"Via: SIP/2.0/UDP 127.0.0.3:{PBX_PORT};branch=z9hG4bK{branch};rport",
+        "From: <sip:+14155550100@127.0.0.3>;tag=pbx1",
+        f"To: <sip:+442071234567@{edge.sip}>",
+        "Call-ID: shared-nonce-1",
+        f"CSeq: {cseq} INVITE",
+        f"Contact: <sip:pbx@127.0.0.3:{PBX_PORT}>",
+        "Max-Forwards: 70",
+        *([auth] if auth else []),
+        "Content-Length: 0",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+PBX_PORT = free_port()
+
+
+def final_response(sock: socket.socket) -> str:
+    while True:
+        text = sock.recv(65536).decode()
+        if not text.startswith("SIP/2.0 1"):
+            return text
+
+
+def test_a_nonce_from_one_edge_is_good_at_the_other(
+    edges: tuple[Up, Up], tmp_path: Path, carrier_port: int
+) -> None:
+    a, b = edges
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as pbx:
+            pbx.bind(("127.0.0.3", PBX_PORT))
+            pbx.settimeout(5)
+            pbx.sendto(invite(a, "one", 1), ("127.0.0.1", a.sip_port))
+            challenge = final_response(pbx)
+            assert challenge.startswith("SIP/2.0 407 ")
+            nonce = re.search(r'nonce="([^"]+)"', challenge)
+            assert nonce is not None
+            uri = f"sip:+442071234567@{b.sip}"
+            response = digest_response("MD5", "acme", "acme", "s3cret-acme", "INVITE", uri, nonce.group(1),
+                                       "auth", "00000001", "abc")  # fmt: skip
+            auth = (
+                f'Proxy-Authorization: Digest username="acme", realm="acme", nonce="{nonce.group(1)}", '
+                f'uri="{uri}", response="{response}", algorithm=MD5, qop=auth, nc=00000001, cnonce="abc"'
+            )
+            pbx.sendto(invite(b, "two", 2, auth), ("127.0.0.1", b.sip_port))
+            answer = final_response(pbx)
+    finally:
+        sipp.stop(gateway)
+    assert answer.startswith("SIP/2.0 200 "), answer + b.output()
+
+
+def test_the_channel_cap_counts_calls_on_every_edge(
+    edges: tuple[Up, Up], tmp_path: Path, carrier_port: int
+) -> None:
+    a, b = edges
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port)
+    holder: list[sipp.SippResult] = []
+    try:
+        thread = threading.Thread(target=lambda: holder.append(
+            sipp.uac(tmp_path / "hold", a.sip, "127.0.0.2", "+442071234567", hold_ms=3000)))  # fmt: skip
+        thread.start()
+        a.wait_busy(1)
+        refused = sipp.uac_expect(tmp_path / "other", b.sip, "127.0.0.2", "+442071234567", 503)
+        thread.join(timeout=30)
+        after = sipp.uac(tmp_path / "after", b.sip, "127.0.0.2", "+442071234567")
+    finally:
+        sipp.stop(gateway)
+    assert refused.ok, refused.output + b.output()
+    assert holder and holder[0].ok
+    assert after.ok, after.output + b.output()  # released within a second of the call's end
