@@ -28,6 +28,7 @@ from trunkline.edge.b2bua import Edge, EdgeOptions, Media
 from trunkline.edge.cdr import CdrSink
 from trunkline.edge.digest import DigestAuthenticator
 from trunkline.edge.directory import Directory
+from trunkline.edge.media import RelayMedia
 from trunkline.edge.legs import Local
 
 log = logging.getLogger("trunkline.edge")
@@ -131,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--advertise", metavar="HOST[:PORT]", help="address in Contact (the Service's)")
     parser.add_argument("--http-listen", default=os.environ.get("TRUNKLINE_HTTP_LISTEN", "127.0.0.1:8080"))
     parser.add_argument("--redis", default=os.environ.get("TRUNKLINE_REDIS_URL"), metavar="URL")
+    parser.add_argument(
+        "--media-relay", metavar="HOST:PORT", help="anchor media on this relay's gRPC service"
+    )
     parser.add_argument("--cdr", metavar="PATH", help="append call records (JSON lines); '-' for stdout")
     parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS")
     parser.add_argument(
@@ -174,7 +178,8 @@ async def _serve(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--nonce-secret-file: cannot read {args.nonce_secret_file}: {exc.strerror}"
             ) from None
-    component = EdgeComponent(config, sockets, advertise, store, args.cdr, nonce_secret=secret)
+    media = RelayMedia(args.media_relay) if args.media_relay else None
+    component = EdgeComponent(config, sockets, advertise, store, args.cdr, media, nonce_secret=secret)
     mirror_task = None
     if args.control:
         from trunkline.control.client import ConfigMirror

@@ -62,3 +62,16 @@ def test_garbage_and_malformed_requests(up: Up, tmp_path: Path, carrier_port: in
     assert result.ok, result.output + up.output()
     assert up.proc is not None and up.proc.poll() is None
     assert "Traceback" not in up.output()
+
+
+def test_no_media_relay_means_503_and_no_leaked_channel(tmp_path: Path, carrier_port: int) -> None:
+    dead_relay = f"127.0.0.1:{free_port()}"  # nothing listens there
+    edge = Up(tmp_path / "edge", manifests(carrier_port, free_port()), ["--media-relay", dead_relay],
+              command="edge").start()  # fmt: skip
+    try:
+        result = sipp.uac_expect(tmp_path / "pbx", edge.sip, "127.0.0.2", "+442071234567", 503)
+        edge.wait_busy(0)
+    finally:
+        edge.stop()
+    assert result.ok, result.output + edge.output()
+    assert "media refused" in edge.output()
