@@ -28,8 +28,8 @@ from trunkline.edge.b2bua import Edge, EdgeOptions, Media
 from trunkline.edge.cdr import CdrSink
 from trunkline.edge.digest import DigestAuthenticator
 from trunkline.edge.directory import Directory
-from trunkline.edge.media import RelayMedia
 from trunkline.edge.legs import Local
+from trunkline.edge.media import RelayMedia
 
 log = logging.getLogger("trunkline.edge")
 
