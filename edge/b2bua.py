@@ -221,6 +221,7 @@ class Edge:
         if failures >= self.options.silence_after:
             return None  # a source that keeps failing gets no more answers for a while
         if failures >= self.options.lockout_after:
+            await self.store.note_auth_failure(source, self.options.auth_window)  # hammering counts too
             self._answer(inc, 403, "Forbidden (too many failed authentications)")
             return None
         raw = req.get(header)

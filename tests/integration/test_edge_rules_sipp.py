@@ -199,3 +199,17 @@ def test_hold_info_and_hangup_by_the_callee(up: Up, tmp_path: Path, ports: list[
     assert "Successful call        |" in gateway_out and sipp.received(gateway_out, "INFO") == 1, gateway_out
     [cdr] = cdrs
     assert cdr["hung_up"] == "callee" and cdr["status"] == 200
+
+
+def test_calls_per_second_over_the_rate_get_503(tmp_path: Path, ports: list[int]) -> None:
+    up = start_up(tmp_path, ports[0], callsPerSecond=0.2)  # one call, then none for 5 s
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", ports[0])
+    try:
+        first = sipp.uac(tmp_path / "first", up.sip, "127.0.0.2", "+442071234567")
+        second = sipp.uac_expect(tmp_path / "second", up.sip, "127.0.0.2", "+442071234567", 503)
+    finally:
+        sipp.stop(gateway)
+        up.stop()
+    assert first.ok, first.output + up.output()
+    assert second.ok, second.output + up.output()
+    assert "rule=callsPerSecond" in up.output()

@@ -75,3 +75,33 @@ def test_no_media_relay_means_503_and_no_leaked_channel(tmp_path: Path, carrier_
         edge.stop()
     assert result.ok, result.output + edge.output()
     assert "media refused" in edge.output()
+
+
+def test_a_source_that_keeps_failing_auth_is_locked_out(up: Up) -> None:
+    def attempt(n: int) -> str | None:
+        lines = [
+            f"INVITE sip:+442071234567@{up.sip} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.7:{port};branch=z9hG4bKbrute{n}",
+            f"From: <sip:+14155550100@127.0.0.7>;tag=b{n}", f"To: <sip:+442071234567@{up.sip}>",
+            f"Call-ID: brute-{n}", "CSeq: 1 INVITE", "Max-Forwards: 70",
+            'Proxy-Authorization: Digest username="acme", realm="acme", nonce="guess", '
+            f'uri="sip:+442071234567@{up.sip}", response="{n:032x}", qop=auth, nc=00000001, cnonce="x"',
+            "Content-Length: 0",
+        ]  # fmt: skip
+        sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), ("127.0.0.1", up.sip_port))
+        try:  # skip provisionals and retransmitted answers to earlier attempts (nobody ACKs them)
+            while (text := sock.recv(65536).decode()).startswith("SIP/2.0 1") or f"brute-{n}\r" not in text:
+                pass
+            return text.split("\r\n")[0]
+        except TimeoutError:
+            return None
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.7", 0))
+        port = sock.getsockname()[1]
+        sock.settimeout(1.0)
+        answers = [attempt(n) for n in range(21)]
+    assert all(a is not None and a.startswith("SIP/2.0 407") for a in answers[:10]), answers
+    assert all(a is not None and a.startswith("SIP/2.0 403") for a in answers[10:20]), answers
+    assert answers[20] is None  # no more answers for this source
+    assert "why='nonce not issued by us'" in up.output()
