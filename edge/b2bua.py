@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from trunkline.core.logs import event
-from trunkline.core.models import DID, Target, Trunk
+from trunkline.core.models import DID, Numbering, Target, Trunk
 from trunkline.core.state import StateStore
+from trunkline.core.state_redis import StoreUnavailable
 from trunkline.edge.cdr import Attempt, CallRecord, CdrSink, Direction, HungUp
 from trunkline.edge.digest import DigestAuthenticator, DigestError, Outcome, parse_credentials
 from trunkline.edge.directory import Directory
@@ -291,6 +292,22 @@ class Edge:
 
     # -- new calls ---------------------------------------------------------------------------------
     async def _new_call(self, inc: Incoming) -> None:
+        """Set up a call; whatever goes wrong inside, the caller gets an answer and nothing leaks."""
+        try:
+            await self._set_up(inc)
+        except Exception as exc:
+            unavailable = isinstance(exc, StoreUnavailable)
+            status, reason = (503, "Service Unavailable") if unavailable else (500, "Server Internal Error")
+            log.error("call set-up failed: %s", exc, exc_info=not unavailable)
+            call = self.calls.get(inc.request.call_id)
+            if call is None or not call.record.answer:
+                self.stack.respond(
+                    response_for(inc.request, status, reason, call.a.tag if call else new_tag())
+                )
+            if call is not None:
+                await self._finish(call, HungUp.EDGE, status, reason=f"{type(exc).__name__}: {exc}")
+
+    async def _set_up(self, inc: Incoming) -> None:
         req = inc.request
         if self.draining:
             response = response_for(req, 503, "Service Unavailable (draining)", new_tag())
@@ -309,9 +326,9 @@ class Edge:
             trunk = who[0]
         await self._outbound(inc, trunk)
 
-    async def _inbound(self, inc: Incoming, numbering: object) -> None:
+    async def _inbound(self, inc: Incoming, numbering: Numbering | None) -> None:
         req, tag = inc.request, new_tag()
-        number = to_e164(user_of(req.uri) or "", numbering if numbering else None)  # type: ignore[arg-type]
+        number = to_e164(user_of(req.uri) or "", numbering)
         did = self.directory.did(number) if number else None
         if did is None or did.spec.trunkRef not in self.directory.trunks:
             event(

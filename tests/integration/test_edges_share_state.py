@@ -116,3 +116,21 @@ def test_the_channel_cap_counts_calls_on_every_edge(
     assert refused.ok, refused.output + b.output()
     assert holder and holder[0].ok
     assert after.ok, after.output + b.output()  # released within a second of the call's end
+
+
+@pytest.mark.parametrize(
+    "source", ["127.0.0.2", "127.0.0.3"]
+)  # IP ACL, and digest (the store is asked first)
+def test_without_redis_new_calls_get_503_at_once(tmp_path: Path, carrier_port: int, source: str) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    edge = Up(
+        tmp_path / "edge", manifests(carrier_port, free_port()), ["--redis", dead], command="edge"
+    ).start()
+    try:
+        result = sipp.uac_expect(
+            tmp_path / "pbx", edge.sip, source, "+442071234567", 503, "-recv_timeout", "3000"
+        )
+    finally:
+        edge.stop()
+    assert result.ok, result.output + edge.output()
+    assert "Traceback" not in edge.output()
