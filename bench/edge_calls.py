@@ -1,0 +1,562 @@
+#!/usr/bin/env python3
+"""SIP edge benchmark: one `trunkline edge` process against Kamailio (plain stateful proxy), same run.
+
+SIPp drives everything on loopback. For each server the call rate is stepped up until a step has a
+failed call or the server falls behind the offered rate; each step reports offered and achieved rate,
+success, SIPp retransmissions and the server's CPU seconds per 1,000 calls (utime+stime from /proc,
+summed over the server's process tree). See bench/README-edge.md.
+
+    .venv/bin/python bench/edge_calls.py [--quick] [--keep] [--no-kamailio]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+HOST = "127.0.0.1"  # servers and the carrier UAS
+PBX_AUTH_IP = "127.0.0.3"  # not in the trunk's ipAcl: every call and REGISTER is digest-challenged
+PBX_ACL_IP = "127.0.0.2"  # in the trunk's ipAcl: calls are admitted without a challenge
+USER, PASSWORD = "acme", "s3cret-acme"
+CALLER, CALLEE = "+14155550100", "+442071234567"  # a DID of the trunk, an allowed +44 number
+SCENARIOS = Path(__file__).resolve().parent / "sipp"
+TEST_SCENARIOS = Path(__file__).resolve().parents[1] / "tests" / "integration" / "sipp"
+
+
+def scenario_file(name: str) -> Path:
+    """The benchmark's own scenarios, else the integration tests' (the PBX call is shared)."""
+    own = SCENARIOS / name
+    return own if own.exists() else TEST_SCENARIOS / name
+
+
+TRUNKLINE = Path(sys.executable).parent / "trunkline"
+KAMAILIO = "/usr/sbin/kamailio"
+# One UDP worker, like the edge's one process (its main, timer and other helper processes are counted
+# too). With two, a 180 and the 200 behind it can be relayed by different workers and arrive in the
+# wrong order: SIPp, holding the call with -d 0, then fails the call on the late 180.
+KAMAILIO_CHILDREN = 1
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+CALL_STEPS = [50, 100, 200, 300, 400, 500, 700, 1000]
+REGISTER_STEPS = [250, 500, 1000, 1500, 2000, 2500, 3000]
+STEP_SECONDS = 8.0
+QUICK_CALL_STEPS = [50, 200]
+QUICK_REGISTER_STEPS = [200, 1000]
+QUICK_STEP_SECONDS = 2.0
+BEHIND = 0.9  # achieved/offered below this: the server (or SIPp) could not keep up
+# SIPp retransmits a request after 500 ms without an answer: on loopback that only happens when the
+# server is late, so more than this share of retransmitted requests also counts as falling behind.
+MAX_RETRANSMISSIONS = 0.01
+
+
+# ---- processes and /proc ----------------------------------------------------------------------
+
+
+def free_port(host: str = HOST) -> int:
+    """A port free for both UDP and TCP on `host` (the edge opens both on its SIP port)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port: int = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its closing ')'.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _started(pid: int) -> str:
+    """A process's start time (field 22), which with its pid names it (pids are reused)."""
+    fields = _stat(pid)
+    return fields[19] if fields is not None else ""
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and all its descendants (Kamailio forks its workers; the edge should be one process)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime (fields 14 and 15 of /proc/PID/stat) of `pids`, in seconds."""
+    ticks = 0
+    for pid in pids:
+        if (fields := _stat(pid)) is not None:
+            ticks += int(fields[11]) + int(fields[12])  # fields counted from field 3 (state)
+    return ticks / CLK_TCK
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Processes:
+    """Every long-running process the benchmark starts, stopped in `stop_all` (called from finally)."""
+
+    def __init__(self) -> None:
+        # (name, process, [(pid, start time)] of the children it forked)
+        self.procs: list[tuple[str, subprocess.Popen[bytes], list[tuple[int, str]]]] = []
+
+    def start(self, name: str, args: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            # A new session: Ctrl-C reaches only this script, which then stops everything in order.
+            proc = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        self.procs.append((name, proc, []))
+        return proc
+
+    def remember_children(self, proc: subprocess.Popen[bytes]) -> None:
+        """Note a forking server's children, to kill any that outlive their parent."""
+        for i, (name, p, _) in enumerate(self.procs):
+            if p is proc:
+                self.procs[i] = (name, p, [(pid, _started(pid)) for pid in process_tree(p.pid)[1:]])
+
+    def stop_all(self) -> None:
+        for name, proc, children in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    print(f"  {name} (pid {proc.pid}) ignored SIGTERM for 5 s: killed", flush=True)
+                    proc.kill()
+                    proc.wait()
+            for pid, started in children:
+                if _started(pid) == started:  # same pid and start time: still the child we saw
+                    print(f"  {name} child {pid} outlived its parent: killed", flush=True)
+                    os.kill(pid, signal.SIGKILL)
+        self.procs.clear()
+
+
+# ---- SIPp ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    offered: int
+    attempts: int
+    ok: int
+    failed: int
+    retransmissions: int
+    stray: int  # messages SIPp could not place in a live call (late retransmissions, unexpected)
+    seconds: float
+    server_cpu: float
+    sipp_cpu: float
+    errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def achieved(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    @property
+    def success(self) -> float:
+        return 100.0 * self.ok / self.attempts if self.attempts else 0.0
+
+    @property
+    def behind(self) -> bool:
+        return (
+            self.achieved < BEHIND * self.offered
+            or self.retransmissions > MAX_RETRANSMISSIONS * self.attempts
+        )
+
+    @property
+    def passed(self) -> bool:
+        return self.failed == 0 and self.ok == self.attempts and not self.behind
+
+    def per_1000(self, cpu: float) -> float:
+        return 1000.0 * cpu / self.ok if self.ok else float("nan")
+
+
+def _abort_reasons(workdir: Path) -> Counter[str]:
+    """SIPp's error trace, boiled down to 'while expecting X, received Y' counts."""
+    reasons: Counter[str] = Counter()
+    for path in workdir.glob("*_errors.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if m := re.search(r"(while expecting '\w+').*?received '(SIP/2.0 \d+[^'\r\n]*|\w+ )", line):
+                reasons[f"{m[1]}, received {m[2].strip()}"] += 1
+            elif m := re.search(r"(Aborting call.*?|Call-Id .*?)(timed out|retransmission)", line):
+                reasons[m[2]] += 1
+    return reasons
+
+
+def run_sipp_step(workdir: Path, target: str, source: str, scenario: str, rate: int, seconds: float,
+                  server_pids: list[int], extra: list[str]) -> Step:  # fmt: skip
+    """One SIPp UAC run of `seconds` worth of calls at `rate`, with the server's CPU around it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    calls = max(10, int(rate * seconds))
+    stats = workdir / "stat.csv"
+    args = [
+        "sipp", "-sf", str(scenario_file(scenario)), target,
+        # A fresh source port per step: late answers to an earlier step's calls (a server still
+        # retransmitting) would otherwise land in this step as stray messages.
+        "-p", str(free_port(source)), "-i", source,
+        "-r", str(rate), "-m", str(calls),
+        "-l", str(max(50, rate)),  # at most ~1 s of calls in flight: a slow server throttles SIPp
+        "-d", "0",  # hang up as soon as the call is set up: the benchmark is about signalling
+        "-recv_timeout", "5000",  # a message not answered within 5 s fails the call
+        "-timeout", str(int(seconds * 3 + 15)), "-timeout_error",
+        "-nostdin", "-trace_stat", "-stf", str(stats), "-fd", "1", "-trace_err",
+        *extra,
+    ]  # fmt: skip
+    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = cpu_seconds(server_pids)
+    started = time.monotonic()
+    with (workdir / "sipp.out").open("wb") as out:
+        subprocess.run(args, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                       timeout=seconds * 3 + 30, check=False)  # fmt: skip
+    elapsed = time.monotonic() - started
+    cpu_after = cpu_seconds(server_pids)
+    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # Only this SIPp was reaped in between, so the children's rusage delta is its CPU.
+    sipp_cpu = (after_children.ru_utime + after_children.ru_stime) - (
+        before_children.ru_utime + before_children.ru_stime
+    )
+    row: dict[str, str] = {}
+    if stats.exists() and len(rows := list(csv.reader(stats.open(), delimiter=";"))) > 1:
+        row = dict(zip(rows[0], rows[-1], strict=False))
+    ok, failed = int(row.get("SuccessfulCall(C)", 0)), int(row.get("FailedCall(C)", 0))
+    stray = int(row.get("OutOfCallMsgs(C)", 0)) + int(row.get("DeadCallMsgs(C)", 0))
+    return Step(rate, calls, ok, failed, int(row.get("Retransmissions(C)", 0)), stray, elapsed,
+                cpu_after - cpu_before, sipp_cpu, _abort_reasons(workdir))  # fmt: skip
+
+
+@dataclass
+class Ladder:
+    name: str
+    unit: str  # "calls" or "registrations"
+    steps: list[Step] = field(default_factory=list)
+    stopped: str = ""  # why the ladder ended early
+
+    @property
+    def best(self) -> Step | None:
+        passed = [s for s in self.steps if s.passed]
+        return max(passed, key=lambda s: s.offered) if passed else None
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    address: str  # HOST:PORT the UAC sends to
+    pids: list[int]  # the process tree whose CPU is counted
+
+
+def climb(ladder: Ladder, server: Server, workdir: Path, source: str, scenario: str, rates: list[int],
+          seconds: float, extra: list[str]) -> Ladder:  # fmt: skip
+    """Step the rate up until a step fails or falls behind (that step is reported, then stop)."""
+    print(f"\n== {ladder.name}", flush=True)
+    print(f"  {'offered/s':>9} {'achieved/s':>10} {'success':>8} {'retrans':>7} {'stray':>6} "
+          f"{'server CPU s/1000':>17} {'SIPp CPU s/1000':>15}")  # fmt: skip
+    for rate in rates:
+        step = run_sipp_step(workdir / f"{rate}", server.address, source, scenario, rate, seconds,
+                             server.pids, extra)  # fmt: skip
+        ladder.steps.append(step)
+        print(f"  {step.offered:>9} {step.achieved:>10.0f} {step.success:>7.2f}% {step.retransmissions:>7} "
+              f"{step.stray:>6} {step.per_1000(step.server_cpu):>17.2f} {step.per_1000(step.sipp_cpu):>15.2f}"
+              f"{'' if step.passed else '   <- stop'}", flush=True)  # fmt: skip
+        if server.proc.poll() is not None:
+            ladder.stopped = f"the server exited (code {server.proc.returncode}) during the {rate}/s step"
+        elif not step.passed:
+            why = (f"{step.failed} failed" if step.failed or step.ok < step.attempts
+                   else "fell behind (achieved < 90% of offered, or > 1% retransmitted)")  # fmt: skip
+            ladder.stopped = f"{rate}/s: {why} ({step.ok}/{step.attempts} {ladder.unit} succeeded)"
+            for reason, count in step.errors.most_common(4):
+                ladder.stopped += f"\n      SIPp: {count} x {reason}"
+        if ladder.stopped:
+            print(f"  stopped at {ladder.stopped}", flush=True)
+            break
+        time.sleep(1.0)  # let the server's transaction timers of this step settle a little
+    return ladder
+
+
+# ---- the servers ---------------------------------------------------------------------------------
+
+
+def edge_manifests(carrier_port: int) -> str:
+    """Trunk `acme` (digest acme/s3cret-acme, ipAcl 127.0.0.2, registration on), carrier on HOST."""
+    return f"""\
+apiVersion: v1
+kind: Secret
+metadata: {{name: acme-creds}}
+stringData: {{username: {USER}, password: {PASSWORD}}}
+---
+apiVersion: trunkline.io/v1alpha1
+kind: Carrier
+metadata: {{name: pstn}}
+spec:
+  gateways: [{{uri: "sip:{HOST}:{carrier_port}"}}]
+  inboundCidrs: ["{HOST}/32"]
+---
+apiVersion: trunkline.io/v1alpha1
+kind: Trunk
+metadata: {{name: acme}}
+spec:
+  auth: {{digest: {{credentialsSecret: acme-creds}}, ipAcl: ["{PBX_ACL_IP}/32"]}}
+  registration: {{enabled: true}}
+  outbound: {{allowedPrefixes: ["+44"]}}
+---
+apiVersion: trunkline.io/v1alpha1
+kind: DID
+metadata: {{name: main}}
+spec: {{number: "{CALLER}", trunkRef: acme}}
+"""
+
+
+def start_edge(
+    procs: Processes, workdir: Path, carrier_port: int
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    workdir.mkdir(parents=True)
+    (workdir / "manifests.yaml").write_text(edge_manifests(carrier_port))
+    sip, http = f"{HOST}:{free_port()}", f"{HOST}:{free_port()}"
+    # Default log level (INFO, one line per call), as in production; the log goes to a file.
+    proc = procs.start("trunkline edge", [str(TRUNKLINE), "edge", "-f", "manifests.yaml", "--sip-listen", sip,
+                       "--http-listen", http, "--grace", "1"], workdir / "edge.log", workdir)  # fmt: skip
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"trunkline edge exited:\n{(workdir / 'edge.log').read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://{http}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return proc, sip, http
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("trunkline edge never became ready")
+
+
+def edge_busy(http: str) -> str:
+    """The edge's live-call count (/metrics), to see calls that were never released."""
+    try:
+        with urllib.request.urlopen(f"http://{http}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError as exc:
+        return f"? ({exc})"
+    m = re.search(r'^trunkline_component_busy\{component="edge"\} (\S+)', text, re.M)
+    return m[1] if m else "?"
+
+
+KAMAILIO_CFG = """\
+#!KAMAILIO
+# A plain stateful proxy: every request relayed by tm to the SIPp UAS, with Record-Route.
+debug=1
+log_stderror=yes
+children={children}
+listen=udp:{host}:{port}
+disable_tcp=yes
+auto_aliases=no
+mpath="{mpath}"
+
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "siputils.so"
+loadmodule "maxfwd.so"
+loadmodule "pv.so"
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    if (has_totag()) {{
+        # in-dialog: ACK for 2xx and BYE follow the Record-Route we wrote
+        if (loose_route()) {{
+            t_relay();
+        }} else if (method == "ACK" && t_check_trans()) {{
+            t_relay();
+        }}
+        exit;
+    }}
+    if (method == "CANCEL") {{
+        if (t_check_trans()) {{
+            t_relay();
+        }}
+        exit;
+    }}
+    t_check_trans();
+    record_route();
+    $du = "sip:{host}:{uas_port}";
+    if (!t_relay()) {{
+        sl_reply_error();
+    }}
+}}
+"""
+
+
+def kamailio_mpath() -> str:
+    for path in ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/kamailio/modules"):
+        if Path(path, "tm.so").exists():
+            return path
+    raise RuntimeError("kamailio modules (tm.so) not found")
+
+
+def start_kamailio(procs: Processes, workdir: Path, uas_port: int) -> tuple[subprocess.Popen[bytes], str]:
+    workdir.mkdir(parents=True)
+    port = free_port()
+    cfg = workdir / "kamailio.cfg"
+    cfg.write_text(KAMAILIO_CFG.format(children=KAMAILIO_CHILDREN, host=HOST, port=port, uas_port=uas_port,
+                                       mpath=kamailio_mpath()))  # fmt: skip
+    # -DD: the creator stays in the foreground (its pid is ours to stop) and forks the workers;
+    # -E: log to stderr (the log file); -Y/-w: runtime and working directory in our temp dir.
+    args = [KAMAILIO, "-f", str(cfg), "-DD", "-E", "-P", str(workdir / "kamailio.pid"), "-Y", str(workdir),
+            "-w", str(workdir), "-m", "256", "-M", "16"]  # fmt: skip
+    proc = procs.start("kamailio", args, workdir / "kamailio.log", workdir)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"kamailio exited:\n{(workdir / 'kamailio.log').read_text()[-3000:]}")
+        # Ready once the creator has forked its UDP workers (and timers): count stays put after that.
+        if len(process_tree(proc.pid)) > KAMAILIO_CHILDREN + 1:
+            time.sleep(0.5)
+            procs.remember_children(proc)
+            return proc, f"{HOST}:{port}"
+        time.sleep(0.1)
+    raise RuntimeError("kamailio did not start its workers")
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+
+def report(ladders: list[Ladder]) -> None:
+    print("\n== Summary (highest step: 100% success, achieved >= 90% of offered, <= 1% retransmitted)")
+    print(f"  {'':50} {'rate/s':>7} {'server CPU s/1000':>17}")
+    for ladder in ladders:
+        best = ladder.best
+        if best is None:
+            print(f"  {ladder.name:50} {'none':>7}")
+        else:
+            print(f"  {ladder.name:50} {best.offered:>7} {best.per_1000(best.server_cpu):>17.2f}")
+    by_name = {ladder.name.split(":")[0]: ladder for ladder in ladders}
+    ours, theirs = by_name.get("trunkline calls, digest"), by_name.get("kamailio calls")
+    if ours and theirs and ours.best and theirs.best:
+        ceiling = "" if theirs.stopped else " (kamailio passed every step: its ceiling is higher)"
+        ratio = ours.best.offered / theirs.best.offered
+        print(f"\n  trunkline (digest) / kamailio, highest rate: {ratio:.2f}{ceiling}")
+        common = {s.offered: s for s in theirs.steps if s.passed}
+        for step in ours.steps:
+            if step.passed and step.offered in common:
+                mine, ref = (
+                    step.per_1000(step.server_cpu),
+                    common[step.offered].per_1000(common[step.offered].server_cpu),
+                )
+                print(f"  CPU per 1,000 calls at {step.offered}/s: trunkline (digest) {mine:.2f} s, "
+                      f"kamailio {ref:.2f} s, ratio {mine / ref:.1f}")  # fmt: skip
+    for ladder in ladders:
+        if ladder.stopped:
+            print(f"  {ladder.name}: stopped at {ladder.stopped}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="two short steps each (smoke run, < 60 s)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, SIPp traces)")
+    parser.add_argument("--no-kamailio", action="store_true", help="skip the Kamailio reference")
+    args = parser.parse_args()
+    for binary in ("sipp", str(TRUNKLINE)) + (() if args.no_kamailio else (KAMAILIO,)):
+        if not shutil.which(binary):
+            print(f"missing: {binary}")
+            return 2
+    call_steps = QUICK_CALL_STEPS if args.quick else CALL_STEPS
+    register_steps = QUICK_REGISTER_STEPS if args.quick else REGISTER_STEPS
+    seconds = QUICK_STEP_SECONDS if args.quick else STEP_SECONDS
+
+    # SIGTERM (e.g. CI cancelling) and SIGINT unwind through the finally below. SIGINT is set
+    # explicitly: a shell without job control starts background commands with SIGINT ignored.
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    workdir = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+    procs = Processes()
+    ladders: list[Ladder] = []
+    print(
+        f"{os.cpu_count()} cores, Python {sys.version.split()[0]}; steps of {seconds:g} s; work dir {workdir}"
+    )
+    try:
+        uas_port = free_port()
+        uas = ["sipp", "-sf", str(SCENARIOS / "carrier_uas.xml"), "-i", HOST, "-p", str(uas_port), "-nostdin"]
+        procs.start("sipp carrier UAS", uas, workdir / "uas.log", workdir)
+        edge_proc, sip, http = start_edge(procs, workdir / "edge", uas_port)
+        edge = Server(edge_proc, sip, process_tree(edge_proc.pid))
+        print(f"trunkline edge pid {edge_proc.pid} ({len(edge.pids)} process) on {sip}, "
+              f"carrier = SIPp UAS on {HOST}:{uas_port}")  # fmt: skip
+        rss_start = rss_mib(edge_proc.pid)
+        auth = ["-au", USER, "-ap", PASSWORD]
+        call = ["-s", CALLEE, "-key", "caller", CALLER]
+        name = "trunkline calls, digest: 407 + INVITE/200/ACK/BYE"
+        ladders.append(climb(Ladder(name, "calls"), edge, workdir / "edge-calls", PBX_AUTH_IP, "pbx_call.xml",
+                             call_steps, seconds, [*call, *auth]))  # fmt: skip
+        name = "trunkline REGISTER, digest: 401 + REGISTER/200"
+        register = ["-key", "aor", USER, *auth]
+        ladders.append(climb(Ladder(name, "registrations"), edge, workdir / "edge-register", PBX_AUTH_IP,
+                             "pbx_register.xml", register_steps, seconds, register))  # fmt: skip
+        name = "trunkline calls, IP ACL: INVITE/200/ACK/BYE"
+        ladders.append(climb(Ladder(name, "calls"), edge, workdir / "edge-acl", PBX_ACL_IP, "pbx_call.xml",
+                             call_steps, seconds, call))  # fmt: skip
+        time.sleep(2)  # calls that failed may need a moment to be released
+        print(f"\n  edge after all steps: RSS {rss_start:.0f} -> {rss_mib(edge_proc.pid):.0f} MiB, "
+              f"live calls reported by /metrics: {edge_busy(http)} (0 expected)")  # fmt: skip
+        if not args.no_kamailio:
+            kamailio_proc, address = start_kamailio(procs, workdir / "kamailio", uas_port)
+            kamailio = Server(kamailio_proc, address, process_tree(kamailio_proc.pid))
+            print(f"\nkamailio pid {kamailio_proc.pid}: {len(kamailio.pids)} processes "
+                  f"({KAMAILIO_CHILDREN} UDP worker) on {address}")  # fmt: skip
+            name = "kamailio calls: INVITE/200/ACK/BYE via tm"
+            ladders.append(climb(Ladder(name, "calls"), kamailio, workdir / "kamailio-calls", PBX_AUTH_IP,
+                                 "pbx_call.xml", call_steps, seconds, call))  # fmt: skip
+        report(ladders)
+        problems = (workdir / "edge" / "edge.log").read_text(errors="replace").count("Traceback")
+        if problems:
+            print(f"\n  edge log has {problems} Python traceback(s): {workdir / 'edge' / 'edge.log'}")
+    except KeyboardInterrupt:
+        print("\ninterrupted", flush=True)
+        return 130
+    finally:
+        procs.stop_all()
+        if args.keep:
+            print(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
