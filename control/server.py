@@ -1,7 +1,10 @@
-"""The control service process: `trunkline control --listen HOST:PORT -f MANIFESTS...`.
+"""The control service process: `trunkline control --listen HOST:PORT (-f MANIFESTS... | --all-namespaces |
+--namespace NS)`.
 
-The configuration comes from the manifests; SIGHUP reloads them (a set with problems is refused and
-the running configuration kept). Watchers get the differences, nobody restarts.
+The configuration comes from the manifests, where SIGHUP reloads them (a set with problems is refused
+and the running configuration kept), or from the Kubernetes API, watched (`kube_source`), as the
+operator's Deployment runs it. Watchers get the differences, nobody restarts. With the API as the
+source, gRPC opens only once everything has been listed, so no edge starts from a partial snapshot.
 """
 
 from __future__ import annotations
@@ -9,15 +12,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
-from trunkline.control.rpc import GrpcServer, run_until_signal
+from prometheus_client import CollectorRegistry
+
+from trunkline.control.rpc import GrpcServer
 from trunkline.control.service import SERVICE_NAME, ControlService
 from trunkline.control.store import ConfigStore, RelayDirectory
 from trunkline.control.v1 import control_pb2_grpc
+from trunkline.core.http import OpsServer
 from trunkline.core.manifests import Problem
+from trunkline.core.net import ConfigError, bind, parse_hostport
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +64,46 @@ def _report(problems: Sequence[Problem]) -> None:
         print(f"error: {problem}", file=sys.stderr)
 
 
+class _Readiness:
+    """The Component /readyz asks: ready once gRPC serves (and so the configuration is complete)."""
+
+    name = "control"
+
+    def __init__(self) -> None:
+        self.serving = False
+
+    async def start(self) -> None:
+        pass
+
+    def ready(self) -> bool:
+        return self.serving
+
+    def busy(self) -> int:
+        return 0
+
+    async def drain(self) -> None:
+        self.serving = False
+
+    async def stop(self) -> None:
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trunkline control", description="Run the control service.")
     parser.add_argument(
         "--listen", default="0.0.0.0:7000", help="gRPC address HOST:PORT (default %(default)s)"
     )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("-f", dest="manifests", nargs="+", metavar="PATH", help="manifest files/folders")
+    source.add_argument(
+        "--all-namespaces", action="store_true", help="watch the Kubernetes API, every namespace"
+    )
+    source.add_argument("--namespace", metavar="NS", help="watch the Kubernetes API, namespace NS only")
     parser.add_argument(
-        "-f", dest="manifests", nargs="+", required=True, metavar="PATH", help="manifest files/folders"
+        "--http-listen",
+        default=os.environ.get("TRUNKLINE_HTTP_LISTEN"),
+        metavar="HOST:PORT",
+        help="serve /healthz, /readyz, /metrics (default: $TRUNKLINE_HTTP_LISTEN, else none)",
     )
     parser.add_argument(
         "--heartbeat-timeout", type=float, default=10.0, help="seconds before a relay is unhealthy"
@@ -69,27 +111,84 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    server = ControlServer(args.listen, heartbeat_timeout=args.heartbeat_timeout)
-    problems = server.store.load_files(args.manifests)
-    if problems:
-        _report(problems)
+    store = ConfigStore()
+    readiness = _Readiness()
+    try:
+        http = (
+            bind(parse_hostport(args.http_listen, "--http-listen"), socket.SOCK_STREAM, "--http-listen")
+            if args.http_listen
+            else None
+        )
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
+    ops = OpsServer(http, [readiness], CollectorRegistry()) if http else None
+
+    kube = None
+    if args.manifests:
+        problems = store.load_files(args.manifests)
+        if problems:
+            _report(problems)
+            return 1
+    else:
+        # Imported here: the kubernetes client is big, and a file-fed control never needs it.
+        import kubernetes
+
+        from trunkline.control.kube_source import KubeSource, connect
+
+        try:
+            api = connect()
+        except kubernetes.config.ConfigException as exc:
+            print(f"error: no Kubernetes API to read from (not in a pod, no usable KUBECONFIG): {exc}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        kube = KubeSource(store, None if args.all_namespaces else args.namespace, api)
 
     def reload() -> None:
-        problems = server.store.load_files(args.manifests)
+        problems = store.load_files(args.manifests)
         if problems:
             _report(problems)
             log.error("reload refused; the running configuration stays")
         else:
-            log.info("configuration reloaded (revision %d)", server.store.revision)
+            log.info("configuration reloaded (revision %d)", store.revision)
 
-    async def start() -> None:
-        await server.start()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
-        print(f"control listening on {args.listen.rpartition(':')[0]}:{server.port}", flush=True)
+    async def run() -> None:
+        # Made here, not before asyncio.run: a grpc.aio server belongs to the loop it was made in.
+        server = ControlServer(args.listen, store, heartbeat_timeout=args.heartbeat_timeout)
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, done.set)
+        serving = False
+        try:
+            if ops is not None:
+                await ops.start()  # /healthz answers while the first list is still on its way
+            if kube is not None:
+                kube.start()
+                # A signal must end the process even while the API server is out of reach.
+                waits = [asyncio.ensure_future(kube.synced.wait()), asyncio.ensure_future(done.wait())]
+                _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending:
+                    task.cancel()
+                if done.is_set():
+                    return
+            else:
+                loop.add_signal_handler(signal.SIGHUP, reload)
+            await server.start()
+            serving = readiness.serving = True
+            print(f"control listening on {args.listen.rpartition(':')[0]}:{server.port}", flush=True)
+            await done.wait()
+        finally:
+            readiness.serving = False
+            if serving:
+                await server.stop()
+            if kube is not None:
+                await kube.stop()
+            if ops is not None:
+                await ops.stop()
 
     try:
-        asyncio.run(run_until_signal(start, server.stop))
+        asyncio.run(run())
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
