@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterable
 import grpc
 from pydantic import ValidationError
 
-from trunkline.control.rpc import seconds
 from trunkline.control.store import Item, Key, RelayLoad
 from trunkline.control.v1 import control_pb2, control_pb2_grpc
 from trunkline.core.manifests import ConfigSet
 from trunkline.core.models import parse_resource
+from trunkline.core.rpc import seconds
+
+__all__ = ["ConfigMirror", "RelayLoad", "RelayRegistration"]  # RelayLoad: what a relay reports
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,13 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
-from trunkline.control.rpc import GrpcServer
 from trunkline.control.service import SERVICE_NAME, ControlService
 from trunkline.control.store import ConfigStore, RelayDirectory
 from trunkline.control.v1 import control_pb2_grpc
 from trunkline.core.http import OpsServer
 from trunkline.core.manifests import Problem
 from trunkline.core.net import ConfigError, bind, parse_hostport
+from trunkline.core.rpc import GrpcServer
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from trunkline.control.rpc import duration
 from trunkline.control.store import (
     ConfigStore,
     Entry,
@@ -16,6 +15,7 @@ from trunkline.control.store import (
     check_kinds,
 )
 from trunkline.control.v1 import control_pb2, control_pb2_grpc
+from trunkline.core.rpc import duration
 
 SERVICE_NAME = "trunkline.control.v1.Control"
 

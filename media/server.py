@@ -17,9 +17,8 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from trunkline.control.client import RelayRegistration
-from trunkline.control.rpc import GrpcServer, parse_hostport, parse_range, run_until_signal
-from trunkline.control.store import RelayLoad
+from trunkline.control.client import RelayLoad, RelayRegistration
+from trunkline.core.rpc import GrpcServer, parse_hostport, parse_range, run_until_signal
 from trunkline.media.engine import LatchPolicy
 from trunkline.media.pool import EnginePool
 from trunkline.media.service import DEFAULT_INACTIVITY_TIMEOUT, SERVICE_NAME, MediaRelayService, session_stats
@@ -137,24 +136,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         parse_hostport(args.listen)
         if args.control:
             parse_hostport(args.control)
-        server = MediaServer(
-            args.listen, args.media_listen, ports, max(args.workers, 1), args.advertise, args.control,
-            args.relay_id, args.inactivity_timeout,
-        )  # fmt: skip
     except ValueError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    async def start() -> None:
-        await server.start()
-        print(
-            f"media relay listening on {args.listen.rpartition(':')[0]}:{server.port}, "
-            f"media {args.media_listen} ports {args.media_ports}",
-            flush=True,
-        )
+    async def serve() -> None:
+        # Built inside the running loop: grpc.aio binds its server to the loop it is created on.
+        server = MediaServer(
+            args.listen, args.media_listen, ports, max(args.workers, 1), args.advertise, args.control,
+            args.relay_id, args.inactivity_timeout,
+        )  # fmt: skip
+
+        async def start() -> None:
+            await server.start()
+            print(
+                f"media relay listening on {args.listen.rpartition(':')[0]}:{server.port}, "
+                f"media {args.media_listen} ports {args.media_ports}",
+                flush=True,
+            )
+
+        await run_until_signal(start, server.stop)
 
     try:
-        asyncio.run(run_until_signal(start, server.stop))
+        asyncio.run(serve())
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from trunkline.control.rpc import duration, seconds
+from trunkline.core.rpc import duration, seconds
 from trunkline.media import rtp
 from trunkline.media.engine import LegAllocation, LegConfig, SessionCounters
 from trunkline.media.errors import (

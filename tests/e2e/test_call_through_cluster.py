@@ -182,11 +182,6 @@ def control(procs: Processes, namespace: str) -> str:
     return address
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="media/server.py main() builds MediaServer (a grpc.aio server) before asyncio.run, so "
-    "`trunkline media` dies at start with 'got Future attached to a different loop'",
-)
 def test_media_relay_registers_with_control(procs: Processes, control: str) -> None:
     low = free_port()
     procs.start("media", "media", "--listen", "127.0.0.1:0", "--media-listen", "127.0.0.1",

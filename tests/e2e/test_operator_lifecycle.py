@@ -115,7 +115,7 @@ def run_operator(cluster: Cluster, workdir: Path) -> Iterator[Path]:
 def assert_clean_log(log: Path) -> None:
     """No permission the chart forgot, no crash."""
     text = log.read_text()
-    for bad in ("Forbidden", "403", "Traceback", "cannot write status", "not applied"):
+    for bad in ("Forbidden", " 403 ", "status=403", "Traceback", "cannot write status", "not applied"):
         assert bad not in text, f"{bad!r} in the operator log:\n{text[-4000:]}"
 
 

@@ -34,3 +34,34 @@ def test_no_top_level_imports_of_our_folders() -> None:
                     if top in ours or (top == "operator" and "." in name):
                         offenders.append(f"{path.relative_to(ROOT)}: import {name}")
     assert offenders == []
+
+
+ALLOWED = {
+    "core": ("trunkline.core",),
+    "sip": ("trunkline.core", "trunkline.sip"),
+    "edge": (
+        "trunkline.core",
+        "trunkline.sip",
+        "trunkline.edge",
+        "trunkline.media.v1",
+        "trunkline.control.client",
+    ),
+    "media": ("trunkline.core", "trunkline.media", "trunkline.control.client"),
+    "control": ("trunkline.core", "trunkline.control"),
+    "operator": ("trunkline.core", "trunkline.operator"),
+}
+
+
+def test_packages_import_only_what_the_architecture_allows() -> None:
+    offenders = []
+    for folder, allowed in ALLOWED.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                for name in names:
+                    ours = name.startswith("trunkline.")  # bare `trunkline` is the version, fine anywhere
+                    if ours and not name.startswith(allowed):
+                        offenders.append(f"{path.relative_to(ROOT)}: {name}")
+    assert offenders == [], "see ARCHITECTURE.md, Invariants"
