@@ -330,7 +330,8 @@ class Edge:
         req, tag = inc.request, new_tag()
         number = to_e164(user_of(req.uri) or "", numbering)
         did = self.directory.did(number) if number else None
-        if did is None or did.spec.trunkRef not in self.directory.trunks:
+        trunk = self.directory.trunk_of(did) if did else None
+        if did is None or trunk is None:
             event(
                 log,
                 logging.INFO,
@@ -341,7 +342,6 @@ class Edge:
             )
             self._answer(inc, 404, "Not Found", tag)
             return
-        trunk = self.directory.trunks[did.spec.trunkRef]
         caller = to_e164(user_of(req.from_.uri) or "") or (user_of(req.from_.uri) or "anonymous")
         call = self._call(inc, trunk, Direction.INBOUND, caller, did.spec.number, tag)
         if not await self._admit(inc, call):
@@ -364,7 +364,7 @@ class Edge:
         pai = req.get("P-Asserted-Identity")
         presented = parse_uri(pai.strip().lstrip("<").split(">")[0]) if pai else req.from_.uri
         caller_raw = to_e164(user_of(presented) or "", trunk.spec.numbering)
-        caller, rejection = check_caller_id(trunk, caller_raw, self.directory.numbers_of(trunk.name))
+        caller, rejection = check_caller_id(trunk, caller_raw, self.directory.numbers_of(trunk))
         if rejection or caller is None:
             self._reject(inc, rejection or Rejection(403, "Forbidden", "callerId"), trunk.name, tag)
             return
@@ -406,9 +406,7 @@ class Edge:
         """Registered contacts first (the freshest first), then origination targets."""
         targets: list[tuple[Target, str]] = []
         if trunk.spec.registration.enabled and trunk.spec.auth.digest:
-            username = next(
-                (u for u, c in self.directory._credentials.items() if c.trunk.name == trunk.name), None
-            )
+            username = self.directory.username_of(trunk)
             if username:
                 for binding in await self.store.bindings(aor_of(username)):
                     uri = binding.contact

@@ -23,12 +23,14 @@ class Credentials:
 class Directory:
     def __init__(self, config: ConfigSet):
         self.config = config
-        self.trunks: dict[str, Trunk] = {t.name: t for t in config.trunks.values()}
+        # Trunks are namespaced (two namespaces may both have an `acme`); numbers and digest
+        # usernames are global, like the phone network and the edge's one realm space.
+        self.trunks: dict[tuple[str, str], Trunk] = dict(config.trunks)
         self.carriers: list[Carrier] = list(config.carriers.values())
         self.dids: dict[str, DID] = {d.spec.number: d for d in config.dids.values()}
-        self._numbers: dict[str, list[str]] = {}
+        self._numbers: dict[tuple[str, str], list[str]] = {}
         for did in config.dids.values():
-            self._numbers.setdefault(did.spec.trunkRef, []).append(did.spec.number)
+            self._numbers.setdefault((did.metadata.namespace, did.spec.trunkRef), []).append(did.spec.number)
         self._credentials: dict[str, Credentials] = {}
         for trunk in config.trunks.values():
             digest = trunk.spec.auth.digest
@@ -53,9 +55,15 @@ class Directory:
     def did(self, number: str) -> DID | None:
         return self.dids.get(number)
 
-    def numbers_of(self, trunk: str) -> list[str]:
+    def trunk_of(self, did: DID) -> Trunk | None:
+        return self.trunks.get((did.metadata.namespace, did.spec.trunkRef))
+
+    def numbers_of(self, trunk: Trunk) -> list[str]:
         """The trunk's DIDs in definition order (the first is the caller ID for `replace`)."""
-        return self._numbers.get(trunk, [])
+        return self._numbers.get(trunk.key, [])
+
+    def username_of(self, trunk: Trunk) -> str | None:
+        return next((u for u, c in self._credentials.items() if c.trunk.key == trunk.key), None)
 
     def digest_trunks(self) -> list[Trunk]:
         return [t for t in self.trunks.values() if t.spec.auth.digest is not None]

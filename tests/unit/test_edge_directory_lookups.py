@@ -24,6 +24,19 @@ def test_lookups_on_the_examples() -> None:
     assert carrier is not None and carrier.name == "pstn-local"
     assert directory.carrier_for_source("127.0.0.2") is None
     did = directory.did("+14155550101")
-    assert did is not None and did.spec.trunkRef == "acme"
+    assert did is not None and did.spec.trunkRef == "acme" and directory.trunk_of(did) is trunk
     assert directory.did("+19999999999") is None
-    assert directory.numbers_of("acme") == ["+14155550100", "+14155550101"]
+    assert directory.numbers_of(trunk) == ["+14155550100", "+14155550101"]
+    assert directory.username_of(trunk) == "acme"
+
+
+def test_trunks_with_one_name_in_two_namespaces_stay_apart() -> None:
+    config, _ = load([ROOT / "examples"])
+    other = next(iter(config.trunks.values())).model_copy(deep=True)
+    other.metadata.namespace = "team-b"
+    config.add(other)
+    directory = Directory(config)
+    assert len(directory.trunks) == 2
+    did = directory.did("+14155550100")
+    assert did is not None and directory.trunk_of(did) is config.trunks[("default", "acme")]
+    assert directory.numbers_of(other) == []
