@@ -11,7 +11,7 @@ The rules, in the order `Resolver.resolve` applies them:
    default port. (NAPTR records whose SRV chains give nothing also lead on to the SRV step: more
    lenient than RFC 3263, so a carrier's broken NAPTR set does not hide working SRV/A records.)
 
-The ordering rules (`order_srv`, `select_naptr`, `uri_transport`) are pure functions; `Resolver`
+The ordering rules (`routing.weighted_order`, `select_naptr`, `uri_transport`) are pure functions; `Resolver`
 does the DNS queries, caches the answers by their TTL and never raises on DNS trouble: what did not
 resolve is logged and left out.
 """
@@ -39,6 +39,7 @@ from dns.rdtypes.IN.NAPTR import NAPTR
 from dns.rdtypes.IN.SRV import SRV
 
 from trunkline.core.logs import event
+from trunkline.edge.routing import weighted_order
 from trunkline.sip.uri import SipUri
 
 log = logging.getLogger("trunkline.edge.resolver")
@@ -108,25 +109,6 @@ def uri_transport(uri: SipUri, default_transport: str = "udp") -> str | None:
     if transport not in TRANSPORTS or (secure and transport == "udp"):
         return None
     return transport
-
-
-def order_srv(records: Sequence[Srv], rng: random.Random) -> list[Srv]:
-    """RFC 2782 order: lowest priority first; within one priority, weighted random: weight-0 records
-    are put first in the list, a number in [0, sum of weights] is drawn and the first record whose
-    running sum of weights reaches it is next (so a weight-0 record comes first only by small chance,
-    and when all weights are 0 the order stays as given)."""
-    ordered: list[Srv] = []
-    for priority in sorted({r.priority for r in records}):
-        remaining = sorted((r for r in records if r.priority == priority), key=lambda r: r.weight != 0)
-        while remaining:
-            point = rng.randint(0, sum(r.weight for r in remaining))
-            running = 0
-            for index, record in enumerate(remaining):  # noqa: B007 - index is used after the loop
-                running += record.weight
-                if running >= point:
-                    break
-            ordered.append(remaining.pop(index))
-    return ordered
 
 
 def select_naptr(records: Sequence[Naptr], secure: bool) -> list[tuple[Naptr, str]]:
@@ -242,7 +224,7 @@ class Resolver:
         records = [_srv(r) for r in await self._query(name, "SRV", deadline)]
         if not records:
             return None
-        targets = [r for r in order_srv(records, self._rng) if r.target not in ("", ".")]
+        targets = [r for r in weighted_order(records, self._rng) if r.target not in ("", ".")]
         expanded = await asyncio.gather(
             *(self._addresses(r.target, r.port, transport, deadline) for r in targets)
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from enum import Enum
-from itertools import groupby
+from typing import Protocol, TypeVar
 
 from trunkline.core.models import DID, Carrier, Target, Trunk
 
@@ -28,23 +28,38 @@ def carriers_for(number: str, carriers: Iterable[Carrier]) -> list[Carrier]:
     return best if best_len >= 0 else []
 
 
-def order_targets(targets: Sequence[Target], rng: random.Random | None = None) -> list[Target]:
-    """Lowest priority first; within one priority, RFC 2782's weighted random order: weight-0 targets
-    placed first, a random point in [0, sum of weights], the first target whose running sum reaches it
-    is next. A weight-0 target thus comes early only by a small chance."""
-    rng = rng or random.Random()
-    ordered: list[Target] = []
-    for _, group in groupby(sorted(targets, key=lambda t: t.priority), key=lambda t: t.priority):
-        remaining = sorted(group, key=lambda t: t.weight != 0)
+class Weighted(Protocol):
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def weight(self) -> int: ...
+
+
+W = TypeVar("W", bound=Weighted)
+
+
+def weighted_order(items: Sequence[W], rng: random.Random) -> list[W]:
+    """RFC 2782 order (for SRV records and for our own targets alike): lowest priority first; within
+    one priority, weight-0 items placed first, a number drawn in [0, sum of weights], and the first
+    item whose running sum reaches it is next. A weight-0 item so comes early only by a small chance,
+    and when all weights are 0 the given order stays."""
+    ordered: list[W] = []
+    for priority in sorted({item.priority for item in items}):
+        remaining = sorted((i for i in items if i.priority == priority), key=lambda i: i.weight != 0)
         while remaining:
-            point = rng.randint(0, sum(t.weight for t in remaining))
+            point = rng.randint(0, sum(i.weight for i in remaining))
             running = 0
-            for index, target in enumerate(remaining):  # noqa: B007 - index is used after the loop
-                running += target.weight
+            for index, item in enumerate(remaining):  # noqa: B007 - index is used after the loop
+                running += item.weight
                 if running >= point:
                     break
             ordered.append(remaining.pop(index))
     return ordered
+
+
+def order_targets(targets: Sequence[Target], rng: random.Random | None = None) -> list[Target]:
+    return weighted_order(targets, rng or random.Random())
 
 
 def outbound_targets(

@@ -16,11 +16,11 @@ from trunkline.edge.resolver import (
     Srv,
     default_port,
     ip_literal,
-    order_srv,
     select_naptr,
     srv_name,
     uri_transport,
 )
+from trunkline.edge.routing import weighted_order
 from trunkline.sip.uri import SipUri, parse_uri
 
 
@@ -36,14 +36,14 @@ def sip(text: str) -> SipUri:
 def test_srv_lower_priority_always_first() -> None:
     records = [Srv(20, 100, 5060, "c."), Srv(10, 0, 5060, "a."), Srv(10, 0, 5060, "b."), Srv(30, 5, 1, "d.")]
     for seed in range(50):
-        ordered = order_srv(records, random.Random(seed))
+        ordered = weighted_order(records, random.Random(seed))
         assert [r.priority for r in ordered] == [10, 10, 20, 30]
 
 
 def test_srv_weights_share_first_place_in_proportion() -> None:
     records = [Srv(10, 90, 5060, "heavy."), Srv(10, 10, 5060, "light.")]
     rng = random.Random(7)
-    firsts = Counter(order_srv(records, rng)[0].target for _ in range(2000))
+    firsts = Counter(weighted_order(records, rng)[0].target for _ in range(2000))
     # RFC 2782: chance of first place is weight / sum (plus the draw of 0, 1 in 101 here).
     assert 1700 < firsts["heavy."] < 1900
     assert firsts["heavy."] + firsts["light."] == 2000
@@ -51,27 +51,27 @@ def test_srv_weights_share_first_place_in_proportion() -> None:
 
 def test_srv_order_is_reproducible_with_a_seeded_rng() -> None:
     records = [Srv(10, w, 5060, f"t{w}.") for w in (5, 10, 20, 40)]
-    assert order_srv(records, random.Random(42)) == order_srv(records, random.Random(42))
-    orders = {tuple(r.target for r in order_srv(records, random.Random(s))) for s in range(40)}
+    assert weighted_order(records, random.Random(42)) == weighted_order(records, random.Random(42))
+    orders = {tuple(r.target for r in weighted_order(records, random.Random(s))) for s in range(40)}
     assert len(orders) > 1  # and it does vary, which is what spreads the load
 
 
 def test_srv_weight_zero_comes_first_only_by_small_chance() -> None:
     records = [Srv(10, 0, 5060, "zero."), Srv(10, 50, 5060, "some.")]
     rng = random.Random(1)
-    firsts = Counter(order_srv(records, rng)[0].target for _ in range(1000))
+    firsts = Counter(weighted_order(records, rng)[0].target for _ in range(1000))
     assert 0 < firsts["zero."] < 60  # only when 0 is drawn: 1 in 51
     # All weights zero: every record still comes out, once, in the given order.
     zeros = [Srv(10, 0, 5060, "a."), Srv(10, 0, 5060, "b."), Srv(10, 0, 5060, "c.")]
-    assert order_srv(zeros, random.Random(3)) == zeros
+    assert weighted_order(zeros, random.Random(3)) == zeros
 
 
 def test_srv_order_keeps_every_record() -> None:
     records = [
         Srv(p, w, 5060 + i, f"h{i}.") for i, (p, w) in enumerate([(1, 0), (1, 3), (2, 9), (1, 3), (2, 0)])
     ]
-    assert sorted(order_srv(records, random.Random(5)), key=records.index) == records
-    assert order_srv([], random.Random(0)) == []
+    assert sorted(weighted_order(records, random.Random(5)), key=records.index) == records
+    assert weighted_order([], random.Random(0)) == []
 
 
 # -- NAPTR selection (RFC 3263 4.1, RFC 3403) -----------------------------------------------------
