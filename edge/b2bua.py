@@ -41,10 +41,10 @@ from trunkline.edge.policy import Rejection, check_caller_id, check_destination
 from trunkline.edge.registrar import Source, aor_of, register
 from trunkline.edge.resolver import Hop, Resolver
 from trunkline.edge.routing import Next, after_final_response, inbound_targets, outbound_targets
-from trunkline.edge.sipstack import Incoming, NoAnswer, SipStack
 from trunkline.sip.dialog import Dialog
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.message import Request, Response
+from trunkline.sip.stack import Incoming, NoAnswer, SipStack
 from trunkline.sip.transaction import Addr, build_cancel
 from trunkline.sip.uri import SipUri, parse_uri
 

@@ -10,24 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 
 from trunkline.sip.dialog import Dialog, new_tag
 from trunkline.sip.headers import NameAddr, Via
-from trunkline.sip.message import Message, Request, Response
+from trunkline.sip.message import Request, Response
+from trunkline.sip.stack import Incoming, SipStack
 from trunkline.sip.transaction import (
-    Action,
     Addr,
-    Deliver,
-    Send,
-    Timeout,
     Timers,
-    TransactionLayer,
-    TransportError,
     new_branch,
 )
-from trunkline.sip.transport import SipTransport
 from trunkline.sip.uri import SipUri, parse_uri
 
 ANSWER_SDP = (
@@ -48,15 +41,13 @@ class UserAgent:
         self.sdp = sdp  # offered and answered; "{ip}" becomes `host`
         self.last_invite: Request | None = None  # the last INVITE received, as it arrived
         self.timers = timers or Timers()
-        self.layer = TransactionLayer(self.timers)
-        self.transport = SipTransport(self._on_message)
+        self.stack = SipStack(self._on_request, self._on_stray_response, self.timers)
+        self.layer, self.transport = self.stack.layer, self.stack.transport
         self.ring = ring
         self.dialogs: dict[tuple[str, str, str], Dialog] = {}
         self.pending_2xx: dict[tuple[str, int], tuple[Response, Addr, str]] = {}  # (call-id, cseq)
         self.calls_answered = 0
         self.byes = 0
-        self._waiters: dict[tuple[str, ...], asyncio.Future[Response]] = {}
-        self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> Addr:
@@ -68,59 +59,25 @@ class UserAgent:
         return addr
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
         for task in list(self._tasks):
             task.cancel()
-        await self.transport.close()
-
-    # -- plumbing between the layer, the transport and the loop timer -----------------------------
-    def _run(self, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, Send):
-                self.transport.send(action.data, action.addr, action.transport)
-            elif isinstance(action, Deliver):
-                self._deliver(action)
-            elif isinstance(action, Timeout | TransportError):
-                fut = self._waiters.pop(action.transaction, None)
-                if fut is not None and not fut.done():
-                    fut.set_exception(TimeoutError(f"{action.request.method} timed out"))
-        self._arm()
-
-    def _arm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        at = self.layer.next_deadline()
-        if at is not None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(max(0.0, at - time.monotonic()), self._fire)
-
-    def _fire(self) -> None:
-        self._timer = None
-        self._run(self.layer.handle_timer(time.monotonic()))
-
-    def _on_message(self, msg: Message, addr: Addr, transport: str) -> None:
-        self._run(self.layer.receive(msg, addr, transport, time.monotonic()))
+        await self.stack.close()
 
     def _respond(self, resp: Response) -> None:
-        self._run(self.layer.send_response(resp, time.monotonic()))
+        self.stack.respond(resp)
+
+    def _on_stray_response(self, resp: Response, addr: Addr, transport: str) -> None:
+        if 200 <= resp.status < 300 and resp.cseq.method == "INVITE":
+            self._ack_2xx(resp, addr, transport)  # a retransmitted 2xx: its ACK was lost, ACK again
 
     # -- UAS ----------------------------------------------------------------------------------------
-    def _deliver(self, d: Deliver) -> None:
-        msg = d.message
-        if isinstance(msg, Response):
-            fut = self._waiters.get(d.transaction) if d.transaction else None
-            if fut is not None and msg.status >= 200 and not fut.done():
-                fut.set_result(msg)
-            elif d.transaction is None and 200 <= msg.status < 300 and msg.cseq.method == "INVITE":
-                self._ack_2xx(msg, d.addr, d.transport)  # retransmitted 2xx: ACK again
-            return
-        assert isinstance(msg, Request)
+    def _on_request(self, inc: Incoming) -> None:
+        msg = inc.request
         m = msg.method
         if m == "ACK":
             self.pending_2xx.pop((msg.call_id, msg.cseq.seq), None)
         elif m == "INVITE":
-            self._answer_invite(msg, d)
+            self._answer_invite(msg, inc)
         elif m == "CANCEL":
             key = self.layer.invite_for_cancel(msg)
             self._respond(msg.create_response(200 if key else 481))
@@ -145,12 +102,12 @@ class UserAgent:
         params: dict[str, str | None] = {} if transport == "udp" else {"transport": transport}
         return NameAddr(SipUri("sip", "", "ua", None, host, port, params))
 
-    def _answer_invite(self, invite: Request, d: Deliver) -> None:
+    def _answer_invite(self, invite: Request, inc: Incoming) -> None:
         tag = new_tag()
         if self.ring:
             self._respond(invite.create_response(180, to_tag=tag))
         ok = invite.create_response(200, to_tag=tag)
-        ok.add("Contact", str(self._contact(d.transport)))
+        ok.add("Contact", str(self._contact(inc.transport)))
         ok.add("Content-Type", "application/sdp")
         ok.body = self.sdp.replace(b"{ip}", self.host.encode())
         self.last_invite = invite
@@ -158,11 +115,11 @@ class UserAgent:
         self.dialogs[dialog.id] = dialog
         self.calls_answered += 1
         self._respond(ok)
-        assert d.transaction is not None
-        dest = self.layer.transactions[d.transaction].addr
-        if d.transport == "udp":
+        assert inc.key is not None
+        dest = self.layer.transactions[inc.key].addr
+        if inc.transport == "udp":
             key = (invite.call_id, invite.cseq.seq)
-            self.pending_2xx[key] = (ok, dest, d.transport)
+            self.pending_2xx[key] = (ok, dest, inc.transport)
             task = asyncio.ensure_future(self._retransmit_2xx(key))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -186,11 +143,8 @@ class UserAgent:
         return Via(transport.upper(), host, port, {"branch": new_branch(), "rport": None})
 
     async def request(self, req: Request, addr: Addr, transport: str) -> Response:
-        """Send a request in a client transaction; resolve with its final response."""
-        fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self._waiters[("client", req.top_via.branch or "", req.cseq.method)] = fut
-        self._run(self.layer.send_request(req, addr, transport, time.monotonic()))
-        return await fut
+        """Send a request in a client transaction; its final response, or NoAnswer (a TimeoutError)."""
+        return await self.stack.request(req, addr, transport)
 
     async def call(
         self,

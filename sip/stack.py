@@ -1,4 +1,5 @@
-"""The asyncio side of the SIP core for the edge: one SipTransport, one TransactionLayer, one timer.
+"""The asyncio side of the SIP core: one SipTransport, one TransactionLayer, one timer (the edge's
+B2BUA and the test UA both run on it).
 
 The transaction layer stays sans-I/O; this class feeds it with the loop's clock and what the network
 delivers, sends what it returns, and turns client transactions into futures so the B2BUA's call
@@ -28,10 +29,10 @@ from trunkline.sip.transaction import (
 )
 from trunkline.sip.transport import SipTransport
 
-log = logging.getLogger("trunkline.edge.sip")
+log = logging.getLogger(__name__)
 
 
-class NoAnswer(Exception):
+class NoAnswer(TimeoutError):
     """A client transaction ended without a final response: timer B/F fired or the transport failed."""
 
 
