@@ -11,19 +11,19 @@ import json
 import secrets
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import pytest
 
 from tests.conftest import free_port
 from tests.support import sipp
+from tests.support.wait import wait_for
 from trunkline.control.kube_source import KubeSource, connect
 from trunkline.control.store import ALL_KINDS, ConfigStore, Watch
 from trunkline.control.v1 import control_pb2, control_pb2_grpc
@@ -40,19 +40,6 @@ TRUNK = "calls-e2e"
 PBX_IP = "127.0.0.12"
 DID_NUMBER = "+14155550190"
 CALLEE = "+442071234567"
-
-T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 def manifests(carrier_port: int, allowed: list[str]) -> str:

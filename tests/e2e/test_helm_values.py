@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.wait import wait_for
+
 from .cluster import ControlPlane
 from .test_operator_lifecycle import (
     CHART,
@@ -17,7 +19,6 @@ from .test_operator_lifecycle import (
     assert_clean_log,
     install,
     run_operator,
-    wait_for,
 )
 
 VALUES = (

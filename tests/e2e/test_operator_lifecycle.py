@@ -12,12 +12,13 @@ import json
 import secrets
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+
+from tests.support.wait import wait_for
 
 from .cluster import REPO_ROOT, ControlPlane, free_port
 
@@ -25,20 +26,6 @@ CHART = REPO_ROOT / "charts" / "trunkline"
 EXAMPLES = REPO_ROOT / "examples"
 RELEASE = "tl"
 PREFIX = "tl-trunkline"  # the chart's fullname for this release
-
-T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 class Cluster:
