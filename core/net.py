@@ -75,13 +75,17 @@ def parse_port_range(text: str, flag: str) -> tuple[int, int]:
     return lo, hi
 
 
-def bind(addr: HostPort, kind: socket.SocketKind, what: str) -> socket.socket:
-    """Bind (and for TCP listen on) a socket, or raise ConfigError naming the address and protocol."""
+def bind(addr: HostPort, kind: socket.SocketKind, what: str, shared: bool = False) -> socket.socket:
+    """Bind (and for TCP listen on) a socket, or raise ConfigError naming the address and protocol.
+    `shared`: other processes may bind the same address (SO_REUSEPORT); the kernel spreads peers
+    over them and moves a dead process's peers to the others."""
     proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
     sock = socket.socket(addr.family, kind)
     try:
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if addr.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((addr.host, addr.port))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 
@@ -22,6 +23,15 @@ class Binding:
     source: str = ""  # "udp:1.2.3.4:5060": where the REGISTER came from (NAT pinning, RFC 3581)
     call_id: str = ""
     cseq: int = 0
+
+
+class Admission(StrEnum):
+    ADMITTED = "admitted"
+    OVER_RATE = "callsPerSecond"  # the names of the limits in the Trunk spec
+    NO_CHANNEL = "channels"
+
+
+CallState = dict[str, Any]  # what an edge needs to carry a call on: see edge/handover.py
 
 
 class StateStore(Protocol):
@@ -57,11 +67,35 @@ class StateStore(Protocol):
 
     async def bindings(self, aor: str) -> list[Binding]: ...
 
-    async def put_dialog(self, key: str, record: dict[str, Any], ttl: float) -> None: ...
+    # -- calls: the records that let any edge carry any call -----------------------------------------
+    # A call is owned by the edge that holds it in memory. Owners prove they live with `keep_alive`;
+    # the calls of an owner that stopped doing so are handed to the next edge that calls it.
 
-    async def get_dialog(self, key: str) -> dict[str, Any] | None: ...
+    async def admit(
+        self, trunk: str, call: str, channels: int | None, per_second: float | None,
+        owner: str, record: CallState, ttl: float,
+    ) -> Admission:  # fmt: skip
+        """Call rate, then a channel, then the call's record owned by `owner`: one atomic step."""
+        ...
 
-    async def delete_dialog(self, key: str) -> None: ...
+    async def save_call(
+        self, trunk: str, call: str, owner: str, record: CallState, dialogs: list[str], ttl: float
+    ) -> None:
+        """Write the call's record, findable by each of `dialogs`; record and channel now live `ttl`."""
+        ...
+
+    async def adopt_call(self, dialog: str, owner: str) -> CallState | None:
+        """The record of the call that has `dialog`, now owned by `owner`; None when there is none."""
+        ...
+
+    async def end_call(self, trunk: str, call: str, owner: str, dialogs: list[str]) -> None:
+        """Forget the call and free its channel."""
+        ...
+
+    async def keep_alive(self, owner: str, ttl: float) -> list[CallState]:
+        """`owner` lives for `ttl` more seconds. Returns the records of calls whose owners did not say so
+        in time, now owned by `owner` (each orphan goes to exactly one edge)."""
+        ...
 
     def now(self) -> float: ...
 
@@ -70,6 +104,14 @@ class StateStore(Protocol):
 class _Bucket:
     tokens: float
     at: float
+
+
+@dataclass
+class _Call:
+    record: CallState
+    owner: str
+    expires_at: float
+    dialogs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -82,7 +124,9 @@ class MemoryStore:
     _seen: dict[str, float] = field(default_factory=dict)
     _failures: dict[str, list[float]] = field(default_factory=dict)
     _bindings: dict[str, dict[str, Binding]] = field(default_factory=dict)
-    _dialogs: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    _calls: dict[str, _Call] = field(default_factory=dict)
+    _dialogs: dict[str, str] = field(default_factory=dict)  # dialog key -> call
+    _owners: dict[str, float] = field(default_factory=dict)  # owner -> lives until
 
     def now(self) -> float:
         return self.clock()
@@ -160,15 +204,57 @@ class MemoryStore:
         self._bindings[aor] = live
         return sorted(live.values(), key=lambda b: -b.expires_at)
 
-    async def put_dialog(self, key: str, record: dict[str, Any], ttl: float) -> None:
-        self._dialogs[key] = (self.clock() + ttl, record)
+    async def admit(
+        self, trunk: str, call: str, channels: int | None, per_second: float | None,
+        owner: str, record: CallState, ttl: float,
+    ) -> Admission:  # fmt: skip
+        if not await self.take_call_slot(trunk, per_second):
+            return Admission.OVER_RATE
+        if not await self.acquire_channel(trunk, call, channels, ttl):
+            return Admission.NO_CHANNEL
+        self._calls[call] = _Call(record, owner, self.clock() + ttl)
+        return Admission.ADMITTED
 
-    async def get_dialog(self, key: str) -> dict[str, Any] | None:
-        entry = self._dialogs.get(key)
-        if entry is None or entry[0] <= self.clock():
-            self._dialogs.pop(key, None)
+    async def save_call(
+        self, trunk: str, call: str, owner: str, record: CallState, dialogs: list[str], ttl: float
+    ) -> None:
+        self._calls[call] = _Call(record, owner, self.clock() + ttl, list(dialogs))
+        for dialog in dialogs:
+            self._dialogs[dialog] = call
+        await self.refresh_channel(trunk, call, ttl)
+
+    def _live_call(self, call: str) -> _Call | None:
+        entry = self._calls.get(call)
+        if entry is not None and entry.expires_at <= self.clock():
+            self._forget(call)
             return None
-        return entry[1]
+        return entry
 
-    async def delete_dialog(self, key: str) -> None:
-        self._dialogs.pop(key, None)
+    def _forget(self, call: str) -> None:
+        entry = self._calls.pop(call, None)
+        for dialog in entry.dialogs if entry else []:
+            self._dialogs.pop(dialog, None)
+
+    async def adopt_call(self, dialog: str, owner: str) -> CallState | None:
+        entry = self._live_call(self._dialogs.get(dialog, ""))
+        if entry is None:
+            return None
+        entry.owner = owner
+        return entry.record
+
+    async def end_call(self, trunk: str, call: str, owner: str, dialogs: list[str]) -> None:
+        self._forget(call)
+        for dialog in dialogs:
+            self._dialogs.pop(dialog, None)
+        await self.release_channel(trunk, call)
+
+    async def keep_alive(self, owner: str, ttl: float) -> list[CallState]:
+        now = self.clock()
+        self._owners[owner] = now + ttl
+        dead = {o for o, until in self._owners.items() if until <= now}
+        for o in dead:
+            del self._owners[o]
+        orphans = [c for c, e in self._calls.items() if e.owner in dead and e.expires_at > now]
+        for call in orphans:
+            self._calls[call].owner = owner
+        return [self._calls[c].record for c in orphans]

@@ -22,45 +22,121 @@ from redis import asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
-from trunkline.core.state import Binding
+from trunkline.core.state import Admission, Binding, CallState
 
-# KEYS[1] = channel set of a trunk (member: call, score: expiry). ARGV: call, limit (-1: none), ttl.
-_ACQUIRE = """
-local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local limit = tonumber(ARGV[2])
-if limit >= 0 and not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= limit then
-  return 0
+# Every script reads the server's clock, so edges need not agree on time.
+_NOW = "local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6\n"
+# A trunk's channels: a sorted set, member call, score expiry. Token bucket for the call rate: a hash
+# {tokens, at} holding at most one second's worth of calls (at least one).
+_FUNCTIONS = """
+local function take_slot(key, rate)
+  if rate < 0 then return true end
+  local burst = math.max(1, rate)
+  local b = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(b[1]) or burst; local at = tonumber(b[2]) or now
+  tokens = math.min(burst, tokens + (now - at) * rate)
+  local ok = tokens >= 1
+  if ok then tokens = tokens - 1 end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', tostring(now))
+  redis.call('EXPIRE', key, math.ceil(burst / rate) + 1)
+  return ok
 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 1)
-return 1
+local function acquire(key, call, limit, ttl)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if limit >= 0 and not redis.call('ZSCORE', key, call) and redis.call('ZCARD', key) >= limit then
+    return false
+  end
+  redis.call('ZADD', key, now + ttl, call)
+  redis.call('EXPIRE', key, math.ceil(ttl) + 1)
+  return true
+end
+local function extend(key, call, ttl)
+  redis.call('ZADD', key, 'XX', now + ttl, call)
+  redis.call('EXPIRE', key, math.ceil(ttl) + 1, 'GT')
+end
 """
+# KEYS[1] = channel set. ARGV: call, limit (-1: none), ttl.
+_ACQUIRE = _NOW + _FUNCTIONS + "return acquire(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])) and 1"
 # KEYS[1] = channel set. ARGV: call, ttl. Extends a live call's record only.
-_REFRESH = """
-local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 1)
-return 1
-"""
-_COUNT = """
-local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6
+_REFRESH = _NOW + _FUNCTIONS + "extend(KEYS[1], ARGV[1], tonumber(ARGV[2])) return 1"
+_COUNT = (
+    _NOW
+    + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZCARD', KEYS[1])
 """
-# KEYS[1] = bucket hash {tokens, at}. ARGV: rate per second. Burst: one second's worth, at least 1.
-_TAKE_SLOT = """
-local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6
-local rate = tonumber(ARGV[1]); local burst = math.max(1, rate)
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(b[1]) or burst; local at = tonumber(b[2]) or now
-tokens = math.min(burst, tokens + (now - at) * rate)
-local ok = 0
-if tokens >= 1 then tokens = tokens - 1; ok = 1 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
-return ok
+)
+# KEYS[1] = bucket. ARGV: rate per second.
+_TAKE_SLOT = _NOW + _FUNCTIONS + "return take_slot(KEYS[1], tonumber(ARGV[1])) and 1 or 0"
+
+# Calls. `call:<call>` hash {data: JSON record, owner}; `dialog:<key>` -> call; `owned:<owner>` set of
+# calls; `owners` sorted set, member owner, score: lives until. Keys derived inside the scripts from
+# ARGV's prefix: these scripts need one Redis (or a Sentinel-managed primary), not Redis Cluster.
+# KEYS: bucket, channels, call hash, owned set. ARGV: call, limit, rate (-1: none), ttl, data, owner.
+_ADMIT = (
+    _NOW
+    + _FUNCTIONS
+    + """
+if not take_slot(KEYS[1], tonumber(ARGV[3])) then return 1 end
+if not acquire(KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])) then return 2 end
+redis.call('HSET', KEYS[3], 'data', ARGV[5], 'owner', ARGV[6])
+redis.call('PEXPIRE', KEYS[3], math.ceil(tonumber(ARGV[4]) * 1000))
+redis.call('SADD', KEYS[4], ARGV[1])
+return 0
 """
+)
+# KEYS: channels, call hash, owned set, dialog keys... ARGV: call, data, owner, ttl.
+_SAVE = (
+    _NOW
+    + _FUNCTIONS
+    + """
+local ttl = tonumber(ARGV[4]); local ms = math.ceil(ttl * 1000)
+redis.call('HSET', KEYS[2], 'data', ARGV[2], 'owner', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ms)
+redis.call('SADD', KEYS[3], ARGV[1])
+for i = 4, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'PX', ms) end
+extend(KEYS[1], ARGV[1], ttl)
+return 1
+"""
+)
+# KEYS: dialog key. ARGV: prefix, owner.
+_ADOPT = """
+local call = redis.call('GET', KEYS[1])
+if not call then return false end
+local key = ARGV[1] .. 'call:' .. call
+local found = redis.call('HMGET', key, 'data', 'owner')
+if not found[1] then return false end
+if found[2] ~= ARGV[2] then
+  if found[2] then redis.call('SREM', ARGV[1] .. 'owned:' .. found[2], call) end
+  redis.call('HSET', key, 'owner', ARGV[2])
+  redis.call('SADD', ARGV[1] .. 'owned:' .. ARGV[2], call)
+end
+return found[1]
+"""
+# KEYS: owners. ARGV: prefix, owner, ttl. Hands the calls of at most 10 lapsed owners per call.
+_KEEP_ALIVE = (
+    _NOW
+    + """
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+local mine = ARGV[1] .. 'owned:' .. ARGV[2]
+local adopted = {}
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 10)) do
+  redis.call('ZREM', KEYS[1], dead)
+  local theirs = ARGV[1] .. 'owned:' .. dead
+  for _, call in ipairs(redis.call('SMEMBERS', theirs)) do
+    local key = ARGV[1] .. 'call:' .. call
+    local data = redis.call('HGET', key, 'data')
+    if data then
+      redis.call('HSET', key, 'owner', ARGV[2])
+      redis.call('SADD', mine, call)
+      table.insert(adopted, data)
+    end
+  end
+  redis.call('DEL', theirs)
+end
+return adopted
+"""
+)
 # KEYS[1] = failure counter. ARGV: window seconds. The window starts at the first failure.
 _NOTE_FAILURE = """
 local n = redis.call('INCR', KEYS[1])
@@ -111,6 +187,10 @@ class RedisStore:
         self._count = client.register_script(_COUNT)
         self._take_slot = client.register_script(_TAKE_SLOT)
         self._note_failure = client.register_script(_NOTE_FAILURE)
+        self._admit = client.register_script(_ADMIT)
+        self._save = client.register_script(_SAVE)
+        self._adopt = client.register_script(_ADOPT)
+        self._keep_alive = client.register_script(_KEEP_ALIVE)
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 0.25, prefix: str = "trunkline:") -> RedisStore:
@@ -188,13 +268,36 @@ class RedisStore:
         live = [Binding(**json.loads(v)) for v in raw.values()]
         return sorted((b for b in live if b.expires_at > now), key=lambda b: -b.expires_at)
 
-    # -- dialogs -----------------------------------------------------------------------------------
-    async def put_dialog(self, key: str, record: dict[str, Any], ttl: float) -> None:
-        await self._run(self.redis.set(f"{self.p}dialog:{key}", json.dumps(record), px=int(ttl * 1000)))
+    # -- calls -----------------------------------------------------------------------------------
+    async def admit(
+        self, trunk: str, call: str, channels: int | None, per_second: float | None,
+        owner: str, record: CallState, ttl: float,
+    ) -> Admission:  # fmt: skip
+        keys = [f"{self.p}cps:{trunk}", f"{self.p}channels:{trunk}", f"{self.p}call:{call}",
+                f"{self.p}owned:{owner}"]  # fmt: skip
+        args: list[str | float] = [call, -1 if channels is None else channels, -1 if per_second is None else per_second, ttl,
+                json.dumps(record), owner]  # fmt: skip
+        verdict = int(await self._run(self._admit(keys=keys, args=args)))
+        return (Admission.ADMITTED, Admission.OVER_RATE, Admission.NO_CHANNEL)[verdict]
 
-    async def get_dialog(self, key: str) -> dict[str, Any] | None:
-        raw = await self._run(self.redis.get(f"{self.p}dialog:{key}"))
-        return json.loads(raw) if raw else None
+    async def save_call(
+        self, trunk: str, call: str, owner: str, record: CallState, dialogs: list[str], ttl: float
+    ) -> None:
+        keys = [f"{self.p}channels:{trunk}", f"{self.p}call:{call}", f"{self.p}owned:{owner}",
+                *(f"{self.p}dialog:{d}" for d in dialogs)]  # fmt: skip
+        await self._run(self._save(keys=keys, args=[call, json.dumps(record), owner, ttl]))
 
-    async def delete_dialog(self, key: str) -> None:
-        await self._run(self.redis.delete(f"{self.p}dialog:{key}"))
+    async def adopt_call(self, dialog: str, owner: str) -> CallState | None:
+        data = await self._run(self._adopt(keys=[f"{self.p}dialog:{dialog}"], args=[self.p, owner]))
+        return json.loads(data) if data else None
+
+    async def end_call(self, trunk: str, call: str, owner: str, dialogs: list[str]) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(f"{self.p}channels:{trunk}", call)
+            pipe.delete(f"{self.p}call:{call}", *(f"{self.p}dialog:{d}" for d in dialogs))
+            pipe.srem(f"{self.p}owned:{owner}", call)
+            await self._run(pipe.execute())
+
+    async def keep_alive(self, owner: str, ttl: float) -> list[CallState]:
+        adopted = await self._run(self._keep_alive(keys=[f"{self.p}owners"], args=[self.p, owner, ttl]))
+        return [json.loads(data) for data in adopted]

@@ -12,18 +12,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from trunkline.core.logs import event
 from trunkline.core.models import DID, Numbering, Target, Trunk
-from trunkline.core.state import StateStore
+from trunkline.core.state import Admission, CallState, StateStore
 from trunkline.core.state_redis import StoreUnavailable
 from trunkline.edge.cdr import Attempt, CallRecord, CdrSink, Direction, HungUp
 from trunkline.edge.digest import DigestAuthenticator, DigestError, Outcome, parse_credentials
 from trunkline.edge.directory import Directory
+from trunkline.edge.handover import (
+    VERSION,
+    call_record_from_data,
+    call_record_to_data,
+    invite_from_data,
+    invite_to_data,
+    leg_from_record,
+    leg_to_record,
+    trunk_from_data,
+    trunk_to_data,
+)
 from trunkline.edge.legs import (
     ALLOW,
     Local,
@@ -67,6 +80,14 @@ class Media(Protocol):
 
     async def release(self, call: Call) -> None: ...
 
+    def snapshot(self, call: Call) -> dict[str, Any]:
+        """What another edge needs to go on with this call's media (JSON-safe)."""
+        ...
+
+    def adopt(self, call: Call, snapshot: dict[str, Any]) -> None:
+        """Go on with the media of a call another edge began, from its `snapshot`."""
+        ...
+
 
 class PassThrough:
     """SDP unchanged: media flows between the parties directly (no relay configured)."""
@@ -77,12 +98,19 @@ class PassThrough:
     async def release(self, call: Call) -> None:
         return None
 
+    def snapshot(self, call: Call) -> dict[str, Any]:
+        return {}
+
+    def adopt(self, call: Call, snapshot: dict[str, Any]) -> None:
+        return None
+
 
 @dataclass
 class EdgeOptions:
     failover_after: float = 3.0  # seconds without any answer from a target before the next one
     ring_timeout: float = 180.0  # seconds a target may ring
-    default_session: float = 7200.0  # channel record TTL when no session timer is negotiated
+    max_duration: float = 4 * 3600.0  # an answered call is ended (BYE both ways) after this long
+    owner_ttl: float = 6.0  # an edge silent this long in the store has its calls adopted by another
     auth_window: float = 60.0
     lockout_after: int = 10  # failed authentications in the window: answer 403
     silence_after: int = 20  # ... and from here on, do not answer at all
@@ -114,10 +142,43 @@ class Call:
     last_b_ack: Request | None = None
     session_timer: asyncio.TimerHandle | None = None
     session_seconds: float = 0.0
+    session_refreshed: float = 0.0  # epoch seconds of the last session refresh
+    limit_timer: asyncio.TimerHandle | None = None
 
     @property
     def key(self) -> str:
         return self.a_invite.call_id
+
+    @property
+    def dialog_keys(self) -> list[str]:
+        """The store keys of both legs' dialogs, as in-dialog requests name them (Call-ID, our tag,
+        their tag)."""
+        return ["|".join(leg.dialog.id) for leg in (self.a, self.b) if leg is not None and leg.dialog]
+
+    def to_state(self, media: dict[str, Any]) -> CallState:
+        b = self.b
+        return {
+            "version": VERSION, "trunk": trunk_to_data(self.trunk), "invite": invite_to_data(self.a_invite),
+            "a": leg_to_record(self.a.addr, self.a.transport, self.a.tag, self.a.dialog),
+            "b": leg_to_record(b.addr, b.transport, b.tag, b.dialog) if b else None,
+            "record": call_record_to_data(self.record), "session_seconds": self.session_seconds,
+            "session_refreshed": self.session_refreshed, "media": media,
+        }  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: CallState) -> Call:
+        """The call a record describes; ValueError (or KeyError) when it is not one we can carry."""
+        if state.get("version") != VERSION:
+            raise ValueError(f"call record version {state.get('version')!r}, not {VERSION}")
+        record = call_record_from_data(state["record"])
+        call = cls(trunk_from_data(state["trunk"]), record.direction, invite_from_data(state["invite"]),
+                   Leg(*leg_from_record(state["a"])), record)  # fmt: skip
+        if state["b"]:
+            call.b = Leg(*leg_from_record(state["b"]))
+        call.session_seconds = float(state["session_seconds"])
+        call.session_refreshed = float(state["session_refreshed"])
+        call.a_acked.set()
+        return call
 
     def leg(self, name: str) -> Leg:
         leg = self.a if name == "a" else self.b
@@ -139,8 +200,10 @@ class Edge:
         authenticator: DigestAuthenticator | None = None,
         clock: Callable[[], float] = time.time,
         resolver: Resolver | None = None,
+        owner: str | None = None,
     ) -> None:
         self.directory = directory
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}"  # this edge, in the store
         self.store = store
         self.local = local
         self.cdr = cdr
@@ -381,16 +444,19 @@ class Edge:
         return Call(trunk, direction, inc.request, Leg(inc.addr, inc.transport, tag=tag), record)
 
     async def _admit(self, inc: Incoming, call: Call) -> bool:
-        """Call rate, then a channel: both shared by every edge through the store."""
+        """Call rate, then a channel, shared by every edge through the store, which keeps the ringing
+        call's record from then on (so that another edge answers the caller should this one die)."""
         spec = call.trunk.spec
         rejection: Rejection | None = None
         try:
-            if not await self.store.take_call_slot(call.trunk.name, spec.callsPerSecond):
+            verdict = await self.store.admit(
+                call.trunk.name, call.key, spec.channels, spec.callsPerSecond, self.owner,
+                call.to_state(self.media.snapshot(call)), self.options.max_duration + 60,
+            )  # fmt: skip
+            if verdict is Admission.OVER_RATE:
                 detail = f"over {spec.callsPerSecond}/s"
                 rejection = Rejection(503, "Service Unavailable", "callsPerSecond", detail, retry_after=1)
-            elif not await self.store.acquire_channel(
-                call.trunk.name, call.key, spec.channels, self.options.default_session
-            ):
+            elif verdict is Admission.NO_CHANNEL:
                 detail = f"all {spec.channels} in use"
                 rejection = Rejection(503, "Service Unavailable", "channels", detail, retry_after=5)
         except Exception as exc:  # the store is down: no new calls (documented degraded mode)
@@ -534,7 +600,11 @@ class Edge:
         call.record.answer = self.clock()
         call.record.status = response.status
         call.pending_ack["a"] = invite
+        self._arm_limit(call)
         self._start_session_timer(call, response)
+        await self._save(call)  # before the caller hears of it: from now on any edge can end the call
+        if call.ended:
+            return
         self.stack.respond(ok)
         record = call.record
         event(log, logging.INFO, "call answered", trunk=record.trunk, direction=record.direction.value,
@@ -620,7 +690,8 @@ class Edge:
 
     async def _in_dialog(self, inc: Incoming) -> None:
         req = inc.request
-        found = self.dialogs.get((req.call_id, req.to.tag or "", req.from_.tag or ""))
+        dialog_id = (req.call_id, req.to.tag or "", req.from_.tag or "")
+        found = self.dialogs.get(dialog_id) or await self._adopt(dialog_id)
         if found is None:
             self._answer(inc, 481, "Call/Transaction Does Not Exist", req.to.tag)
             return
@@ -660,6 +731,7 @@ class Edge:
             call.pending_ack[leg_name] = out
         if req.method in ("INVITE", "UPDATE") and 200 <= answer.status < 300:
             self._start_session_timer(call, answer)
+        await self._save(call)  # the CSeqs and targets moved on
         self.stack.respond(relay_response(req, answer, req.to.tag or "", self.local.contact(this.transport)))
 
     async def _bye(self, call: Call, leg_name: str) -> None:
@@ -681,7 +753,7 @@ class Edge:
             event(log, logging.WARNING, "media update refused", call_id=call.key, why=exc.reason)
             return b""
 
-    # -- session timers (RFC 4028) -----------------------------------------------------------------
+    # -- session timers (RFC 4028) and the longest call ---------------------------------------------
     def _start_session_timer(self, call: Call, response: Response) -> None:
         header = response.get("Session-Expires")
         if not header:
@@ -690,34 +762,117 @@ class Edge:
         if not value.isdigit():
             return
         call.session_seconds = float(value)
+        call.session_refreshed = self.clock()
+        self._arm_session_expiry(call)
+
+    def _arm_session_expiry(self, call: Call) -> None:
         if call.session_timer is not None:
             call.session_timer.cancel()
+        left = call.session_refreshed + call.session_seconds - self.clock()
         loop = asyncio.get_running_loop()
-        call.session_timer = loop.call_later(call.session_seconds, lambda: self._spawn(self._expire(call)))
-        self._spawn(self._refresh_channel(call))
+        call.session_timer = loop.call_later(
+            max(0.0, left), lambda: self._spawn(self._expire(call, "session timer expired"))
+        )
 
-    async def _refresh_channel(self, call: Call) -> None:
-        ttl = max(self.options.default_session, call.session_seconds * 2)
-        try:
-            await self.store.refresh_channel(call.trunk.name, call.key, ttl)
-        except Exception as exc:
-            event(log, logging.WARNING, "could not refresh channel record", error=str(exc))
+    def _arm_limit(self, call: Call) -> None:
+        assert call.record.answer is not None
+        left = call.record.answer + self.options.max_duration - self.clock()
+        loop = asyncio.get_running_loop()
+        call.limit_timer = loop.call_later(
+            max(0.0, left), lambda: self._spawn(self._expire(call, "maximum call duration"))
+        )
 
-    async def _expire(self, call: Call) -> None:
+    async def _expire(self, call: Call, why: str) -> None:
         if call.ended:
             return
-        event(log, logging.INFO, "session expired without refresh", call_id=call.key)
+        event(log, logging.INFO, "call ended by the edge", call_id=call.key, why=why)
         self._spawn(self._bye(call, "a"))
         self._spawn(self._bye(call, "b"))
-        await self._finish(call, HungUp.EDGE, call.record.status, reason="session timer expired")
+        await self._finish(call, HungUp.EDGE, call.record.status, reason=why)
+
+    # -- handing calls over between edges ----------------------------------------------------------
+    def _record_ttl(self, call: Call) -> float:
+        """How long the call's record and channel live without news from its owner: two session
+        intervals when the session is refreshed, else until the longest call would end."""
+        answered = call.record.answer or self.clock()
+        left = answered + self.options.max_duration - self.clock() + 60
+        if call.session_seconds:
+            left = min(left, 2 * call.session_seconds + 32)
+        return max(left, 1.0)
+
+    async def _save(self, call: Call) -> None:
+        """Write the call where every edge finds it. Without the store the call goes on here only."""
+        try:
+            await self.store.save_call(call.trunk.name, call.key, self.owner,
+                                       call.to_state(self.media.snapshot(call)), call.dialog_keys,
+                                       self._record_ttl(call))  # fmt: skip
+        except Exception as exc:
+            event(log, logging.WARNING, "could not save call", call_id=call.key, error=str(exc))
+
+    async def _adopt(self, dialog_id: tuple[str, str, str]) -> tuple[Call, str] | None:
+        """A call this edge does not hold, from the store: its edge died or the request came here."""
+        try:
+            state = await self.store.adopt_call("|".join(dialog_id), self.owner)
+        except Exception as exc:
+            event(log, logging.WARNING, "could not look up call", error=str(exc))
+            return None
+        if state is None:
+            return None
+        call = self._carry(state)
+        return self.dialogs.get(dialog_id) if call else None
+
+    def _carry(self, state: CallState) -> Call | None:
+        """Hold an adopted call like one of ours; a call that never got answered is failed instead."""
+        try:
+            call = Call.from_state(state)
+        except (ValueError, KeyError, TypeError) as exc:
+            event(log, logging.ERROR, "unusable call record", error=repr(exc))
+            return None
+        if call.key in self.calls:
+            return self.calls[call.key]
+        self.media.adopt(call, state.get("media") or {})
+        if call.record.answer is None or call.a.dialog is None or call.b is None or call.b.dialog is None:
+            self._spawn(self._fail_orphan(call))
+            return None
+        self.calls[call.key] = call
+        for leg_name, leg in (("a", call.a), ("b", call.b)):
+            assert leg.dialog is not None
+            self.dialogs[leg.dialog.id] = (call, leg_name)
+        self._arm_limit(call)
+        if call.session_seconds:
+            self._arm_session_expiry(call)
+        event(log, logging.INFO, "call adopted", call_id=call.key, trunk=call.trunk.name)
+        return call
+
+    async def _fail_orphan(self, call: Call) -> None:
+        """The caller of a call whose edge died before it was answered gets a final answer from us.
+        There is no server transaction here: the response goes straight where the INVITE's Via says."""
+        status, reason = 503, "Service Unavailable (edge lost)"
+        response = response_for(call.a_invite, status, reason, call.a.tag)
+        response.add("Retry-After", "1")
+        self.stack.resend(response.to_bytes(), call.a.addr, call.a.transport)
+        event(log, logging.WARNING, "ringing call lost with its edge", call_id=call.key, status=status)
+        await self._finish(call, HungUp.EDGE, status, reason="edge lost while ringing")
+
+    async def keep_alive(self) -> None:
+        """Tell the store this edge lives, and take over the calls of edges that stopped saying so."""
+        interval = self.options.owner_ttl / 3
+        while True:
+            try:
+                for state in await self.store.keep_alive(self.owner, self.options.owner_ttl):
+                    self._carry(state)
+            except Exception as exc:
+                event(log, logging.WARNING, "store keep-alive failed", error=str(exc))
+            await asyncio.sleep(interval)
 
     # -- the end -----------------------------------------------------------------------------------
     async def _finish(self, call: Call, hung_up: HungUp, status: int | None, reason: str = "") -> None:
         if call.ended:
             return
         call.ended = True
-        if call.session_timer is not None:
-            call.session_timer.cancel()
+        for timer in (call.session_timer, call.limit_timer):
+            if timer is not None:
+                timer.cancel()
         call.record.end = self.clock()
         call.record.hung_up = hung_up
         call.record.status = status if status is not None else call.record.status
@@ -728,7 +883,7 @@ class Edge:
                 self.dialogs.pop(leg.dialog.id, None)
         self.dialogs.pop((call.a_invite.call_id, call.a.tag, call.a_invite.from_.tag or ""), None)
         try:
-            await self.store.release_channel(call.trunk.name, call.key)
+            await self.store.end_call(call.trunk.name, call.key, self.owner, call.dialog_keys)
         except Exception as exc:  # its TTL frees it when the store comes back
             event(log, logging.WARNING, "could not release channel", trunk=call.trunk.name, error=str(exc))
         await self.media.release(call)

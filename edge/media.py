@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -152,6 +153,14 @@ class RelayMedia:
         for other in sd.media:
             if other is not audio:
                 other.port = 0  # one relayed audio stream; refuse the rest (RFC 3264 6)
+
+    def snapshot(self, call: Call) -> dict[str, Any]:
+        # The relay keeps the session under the call's key; another edge needs only to know there is one.
+        return {"relay_session": call.key} if call.key in self._sessions else {}
+
+    def adopt(self, call: Call, snapshot: dict[str, Any]) -> None:
+        if snapshot.get("relay_session") == call.key:
+            self._sessions[call.key] = _Session()
 
     async def release(self, call: Call) -> None:
         if self._sessions.pop(call.key, None) is None:

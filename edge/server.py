@@ -40,6 +40,7 @@ class SipSockets:
     tcp: socket.socket
     tls: socket.socket | None = None
     tls_context: ssl.SSLContext | None = None
+    service: tuple[socket.socket, socket.socket] | None = None  # UDP, TCP shared with other edges
 
     @property
     def address(self) -> HostPort:
@@ -47,15 +48,15 @@ class SipSockets:
         return HostPort(host, port)
 
     def close(self) -> None:
-        for sock in (self.udp, self.tcp, self.tls):
+        for sock in (self.udp, self.tcp, self.tls, *(self.service or ())):
             if sock is not None:
                 sock.close()
 
 
-def open_sip_sockets(listen: HostPort, what: str = "--sip-listen") -> SipSockets:
-    udp = bind(listen, socket.SOCK_DGRAM, what)
+def open_sip_sockets(listen: HostPort, what: str = "--sip-listen", shared: bool = False) -> SipSockets:
+    udp = bind(listen, socket.SOCK_DGRAM, what, shared)
     try:
-        tcp = bind(HostPort(listen.host, udp.getsockname()[1]), socket.SOCK_STREAM, what)
+        tcp = bind(HostPort(listen.host, udp.getsockname()[1]), socket.SOCK_STREAM, what, shared)
     except ConfigError:
         udp.close()
         raise
@@ -75,6 +76,7 @@ class EdgeComponent:
         media: Media | None = None,
         options: EdgeOptions | None = None,
         nonce_secret: bytes | None = None,
+        edge_id: str | None = None,
     ) -> None:
         here = sockets.address
         contact = advertise or here
@@ -90,8 +92,10 @@ class EdgeComponent:
             options,
             # Edges behind one Service share the secret, so a nonce one issued is good at any other.
             DigestAuthenticator(nonce_secret, nonce_ttl=options.nonce_ttl),
+            owner=edge_id,
         )
         self._listening = False
+        self._keep_alive: asyncio.Future[None] | None = None
 
     def reconfigure(self, config: ConfigSet) -> None:
         """Apply a new configuration: calls in progress keep the trunk they started with."""
@@ -105,8 +109,18 @@ class EdgeComponent:
         await transport.listen_stream(here.host, here.port, sock=self.sockets.tcp)
         if self.sockets.tls is not None:
             await transport.listen_stream(here.host, 0, self.sockets.tls_context, sock=self.sockets.tls)
+        if self.sockets.service is not None:
+            # Peers send to the shared address; we send from it too (the UDP socket listened last is
+            # the one sending), while Via names our own socket so responses come back to us.
+            udp, tcp = self.sockets.service
+            await transport.listen_udp(here.host, 0, sock=udp)
+            await transport.listen_stream(here.host, 0, sock=tcp)
+        self._keep_alive = asyncio.ensure_future(self.edge.keep_alive())
         self._listening = True
-        event(log, logging.INFO, "sip listening", udp_tcp=str(here), tls=bool(self.sockets.tls))
+        service = self.sockets.service[0].getsockname()[:2] if self.sockets.service else None
+        event(
+            log, logging.INFO, "sip listening", udp_tcp=str(here), tls=bool(self.sockets.tls), service=service
+        )
 
     def ready(self) -> bool:
         return self._listening
@@ -118,6 +132,8 @@ class EdgeComponent:
         self.edge.draining = True
 
     async def stop(self) -> None:
+        if self._keep_alive is not None:
+            self._keep_alive.cancel()
         await self.edge.stack.close()
         self.cdr.close()
 
@@ -130,6 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="control service to take the configuration from")  # fmt: skip
     parser.add_argument("--sip-listen", default="0.0.0.0:5060", metavar="HOST:PORT")
     parser.add_argument("--advertise", metavar="HOST[:PORT]", help="address in Contact (the Service's)")
+    parser.add_argument(
+        "--service-listen", metavar="HOST:PORT",
+        help="also take requests on this address, shared (SO_REUSEPORT) with the other edges on this host: "
+        "one address for several edge processes where no Kubernetes Service provides it",
+    )  # fmt: skip
+    parser.add_argument("--edge-id", default=os.environ.get("POD_NAME"),
+                        help="this edge's name in the shared store (default: host name and pid)")  # fmt: skip
     parser.add_argument("--http-listen", default=os.environ.get("TRUNKLINE_HTTP_LISTEN", "127.0.0.1:8080"))
     parser.add_argument("--redis", default=os.environ.get("TRUNKLINE_REDIS_URL"), metavar="URL")
     parser.add_argument(
@@ -165,6 +188,15 @@ async def _serve(args: argparse.Namespace) -> int:
     )
     http = bind(parse_hostport(args.http_listen, "--http-listen"), socket.SOCK_STREAM, "--http-listen")
     sockets = open_sip_sockets(listen)
+    if args.service_listen:
+        try:
+            service = open_sip_sockets(parse_hostport(args.service_listen, "--service-listen", 5060),
+                                       "--service-listen", shared=True)  # fmt: skip
+        except ConfigError:
+            sockets.close()
+            raise
+        sockets.service = (service.udp, service.tcp)
+        advertise = advertise or service.address
     store: StateStore = MemoryStore()
     if args.redis:
         from trunkline.core.state_redis import RedisStore
@@ -179,7 +211,8 @@ async def _serve(args: argparse.Namespace) -> int:
                 f"--nonce-secret-file: cannot read {args.nonce_secret_file}: {exc.strerror}"
             ) from None
     media = RelayMedia(args.media_relay) if args.media_relay else None
-    component = EdgeComponent(config, sockets, advertise, store, args.cdr, media, nonce_secret=secret)
+    component = EdgeComponent(config, sockets, advertise, store, args.cdr, media, nonce_secret=secret,
+                              edge_id=args.edge_id)  # fmt: skip
     mirror_task = None
     if args.control:
         from trunkline.control.client import ConfigMirror

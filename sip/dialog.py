@@ -6,10 +6,10 @@ import secrets
 from dataclasses import dataclass, field
 
 from trunkline.sip.errors import LocalProtocolError, SipParseError
-from trunkline.sip.headers import NameAddr, Via
+from trunkline.sip.headers import NameAddr, Via, parse_name_addr
 from trunkline.sip.message import Request, Response
 from trunkline.sip.transaction import new_branch
-from trunkline.sip.uri import SipUri, Uri
+from trunkline.sip.uri import SipUri, Uri, parse_uri
 
 TARGET_REFRESH = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"})
 
@@ -69,6 +69,31 @@ class Dialog:
             0,
             request.cseq.seq,
         )
+
+    def to_record(self) -> dict[str, object]:
+        """Plain data (JSON-safe) from which `from_record` rebuilds this dialog in another process."""
+        return {
+            "call_id": self.call_id, "local_tag": self.local_tag, "remote_tag": self.remote_tag,
+            "local": str(self.local), "remote": str(self.remote), "remote_target": str(self.remote_target),
+            "route_set": [str(r) for r in self.route_set], "local_seq": self.local_seq,
+            "remote_seq": self.remote_seq,
+        }  # fmt: skip
+
+    @classmethod
+    def from_record(cls, data: dict[str, object]) -> Dialog:
+        """The dialog `to_record` described; ValueError when the record is not one."""
+        try:
+            routes = data["route_set"]
+            remote_seq = data["remote_seq"]
+            assert isinstance(routes, list) and (remote_seq is None or isinstance(remote_seq, int))
+            return cls(
+                str(data["call_id"]), str(data["local_tag"]), str(data["remote_tag"]),
+                parse_name_addr(str(data["local"])), parse_name_addr(str(data["remote"])),
+                parse_uri(str(data["remote_target"])), [parse_name_addr(str(r)) for r in routes],
+                int(str(data["local_seq"])), remote_seq,
+            )  # fmt: skip
+        except (KeyError, AssertionError, SipParseError) as exc:
+            raise ValueError(f"not a dialog record: {exc!r}") from None
 
     def receive_request(self, request: Request) -> None:
         """Check the remote CSeq (12.2.2, out of order -> 500) and refresh the target."""

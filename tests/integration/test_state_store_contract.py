@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.redis_server import RedisProcess, start_redis
-from trunkline.core.state import Binding, MemoryStore, StateStore
+from trunkline.core.state import Admission, Binding, MemoryStore, StateStore
 from trunkline.core.state_redis import RedisStore, StoreUnavailable
 
 
@@ -89,10 +89,45 @@ async def test_bindings_and_dialogs(store: StateStore) -> None:
     await store.remove_binding("sip:acme@edge", left.contact)
     assert await store.bindings("sip:acme@edge") == []
 
-    await store.put_dialog("call-1", {"trunk": "acme", "cseq": 3}, ttl=0.3)
-    assert await store.get_dialog("call-1") == {"trunk": "acme", "cseq": 3}
+
+async def test_a_call_is_admitted_found_by_its_dialogs_and_ended(store: StateStore) -> None:
+    record = {"trunk": "acme", "cseq": 3}
+    assert await store.admit("acme", "c1", 1, None, "edge-a", record, ttl=5) is Admission.ADMITTED
+    assert await store.admit("acme", "c2", 1, None, "edge-a", record, ttl=5) is Admission.NO_CHANNEL
+    assert await store.admit("slow", "c3", None, 1, "edge-a", record, ttl=5) is Admission.ADMITTED
+    assert await store.admit("slow", "c4", None, 1, "edge-a", record, ttl=5) is Admission.OVER_RATE
+    assert await store.adopt_call("c1|ours|theirs", "edge-b") is None  # no dialog yet: still ringing
+
+    answered = {**record, "answered": True}
+    await store.save_call("acme", "c1", "edge-a", answered, ["c1|ours|theirs", "b1|b-ours|b-theirs"], ttl=5)
+    assert await store.adopt_call("b1|b-ours|b-theirs", "edge-b") == answered
+    assert await store.channels_in_use("acme") == 1
+    await store.end_call("acme", "c1", "edge-b", ["c1|ours|theirs", "b1|b-ours|b-theirs"])
+    assert await store.adopt_call("c1|ours|theirs", "edge-b") is None
+    assert await store.channels_in_use("acme") == 0
+
+
+async def test_a_saved_call_and_its_channel_lapse_together(store: StateStore) -> None:
+    assert await store.admit("acme", "c1", 5, None, "edge-a", {}, ttl=30) is Admission.ADMITTED
+    await store.save_call("acme", "c1", "edge-a", {"n": 1}, ["c1|a|b"], ttl=0.3)  # a short session
+    assert await store.channels_in_use("acme") == 1
     await asyncio.sleep(0.4)
-    assert await store.get_dialog("call-1") is None
+    assert await store.channels_in_use("acme") == 0
+    assert await store.adopt_call("c1|a|b", "edge-b") is None
+
+
+async def test_the_calls_of_a_silent_edge_go_to_exactly_one_other(store: StateStore) -> None:
+    assert await store.keep_alive("edge-a", ttl=0.3) == []
+    assert (
+        await store.admit("acme", "ringing", None, None, "edge-a", {"n": "ringing"}, 30) is Admission.ADMITTED
+    )
+    await store.save_call("acme", "answered", "edge-a", {"n": "answered"}, ["x|y|z"], ttl=30)
+    assert await store.keep_alive("edge-b", ttl=5) == []  # edge-a still lives
+    await asyncio.sleep(0.4)
+    first, second = await asyncio.gather(store.keep_alive("edge-b", ttl=5), store.keep_alive("edge-c", ttl=5))
+    assert sorted(r["n"] for r in first + second) == ["answered", "ringing"]
+    assert not (first and second)
+    assert await store.keep_alive("edge-b", ttl=5) == []  # handed over once
 
 
 async def test_a_dead_redis_is_a_bounded_error_not_a_hang(tmp_path: Path) -> None:

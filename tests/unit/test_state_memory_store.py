@@ -62,7 +62,7 @@ async def test_replay_keys_auth_failures_bindings_dialogs() -> None:
     await store.remove_binding("sip:acme@edge", "sip:acme@127.0.0.2:5060")
     assert await store.bindings("sip:acme@edge") == []
 
-    await store.put_dialog("d1", {"trunk": "acme"}, ttl=5)
-    assert await store.get_dialog("d1") == {"trunk": "acme"}
+    await store.save_call("acme", "c9", "edge-a", {"n": 1}, ["c9|x|y"], ttl=5)
+    assert await store.adopt_call("c9|x|y", "edge-b") == {"n": 1}
     clock.t += 6
-    assert await store.get_dialog("d1") is None
+    assert await store.adopt_call("c9|x|y", "edge-b") is None
