@@ -59,13 +59,8 @@ end
 _ACQUIRE = _NOW + _FUNCTIONS + "return acquire(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])) and 1"
 # KEYS[1] = channel set. ARGV: call, ttl. Extends a live call's record only.
 _REFRESH = _NOW + _FUNCTIONS + "extend(KEYS[1], ARGV[1], tonumber(ARGV[2])) return 1"
-_COUNT = (
-    _NOW
-    + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-return redis.call('ZCARD', KEYS[1])
-"""
-)
+# Reads only, so that it runs on a replica too.
+_COUNT = _NOW + "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')"
 # KEYS[1] = bucket. ARGV: rate per second.
 _TAKE_SLOT = _NOW + _FUNCTIONS + "return take_slot(KEYS[1], tonumber(ARGV[1])) and 1 or 0"
 
