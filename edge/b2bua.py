@@ -312,7 +312,8 @@ class Edge:
                 if not await self.store.first_use(verdict.replay_key, self.options.nonce_ttl * 2):
                     self._challenge(inc, creds.username, status, stale=True)
                     return None
-                await self.store.clear_auth_failures(source)
+                if failures:  # a write only when there is something to forget
+                    await self.store.clear_auth_failures(source)
                 return creds.trunk, creds.username
         if verdict_outcome is Outcome.STALE:
             self._challenge(inc, params.get("username", ""), status, stale=True)
