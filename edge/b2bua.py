@@ -783,6 +783,15 @@ class Edge:
             max(0.0, left), lambda: self._spawn(self._expire(call, "maximum call duration"))
         )
 
+    def end_call(self, key: str, why: str) -> bool:
+        """End a call this edge holds from outside SIP (e.g. its media went silent): BYE both ways,
+        CDR with `why`. False when no such call is held here."""
+        call = self.calls.get(key)
+        if call is None or call.record.answer is None:
+            return False
+        self._spawn(self._expire(call, why))
+        return True
+
     async def _expire(self, call: Call, why: str) -> None:
         if call.ended:
             return
