@@ -161,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cdr", metavar="PATH", help="append call records (JSON lines); '-' for stdout")
     parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS")
     parser.add_argument(
+        "--max-call-duration", type=float, default=EdgeOptions.max_duration, metavar="SECONDS",
+        help="end answered calls (BYE both ways) after this long (default: 4 hours)",
+    )  # fmt: skip
+    parser.add_argument(
         "--nonce-secret-file", metavar="PATH", default=os.environ.get("TRUNKLINE_NONCE_SECRET_FILE"),
         help="a secret every edge of an installation shares, to sign digest nonces",
     )  # fmt: skip
@@ -211,8 +215,12 @@ async def _serve(args: argparse.Namespace) -> int:
                 f"--nonce-secret-file: cannot read {args.nonce_secret_file}: {exc.strerror}"
             ) from None
     media = RelayMedia(args.media_relay) if args.media_relay else None
-    component = EdgeComponent(config, sockets, advertise, store, args.cdr, media, nonce_secret=secret,
-                              edge_id=args.edge_id)  # fmt: skip
+    if args.max_call_duration <= 0:
+        raise ConfigError("--max-call-duration: must be more than 0 seconds")
+    options = EdgeOptions(max_duration=args.max_call_duration)
+    component = EdgeComponent(
+        config, sockets, advertise, store, args.cdr, media, options, secret, args.edge_id
+    )
     mirror_task = None
     if args.control:
         from trunkline.control.client import ConfigMirror
