@@ -41,7 +41,6 @@ from trunkline.edge.legs import (
     ALLOW,
     Local,
     ack_for,
-    destination,
     first_invite,
     in_dialog,
     new_tag,
@@ -588,9 +587,7 @@ class Edge:
             await self._finish(call, HungUp.CALLER if call.cancelled else HungUp.EDGE, 487)
             return
         self.dialogs[call.b.dialog.id] = (call, "b")
-        target = destination(call.b.dialog.remote_target, call.b.transport)
-        if target and not call.b.dialog.route_set:
-            call.b.addr, call.b.transport = (target[0], target[1]), target[2]
+        await self._follow_target(call.b)
         if response.body:
             response.body = await self._rewrite_or_keep(call, response.body, "b")
         ok = relay_response(call.a_invite, response, call.a.tag, self.local.contact(call.a.transport))
@@ -706,6 +703,8 @@ class Edge:
         except SipParseError as exc:
             self._answer(inc, exc.status, exc.reason, this.tag)
             return
+        if this is call.b:
+            await self._follow_target(this)
         other_name = "b" if leg_name == "a" else "a"
         other = call.leg(other_name)
         if req.method == "BYE":
@@ -726,6 +725,8 @@ class Edge:
             self._answer(inc, 408, "Request Timeout", req.to.tag)
             return
         other.dialog.receive_response(out, answer)
+        if other is call.b:
+            await self._follow_target(other)
         if answer.body and req.method in ("INVITE", "UPDATE"):
             answer.body = await self._rewrite_or_keep(call, answer.body, other_name)
         if req.method == "INVITE" and 200 <= answer.status < 300:
@@ -734,6 +735,21 @@ class Edge:
             self._start_session_timer(call, answer)
         await self._save(call)  # the CSeqs and targets moved on
         self.stack.respond(relay_response(req, answer, req.to.tag or "", self.local.contact(this.transport)))
+
+    async def _follow_target(self, leg: Leg) -> None:
+        """Send the callee's in-dialog requests where its remote target says (RFC 3263 for a host
+        name), unless a route set decides. The caller's go back where its requests come from (NAT)."""
+        dialog = leg.dialog
+        if dialog is None or dialog.route_set or not isinstance(dialog.remote_target, SipUri):
+            return
+        if dialog.remote_target.host.strip("[]") == leg.addr[0] and dialog.remote_target.port == leg.addr[1]:
+            return
+        hops = await self.resolver.resolve(dialog.remote_target, leg.transport)
+        if not hops:
+            event(log, logging.WARNING, "remote target does not resolve, keeping the last address",
+                  target=str(dialog.remote_target), addr=f"{leg.addr[0]}:{leg.addr[1]}")  # fmt: skip
+            return
+        leg.addr, leg.transport = (hops[0].host, hops[0].port), hops[0].transport
 
     async def _bye(self, call: Call, leg_name: str) -> None:
         leg = call.a if leg_name == "a" else call.b

@@ -125,15 +125,5 @@ def ack_for(
     return ack
 
 
-def destination(uri: Uri, default_transport: str) -> tuple[str, int, str] | None:
-    """Host, port and transport for an IP-literal or host-name SIP URI (RFC 3263 lookups happen in
-    the resolver; this is the URI's own word)."""
-    if not isinstance(uri, SipUri) or not uri.host:
-        return None
-    transport = (uri.params.get("transport") or default_transport).lower()
-    port = uri.port or (5061 if transport == "tls" or uri.scheme == "sips" else 5060)
-    return uri.host.strip("[]"), port, transport
-
-
 def addr_of(host: str, port: int) -> Addr:
     return (host, port)

@@ -30,6 +30,7 @@ from trunkline.edge.digest import DigestAuthenticator
 from trunkline.edge.directory import Directory
 from trunkline.edge.legs import Local
 from trunkline.edge.media import RelayMedia
+from trunkline.edge.resolver import Resolver
 
 log = logging.getLogger("trunkline.edge")
 
@@ -77,6 +78,7 @@ class EdgeComponent:
         options: EdgeOptions | None = None,
         nonce_secret: bytes | None = None,
         edge_id: str | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         here = sockets.address
         contact = advertise or here
@@ -92,6 +94,7 @@ class EdgeComponent:
             options,
             # Edges behind one Service share the secret, so a nonce one issued is good at any other.
             DigestAuthenticator(nonce_secret, nonce_ttl=options.nonce_ttl),
+            resolver=resolver,
             owner=edge_id,
         )
         self._listening = False
@@ -151,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also take requests on this address, shared (SO_REUSEPORT) with the other edges on this host: "
         "one address for several edge processes where no Kubernetes Service provides it",
     )  # fmt: skip
+    parser.add_argument("--dns", action="append", metavar="HOST:PORT",
+                        help="nameserver for RFC 3263 (repeatable; default: the system's)")  # fmt: skip
     parser.add_argument("--edge-id", default=os.environ.get("POD_NAME"),
                         help="this edge's name in the shared store (default: host name and pid)")  # fmt: skip
     parser.add_argument("--http-listen", default=os.environ.get("TRUNKLINE_HTTP_LISTEN", "127.0.0.1:8080"))
@@ -218,8 +223,10 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.max_call_duration <= 0:
         raise ConfigError("--max-call-duration: must be more than 0 seconds")
     options = EdgeOptions(max_duration=args.max_call_duration)
+    nameservers = [parse_hostport(d, "--dns", default_port=53) for d in args.dns or []]
+    resolver = Resolver([(n.host, n.port) for n in nameservers]) if nameservers else None
     component = EdgeComponent(
-        config, sockets, advertise, store, args.cdr, media, options, secret, args.edge_id
+        config, sockets, advertise, store, args.cdr, media, options, secret, args.edge_id, resolver
     )
     mirror_task = None
     if args.control:
