@@ -20,6 +20,7 @@ from typing import ClassVar, Final
 from trunkline.sip.errors import LocalProtocolError
 from trunkline.sip.headers import MAGIC_COOKIE, Via
 from trunkline.sip.message import Message, Request, Response
+from trunkline.sip.uri import uri_equal
 
 Addr = tuple[str, int]
 TxKey = tuple[str, ...]
@@ -453,4 +454,9 @@ class TransactionLayer:
         """The INVITE server transaction a CANCEL refers to (RFC 3261 9.2), if still alive."""
         key = server_key(cancel, "INVITE")
         tx = self.transactions.get(key)
-        return key if isinstance(tx, InviteServer) and tx.state == "proceeding" else None
+        if not isinstance(tx, InviteServer) or tx.state != "proceeding":
+            return None
+        # Without a branch the Request-URI is part of the match (17.2.3), compared per 19.1.4.
+        if key[0] == "2543" and not uri_equal(cancel.uri, tx.request.uri):
+            return None
+        return key

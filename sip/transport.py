@@ -135,6 +135,12 @@ class SipTransport:
             self.connections.pop((name, peer[0], peer[1]), None)
             writer.close()
 
+    def tls_session(self, addr: Addr) -> ssl.SSLObject | None:
+        """The TLS session (version, cipher, verified peer cert) of the live TLS connection with `addr`."""
+        writer = self.connections.get(("tls", addr[0], addr[1]))
+        session = writer.get_extra_info("ssl_object") if writer is not None else None
+        return session if isinstance(session, ssl.SSLObject) else None
+
     # -- sending --------------------------------------------------------------------------------
     def send(self, data: bytes, addr: Addr, transport: str) -> None:
         if transport == "udp":

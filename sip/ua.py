@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from trunkline.sip.dialog import Dialog, new_tag
 from trunkline.sip.headers import NameAddr, Via
@@ -27,6 +28,15 @@ ANSWER_SDP = (
     b"v=0\r\no=trunkline 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
     b"m=audio 40000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=sendrecv\r\n"
 )
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A message the UA got: a method, or "status method" for a response; the TLS version it came over."""
+
+    what: str
+    transport: str
+    tls: str | None
 
 
 class UserAgent:
@@ -48,6 +58,7 @@ class UserAgent:
         self.pending_2xx: dict[tuple[str, int], tuple[Response, Addr, str]] = {}  # (call-id, cseq)
         self.calls_answered = 0
         self.byes = 0
+        self.seen: list[Seen] = []  # every request received and final response to ours, in order
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> Addr:
@@ -74,6 +85,7 @@ class UserAgent:
     def _on_request(self, inc: Incoming) -> None:
         msg = inc.request
         m = msg.method
+        self._saw(m, inc.addr, inc.transport)
         if m == "ACK":
             self.pending_2xx.pop((msg.call_id, msg.cseq.seq), None)
         elif m == "INVITE":
@@ -144,7 +156,13 @@ class UserAgent:
 
     async def request(self, req: Request, addr: Addr, transport: str) -> Response:
         """Send a request in a client transaction; its final response, or NoAnswer (a TimeoutError)."""
-        return await self.stack.request(req, addr, transport)
+        resp = await self.stack.request(req, addr, transport)
+        self._saw(f"{resp.status} {resp.cseq.method}", addr, transport)
+        return resp
+
+    def _saw(self, what: str, addr: Addr, transport: str) -> None:
+        session = self.transport.tls_session(addr) if transport == "tls" else None
+        self.seen.append(Seen(what, transport, session.version() if session else None))
 
     async def call(
         self,

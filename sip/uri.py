@@ -14,8 +14,10 @@ telephone-uri  =  "tel:" telephone-subscriber *( ";" par )       (RFC 3966)
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trunkline.sip.errors import SipParseError
@@ -26,6 +28,14 @@ _HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(?::([0-9]{1,5}))?\
 # Characters a user/password/param may carry (unreserved, escaped and the few reserved ones allowed).
 _USERINFO_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/:]*\Z")
 _PARAM_CHARS_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]+\Z")
+_ESCAPED_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+# RFC 2396 "reserved": escaping one of these changes the meaning, so it never equals the bare character
+# (RFC 3261 19.1.4). "%" itself stays escaped too, so that decoding cannot make two strings collide.
+_KEEP_ESCAPED = frozenset(";/?:@&=+$,%")
+# Parameters that must match when either URI has them (RFC 3261 19.1.4); others only when both do.
+_MUST_MATCH_PARAMS = frozenset(("user", "ttl", "method", "maddr", "transport"))
+# RFC 3966 5.1.1 visual separators, ignored when tel: numbers are compared (RFC 3966 4).
+_VISUAL_SEPARATORS = str.maketrans("", "", "-.()")
 
 
 def _unescape(text: str) -> str:
@@ -147,3 +157,71 @@ def _parse_sip(scheme: str, rest: str) -> SipUri:
                 raise SipParseError("Bad Request: malformed URI header")
             headers[name] = value
     return SipUri(scheme, "", user, password, hm.group(1).lower(), port, _uri_params(params), headers)
+
+
+def uri_equal(a: Uri, b: Uri) -> bool:
+    """URI equivalence: RFC 3261 19.1.4 for sip:/sips:, RFC 3966 4 for tel:, else exact text.
+
+    Not transitive (sip:c@h equals both sip:c@h;security=on and sip:c@h;security=off, which differ),
+    so it cannot be turned into a hash key: compare candidates one by one."""
+    if isinstance(a, SipUri) or isinstance(b, SipUri):
+        return isinstance(a, SipUri) and isinstance(b, SipUri) and _sip_equal(a, b)
+    if isinstance(a, TelUri) or isinstance(b, TelUri):
+        return isinstance(a, TelUri) and isinstance(b, TelUri) and _tel_equal(a, b)
+    return a.scheme.lower() == b.scheme.lower() and a.opaque == b.opaque
+
+
+def _sip_equal(a: SipUri, b: SipUri) -> bool:
+    # sip never equals sips; userinfo is case-sensitive, the rest is not; an omitted user, password or
+    # port never equals a present one, not even the default 5060.
+    if a.scheme.lower() != b.scheme.lower() or a.port != b.port or _host_key(a.host) != _host_key(b.host):
+        return False
+    if _opt(a.user, _canonical) != _opt(b.user, _canonical):
+        return False
+    if _opt(a.password, _canonical) != _opt(b.password, _canonical):
+        return False
+    pa, pb = _param_keys(a.params), _param_keys(b.params)
+    for name in pa.keys() | pb.keys():
+        if name in pa and name in pb:
+            if pa[name] != pb[name]:
+                return False
+        elif name in _MUST_MATCH_PARAMS:
+            return False
+    # Headers are never ignored: the same set, names in any case, values exactly (once unescaped).
+    ha = {_canonical(k).lower(): _canonical(v) for k, v in a.headers.items()}
+    hb = {_canonical(k).lower(): _canonical(v) for k, v in b.headers.items()}
+    return ha == hb
+
+
+def _tel_equal(a: TelUri, b: TelUri) -> bool:
+    na, nb = (_canonical(u.number).translate(_VISUAL_SEPARATORS).lower() for u in (a, b))
+    return na == nb and _param_keys(a.params) == _param_keys(b.params)
+
+
+def _canonical(text: str) -> str:
+    """Escapes of unreserved characters decoded, the others kept with upper-case hex digits."""
+
+    def one(m: re.Match[str]) -> str:
+        char = chr(int(m.group(1), 16))
+        return "%" + m.group(1).upper() if char in _KEEP_ESCAPED else char
+
+    return _ESCAPED_RE.sub(one, text)
+
+
+def _opt(text: str | None, norm: Callable[[str], str]) -> str | None:
+    return None if text is None else norm(text)
+
+
+def _param_keys(params: Params) -> dict[str, str | None]:
+    return {_canonical(k).lower(): _opt(v, lambda t: _canonical(t).lower()) for k, v in params.items()}
+
+
+def _host_key(host: str) -> str:
+    # Names compare without case; IPv6 references as addresses ([::1] == [0:0::1], RFC 5954 4.3). A
+    # name never equals the address it resolves to.
+    if host.startswith("["):
+        try:
+            return "[" + str(ipaddress.IPv6Address(host.strip("[]"))) + "]"
+        except ValueError:
+            pass
+    return host.lower()

@@ -10,8 +10,6 @@ runs it. `python tests/e2e/cluster.py` starts a plane and waits for Ctrl-C.
 from __future__ import annotations
 
 import ctypes
-import datetime
-import ipaddress
 import json
 import os
 import secrets
@@ -29,10 +27,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+if __package__:
+    from ..support.certs import write_self_signed
+else:  # run as a script: the repo root goes last on sys.path, after the stdlib (see tests/conftest.py)
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
+    from tests.support.certs import write_self_signed
 
 HERE = Path(__file__).resolve().parent
 CLUSTER_SH = HERE / "cluster.sh"
@@ -76,57 +78,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _write_serving_cert(cert_path: Path, key_path: Path) -> None:
-    """A self-signed cert for 127.0.0.1/localhost that is also its own CA in the kubeconfig."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trunkline-e2e-apiserver")])
-    now = datetime.datetime.now(datetime.UTC)
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
 
 
 def _write_service_account_key(path: Path) -> None:
@@ -282,7 +233,7 @@ class ControlPlane:
         port = free_port()
         self.server = f"https://127.0.0.1:{port}"
         self.ca_file = wd / "apiserver.crt"
-        _write_serving_cert(self.ca_file, wd / "apiserver.key")
+        write_self_signed(self.ca_file, wd / "apiserver.key", "trunkline-e2e-apiserver")
         _write_service_account_key(wd / "sa.key")
         (wd / "tokens.csv").write_text(f'{self.token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
         (wd / "certs").mkdir()

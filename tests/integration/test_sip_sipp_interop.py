@@ -1,52 +1,19 @@
-"""SIPp (sip-tester) against trunkline.sip.ua over UDP, TCP and TLS, including loss on UDP."""
+"""SIPp (sip-tester) against trunkline.sip.ua over UDP and TCP, including loss on UDP, and our UAs to
+each other over TLS. SIPp over TLS (through stunnel) is in test_sip_sipp_over_tls.py."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import pathlib
 import socket
-import ssl
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from tests.support.certs import tls_contexts
 from trunkline.sip.transaction import Timers
 from trunkline.sip.ua import UserAgent
 
 pytestmark = pytest.mark.integration
-
-
-def make_cert(directory: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
-    """Self-signed cert as cacert.pem/cakey.pem (the names SIPp looks for in its cwd)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cacert.pem", directory / "cakey.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
 
 
 async def sipp(cwd: pathlib.Path, *args: str, timeout: float = 60) -> tuple[int, str]:
@@ -61,7 +28,7 @@ async def sipp(cwd: pathlib.Path, *args: str, timeout: float = 60) -> tuple[int,
 
 @pytest.mark.parametrize(
     ("transport", "extra", "calls"),
-    # Debian's SIPp is built without OpenSSL, so TLS is covered by test_tls_calls_between_our_uas.
+    # Debian's SIPp is built without OpenSSL: TLS goes through stunnel in test_sip_sipp_over_tls.py.
     [("udp", [], 20), ("udp", ["-lost", "10"], 10), ("tcp", ["-t", "t1"], 20)],
     ids=["udp", "udp-lost10", "tcp"],
 )
@@ -69,12 +36,7 @@ async def test_sipp_uac_calls_our_uas(
     tmp_path: pathlib.Path, transport: str, extra: list[str], calls: int
 ) -> None:
     ua = UserAgent(timers=Timers(t1=0.5, t2=4.0))
-    tls = None
-    if transport == "tls":
-        cert, key = make_cert(tmp_path)
-        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        tls.load_cert_chain(cert, key)
-    addr = await ua.start(0, tls)
+    addr = await ua.start(0)
     port = ua.transport.local[transport][1]
     try:
         code, screen = await sipp(
@@ -115,10 +77,7 @@ def free_udp_port() -> int:
 
 
 async def test_tls_calls_between_our_uas(tmp_path: pathlib.Path) -> None:
-    cert, key = make_cert(tmp_path)
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(cert, key)
-    client_ctx = ssl.create_default_context(cafile=str(cert))
+    server_ctx, client_ctx, _, _ = tls_contexts(tmp_path)
     uas, uac = UserAgent(), UserAgent()
     await uas.start(0, server_ctx)
     await uac.start()
