@@ -337,15 +337,34 @@ spec: {{number: "{CALLER}", trunkRef: acme}}
 """
 
 
+def start_redis(procs: Processes, workdir: Path) -> str:
+    """A redis-server on a free loopback port, no persistence; its URL."""
+    workdir.mkdir(parents=True)
+    port = free_port()
+    args = ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+    procs.start("redis-server", args, workdir / "redis.log", workdir)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return f"redis://{HOST}:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server never answered")
+
+
 def start_edge(
-    procs: Processes, workdir: Path, carrier_port: int
+    procs: Processes, workdir: Path, carrier_port: int, extra: list[str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str, str]:
     workdir.mkdir(parents=True)
     (workdir / "manifests.yaml").write_text(edge_manifests(carrier_port))
     sip, http = f"{HOST}:{free_port()}", f"{HOST}:{free_port()}"
     # Default log level (INFO, one line per call), as in production; the log goes to a file.
-    proc = procs.start("trunkline edge", [str(TRUNKLINE), "edge", "-f", "manifests.yaml", "--sip-listen", sip,
-                       "--http-listen", http, "--grace", "1"], workdir / "edge.log", workdir)  # fmt: skip
+    args = [str(TRUNKLINE), "edge", "-f", "manifests.yaml", "--sip-listen", sip, "--http-listen", http,
+            "--grace", "1", *(extra or [])]  # fmt: skip
+    proc = procs.start("trunkline edge", args, workdir / "edge.log", workdir)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -462,6 +481,23 @@ def report(ladders: list[Ladder]) -> None:
         else:
             print(f"  {ladder.name:50} {best.offered:>7} {best.per_1000(best.server_cpu):>17.2f}")
     by_name = {ladder.name.split(":")[0]: ladder for ladder in ladders}
+    memory, redis = (
+        by_name.get("trunkline calls, digest"),
+        by_name.get("trunkline calls, digest, Redis store"),
+    )
+    if memory and redis and memory.best and redis.best:
+        print(f"\n  Redis store / memory store, highest rate: {redis.best.offered / memory.best.offered:.2f} "
+              "(the target: >= 0.75)")  # fmt: skip
+        common = {s.offered: s for s in memory.steps if s.passed}
+        for step in redis.steps:
+            if step.passed and step.offered in common:
+                mine, ref = (
+                    step.per_1000(step.server_cpu),
+                    common[step.offered].per_1000(common[step.offered].server_cpu),
+                )
+                print(
+                    f"  edge CPU per 1,000 calls at {step.offered}/s: Redis {mine:.2f} s, memory {ref:.2f} s"
+                )
     ours, theirs = by_name.get("trunkline calls, digest"), by_name.get("kamailio calls")
     if ours and theirs and ours.best and theirs.best:
         ceiling = "" if theirs.stopped else " (kamailio passed every step: its ceiling is higher)"
@@ -488,6 +524,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="two short steps each (smoke run, < 60 s)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, SIPp traces)")
     parser.add_argument("--no-kamailio", action="store_true", help="skip the Kamailio reference")
+    parser.add_argument("--redis", action="store_true", help="digest calls with the Redis store too")
+    parser.add_argument("--only-calls", action="store_true", help="only the digest call ladder(s)")
     args = parser.parse_args()
     for binary in ("sipp", str(TRUNKLINE)) + (() if args.no_kamailio else (KAMAILIO,)):
         if not shutil.which(binary):
@@ -524,17 +562,26 @@ def main() -> int:
         name = "trunkline calls, digest: 407 + INVITE/200/ACK/BYE"
         ladders.append(climb(Ladder(name, "calls"), edge, workdir / "edge-calls", PBX_AUTH_IP, "pbx_call.xml",
                              call_steps, seconds, [*call, *auth]))  # fmt: skip
-        name = "trunkline REGISTER, digest: 401 + REGISTER/200"
-        register = ["-key", "aor", USER, *auth]
-        ladders.append(climb(Ladder(name, "registrations"), edge, workdir / "edge-register", PBX_AUTH_IP,
-                             "pbx_register.xml", register_steps, seconds, register))  # fmt: skip
-        name = "trunkline calls, IP ACL: INVITE/200/ACK/BYE"
-        ladders.append(climb(Ladder(name, "calls"), edge, workdir / "edge-acl", PBX_ACL_IP, "pbx_call.xml",
-                             call_steps, seconds, call))  # fmt: skip
+        if args.redis:
+            url = start_redis(procs, workdir / "redis")
+            redis_proc, redis_sip, _ = start_edge(procs, workdir / "edge-redis", uas_port, ["--redis", url])
+            redis_edge = Server(redis_proc, redis_sip, process_tree(redis_proc.pid))
+            print(f"trunkline edge with --redis {url}: pid {redis_proc.pid} on {redis_sip}")
+            name = "trunkline calls, digest, Redis store"
+            ladders.append(climb(Ladder(name, "calls"), redis_edge, workdir / "edge-redis-calls", PBX_AUTH_IP,
+                                 "pbx_call.xml", call_steps, seconds, [*call, *auth]))  # fmt: skip
+        if not args.only_calls:
+            name = "trunkline REGISTER, digest: 401 + REGISTER/200"
+            register = ["-key", "aor", USER, *auth]
+            ladders.append(climb(Ladder(name, "registrations"), edge, workdir / "edge-register", PBX_AUTH_IP,
+                                 "pbx_register.xml", register_steps, seconds, register))  # fmt: skip
+            name = "trunkline calls, IP ACL: INVITE/200/ACK/BYE"
+            ladders.append(climb(Ladder(name, "calls"), edge, workdir / "edge-acl", PBX_ACL_IP,
+                                 "pbx_call.xml", call_steps, seconds, call))  # fmt: skip
         time.sleep(2)  # calls that failed may need a moment to be released
         print(f"\n  edge after all steps: RSS {rss_start:.0f} -> {rss_mib(edge_proc.pid):.0f} MiB, "
               f"live calls reported by /metrics: {edge_busy(http)} (0 expected)")  # fmt: skip
-        if not args.no_kamailio:
+        if not args.no_kamailio and not args.only_calls:
             kamailio_proc, address = start_kamailio(procs, workdir / "kamailio", uas_port)
             kamailio = Server(kamailio_proc, address, process_tree(kamailio_proc.pid))
             print(f"\nkamailio pid {kamailio_proc.pid}: {len(kamailio.pids)} processes "

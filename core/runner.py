@@ -5,13 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from trunkline.core.component import Component
 from trunkline.core.http import OpsServer
 from trunkline.core.logs import event
 
 log = logging.getLogger("trunkline")
+
+
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a process's main coroutine on uvloop (a dependency on Linux; stock asyncio spends about
+    twice the CPU per datagram), else on asyncio."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 async def run_until_signalled(

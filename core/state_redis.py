@@ -270,8 +270,9 @@ class RedisStore:
     ) -> Admission:  # fmt: skip
         keys = [f"{self.p}cps:{trunk}", f"{self.p}channels:{trunk}", f"{self.p}call:{call}",
                 f"{self.p}owned:{owner}"]  # fmt: skip
-        args: list[str | float] = [call, -1 if channels is None else channels, -1 if per_second is None else per_second, ttl,
-                json.dumps(record), owner]  # fmt: skip
+        limit = -1 if channels is None else channels
+        rate = -1 if per_second is None else per_second
+        args: list[str | float] = [call, limit, rate, ttl, json.dumps(record), owner]
         verdict = int(await self._run(self._admit(keys=keys, args=args)))
         return (Admission.ADMITTED, Admission.OVER_RATE, Admission.NO_CHANNEL)[verdict]
 

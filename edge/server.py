@@ -22,7 +22,7 @@ from trunkline.core.http import OpsServer
 from trunkline.core.logs import event, setup
 from trunkline.core.manifests import ConfigSet, load
 from trunkline.core.net import ConfigError, HostPort, bind, parse_hostport
-from trunkline.core.runner import run_until_signalled
+from trunkline.core.runner import run, run_until_signalled
 from trunkline.core.state import MemoryStore, StateStore
 from trunkline.edge.b2bua import Edge, EdgeOptions, Media
 from trunkline.edge.cdr import CdrSink
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup(args.log_level)
     try:
-        return asyncio.run(_serve(args))
+        return run(_serve(args))
     except ConfigError as exc:
         print(f"trunkline edge: {exc}")
         return 1

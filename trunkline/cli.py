@@ -11,16 +11,16 @@ Every error a user can cause is one readable line and a non-zero exit, never a t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, NoReturn
 
 from trunkline import __version__
 from trunkline.core import logs
 from trunkline.core.manifests import load
 from trunkline.core.net import ConfigError
+from trunkline.core.runner import run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,14 +60,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     return _run_async(lambda: up(opts))
 
 
-def _run_async(main: Callable[[], object]) -> int:
-    try:
-        import uvloop
-
-        runner: Callable[..., object] = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        runner = asyncio.run
-    result = runner(main())
+def _run_async(main: Callable[[], Coroutine[Any, Any, object]]) -> int:
+    result = run(main())
     return int(result) if isinstance(result, int) else 0
 
 
