@@ -1,5 +1,5 @@
-"""Clients of the Control service: a relay's registration loop, and the configuration mirror that edges
-and relays run from (snapshot, then changes applied in place; no restart).
+"""Clients of the Control service: a relay's registration loop, the configuration mirror that edges
+and relays run from (snapshot, then changes applied in place; no restart), and the edge's relay picker.
 
 Both run until cancelled and survive a control service that restarts or is unreachable for a while:
 transport failures (remote errors) are logged and retried with backoff; a resource this version
@@ -9,9 +9,11 @@ cannot parse (a local error) is logged and skipped, never applied half-way.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import grpc
 from pydantic import ValidationError
@@ -22,7 +24,7 @@ from trunkline.core.manifests import ConfigSet
 from trunkline.core.models import parse_resource
 from trunkline.core.rpc import seconds
 
-__all__ = ["ConfigMirror", "RelayLoad", "RelayRegistration"]  # RelayLoad: what a relay reports
+__all__ = ["Backoff", "ConfigMirror", "PickedRelay", "RelayLoad", "RelayPicker", "RelayRegistration"]
 
 log = logging.getLogger(__name__)
 
@@ -179,3 +181,54 @@ class ConfigMirror:
                 "cannot use %s %s/%s from control: %s", resource.kind, resource.namespace, resource.name, exc
             )
             return None
+
+
+@dataclass(frozen=True)
+class PickedRelay:
+    relay_id: str
+    grpc_address: str  # "host:port" of its MediaRelay service
+    media_address: str
+
+
+class RelayPicker:
+    """Asks the control service which relay should carry a new call: PickRelay (healthy, not draining,
+    least loaded). The channel is opened at the first pick, inside the running loop."""
+
+    def __init__(self, target: str, timeout: float = 2.0) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel: grpc.aio.Channel | None = None
+
+    async def pick(self, exclude: Iterable[str] = ()) -> PickedRelay | None:
+        """The relay to use, None when control knows none with room; AioRpcError when control fails."""
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.target)
+        stub = control_pb2_grpc.ControlStub(self._channel)  # type: ignore[no-untyped-call]
+        try:
+            answer = await stub.PickRelay(
+                control_pb2.PickRelayRequest(exclude_relay_ids=list(exclude)), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return PickedRelay(
+            answer.relay_id, dialable(answer.grpc_address, answer.media_address), answer.media_address
+        )
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+
+def dialable(grpc_address: str, media_address: str) -> str:
+    """A relay that listens on every interface registers "0.0.0.0:port": dial its media address."""
+    host, _, port = grpc_address.rpartition(":")
+    try:
+        wildcard = ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return grpc_address  # a host name
+    if not wildcard or not media_address:
+        return grpc_address
+    return f"[{media_address}]:{port}" if ":" in media_address else f"{media_address}:{port}"

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from redis import asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
@@ -144,6 +145,26 @@ class StoreUnavailable(Exception):
     """Redis did not answer in time or failed: the caller degrades (see the module docstring)."""
 
 
+def with_password(url: str, password: str | None) -> str:
+    """`url` with `password` in it (the chart keeps the password in a Secret, never in the URL)."""
+    if not password:
+        return url
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f":{quote(password, safe='')}@{hosts}"))
+
+
+def url_from_env(env: Mapping[str, str]) -> str | None:
+    """The store every component of an installation shares, as the chart and the operator's pod specs
+    give it: TRUNKLINE_REDIS_URL, or TRUNKLINE_REDIS_SENTINELS (host:port,...) with
+    TRUNKLINE_REDIS_SENTINEL_MASTER; TRUNKLINE_REDIS_PASSWORD goes into the URL. None: no store."""
+    url = env.get("TRUNKLINE_REDIS_URL")
+    if not url and env.get("TRUNKLINE_REDIS_SENTINELS"):
+        master = env.get("TRUNKLINE_REDIS_SENTINEL_MASTER") or "mymaster"
+        url = f"sentinel://{env['TRUNKLINE_REDIS_SENTINELS']}/{master}"
+    return with_password(url, env.get("TRUNKLINE_REDIS_PASSWORD")) if url else None
+
+
 def connect(url: str, timeout: float = 0.25) -> aioredis.Redis:
     """A client for a redis:// or sentinel:// URL with bounded connect and command timeouts."""
     options: dict[str, Any] = {
@@ -262,6 +283,12 @@ class RedisStore:
         now = self.now()
         live = [Binding(**json.loads(v)) for v in raw.values()]
         return sorted((b for b in live if b.expires_at > now), key=lambda b: -b.expires_at)
+
+    async def registered_contacts(self, aor: str) -> int:
+        # The hash outlives its earliest bindings (it expires with the last): count the live ones.
+        raw: list[bytes] = await self._run(self.redis.hvals(f"{self.p}reg:{aor}"))
+        now = self.now()
+        return sum(1 for value in raw if json.loads(value)["expires_at"] > now)
 
     # -- calls -----------------------------------------------------------------------------------
     async def admit(

@@ -1,24 +1,35 @@
 """Media through a relay: every SDP that crosses the edge is rewritten to point at relay ports.
 
-One relay session per call; relay leg "a" faces the caller, leg "b" the callee. An SDP from one leg
-tells the relay where that party listens (UpdateSession), and goes on to the other leg naming the
-relay's ports that face it. Codecs are limited to the trunk's list (telephone-event always kept).
+One relay session per call, under the call's key; relay leg "a" faces the caller, leg "b" the callee.
+An SDP from one leg tells the relay where that party listens (UpdateSession), and goes on to the other
+leg naming the relay's ports that face it. Codecs are limited to the trunk's list (telephone-event
+always kept).
+
+Which relay: a fixed one (`trunkline edge --media-relay`, the relay inside `trunkline up`), or per call
+the one the control service picks (PickRelay: healthy, least loaded); a relay that refuses a new
+session (dead, draining, full) is left out of the next pick. The edge keeps one gRPC channel per relay
+it uses and watches that relay's events: a session the relay ended for inactivity ends its call
+(`on_inactive`: BYE both ways). The relay's address is in the call's snapshot, so an edge that adopts
+the call goes on with the same relay.
 
 SRTP (RFC 4568 SDES) is spoken only on the trunk's side, per `spec.media.srtp`; the carrier side is
-plain RTP. This version bridges SRTP that the PBX offers (outbound calls, or its answers); offering
-SRTP to a PBX on inbound calls needs a relay key before the PBX answers, which the relay API does not
-give yet.
+plain RTP. SRTP the PBX offers (outbound calls) is bridged; on inbound calls the relay keys the PBX's
+leg before the PBX answers (LegSpec.want_srtp), so the offer to the PBX is RTP/SAVP with a=crypto.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from trunkline.control.client import Backoff, RelayPicker
+from trunkline.core.logs import event
 from trunkline.core.models import SrtpMode
 from trunkline.edge.b2bua import Call, MediaError
 from trunkline.edge.cdr import Direction
@@ -29,23 +40,51 @@ from trunkline.sip.sdp import Media, SessionDescription, parse_sdp
 log = logging.getLogger("trunkline.edge.media")
 
 SRTP_SUITE = "AES_CM_128_HMAC_SHA1_80"
+PICK_ATTEMPTS = 3  # relays tried for one new call
+IDLE_CLOSE = 60.0  # seconds a relay with no session of ours keeps its channel (relay pods come and go)
+# A relay that answers this to CreateSession may be dead, draining or full: another may take the call.
+TRY_ANOTHER = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+INACTIVE = "media inactive"
+RELAY_LOST = "media relay lost"
+GUARD_INTERVAL = 5.0  # seconds between health checks of a relay we have sessions on
 
 
 @dataclass
 class _Session:
+    relay: str  # gRPC address of the relay that holds it
     allocations: dict[str, media_pb2.LegAllocation] = field(default_factory=dict)
+    crypto_tags: dict[str, str] = field(default_factory=dict)  # per leg: the tag its party's SDES used
+    gone: bool = False  # the relay ended it (inactivity): nothing left to update or delete
+
+
+class _Relay:
+    """A relay this edge uses: one channel, one watch of its events, our sessions on it."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.channel = grpc.aio.insecure_channel(address)
+        self.stub = media_pb2_grpc.MediaRelayStub(self.channel)  # type: ignore[no-untyped-call]
+        self.sessions: set[str] = set()
+        self.watch: asyncio.Task[None] | None = None
+        self.guard: asyncio.Task[None] | None = None
+        self.idle: asyncio.TimerHandle | None = None
 
 
 def _audio(sd: SessionDescription) -> Media | None:
     return next((m for m in sd.media if m.kind == "audio" and m.port != 0), None)
 
 
-def _offered_key(media: Media) -> media_pb2.Crypto | None:
-    """The first SDES line with the suite the relay speaks: `1 AES_CM_128_HMAC_SHA1_80 inline:KEY|...`."""
+def _offered_key(media: Media) -> tuple[str, media_pb2.Crypto] | None:
+    """The tag and key of the first SDES line with the suite the relay speaks:
+    `TAG AES_CM_128_HMAC_SHA1_80 inline:KEY|...`."""
     for line in media.crypto:
         parts = line.split()
         if len(parts) >= 3 and parts[1] == SRTP_SUITE and parts[2].startswith("inline:"):
-            return media_pb2.Crypto(suite=SRTP_SUITE, key=parts[2][len("inline:") :].split("|")[0])
+            return parts[0], media_pb2.Crypto(suite=SRTP_SUITE, key=parts[2][len("inline:") :].split("|")[0])
     return None
 
 
@@ -55,24 +94,46 @@ def trunk_leg(call: Call) -> str:
 
 
 class RelayMedia:
-    """The edge's Media over one MediaRelay gRPC service (`target` is HOST:PORT)."""
+    """The edge's Media over MediaRelay gRPC services: one fixed relay (`target`, HOST:PORT or a function
+    giving it, for a relay whose port is known only once started), or the one `picker` chooses per call.
 
-    def __init__(self, target: str | Callable[[], str], timeout: float = 2.0) -> None:
-        self.target = target  # or a function giving it, for a relay whose port is known only once started
+    `on_inactive(call key, why)` ends a call whose relay session went inactive (Edge.end_call).
+    """
+
+    def __init__(
+        self,
+        target: str | Callable[[], str] | None = None,
+        timeout: float = 2.0,
+        picker: RelayPicker | None = None,
+        on_inactive: Callable[[str, str], bool] | None = None,
+        lost_after: float = 20.0,
+    ) -> None:
+        if (target is None) == (picker is None):
+            raise ValueError("RelayMedia needs a relay target or a picker (one of them)")
+        self.target = target
+        self.picker = picker
         self.timeout = timeout
-        self._channel: grpc.aio.Channel | None = None
-        self._sessions: dict[str, _Session] = {}
+        self.on_inactive = on_inactive
+        self.idle_close = IDLE_CLOSE
+        self.lost_after = lost_after  # a relay unreachable this long takes its calls with it
+        self.guard_interval = min(GUARD_INTERVAL, lost_after / 4)
+        self._relays: dict[str, _Relay] = {}  # by gRPC address
+        self._sessions: dict[str, _Session] = {}  # by call key
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    @property
-    def _stub(self) -> media_pb2_grpc.MediaRelayStub:
-        if self._channel is None:
-            target = self.target if isinstance(self.target, str) else self.target()
-            self._channel = grpc.aio.insecure_channel(target)
-        return media_pb2_grpc.MediaRelayStub(self._channel)  # type: ignore[no-untyped-call]
+    def relay_of(self, call_key: str) -> str | None:
+        """The gRPC address of the relay carrying the call's media, if any."""
+        session = self._sessions.get(call_key)
+        return session.relay if session else None
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
+        relays, self._relays = list(self._relays.values()), {}
+        for relay in relays:
+            if relay.idle is not None:
+                relay.idle.cancel()
+        await asyncio.gather(*(self._shut(relay) for relay in relays))
+        if self.picker is not None:
+            await self.picker.close()
 
     async def rewrite(self, call: Call, sdp: bytes, from_leg: str) -> bytes:
         try:
@@ -83,54 +144,113 @@ class RelayMedia:
         if audio is None:
             raise MediaError(488, "Not Acceptable Here (no audio stream)")
         to_leg = "b" if from_leg == "a" else "a"
-        spec = self._leg_spec(call, sd, audio, from_leg)
+        spec, tag = self._leg_spec(call, sd, audio, from_leg)
         allocation = await self._update(call, from_leg, spec)
-        self._point_at_relay(sd, audio, allocation[to_leg], call, to_leg)
+        session = self._sessions.get(call.key)  # gone if the call ended meanwhile
+        tags = session.crypto_tags if session is not None else {}
+        if tag:
+            tags[from_leg] = tag
+        # An answer's a=crypto carries the tag of the offer's line it accepts (RFC 4568 5.1.2).
+        self._point_at_relay(sd, audio, allocation[to_leg], call, to_leg, tags.get(to_leg, "1"))
         return sd.to_bytes()
 
-    def _leg_spec(self, call: Call, sd: SessionDescription, audio: Media, leg: str) -> media_pb2.LegSpec:
+    def _leg_spec(
+        self, call: Call, sd: SessionDescription, audio: Media, leg: str
+    ) -> tuple[media_pb2.LegSpec, str]:
+        """What the relay needs to know of the party, and the tag of its SDES line (or "")."""
         address = audio.connection_address or sd.connection_address
         if not address:
             raise MediaError(488, "Not Acceptable Here (no connection address)")
-        crypto = None
+        offered = None
         srtp = call.trunk.spec.media.srtp
         if leg == trunk_leg(call) and srtp is not SrtpMode.DISABLED:
-            crypto = _offered_key(audio)
-            if crypto is None and srtp is SrtpMode.REQUIRED:
+            offered = _offered_key(audio)
+            if offered is None and srtp is SrtpMode.REQUIRED:
                 raise MediaError(488, "Not Acceptable Here (SRTP required)")
+        tag, crypto = offered or ("", None)
         rate = next((c.rate for c in audio.codecs if c.name.lower() != "telephone-event"), 8000)
-        return media_pb2.LegSpec(
+        spec = media_pb2.LegSpec(
             remote_address=address, remote_rtp_port=audio.port, remote_rtcp_port=audio.rtcp_port or 0,
             rtcp_mux=audio.rtcp_mux, crypto=crypto, clock_rate=rate,
         )  # fmt: skip
+        return spec, tag
 
     async def _update(
         self, call: Call, leg: str, spec: media_pb2.LegSpec
     ) -> dict[str, media_pb2.LegAllocation]:
+        specs = {leg: spec}
         session = self._sessions.get(call.key)
-        leg_a, leg_b = (spec, None) if leg == "a" else (None, spec)
+        if session is None:
+            other = "b" if leg == "a" else "a"
+            if other == trunk_leg(call) and call.trunk.spec.media.srtp is not SrtpMode.DISABLED:
+                specs[other] = media_pb2.LegSpec(want_srtp=True)  # our offer to the PBX carries a key
+            session = await self._create(call, specs)
+            return session.allocations
+        relay = self._relays.get(session.relay)
+        if session.gone or relay is None:
+            raise MediaError(503, "Service Unavailable (the media relay ended the session)")
         try:
-            if session is None:
-                answer: media_pb2.CreateSessionResponse | media_pb2.UpdateSessionResponse
-                answer = await self._stub.CreateSession(
-                    media_pb2.CreateSessionRequest(session_id=call.key, leg_a=leg_a, leg_b=leg_b),
-                    timeout=self.timeout,
-                )
-                session = self._sessions[call.key] = _Session()
-            else:
-                answer = await self._stub.UpdateSession(
-                    media_pb2.UpdateSessionRequest(session_id=call.key, leg_a=leg_a, leg_b=leg_b),
-                    timeout=self.timeout,
-                )
+            answer = await relay.stub.UpdateSession(
+                media_pb2.UpdateSessionRequest(
+                    session_id=call.key, leg_a=specs.get("a"), leg_b=specs.get("b")
+                ),
+                timeout=self.timeout,
+            )
         except grpc.aio.AioRpcError as exc:
-            if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
-                raise MediaError(488, f"Not Acceptable Here ({exc.details()})") from None
-            raise MediaError(503, f"Service Unavailable (media relay: {exc.code().name})") from None
+            raise _media_error(exc) from None
         session.allocations = {"a": answer.leg_a, "b": answer.leg_b}
         return session.allocations
 
+    async def _create(self, call: Call, specs: dict[str, media_pb2.LegSpec]) -> _Session:
+        request = media_pb2.CreateSessionRequest(
+            session_id=call.key, leg_a=specs.get("a"), leg_b=specs.get("b")
+        )
+        refused: list[str] = []
+        for _ in range(PICK_ATTEMPTS):
+            relay_id, address = await self._pick(refused)
+            relay = self._hold(address, call.key)
+            try:
+                answer = await relay.stub.CreateSession(request, timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                self._unhold(address, call.key)
+                if self.picker is None or exc.code() not in TRY_ANOTHER:
+                    raise _media_error(exc) from None
+                event(log, logging.WARNING, "media relay refused a session", call_id=call.key,
+                      relay=relay_id, address=address, code=exc.code().name)  # fmt: skip
+                refused.append(relay_id)
+                continue
+            session = _Session(address, {"a": answer.leg_a, "b": answer.leg_b})
+            if call.ended:  # ended (CANCEL) while the relay answered: its release found nothing to free
+                await self._delete(address, call.key)
+            else:
+                self._sessions[call.key] = session
+            return session
+        raise MediaError(503, "Service Unavailable (no media relay took the call)")
+
+    async def _pick(self, refused: list[str]) -> tuple[str, str]:
+        """(relay id, gRPC address) of the relay for a new session."""
+        if self.picker is None:
+            return "", self._fixed()
+        try:
+            picked = await self.picker.pick(refused)
+        except grpc.aio.AioRpcError as exc:
+            raise MediaError(503, f"Service Unavailable (control: {exc.code().name})") from None
+        if picked is None:
+            raise MediaError(503, "Service Unavailable (no media relay available)")
+        return picked.relay_id, picked.grpc_address
+
+    def _fixed(self) -> str:
+        assert self.target is not None
+        return self.target if isinstance(self.target, str) else self.target()
+
     def _point_at_relay(
-        self, sd: SessionDescription, audio: Media, at: media_pb2.LegAllocation, call: Call, to_leg: str
+        self,
+        sd: SessionDescription,
+        audio: Media,
+        at: media_pb2.LegAllocation,
+        call: Call,
+        to_leg: str,
+        crypto_tag: str = "1",
     ) -> None:
         # Every c= names the relay, replaced where it stands (RFC 8866 fixes the order of lines).
         for part in (sd, *sd.media):
@@ -145,7 +265,7 @@ class RelayMedia:
         audio.keep_codecs([c.value for c in call.trunk.spec.codecs])
         srtp_here = to_leg == trunk_leg(call) and call.trunk.spec.media.srtp is not SrtpMode.DISABLED
         if srtp_here and at.HasField("crypto"):
-            audio.crypto = [f"1 {at.crypto.suite} inline:{at.crypto.key}"]
+            audio.crypto = [f"{crypto_tag} {at.crypto.suite} inline:{at.crypto.key}"]
             audio.proto = "RTP/SAVP"
         else:
             audio.crypto = []
@@ -155,19 +275,145 @@ class RelayMedia:
                 other.port = 0  # one relayed audio stream; refuse the rest (RFC 3264 6)
 
     def snapshot(self, call: Call) -> dict[str, Any]:
-        # The relay keeps the session under the call's key; another edge needs only to know there is one.
-        return {"relay_session": call.key} if call.key in self._sessions else {}
+        # The relay keeps the session under the call's key; another edge needs to know which relay.
+        session = self._sessions.get(call.key)
+        if session is None or session.gone:
+            return {}
+        return {"relay_session": call.key, "relay": session.relay}
 
     def adopt(self, call: Call, snapshot: dict[str, Any]) -> None:
-        if snapshot.get("relay_session") == call.key:
-            self._sessions[call.key] = _Session()
+        if snapshot.get("relay_session") != call.key or call.key in self._sessions:
+            return
+        # Records written before the relay's address was in them: the fixed relay, if there is one.
+        address = snapshot.get("relay") or (self._fixed() if self.target is not None else None)
+        if isinstance(address, str) and address:
+            self._hold(address, call.key)
+            self._sessions[call.key] = _Session(address)
 
     async def release(self, call: Call) -> None:
-        if self._sessions.pop(call.key, None) is None:
-            return
+        session = self._sessions.pop(call.key, None)
+        if session is not None:
+            await self._delete(session.relay, call.key, session.gone)
+
+    async def _delete(self, address: str, call_key: str, gone: bool = False) -> None:
+        relay = self._relays.get(address)
         try:
-            await self._stub.DeleteSession(
-                media_pb2.DeleteSessionRequest(session_id=call.key), timeout=self.timeout
-            )
+            if relay is not None and not gone:
+                await relay.stub.DeleteSession(
+                    media_pb2.DeleteSessionRequest(session_id=call_key), timeout=self.timeout
+                )
         except grpc.aio.AioRpcError as exc:  # the relay's inactivity timeout frees it anyway
-            log.warning("relay did not delete session %s: %s", call.key, exc.code().name)
+            log.warning("relay did not delete session %s: %s", call_key, exc.code().name)
+        finally:
+            self._unhold(address, call_key)
+
+    # -- the relays in use -------------------------------------------------------------------------
+    def _hold(self, address: str, call_key: str) -> _Relay:
+        """The relay at `address`, its channel and event watch opened if need be, holding `call_key`."""
+        relay = self._relays.get(address)
+        if relay is None:
+            relay = self._relays[address] = _Relay(address)
+            relay.watch = self._spawn(self._watch(relay))
+            relay.guard = self._spawn(self._guard(relay))
+        if relay.idle is not None:
+            relay.idle.cancel()
+            relay.idle = None
+        relay.sessions.add(call_key)
+        return relay
+
+    def _unhold(self, address: str, call_key: str) -> None:
+        relay = self._relays.get(address)
+        if relay is None:
+            return
+        relay.sessions.discard(call_key)
+        if not relay.sessions and relay.idle is None:
+            relay.idle = asyncio.get_running_loop().call_later(self.idle_close, self._close_idle, relay)
+
+    def _close_idle(self, relay: _Relay) -> None:
+        relay.idle = None
+        if not relay.sessions and self._relays.get(relay.address) is relay:
+            del self._relays[relay.address]
+            self._spawn(self._shut(relay))
+
+    @staticmethod
+    async def _shut(relay: _Relay) -> None:
+        for task in (relay.watch, relay.guard):
+            if task is not None:
+                task.cancel()
+        await relay.channel.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _watch(self, relay: _Relay) -> None:
+        """Follow the relay's events for as long as we use it; reconnect with backoff (it may restart)."""
+        backoff = Backoff()
+        while True:
+            try:
+                async for update in relay.stub.WatchEvents(media_pb2.WatchEventsRequest()):
+                    backoff.reset()
+                    self._on_event(relay, update)
+                log.warning("relay %s ended its event stream; watching again", relay.address)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("relay %s events: %s; watching again", relay.address, exc.code().name)
+            except Exception:  # never lose the watch to a bug in handling one event
+                log.exception("relay %s events: handling failed; watching again", relay.address)
+            await backoff.wait()
+
+    async def _guard(self, relay: _Relay) -> None:
+        """A dead relay reports nothing: check its health. One unreachable for `lost_after` seconds
+        takes its calls with it (BYE both ways, they have no audio); one that comes back sooner (a
+        restart that restored its sessions) must still hold ours, else those calls end."""
+        health = health_pb2_grpc.HealthStub(relay.channel)
+        loop = asyncio.get_running_loop()
+        down_since: float | None = None
+        while True:
+            await asyncio.sleep(self.guard_interval)
+            try:
+                await health.Check(health_pb2.HealthCheckRequest(), timeout=self.timeout)
+            except grpc.aio.AioRpcError:
+                down_since = down_since or loop.time()
+                if loop.time() - down_since >= self.lost_after:
+                    self._lose(relay, list(relay.sessions))
+                continue
+            if down_since is not None:
+                down_since = None
+                await self._still_held(relay)
+
+    async def _still_held(self, relay: _Relay) -> None:
+        for key in list(relay.sessions):
+            try:
+                await relay.stub.GetSessionStats(media_pb2.GetSessionStatsRequest(session_id=key),
+                                                 timeout=self.timeout)  # fmt: skip
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is grpc.StatusCode.NOT_FOUND:
+                    self._lose(relay, [key])
+
+    def _lose(self, relay: _Relay, keys: list[str]) -> None:
+        for key in keys:
+            session = self._sessions.get(key)
+            if session is None or session.relay != relay.address or session.gone:
+                continue
+            session.gone = True
+            ended = self.on_inactive(key, RELAY_LOST) if self.on_inactive is not None else False
+            event(log, logging.WARNING, "relay lost", call_id=key, relay=relay.address, ending=ended)
+
+    def _on_event(self, relay: _Relay, update: media_pb2.SessionEvent) -> None:
+        if update.kind != media_pb2.SessionEvent.INACTIVITY_TIMEOUT:
+            return
+        session = self._sessions.get(update.session_id)
+        if session is None or session.relay != relay.address or session.gone:
+            return  # another edge's call on a shared relay, or one that ended already
+        session.gone = True  # the relay freed it: its ports are no longer ours
+        ended = self.on_inactive(update.session_id, INACTIVE) if self.on_inactive is not None else False
+        event(log, logging.INFO, "relay session inactive", call_id=update.session_id, relay=relay.address,
+              ending=ended)  # fmt: skip
+
+
+def _media_error(exc: grpc.aio.AioRpcError) -> MediaError:
+    if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
+        return MediaError(488, f"Not Acceptable Here ({exc.details()})")
+    return MediaError(503, f"Service Unavailable (media relay: {exc.code().name})")

@@ -24,6 +24,7 @@ from trunkline.core.manifests import ConfigSet, load
 from trunkline.core.net import ConfigError, HostPort, bind, parse_hostport
 from trunkline.core.runner import run, run_until_signalled
 from trunkline.core.state import MemoryStore, StateStore
+from trunkline.core.state_redis import url_from_env
 from trunkline.edge.b2bua import Edge, EdgeOptions, Media
 from trunkline.edge.cdr import CdrSink
 from trunkline.edge.digest import DigestAuthenticator
@@ -97,6 +98,8 @@ class EdgeComponent:
             resolver=resolver,
             owner=edge_id,
         )
+        if isinstance(media, RelayMedia) and media.on_inactive is None:
+            media.on_inactive = self.edge.end_call  # a relay session gone silent ends its call
         self._listening = False
         self._keep_alive: asyncio.Future[None] | None = None
 
@@ -138,6 +141,8 @@ class EdgeComponent:
         if self._keep_alive is not None:
             self._keep_alive.cancel()
         await self.edge.stack.close()
+        if isinstance(self.edge.media, RelayMedia):
+            await self.edge.media.close()
         self.cdr.close()
 
 
@@ -159,10 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--edge-id", default=os.environ.get("POD_NAME"),
                         help="this edge's name in the shared store (default: host name and pid)")  # fmt: skip
     parser.add_argument("--http-listen", default=os.environ.get("TRUNKLINE_HTTP_LISTEN", "127.0.0.1:8080"))
-    parser.add_argument("--redis", default=os.environ.get("TRUNKLINE_REDIS_URL"), metavar="URL")
+    parser.add_argument("--redis", default=url_from_env(os.environ), metavar="URL",
+                        help="shared store: redis://, rediss://, sentinel:// (default: env)")  # fmt: skip
     parser.add_argument(
-        "--media-relay", metavar="HOST:PORT", help="anchor media on this relay's gRPC service"
-    )
+        "--media-relay", metavar="HOST:PORT",
+        help="anchor media on this relay's gRPC service (default with --control: the relay control picks, "
+        "per call)",
+    )  # fmt: skip
+    parser.add_argument("--relay-lost-after", type=float, default=20.0, metavar="SECONDS",
+                        help="end the calls of a relay unreachable this long (default: 20)")  # fmt: skip
     parser.add_argument("--cdr", metavar="PATH", help="append call records (JSON lines); '-' for stdout")
     parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS")
     parser.add_argument(
@@ -219,7 +229,13 @@ async def _serve(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--nonce-secret-file: cannot read {args.nonce_secret_file}: {exc.strerror}"
             ) from None
-    media = RelayMedia(args.media_relay) if args.media_relay else None
+    media = None
+    if args.media_relay:
+        media = RelayMedia(args.media_relay, lost_after=args.relay_lost_after)
+    elif args.control:
+        from trunkline.control.client import RelayPicker
+
+        media = RelayMedia(picker=RelayPicker(args.control), lost_after=args.relay_lost_after)
     if args.max_call_duration <= 0:
         raise ConfigError("--max-call-duration: must be more than 0 seconds")
     options = EdgeOptions(max_duration=args.max_call_duration)

@@ -23,6 +23,9 @@ Symmetric RTP and hijack protection (per socket, so RTP and RTCP latch independe
 The engine talks to its owner over a pipe (multiprocessing Connection): requests are tuples
 `(request_id, op, args)`, answers `(request_id, True, result)` or `(request_id, False, (code, text))`,
 and events `(None, kind, args)`. Nothing a peer sends on a media port can raise out of the loop.
+Besides the sessions' own operations, "create" with leg states re-creates a session of a previous
+run on its ports (its latches confirmed, our SRTP keys kept), and "report" (every few seconds) tells
+which sessions had packets since the last one and where their parties are: nothing per packet.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from trunkline.media.errors import (
     CODE_OF,
     InvalidRequest,
     LocalError,
+    PortInUse,
     PortsExhausted,
     SessionExists,
     SessionNotFound,
@@ -79,6 +83,7 @@ class LegConfig:
     rtcp_mux: bool = False
     srtp_key: bytes | None = None  # the party's SDES master key + salt: we decrypt with it
     clock_rate: int = 8000
+    want_srtp: bool = False  # SRTP leg before the party's key is known (we offer it our key first)
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,30 @@ class LegAllocation:
     rtp_port: int
     rtcp_port: int
     relay_key: bytes | None  # ours: we encrypt towards the party with it
+
+
+# A party's address as the relay latched onto it: (host, port), the host as the kernel reports it.
+Latched = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class LegState:
+    """What a leg needs besides its LegConfig to be rebuilt after a restart (see trunkline.media)."""
+
+    rtp_port: int  # the pair rtp_port, rtp_port + 1 is bound again
+    relay_key: bytes | None = None
+    rtp_latched: Latched | None = None
+    rtcp_latched: Latched | None = None
+
+
+@dataclass
+class EngineReport:
+    """An engine's periodic report: sessions with packets since the last report (and where their
+    parties are now), and packet totals since the engine started."""
+
+    active: dict[str, tuple[tuple[Latched | None, Latched | None], tuple[Latched | None, Latched | None]]]
+    relayed_packets: int
+    dropped_packets: int
 
 
 @dataclass
@@ -145,6 +174,16 @@ class Flow:
     def expect(self, peer: Address | None) -> None:
         """Send to `peer` (from SDP) and be ready to latch again."""
         self.peer, self.confirmed, self._cand = peer, False, None
+
+    def latched(self) -> Latched | None:
+        return (self.peer[0], self.peer[1]) if self.confirmed and self.peer else None
+
+    def relatch(self, family: int, address: Latched, now: float) -> None:
+        """Take `address` as the party's, as if a packet had just come from it (a restored session:
+        the first stranger to send must not latch; a party that moved re-latches as usual)."""
+        host, port = address
+        self.peer = (host, port, 0, 0) if family == socket.AF_INET6 else (host, port)
+        self.confirmed, self.last_seen, self._cand = True, now, None
 
     def admit(self, src: Address, data: memoryview, rtcp: bool, now: float) -> bool:
         """Whether a valid packet from `src` (not the current peer) is the party's; latches if so."""
@@ -217,15 +256,31 @@ class Leg:
         self.mux = config.rtcp_mux
         self.clock_rate = config.clock_rate
         self.received.set_clock_rate(config.clock_rate)
-        if config.srtp_key is None:
+        if config.srtp_key is None and not config.want_srtp:
             self.party_key = self.relay_key = self.srtp_in = self.srtp_out = None
             return
-        if config.srtp_key != self.party_key:
+        if config.srtp_key is None:
+            # Until the party's key comes, nothing it sends authenticates: a throwaway key drops it all.
+            self.party_key, self.srtp_in = None, rtp.srtp_session(rtp.new_key(), inbound=True)
+        elif config.srtp_key != self.party_key:
             self.party_key = config.srtp_key
             self.srtp_in = rtp.srtp_session(config.srtp_key, inbound=True)
         if self.relay_key is None:  # ours stays for the whole session: re-offers repeat it
             self.relay_key = rtp.new_key()
             self.srtp_out = rtp.srtp_session(self.relay_key, inbound=False)
+
+    def restore(self, config: LegConfig, state: LegState, family: int, now: float) -> None:
+        if state.relay_key is not None:  # the party has it from our SDP: it stays
+            self.relay_key = state.relay_key
+            self.srtp_out = rtp.srtp_session(state.relay_key, inbound=False)
+        self.configure(config, family)
+        if state.rtp_latched is not None:
+            self.rtp.relatch(family, state.rtp_latched, now)
+        if state.rtcp_latched is not None:
+            self.rtcp.relatch(family, state.rtcp_latched, now)
+
+    def dropped(self) -> int:
+        return self.dropped_source + self.dropped_malformed + self.dropped_srtp
 
     def allocation(self) -> LegAllocation:
         port = self.rtp.sock.getsockname()[1]
@@ -258,6 +313,7 @@ class Session:
     created: float
     last_active: float
     last_activity: int = 0
+    reported: int = 0  # activity at the last report
 
     def counters(self, now: float) -> SessionCounters:
         return SessionCounters(self.legs[0].counters(), self.legs[1].counters(), now - self.created)
@@ -302,17 +358,36 @@ class PortPool:
         for _ in range(len(self._free)):
             port = self._free.popleft()
             try:
-                return self._bind(port), self._bind(port + 1)
+                return self._bind_pair(port)
             except OSError:
-                self._free.append(port)
-            # A pair held by someone else goes to the back; its half-bound socket is closed by _bind.
+                self._free.append(port)  # held by someone else: to the back
         raise PortsExhausted("no free media port pair")
+
+    def take_pair(self, port: int) -> tuple[socket.socket, socket.socket]:
+        """The pair `port`, `port + 1` (a restored session's); PortInUse when it cannot be had."""
+        try:
+            self._free.remove(port)
+        except ValueError:
+            raise PortInUse(f"ports {port}-{port + 1} are not a free pair of this relay's range") from None
+        try:
+            return self._bind_pair(port)
+        except OSError as exc:
+            self._free.append(port)
+            raise PortInUse(f"cannot bind ports {port}-{port + 1}: {exc.strerror or exc}") from None
 
     def give_back(self, rtp_sock: socket.socket, rtcp_sock: socket.socket) -> None:
         port = rtp_sock.getsockname()[1]
         rtp_sock.close()
         rtcp_sock.close()
         self._free.append(port)
+
+    def _bind_pair(self, port: int) -> tuple[socket.socket, socket.socket]:
+        first = self._bind(port)
+        try:
+            return first, self._bind(port + 1)
+        except OSError:
+            first.close()
+            raise
 
     def _bind(self, port: int) -> socket.socket:
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
@@ -340,27 +415,38 @@ class Engine:
         self._buf = bytearray(65536)
         self._view = memoryview(self._buf)
         self._running = False
+        self._ended_relayed = self._ended_dropped = 0  # totals of the sessions that ended
 
     # ---- session management (called from `handle`, between packets) ----
 
     def create(
-        self, session_id: str, configs: tuple[LegConfig, LegConfig], timeout: float
+        self,
+        session_id: str,
+        configs: tuple[LegConfig, LegConfig],
+        timeout: float,
+        states: tuple[LegState, LegState] | None = None,
     ) -> tuple[LegAllocation, LegAllocation]:
+        """A new session on the next free ports, or with `states` a restored one on its old ports."""
         if session_id in self.sessions:
             raise SessionExists(f"session {session_id!r} exists")
         legs: list[Leg] = []
+        now = time.monotonic()
         try:
-            for config in configs:
-                leg = Leg(*self.ports.take(), self.policy)
-                legs.append(leg)
-                leg.configure(config, self.ports.family)
+            for index, config in enumerate(configs):
+                if states is None:
+                    leg = Leg(*self.ports.take(), self.policy)
+                    legs.append(leg)
+                    leg.configure(config, self.ports.family)
+                else:
+                    leg = Leg(*self.ports.take_pair(states[index].rtp_port), self.policy)
+                    legs.append(leg)
+                    leg.restore(config, states[index], self.ports.family, now)
         except (LocalError, ValueError, pylibsrtp.Error) as exc:
             for leg in legs:
                 self.ports.give_back(leg.rtp.sock, leg.rtcp.sock)
             raise exc if isinstance(exc, LocalError) else InvalidRequest(str(exc)) from None
         a, b = legs
         a.other, b.other = b, a
-        now = time.monotonic()
         self.sessions[session_id] = Session(session_id, (a, b), timeout, now, now)
         for leg in legs:
             for flow in (leg.rtp, leg.rtcp):
@@ -384,6 +470,8 @@ class Engine:
         session = self._get(session_id)
         counters = session.counters(time.monotonic())
         del self.sessions[session_id]
+        self._ended_relayed += sum(leg.sent_packets for leg in session.legs)
+        self._ended_dropped += sum(leg.dropped() for leg in session.legs)
         for leg in session.legs:
             for flow in (leg.rtp, leg.rtcp):
                 fd = flow.sock.fileno()
@@ -394,6 +482,24 @@ class Engine:
 
     def stats(self, session_id: str) -> SessionCounters:
         return self._get(session_id).counters(time.monotonic())
+
+    def report(self) -> EngineReport:
+        """Sessions with packets since the last report and their parties' latched addresses, and
+        totals (one pass over the sessions, every few seconds: not on the packet path)."""
+        active = {}
+        relayed, dropped = self._ended_relayed, self._ended_dropped
+        for session in self.sessions.values():
+            a, b = session.legs
+            relayed += a.sent_packets + b.sent_packets
+            dropped += a.dropped() + b.dropped()
+            activity = a.activity() + b.activity()
+            if activity != session.reported:
+                session.reported = activity
+                active[session.id] = (
+                    (a.rtp.latched(), a.rtcp.latched()),
+                    (b.rtp.latched(), b.rtcp.latched()),
+                )
+        return EngineReport(active, relayed, dropped)
 
     def expired(self, now: float) -> Iterator[str]:
         """Ids of sessions without packets for their timeout."""
@@ -511,6 +617,8 @@ class Engine:
                 result = self.delete(*args)
             elif op == "stats":
                 result = self.stats(*args)
+            elif op == "report":
+                result = self.report()
             elif op == "stop":
                 result = self.stop()
             else:

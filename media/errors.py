@@ -33,6 +33,10 @@ class PortsExhausted(LocalError):
     """The media port range has no free pair left."""
 
 
+class PortInUse(LocalError):
+    """A restored session's ports cannot be bound again (another session or program holds them)."""
+
+
 class Draining(LocalError):
     """The relay is draining and accepts no new sessions."""
 
@@ -47,5 +51,6 @@ ERROR_CODES: dict[str, type[LocalError]] = {
     "not_found": SessionNotFound,
     "exists": SessionExists,
     "exhausted": PortsExhausted,
+    "in_use": PortInUse,
 }
 CODE_OF: dict[type[LocalError], str] = {cls: code for code, cls in ERROR_CODES.items()}

@@ -18,8 +18,23 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from trunkline.media.engine import LatchPolicy, LegAllocation, LegConfig, SessionCounters, run_worker
-from trunkline.media.errors import ERROR_CODES, PortsExhausted, RemoteError, SessionExists, SessionNotFound
+from trunkline.media.engine import (
+    EngineReport,
+    LatchPolicy,
+    LegAllocation,
+    LegConfig,
+    LegState,
+    SessionCounters,
+    run_worker,
+)
+from trunkline.media.errors import (
+    ERROR_CODES,
+    PortInUse,
+    PortsExhausted,
+    RemoteError,
+    SessionExists,
+    SessionNotFound,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +93,10 @@ class EnginePool:
     def sessions(self) -> list[str]:
         return list(self._where)
 
+    def running(self) -> bool:
+        """Every engine is up (for readiness: a dead engine's share of the range is lost)."""
+        return bool(self._workers) and all(w.alive and w.runner.is_alive() for w in self._workers)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         context = multiprocessing.get_context("spawn")  # fork would copy gRPC's threads: unsafe
@@ -114,6 +133,50 @@ class EnginePool:
             raise
         return result
 
+    async def restore(
+        self,
+        session_id: str,
+        configs: tuple[LegConfig, LegConfig],
+        timeout: float,
+        states: tuple[LegState, LegState],
+    ) -> tuple[LegAllocation, LegAllocation]:
+        """Re-create a session of a previous run of this relay on its old ports (by the engine whose
+        slice holds them); PortInUse when they cannot be bound."""
+        if session_id in self._where:
+            raise SessionExists(f"session {session_id!r} exists")
+        ports = [state.rtp_port for state in states]
+        owners = {self._slice_of(port) for port in ports}
+        index = owners.pop() if len(owners) == 1 else None
+        if index is None:  # the range or --workers changed since
+            raise PortInUse(f"ports {ports} are not in one engine's slice of this relay's range")
+        worker = self._workers[index]
+        if not worker.alive:
+            raise RemoteError(f"media engine {worker.runner.name} is gone")
+        self._where[session_id] = worker
+        worker.sessions += 1
+        try:
+            result: tuple[LegAllocation, LegAllocation] = await self._call(
+                worker, "create", session_id, configs, timeout, states
+            )
+        except BaseException:
+            self._forget(session_id)
+            raise
+        return result
+
+    async def report(self) -> EngineReport:
+        """The engines' reports, merged."""
+        merged = EngineReport({}, 0, 0)
+        for worker in self._workers:
+            if worker.alive:
+                try:
+                    part: EngineReport = await self._call(worker, "report")
+                except RemoteError:
+                    continue
+                merged.active.update(part.active)
+                merged.relayed_packets += part.relayed_packets
+                merged.dropped_packets += part.dropped_packets
+        return merged
+
     async def update(
         self, session_id: str, configs: tuple[LegConfig | None, LegConfig | None]
     ) -> tuple[LegAllocation, LegAllocation]:
@@ -147,6 +210,9 @@ class EnginePool:
             await asyncio.to_thread(worker.runner.join, 5)
         self._where.clear()
         return ended
+
+    def _slice_of(self, port: int) -> int | None:
+        return next((i for i, (low, high) in enumerate(self._slices) if low <= port <= high), None)
 
     def _owner(self, session_id: str) -> Worker:
         try:

@@ -1,9 +1,11 @@
 """The media relay process: `trunkline media --listen HOST:PORT --media-listen HOST --media-ports LO-HI
-[--control HOST:PORT]`.
+[--control HOST:PORT] [--redis URL --relay-id ID] [--http-listen HOST:PORT]`.
 
 One MediaServer is the MediaRelay gRPC service (with health checking) in this process, and the packet
 engines in worker processes (one per core by default). With --control it registers with the control
-service and heartbeats its load there.
+service and heartbeats its load there. With --redis it keeps its sessions there and, started again
+under the same --relay-id, brings them back on their ports before it serves (see `trunkline.media`).
+With --http-listen it serves /healthz, /readyz and /metrics.
 """
 
 from __future__ import annotations
@@ -15,16 +17,29 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from trunkline.control.client import RelayLoad, RelayRegistration
+from trunkline.core.http import OpsServer
+from trunkline.core.net import ConfigError, bind
+from trunkline.core.net import parse_hostport as parse_address
 from trunkline.core.rpc import GrpcServer, parse_hostport, parse_range, run_until_signal
+from trunkline.core.state_redis import connect, url_from_env
 from trunkline.media.engine import LatchPolicy
+from trunkline.media.errors import LocalError, PortInUse, RemoteError, SessionExists
 from trunkline.media.pool import EnginePool
+from trunkline.media.records import LOAD_TIMEOUT, REPORT_INTERVAL, UNAVAILABLE, SessionRecord, SessionRecords
 from trunkline.media.service import DEFAULT_INACTIVITY_TIMEOUT, SERVICE_NAME, MediaRelayService, session_stats
 from trunkline.media.v1 import media_pb2, media_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+RESTORE_BIND_WAIT = 2.0  # seconds a restored session waits for its ports (the dead run's engines let go)
 
 
 class MediaServer:
@@ -32,6 +47,7 @@ class MediaServer:
 
     workers: engine processes (0: one engine in a thread of this process, for tests and `up`).
     advertise: the address written into SDP, when not the media bind address.
+    redis: keep the sessions there under `relay_id`, which must then be stable across restarts.
     """
 
     def __init__(
@@ -45,17 +61,26 @@ class MediaServer:
         relay_id: str | None = None,
         inactivity_timeout: float = DEFAULT_INACTIVITY_TIMEOUT,
         policy: LatchPolicy | None = None,
+        redis: str | None = None,
     ) -> None:
+        if redis and not relay_id:
+            raise ValueError("keeping sessions in Redis needs a relay id that stays the same across restarts")
+        self.relay_id = relay_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.records: SessionRecords | None = None
+        if redis:
+            self.records = SessionRecords(connect(redis), self.relay_id)
         self.pool = EnginePool(media_host, *media_ports, workers=workers, policy=policy)
         self.service = MediaRelayService(
-            self.pool, advertise or media_host, inactivity_timeout, self._draining
+            self.pool, advertise or media_host, inactivity_timeout, self._draining, self.records
         )
         self.grpc = GrpcServer(
             listen, media_pb2_grpc.add_MediaRelayServicer_to_server, self.service, SERVICE_NAME
         )
         self.control = control
-        self.relay_id = relay_id or f"{socket.gethostname()}-{os.getpid()}"
         self.registration: RelayRegistration | None = None
+        self.serving = False
+        self.restored = 0  # sessions brought back from Redis since start
+        self.relayed_packets = self.dropped_packets = 0  # totals as of the last engine report
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -65,15 +90,30 @@ class MediaServer:
     def load(self) -> RelayLoad:
         return RelayLoad(self.pool.capacity, self.pool.active, self.service.draining)
 
+    def ready(self) -> bool:
+        """Engines up, gRPC serving, not draining."""
+        return self.serving and not self.service.draining and self.pool.running()
+
     async def start(self) -> None:
-        """Start engines and gRPC; OSError naming the address when either cannot bind."""
+        """Start engines, bring back this relay's sessions from Redis, then serve gRPC; OSError
+        naming the address when the engines or gRPC cannot bind. Redis trouble is logged only."""
         check_bindable(self.pool.host)
         await self.pool.start()
         try:
+            if self.records is not None:
+                try:
+                    await self._restore()
+                except UNAVAILABLE as exc:
+                    log.warning("cannot read relay %s's sessions from Redis (%s); serving without them "
+                                "until it answers", self.relay_id, exc)  # fmt: skip
             await self.grpc.start()
         except BaseException:
             await self.pool.stop()
             raise
+        self.serving = True
+        self._tasks.append(asyncio.create_task(self._report(), name="engine-reports"))
+        if self.records is not None:
+            self._tasks.append(asyncio.create_task(self.records.run(self._restore), name="session-records"))
         if self.control:
             host, _ = parse_hostport(self.grpc.listen)
             self.registration = RelayRegistration(
@@ -82,7 +122,9 @@ class MediaServer:
             self._tasks.append(asyncio.create_task(self.registration.run(), name="control-registration"))
 
     async def stop(self, grace: float | None = 1.0) -> None:
-        """End every session (ports freed, SHUTDOWN events), then the gRPC server and the engines."""
+        """End every session (ports freed, SHUTDOWN events, records deleted), then the gRPC server
+        and the engines."""
+        self.serving = False
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -95,11 +137,125 @@ class MediaServer:
             )
         self.service.close_watchers()
         await self.grpc.stop(grace)
+        if self.records is not None:  # the sessions ended: nothing to restore
+            for session_id in list(self.records.live):
+                self.records.drop(session_id)
+            await self.records.flush_all(timeout=2.0)
+            await self.records.close()
+
+    async def _restore(self) -> None:
+        """Re-create the sessions the previous run of this relay left in Redis, on their ports.
+        Raises one of UNAVAILABLE when Redis does not answer (nothing is restored then)."""
+        assert self.records is not None
+        records = await asyncio.wait_for(self.records.load(), LOAD_TIMEOUT)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RESTORE_BIND_WAIT
+        pending = [r for r in records if r.session_id not in self.records.live]
+        restored = dropped = 0
+        while pending:
+            waiting = []
+            for record in pending:
+                problem = await self._restore_one(record)
+                if problem is None:
+                    restored += 1
+                elif isinstance(problem, PortInUse) and loop.time() < deadline:
+                    waiting.append(record)
+                elif not isinstance(problem, SessionExists):  # else created anew meanwhile: that one wins
+                    log.warning("session %s not restored, record dropped: %s", record.session_id, problem)
+                    self.records.drop(record.session_id)
+                    dropped += 1
+            pending = waiting
+            if pending:
+                await asyncio.sleep(0.1)
+        self.records.loaded = True
+        self.restored += restored
+        if records:
+            log.info("relay %s: %d session(s) restored from Redis on their ports, %d dropped",
+                     self.relay_id, restored, dropped)  # fmt: skip
+
+    async def _restore_one(self, record: SessionRecord) -> LocalError | RemoteError | None:
+        assert self.records is not None
+        a, b = record.legs
+        try:
+            await self.pool.restore(
+                record.session_id, (a.config, b.config), record.timeout, (a.state(), b.state())
+            )
+        except (LocalError, RemoteError) as exc:
+            return exc
+        self.records.put(record)  # written again: a fresh TTL
+        return None
+
+    async def _report(self) -> None:
+        """Every REPORT_INTERVAL: totals for /metrics, and the records of sessions with packets."""
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL)
+            try:
+                report = await self.pool.report()
+            except RemoteError:
+                continue
+            self.relayed_packets, self.dropped_packets = report.relayed_packets, report.dropped_packets
+            if self.records is not None:
+                self.records.refresh(report.active, set(self.pool.sessions()))
 
     async def _draining(self) -> None:
         await self.grpc.set_serving(False)
         if self.registration is not None:  # tell control now, not at the next heartbeat
             await self.registration.report_now()
+
+
+class MediaReadiness:
+    """The Component /readyz asks about: the relay (its lifecycle is run by `main`)."""
+
+    name = "media"
+
+    def __init__(self, server: MediaServer) -> None:
+        self.server = server
+
+    async def start(self) -> None:
+        pass
+
+    def ready(self) -> bool:
+        return self.server.ready()
+
+    def busy(self) -> int:
+        return self.server.pool.active
+
+    async def drain(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+class RelayMetrics(Collector):
+    """The relay's figures for /metrics, read when scraped (packet totals: as of the last report)."""
+
+    def __init__(self, server: MediaServer) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        server = self.server
+        yield GaugeMetricFamily("trunkline_media_sessions", "Sessions on this relay", server.pool.active)
+        yield GaugeMetricFamily(
+            "trunkline_media_session_capacity", "Sessions the free and used ports allow", server.pool.capacity
+        )
+        yield CounterMetricFamily(
+            "trunkline_media_packets_relayed", "RTP packets sent to a party", server.relayed_packets
+        )
+        yield CounterMetricFamily(
+            "trunkline_media_packets_dropped",
+            "Packets dropped (unexpected source, malformed, SRTP failure)",
+            server.dropped_packets,
+        )
+        yield CounterMetricFamily(
+            "trunkline_media_sessions_restored", "Sessions brought back from Redis", server.restored
+        )
+        if server.records is not None:
+            yield GaugeMetricFamily(
+                "trunkline_media_session_records_pending",
+                "Sessions whose record is not written to Redis yet",
+                server.records.pending,
+            )
 
 
 def check_bindable(host: str) -> None:
@@ -122,8 +278,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--advertise", metavar="HOST", help="address written into SDP (default: --media-listen)"
     )
-    parser.add_argument("--control", metavar="HOST:PORT", help="control service to register with")
-    parser.add_argument("--relay-id", help="id at the control service (default: host name and pid)")
+    parser.add_argument(
+        "--control", metavar="HOST:PORT", default=os.environ.get("TRUNKLINE_CONTROL_ADDRESS"),
+        help="control service to register with (default: $TRUNKLINE_CONTROL_ADDRESS)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--relay-id", default=os.environ.get("POD_NAME"),
+        help="this relay's name at the control service and in Redis; with --redis it must stay the same "
+        "across restarts (default: $POD_NAME, else host name and pid)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--redis", default=url_from_env(os.environ), metavar="URL",
+        help="keep sessions here, to restore them on the same ports after a restart "
+        "(redis://, rediss://, sentinel://; default: env, as the edges)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--http-listen", default=os.environ.get("TRUNKLINE_HTTP_LISTEN"), metavar="HOST:PORT",
+        help="serve /healthz, /readyz, /metrics (default: $TRUNKLINE_HTTP_LISTEN, else none)",
+    )  # fmt: skip
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="engine processes (one per core)"
     )
@@ -138,16 +310,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             parse_hostport(args.control)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.redis:
+        if urlsplit(args.redis).scheme not in ("redis", "rediss", "sentinel", "unix"):
+            parser.error(f"--redis: {args.redis!r} is not a redis://, rediss:// or sentinel:// URL")
+        if not args.relay_id:
+            parser.error(
+                "--redis needs --relay-id (or $POD_NAME): a name that stays the same across restarts"
+            )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        http = (
+            bind(parse_address(args.http_listen, "--http-listen"), socket.SOCK_STREAM, "--http-listen")
+            if args.http_listen
+            else None
+        )
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
     async def serve() -> None:
         # Built inside the running loop: grpc.aio binds its server to the loop it is created on.
         server = MediaServer(
             args.listen, args.media_listen, ports, max(args.workers, 1), args.advertise, args.control,
-            args.relay_id, args.inactivity_timeout,
+            args.relay_id, args.inactivity_timeout, redis=args.redis,
         )  # fmt: skip
+        ops = None
+        if http is not None:
+            registry = CollectorRegistry()
+            registry.register(RelayMetrics(server))
+            ops = OpsServer(http, [MediaReadiness(server)], registry)
 
         async def start() -> None:
+            if ops is not None:  # /healthz answers while sessions are being restored
+                await ops.start()
             await server.start()
             print(
                 f"media relay listening on {args.listen.rpartition(':')[0]}:{server.port}, "
@@ -155,7 +350,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
 
-        await run_until_signal(start, server.stop)
+        async def stop() -> None:
+            if ops is not None:
+                ops.draining = True
+            await server.stop()
+            if ops is not None:
+                await ops.stop()
+
+        await run_until_signal(start, stop)
 
     try:
         asyncio.run(serve())

@@ -25,6 +25,7 @@ from trunkline.media.errors import (
     SessionNotFound,
 )
 from trunkline.media.pool import EnginePool
+from trunkline.media.records import SessionRecord, SessionRecords
 from trunkline.media.v1 import media_pb2, media_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def leg_config(spec: media_pb2.LegSpec) -> LegConfig:
             raise InvalidRequest(f"crypto.key: {exc}") from None
     if spec.clock_rate > 1_000_000:
         raise InvalidRequest(f"clock_rate {spec.clock_rate} is not an RTP clock rate")
-    return LegConfig(rtp_peer, rtcp_peer, spec.rtcp_mux, key, spec.clock_rate or 8000)
+    return LegConfig(rtp_peer, rtcp_peer, spec.rtcp_mux, key, spec.clock_rate or 8000, spec.want_srtp)
 
 
 def session_stats(counters: SessionCounters) -> media_pb2.SessionStats:
@@ -103,8 +104,10 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
         media_address: str,
         default_timeout: float = DEFAULT_INACTIVITY_TIMEOUT,
         on_drain: Callable[[], Awaitable[None]] | None = None,
+        records: SessionRecords | None = None,
     ) -> None:
         self.pool = pool
+        self.records = records  # with Redis: what a restarted relay restores
         self.media_address = media_address  # what goes into SDP
         self.default_timeout = default_timeout
         self.draining = False
@@ -139,6 +142,8 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
             if timeout < 0:
                 raise InvalidRequest("inactivity_timeout must not be negative")
         a, b = await self.pool.create(request.session_id, configs, timeout)
+        if self.records is not None:
+            self.records.put(SessionRecord.created(request.session_id, timeout, configs, (a, b)))
         return media_pb2.CreateSessionResponse(leg_a=self._allocation(a), leg_b=self._allocation(b))
 
     @rpc_errors
@@ -150,13 +155,19 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
             leg_config(request.leg_b) if request.HasField("leg_b") else None,
         )
         a, b = await self.pool.update(request.session_id, configs)
+        if self.records is not None:
+            self.records.update(request.session_id, configs, (a, b))
         return media_pb2.UpdateSessionResponse(leg_a=self._allocation(a), leg_b=self._allocation(b))
 
     @rpc_errors
     async def DeleteSession(
         self, request: media_pb2.DeleteSessionRequest, context: grpc.aio.ServicerContext
     ) -> media_pb2.DeleteSessionResponse:
-        counters = await self.pool.delete(request.session_id)
+        try:
+            counters = await self.pool.delete(request.session_id)
+        finally:  # gone, or its engine with it
+            if self.records is not None and request.session_id in self.records.live:
+                self.records.drop(request.session_id)
         self._check_drained()
         return media_pb2.DeleteSessionResponse(stats=session_stats(counters))
 
@@ -213,6 +224,8 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
         queue.put_nowait(None)
 
     def _engine_event(self, kind: str, session_id: str, counters: SessionCounters) -> None:
+        if self.records is not None:
+            self.records.drop(session_id)
         self.publish(
             media_pb2.SessionEvent(
                 kind=EVENT_KINDS[kind], session_id=session_id, stats=session_stats(counters)

@@ -339,8 +339,12 @@ def build_media_workload(platform: Platform, namespace: str, owner: dict[str, An
         "--media-ports", str(media.portRange),
         # The pod's address (the node's, on the host network) is what SDP names.
         "--advertise", "$(POD_IP)",
+        # Its name at control and in Redis, where a restarted container finds its sessions again
+        # (same pod, same address, same ports). Probes: --http-listen from the runtime ConfigMap.
+        "--relay-id", "$(POD_NAME)",
     ]  # fmt: skip
     container = _container(platform, namespace, "media", args, [_port("grpc", media.port)], media.resources)
+    container["env"].append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     template = _pod_template(platform, namespace, "media", container, host_network=daemon)
     return _workload(
         platform, namespace, media.kind.value, "media", template, owner, None if daemon else media.replicas

@@ -18,20 +18,22 @@ class Crypto(_message.Message):
     def __init__(self, suite: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
 
 class LegSpec(_message.Message):
-    __slots__ = ("remote_address", "remote_rtp_port", "remote_rtcp_port", "rtcp_mux", "crypto", "clock_rate")
+    __slots__ = ("remote_address", "remote_rtp_port", "remote_rtcp_port", "rtcp_mux", "crypto", "clock_rate", "want_srtp")
     REMOTE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REMOTE_RTP_PORT_FIELD_NUMBER: _ClassVar[int]
     REMOTE_RTCP_PORT_FIELD_NUMBER: _ClassVar[int]
     RTCP_MUX_FIELD_NUMBER: _ClassVar[int]
     CRYPTO_FIELD_NUMBER: _ClassVar[int]
     CLOCK_RATE_FIELD_NUMBER: _ClassVar[int]
+    WANT_SRTP_FIELD_NUMBER: _ClassVar[int]
     remote_address: str
     remote_rtp_port: int
     remote_rtcp_port: int
     rtcp_mux: bool
     crypto: Crypto
     clock_rate: int
-    def __init__(self, remote_address: _Optional[str] = ..., remote_rtp_port: _Optional[int] = ..., remote_rtcp_port: _Optional[int] = ..., rtcp_mux: _Optional[bool] = ..., crypto: _Optional[_Union[Crypto, _Mapping]] = ..., clock_rate: _Optional[int] = ...) -> None: ...
+    want_srtp: bool
+    def __init__(self, remote_address: _Optional[str] = ..., remote_rtp_port: _Optional[int] = ..., remote_rtcp_port: _Optional[int] = ..., rtcp_mux: _Optional[bool] = ..., crypto: _Optional[_Union[Crypto, _Mapping]] = ..., clock_rate: _Optional[int] = ..., want_srtp: _Optional[bool] = ...) -> None: ...
 
 class LegAllocation(_message.Message):
     __slots__ = ("address", "rtp_port", "rtcp_port", "crypto")

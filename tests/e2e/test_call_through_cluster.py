@@ -169,19 +169,24 @@ def control(procs: Processes, namespace: str) -> str:
     return address
 
 
-def test_media_relay_registers_with_control(procs: Processes, control: str) -> None:
+@pytest.fixture(scope="module")
+def relay(procs: Processes, control: str) -> str:
+    """A media relay registered with control: the edge asks control for it on every call."""
     low = free_port()
     procs.start("media", "media", "--listen", "127.0.0.1:0", "--media-listen", "127.0.0.1",
                 "--media-ports", f"{low}-{low + 99}", "--workers", "1",
                 "--control", control, "--relay-id", "calls-e2e-relay")  # fmt: skip
     # PickRelay hands out only a registered relay with a fresh heartbeat: control sees it healthy.
-    relay = wait_for(lambda: procs.alive("media") and picked_relay(control), "the relay registered")
+    return str(wait_for(lambda: procs.alive("media") and picked_relay(control), "the relay registered"))
+
+
+def test_media_relay_registers_with_control(relay: str) -> None:
     assert relay == "calls-e2e-relay"
 
 
 def test_call_through_control_fed_by_the_api_server(
-    control_plane: ControlPlane, procs: Processes, control: str, namespace: str, carrier_port: int,
-    workdir: Path, tmp_path: Path,
+    control_plane: ControlPlane, procs: Processes, control: str, relay: str, namespace: str,
+    carrier_port: int, workdir: Path, tmp_path: Path,
 ) -> None:  # fmt: skip
     edge_sip, edge_http = free_port(), free_port()
     carrier = sipp.uas(tmp_path / "carrier", "127.0.0.1", carrier_port)

@@ -208,6 +208,34 @@ async def test_srtp_stranger_cannot_latch_before_the_party(parties):
     stranger.close()
 
 
+async def test_srtp_offered_to_a_party_before_its_key_is_known(parties):
+    a, b = parties  # A plain (the carrier), B is offered SRTP (a PBX on an inbound call)
+    async with relay() as (_, stub):
+        created = await create(stub, "offer", leg(a), media_pb2.LegSpec(want_srtp=True))
+        assert created.leg_b.crypto.suite == rtp.SRTP_SUITE and not created.leg_a.HasField("crypto")
+        relay_key = rtp.decode_key(created.leg_b.crypto.key)
+        key_b = rtp.new_key()  # B's answer: its address and its own key
+        crypto_b = media_pb2.Crypto(suite=rtp.SRTP_SUITE, key=rtp.encode_key(key_b))
+        b_protect, _ = srtp_pair(key_b)
+        early = b_protect.protect(rtp_packet(1, 0, 0xB, b"e" * 160))
+        b.send(early, created.leg_b.rtp_port)  # before the answer: B's key is unknown, nothing gets through
+        assert await a.nothing()
+        updated = await stub.UpdateSession(
+            media_pb2.UpdateSessionRequest(session_id="offer", leg_b=leg(b, crypto=crypto_b))
+        )
+        assert updated.leg_b.crypto.key == created.leg_b.crypto.key  # the key offered stays
+        _, b_unprotect = srtp_pair(relay_key)
+        ports = (created.leg_a.rtp_port, created.leg_b.rtp_port)
+        from_a, from_b = pcmu_stream(20, 0xA, seed=5), pcmu_stream(20, 0xB, seed=6)
+        for pa, pb in zip(from_a, from_b, strict=True):
+            a.send(pa, ports[0])
+            assert b_unprotect.unprotect((await b.recv())[0]) == pa  # encrypted for B with the offered key
+            b.send(b_protect.protect(pb), ports[1])
+            assert (await a.recv())[0] == pb  # decrypted for A
+        stats = (await stub.GetSessionStats(media_pb2.GetSessionStatsRequest(session_id="offer"))).stats
+        assert stats.leg_b.dropped_srtp == 1 and stats.leg_b.received.packets == 20
+
+
 async def test_dtmf_events_pass_unchanged(parties):
     a, b = parties
     async with relay() as (_, stub):

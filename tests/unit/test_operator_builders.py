@@ -171,6 +171,21 @@ def test_media_as_daemonset_on_the_host_network() -> None:
     assert deployment["kind"] == "Deployment" and "hostNetwork" not in pod_spec(deployment)
 
 
+def test_media_probes_its_ops_port_and_keeps_its_name_across_restarts() -> None:
+    p = platform(httpPort=8081)
+    container = pod_spec(build_media_workload(p, NS))["containers"][0]
+    # `trunkline media` serves /healthz and /readyz on $TRUNKLINE_HTTP_LISTEN, from the runtime ConfigMap.
+    assert build_runtime_configmap(p, NS)["data"]["TRUNKLINE_HTTP_LISTEN"] == "0.0.0.0:8081"
+    assert container["envFrom"] == [{"configMapRef": {"name": "trunkline-runtime"}}]
+    assert {"name": "http", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # The relay id (sessions in Redis are kept under it) is the pod's name: stable over container restarts.
+    args = container["args"]
+    assert args[args.index("--relay-id") + 1] == "$(POD_NAME)"
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+
+
 def test_runtime_settings_redis_url_or_sentinel() -> None:
     data = build_runtime_configmap(platform(redis={"url": "redis://cache:6379/1"}), NS)["data"]
     assert data["TRUNKLINE_REDIS_URL"] == "redis://cache:6379/1"

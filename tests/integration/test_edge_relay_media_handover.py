@@ -1,0 +1,145 @@
+"""The edge's RelayMedia against a real control service and two real relays (in this process): a call's
+snapshot names its relay, so an edge that adopts the call goes on with that relay even when control
+would pick the other one for a new call; the relay's inactivity report reaches the adopting edge. A
+session the relay made for a call that ended while it was being made is deleted, not leaked."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from trunkline.control.client import RelayPicker
+from trunkline.control.server import ControlServer
+from trunkline.core.models import Trunk
+from trunkline.edge.b2bua import Call, Leg
+from trunkline.edge.cdr import CallRecord, Direction
+from trunkline.edge.media import RelayMedia
+from trunkline.media.server import MediaServer
+from trunkline.media.testing import HOST, Party, pcmu_stream
+from trunkline.sip.message import Request, parse_message
+from trunkline.sip.sdp import parse_sdp
+
+CALL_ID = "handover-1@127.0.0.2"
+
+
+def sdp_for(port: int) -> bytes:
+    return (
+        f"v=0\r\no=peer 1 1 IN IP4 {HOST}\r\ns=-\r\nc=IN IP4 {HOST}\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    ).encode()
+
+
+def outbound_call() -> Call:
+    invite = parse_message(
+        b"INVITE sip:+442071234567@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK1\r\n"
+        b"From: <sip:+14155550100@127.0.0.2>;tag=a\r\nTo: <sip:+442071234567@127.0.0.1>\r\n"
+        b"Call-ID: "
+        + CALL_ID.encode()
+        + b"\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert isinstance(invite, Request)
+    trunk = Trunk.model_validate({"metadata": {"name": "acme"}, "spec": {}})
+    record = CallRecord(CALL_ID, "acme", Direction.OUTBOUND, "+14155550100", "+442071234567", 0.0)
+    return Call(trunk, Direction.OUTBOUND, invite, Leg(("127.0.0.2", 5060), "udp"), record)
+
+
+@pytest.fixture
+async def plane() -> AsyncIterator[tuple[ControlServer, dict[str, MediaServer]]]:
+    control = ControlServer("127.0.0.1:0", heartbeat_interval=0.1, heartbeat_timeout=1.0)
+    await control.start()
+    low = 46000 + (os.getpid() % 40) * 200
+    relays = {
+        relay_id: MediaServer("127.0.0.1:0", HOST, (low + i * 100, low + i * 100 + 99), workers=0,
+                              control=f"127.0.0.1:{control.port}", relay_id=relay_id, inactivity_timeout=1.0)
+        for i, relay_id in enumerate(("x", "y"))
+    }  # fmt: skip
+    for relay in relays.values():
+        await relay.start()
+    try:
+        for _ in range(100):
+            if len(list(control.relays.healthy())) == 2:
+                break
+            await asyncio.sleep(0.05)
+        yield control, relays
+    finally:
+        for relay in relays.values():
+            await relay.stop(0)
+        await control.stop(0)
+
+
+async def test_an_adopting_edge_goes_on_with_the_calls_relay(
+    plane: tuple[ControlServer, dict[str, MediaServer]],
+) -> None:
+    control, relays = plane
+    target = f"127.0.0.1:{control.port}"
+    ended: list[tuple[str, str]] = []
+
+    def end_call(key: str, why: str) -> bool:  # what Edge.end_call is told
+        ended.append((key, why))
+        return True
+
+    first = RelayMedia(picker=RelayPicker(target))
+    second = RelayMedia(picker=RelayPicker(target), on_inactive=end_call)
+    caller, callee = Party(), Party()
+    try:
+        call = outbound_call()
+        to_callee = parse_sdp(await first.rewrite(call, sdp_for(caller.port), "a"))
+        address = first.relay_of(call.key)
+        [used] = [rid for rid, relay in relays.items() if address == f"127.0.0.1:{relay.port}"]
+        [other] = [rid for rid in relays if rid != used]
+        for _ in range(100):  # control has heard that `used` carries a session: a new call would go elsewhere
+            picked = control.relays.pick()
+            if picked is not None and picked.relay_id == other:
+                break
+            await asyncio.sleep(0.05)
+        assert picked is not None and picked.relay_id == other
+
+        snapshot = first.snapshot(call)
+        assert snapshot == {"relay_session": call.key, "relay": address}
+        await first.close()  # the first edge is gone
+        second.adopt(call, snapshot)
+        to_caller = parse_sdp(await second.rewrite(call, sdp_for(callee.port), "b"))  # the callee's answer
+        assert second.relay_of(call.key) == address
+        assert relays[used].pool.active == 1 and relays[other].pool.active == 0
+        # Media flows through the one session, on the ports each party was given by either edge.
+        [packet] = pcmu_stream(1, 0x77, seed=7)
+        caller.send(packet, to_caller.media[0].port)
+        assert (await callee.recv())[0] == packet
+        callee.send(packet, to_callee.media[0].port)
+        assert (await caller.recv())[0] == packet
+
+        # Silence for the relay's inactivity timeout: the adopting edge is told, to end the call.
+        for _ in range(60):
+            if ended:
+                break
+            await asyncio.sleep(0.1)
+        assert ended == [(call.key, "media inactive")]
+        assert second.snapshot(call) == {}  # nothing left on the relay for a later edge
+        await second.release(call)
+        assert relays[used].pool.active == 0
+    finally:
+        await first.close()
+        await second.close()
+        caller.close()
+        callee.close()
+
+
+async def test_a_session_made_for_a_call_that_ended_meanwhile_is_deleted(
+    plane: tuple[ControlServer, dict[str, MediaServer]],
+) -> None:
+    control, relays = plane
+    media = RelayMedia(picker=RelayPicker(f"127.0.0.1:{control.port}"))
+    caller = Party()
+    try:
+        call = outbound_call()
+        call.ended = True  # e.g. CANCEL while CreateSession was on its way: release found nothing yet
+        sdp = parse_sdp(await media.rewrite(call, sdp_for(caller.port), "a"))
+        assert sdp.media[0].port != caller.port  # rewritten all the same
+        assert media.relay_of(call.key) is None and media.snapshot(call) == {}
+        assert sum(relay.pool.active for relay in relays.values()) == 0  # nothing left on any relay
+    finally:
+        await media.close()
+        caller.close()
