@@ -25,6 +25,17 @@ class Binding:
     cseq: int = 0
 
 
+def aor_of(username: str) -> str:
+    """The address of record a trunk registers as (its digest username): its bindings live under this
+    key in the store, written by the edges' registrar and counted by the operator."""
+    return f"sip:{username}"
+
+
+def trunk_key(namespace: str, name: str) -> str:
+    """How a trunk's counters are keyed in the store: names are unique only within a namespace."""
+    return f"{namespace}/{name}"
+
+
 class Admission(StrEnum):
     ADMITTED = "admitted"
     OVER_RATE = "callsPerSecond"  # the names of the limits in the Trunk spec
@@ -66,6 +77,10 @@ class StateStore(Protocol):
     async def remove_binding(self, aor: str, contact: str) -> None: ...
 
     async def bindings(self, aor: str) -> list[Binding]: ...
+
+    async def registered_contacts(self, aor: str) -> int:
+        """How many live bindings `aor` has (a Trunk's status shows it)."""
+        ...
 
     # -- calls: the records that let any edge carry any call -----------------------------------------
     # A call is owned by the edge that holds it in memory. Owners prove they live with `keep_alive`;
@@ -203,6 +218,10 @@ class MemoryStore:
         live = {c: b for c, b in self._bindings.get(aor, {}).items() if b.expires_at > now}
         self._bindings[aor] = live
         return sorted(live.values(), key=lambda b: -b.expires_at)
+
+    async def registered_contacts(self, aor: str) -> int:
+        now = self.clock()
+        return sum(1 for b in self._bindings.get(aor, {}).values() if b.expires_at > now)
 
     async def admit(
         self, trunk: str, call: str, channels: int | None, per_second: float | None,

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from trunkline.core.logs import event
 from trunkline.core.models import DID, Numbering, Target, Trunk
-from trunkline.core.state import Admission, CallState, StateStore
+from trunkline.core.state import Admission, CallState, StateStore, aor_of, trunk_key
 from trunkline.core.state_redis import StoreUnavailable
 from trunkline.edge.cdr import Attempt, CallRecord, CdrSink, Direction, HungUp
 from trunkline.edge.digest import DigestAuthenticator, DigestError, Outcome, parse_credentials
@@ -50,7 +50,7 @@ from trunkline.edge.legs import (
 )
 from trunkline.edge.numbers import to_e164
 from trunkline.edge.policy import Rejection, check_caller_id, check_destination
-from trunkline.edge.registrar import Source, aor_of, register
+from trunkline.edge.registrar import Source, register
 from trunkline.edge.resolver import Hop, Resolver
 from trunkline.edge.routing import Next, after_final_response, inbound_targets, outbound_targets
 from trunkline.sip.dialog import Dialog
@@ -147,6 +147,11 @@ class Call:
     @property
     def key(self) -> str:
         return self.a_invite.call_id
+
+    @property
+    def counters(self) -> str:
+        """The trunk's key for channels and call rate in the store."""
+        return trunk_key(self.trunk.metadata.namespace, self.trunk.metadata.name)
 
     @property
     def dialog_keys(self) -> list[str]:
@@ -450,7 +455,7 @@ class Edge:
         rejection: Rejection | None = None
         try:
             verdict = await self.store.admit(
-                call.trunk.name, call.key, spec.channels, spec.callsPerSecond, self.owner,
+                call.counters, call.key, spec.channels, spec.callsPerSecond, self.owner,
                 call.to_state(self.media.snapshot(call)), self.options.max_duration + 60,
             )  # fmt: skip
             if verdict is Admission.OVER_RATE:
@@ -829,7 +834,7 @@ class Edge:
     async def _save(self, call: Call) -> None:
         """Write the call where every edge finds it. Without the store the call goes on here only."""
         try:
-            await self.store.save_call(call.trunk.name, call.key, self.owner,
+            await self.store.save_call(call.counters, call.key, self.owner,
                                        call.to_state(self.media.snapshot(call)), call.dialog_keys,
                                        self._record_ttl(call))  # fmt: skip
         except Exception as exc:
@@ -909,7 +914,7 @@ class Edge:
                 self.dialogs.pop(leg.dialog.id, None)
         self.dialogs.pop((call.a_invite.call_id, call.a.tag, call.a_invite.from_.tag or ""), None)
         try:
-            await self.store.end_call(call.trunk.name, call.key, self.owner, call.dialog_keys)
+            await self.store.end_call(call.counters, call.key, self.owner, call.dialog_keys)
         except Exception as exc:  # its TTL frees it when the store comes back
             event(log, logging.WARNING, "could not release channel", trunk=call.trunk.name, error=str(exc))
         await self.media.release(call)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trunkline.core.models import Trunk
-from trunkline.core.state import Binding, StateStore
+from trunkline.core.state import Binding, StateStore, aor_of
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.message import Request, Response
 from trunkline.sip.uri import SipUri
@@ -32,10 +32,6 @@ class Source:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.transport}:{host}:{self.port}"
-
-
-def aor_of(username: str) -> str:
-    return f"sip:{username}"
 
 
 def behind_nat(request: Request, source: Source) -> bool:

@@ -6,7 +6,11 @@
   drain deadline (the control service hands it to the edges, which take no new calls on it), and the
   finalizer goes once its calls have ended or the deadline has passed.
 - A resync loop re-applies the data plane (repairing drift and picking up platform changes) and
-  re-sweeps every namespace seen, where live call counts will be refreshed.
+  re-sweeps every namespace seen.
+- With the edges' shared store (`--redis`), a daemon per Trunk copies its live counts (calls holding a
+  channel, registered contacts) into its status every `counts_interval`, writing only changes, and a
+  drain waits for the trunk's calls. Without the store the operator knows no counts: the status has
+  none, and a drain ends at once.
 Nothing here raises on a bad object: problems end up in status or in the log.
 """
 
@@ -15,17 +19,28 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 
-from trunkline.core.models import API_VERSION, GROUP, VERSION, Trunk
+from trunkline.core.models import API_VERSION, GROUP, VERSION, Secret, Trunk
+from trunkline.core.state import StateStore, trunk_key
+from trunkline.core.state_redis import RedisStore, StoreUnavailable
 from trunkline.operator.kube import Kube, connect
 from trunkline.operator.reconcile import reconcile_platform, sweep_namespace
-from trunkline.operator.status import DRAIN_ANNOTATION, CallCounts, drain_deadline, drain_done, now_rfc3339
+from trunkline.operator.status import (
+    DRAIN_ANNOTATION,
+    CallCounts,
+    counts_patch,
+    drain_deadline,
+    drain_done,
+    now_rfc3339,
+    registration_aor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +48,6 @@ FINALIZER = "trunkline.io/drain"
 CREDENTIAL_SECRET_TYPES = ("Opaque", "kubernetes.io/basic-auth")
 
 registry = kopf.OperatorRegistry()
-
-
-def call_counts(namespace: str, name: str) -> CallCounts:
-    """Live calls and registered contacts of a trunk.
-
-    Hook for the control service, which will report them (from Redis); until then every trunk reads 0,
-    so a drain ends at once.
-    """
-    return CallCounts()
 
 
 class Sweeper:
@@ -88,20 +94,53 @@ class State:
     platform: tuple[str, str] | None  # (namespace, name) of the platform ConfigMap
     drain_grace: float = 300.0
     resync: float = 60.0
-    counts: Callable[[str, str], CallCounts] = call_counts
+    store: StateStore | None = None  # the edges' shared store; None: live counts are unknown
+    counts_interval: float = 15.0
     kube: Kube = field(init=False)
     sweeper: Sweeper = field(init=False)
     _resync_task: asyncio.Task[None] | None = None
+    _store_ok: bool = True
 
     def start(self) -> None:
         self.kube = Kube(connect())
-        self.sweeper = Sweeper(lambda ns: sweep_namespace(self.kube, ns, self.counts))
+        self.sweeper = Sweeper(lambda ns: sweep_namespace(self.kube, ns))
         self._resync_task = asyncio.get_running_loop().create_task(self._resync_loop())
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         self.sweeper.cancel()
         if self._resync_task:
             self._resync_task.cancel()
+        if isinstance(self.store, RedisStore):
+            await self.store.close()
+
+    async def read_counts(self, namespace: str, name: str, aor: str | None) -> CallCounts | None:
+        """A trunk's live counts from the store; None when it cannot say (logged once per outage)."""
+        assert self.store is not None
+        try:
+            calls = await self.store.channels_in_use(trunk_key(namespace, name))
+            contacts = await self.store.registered_contacts(aor) if aor else 0
+        except StoreUnavailable as exc:
+            if self._store_ok:
+                log.warning("live counts unavailable; trunk statuses keep their last counts: %s", exc)
+            self._store_ok = False
+            return None
+        if not self._store_ok:
+            log.info("live counts available again")
+        self._store_ok = True
+        return CallCounts(calls, contacts)
+
+    async def write_counts(self, namespace: str, name: str, status: Any, counts: CallCounts | None) -> None:
+        patch = counts_patch(status, counts)
+        if patch is None:
+            return
+        body = {"status": patch}
+        try:
+            await asyncio.to_thread(
+                self.kube.merge_patch, API_VERSION, Trunk.KIND, namespace, name, body, sub="status"
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # gone: nothing to show counts on
+                log.error("Trunk %s/%s: cannot write counts: %s %s", namespace, name, exc.status, exc.reason)
 
     async def _resync_loop(self) -> None:
         while True:
@@ -144,11 +183,64 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup(registry=registry)
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    _state(memo).stop()
+    await _state(memo).stop()
 
 
 def _is_credentials(body: kopf.Body, **_: Any) -> bool:
     return body.get("type", "Opaque") in CREDENTIAL_SECRET_TYPES
+
+
+@kopf.index("v1", "secrets", when=_is_credentials, registry=registry)
+def credential_usernames(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], str]:
+    """(namespace, Secret name) -> the username, for the trunks' addresses of record (kopf keeps this
+    index current from the Secrets watch, so a count costs no API call). Only credentials the edges
+    accept: a username and a password."""
+    try:
+        secret = Secret.model_validate(dict(body))
+    except ValidationError:
+        return {}
+    username = secret.get("username")
+    return {(namespace, name): username} if username and secret.get("password") else {}
+
+
+def _aor(body: kopf.Body, kwargs: dict[str, Any]) -> str | None:
+    # kopf hands each handler every index as a keyword argument named after the index's function.
+    usernames: kopf.Index[tuple[str | None, str], str] = kwargs["credential_usernames"]
+    try:
+        trunk = Trunk.model_validate(dict(body))
+    except ValidationError:
+        return None  # its status says Invalid; the edges take no registrations for it
+    digest = trunk.spec.auth.digest
+    if digest is None:
+        return None
+    found: Iterable[str] = usernames.get((trunk.metadata.namespace, digest.credentialsSecret), [])
+    return registration_aor(trunk, next(iter(found), None))
+
+
+@kopf.daemon(GROUP, VERSION, "trunks", id="live-counts", registry=registry)
+async def live_counts(
+    stopped: kopf.DaemonStopped,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    """Keep the trunk's activeCalls and registeredContacts in step with the store. A daemon rather
+    than a timer: its period comes from the command line, and its rounds do not each log a line.
+    `body` is live (kopf updates it from the watch), so each round compares with the current status."""
+    assert namespace is not None  # trunks are namespaced
+    state = _state(memo)
+    while not stopped:
+        if state.store is None:
+            await state.write_counts(namespace, name, body.get("status"), None)  # none known: show none
+        else:
+            counts = await state.read_counts(namespace, name, _aor(body, kwargs))
+            if counts is not None:  # else the store is out of reach: keep the last counts
+                await state.write_counts(namespace, name, body.get("status"), counts)
+        await stopped.wait(state.counts_interval)
 
 
 @kopf.on.event(GROUP, VERSION, "trunks", registry=registry)
@@ -162,7 +254,13 @@ async def changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.delete(GROUP, VERSION, "trunks", registry=registry)
 async def drain(
-    meta: kopf.Meta, namespace: str | None, name: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    body: kopf.Body,
+    meta: kopf.Meta,
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **kwargs: Any,
 ) -> None:
     assert namespace is not None  # trunks are namespaced
     state = _state(memo)
@@ -174,10 +272,15 @@ async def drain(
         patch = {"metadata": {"annotations": {DRAIN_ANNOTATION: stamp}}}
         await asyncio.to_thread(state.kube.merge_patch, API_VERSION, Trunk.KIND, namespace, name, patch)
         state.sweeper.request(namespace)  # status: Draining; its DIDs: TrunkNotFound
-    counts = state.counts(namespace, name)
+    counts: CallCounts | None = CallCounts()  # without the store no calls are known: nothing to wait for
+    if state.store is not None:
+        counts = await state.read_counts(namespace, name, _aor(body, kwargs))
+        if counts is not None:  # kopf has stopped the trunk's live-counts daemon: show the drain here
+            await state.write_counts(namespace, name, body.get("status"), counts)
     if not drain_done(counts, deadline, now):
         left = (deadline - now).total_seconds()
+        calls = "an unknown number of" if counts is None else str(counts.active_calls)
         raise kopf.TemporaryError(
-            f"draining: {counts.active_calls} live call(s)", delay=max(1.0, min(15.0, left))
+            f"draining: {calls} live call(s)", delay=max(1.0, min(state.counts_interval, left))
         )
     logger.info("drained; removing the finalizer")

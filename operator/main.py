@@ -1,4 +1,5 @@
-"""`trunkline operator [--namespace NS ... | --all-namespaces] [--standalone] [--platform NS/NAME]`."""
+"""`trunkline operator [--namespace NS ... | --all-namespaces] [--standalone] [--platform NS/NAME]
+[--redis URL [--counts-interval SECONDS]]`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 
 import kopf
 
+from trunkline.core.state_redis import RedisStore, url_from_env, with_password
 from trunkline.operator.handlers import State, registry
 
 
@@ -17,6 +19,13 @@ def _platform_ref(value: str) -> tuple[str, str]:
     if not sep or not namespace or not name:
         raise argparse.ArgumentTypeError(f"expected NAMESPACE/NAME, got {value!r}")
     return namespace, name
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value!r}")
+    return seconds
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,6 +49,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resync", type=float, default=60.0, metavar="SECONDS",
                         help="period of the full re-apply and re-check (default 60)")  # fmt: skip
     parser.add_argument(
+        "--redis", metavar="URL", default=url_from_env(os.environ),
+        help="the edges' shared store (redis://, rediss://, sentinel://; env TRUNKLINE_REDIS_URL; a password "
+        "from env TRUNKLINE_REDIS_PASSWORD): each Trunk's status then shows its active calls and registered "
+        "contacts, and a drain waits for its calls. Without it the status has no counts and a drain ends "
+        "at once",
+    )  # fmt: skip
+    parser.add_argument("--counts-interval", type=_seconds, default=15.0, metavar="SECONDS",
+                        help="how often each Trunk's counts are read from --redis (default 15)")  # fmt: skip
+    parser.add_argument(
         "--liveness", metavar="URL", help="serve health here, e.g. http://0.0.0.0:8080/healthz"
     )
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -49,7 +67,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     kopf.configure(verbose=args.verbose)
-    state = State(platform=args.platform, drain_grace=args.drain_grace, resync=args.resync)
+    store = None
+    if args.redis:
+        try:
+            # Only a client here: it connects on first use, in the operator's event loop.
+            store = RedisStore.from_url(with_password(args.redis, os.environ.get("TRUNKLINE_REDIS_PASSWORD")))
+        except ValueError as exc:
+            print(f"trunkline operator: --redis: {exc}", file=sys.stderr)
+            return 2
+    state = State(
+        platform=args.platform, drain_grace=args.drain_grace, resync=args.resync,
+        store=store, counts_interval=args.counts_interval,
+    )  # fmt: skip
     asyncio.run(
         kopf.operator(
             registry=registry,

@@ -4,12 +4,12 @@
 - `sweep_namespace`: the Trunks, DIDs, Carriers and Secrets of a namespace -> their status.
   One resource's status depends on others (a DID on its trunk, a trunk on carriers and its Secret),
   so a change anywhere in a namespace re-checks all of it; only statuses that differ are written.
+  A Trunk's live counts are not part of it (handlers.py writes them from the shared store).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from kubernetes.client.exceptions import ApiException
 
@@ -17,7 +17,7 @@ from trunkline.core.models import API_VERSION, RESOURCE_KINDS
 from trunkline.operator.builders import build_data_plane, owner_reference, stale_objects
 from trunkline.operator.kube import Kube
 from trunkline.operator.platform import parse_platform
-from trunkline.operator.status import CallCounts, StatusUpdate, now_rfc3339, plan_statuses
+from trunkline.operator.status import StatusUpdate, now_rfc3339, plan_statuses
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +35,13 @@ def reconcile_platform(kube: Kube, namespace: str, name: str) -> None:
         kube.delete(api_version, kind, ns, obj_name)
 
 
-def sweep_namespace(
-    kube: Kube, namespace: str, counts: Callable[[str, str], CallCounts]
-) -> list[StatusUpdate]:
+def sweep_namespace(kube: Kube, namespace: str) -> list[StatusUpdate]:
     """Write the statuses that changed; return them."""
     objects = {kind: kube.list(API_VERSION, kind, namespace) for kind in RESOURCE_KINDS}
     if not any(objects.values()):
         return []  # e.g. a Secret changed in a namespace without trunkline resources
     secrets = kube.list("v1", "Secret", namespace)
-    updates = plan_statuses(objects, secrets, now=now_rfc3339(), counts=counts)
+    updates = plan_statuses(objects, secrets, now=now_rfc3339())
     written = []
     for update in updates:
         patch = {"status": update.status}

@@ -2,14 +2,16 @@
 
 Conditions follow the Kubernetes conventions: `Ready` and `Degraded` are always both present, carry
 the `observedGeneration` they were computed for, and keep their `lastTransitionTime` unless their
-status changes (so a re-sweep that finds nothing new writes nothing).
+status changes (so a re-sweep that finds nothing new writes nothing). A Trunk's `activeCalls` and
+`registeredContacts` are not derived from resources but read from the edges' shared store, and written
+apart from the conditions (`counts_patch`).
 """
 
 from __future__ import annotations
 
 import datetime
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,7 @@ from trunkline.core.models import (
     Secret,
     Trunk,
 )
+from trunkline.core.state import aor_of
 
 # Reasons a resource is not Ready.
 MISSING_SECRET = "MissingSecret"
@@ -47,10 +50,13 @@ class Problem:
 
 @dataclass(frozen=True)
 class CallCounts:
-    """Live counts of a trunk; the control service will report them (0 until it does)."""
+    """Live counts of a trunk, as the edges keep them in the shared store."""
 
     active_calls: int = 0
     registered_contacts: int = 0
+
+
+COUNT_FIELDS = ("activeCalls", "registeredContacts")
 
 
 def now_rfc3339(clock: datetime.datetime | None = None) -> str:
@@ -192,14 +198,9 @@ def drain_problem(trunk: Trunk) -> Problem | None:
     return Problem(DRAINING, f"deleted: no new calls; live calls may last until {deadline}")
 
 
-def build_trunk_status(
-    trunk: Trunk, config: ConfigSet, *, now: str, counts: CallCounts | None = None
-) -> dict[str, Any]:
-    counts = counts or CallCounts()
-    status = _status(trunk, trunk_problems(trunk, config), now, drain_problem(trunk))
-    status["activeCalls"] = counts.active_calls
-    status["registeredContacts"] = counts.registered_contacts
-    return status
+def build_trunk_status(trunk: Trunk, config: ConfigSet, *, now: str) -> dict[str, Any]:
+    """Conditions only: the live counts are written apart (`counts_patch`), on their own schedule."""
+    return _status(trunk, trunk_problems(trunk, config), now, drain_problem(trunk))
 
 
 def build_did_status(
@@ -235,9 +236,40 @@ def drain_deadline(
     return now + datetime.timedelta(seconds=grace_seconds)
 
 
-def drain_done(counts: CallCounts, deadline: datetime.datetime, now: datetime.datetime) -> bool:
-    """A draining trunk may go when its last call ended or its grace period is over."""
-    return counts.active_calls == 0 or now >= deadline
+def drain_done(counts: CallCounts | None, deadline: datetime.datetime, now: datetime.datetime) -> bool:
+    """A draining trunk may go when its last call ended or its grace period is over.
+
+    `counts` None: the store cannot say now, so only the deadline ends the drain.
+    """
+    return (counts is not None and counts.active_calls == 0) or now >= deadline
+
+
+# ---------------------------------------------------------------- live counts
+
+
+def registration_aor(trunk: Trunk, username: str | None) -> str | None:
+    """The address of record the edges keep the trunk's registered contacts under, or None when they
+    keep none: registration off, no digest auth, or no usable credentials (`username` from its Secret;
+    the edges take a Secret's credentials only with both a username and a password)."""
+    if not (trunk.spec.registration.enabled and trunk.spec.auth.digest and username):
+        return None
+    return aor_of(username)
+
+
+def counts_patch(status: Mapping[str, Any] | None, counts: CallCounts | None) -> dict[str, Any] | None:
+    """The status merge patch that shows `counts`, or None when the status already does.
+
+    `counts` None means no shared store to read them from: the fields are removed (null in a merge
+    patch) rather than left showing a number nobody measures.
+    """
+    current = status or {}
+    wanted: dict[str, int | None] = (
+        dict.fromkeys(COUNT_FIELDS)
+        if counts is None
+        else {"activeCalls": counts.active_calls, "registeredContacts": counts.registered_contacts}
+    )
+    changed = {key: value for key, value in wanted.items() if current.get(key) != value}
+    return changed or None
 
 
 # ---------------------------------------------------------------- a whole namespace
@@ -276,7 +308,6 @@ def plan_statuses(
     secrets: list[dict[str, Any]],
     *,
     now: str,
-    counts: Callable[[str, str], CallCounts] = lambda _ns, _name: CallCounts(),
 ) -> list[StatusUpdate]:
     """The status writes one namespace needs: `objects` maps kind -> API bodies, `secrets` its Secrets.
 
@@ -309,7 +340,7 @@ def plan_statuses(
     duplicates = duplicate_claims(config)
     for body, item in parsed:
         if isinstance(item, Trunk):
-            status = build_trunk_status(item, config, now=now, counts=counts(*item.key))
+            status = build_trunk_status(item, config, now=now)
         elif isinstance(item, DID):
             status = build_did_status(item, config, now=now, duplicates=duplicates)
         else:

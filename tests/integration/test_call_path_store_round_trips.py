@@ -98,5 +98,10 @@ def test_an_outbound_call_with_digest_auth_writes_in_four_round_trips(
     print(f"writes: {writes}\nreads: {reads}")
     # The nonce's first use (SET NX), admission (rate, channel, record: one script), the answered call
     # (one script), its end (one MULTI..EXEC pipeline).
-    assert writes == ["SET NX", "EVALSHA trunkline:cps:acme", "EVALSHA trunkline:channels:acme", "MULTI"]
+    assert writes == [
+        "SET NX",
+        "EVALSHA trunkline:cps:default/acme",
+        "EVALSHA trunkline:channels:default/acme",
+        "MULTI",
+    ]
     assert reads == ["GET", "GET"]  # the source's failed authentications, at each of the two INVITEs

@@ -66,7 +66,7 @@ class Pair:
         async def count() -> int:
             store = RedisStore.from_url(self.redis.url)
             try:
-                return await store.channels_in_use("acme")
+                return await store.channels_in_use("default/acme")
             finally:
                 await store.close()
 

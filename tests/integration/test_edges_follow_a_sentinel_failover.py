@@ -51,7 +51,7 @@ class Cluster:
         async def count() -> int:
             store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0")
             try:
-                return await store.channels_in_use("acme")
+                return await store.channels_in_use("default/acme")
             finally:
                 await store.close()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.redis_server import RedisProcess, start_redis
-from trunkline.core.state import Admission, Binding, MemoryStore, StateStore
+from trunkline.core.state import Admission, Binding, MemoryStore, StateStore, aor_of
 from trunkline.core.state_redis import RedisStore, StoreUnavailable
 
 
@@ -90,6 +90,21 @@ async def test_bindings_and_dialogs(store: StateStore) -> None:
     assert await store.bindings("sip:acme@edge") == []
 
 
+async def test_registered_contacts_counts_the_live_bindings_of_one_aor(store: StateStore) -> None:
+    aor = aor_of("acme")  # as the registrar stores them and the operator counts them
+    assert await store.registered_contacts(aor) == 0
+    now = store.now()
+    await store.put_binding(aor, Binding("sip:acme@127.0.0.2:5060", now + 60))
+    await store.put_binding(aor, Binding("sip:acme@127.0.0.3:5060", now + 0.3))
+    await store.put_binding(aor_of("other"), Binding("sip:other@127.0.0.4:5060", now + 60))
+    assert await store.registered_contacts(aor) == 2
+    await asyncio.sleep(0.4)
+    assert await store.registered_contacts(aor) == 1  # lapsed, though Redis keeps the hash until the last
+    await store.remove_binding(aor, "sip:acme@127.0.0.2:5060")
+    assert await store.registered_contacts(aor) == 0
+    assert await store.registered_contacts(aor_of("other")) == 1
+
+
 async def test_a_call_is_admitted_found_by_its_dialogs_and_ended(store: StateStore) -> None:
     record = {"trunk": "acme", "cseq": 3}
     assert await store.admit("acme", "c1", 1, None, "edge-a", record, ttl=5) is Admission.ADMITTED
@@ -140,6 +155,8 @@ async def test_a_dead_redis_is_a_bounded_error_not_a_hang(tmp_path: Path) -> Non
     with pytest.raises(StoreUnavailable):
         await store.acquire_channel("acme", "c2", 1, ttl=5)
     assert loop.time() - began < 1.0
+    with pytest.raises(StoreUnavailable):  # what the operator reads, too
+        await store.registered_contacts(aor_of("acme"))
     assert not await store.ping()
     await store.close()
 

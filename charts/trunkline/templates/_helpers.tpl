@@ -31,6 +31,15 @@ app.kubernetes.io/component: operator
 {{- define "trunkline.operatorName" -}}{{ include "trunkline.fullname" . }}-operator{{- end -}}
 {{- define "trunkline.controlName" -}}{{ include "trunkline.fullname" . }}-control{{- end -}}
 
+{{/* The Redis the edges share, as one URL (operator --redis); the password comes apart, from its Secret. */}}
+{{- define "trunkline.redisUrl" -}}
+{{- if .Values.redis.sentinel.addresses -}}
+{{- printf "sentinel://%s/%s" (join "," .Values.redis.sentinel.addresses) .Values.redis.sentinel.masterName -}}
+{{- else -}}
+{{- .Values.redis.url -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Cluster scope: every namespace, ClusterRoles; namespace scope: the release namespace, Roles. */}}
 {{- define "trunkline.clusterScope" -}}{{ eq .Values.operator.scope "cluster" }}{{- end -}}
 
