@@ -458,6 +458,7 @@ class Engine:
         self, session_id: str, configs: tuple[LegConfig | None, LegConfig | None]
     ) -> tuple[LegAllocation, LegAllocation]:
         session = self._get(session_id)
+        session.last_active = time.monotonic()  # new SDP (an answer, a re-INVITE): the clock starts again
         for leg, config in zip(session.legs, configs, strict=True):
             if config is not None:
                 try:
@@ -502,10 +503,12 @@ class Engine:
         return EngineReport(active, relayed, dropped)
 
     def expired(self, now: float) -> Iterator[str]:
-        """Ids of sessions without packets for their timeout."""
+        """Ids of sessions without packets for their timeout. The clock runs only once both parties
+        are known: a call that rings without early media has no media to miss yet."""
         for session in self.sessions.values():
-            activity = session.legs[0].activity() + session.legs[1].activity()
-            if activity != session.last_activity:
+            a, b = session.legs
+            activity = a.activity() + b.activity()
+            if activity != session.last_activity or a.rtp.peer is None or b.rtp.peer is None:
                 session.last_activity, session.last_active = activity, now
             elif session.timeout and now - session.last_active >= session.timeout:
                 yield session.id

@@ -283,6 +283,21 @@ async def test_inactivity_timeout_emits_an_event_and_frees_the_ports(parties):
         events.cancel()
 
 
+async def test_a_ringing_call_has_no_inactivity_until_its_answer_arrives(parties):
+    a, b = parties
+    async with relay() as (server, stub):
+        events = stub.WatchEvents(media_pb2.WatchEventsRequest())
+        await create(stub, "ringing", leg(a), None, timeout=0.4)  # the offer only: the callee rings
+        await asyncio.sleep(1.2)  # three timeouts without a packet, and nobody to hear one
+        assert server.pool.active == 1
+        answered = asyncio.get_running_loop().time()
+        await stub.UpdateSession(media_pb2.UpdateSessionRequest(session_id="ringing", leg_b=leg(b)))
+        event = await asyncio.wait_for(events.read(), 5)  # now silence counts
+        assert event.kind == media_pb2.SessionEvent.INACTIVITY_TIMEOUT and event.session_id == "ringing"
+        assert 0.35 < asyncio.get_running_loop().time() - answered < 2.5
+        events.cancel()
+
+
 async def test_ports_return_to_the_pool_after_delete(parties):
     a, b = parties
     async with relay(ports=8) as (_server, stub):  # 4 pairs: exactly two calls
