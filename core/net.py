@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
+import ssl
 from dataclasses import dataclass
 
 
@@ -101,3 +103,30 @@ def bind(addr: HostPort, kind: socket.SocketKind, what: str, shared: bool = Fals
 
 def bound_port(sock: socket.socket) -> int:
     return int(sock.getsockname()[1])
+
+
+def server_tls_context(cert: str | None, key: str | None, what: str = "--tls-listen") -> ssl.SSLContext:
+    """The context a TLS listener serves `cert`/`key` with, or ConfigError naming the flag at fault."""
+    if not cert or not key:
+        raise ConfigError(f"{what} needs --tls-cert and --tls-key")
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"{flag}: cannot read {path}: no such file or not readable")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"--tls-cert {cert} / --tls-key {key}: not a usable certificate and key ({exc})"
+        ) from None
+    return context
+
+
+def client_tls_context(cafile: str | None = None) -> ssl.SSLContext:
+    """What TLS connections we open verify peers with: the system's CAs, or those in `cafile`."""
+    if cafile is not None and not os.access(cafile, os.R_OK):
+        raise ConfigError(f"--tls-ca: cannot read {cafile}: no such file or not readable")
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"--tls-ca {cafile}: not a usable CA bundle ({exc})") from None

@@ -537,6 +537,8 @@ class Edge:
             if not hops:
                 event(log, logging.WARNING, "target does not resolve", target=target.uri, call_id=call.key)
             for hop in hops:
+                if hop.transport == "tls" and hop.host != parsed.host.strip("[]"):
+                    self.stack.transport.tls_names[(hop.host, hop.port)] = parsed.host  # RFC 5922
                 yield target, number, parsed, hop
 
     async def _try(self, call: Call, invite: Request) -> Response | None:

@@ -21,7 +21,14 @@ from prometheus_client import CollectorRegistry
 from trunkline.core.http import OpsServer
 from trunkline.core.logs import event, setup
 from trunkline.core.manifests import ConfigSet, load
-from trunkline.core.net import ConfigError, HostPort, bind, parse_hostport
+from trunkline.core.net import (
+    ConfigError,
+    HostPort,
+    bind,
+    client_tls_context,
+    parse_hostport,
+    server_tls_context,
+)
 from trunkline.core.runner import run, run_until_signalled
 from trunkline.core.state import MemoryStore, StateStore
 from trunkline.core.state_redis import url_from_env
@@ -80,6 +87,7 @@ class EdgeComponent:
         nonce_secret: bytes | None = None,
         edge_id: str | None = None,
         resolver: Resolver | None = None,
+        tls_client: ssl.SSLContext | None = None,
     ) -> None:
         here = sockets.address
         contact = advertise or here
@@ -100,6 +108,7 @@ class EdgeComponent:
         )
         if isinstance(media, RelayMedia) and media.on_inactive is None:
             media.on_inactive = self.edge.end_call  # a relay session gone silent ends its call
+        self.edge.stack.transport.tls_client = tls_client or client_tls_context()
         self._listening = False
         self._keep_alive: asyncio.Future[None] | None = None
 
@@ -159,6 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also take requests on this address, shared (SO_REUSEPORT) with the other edges on this host: "
         "one address for several edge processes where no Kubernetes Service provides it",
     )  # fmt: skip
+    parser.add_argument("--tls-listen", metavar="HOST:PORT", help="also take SIP over TLS here")
+    parser.add_argument("--tls-cert", metavar="PATH", help="PEM certificate chain for --tls-listen")
+    parser.add_argument("--tls-key", metavar="PATH", help="PEM private key for --tls-listen")
+    parser.add_argument("--tls-ca", metavar="PATH",
+                        help="CA bundle to verify TLS targets with (default: the system's)")  # fmt: skip
     parser.add_argument("--dns", action="append", metavar="HOST:PORT",
                         help="nameserver for RFC 3263 (repeatable; default: the system's)")  # fmt: skip
     parser.add_argument("--edge-id", default=os.environ.get("POD_NAME"),
@@ -205,8 +219,17 @@ async def _serve(args: argparse.Namespace) -> int:
     advertise = (
         parse_hostport(args.advertise, "--advertise", default_port=listen.port) if args.advertise else None
     )
+    tls_server = server_tls_context(args.tls_cert, args.tls_key) if args.tls_listen else None
+    tls_client = client_tls_context(args.tls_ca)
     http = bind(parse_hostport(args.http_listen, "--http-listen"), socket.SOCK_STREAM, "--http-listen")
     sockets = open_sip_sockets(listen)
+    if args.tls_listen:
+        try:
+            tls_addr = parse_hostport(args.tls_listen, "--tls-listen", default_port=5061)
+            sockets.tls, sockets.tls_context = bind(tls_addr, socket.SOCK_STREAM, "--tls-listen"), tls_server
+        except ConfigError:
+            sockets.close()
+            raise
     if args.service_listen:
         try:
             service = open_sip_sockets(parse_hostport(args.service_listen, "--service-listen", 5060),
@@ -242,7 +265,17 @@ async def _serve(args: argparse.Namespace) -> int:
     nameservers = [parse_hostport(d, "--dns", default_port=53) for d in args.dns or []]
     resolver = Resolver([(n.host, n.port) for n in nameservers]) if nameservers else None
     component = EdgeComponent(
-        config, sockets, advertise, store, args.cdr, media, options, secret, args.edge_id, resolver
+        config,
+        sockets,
+        advertise,
+        store,
+        args.cdr,
+        media,
+        options,
+        secret,
+        args.edge_id,
+        resolver,
+        tls_client,
     )
     mirror_task = None
     if args.control:

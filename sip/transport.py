@@ -52,7 +52,10 @@ class SipTransport:
         self._udp: asyncio.DatagramTransport | None = None
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self.tls_client: ssl.SSLContext | None = None
+        self.tls_client: ssl.SSLContext | None = None  # None: connections we open do not verify
+        # The name a TLS peer's certificate must carry, when we know it by a name rather than its
+        # address (RFC 5922: the domain of the URI that led to it).
+        self.tls_names: dict[Addr, str] = {}
         self.local: dict[str, Addr] = {}
 
     # -- listening ------------------------------------------------------------------------------
@@ -160,9 +163,14 @@ class SipTransport:
         writer.write(data)
 
     async def _connect_and_send(self, data: bytes, addr: Addr, transport: str) -> None:
-        tls = self.tls_client if transport == "tls" else None
+        tls: ssl.SSLContext | None = None
+        if transport == "tls":
+            tls = self.tls_client or _unverified()
+        name = self.tls_names.get(addr) if tls else None
         try:
-            reader, writer = await asyncio.open_connection(addr[0], addr[1], ssl=tls, limit=self.max_size)
+            reader, writer = await asyncio.open_connection(
+                addr[0], addr[1], ssl=tls, server_hostname=name, limit=self.max_size
+            )
         except OSError as err:
             log.info("cannot connect to %s/%s: %s", addr, transport, err)
             return
@@ -176,3 +184,11 @@ class _Udp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         self.owner.datagram(data, (str(addr[0]), int(addr[1])))
+
+
+def _unverified() -> ssl.SSLContext:
+    """TLS without checking the peer: only for a transport nobody gave a client context (test UAs)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -20,7 +19,15 @@ from trunkline.core.component import Component
 from trunkline.core.http import OpsServer
 from trunkline.core.logs import event
 from trunkline.core.manifests import ConfigSet, load
-from trunkline.core.net import ConfigError, HostPort, bind, parse_host, parse_hostport, parse_port_range
+from trunkline.core.net import (
+    ConfigError,
+    HostPort,
+    bind,
+    parse_host,
+    parse_hostport,
+    parse_port_range,
+    server_tls_context,
+)
 from trunkline.core.runner import run_until_signalled
 from trunkline.core.state import MemoryStore
 from trunkline.core.state_redis import RedisStore
@@ -68,22 +75,6 @@ class Listeners:
             sock.close()
 
 
-def load_tls_context(cert: str | None, key: str | None) -> ssl.SSLContext:
-    if not cert or not key:
-        raise ConfigError("--tls-listen needs --tls-cert and --tls-key")
-    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
-        if not os.access(path, os.R_OK):
-            raise ConfigError(f"{flag}: cannot read {path}: no such file or not readable")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(
-            f"--tls-cert {cert} / --tls-key {key}: not a usable certificate and key ({exc})"
-        ) from None
-    return context
-
-
 def open_listeners(opts: UpOptions) -> Listeners:
     """Parse every address and bind every socket, or close what was bound and raise ConfigError."""
     sip = parse_hostport(opts.sip_listen, "--sip-listen", default_port=5060)
@@ -94,7 +85,7 @@ def open_listeners(opts: UpOptions) -> Listeners:
         parse_hostport(opts.advertise, "--advertise", default_port=sip.port) if opts.advertise else None
     )
     tls_addr = parse_hostport(opts.tls_listen, "--tls-listen", default_port=5061) if opts.tls_listen else None
-    tls_context = load_tls_context(opts.tls_cert, opts.tls_key) if tls_addr else None
+    tls_context = server_tls_context(opts.tls_cert, opts.tls_key) if tls_addr else None
     opened: list[socket.socket] = []
     try:
         udp = bind(sip, socket.SOCK_DGRAM, "--sip-listen")

@@ -14,17 +14,13 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import re
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
 from tests.conftest import free_port
 from tests.support import sipp
 from tests.support.certs import tls_contexts
+from tests.support.stunnel import stunnel
 from trunkline.sip.message import Response
 from trunkline.sip.transaction import Addr, Timers
 from trunkline.sip.ua import UserAgent
@@ -32,34 +28,6 @@ from trunkline.sip.ua import UserAgent
 pytestmark = pytest.mark.integration
 
 CALLS = 10
-
-
-@contextmanager
-def stunnel(workdir: pathlib.Path, services: dict[str, dict[str, str]]) -> Iterator[pathlib.Path]:
-    """stunnel in the foreground with `services` (name -> options); yields its log once it listens."""
-    binary = shutil.which("stunnel4") or shutil.which("stunnel")
-    assert binary, "stunnel (Debian stunnel4) is not installed; scripts/test.sh installs it"
-    log = workdir / "stunnel.log"
-    lines = ["foreground = yes", "pid =", "debug = info", f"output = {log}", ""]
-    for name, options in services.items():
-        lines += [f"[{name}]", *(f"{k} = {v}" for k, v in options.items()), ""]
-    conf = workdir / "stunnel.conf"
-    conf.write_text("\n".join(lines))
-    proc = subprocess.Popen([binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while "Configuration successful" not in (log.read_text() if log.exists() else ""):
-            assert proc.poll() is None, f"stunnel exited {proc.returncode}: {log.read_text()}"
-            assert time.monotonic() < deadline, "stunnel did not start in 10 s"
-            time.sleep(0.05)
-        yield log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def run_sipp(cwd: pathlib.Path, *args: str, timeout: float = 60) -> tuple[int, str]:
