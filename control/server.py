@@ -88,7 +88,8 @@ class _Readiness:
         pass
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; defaults come from the environment (the runtime ConfigMap) when it is built."""
     parser = argparse.ArgumentParser(prog="trunkline control", description="Run the control service.")
     parser.add_argument(
         "--listen", default="0.0.0.0:7000", help="gRPC address HOST:PORT (default %(default)s)"
@@ -108,6 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--heartbeat-timeout", type=float, default=10.0, help="seconds before a relay is unhealthy"
     )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

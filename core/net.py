@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import re
 import socket
 import ssl
 from dataclasses import dataclass
@@ -28,7 +29,13 @@ class HostPort:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def parse_host(text: str, flag: str) -> str:
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def parse_host(text: str, flag: str, names: bool = False) -> str:
+    """An IP address (`names`: or a DNS host name, kept as written)."""
     host = text.strip()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -39,11 +46,16 @@ def parse_host(text: str, flag: str) -> str:
     except ValueError:
         if host == "localhost":
             return "127.0.0.1"
-        raise ConfigError(f"{flag}: {text!r} is not an IP address") from None
+        if names and _HOST_NAME.match(host):
+            return host
+        raise ConfigError(
+            f"{flag}: {text!r} is not an IP address{' or host name' if names else ''}"
+        ) from None
 
 
-def parse_hostport(text: str, flag: str, default_port: int | None = None) -> HostPort:
-    """`HOST:PORT`, `[V6]:PORT`, or a bare host when a default port is given."""
+def parse_hostport(text: str, flag: str, default_port: int | None = None, names: bool = False) -> HostPort:
+    """`HOST:PORT`, `[V6]:PORT`, or a bare host when a default port is given; HOST is an IP address
+    (`names`: or a host name)."""
     raw = text.strip()
     host, port_text = raw, ""
     if raw.startswith("["):
@@ -64,7 +76,7 @@ def parse_hostport(text: str, flag: str, default_port: int | None = None) -> Hos
         raise ConfigError(f"{flag}: port {port_text!r} is not a number from 0 to 65535")
     else:
         port = int(port_text)
-    return HostPort(parse_host(host, flag), port)
+    return HostPort(parse_host(host, flag, names), port)
 
 
 def parse_port_range(text: str, flag: str) -> tuple[int, int]:

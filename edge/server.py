@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import socket
@@ -62,6 +63,18 @@ class SipSockets:
                 sock.close()
 
 
+def own_address(unspecified: str) -> str:
+    """This host's address for a socket bound to 0.0.0.0 or ::: the pod's IP (Kubernetes' POD_IP) or
+    the address the host name resolves to."""
+    if os.environ.get("POD_IP"):
+        return os.environ["POD_IP"]
+    family = socket.AF_INET6 if ":" in unspecified else socket.AF_INET
+    try:
+        return str(socket.getaddrinfo(socket.gethostname(), None, family)[0][4][0])
+    except OSError:
+        return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+
+
 def open_sip_sockets(listen: HostPort, what: str = "--sip-listen", shared: bool = False) -> SipSockets:
     udp = bind(listen, socket.SOCK_DGRAM, what, shared)
     try:
@@ -90,6 +103,9 @@ class EdgeComponent:
         tls_client: ssl.SSLContext | None = None,
     ) -> None:
         here = sockets.address
+        if ipaddress.ip_address(here.host).is_unspecified:
+            # Listening on every address: Via must name one that routes back to this process.
+            here = HostPort(own_address(here.host), here.port)
         contact = advertise or here
         self.sockets = sockets
         self.cdr = CdrSink(cdr)
@@ -155,14 +171,18 @@ class EdgeComponent:
         self.cdr.close()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; defaults come from the environment (the runtime ConfigMap) when it is built."""
     parser = argparse.ArgumentParser(prog="trunkline edge", description="Run a SIP edge (B2BUA).")
     parser.add_argument("-f", "--filename", dest="files", action="extend", nargs="+", metavar="PATH",
                         help="manifests to run from (instead of --control)")  # fmt: skip
     parser.add_argument("--control", metavar="HOST:PORT", default=os.environ.get("TRUNKLINE_CONTROL_ADDRESS"),
                         help="control service to take the configuration from")  # fmt: skip
     parser.add_argument("--sip-listen", default="0.0.0.0:5060", metavar="HOST:PORT")
-    parser.add_argument("--advertise", metavar="HOST[:PORT]", help="address in Contact (the Service's)")
+    parser.add_argument(
+        "--advertise", metavar="HOST[:PORT]", default=os.environ.get("TRUNKLINE_EDGE_ADVERTISE"),
+        help="address in Contact: the one every edge answers at (the Service's; default: env)",
+    )  # fmt: skip
     parser.add_argument(
         "--service-listen", metavar="HOST:PORT",
         help="also take requests on this address, shared (SO_REUSEPORT) with the other edges on this host: "
@@ -198,6 +218,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a secret every edge of an installation shares, to sign digest nonces",
     )  # fmt: skip
     parser.add_argument("--log-level", default=os.environ.get("TRUNKLINE_LOG_LEVEL", "INFO"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     setup(args.log_level)
     try:
@@ -217,7 +242,9 @@ async def _serve(args: argparse.Namespace) -> int:
             raise ConfigError("; ".join(str(p) for p in problems))
     listen = parse_hostport(args.sip_listen, "--sip-listen", default_port=5060)
     advertise = (
-        parse_hostport(args.advertise, "--advertise", default_port=listen.port) if args.advertise else None
+        parse_hostport(args.advertise, "--advertise", default_port=listen.port, names=True)
+        if args.advertise
+        else None
     )
     tls_server = server_tls_context(args.tls_cert, args.tls_key) if args.tls_listen else None
     tls_client = client_tls_context(args.tls_ca)

@@ -268,7 +268,8 @@ def check_bindable(host: str) -> None:
         raise OSError(f"cannot bind media on {host}: {exc.strerror or exc}") from None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; defaults come from the environment (the runtime ConfigMap) when it is built."""
     parser = argparse.ArgumentParser(prog="trunkline media", description="Run a media relay.")
     parser.add_argument(
         "--listen", default="0.0.0.0:7100", help="gRPC address HOST:PORT (default %(default)s)"
@@ -302,6 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--inactivity-timeout", type=float, default=DEFAULT_INACTIVITY_TIMEOUT, metavar="SECONDS"
     )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         ports = parse_range(args.media_ports)

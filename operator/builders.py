@@ -59,6 +59,10 @@ def control_address(platform: Platform, namespace: str) -> str:
     return f"{object_name(platform, 'control')}.{namespace}.svc:{platform.control.port}"
 
 
+def edge_service_address(platform: Platform, namespace: str) -> str:
+    return f"{object_name(platform, 'edge-udp')}.{namespace}.svc:{platform.edge.udpService.port}"
+
+
 # ---------------------------------------------------------------- runtime settings
 
 
@@ -68,6 +72,7 @@ def runtime_env(platform: Platform, namespace: str) -> dict[str, str]:
         "TRUNKLINE_CONTROL_ADDRESS": control_address(platform, namespace),
         "TRUNKLINE_HTTP_LISTEN": f"0.0.0.0:{platform.httpPort}",
         "TRUNKLINE_LOG_LEVEL": platform.logLevel,
+        "TRUNKLINE_EDGE_ADVERTISE": platform.edge.advertise or edge_service_address(platform, namespace),
     }
     redis = platform.redis
     if redis.url:

@@ -81,6 +81,11 @@ class EdgeTls(Model):
 class Edge(Model):
     replicas: int = Field(2, ge=1, description="Ignored when autoscaling is enabled.")
     sipPort: ContainerPort = 5060
+    advertise: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9.\-\[\]:]+$",
+        description="HOST[:PORT] peers reach the edges at (the load balancer's name): written in Contact and "
+        "Record-Route so any edge takes a call's next request. Unset: the UDP Service's cluster name.",
+    )  # fmt: skip
     tls: EdgeTls | None = None
     # Two Services: a cloud load balancer cannot mix UDP and TCP, nor health-check UDP.
     udpService: ServiceSettings = Field(default_factory=ServiceSettings)

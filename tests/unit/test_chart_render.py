@@ -73,6 +73,7 @@ def test_platform_configmap_is_a_valid_platform() -> None:
     assert platform.control.serviceAccountName == "tl-trunkline-control"
     assert platform.redis.url == "redis://redis:6379/0" and platform.redis.sentinel is None
     assert platform.watchNamespace is None
+    assert platform.edge.advertise is None  # the UDP Service's cluster name, by the operator
     # The operator's data plane carries the chart's instance label.
     for obj in build_data_plane(platform, "voice"):
         assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == "tl-trunkline"
@@ -84,6 +85,7 @@ def test_platform_from_values() -> None:
             "redis.sentinel.addresses={s1:26379,s2:26379}",
             "redis.passwordSecret.name=redis-auth",
             "edge.tls.enabled=true",
+            "edge.advertise=sip.example.net:5060",
             "edge.udpService.type=LoadBalancer",
             "edge.autoscaling.enabled=false",
             "media.kind=DaemonSet",
@@ -98,6 +100,7 @@ def test_platform_from_values() -> None:
     assert platform.redis.passwordSecret is not None and platform.redis.passwordSecret.name == "redis-auth"
     assert platform.edge.tls is not None and platform.edge.tls.secretName == "trunkline-edge-tls"
     assert platform.edge.udpService.type == "LoadBalancer"
+    assert platform.edge.advertise == "sip.example.net:5060"
     assert not platform.edge.autoscaling.enabled
     assert platform.media.kind is MediaKind.DAEMON_SET
     assert platform.watchNamespace == "voice"

@@ -58,7 +58,10 @@ model's shape here.
 {{- if .Values.redis.passwordSecret.name -}}
 {{- $_ := set $redis "passwordSecret" .Values.redis.passwordSecret -}}
 {{- end -}}
-{{- $edge := omit .Values.edge "tls" -}}
+{{- $edge := omit .Values.edge "tls" "advertise" -}}
+{{- if .Values.edge.advertise -}}
+{{- $_ := set $edge "advertise" .Values.edge.advertise -}}
+{{- end -}}
 {{- if .Values.edge.tls.enabled -}}
 {{- $_ := set $edge "tls" (omit .Values.edge.tls "enabled") -}}
 {{- end -}}

@@ -1,0 +1,85 @@
+"""The operator's pod specs against the components' own command lines: every container's args and
+environment (its env and the runtime ConfigMap) parse, and give each component what its probes and
+peers expect: the HTTP port the probes hit, the control service, the shared store, TLS files."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from trunkline.control.server import build_parser as control_parser
+from trunkline.core.state_redis import url_from_env
+from trunkline.edge.server import build_parser as edge_parser
+from trunkline.media.server import build_parser as media_parser
+from trunkline.operator.builders import build_data_plane
+from trunkline.operator.platform import Platform
+
+PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    "control": control_parser, "edge": edge_parser, "media": media_parser,
+}  # fmt: skip
+PLATFORMS = {
+    "defaults": {},
+    "tls, sentinel, password, daemonset": {
+        "edge": {"tls": {"secretName": "edge-tls"}, "advertise": "sip.example.net:5060"},
+        "redis": {"sentinel": {"addresses": ["s1:26379", "s2:26379"], "masterName": "main"},
+                  "passwordSecret": {"name": "redis", "key": "password"}},
+        "media": {"kind": "DaemonSet"},
+        "httpPort": 9090,
+        "name": "sbc",
+    },
+}  # fmt: skip
+
+
+def containers(platform: Platform) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Component -> (args after the component word, the environment the pod would see)."""
+    objects = build_data_plane(platform, "voice")
+    [configmap] = [o for o in objects if o["kind"] == "ConfigMap"]
+    found = {}
+    for obj in objects:
+        if obj["kind"] not in ("Deployment", "DaemonSet"):
+            continue
+        for container in obj["spec"]["template"]["spec"]["containers"]:
+            env = dict(configmap["data"])
+            for var in container["env"]:  # valueFrom: what the kubelet would fill in
+                env[var["name"]] = var.get("value", f"<{var['name']}>")
+            component, *args = container["args"]
+            found[component] = (args, env)
+    return found
+
+
+def parse(component: str, args: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name in [n for n in __import__("os").environ if n.startswith("TRUNKLINE_") or n == "POD_NAME"]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return PARSERS[component]().parse_args(args)
+
+
+@pytest.mark.parametrize("name", PLATFORMS)
+def test_every_container_parses_and_serves_its_probes(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    platform = Platform.model_validate(PLATFORMS[name])
+    pods = containers(platform)
+    assert set(pods) == set(PARSERS)
+    for component, (args, env) in pods.items():
+        with monkeypatch.context() as patch:
+            parsed = parse(component, args, env, patch)
+            assert parsed.http_listen and parsed.http_listen.endswith(f":{platform.httpPort}"), component
+            if component == "edge":  # Contact names what every edge answers at, not this pod
+                assert parsed.advertise == platform.edge.advertise or (
+                    parsed.advertise == f"{platform.name}-edge-udp.voice.svc:{platform.edge.udpService.port}"
+                )
+            if component in ("edge", "media"):
+                assert parsed.control, f"{component} must find the control service"
+                assert parsed.redis == url_from_env(env) and parsed.redis, f"{component} must share the store"
+
+
+def test_the_edge_gets_its_tls_listener_and_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    platform = Platform.model_validate(PLATFORMS["tls, sentinel, password, daemonset"])
+    args, env = containers(platform)["edge"]
+    parsed = parse("edge", args, env, monkeypatch)
+    assert parsed.tls_listen == "0.0.0.0:5061"
+    assert (parsed.tls_cert, parsed.tls_key) == ("/etc/trunkline/tls/tls.crt", "/etc/trunkline/tls/tls.key")
+    assert parsed.redis == "sentinel://:%3CTRUNKLINE_REDIS_PASSWORD%3E@s1:26379,s2:26379/main"
