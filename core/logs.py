@@ -12,6 +12,14 @@ class KeyValueFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+        self._stamp = (-1, "")  # (second, its text): the date format has no sub-second field
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        stamp = self._stamp
+        if stamp[0] != second:
+            stamp = self._stamp = (second, super().formatTime(record, datefmt))
+        return stamp[1]
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -27,6 +35,11 @@ def _quote(value: Any) -> str:
 
 
 def setup(level: str = "INFO") -> None:
+    # What our lines never show, LogRecord need not look up (thread, process; logging HOWTO,
+    # "Optimization"): it is a hot path at one line per call.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(KeyValueFormatter())
     root = logging.getLogger()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from trunkline.core.models import DigestAlgorithm
+from trunkline.sip.transaction import random_bytes
 
 _HASHES: dict[str, Callable[[bytes], hashlib._Hash]] = {
     "MD5": hashlib.md5,
@@ -51,15 +52,18 @@ def parse_credentials(value: str) -> dict[str, str]:
         raise DigestError(f"scheme {scheme!r} is not Digest")
     params: dict[str, str] = {}
     pos, rest = 0, rest.strip()
-    while pos < len(rest):
-        match = _PARAM.match(rest, pos)
-        if not match or match.end() == pos:
-            raise DigestError(f"cannot read digest parameters at {rest[pos : pos + 20]!r}")
-        name, raw = match.group(1).lower(), match.group(2)
+    for match in _PARAM.finditer(rest):  # each match must begin where the last one ended
+        if match.start() != pos or match.end() == pos:
+            break
+        name, raw = match.groups()
         if raw.startswith('"'):
-            raw = _QUOTED_PAIR.sub(r"\1", raw[1:-1])
-        params[name] = raw
+            raw = raw[1:-1]
+            if "\\" in raw:
+                raw = _QUOTED_PAIR.sub(r"\1", raw)
+        params[name.lower()] = raw
         pos = match.end()
+    if pos < len(rest):
+        raise DigestError(f"cannot read digest parameters at {rest[pos : pos + 20]!r}")
     return params
 
 
@@ -97,10 +101,10 @@ class DigestAuthenticator:
 
     # -- nonces ------------------------------------------------------------------------------------
     def _mac(self, body: bytes, realm: str) -> bytes:
-        return hmac.new(self.secret, body + realm.encode(), hashlib.sha256).digest()[:16]
+        return hmac.digest(self.secret, body + realm.encode(), "sha256")[:16]  # one-shot, in C
 
     def make_nonce(self, realm: str) -> str:
-        body = struct.pack(">Q", int(self.clock() * 1000)) + os.urandom(8)
+        body = struct.pack(">Q", int(self.clock() * 1000)) + random_bytes(8)
         return base64.urlsafe_b64encode(body + self._mac(body, realm)).decode().rstrip("=")
 
     def nonce_age(self, nonce: str, realm: str) -> float | None:

@@ -7,13 +7,12 @@ side's addressing reaches the other: requests are built from scratch, and only t
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 
 from trunkline.sip.dialog import Dialog
 from trunkline.sip.headers import NameAddr, Via
 from trunkline.sip.message import Message, Request, Response
-from trunkline.sip.transaction import Addr, new_branch
+from trunkline.sip.transaction import Addr, new_branch, random_hex
 from trunkline.sip.uri import SipUri, TelUri, Uri
 
 # Copied from one leg to the other: they describe the session, not the path.
@@ -41,11 +40,11 @@ class Local:
 
 
 def new_call_id() -> str:
-    return secrets.token_hex(12)
+    return random_hex(12)
 
 
 def new_tag() -> str:
-    return secrets.token_hex(6)
+    return random_hex(6)
 
 
 def copy_passed(source: Message, target: Message) -> None:

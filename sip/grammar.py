@@ -59,9 +59,20 @@ def scan_quoted(text: str, start: int) -> int:
     raise SipParseError("Bad Request: unterminated quoted string")
 
 
+# The usual shape, `;name=value;flag` without spaces or quotes: split without the per-param regex.
+_SIMPLE_PARAMS_RE = re.compile(rf"(?:;[{TOKEN_CHARS}]+(?:=[{TOKEN_CHARS}:]+)?)+\Z")
+
+
 def parse_params(text: str, what: str) -> Params:
     """Parse `*( SEMI generic-param )`; the whole of `text` must be consumed."""
     params: Params = {}
+    if not text:
+        return params
+    if _SIMPLE_PARAMS_RE.match(text):
+        for item in text[1:].split(";"):
+            name, eq, value = item.partition("=")
+            params[name.lower()] = value if eq else None
+        return params
     pos = 0
     n = len(text.rstrip(" \t"))
     while pos < n:
@@ -74,7 +85,9 @@ def parse_params(text: str, what: str) -> Params:
 
 
 def format_params(params: Params) -> str:
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+    if not params:
+        return ""
+    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params.items()])
 
 
 def split_top(text: str, sep: str) -> list[str]:

@@ -53,14 +53,30 @@ LIST_HEADERS = frozenset(
 )  # fmt: skip
 
 
+_KEYS: dict[str, str] = {}  # name as written -> key, for the names seen (bounded)
+
+
 def header_key(name: str) -> str:
     """Canonical lookup key of a header name: lower-case long form."""
-    low = name.lower()
-    return COMPACT.get(low, low)
+    key = _KEYS.get(name)
+    if key is None:
+        low = name.lower()
+        key = COMPACT.get(low, low)
+        if len(_KEYS) < 512:
+            _KEYS[name] = key
+    return key
+
+
+_DISPLAY: dict[str, str] = {}  # key -> display name, for the keys seen (bounded)
 
 
 def display_name(key: str) -> str:
-    return CANONICAL.get(key) or "-".join(p.capitalize() for p in key.split("-"))
+    name = _DISPLAY.get(key)
+    if name is None:
+        name = CANONICAL.get(key) or "-".join(p.capitalize() for p in key.split("-"))
+        if len(_DISPLAY) < 512:
+            _DISPLAY[key] = name
+    return name
 
 
 _DISPLAY_TOKENS_RE = re.compile(rf"[{TOKEN_CHARS}]+(?:[ \t]+[{TOKEN_CHARS}]+)*\Z")
@@ -87,8 +103,10 @@ class NameAddr:
     def __str__(self) -> str:
         if self.wildcard:
             return "*" + format_params(self.params)
-        display = "" if self.display is None else quote(self.display) + " "
-        return f"{display}<{self.uri}>{format_params(self.params)}"
+        params = format_params(self.params) if self.params else ""
+        if self.display is None:
+            return f"<{self.uri}>{params}"
+        return f"{quote(self.display)} <{self.uri}>{params}"
 
 
 def parse_name_addr(text: str) -> NameAddr:
@@ -158,22 +176,23 @@ class Via:
         return self.host if self.port is None else f"{self.host}:{self.port}"
 
     def __str__(self) -> str:
-        return f"{self.protocol}/{self.transport} {self.sent_by}{format_params(self.params)}"
+        port = "" if self.port is None else f":{self.port}"
+        return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
 
 
 def parse_via(text: str) -> Via:
     m = _VIA_RE.match(text)
     if m is None:
         raise SipParseError("Bad Request: malformed Via")
-    port = int(m.group(5)) if m.group(5) else None
+    name, version, transport, host, port_text = m.groups()
+    port = int(port_text) if port_text else None
     if port is not None and port > 65535:
         raise SipParseError("Bad Request: Via port out of range")
     params = parse_params(text[m.end() :], "Via")
     rport = params.get("rport")
     if rport and (not rport.isdigit() or int(rport) > 65535):
         raise SipParseError("Bad Request: malformed rport")
-    protocol = f"{m.group(1).upper()}/{m.group(2)}"
-    return Via(m.group(3).upper(), m.group(4).lower(), port, params, protocol)
+    return Via(transport.upper(), host.lower(), port, params, f"{name.upper()}/{version}")
 
 
 @dataclass(slots=True, frozen=True)

@@ -58,7 +58,14 @@ REASONS: Final = {
 _FOLD_RE = re.compile(r"\r\n[ \t]+")
 _NAME_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+\Z", re.IGNORECASE)
-_SINGLE = ("from", "to", "call-id", "cseq", "max-forwards", "content-type")
+_METHODS: Final = frozenset(
+    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "UPDATE", "INFO", "PRACK", "SUBSCRIBE",
+     "NOTIFY", "REFER", "MESSAGE", "PUBLISH")
+)  # fmt: skip
+# Header names as written that are known to be valid, with their key: most lines skip the name checks.
+_VALID_NAMES: dict[str, str] = {}
+_SPELLED: dict[str, str] = {}  # valid names given to add() -> how the line is written
+_MAX_VALID_NAMES: Final = 512
 
 
 class Message:
@@ -91,15 +98,15 @@ class Message:
     def get(self, name: str) -> str | None:
         """First value of a header as a string (the whole line for non-list headers), or None."""
         key = header_key(name)
-        for k, v in zip(self._keys, self._values, strict=True):
-            if k == key:
-                return str(v)
-        return None
+        keys = self._keys
+        return str(self._values[keys.index(key)]) if key in keys else None
 
     def get_all(self, name: str) -> list[str]:
         """All values of a header; list headers (Via, Contact, Allow...) are split at top-level commas."""
         key = header_key(name)
         out: list[str] = []
+        if key not in self._keys:
+            return out
         split = key in LIST_HEADERS
         for k, v in zip(self._keys, self._values, strict=True):
             if k == key:
@@ -112,21 +119,32 @@ class Message:
     def add(self, name: str, value: object, *, first: bool = False) -> None:
         """Append a header line (or insert it before the others of that name with `first`)."""
         key = header_key(name)
-        if not _NAME_RE.match(name):
-            raise LocalProtocolError(f"invalid header name {name!r}")
-        spelled = display_name(key) if len(name) == 1 else name
-        pos = len(self._keys)
-        if first and key in self._keys:
-            pos = self._keys.index(key)
-        self._names.insert(pos, spelled)
-        self._keys.insert(pos, key)
-        self._values.insert(pos, value)
+        spelled = _SPELLED.get(name)
+        if spelled is None:
+            if not _NAME_RE.match(name):
+                raise LocalProtocolError(f"invalid header name {name!r}")
+            spelled = display_name(key) if len(name) == 1 else name
+            if len(_SPELLED) < _MAX_VALID_NAMES:
+                _SPELLED[name] = spelled
+        keys = self._keys
+        if first and key in keys:
+            pos = keys.index(key)
+            self._names.insert(pos, spelled)
+            keys.insert(pos, key)
+            self._values.insert(pos, value)
+        else:
+            self._names.append(spelled)
+            keys.append(key)
+            self._values.append(value)
         self._cache.pop(key, None)
 
     def remove(self, name: str) -> int:
         """Remove every line of a header; returns the position it had (or the end)."""
         key = header_key(name)
         pos = len(self._keys)
+        if key not in self._keys:
+            self._cache.pop(key, None)
+            return pos
         for i in range(len(self._keys) - 1, -1, -1):
             if self._keys[i] == key:
                 del self._names[i], self._keys[i], self._values[i]
@@ -154,6 +172,28 @@ class Message:
         cached = self._cache.get(key)
         if cached is not None:
             return cast(list[T], cached)
+        keys = self._keys
+        count = keys.count(key)
+        if count == 1:  # the usual case: one line, often one value
+            i = keys.index(key)
+            v = self._values[i]
+            if not isinstance(v, str):
+                result = [cast(T, v)]
+            elif "," not in v and '"' not in v:  # split_top would return [v]
+                obj = parser(v)
+                self._values[i] = obj
+                result = [obj]
+            else:
+                result = self._expand(key, parser)
+        elif count:
+            result = self._expand(key, parser)
+        else:
+            result = []
+        self._cache[key] = result
+        return result
+
+    def _expand(self, key: str, parser: Callable[[str], T]) -> list[T]:
+        """Parse every line of a list header, one field per value (a line with commas becomes several)."""
         idx = [i for i, k in enumerate(self._keys) if k == key]
         per_field: list[list[T]] = []
         for i in idx:
@@ -163,22 +203,22 @@ class Message:
             self._names[i : i + 1] = [self._names[i]] * len(objs)
             self._keys[i : i + 1] = [key] * len(objs)
             self._values[i : i + 1] = objs
-        result = [o for objs in per_field for o in objs]
-        self._cache[key] = result
-        return result
+        return [o for objs in per_field for o in objs]
 
     def _single(self, key: str, parser: Callable[[str], T]) -> T | None:
         cached = self._cache.get(key)
         if cached is not None:
             return cast(T, cached)
-        idx = [i for i, k in enumerate(self._keys) if k == key]
-        if not idx:
+        keys = self._keys
+        try:
+            i = keys.index(key)
+        except ValueError:
             return None
-        if len(idx) > 1:
+        if keys.count(key) > 1:
             raise SipParseError(f"Bad Request: more than one {display_name(key)}")
-        v = self._values[idx[0]]
+        v = self._values[i]
         obj = parser(v) if isinstance(v, str) else cast(T, v)
-        self._values[idx[0]] = obj
+        self._values[i] = obj
         self._cache[key] = obj
         return obj
 
@@ -189,32 +229,34 @@ class Message:
         return obj
 
     # -- typed views ------------------------------------------------------------------------------
+    # Each looks in the cache first: they are read many times per message (keys, tags, routing).
     @property
     def via(self) -> list[Via]:
-        return self._list("via", parse_via)
+        cached = self._cache.get("via")
+        return cast(list[Via], cached) if cached is not None else self._list("via", parse_via)
 
     @property
     def top_via(self) -> Via:
-        vias = self.via
+        vias = self._cache.get("via") or self.via
         if not vias:
             raise SipParseError("Bad Request: missing Via")
-        return vias[0]
+        return cast(Via, vias[0])
 
     @property
     def from_(self) -> NameAddr:
-        return self._required("from", parse_name_addr)
+        return self._cache.get("from") or self._required("from", parse_name_addr)
 
     @property
     def to(self) -> NameAddr:
-        return self._required("to", parse_name_addr)
+        return self._cache.get("to") or self._required("to", parse_name_addr)
 
     @property
     def call_id(self) -> str:
-        return self._required("call-id", _parse_call_id)
+        return self._cache.get("call-id") or self._required("call-id", _parse_call_id)
 
     @property
     def cseq(self) -> CSeq:
-        return self._required("cseq", parse_cseq)
+        return self._cache.get("cseq") or self._required("cseq", parse_cseq)
 
     @property
     def max_forwards(self) -> int | None:
@@ -222,7 +264,8 @@ class Message:
 
     @property
     def contact(self) -> list[NameAddr]:
-        return self._list("contact", parse_name_addr)
+        cached = self._cache.get("contact")
+        return cast(list[NameAddr], cached) if cached is not None else self._list("contact", parse_name_addr)
 
     @property
     def route(self) -> list[NameAddr]:
@@ -320,17 +363,47 @@ class Request(Message):
         if self.method == "ACK":
             raise LocalProtocolError("ACK is never answered")
         resp = Response(status, reason)
-        for key in ("via", "from", "to", "call-id", "cseq"):
-            for n, k, v in zip(self._names, self._keys, self._values, strict=True):
-                if k == key:
-                    resp._append(n, k, str(v))
+        # Copied in this order, each header's lines in theirs.
+        copied: dict[str, list[tuple[str, object]]] = {
+            "via": [],
+            "from": [],
+            "to": [],
+            "call-id": [],
+            "cseq": [],
+        }
         if 100 < status < 300 and self.method in ("INVITE", "SUBSCRIBE"):
-            for n, k, v in zip(self._names, self._keys, self._values, strict=True):
-                if k == "record-route":
-                    resp._append(n, k, str(v))
-        if to_tag is not None and status > 100 and resp.to.tag is None:
-            resp.to.params["tag"] = to_tag
+            copied["record-route"] = []
+        for n, k, v in zip(self._names, self._keys, self._values, strict=True):
+            if k in copied:
+                copied[k].append((n, v))
+        names, keys, values = resp._names, resp._keys, resp._values
+        for k, fields in copied.items():
+            for n, v in fields:
+                names.append(n)
+                keys.append(k)
+                values.append(str(v))
+        cache = resp._cache
+        # Parsed views the request already holds are copied rather than parsed again from the text
+        # (same serialization: a parsed value's text is what str() gave above).
+        vias = copied["via"]
+        if vias and not any(isinstance(v, str) for _, v in vias):
+            cache["via"] = [_copy_via(cast(Via, v)) for _, v in vias]
+            start = keys.index("via")
+            values[start : start + len(vias)] = cache["via"]
+        cseqs = copied["cseq"]
+        if len(cseqs) == 1 and isinstance(cseqs[0][1], CSeq):  # frozen: shared
+            cache["cseq"] = values[keys.index("cseq")] = cseqs[0][1]
+        if to_tag is not None and status > 100:
+            to = self.to  # raises, like parsing the copy would, when To is missing or malformed
+            if to.tag is None:
+                values[keys.index("to")] = f"{to};tag={to_tag}"
+            else:
+                values[keys.index("to")] = str(to)
         return resp
+
+
+def _copy_via(via: Via) -> Via:
+    return Via(via.transport, via.host, via.port, dict(via.params), via.protocol)
 
 
 class Response(Message):
@@ -355,7 +428,7 @@ class Response(Message):
 
 def _parse_call_id(text: str) -> str:
     # callid = word [ "@" word ]: any visible characters, no whitespace.
-    if not text or any(c in text for c in " \t"):
+    if not text or " " in text or "\t" in text:
         raise SipParseError("Bad Request: malformed Call-ID")
     return text
 
@@ -384,7 +457,7 @@ def _parse_start_line(line: str) -> Message:
         if _VERSION_RE.match(version):
             raise SipParseError("Version Not Supported", 505)
         raise SipParseError("Bad Request: malformed SIP-Version")
-    if not is_token(method):
+    if method not in _METHODS and not is_token(method):
         raise SipParseError("Bad Request: malformed Method")
     req = Request.__new__(Request)
     req.method, req._uri = method, uri
@@ -401,12 +474,17 @@ def _parse_head(head: str) -> tuple[Message, int]:
     keys: list[str] = []
     values: list[object] = []
     clen = -1
+    known = _VALID_NAMES
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not _NAME_RE.match(name):
-            raise SipParseError("Bad Request: malformed header line")
-        key = header_key(name)
+        key = known.get(name) if colon else None
+        if key is None:
+            name = name.rstrip(" \t")
+            if not colon or not _NAME_RE.match(name):
+                raise SipParseError("Bad Request: malformed header line")
+            key = header_key(name)
+            if len(known) < _MAX_VALID_NAMES:
+                known[name] = key
         value = value.strip(" \t")
         if key == "content-length":
             if clen >= 0:

@@ -63,7 +63,8 @@ class SipStack:
         self.transport = transport or SipTransport(self._on_message)
         self.transport.on_message = self._on_message
         self._pending: dict[TxKey, tuple[asyncio.Future[Response], Provisional | None]] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0  # monotonic time the timer was armed for
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -157,20 +158,19 @@ class SipStack:
             log.error("request handler failed", exc_info=task.exception())
 
     def _arm(self) -> None:
+        """Keep one loop timer for the earliest transaction deadline. A timer that fires no later than
+        needed is left alone (firing for a deadline that moved is cheap; cancelling and re-arming on
+        every message is not). Never ask the loop handle for `when()`: uvloop returns a plain Handle,
+        without it, for a delay of zero (a deadline already past under load)."""
         at = self.layer.next_deadline()
+        if at is None:
+            return
         if self._timer is not None:
-            if at is not None and abs(self._timer.when() - self._loop_time(at)) < 1e-4:
+            if self._timer_at <= at:
                 return
             self._timer.cancel()
-            self._timer = None
-        if at is not None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(self._loop_time(at), self._fire)
-
-    @staticmethod
-    def _loop_time(monotonic_at: float) -> float:
-        loop = asyncio.get_running_loop()
-        return loop.time() + (monotonic_at - time.monotonic())
+        self._timer_at = at
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, at - time.monotonic()), self._fire)
 
     def _fire(self) -> None:
         self._timer = None

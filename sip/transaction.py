@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import secrets
+import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
@@ -68,8 +70,45 @@ class TransportError:
 Action = Send | Deliver | Timeout | TransportError
 
 
+class _RandomPool:
+    """Bytes from the OS's CSPRNG (`os.urandom`, as `secrets` uses), read 4 KiB at a time: one
+    system call per ~500 branches and tags instead of one each. A forked child starts afresh so that
+    it never hands out its parent's bytes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = b""
+        self._pos = 0
+
+    def take(self, nbytes: int) -> bytes:
+        with self._lock:
+            pos = self._pos
+            if pos + nbytes > len(self._pool):
+                self._pool, pos = os.urandom(max(4096, nbytes)), 0
+            self._pos = pos + nbytes
+            return self._pool[pos : pos + nbytes]
+
+    def reset(self) -> None:
+        self._lock = threading.Lock()
+        self._pool, self._pos = b"", 0
+
+
+_RANDOM = _RandomPool()
+os.register_at_fork(after_in_child=_RANDOM.reset)
+
+
+def random_bytes(nbytes: int) -> bytes:
+    """`os.urandom(nbytes)`, cheaper for the few bytes of tags, Call-IDs, branches and nonces."""
+    return _RANDOM.take(nbytes)
+
+
+def random_hex(nbytes: int) -> str:
+    """`secrets.token_hex(nbytes)`, cheaper: for tags and Call-IDs (RFC 3261 19.3)."""
+    return _RANDOM.take(nbytes).hex()
+
+
 def new_branch() -> str:
-    return MAGIC_COOKIE + secrets.token_hex(8)
+    return MAGIC_COOKIE + _RANDOM.take(8).hex()
 
 
 def response_destination(via: Via, source: Addr, transport: str) -> Addr:
@@ -92,15 +131,21 @@ def _status_event(status: int, invite: bool) -> str:
 
 # -- transactions ---------------------------------------------------------------------------------
 Table = dict[tuple[str, str], tuple[str, tuple[str, ...]]]
+Step = Callable[["Transaction", float, "Message | None", "list[Action]"], None]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Transaction:
-    """One state machine; subclasses only provide TABLE and the start state."""
+    """One state machine; subclasses only provide TABLE and the start state.
+
+    Once a transaction only absorbs retransmissions until a timer ends it, it lets go of its request
+    (step `forget`): thousands of transactions wait out Timers J, L and M at a time, and a parsed
+    request is some twenty objects for the garbage collector to walk over on every full collection."""
 
     TABLE: ClassVar[Table]
+    STEPS: ClassVar[dict[tuple[str, str], tuple[str, tuple[Step, ...]]]]
     key: TxKey
-    request: Request
+    _request: Request | None
     addr: Addr
     transport: str
     timers: Timers
@@ -109,19 +154,37 @@ class Transaction:
     interval: float = 0.0
     last: bytes | None = None  # last message sent (request, or response for servers)
     ack: bytes | None = None
+    # Where the deadlines this transaction starts are announced (the layer's timer queue).
+    started: list[tuple[float, TxKey, str]] | None = None
+
+    def __init_subclass__(cls) -> None:
+        # The table's step names, resolved to functions once per class rather than per event. (No
+        # super() here: it does not work in a slots dataclass; object's hook does nothing anyway.)
+        if "TABLE" in cls.__dict__:
+            cls.STEPS = {
+                event: (state, tuple(getattr(cls, "_" + step) for step in steps))
+                for event, (state, steps) in cls.TABLE.items()
+            }
+
+    @property
+    def request(self) -> Request:
+        """The request that began the transaction (gone once it is only waiting for its last timer)."""
+        if self._request is None:
+            raise LocalProtocolError(f"transaction {self.key} no longer holds its request")
+        return self._request
 
     @property
     def reliable(self) -> bool:
         return self.transport in RELIABLE
 
     def event(self, name: str, now: float, msg: Message | None = None) -> list[Action]:
-        entry = self.TABLE.get((self.state, name))
+        entry = self.STEPS.get((self.state, name))
         if entry is None:
             return []  # not meaningful in this state: absorbed
         self.state, steps = entry
         out: list[Action] = []
         for step in steps:
-            getattr(self, "_" + step)(now, msg, out)
+            step(self, now, msg, out)
         if self.state == "terminated":
             self.deadlines.clear()
         return out
@@ -149,23 +212,31 @@ class Transaction:
     def _stop(self, now: float, msg: Message | None, out: list[Action]) -> None:
         self.deadlines.clear()
 
+    def _forget(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        self._request = None
+
     def start(self, name: str, now: float, delay: float) -> None:
-        self.deadlines[name] = now + delay
+        at = now + delay
+        self.deadlines[name] = at
+        if self.started is not None:
+            self.started.append((at, self.key, name))
 
 
 class InviteClient(Transaction):
     """RFC 3261 17.1.1 with RFC 6026 Accepted state."""
 
+    __slots__ = ()
+
     TABLE: ClassVar[Table] = {
         ("calling", "timer_a"): ("calling", ("resend", "backoff_a")),
         ("calling", "timer_b"): ("terminated", ("timeout",)),
         ("calling", "1xx"): ("proceeding", ("stop", "deliver")),
-        ("calling", "2xx"): ("accepted", ("stop", "deliver", "start_m")),
-        ("calling", "final"): ("completed", ("stop", "deliver", "send_ack", "start_d")),
+        ("calling", "2xx"): ("accepted", ("stop", "deliver", "start_m", "forget")),
+        ("calling", "final"): ("completed", ("stop", "deliver", "send_ack", "start_d", "forget")),
         ("calling", "transport_error"): ("terminated", ("error",)),
         ("proceeding", "1xx"): ("proceeding", ("deliver",)),
-        ("proceeding", "2xx"): ("accepted", ("deliver", "start_m")),
-        ("proceeding", "final"): ("completed", ("deliver", "send_ack", "start_d")),
+        ("proceeding", "2xx"): ("accepted", ("deliver", "start_m", "forget")),
+        ("proceeding", "final"): ("completed", ("deliver", "send_ack", "start_d", "forget")),
         ("completed", "final"): ("completed", ("resend_ack",)),
         ("completed", "timer_d"): ("terminated", ()),
         ("accepted", "2xx"): ("accepted", ("deliver",)),
@@ -202,16 +273,18 @@ class InviteClient(Transaction):
 class NonInviteClient(Transaction):
     """RFC 3261 17.1.2."""
 
+    __slots__ = ()
+
     TABLE: ClassVar[Table] = {
         ("trying", "timer_e"): ("trying", ("resend", "backoff_e")),
         ("trying", "timer_f"): ("terminated", ("timeout",)),
         ("trying", "1xx"): ("proceeding", ("deliver",)),
-        ("trying", "final"): ("completed", ("deliver", "start_k")),
+        ("trying", "final"): ("completed", ("deliver", "start_k", "forget")),
         ("trying", "transport_error"): ("terminated", ("error",)),
         ("proceeding", "timer_e"): ("proceeding", ("resend", "backoff_e")),
         ("proceeding", "timer_f"): ("terminated", ("timeout",)),
         ("proceeding", "1xx"): ("proceeding", ("deliver",)),
-        ("proceeding", "final"): ("completed", ("deliver", "start_k")),
+        ("proceeding", "final"): ("completed", ("deliver", "start_k", "forget")),
         ("proceeding", "transport_error"): ("terminated", ("error",)),
         ("completed", "timer_k"): ("terminated", ()),
     }
@@ -238,16 +311,18 @@ class NonInviteClient(Transaction):
 class InviteServer(Transaction):
     """RFC 3261 17.2.1 with RFC 6026 Accepted state."""
 
+    __slots__ = ()
+
     TABLE: ClassVar[Table] = {
         ("proceeding", "request"): ("proceeding", ("resend",)),
         ("proceeding", "timer_trying"): ("proceeding", ("send_trying",)),
         ("proceeding", "tu_1xx"): ("proceeding", ("send",)),
-        ("proceeding", "tu_2xx"): ("accepted", ("stop", "send", "start_l")),
+        ("proceeding", "tu_2xx"): ("accepted", ("stop", "send", "start_l", "forget")),
         ("proceeding", "tu_final"): ("completed", ("stop", "send", "start_g_h")),
         ("proceeding", "transport_error"): ("terminated", ("error",)),
         ("completed", "request"): ("completed", ("resend",)),
         ("completed", "timer_g"): ("completed", ("resend", "backoff_g")),
-        ("completed", "ack"): ("confirmed", ("stop", "start_i")),
+        ("completed", "ack"): ("confirmed", ("stop", "start_i", "forget")),
         ("completed", "timer_h"): ("terminated", ("timeout",)),
         ("completed", "transport_error"): ("terminated", ("error",)),
         ("confirmed", "timer_i"): ("terminated", ()),
@@ -288,13 +363,15 @@ class InviteServer(Transaction):
 class NonInviteServer(Transaction):
     """RFC 3261 17.2.2."""
 
+    __slots__ = ()
+
     TABLE: ClassVar[Table] = {
         ("trying", "tu_1xx"): ("proceeding", ("send",)),
-        ("trying", "tu_final"): ("completed", ("send", "start_j")),
+        ("trying", "tu_final"): ("completed", ("send", "start_j", "forget")),
         ("trying", "transport_error"): ("terminated", ("error",)),
         ("proceeding", "request"): ("proceeding", ("resend",)),
         ("proceeding", "tu_1xx"): ("proceeding", ("send",)),
-        ("proceeding", "tu_final"): ("completed", ("send", "start_j")),
+        ("proceeding", "tu_final"): ("completed", ("send", "start_j", "forget")),
         ("proceeding", "transport_error"): ("terminated", ("error",)),
         ("completed", "request"): ("completed", ("resend",)),
         ("completed", "timer_j"): ("terminated", ()),
@@ -361,27 +438,31 @@ class TransactionLayer:
         self.transactions: dict[TxKey, Transaction] = {}
         self._heap: list[tuple[float, int, TxKey, str]] = []
         self._seq = itertools.count()
+        self._started: list[tuple[float, TxKey, str]] = []  # deadlines transactions started since
 
-    def _schedule(self, tx: Transaction) -> None:
-        for name, at in tx.deadlines.items():
-            heapq.heappush(self._heap, (at, next(self._seq), tx.key, name))
-        if tx.state == "terminated":
-            self.transactions.pop(tx.key, None)
+    def _schedule(self) -> None:
+        """Queue the deadlines started since the last call (older entries of a timer that was stopped
+        or restarted stay in the heap and are skipped when they come up)."""
+        for at, key, name in self._started:
+            heapq.heappush(self._heap, (at, next(self._seq), key, name))
+        self._started.clear()
 
     def _run(self, tx: Transaction, event: str, now: float, msg: Message | None = None) -> list[Action]:
-        before = dict(tx.deadlines)
         out = tx.event(event, now, msg)
-        if tx.deadlines != before or tx.state == "terminated":
-            self._schedule(tx)
+        if tx.state == "terminated":
+            self.transactions.pop(tx.key, None)
+        if self._started:
+            self._schedule()
         return out
 
     def next_deadline(self) -> float | None:
-        while self._heap:
-            at, _, key, name = self._heap[0]
+        heap = self._heap
+        while heap:
+            at, _, key, name = heap[0]
             tx = self.transactions.get(key)
             if tx is not None and tx.deadlines.get(name) == at:
                 return at
-            heapq.heappop(self._heap)  # stale entry
+            heapq.heappop(heap)  # stale entry
         return None
 
     def handle_timer(self, now: float) -> list[Action]:
@@ -403,10 +484,10 @@ class TransactionLayer:
         if key in self.transactions:
             raise LocalProtocolError("a client transaction with this branch exists")
         cls = InviteClient if request.method == "INVITE" else NonInviteClient
-        tx = cls(key, request, addr, transport, self.timers, last=data)
+        tx = cls(key, request, addr, transport, self.timers, last=data, started=self._started)
         tx.begin(now)
         self.transactions[key] = tx
-        self._schedule(tx)
+        self._schedule()
         return [Send(data, addr, transport)]
 
     def send_response(self, response: Response, now: float) -> list[Action]:
@@ -441,13 +522,14 @@ class TransactionLayer:
         if tx is not None:
             return self._run(tx, "request", now, msg)
         cls = InviteServer if msg.method == "INVITE" else NonInviteServer
-        tx = cls(key, msg, response_destination(msg.top_via, addr, transport), transport, self.timers)
+        destination = response_destination(msg.top_via, addr, transport)
+        tx = cls(key, msg, destination, transport, self.timers, started=self._started)
         tx.begin(now)
         self.transactions[key] = tx
         out: list[Action] = [Deliver(msg, addr, transport, key)]
         if isinstance(tx, InviteServer) and self.timers.trying <= 0:
             out += tx.event("timer_trying", now)
-        self._schedule(tx)
+        self._schedule()
         return out
 
     def invite_for_cancel(self, cancel: Request) -> TxKey | None:

@@ -21,6 +21,7 @@ from trunkline.sip.transaction import Addr
 
 log = logging.getLogger(__name__)
 OnMessage = Callable[[Message, Addr, str], None]
+UDP_RECEIVE_BUFFER = 4 << 20
 
 
 def stamp_via(msg: Request, addr: Addr) -> None:
@@ -64,6 +65,13 @@ class SipTransport:
         loop = asyncio.get_running_loop()
         where = {"sock": sock} if sock is not None else {"local_addr": (host, port)}
         transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), **where)
+        udp = transport.get_extra_info("socket")
+        if udp is not None:
+            # Room for a burst of datagrams while the loop is busy (a GC pass, a slow callback): the
+            # default ~200 KiB holds only ~100 of them, and each one dropped comes back retransmitted
+            # 500 ms later on top of new work. The kernel caps it at net.core.rmem_max.
+            with contextlib.suppress(OSError):
+                udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
         self._udp = transport
         self.local["udp"] = transport.get_extra_info("sockname")[:2]
         return self.local["udp"]

@@ -27,7 +27,6 @@ _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
 _HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(?::([0-9]{1,5}))?\Z")
 # Characters a user/password/param may carry (unreserved, escaped and the few reserved ones allowed).
 _USERINFO_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/:]*\Z")
-_PARAM_CHARS_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]+\Z")
 _ESCAPED_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 # RFC 2396 "reserved": escaping one of these changes the meaning, so it never equals the bare character
 # (RFC 3261 19.1.4). "%" itself stays escaped too, so that decoding cannot make two strings collide.
@@ -86,24 +85,43 @@ class SipUri(Uri):
         return self.host if self.port is None else f"{self.host}:{self.port}"
 
     def __str__(self) -> str:
-        out = [self.scheme, ":"]
-        if self.user is not None:
-            out.append(self.user)
-            if self.password is not None:
-                out += (":", self.password)
-            out.append("@")
-        out.append(self.hostport)
+        user = self.user
+        if user is None:
+            text = f"{self.scheme}:{self.host}"
+        elif self.password is None:
+            text = f"{self.scheme}:{user}@{self.host}"
+        else:
+            text = f"{self.scheme}:{user}:{self.password}@{self.host}"
+        if self.port is not None:
+            text += f":{self.port}"
         if self.params:
-            out.append(format_params(self.params))
+            text += format_params(self.params)
         if self.headers:
-            out.append("?" + "&".join(f"{k}={v}" for k, v in self.headers.items()))
-        return "".join(out)
+            text += "?" + "&".join(f"{k}={v}" for k, v in self.headers.items())
+        return text
+
+
+_BAD_URI_CHARS_RE = re.compile(r'[ \t\r\n<>"]')
+_PARAM_CHARS = r"A-Za-z0-9\-_.!~*'()%\[\]/:&+$"
+_PARAM = rf"[{_PARAM_CHARS}]+(?:=[{_PARAM_CHARS}]+)?"  # uri-parameter: pname [ "=" pvalue ]
+_PARAMS_RE = re.compile(rf"{_PARAM}(?:;{_PARAM})*\Z")
+# The usual sip:/sips: hostport and params in one match (no "?headers"). What it does not match goes
+# through the step-by-step parser below, which accepts more and says what is wrong.
+_FAST_HOST_RE = re.compile(rf"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(?::([0-9]{{1,5}}))?((?:;{_PARAM})*)\Z")
 
 
 def parse_uri(text: str) -> Uri:
     """Parse a URI; unknown schemes become an opaque `Uri`. Raises SipParseError(400)."""
+    if text.startswith("sip:"):
+        uri = _fast_sip("sip", text, 4)
+        if uri is not None:
+            return uri
+    elif text.startswith("sips:"):
+        uri = _fast_sip("sips", text, 5)
+        if uri is not None:
+            return uri
     m = _SCHEME_RE.match(text)
-    if m is None or not text or any(c in text for c in ' \t\r\n<>"'):
+    if m is None or not text or _BAD_URI_CHARS_RE.search(text):
         raise SipParseError("Bad Request: malformed URI")
     scheme = m.group(1).lower()
     rest = text[m.end() :]
@@ -119,14 +137,41 @@ def parse_uri(text: str) -> Uri:
     return Uri(scheme, rest)
 
 
+def _fast_sip(scheme: str, text: str, start: int) -> SipUri | None:
+    user = password = None
+    at = text.find("@", start)
+    if at >= 0:
+        userinfo = text[start:at]
+        if not _USERINFO_RE.match(userinfo):
+            return None
+        user, colon, pw = userinfo.partition(":")
+        password = pw if colon else None
+        start = at + 1
+    m = _FAST_HOST_RE.match(text, start)
+    if m is None:
+        return None
+    host, port_text, param_text = m.groups()
+    port = None
+    if port_text:
+        port = int(port_text)
+        if port > 65535:
+            return None  # the full parser reports it
+    params: Params = {}
+    if param_text:
+        for item in param_text[1:].split(";"):
+            name, eq, value = item.partition("=")
+            params[name.lower()] = value if eq else None
+    return SipUri(scheme, "", user, password, host.lower(), port, params, {})
+
+
 def _uri_params(text: str) -> Params:
     params: Params = {}
     if not text:
         return params
+    if not _PARAMS_RE.match(text):
+        raise SipParseError("Bad Request: malformed URI parameter")
     for item in text.split(";"):
         name, eq, value = item.partition("=")
-        if not name or not _PARAM_CHARS_RE.match(name) or (eq and not _PARAM_CHARS_RE.match(value)):
-            raise SipParseError("Bad Request: malformed URI parameter")
         params[name.lower()] = value if eq else None
     return params
 

@@ -67,12 +67,12 @@ def test_a_gateway_and_its_contact_given_by_host_name(dns: DnsServer, tmp_path: 
     host, dns_port = dns.address
     edge = Up(tmp_path / "edge", text, ["--dns", f"{host}:{dns_port}"], command="edge").start()
     scenario = sipp.write_scenario(tmp_path / "gw", "gateway.xml", GATEWAY)
-    gateway = sipp.uas(tmp_path / "gw", "127.0.0.5", port, scenario=str(scenario))
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.5", port, "-m", "1", scenario=str(scenario))
     try:
         pbx = sipp.uac(tmp_path / "pbx", edge.sip, "127.0.0.2", "+442071234567")
         cdrs = edge.wait_cdrs(1)
     finally:
-        gateway_out = sipp.stop(gateway)
+        gateway_out = sipp.stop(gateway, finish_within=10)
         edge.stop()
     assert pbx.ok, pbx.output + gateway_out + edge.output()
     assert sipp.received(gateway_out, "BYE") == 1, gateway_out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -54,7 +55,12 @@ def uac(
     return SippResult(proc.returncode, proc.stdout[-3000:] + proc.stderr[-2000:] + errors)
 
 
-def stop(proc: subprocess.Popen[str]) -> str:
+def stop(proc: subprocess.Popen[str], *, finish_within: float = 0) -> str:
+    """Output of a SIPp process; one still running after `finish_within` seconds is terminated (a UAS
+    started with `-m N` ends by itself once its calls are done: waiting lets the last BYE arrive)."""
+    if finish_within:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=finish_within)
     if proc.poll() is None:
         proc.terminate()
         try:
