@@ -39,6 +39,17 @@ async def test_call_rate() -> None:
     assert all([await store.take_call_slot("free", None) for _ in range(100)])
 
 
+async def test_replay_keys_expire_without_a_full_scan() -> None:
+    clock = Clock()
+    store = MemoryStore(clock=clock)
+    for i in range(30_000):  # more live keys than any fixed purge threshold
+        assert await store.first_use(f"nonce:{i}", ttl=300)
+    assert len(store._seen) == 30_000 and not await store.first_use("nonce:29999", ttl=300)
+    clock.t += 301  # all lapsed: the next use drops them, and a key is usable again
+    assert await store.first_use("nonce:0", ttl=300)
+    assert len(store._seen) == 1 and len(store._seen_expiry) == 1
+
+
 async def test_replay_keys_auth_failures_bindings_dialogs() -> None:
     clock = Clock()
     store = MemoryStore(clock=clock)
