@@ -6,7 +6,7 @@ failed call or the server falls behind the offered rate; each step reports offer
 success, SIPp retransmissions and the server's CPU seconds per 1,000 calls (utime+stime from /proc,
 summed over the server's process tree). See bench/README-edge.md.
 
-    .venv/bin/python bench/edge_calls.py [--quick] [--keep] [--no-kamailio]
+    .venv/bin/python bench/edge_calls.py [--quick] [--keep] [--no-kamailio] [--redis] [--media]
 """
 
 from __future__ import annotations
@@ -389,6 +389,27 @@ def edge_busy(http: str) -> str:
     return m[1] if m else "?"
 
 
+def start_relay(procs: Processes, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """One `trunkline media` relay process (one engine worker) on HOST; its gRPC address."""
+    workdir.mkdir(parents=True)
+    grpc_address, http = f"{HOST}:{free_port()}", f"{HOST}:{free_port()}"
+    args = [str(TRUNKLINE), "media", "--listen", grpc_address, "--media-listen", HOST,
+            "--media-ports", "20000-39999", "--workers", "1", "--http-listen", http]  # fmt: skip
+    proc = procs.start("trunkline media", args, workdir / "media.log", workdir)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"trunkline media exited:\n{(workdir / 'media.log').read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://{http}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    time.sleep(0.5)  # let the engine worker start (counted in the process tree)
+                    return proc, grpc_address
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("trunkline media never became ready")
+
+
 KAMAILIO_CFG = """\
 #!KAMAILIO
 # A plain stateful proxy: every request relayed by tm to the SIPp UAS, with Record-Route.
@@ -525,6 +546,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, SIPp traces)")
     parser.add_argument("--no-kamailio", action="store_true", help="skip the Kamailio reference")
     parser.add_argument("--redis", action="store_true", help="digest calls with the Redis store too")
+    parser.add_argument("--media", action="store_true", help="digest calls with a media relay too")
     parser.add_argument("--only-calls", action="store_true", help="only the digest call ladder(s)")
     args = parser.parse_args()
     for binary in ("sipp", str(TRUNKLINE)) + (() if args.no_kamailio else (KAMAILIO,)):
@@ -569,6 +591,20 @@ def main() -> int:
             print(f"trunkline edge with --redis {url}: pid {redis_proc.pid} on {redis_sip}")
             name = "trunkline calls, digest, Redis store"
             ladders.append(climb(Ladder(name, "calls"), redis_edge, workdir / "edge-redis-calls", PBX_AUTH_IP,
+                                 "pbx_call.xml", call_steps, seconds, [*call, *auth]))  # fmt: skip
+        if args.media:
+            relay_proc, relay = start_relay(procs, workdir / "relay")
+            media_proc, media_sip, _ = start_edge(
+                procs, workdir / "edge-media", uas_port, ["--media-relay", relay]
+            )
+            # The relay's CPU is part of the cost of a call with media allocation: both are counted.
+            media_edge = Server(
+                media_proc, media_sip, process_tree(media_proc.pid) + process_tree(relay_proc.pid)
+            )
+            print(f"trunkline edge with --media-relay {relay} (relay pid {relay_proc.pid}): "
+                  f"pid {media_proc.pid} on {media_sip}; server CPU = edge + relay")  # fmt: skip
+            name = "trunkline calls, digest, media relay"
+            ladders.append(climb(Ladder(name, "calls"), media_edge, workdir / "edge-media-calls", PBX_AUTH_IP,
                                  "pbx_call.xml", call_steps, seconds, [*call, *auth]))  # fmt: skip
         if not args.only_calls:
             name = "trunkline REGISTER, digest: 401 + REGISTER/200"

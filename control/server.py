@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from trunkline.control.service import SERVICE_NAME, ControlService
 from trunkline.control.store import ConfigStore, RelayDirectory
 from trunkline.control.v1 import control_pb2_grpc
+from trunkline.core import runner
 from trunkline.core.http import OpsServer
 from trunkline.core.manifests import Problem
 from trunkline.core.net import ConfigError, bind, parse_hostport
@@ -194,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 await ops.stop()
 
     try:
-        asyncio.run(run())
+        runner.run(run())
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

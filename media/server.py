@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from trunkline.control.client import RelayLoad, RelayRegistration
+from trunkline.core import runner
 from trunkline.core.http import OpsServer
 from trunkline.core.net import ConfigError, bind
 from trunkline.core.net import parse_hostport as parse_address
@@ -366,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         await run_until_signal(start, stop)
 
     try:
-        asyncio.run(serve())
+        runner.run(serve())
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
