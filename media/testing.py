@@ -30,6 +30,33 @@ def pcmu_stream(count: int, ssrc: int, seed: int = 0) -> list[bytes]:
             for i in range(count)]  # fmt: skip
 
 
+async def recvfrom(sock: socket.socket, size: int = 65536) -> tuple[bytes, tuple[str, int]]:
+    """The next datagram on a non-blocking socket. (`loop.sock_recvfrom` would do, but uvloop, which
+    the processes and the tests run on, does not implement it.)"""
+    try:
+        return sock.recvfrom(size)
+    except BlockingIOError:
+        pass
+    loop = asyncio.get_running_loop()
+    fd = sock.fileno()
+    while True:
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _wake, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+        try:
+            return sock.recvfrom(size)
+        except BlockingIOError:  # woken without a datagram: wait again
+            continue
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
 class Party:
     """A UDP endpoint standing in for a phone or a carrier."""
 
@@ -46,9 +73,7 @@ class Party:
         self.sock.sendto(data, (HOST, port))
 
     async def recv(self, timeout: float = 2.0) -> tuple[bytes, tuple[str, int]]:
-        loop = asyncio.get_running_loop()
-        data, addr = await asyncio.wait_for(loop.sock_recvfrom(self.sock, 65536), timeout)
-        return data, addr
+        return await asyncio.wait_for(recvfrom(self.sock), timeout)
 
     async def recv_all(self, count: int, timeout: float = 3.0) -> list[bytes]:
         return [(await self.recv(timeout))[0] for _ in range(count)]

@@ -3,12 +3,15 @@ kube-apiserver, helm); the marker is set by the folder a test lives in."""
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,3 +48,10 @@ def free_port(kind: socket.SocketKind = socket.SOCK_STREAM, host: str = "127.0.0
 @pytest.fixture
 def trunkline_bin() -> str:
     return str(Path(sys.executable).parent / "trunkline")
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Async tests run on uvloop, the loop every trunkline process runs on (`core/runner.run`)."""
+    return {"uvloop": uvloop.new_event_loop}

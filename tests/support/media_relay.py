@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import free_port
-from trunkline.media.testing import HOST, Party, rtp_packet
+from trunkline.media.testing import HOST, Party, recvfrom, rtp_packet
 
 BIN = str(Path(sys.executable).parent / "trunkline")
 
@@ -106,9 +106,8 @@ class Stream:
             self.sender.send(rtp_packet(seq, seq * 160, self.ssrc, bytes(160)), self.port)
 
     async def _receive(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            data, source = await loop.sock_recvfrom(self.receiver.sock, 2048)
+            data, source = await recvfrom(self.receiver.sock, 2048)
             self.received.append((int.from_bytes(data[2:4], "big"), time.monotonic(), source))
 
     def longest_gap(self) -> float:
