@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Protocol
 
 HOST = "127.0.0.1"
@@ -122,6 +123,20 @@ def drain(parties: list[socket.socket]) -> None:
                 sock.recv(2048)
 
 
+# With --pin: the load generator's processes run on this CPU, the relay's packet path on RELAY_CPU.
+GENERATOR_CPU: set[int] | None = None
+RELAY_CPU: set[int] | None = None
+
+
+def pin(pid: int, cpus: set[int] | None) -> None:
+    """Every thread of `pid` onto `cpus` (threads keep the mask they had when they were created)."""
+    if cpus is None:
+        return
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), cpus)
+
+
 def run_load(
     parties: list[socket.socket], targets: list[tuple[int, int]], rate: float | None, seconds: float
 ) -> Result:
@@ -133,6 +148,9 @@ def run_load(
     tx = context.Process(target=sender, args=(parties, targets, rate, seconds, start, tx_theirs))
     rx.start()
     tx.start()
+    for process in (rx, tx):
+        assert process.pid is not None
+        pin(process.pid, GENERATOR_CPU)
     sent = tx_ours.recv()
     received, latencies = rx_ours.recv()
     tx.join()
@@ -167,6 +185,8 @@ class Ours:
         from trunkline.media.v1 import media_pb2_grpc
 
         await self.server.start()
+        for pid in self.server.pool.engine_pids():
+            pin(pid, RELAY_CPU)
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.server.port}")
         self.stub = media_pb2_grpc.MediaRelayStub(self.channel)
 
@@ -251,6 +271,7 @@ class RtpEngine:
         for _ in range(50):
             with contextlib.suppress(OSError, TimeoutError):
                 if self.ng({"command": "ping"}).get(b"result") == b"pong":
+                    pin(self.proc.pid, RELAY_CPU)
                     return
             await asyncio.sleep(0.1)
         raise RuntimeError("rtpengine did not answer ping")
@@ -402,7 +423,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter steps")
     parser.add_argument("--no-rtpengine", action="store_true", help="measure trunkline only")
-    return asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--pin", action="store_true", help="relay on CPU 1, load generator on CPU 0")
+    args = parser.parse_args()
+    if args.pin:
+        global GENERATOR_CPU, RELAY_CPU
+        GENERATOR_CPU, RELAY_CPU = {0}, {1}
+    return asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

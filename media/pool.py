@@ -93,6 +93,13 @@ class EnginePool:
     def sessions(self) -> list[str]:
         return list(self._where)
 
+    def engine_pids(self) -> list[int]:
+        """Process ids of the engines (none when threaded): to pin or watch the packet path."""
+        processes = [
+            w.runner for w in self._workers if isinstance(w.runner, multiprocessing.process.BaseProcess)
+        ]
+        return [p.pid for p in processes if p.pid is not None]
+
     def running(self) -> bool:
         """Every engine is up (for readiness: a dead engine's share of the range is lost)."""
         return bool(self._workers) and all(w.alive and w.runner.is_alive() for w in self._workers)
