@@ -365,17 +365,23 @@ def start_edge(
     args = [str(TRUNKLINE), "edge", "-f", "manifests.yaml", "--sip-listen", sip, "--http-listen", http,
             "--grace", "1", *(extra or [])]  # fmt: skip
     proc = procs.start("trunkline edge", args, workdir / "edge.log", workdir)
+    wait_ready("trunkline edge", proc, http, workdir / "edge.log")
+    return proc, sip, http
+
+
+def wait_ready(name: str, proc: subprocess.Popen[bytes], http: str, log: Path) -> None:
+    """Until the process answers 200 on /readyz (20 s at most); its log tail if it exits first."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"trunkline edge exited:\n{(workdir / 'edge.log').read_text()[-3000:]}")
+            raise RuntimeError(f"{name} exited:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(f"http://{http}/readyz", timeout=1) as response:
                 if response.status == 200:
-                    return proc, sip, http
+                    return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError("trunkline edge never became ready")
+    raise RuntimeError(f"{name} never became ready")
 
 
 def edge_busy(http: str) -> str:
@@ -396,18 +402,9 @@ def start_relay(procs: Processes, workdir: Path) -> tuple[subprocess.Popen[bytes
     args = [str(TRUNKLINE), "media", "--listen", grpc_address, "--media-listen", HOST,
             "--media-ports", "20000-39999", "--workers", "1", "--http-listen", http]  # fmt: skip
     proc = procs.start("trunkline media", args, workdir / "media.log", workdir)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"trunkline media exited:\n{(workdir / 'media.log').read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://{http}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    time.sleep(0.5)  # let the engine worker start (counted in the process tree)
-                    return proc, grpc_address
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("trunkline media never became ready")
+    wait_ready("trunkline media", proc, http, workdir / "media.log")
+    time.sleep(0.5)  # let the engine worker start (counted in the process tree)
+    return proc, grpc_address
 
 
 KAMAILIO_CFG = """\
