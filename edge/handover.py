@@ -51,8 +51,21 @@ def call_record_from_data(data: dict[str, Any]) -> CallRecord:
     )  # fmt: skip
 
 
+# Trunks are replaced, never changed in place, when the configuration changes: a trunk's dump is made
+# once, not at every save of each of its calls. Keyed by id() with the trunk kept alive beside it.
+_TRUNK_DATA: dict[int, tuple[Trunk, dict[str, Any]]] = {}
+
+
 def trunk_to_data(trunk: Trunk) -> dict[str, Any]:
-    return trunk.model_dump(mode="json", by_alias=True, exclude_none=True)
+    """The trunk as JSON-ready data (shared between calls: do not modify it)."""
+    cached = _TRUNK_DATA.get(id(trunk))
+    if cached is not None and cached[0] is trunk:
+        return cached[1]
+    if len(_TRUNK_DATA) >= 4096:  # configurations come and go: start afresh now and then
+        _TRUNK_DATA.clear()
+    data = trunk.model_dump(mode="json", by_alias=True, exclude_none=True)
+    _TRUNK_DATA[id(trunk)] = (trunk, data)
+    return data
 
 
 def trunk_from_data(data: dict[str, Any]) -> Trunk:

@@ -58,8 +58,13 @@ def weighted_order(items: Sequence[W], rng: random.Random) -> list[W]:
     return ordered
 
 
+# One generator for the process: a new `random.Random()` per call seeds itself from os.urandom, which
+# costs more than the ordering. Load spreading needs no cryptographic strength.
+_RNG = random.Random()
+
+
 def order_targets(targets: Sequence[Target], rng: random.Random | None = None) -> list[Target]:
-    return weighted_order(targets, rng or random.Random())
+    return weighted_order(targets, rng or _RNG)
 
 
 def outbound_targets(
