@@ -428,6 +428,7 @@ def main() -> int:
     if args.pin:
         global GENERATOR_CPU, RELAY_CPU
         GENERATOR_CPU, RELAY_CPU = {0}, {1}
+        pin(os.getpid(), GENERATOR_CPU)  # this process (gRPC, ng control) stays off the relay's core too
     return asyncio.run(main_async(args))
 
 
