@@ -357,7 +357,8 @@ async def measure(relay: Relay, steps: list[int], seconds: float) -> dict[str, A
             print(f"  [{relay.name}] {calls:5d} calls ({calls * 100:,} pkt/s): "
                   f"sent {result.sent / seconds:,.0f}/s, "
                   f"relayed {result.rate:,.0f}/s, "
-                  f"loss {result.loss:.3%} {'ok' if ok else 'OVER'}", flush=True)  # fmt: skip
+                  f"loss {result.loss:.3%}, latency p50 {result.percentile(0.5):,.0f} us "
+                  f"p99 {result.percentile(0.99):,.0f} us {'ok' if ok else 'OVER'}", flush=True)  # fmt: skip
             if not ok:
                 break
             best = calls
