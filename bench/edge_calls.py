@@ -489,6 +489,25 @@ def start_kamailio(procs: Processes, workdir: Path, uas_port: int) -> tuple[subp
 # ---- the run ------------------------------------------------------------------------------------
 
 
+def compare(ours: Ladder | None, ref: Ladder | None, ours_label: str, ref_label: str, note: str) -> None:
+    """Highest passing rate of `ours` over `ref`, and CPU per 1,000 at every step both passed."""
+    if not (ours and ref and ours.best and ref.best):
+        return
+    ceiling = f" ({ref_label} passed every step: its ceiling is higher)" if not ref.stopped else ""
+    rate = ours.best.offered / ref.best.offered
+    note = f" ({note})" if note else ""
+    print(f"\n  {ours_label} / {ref_label}, highest rate: {rate:.2f}{ceiling}{note}")
+    passed = {s.offered: s for s in ref.steps if s.passed}
+    for step in ours.steps:
+        if step.passed and step.offered in passed:
+            mine, theirs = (
+                step.per_1000(step.server_cpu),
+                passed[step.offered].per_1000(passed[step.offered].server_cpu),
+            )
+            print(f"  CPU per 1,000 calls at {step.offered}/s: {ours_label} {mine:.2f} s, "
+                  f"{ref_label} {theirs:.2f} s, ratio {mine / theirs:.1f}")  # fmt: skip
+
+
 def report(ladders: list[Ladder]) -> None:
     print("\n== Summary (highest step: 100% success, achieved >= 90% of offered, <= 1% retransmitted)")
     print(f"  {'':50} {'rate/s':>7} {'server CPU s/1000':>17}")
@@ -499,37 +518,12 @@ def report(ladders: list[Ladder]) -> None:
         else:
             print(f"  {ladder.name:50} {best.offered:>7} {best.per_1000(best.server_cpu):>17.2f}")
     by_name = {ladder.name.split(":")[0]: ladder for ladder in ladders}
-    memory, redis = (
-        by_name.get("trunkline calls, digest"),
-        by_name.get("trunkline calls, digest, Redis store"),
-    )
-    if memory and redis and memory.best and redis.best:
-        print(f"\n  Redis store / memory store, highest rate: {redis.best.offered / memory.best.offered:.2f} "
-              "(the target: >= 0.75)")  # fmt: skip
-        common = {s.offered: s for s in memory.steps if s.passed}
-        for step in redis.steps:
-            if step.passed and step.offered in common:
-                mine, ref = (
-                    step.per_1000(step.server_cpu),
-                    common[step.offered].per_1000(common[step.offered].server_cpu),
-                )
-                print(
-                    f"  edge CPU per 1,000 calls at {step.offered}/s: Redis {mine:.2f} s, memory {ref:.2f} s"
-                )
-    ours, theirs = by_name.get("trunkline calls, digest"), by_name.get("kamailio calls")
-    if ours and theirs and ours.best and theirs.best:
-        ceiling = "" if theirs.stopped else " (kamailio passed every step: its ceiling is higher)"
-        ratio = ours.best.offered / theirs.best.offered
-        print(f"\n  trunkline (digest) / kamailio, highest rate: {ratio:.2f}{ceiling}")
-        common = {s.offered: s for s in theirs.steps if s.passed}
-        for step in ours.steps:
-            if step.passed and step.offered in common:
-                mine, ref = (
-                    step.per_1000(step.server_cpu),
-                    common[step.offered].per_1000(common[step.offered].server_cpu),
-                )
-                print(f"  CPU per 1,000 calls at {step.offered}/s: trunkline (digest) {mine:.2f} s, "
-                      f"kamailio {ref:.2f} s, ratio {mine / ref:.1f}")  # fmt: skip
+    memory = by_name.get("trunkline calls, digest")
+    compare(by_name.get("trunkline calls, digest, Redis store"), memory, "Redis store", "memory store",
+            "the target: >= 0.75")  # fmt: skip
+    compare(by_name.get("trunkline calls, digest, media relay"), memory, "edge + relay", "edge alone",
+            "CPU of both processes")  # fmt: skip
+    compare(memory, by_name.get("kamailio calls"), "trunkline (digest)", "kamailio", "")
     for ladder in ladders:
         if ladder.stopped:
             print(f"  {ladder.name}: stopped at {ladder.stopped}")

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Sequence
 
@@ -26,7 +25,7 @@ from trunkline.control.v1 import control_pb2_grpc
 from trunkline.core import runner
 from trunkline.core.http import OpsServer
 from trunkline.core.manifests import Problem
-from trunkline.core.net import ConfigError, bind, parse_hostport
+from trunkline.core.net import ConfigError, tcp_listener
 from trunkline.core.rpc import GrpcServer
 
 log = logging.getLogger(__name__)
@@ -121,11 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = ConfigStore()
     readiness = _Readiness()
     try:
-        http = (
-            bind(parse_hostport(args.http_listen, "--http-listen"), socket.SOCK_STREAM, "--http-listen")
-            if args.http_listen
-            else None
-        )
+        http = tcp_listener(args.http_listen, "--http-listen") if args.http_listen else None
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

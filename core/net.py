@@ -113,6 +113,11 @@ def bind(addr: HostPort, kind: socket.SocketKind, what: str, shared: bool = Fals
     return sock
 
 
+def tcp_listener(text: str, flag: str) -> socket.socket:
+    """A listening TCP socket for a `HOST:PORT` flag (the ops HTTP server's), or ConfigError naming it."""
+    return bind(parse_hostport(text, flag), socket.SOCK_STREAM, flag)
+
+
 def bound_port(sock: socket.socket) -> int:
     return int(sock.getsockname()[1])
 

@@ -29,6 +29,7 @@ from trunkline.core.net import (
     client_tls_context,
     parse_hostport,
     server_tls_context,
+    tcp_listener,
 )
 from trunkline.core.runner import run, run_until_signalled
 from trunkline.core.state import MemoryStore, StateStore
@@ -248,7 +249,7 @@ async def _serve(args: argparse.Namespace) -> int:
     )
     tls_server = server_tls_context(args.tls_cert, args.tls_key) if args.tls_listen else None
     tls_client = client_tls_context(args.tls_ca)
-    http = bind(parse_hostport(args.http_listen, "--http-listen"), socket.SOCK_STREAM, "--http-listen")
+    http = tcp_listener(args.http_listen, "--http-listen")
     sockets = open_sip_sockets(listen)
     if args.tls_listen:
         try:

@@ -27,8 +27,7 @@ from prometheus_client.registry import Collector
 from trunkline.control.client import RelayLoad, RelayRegistration
 from trunkline.core import runner
 from trunkline.core.http import OpsServer
-from trunkline.core.net import ConfigError, bind
-from trunkline.core.net import parse_hostport as parse_address
+from trunkline.core.net import ConfigError, tcp_listener
 from trunkline.core.rpc import GrpcServer, parse_hostport, parse_range, run_until_signal
 from trunkline.core.state_redis import connect, url_from_env
 from trunkline.media.engine import LatchPolicy
@@ -326,11 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        http = (
-            bind(parse_address(args.http_listen, "--http-listen"), socket.SOCK_STREAM, "--http-listen")
-            if args.http_listen
-            else None
-        )
+        http = tcp_listener(args.http_listen, "--http-listen") if args.http_listen else None
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -7,11 +7,15 @@ import asyncio
 import operator
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import uvloop
+
+if TYPE_CHECKING:
+    from tests.support.redis_server import RedisProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +47,28 @@ def free_port(kind: socket.SocketKind = socket.SOCK_STREAM, host: str = "127.0.0
                     continue
                 return port
     raise RuntimeError("no free port")
+
+
+@pytest.fixture
+def carrier_port() -> int:
+    """Where a test's carrier (a SIPp UAS or a test UA) listens; the manifests point there."""
+    return free_port()
+
+
+@pytest.fixture
+def pbx_port() -> int:
+    """Where a test's PBX listens for inbound calls."""
+    return free_port()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A real redis-server of the test's own, on a free loopback port."""
+    from tests.support.redis_server import start_redis  # it imports this module (free_port)
+
+    proc = start_redis(tmp_path / "redis")
+    yield proc
+    proc.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pylibsrtp
@@ -61,11 +61,6 @@ def relay_port(sdp: bytes) -> tuple[str, int]:
 
 
 @pytest.fixture
-def carrier_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
 def up(tmp_path: Path, carrier_port: int) -> Iterator[Up]:
     running = Up(
         tmp_path / "up", manifests(carrier_port, free_port()), ["--media-ports", "31000-31999"]
@@ -74,12 +69,28 @@ def up(tmp_path: Path, carrier_port: int) -> Iterator[Up]:
     running.stop()
 
 
+async def call_through(
+    up: Up, caller: UserAgent, callee: str, from_user: str, during: Callable[[Response], Awaitable[None]],
+    ends: list[tuple[UserAgent, int]], parties: list[Party],
+) -> int:  # fmt: skip
+    """Start both user agents (each on its port), place the call through `up` with `during` while it is
+    up, then close the agents and the RTP parties whatever happened; the caller's final status."""
+    try:
+        for agent, port in ends:
+            await agent.start(port)
+        target = f"sip:{callee}@{up.sip}"
+        return await caller.call(target, ("127.0.0.1", up.sip_port), from_user=from_user, during=during)
+    finally:
+        for agent, _ in ends:
+            await agent.close()
+        for party in parties:
+            party.close()
+
+
 async def test_audio_both_ways_through_the_relay(up: Up, carrier_port: int) -> None:
     pbx_rtp, carrier_rtp = Party(), Party()
     carrier = UserAgent(host="127.0.0.1", sdp=sdp_for(carrier_rtp.port))
     pbx = UserAgent(host="127.0.0.2", sdp=sdp_for(pbx_rtp.port))  # 127.0.0.2: the trunk's IP ACL
-    await carrier.start(carrier_port)
-    await pbx.start(0)
     heard: dict[str, list[bytes]] = {}
 
     async def talk(answer: Response) -> None:
@@ -98,14 +109,8 @@ async def test_audio_both_ways_through_the_relay(up: Up, carrier_port: int) -> N
         heard["pbx"] = await pbx_rtp.recv_all(50)
         heard["sent_pbx"], heard["sent_carrier"] = out_pbx, out_carrier
 
-    try:
-        target = f"sip:+442071234567@{up.sip}"
-        status = await pbx.call(target, ("127.0.0.1", up.sip_port), from_user="+14155550100", during=talk)
-    finally:
-        await pbx.close()
-        await carrier.close()
-        pbx_rtp.close()
-        carrier_rtp.close()
+    ends = [(carrier, carrier_port), (pbx, 0)]
+    status = await call_through(up, pbx, "+442071234567", "+14155550100", talk, ends, [pbx_rtp, carrier_rtp])
     assert status == 200, up.output()
     assert heard["carrier"] == heard["sent_pbx"]  # byte for byte, in order: same codec, no SRTP
     assert heard["pbx"] == heard["sent_carrier"]
@@ -113,11 +118,6 @@ async def test_audio_both_ways_through_the_relay(up: Up, carrier_port: int) -> N
     assert invite is not None and b"127.0.0.2" not in invite.to_bytes()  # topology hidden, SDP included
     [cdr] = up.wait_cdrs(1)
     assert cdr["status"] == 200 and cdr["hung_up"] == "caller"
-
-
-@pytest.fixture
-def pbx_port() -> int:
-    return free_port()
 
 
 @pytest.fixture
@@ -152,24 +152,14 @@ async def test_srtp_offered_by_the_pbx_on_an_outbound_call(srtp_up: Up, carrier_
     pbx_rtp, carrier_rtp, pbx_key = Party(), Party(), os.urandom(30)
     carrier = UserAgent(host="127.0.0.1", sdp=sdp_for(carrier_rtp.port))
     pbx = UserAgent(host="127.0.0.2", sdp=savp_sdp_for(pbx_rtp.port, pbx_key, tag=3))
-    await carrier.start(carrier_port)
-    await pbx.start(0)
 
     async def talk(answer: Response) -> None:
         assert carrier.last_invite is not None  # the offer the carrier got: plain RTP
         # The answer accepts the PBX's crypto line by its tag (RFC 4568 5.1.2).
         await exchange_srtp(pbx_rtp, pbx_key, answer.body, carrier_rtp, carrier.last_invite.body, tag=3)
 
-    try:
-        target = f"sip:+442071234567@{srtp_up.sip}"
-        status = await pbx.call(
-            target, ("127.0.0.1", srtp_up.sip_port), from_user="+14155550100", during=talk
-        )
-    finally:
-        await pbx.close()
-        await carrier.close()
-        pbx_rtp.close()
-        carrier_rtp.close()
+    ends, parties = [(carrier, carrier_port), (pbx, 0)], [pbx_rtp, carrier_rtp]
+    status = await call_through(srtp_up, pbx, "+442071234567", "+14155550100", talk, ends, parties)
     assert status == 200, srtp_up.output()
     [cdr] = srtp_up.wait_cdrs(1)
     assert cdr["status"] == 200 and cdr["direction"] == "outbound"
@@ -181,23 +171,13 @@ async def test_srtp_offered_to_the_pbx_on_an_inbound_call(
     pbx_rtp, carrier_rtp, pbx_key = Party(), Party(), os.urandom(30)
     carrier = UserAgent(host="127.0.0.1", sdp=sdp_for(carrier_rtp.port))
     pbx = UserAgent(host="127.0.0.4", sdp=savp_sdp_for(pbx_rtp.port, pbx_key))  # answers with its key
-    await carrier.start(carrier_port)
-    await pbx.start(pbx_port)
 
     async def talk(answer: Response) -> None:
         assert pbx.last_invite is not None  # the offer the PBX got: SRTP with the relay's key
         await exchange_srtp(pbx_rtp, pbx_key, pbx.last_invite.body, carrier_rtp, answer.body, tag=1)
 
-    try:
-        target = f"sip:+14155550100@{srtp_up.sip}"
-        status = await carrier.call(
-            target, ("127.0.0.1", srtp_up.sip_port), from_user="+442071234567", during=talk
-        )
-    finally:
-        await pbx.close()
-        await carrier.close()
-        pbx_rtp.close()
-        carrier_rtp.close()
+    ends, parties = [(carrier, carrier_port), (pbx, pbx_port)], [pbx_rtp, carrier_rtp]
+    status = await call_through(srtp_up, carrier, "+14155550100", "+442071234567", talk, ends, parties)
     assert status == 200, srtp_up.output()
     [cdr] = srtp_up.wait_cdrs(1)
     assert cdr["status"] == 200 and cdr["direction"] == "inbound"

@@ -7,14 +7,11 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import free_port
 from tests.support import sipp
-from tests.support.redis_server import RedisProcess, start_redis
+from tests.support.redis_server import RedisProcess
 from tests.support.trunkline_up import Up, manifests
 
 READS = {"GET", "HGETALL", "HMGET", "ZCOUNT", "PING", "SCRIPT", "CLIENT", "INFO", "ZCARD", "ZSCORE"}
@@ -66,13 +63,6 @@ def round_trips(commands: list[tuple[str, list[str]]]) -> tuple[list[str], list[
         elif client not in in_block:
             (reads if name in READS else writes).append(" ".join(args[:1] + args[3:4]))
     return writes, reads
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    proc = start_redis(tmp_path / "redis")
-    yield proc
-    proc.stop()
 
 
 def test_an_outbound_call_with_digest_auth_writes_in_four_round_trips(

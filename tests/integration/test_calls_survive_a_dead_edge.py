@@ -4,7 +4,6 @@ gives pods); one is killed with SIGKILL, and the other carries its calls on."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,18 +11,11 @@ import pytest
 
 from tests.conftest import free_port
 from tests.support import sipp
-from tests.support.redis_server import RedisProcess, start_redis
+from tests.support.redis_server import RedisProcess
 from tests.support.trunkline_up import Up, manifests
 from trunkline.core.state_redis import RedisStore
 
 SERVICE_IP = "127.0.0.10"
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    proc = start_redis(tmp_path / "redis")
-    yield proc
-    proc.stop()
 
 
 class Pair:
@@ -74,11 +66,6 @@ class Pair:
 
 
 @pytest.fixture
-def carrier_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
 def pair(tmp_path: Path, redis: RedisProcess, carrier_port: int) -> Iterator[Pair]:
     edges = Pair(tmp_path, redis, carrier_port)
     yield edges
@@ -91,20 +78,18 @@ def test_established_calls_go_on_through_the_other_edge(
     # Each call: answered through A; A dies; then a re-INVITE that refreshes the session and an INFO
     # from the PBX, and a BYE from the carrier, all of which only B can take.
     gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port, scenario="gateway_midcall.xml")
-    calls, outcome = 3, []
+    calls = 3
     try:
-        pbx = threading.Thread(target=lambda: outcome.append(sipp.uac(
+        pbx = sipp.Background(lambda: sipp.uac(
             tmp_path / "pbx", pair.service, "127.0.0.2", "+442071234567", "-l", str(calls),
-            scenario="pbx_midcall.xml", calls=calls, hold_ms=6000)))  # fmt: skip
-        pbx.start()
+            scenario="pbx_midcall.xml", calls=calls, hold_ms=6000))  # fmt: skip
         pair.a.wait_busy(calls)
         b = pair.start_b()
         pair.kill_a()
-        pbx.join(timeout=60)
+        result = pbx.result(timeout=60)
         cdrs = b.wait_cdrs(calls, timeout=10)
     finally:
         gateway_out = sipp.stop(gateway)
-    [result] = outcome
     assert result.ok, result.output + gateway_out + b.output()
     assert sipp.received(gateway_out, "INFO") == calls, gateway_out  # relayed by B, after the re-INVITE
     assert len(cdrs) == calls and all(c["hung_up"] == "callee" and c["status"] == 200 for c in cdrs), cdrs
@@ -117,19 +102,17 @@ def test_a_call_ringing_when_its_edge_dies_gets_a_final_answer(
     pair: Pair, tmp_path: Path, carrier_port: int
 ) -> None:
     gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port, scenario="gateway_rings.xml")
-    outcome: list[sipp.SippResult] = []
     try:
-        pbx = threading.Thread(target=lambda: outcome.append(sipp.uac_expect(
-            tmp_path / "pbx", pair.service, "127.0.0.2", "+442071234567", 503)))  # fmt: skip
-        pbx.start()
+        pbx = sipp.Background(
+            lambda: sipp.uac_expect(tmp_path / "pbx", pair.service, "127.0.0.2", "+442071234567", 503)
+        )
         pair.a.wait_busy(1)
         b = pair.start_b()
         pair.kill_a()
-        pbx.join(timeout=60)
+        result = pbx.result(timeout=60)
         cdrs = b.wait_cdrs(1, timeout=10)
     finally:
         sipp.stop(gateway)
-    [result] = outcome
     assert result.ok, result.output + b.output()
     [cdr] = cdrs
     assert cdr["status"] == 503 and cdr["hung_up"] == "edge" and cdr["reason"] == "edge lost while ringing"

@@ -7,19 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
 from tests.support import sipp
 from tests.support.trunkline_up import Up, manifests
-
-
-@pytest.fixture
-def carrier_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def pbx_port() -> int:
-    return free_port()
 
 
 @pytest.fixture

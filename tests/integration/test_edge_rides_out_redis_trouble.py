@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,20 +11,8 @@ import pytest
 
 from tests.conftest import free_port
 from tests.support import sipp
-from tests.support.redis_server import RedisProcess, start_redis
+from tests.support.redis_server import RedisProcess
 from tests.support.trunkline_up import Up, manifests
-
-
-@pytest.fixture
-def carrier_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    proc = start_redis(tmp_path / "redis")
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture
@@ -35,12 +22,12 @@ def edge(tmp_path: Path, redis: RedisProcess, carrier_port: int) -> Iterator[Up]
     up.stop()
 
 
-def held_call(tmp_path: Path, edge: Up, name: str, outcome: list[sipp.SippResult]) -> threading.Thread:
-    thread = threading.Thread(target=lambda: outcome.append(
-        sipp.uac(tmp_path / name, edge.sip, "127.0.0.2", "+442071234567", hold_ms=4000)))  # fmt: skip
-    thread.start()
+def held_call(tmp_path: Path, edge: Up, name: str) -> sipp.Background:
+    held = sipp.Background(
+        lambda: sipp.uac(tmp_path / name, edge.sip, "127.0.0.2", "+442071234567", hold_ms=4000)
+    )
     edge.wait_busy(1)
-    return thread
+    return held
 
 
 @pytest.mark.parametrize("trouble", ["dead", "stalled"])
@@ -48,10 +35,9 @@ def test_calls_in_progress_go_on_and_new_calls_get_503(
     trouble: str, edge: Up, redis: RedisProcess, tmp_path: Path, carrier_port: int
 ) -> None:
     gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port)
-    outcome: list[sipp.SippResult] = []
     assert redis.proc is not None
     try:
-        thread = held_call(tmp_path, edge, "held", outcome)
+        held = held_call(tmp_path, edge, "held")
         if trouble == "dead":
             redis.stop(kill=True)
         else:
@@ -59,7 +45,7 @@ def test_calls_in_progress_go_on_and_new_calls_get_503(
         began = time.monotonic()
         refused = sipp.uac_expect(tmp_path / "refused", edge.sip, "127.0.0.2", "+442071234567", 503)
         refused_after = time.monotonic() - began
-        thread.join(timeout=30)
+        outcome = held.result(timeout=30)
         if trouble == "dead":
             redis.start()  # the same port, empty: what a restarted Redis without persistence is
         else:
@@ -72,7 +58,7 @@ def test_calls_in_progress_go_on_and_new_calls_get_503(
         sipp.stop(gateway)
     assert refused.ok, refused.output + edge.output()
     assert refused_after < 5, f"the 503 took {refused_after:.1f} s"
-    assert outcome and outcome[0].ok, outcome[0].output + edge.output()  # the held call ended with BYE/200
+    assert outcome.ok, outcome.output + edge.output()  # the held call ended with BYE/200
     assert again.ok, again.output + edge.output()
     assert "rule=store" in edge.output()
     assert [(c["status"], c["hung_up"]) for c in cdrs] == [(200, "caller")] * 2, cdrs  # refused: no record

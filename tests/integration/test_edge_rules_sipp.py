@@ -4,7 +4,6 @@ what reached (or did not reach) the far end."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,20 +107,18 @@ def test_channel_cap_answers_503_and_frees_channels(tmp_path: Path, ports: list[
     gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", ports[0])
     try:
         # Two calls hold their channels for 3 s while a third arrives.
-        holders: list[sipp.SippResult] = []
-        thread = threading.Thread(target=lambda: holders.append(
-            sipp.uac(tmp_path / "hold", up.sip, "127.0.0.2", "+442071234567", "-l", "2", "-r", "10",
-                     calls=2, hold_ms=3000)))  # fmt: skip
-        thread.start()
+        held = sipp.Background(lambda: sipp.uac(
+            tmp_path / "hold", up.sip, "127.0.0.2", "+442071234567", "-l", "2", "-r", "10",
+            calls=2, hold_ms=3000))  # fmt: skip
         up.wait_busy(2)
         refused = sipp.uac_expect(tmp_path / "third", up.sip, "127.0.0.2", "+442071234567", 503)
-        thread.join(timeout=30)
+        holders = held.result(timeout=30)
         after = sipp.uac(tmp_path / "after", up.sip, "127.0.0.2", "+442071234567")
     finally:
         sipp.stop(gateway)
         up.stop()
     assert refused.ok, refused.output + up.output()
-    assert holders and holders[0].ok, holders[0].output if holders else "no result"
+    assert holders.ok, holders.output
     assert after.ok, after.output  # the channels were free again once the calls ended
     assert "rule=channels" in up.output()
 

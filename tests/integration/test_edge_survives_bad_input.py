@@ -23,11 +23,6 @@ MALFORMED_INVITE = (
 
 
 @pytest.fixture
-def carrier_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
 def up(tmp_path: Path, carrier_port: int) -> Iterator[Up]:
     running = Up(tmp_path / "up", manifests(carrier_port, free_port())).start()
     yield running

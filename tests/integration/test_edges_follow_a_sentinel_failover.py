@@ -5,7 +5,6 @@ are admitted there."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,11 +77,10 @@ def test_an_established_call_ends_cleanly_after_sentinel_promotes_the_replica(
     )
     edge.start()
     gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port)
-    outcome: list[sipp.SippResult] = []
     try:
-        thread = threading.Thread(target=lambda: outcome.append(
-            sipp.uac(tmp_path / "held", edge.sip, "127.0.0.2", "+442071234567", hold_ms=12000)))  # fmt: skip
-        thread.start()
+        held = sipp.Background(
+            lambda: sipp.uac(tmp_path / "held", edge.sip, "127.0.0.2", "+442071234567", hold_ms=12000)
+        )
         edge.wait_busy(1)
         deadline = time.monotonic() + 5
         while cluster.channels_in_use(cluster.replica.port) != 1:  # replicated before the primary dies
@@ -93,13 +91,13 @@ def test_an_established_call_ends_cleanly_after_sentinel_promotes_the_replica(
         while cluster.primary_port() != cluster.replica.port:
             assert time.monotonic() < deadline, "Sentinel never promoted the replica"
             time.sleep(0.2)
-        thread.join(timeout=30)
+        outcome = held.result(timeout=30)
         after = sipp.uac(tmp_path / "after", edge.sip, "127.0.0.2", "+442071234567")
         cdrs = edge.wait_cdrs(2)
     finally:
         sipp.stop(gateway)
         edge.stop()
-    assert outcome and outcome[0].ok, outcome[0].output + edge.output()
+    assert outcome.ok, outcome.output + edge.output()
     assert after.ok, after.output + edge.output()
     assert [(c["status"], c["hung_up"]) for c in cdrs] == [(200, "caller")] * 2, cdrs
     assert cluster.channels_in_use(cluster.replica.port) == 0  # both calls' channels freed on the new primary

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,21 +12,9 @@ import pytest
 
 from tests.conftest import free_port
 from tests.support import sipp
-from tests.support.redis_server import RedisProcess, start_redis
+from tests.support.redis_server import RedisProcess
 from tests.support.trunkline_up import Up, manifests
 from trunkline.edge.digest import digest_response
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    proc = start_redis(tmp_path / "redis")
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def carrier_port() -> int:
-    return free_port()
 
 
 @pytest.fixture
@@ -104,19 +91,18 @@ def test_the_channel_cap_counts_calls_on_every_edge(
 ) -> None:
     a, b = edges
     gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port)
-    holder: list[sipp.SippResult] = []
     try:
-        thread = threading.Thread(target=lambda: holder.append(
-            sipp.uac(tmp_path / "hold", a.sip, "127.0.0.2", "+442071234567", hold_ms=3000)))  # fmt: skip
-        thread.start()
+        held = sipp.Background(
+            lambda: sipp.uac(tmp_path / "hold", a.sip, "127.0.0.2", "+442071234567", hold_ms=3000)
+        )
         a.wait_busy(1)
         refused = sipp.uac_expect(tmp_path / "other", b.sip, "127.0.0.2", "+442071234567", 503)
-        thread.join(timeout=30)
+        holder = held.result(timeout=30)
         after = sipp.uac(tmp_path / "after", b.sip, "127.0.0.2", "+442071234567")
     finally:
         sipp.stop(gateway)
     assert refused.ok, refused.output + b.output()
-    assert holder and holder[0].ok
+    assert holder.ok, holder.output
     assert after.ok, after.output + b.output()  # released within a second of the call's end
 
 

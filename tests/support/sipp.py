@@ -6,6 +6,8 @@ import contextlib
 import re
 import shutil
 import subprocess
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +55,20 @@ def uac(
     proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=timeout + 15)
     errors = "".join(p.read_text(errors="replace")[-3000:] for p in workdir.glob("*_errors.log"))
     return SippResult(proc.returncode, proc.stdout[-3000:] + proc.stderr[-2000:] + errors)
+
+
+class Background:
+    """A SIPp run (`uac`, `uac_expect`) in a thread, for a call held while the test does something else."""
+
+    def __init__(self, run: Callable[[], SippResult]) -> None:
+        self._results: list[SippResult] = []
+        self._thread = threading.Thread(target=lambda: self._results.append(run()), daemon=True)
+        self._thread.start()
+
+    def result(self, timeout: float = 60) -> SippResult:
+        self._thread.join(timeout)
+        assert self._results, f"the SIPp run did not finish within {timeout} s"
+        return self._results[0]
 
 
 def stop(proc: subprocess.Popen[str], *, finish_within: float = 0) -> str:
