@@ -185,7 +185,7 @@ def connect(url: str, timeout: float = 0.25) -> aioredis.Redis:
         raise ValueError(f"{url!r}: a sentinel URL needs the service name: sentinel://host:port/NAME")
     password = unquote(parts.password) if parts.password else None
     db = int(path[1]) if len(path) > 1 else 0
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # untyped before redis 8
         hosts, sentinel_kwargs={"socket_timeout": timeout}, password=password, db=db, **options
     )
     client: aioredis.Redis = sentinel.master_for(path[0])

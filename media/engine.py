@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 # A socket address as recvfrom returns it: (host, port) for IPv4, (host, port, flow, scope) for IPv6.
 Address = tuple[Any, ...]
 
-BATCH = 64  # packets drained from one socket per wake-up, so one busy call cannot starve the others
 SWEEP_INTERVAL = 0.5  # seconds between inactivity checks
 SOCKET_BUFFER = 1 << 18  # absorbs bursts while the loop serves other sockets
 
@@ -522,62 +521,65 @@ class Engine:
     # ---- the packet path ----
 
     def relay(self, flow: Flow, now: float) -> None:
-        """Drain one readable socket: check, latch, count, decrypt/encrypt and forward each packet."""
-        sock, leg, buf, view = flow.sock, flow.leg, self._buf, self._view
+        """Relay one packet from a readable socket: check, latch, count, decrypt/encrypt, forward.
+
+        One packet per readiness event, not a drain loop: at call rates a socket holds one packet
+        when epoll reports it, and draining costs a second `recvfrom_into` that fails with EAGAIN
+        (a system call and a Python exception per packet). The poll is level-triggered, so a socket
+        with more queued is reported again on the next round, after every other ready socket had
+        its turn: one busy call cannot starve the others."""
+        leg, buf, view = flow.leg, self._buf, self._view
         out = leg.other
-        for _ in range(BATCH):
+        try:
+            size, src = flow.sock.recvfrom_into(buf)
+        except OSError:  # EAGAIN (spurious wake-up) or an ICMP error: no packet
+            return
+        if size < rtp.RTCP_HEADER or buf[0] & 0xC0 != 0x80:
+            leg.dropped_malformed += 1
+            return
+        rtcp = flow.rtcp_only or (leg.mux and 192 <= buf[1] <= 223)
+        if not rtcp and size < rtp.RTP_HEADER:
+            leg.dropped_malformed += 1
+            return
+        data: memoryview | bytes = view[:size]
+        if leg.srtp_in is not None:
             try:
-                size, src = sock.recvfrom_into(buf)
-            except OSError:  # EAGAIN: drained; anything else (an ICMP error) is no packet either
+                packet = bytes(data)
+                data = leg.srtp_in.unprotect_rtcp(packet) if rtcp else leg.srtp_in.unprotect(packet)
+            except pylibsrtp.Error:  # forged, replayed or not SRTP at all
+                leg.dropped_srtp += 1
                 return
-            if size < rtp.RTCP_HEADER or buf[0] & 0xC0 != 0x80:
-                leg.dropped_malformed += 1
-                continue
-            rtcp = flow.rtcp_only or (leg.mux and 192 <= buf[1] <= 223)
-            if not rtcp and size < rtp.RTP_HEADER:
-                leg.dropped_malformed += 1
-                continue
-            data: memoryview | bytes = view[:size]
-            if leg.srtp_in is not None:
-                try:
-                    packet = bytes(data)
-                    data = leg.srtp_in.unprotect_rtcp(packet) if rtcp else leg.srtp_in.unprotect(packet)
-                except pylibsrtp.Error:  # forged, replayed or not SRTP at all
-                    leg.dropped_srtp += 1
-                    continue
-                size = len(data)
-            if src != flow.peer:
-                if not flow.admit(src, memoryview(data), rtcp, now):
-                    continue
-            elif not flow.confirmed:
-                flow.confirmed = True
-            flow.last_seen = now
-            if rtcp:
-                leg.received.rtcp_packets += 1
-                target = out.rtcp_out
-            else:
-                leg.received.on_rtp(view if leg.srtp_in is None else memoryview(data), size, now)
-                target = out.rtp
-            peer = target.peer
-            if peer is None:  # the other party's address is not known yet
-                continue
-            if out.srtp_out is not None:
-                try:
-                    data = (
-                        out.srtp_out.protect_rtcp(bytes(data)) if rtcp else out.srtp_out.protect(bytes(data))
-                    )
-                except pylibsrtp.Error:
-                    out.dropped_srtp += 1
-                    continue
+            size = len(data)
+        if src != flow.peer:
+            if not flow.admit(src, memoryview(data), rtcp, now):
+                return
+        elif not flow.confirmed:
+            flow.confirmed = True
+        flow.last_seen = now
+        if rtcp:
+            leg.received.rtcp_packets += 1
+            target = out.rtcp_out
+        else:
+            leg.received.on_rtp(view if leg.srtp_in is None else memoryview(data), size, now)
+            target = out.rtp
+        peer = target.peer
+        if peer is None:  # the other party's address is not known yet
+            return
+        if out.srtp_out is not None:
             try:
-                target.sock.sendto(data, peer)
-            except OSError:  # full buffer, unreachable network: a lost packet, as on the wire
-                continue
-            if rtcp:
-                out.sent_rtcp += 1
-            else:
-                out.sent_packets += 1
-                out.sent_bytes += len(data)
+                data = out.srtp_out.protect_rtcp(bytes(data)) if rtcp else out.srtp_out.protect(bytes(data))
+            except pylibsrtp.Error:
+                out.dropped_srtp += 1
+                return
+        try:
+            target.sock.sendto(data, peer)
+        except OSError:  # full buffer, unreachable network: a lost packet, as on the wire
+            return
+        if rtcp:
+            out.sent_rtcp += 1
+        else:
+            out.sent_packets += 1
+            out.sent_bytes += len(data)
 
     def run(self, conn: Connection) -> None:
         """Serve `conn` and relay until a "stop" request; then close every session."""
