@@ -26,6 +26,8 @@ and events `(None, kind, args)`. Nothing a peer sends on a media port can raise 
 Besides the sessions' own operations, "create" with leg states re-creates a session of a previous
 run on its ports (its latches confirmed, our SRTP keys kept), and "report" (every few seconds) tells
 which sessions had packets since the last one and where their parties are: nothing per packet.
+Work over every session (that report, the inactivity sweep) runs as a background pass, a slice of
+sessions per loop turn between packets, so no packet waits for a pass over a thousand sessions.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import select
 import socket
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -62,6 +64,9 @@ log = logging.getLogger(__name__)
 Address = tuple[Any, ...]
 
 SWEEP_INTERVAL = 0.5  # seconds between inactivity checks
+# Sessions a background pass (inactivity sweep, report) visits per loop turn: a pass over every
+# session at once held packets back for a millisecond or more with a thousand sessions.
+PASS_SLICE = 64
 SOCKET_BUFFER = 1 << 18  # absorbs bursts while the loop serves other sockets
 
 
@@ -414,7 +419,9 @@ class Engine:
         self._buf = bytearray(65536)
         self._view = memoryview(self._buf)
         self._running = False
-        self._ended_relayed = self._ended_dropped = 0  # totals of the sessions that ended
+        self.relayed_packets = self.dropped_packets = 0  # since the engine started
+        # Background passes over the sessions, a slice per loop turn, between packets.
+        self._passes: deque[Iterator[None]] = deque()
 
     # ---- session management (called from `handle`, between packets) ----
 
@@ -470,8 +477,6 @@ class Engine:
         session = self._get(session_id)
         counters = session.counters(time.monotonic())
         del self.sessions[session_id]
-        self._ended_relayed += sum(leg.sent_packets for leg in session.legs)
-        self._ended_dropped += sum(leg.dropped() for leg in session.legs)
         for leg in session.legs:
             for flow in (leg.rtp, leg.rtcp):
                 fd = flow.sock.fileno()
@@ -484,14 +489,25 @@ class Engine:
         return self._get(session_id).counters(time.monotonic())
 
     def report(self) -> EngineReport:
+        """The report at once (a loop serving its pipe runs it in slices: `_report_pass`)."""
+        passing = self._report_slices()
+        while True:
+            try:
+                next(passing)
+            except StopIteration as done:
+                report: EngineReport = done.value
+                return report
+
+    def _report_slices(self) -> Generator[None, None, EngineReport]:
         """Sessions with packets since the last report and their parties' latched addresses, and
-        totals (one pass over the sessions, every few seconds: not on the packet path)."""
+        the totals; yields between slices of sessions."""
         active = {}
-        relayed, dropped = self._ended_relayed, self._ended_dropped
-        for session in self.sessions.values():
+        for n, session in enumerate(list(self.sessions.values()), 1):
+            if n % PASS_SLICE == 0:
+                yield
+            if self.sessions.get(session.id) is not session:
+                continue  # ended meanwhile
             a, b = session.legs
-            relayed += a.sent_packets + b.sent_packets
-            dropped += a.dropped() + b.dropped()
             activity = a.activity() + b.activity()
             if activity != session.reported:
                 session.reported = activity
@@ -499,18 +515,30 @@ class Engine:
                     (a.rtp.latched(), a.rtcp.latched()),
                     (b.rtp.latched(), b.rtcp.latched()),
                 )
-        return EngineReport(active, relayed, dropped)
+        return EngineReport(active, self.relayed_packets, self.dropped_packets)
 
-    def expired(self, now: float) -> Iterator[str]:
-        """Ids of sessions without packets for their timeout. The clock runs only once both parties
+    def _report_pass(self, conn: Connection, request_id: int) -> Iterator[None]:
+        report = yield from self._report_slices()
+        self._send(conn, (request_id, True, report))
+
+    def _sweep_pass(self, conn: Connection, now: float) -> Iterator[None]:
+        """End the sessions without packets for their timeout (see `expired`), telling the owner."""
+        for n, session in enumerate(list(self.sessions.values()), 1):
+            if n % PASS_SLICE == 0:
+                yield
+            if self.sessions.get(session.id) is session and self._expired(session, now):
+                self._send(conn, (None, "timeout", (session.id, self.delete(session.id))))
+
+    @staticmethod
+    def _expired(session: Session, now: float) -> bool:
+        """Whether the session had no packets for its timeout. The clock runs only once both parties
         are known: a call that rings without early media has no media to miss yet."""
-        for session in self.sessions.values():
-            a, b = session.legs
-            activity = a.activity() + b.activity()
-            if activity != session.last_activity or a.rtp.peer is None or b.rtp.peer is None:
-                session.last_activity, session.last_active = activity, now
-            elif session.timeout and now - session.last_active >= session.timeout:
-                yield session.id
+        a, b = session.legs
+        activity = a.activity() + b.activity()
+        if activity != session.last_activity or a.rtp.peer is None or b.rtp.peer is None:
+            session.last_activity, session.last_active = activity, now
+            return False
+        return bool(session.timeout) and now - session.last_active >= session.timeout
 
     def _get(self, session_id: str) -> Session:
         try:
@@ -536,10 +564,12 @@ class Engine:
             return
         if size < rtp.RTCP_HEADER or buf[0] & 0xC0 != 0x80:
             leg.dropped_malformed += 1
+            self.dropped_packets += 1
             return
         rtcp = flow.rtcp_only or (leg.mux and 192 <= buf[1] <= 223)
         if not rtcp and size < rtp.RTP_HEADER:
             leg.dropped_malformed += 1
+            self.dropped_packets += 1
             return
         data: memoryview | bytes = view[:size]
         if leg.srtp_in is not None:
@@ -548,10 +578,12 @@ class Engine:
                 data = leg.srtp_in.unprotect_rtcp(packet) if rtcp else leg.srtp_in.unprotect(packet)
             except pylibsrtp.Error:  # forged, replayed or not SRTP at all
                 leg.dropped_srtp += 1
+                self.dropped_packets += 1
                 return
             size = len(data)
         if src != flow.peer:
             if not flow.admit(src, memoryview(data), rtcp, now):
+                self.dropped_packets += 1
                 return
         elif not flow.confirmed:
             flow.confirmed = True
@@ -570,11 +602,13 @@ class Engine:
                 data = out.srtp_out.protect_rtcp(bytes(data)) if rtcp else out.srtp_out.protect(bytes(data))
             except pylibsrtp.Error:
                 out.dropped_srtp += 1
+                self.dropped_packets += 1
                 return
         try:
             target.sock.sendto(data, peer)
         except OSError:  # full buffer, unreachable network: a lost packet, as on the wire
             return
+        self.relayed_packets += 1
         if rtcp:
             out.sent_rtcp += 1
         else:
@@ -587,9 +621,10 @@ class Engine:
         self._epoll.register(control_fd, select.EPOLLIN)
         self._running = True
         flows, relay, poll, clock = self._flows, self.relay, self._epoll.poll, time.monotonic
+        passes = self._passes
         next_sweep = clock() + SWEEP_INTERVAL
         while self._running:
-            events = poll(SWEEP_INTERVAL)
+            events = poll(0 if passes else SWEEP_INTERVAL)
             now = clock()
             for fd, _ in events:
                 flow = flows.get(fd)
@@ -599,15 +634,22 @@ class Engine:
                     self._serve(conn)
             if now >= next_sweep:
                 next_sweep = now + SWEEP_INTERVAL
-                for session_id in list(self.expired(now)):
-                    self._send(conn, (None, "timeout", (session_id, self.delete(session_id))))
+                passes.append(self._sweep_pass(conn, now))
+            if passes:
+                try:
+                    next(passes[0])
+                except StopIteration:
+                    passes.popleft()
         self._epoll.close()
 
     def _serve(self, conn: Connection) -> None:
         try:
             while conn.poll():
                 request_id, op, args = conn.recv()
-                self._send(conn, self.handle(request_id, op, args))
+                if op == "report":  # answered once its pass is done, a slice per loop turn
+                    self._passes.append(self._report_pass(conn, request_id))
+                else:
+                    self._send(conn, self.handle(request_id, op, args))
         except (EOFError, OSError):  # the owner went away: nobody will ever delete these sessions
             self.stop()
 

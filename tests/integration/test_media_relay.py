@@ -324,3 +324,29 @@ async def test_shutdown_frees_ports_and_reports_sessions(parties):
         assert event.kind == media_pb2.SessionEvent.SHUTDOWN and event.session_id == "live"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind((HOST, created.leg_b.rtp_port))
+
+
+async def test_passes_over_many_sessions_report_and_time_out_every_one(parties):
+    """The report and the inactivity sweep visit sessions a slice per loop turn (PASS_SLICE): with
+    several slices' worth of sessions, each is still reported and timed out, and packets flow meanwhile."""
+    from trunkline.media.engine import PASS_SLICE
+
+    a, b = parties
+    count = PASS_SLICE * 2 + 7
+    async with relay(ports=count * 4 + 8) as (server, stub):
+        events = stub.WatchEvents(media_pb2.WatchEventsRequest())
+        created = [await create(stub, f"s{i}", leg(a), leg(b), timeout=1.0) for i in range(count)]
+        last = created[-1]
+        _, _, got_a, got_b = await exchange(a, b, (last.leg_a.rtp_port, last.leg_b.rtp_port), count=20)
+        assert len(got_a) == len(got_b) == 20
+        report = await server.pool.report()
+        assert set(report.active) == {f"s{count - 1}"}  # the only session with packets
+        assert report.relayed_packets == 40 and report.dropped_packets == 0
+        timed_out = set()
+        while len(timed_out) < count:
+            event = await asyncio.wait_for(events.read(), 5)
+            assert event.kind == media_pb2.SessionEvent.INACTIVITY_TIMEOUT
+            timed_out.add(event.session_id)
+        assert timed_out == {f"s{i}" for i in range(count)} and server.pool.active == 0
+        assert (await server.pool.report()).relayed_packets == 40  # totals outlive their sessions
+        events.cancel()
