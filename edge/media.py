@@ -1,6 +1,8 @@
 """Media through a relay: every SDP that crosses the edge is rewritten to point at relay ports.
 
 One relay session per call, under the call's key; relay leg "a" faces the caller, leg "b" the callee.
+Calls that end within a few ms of each other have their sessions deleted in one DeleteSessions call
+(DELETE_WINDOW); each call's release waits for it.
 An SDP from one leg tells the relay where that party listens (UpdateSession), and goes on to the other
 leg naming the relay's ports that face it. Codecs are limited to the trunk's list (telephone-event
 always kept).
@@ -51,6 +53,9 @@ TRY_ANOTHER = {
 INACTIVE = "media inactive"
 RELAY_LOST = "media relay lost"
 GUARD_INTERVAL = 5.0  # seconds between health checks of a relay we have sessions on
+# Sessions of calls that end within this window go to their relay in one DeleteSessions call: one
+# RPC per call end cost each side about as much as the rest of the call's media work.
+DELETE_WINDOW = 0.01
 
 
 @dataclass
@@ -59,6 +64,15 @@ class _Session:
     allocations: dict[str, media_pb2.LegAllocation] = field(default_factory=dict)
     crypto_tags: dict[str, str] = field(default_factory=dict)  # per leg: the tag its party's SDES used
     gone: bool = False  # the relay ended it (inactivity): nothing left to update or delete
+
+
+@dataclass
+class _Ending:
+    """Sessions to delete on one relay in the next DeleteSessions call, and when it is done."""
+
+    done: asyncio.Future[None]
+    timer: asyncio.TimerHandle | None = None
+    session_ids: list[str] = field(default_factory=list)
 
 
 class _Relay:
@@ -72,6 +86,7 @@ class _Relay:
         self.watch: asyncio.Task[None] | None = None
         self.guard: asyncio.Task[None] | None = None
         self.idle: asyncio.TimerHandle | None = None
+        self.ending: _Ending | None = None
 
 
 def _audio(sd: SessionDescription) -> Media | None:
@@ -131,6 +146,7 @@ class RelayMedia:
         for relay in relays:
             if relay.idle is not None:
                 relay.idle.cancel()
+        await asyncio.gather(*(self._send_ending(relay) for relay in relays if relay.ending))
         await asyncio.gather(*(self._shut(relay) for relay in relays))
         if self.picker is not None:
             await self.picker.close()
@@ -299,13 +315,35 @@ class RelayMedia:
         relay = self._relays.get(address)
         try:
             if relay is not None and not gone:
-                await relay.stub.DeleteSession(
-                    media_pb2.DeleteSessionRequest(session_id=call_key), timeout=self.timeout
-                )
-        except grpc.aio.AioRpcError as exc:  # the relay's inactivity timeout frees it anyway
-            log.warning("relay did not delete session %s: %s", call_key, exc.code().name)
+                ending = relay.ending
+                if ending is None:
+                    loop = asyncio.get_running_loop()
+                    ending = relay.ending = _Ending(loop.create_future())
+                    ending.timer = loop.call_later(DELETE_WINDOW, self._spawn_ending, relay)
+                ending.session_ids.append(call_key)
+                await asyncio.shield(ending.done)
         finally:
             self._unhold(address, call_key)
+
+    def _spawn_ending(self, relay: _Relay) -> None:
+        self._spawn(self._send_ending(relay))
+
+    async def _send_ending(self, relay: _Relay) -> None:
+        """Delete the sessions gathered on `relay` (see DELETE_WINDOW); their callers wait for it."""
+        ending, relay.ending = relay.ending, None
+        if ending is None:
+            return
+        if ending.timer is not None:
+            ending.timer.cancel()
+        try:
+            await relay.stub.DeleteSessions(
+                media_pb2.DeleteSessionsRequest(session_ids=ending.session_ids), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as exc:  # the relay's inactivity timeout frees them anyway
+            log.warning("relay %s did not delete sessions %s: %s", relay.address,
+                        ", ".join(ending.session_ids), exc.code().name)  # fmt: skip
+        finally:
+            ending.done.set_result(None)
 
     # -- the relays in use -------------------------------------------------------------------------
     def _hold(self, address: str, call_key: str) -> _Relay:

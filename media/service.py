@@ -172,6 +172,26 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
         return media_pb2.DeleteSessionResponse(stats=session_stats(counters))
 
     @rpc_errors
+    async def DeleteSessions(
+        self, request: media_pb2.DeleteSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> media_pb2.DeleteSessionsResponse:
+        ids = list(dict.fromkeys(request.session_ids))  # each once
+        # All at once: the engines answer a batch of requests in one wake-up.
+        results = await asyncio.gather(*(self.pool.delete(i) for i in ids), return_exceptions=True)
+        response = media_pb2.DeleteSessionsResponse()
+        for session_id, result in zip(ids, results, strict=True):
+            if self.records is not None and session_id in self.records.live:
+                self.records.drop(session_id)  # gone, or its engine with it
+            if isinstance(result, SessionNotFound):
+                response.not_found.append(session_id)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                response.stats[session_id].CopyFrom(session_stats(result))
+        self._check_drained()
+        return response
+
+    @rpc_errors
     async def GetSessionStats(
         self, request: media_pb2.GetSessionStatsRequest, context: grpc.aio.ServicerContext
     ) -> media_pb2.GetSessionStatsResponse:

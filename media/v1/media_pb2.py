@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etrunkline/media/v1/media.proto\x12\x12trunkline.media.v1\x1a\x1egoogle/protobuf/duration.proto\"$\n\x06\x43rypto\x12\r\n\x05suite\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"\xb9\x01\n\x07LegSpec\x12\x16\n\x0eremote_address\x18\x01 \x01(\t\x12\x17\n\x0fremote_rtp_port\x18\x02 \x01(\r\x12\x18\n\x10remote_rtcp_port\x18\x03 \x01(\r\x12\x10\n\x08rtcp_mux\x18\x04 \x01(\x08\x12*\n\x06\x63rypto\x18\x05 \x01(\x0b\x32\x1a.trunkline.media.v1.Crypto\x12\x12\n\nclock_rate\x18\x06 \x01(\r\x12\x11\n\twant_srtp\x18\x07 \x01(\x08\"q\n\rLegAllocation\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x10\n\x08rtp_port\x18\x02 \x01(\r\x12\x11\n\trtcp_port\x18\x03 \x01(\r\x12*\n\x06\x63rypto\x18\x04 \x01(\x0b\x32\x1a.trunkline.media.v1.Crypto\"\xb9\x01\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\x05leg_a\x18\x02 \x01(\x0b\x32\x1b.trunkline.media.v1.LegSpec\x12*\n\x05leg_b\x18\x03 \x01(\x0b\x32\x1b.trunkline.media.v1.LegSpec\x12\x35\n\x12inactivity_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"{\n\x15\x43reateSessionResponse\x12\x30\n\x05leg_a\x18\x01 \x01(\x0b\x32!.trunkline.media.v1.LegAllocation\x12\x30\n\x05leg_b\x18\x02 \x01(\x0b\x32!.trunkline.media.v1.LegAllocation\"\x82\x01\n\x14UpdateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\x05leg_a\x18\x02 \x01(\x0b\x32\x1b.trunkline.media.v1.LegSpec\x12*\n\x05leg_b\x18\x03 \x01(\x0b\x32\x1b.trunkline.media.v1.LegSpec\"{\n\x15UpdateSessionResponse\x12\x30\n\x05leg_a\x18\x01 \x01(\x0b\x32!.trunkline.media.v1.LegAllocation\x12\x30\n\x05leg_b\x18\x02 \x01(\x0b\x32!.trunkline.media.v1.LegAllocation\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"H\n\x15\x44\x65leteSessionResponse\x12/\n\x05stats\x18\x01 \x01(\x0b\x32 .trunkline.media.v1.SessionStats\",\n\x16GetSessionStatsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"J\n\x17GetSessionStatsResponse\x12/\n\x05stats\x18\x01 \x01(\x0b\x32 .trunkline.media.v1.SessionStats\"g\n\x0e\x44irectionStats\x12\x0f\n\x07packets\x18\x01 \x01(\x04\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\x0c\n\x04lost\x18\x03 \x01(\x03\x12\x11\n\tjitter_ms\x18\x04 \x01(\x01\x12\x14\n\x0crtcp_packets\x18\x05 \x01(\x04\"\xe9\x01\n\x08LegStats\x12\x34\n\x08received\x18\x01 \x01(\x0b\x32\".trunkline.media.v1.DirectionStats\x12\x30\n\x04sent\x18\x02 \x01(\x0b\x32\".trunkline.media.v1.DirectionStats\x12!\n\x19\x64ropped_unexpected_source\x18\x03 \x01(\x04\x12\x19\n\x11\x64ropped_malformed\x18\x04 \x01(\x04\x12\x14\n\x0c\x64ropped_srtp\x18\x05 \x01(\x04\x12\x10\n\x08rtp_peer\x18\x06 \x01(\t\x12\x0f\n\x07latches\x18\x07 \x01(\r\"\x90\x01\n\x0cSessionStats\x12+\n\x05leg_a\x18\x01 \x01(\x0b\x32\x1c.trunkline.media.v1.LegStats\x12+\n\x05leg_b\x18\x02 \x01(\x0b\x32\x1c.trunkline.media.v1.LegStats\x12&\n\x03\x61ge\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x0e\n\x0c\x44rainRequest\"(\n\rDrainResponse\x12\x17\n\x0f\x61\x63tive_sessions\x18\x01 \x01(\r\"\x14\n\x12WatchEventsRequest\"\xd9\x01\n\x0cSessionEvent\x12\x33\n\x04kind\x18\x01 \x01(\x0e\x32%.trunkline.media.v1.SessionEvent.Kind\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12/\n\x05stats\x18\x03 \x01(\x0b\x32 .trunkline.media.v1.SessionStats\"O\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12INACTIVITY_TIMEOUT\x10\x01\x12\x0b\n\x07\x44RAINED\x10\x02\x12\x0c\n\x08SHUTDOWN\x10\x03\x32\xd3\x04\n\nMediaRelay\x12\x64\n\rCreateSession\x12(.trunkline.media.v1.CreateSessionRequest\x1a).trunkline.media.v1.CreateSessionResponse\x12\x64\n\rUpdateSession\x12(.trunkline.media.v1.UpdateSessionRequest\x1a).trunkline.media.v1.UpdateSessionResponse\x12\x64\n\rDeleteSession\x12(.trunkline.media.v1.DeleteSessionRequest\x1a).trunkline.media.v1.DeleteSessionResponse\x12j\n\x0fGetSessionStats\x12*.trunkline.media.v1.GetSessionStatsRequest\x1a+.trunkline.media.v1.GetSessionStatsResponse\x12L\n\x05\x44rain\x12 .trunkline.media.v1.DrainRequest\x1a!.trunkline.media.v1.DrainResponse\x12Y\n\x0bWatchEvents\x12&.trunkline.media.v1.WatchEventsRequest\x1a .trunkline.media.v1.SessionEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etrunkline/media/v1/media.proto\x12\x12trunkline.media.v1\x1a\x1egoogle/protobuf/duration.proto\"$\n\x06\x43rypto\x12\r\n\x05suite\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"\xb9\x01\n\x07LegSpec\x12\x16\n\x0eremote_address\x18\x01 \x01(\t\x12\x17\n\x0fremote_rtp_port\x18\x02 \x01(\r\x12\x18\n\x10remote_rtcp_port\x18\x03 \x01(\r\x12\x10\n\x08rtcp_mux\x18\x04 \x01(\x08\x12*\n\x06\x63rypto\x18\x05 \x01(\x0b\x32\x1a.trunkline.media.v1.Crypto\x12\x12\n\nclock_rate\x18\x06 \x01(\r\x12\x11\n\twant_srtp\x18\x07 \x01(\x08\"q\n\rLegAllocation\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x10\n\x08rtp_port\x18\x02 \x01(\r\x12\x11\n\trtcp_port\x18\x03 \x01(\r\x12*\n\x06\x63rypto\x18\x04 \x01(\x0b\x32\x1a.trunkline.media.v1.Crypto\"\xb9\x01\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\x05leg_a\x18\x02 \x01(\x0b\x32\x1b.trunkline.media.v1.LegSpec\x12*\n\x05leg_b\x18\x03 \x01(\x0b\x32\x1b.trunkline.media.v1.LegSpec\x12\x35\n\x12inactivity_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"{\n\x15\x43reateSessionResponse\x12\x30\n\x05leg_a\x18\x01 \x01(\x0b\x32!.trunkline.media.v1.LegAllocation\x12\x30\n\x05leg_b\x18\x02 \x01(\x0b\x32!.trunkline.media.v1.LegAllocation\"\x82\x01\n\x14UpdateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\x05leg_a\x18\x02 \x01(\x0b\x32\x1b.trunkline.media.v1.LegSpec\x12*\n\x05leg_b\x18\x03 \x01(\x0b\x32\x1b.trunkline.media.v1.LegSpec\"{\n\x15UpdateSessionResponse\x12\x30\n\x05leg_a\x18\x01 \x01(\x0b\x32!.trunkline.media.v1.LegAllocation\x12\x30\n\x05leg_b\x18\x02 \x01(\x0b\x32!.trunkline.media.v1.LegAllocation\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"H\n\x15\x44\x65leteSessionResponse\x12/\n\x05stats\x18\x01 \x01(\x0b\x32 .trunkline.media.v1.SessionStats\",\n\x15\x44\x65leteSessionsRequest\x12\x13\n\x0bsession_ids\x18\x01 \x03(\t\"\xc1\x01\n\x16\x44\x65leteSessionsResponse\x12\x44\n\x05stats\x18\x01 \x03(\x0b\x32\x35.trunkline.media.v1.DeleteSessionsResponse.StatsEntry\x12\x11\n\tnot_found\x18\x02 \x03(\t\x1aN\n\nStatsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .trunkline.media.v1.SessionStats:\x02\x38\x01\",\n\x16GetSessionStatsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"J\n\x17GetSessionStatsResponse\x12/\n\x05stats\x18\x01 \x01(\x0b\x32 .trunkline.media.v1.SessionStats\"g\n\x0e\x44irectionStats\x12\x0f\n\x07packets\x18\x01 \x01(\x04\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\x0c\n\x04lost\x18\x03 \x01(\x03\x12\x11\n\tjitter_ms\x18\x04 \x01(\x01\x12\x14\n\x0crtcp_packets\x18\x05 \x01(\x04\"\xe9\x01\n\x08LegStats\x12\x34\n\x08received\x18\x01 \x01(\x0b\x32\".trunkline.media.v1.DirectionStats\x12\x30\n\x04sent\x18\x02 \x01(\x0b\x32\".trunkline.media.v1.DirectionStats\x12!\n\x19\x64ropped_unexpected_source\x18\x03 \x01(\x04\x12\x19\n\x11\x64ropped_malformed\x18\x04 \x01(\x04\x12\x14\n\x0c\x64ropped_srtp\x18\x05 \x01(\x04\x12\x10\n\x08rtp_peer\x18\x06 \x01(\t\x12\x0f\n\x07latches\x18\x07 \x01(\r\"\x90\x01\n\x0cSessionStats\x12+\n\x05leg_a\x18\x01 \x01(\x0b\x32\x1c.trunkline.media.v1.LegStats\x12+\n\x05leg_b\x18\x02 \x01(\x0b\x32\x1c.trunkline.media.v1.LegStats\x12&\n\x03\x61ge\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x0e\n\x0c\x44rainRequest\"(\n\rDrainResponse\x12\x17\n\x0f\x61\x63tive_sessions\x18\x01 \x01(\r\"\x14\n\x12WatchEventsRequest\"\xd9\x01\n\x0cSessionEvent\x12\x33\n\x04kind\x18\x01 \x01(\x0e\x32%.trunkline.media.v1.SessionEvent.Kind\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12/\n\x05stats\x18\x03 \x01(\x0b\x32 .trunkline.media.v1.SessionStats\"O\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12INACTIVITY_TIMEOUT\x10\x01\x12\x0b\n\x07\x44RAINED\x10\x02\x12\x0c\n\x08SHUTDOWN\x10\x03\x32\xbc\x05\n\nMediaRelay\x12\x64\n\rCreateSession\x12(.trunkline.media.v1.CreateSessionRequest\x1a).trunkline.media.v1.CreateSessionResponse\x12\x64\n\rUpdateSession\x12(.trunkline.media.v1.UpdateSessionRequest\x1a).trunkline.media.v1.UpdateSessionResponse\x12\x64\n\rDeleteSession\x12(.trunkline.media.v1.DeleteSessionRequest\x1a).trunkline.media.v1.DeleteSessionResponse\x12g\n\x0e\x44\x65leteSessions\x12).trunkline.media.v1.DeleteSessionsRequest\x1a*.trunkline.media.v1.DeleteSessionsResponse\x12j\n\x0fGetSessionStats\x12*.trunkline.media.v1.GetSessionStatsRequest\x1a+.trunkline.media.v1.GetSessionStatsResponse\x12L\n\x05\x44rain\x12 .trunkline.media.v1.DrainRequest\x1a!.trunkline.media.v1.DrainResponse\x12Y\n\x0bWatchEvents\x12&.trunkline.media.v1.WatchEventsRequest\x1a .trunkline.media.v1.SessionEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trunkline.media.v1.media_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DELETESESSIONSRESPONSE_STATSENTRY']._loaded_options = None
+  _globals['_DELETESESSIONSRESPONSE_STATSENTRY']._serialized_options = b'8\001'
   _globals['_CRYPTO']._serialized_start=86
   _globals['_CRYPTO']._serialized_end=122
   _globals['_LEGSPEC']._serialized_start=125
@@ -50,26 +52,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETESESSIONREQUEST']._serialized_end=1040
   _globals['_DELETESESSIONRESPONSE']._serialized_start=1042
   _globals['_DELETESESSIONRESPONSE']._serialized_end=1114
-  _globals['_GETSESSIONSTATSREQUEST']._serialized_start=1116
-  _globals['_GETSESSIONSTATSREQUEST']._serialized_end=1160
-  _globals['_GETSESSIONSTATSRESPONSE']._serialized_start=1162
-  _globals['_GETSESSIONSTATSRESPONSE']._serialized_end=1236
-  _globals['_DIRECTIONSTATS']._serialized_start=1238
-  _globals['_DIRECTIONSTATS']._serialized_end=1341
-  _globals['_LEGSTATS']._serialized_start=1344
-  _globals['_LEGSTATS']._serialized_end=1577
-  _globals['_SESSIONSTATS']._serialized_start=1580
-  _globals['_SESSIONSTATS']._serialized_end=1724
-  _globals['_DRAINREQUEST']._serialized_start=1726
-  _globals['_DRAINREQUEST']._serialized_end=1740
-  _globals['_DRAINRESPONSE']._serialized_start=1742
-  _globals['_DRAINRESPONSE']._serialized_end=1782
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=1784
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=1804
-  _globals['_SESSIONEVENT']._serialized_start=1807
-  _globals['_SESSIONEVENT']._serialized_end=2024
-  _globals['_SESSIONEVENT_KIND']._serialized_start=1945
-  _globals['_SESSIONEVENT_KIND']._serialized_end=2024
-  _globals['_MEDIARELAY']._serialized_start=2027
-  _globals['_MEDIARELAY']._serialized_end=2622
+  _globals['_DELETESESSIONSREQUEST']._serialized_start=1116
+  _globals['_DELETESESSIONSREQUEST']._serialized_end=1160
+  _globals['_DELETESESSIONSRESPONSE']._serialized_start=1163
+  _globals['_DELETESESSIONSRESPONSE']._serialized_end=1356
+  _globals['_DELETESESSIONSRESPONSE_STATSENTRY']._serialized_start=1278
+  _globals['_DELETESESSIONSRESPONSE_STATSENTRY']._serialized_end=1356
+  _globals['_GETSESSIONSTATSREQUEST']._serialized_start=1358
+  _globals['_GETSESSIONSTATSREQUEST']._serialized_end=1402
+  _globals['_GETSESSIONSTATSRESPONSE']._serialized_start=1404
+  _globals['_GETSESSIONSTATSRESPONSE']._serialized_end=1478
+  _globals['_DIRECTIONSTATS']._serialized_start=1480
+  _globals['_DIRECTIONSTATS']._serialized_end=1583
+  _globals['_LEGSTATS']._serialized_start=1586
+  _globals['_LEGSTATS']._serialized_end=1819
+  _globals['_SESSIONSTATS']._serialized_start=1822
+  _globals['_SESSIONSTATS']._serialized_end=1966
+  _globals['_DRAINREQUEST']._serialized_start=1968
+  _globals['_DRAINREQUEST']._serialized_end=1982
+  _globals['_DRAINRESPONSE']._serialized_start=1984
+  _globals['_DRAINRESPONSE']._serialized_end=2024
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=2026
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=2046
+  _globals['_SESSIONEVENT']._serialized_start=2049
+  _globals['_SESSIONEVENT']._serialized_end=2266
+  _globals['_SESSIONEVENT_KIND']._serialized_start=2187
+  _globals['_SESSIONEVENT_KIND']._serialized_end=2266
+  _globals['_MEDIARELAY']._serialized_start=2269
+  _globals['_MEDIARELAY']._serialized_end=2969
 # @@protoc_insertion_point(module_scope)

@@ -1,10 +1,11 @@
 import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -96,6 +97,27 @@ class DeleteSessionResponse(_message.Message):
     STATS_FIELD_NUMBER: _ClassVar[int]
     stats: SessionStats
     def __init__(self, stats: _Optional[_Union[SessionStats, _Mapping]] = ...) -> None: ...
+
+class DeleteSessionsRequest(_message.Message):
+    __slots__ = ("session_ids",)
+    SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
+    session_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteSessionsResponse(_message.Message):
+    __slots__ = ("stats", "not_found")
+    class StatsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SessionStats
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SessionStats, _Mapping]] = ...) -> None: ...
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    stats: _containers.MessageMap[str, SessionStats]
+    not_found: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, stats: _Optional[_Mapping[str, SessionStats]] = ..., not_found: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetSessionStatsRequest(_message.Message):
     __slots__ = ("session_id",)

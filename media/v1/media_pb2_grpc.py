@@ -50,6 +50,11 @@ class MediaRelayStub:
                 request_serializer=trunkline_dot_media_dot_v1_dot_media__pb2.DeleteSessionRequest.SerializeToString,
                 response_deserializer=trunkline_dot_media_dot_v1_dot_media__pb2.DeleteSessionResponse.FromString,
                 _registered_method=True)
+        self.DeleteSessions = channel.unary_unary(
+                '/trunkline.media.v1.MediaRelay/DeleteSessions',
+                request_serializer=trunkline_dot_media_dot_v1_dot_media__pb2.DeleteSessionsRequest.SerializeToString,
+                response_deserializer=trunkline_dot_media_dot_v1_dot_media__pb2.DeleteSessionsResponse.FromString,
+                _registered_method=True)
         self.GetSessionStats = channel.unary_unary(
                 '/trunkline.media.v1.MediaRelay/GetSessionStats',
                 request_serializer=trunkline_dot_media_dot_v1_dot_media__pb2.GetSessionStatsRequest.SerializeToString,
@@ -93,6 +98,14 @@ class MediaRelayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteSessions(self, request, context):
+        """Ends several sessions in one call: an edge sends the calls that ended within a few ms together.
+        Ids that name no session (ended for inactivity meanwhile) are listed, not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetSessionStats(self, request, context):
         """Packet counters, loss and jitter per leg and direction.
         """
@@ -131,6 +144,11 @@ def add_MediaRelayServicer_to_server(servicer, server):
                     servicer.DeleteSession,
                     request_deserializer=trunkline_dot_media_dot_v1_dot_media__pb2.DeleteSessionRequest.FromString,
                     response_serializer=trunkline_dot_media_dot_v1_dot_media__pb2.DeleteSessionResponse.SerializeToString,
+            ),
+            'DeleteSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSessions,
+                    request_deserializer=trunkline_dot_media_dot_v1_dot_media__pb2.DeleteSessionsRequest.FromString,
+                    response_serializer=trunkline_dot_media_dot_v1_dot_media__pb2.DeleteSessionsResponse.SerializeToString,
             ),
             'GetSessionStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSessionStats,
@@ -230,6 +248,33 @@ class MediaRelay:
             '/trunkline.media.v1.MediaRelay/DeleteSession',
             trunkline_dot_media_dot_v1_dot_media__pb2.DeleteSessionRequest.SerializeToString,
             trunkline_dot_media_dot_v1_dot_media__pb2.DeleteSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trunkline.media.v1.MediaRelay/DeleteSessions',
+            trunkline_dot_media_dot_v1_dot_media__pb2.DeleteSessionsRequest.SerializeToString,
+            trunkline_dot_media_dot_v1_dot_media__pb2.DeleteSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

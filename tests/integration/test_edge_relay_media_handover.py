@@ -1,13 +1,15 @@
 """The edge's RelayMedia against a real control service and two real relays (in this process): a call's
 snapshot names its relay, so an edge that adopts the call goes on with that relay even when control
 would pick the other one for a new call; the relay's inactivity report reaches the adopting edge. A
-session the relay made for a call that ended while it was being made is deleted, not leaked."""
+session the relay made for a call that ended while it was being made is deleted, not leaked. Calls
+that end together have their sessions deleted in one DeleteSessions call."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,7 @@ from trunkline.edge.b2bua import Call, Leg
 from trunkline.edge.cdr import CallRecord, Direction
 from trunkline.edge.media import RelayMedia
 from trunkline.media.server import MediaServer
+from trunkline.media.service import MediaRelayService
 from trunkline.media.testing import HOST, Party, pcmu_stream
 from trunkline.sip.message import Request, parse_message
 from trunkline.sip.sdp import parse_sdp
@@ -32,17 +35,17 @@ def sdp_for(port: int) -> bytes:
     ).encode()
 
 
-def outbound_call() -> Call:
+def outbound_call(call_id: str = CALL_ID) -> Call:
     invite = parse_message(
         b"INVITE sip:+442071234567@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK1\r\n"
         b"From: <sip:+14155550100@127.0.0.2>;tag=a\r\nTo: <sip:+442071234567@127.0.0.1>\r\n"
         b"Call-ID: "
-        + CALL_ID.encode()
+        + call_id.encode()
         + b"\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     )
     assert isinstance(invite, Request)
     trunk = Trunk.model_validate({"metadata": {"name": "acme"}, "spec": {}})
-    record = CallRecord(CALL_ID, "acme", Direction.OUTBOUND, "+14155550100", "+442071234567", 0.0)
+    record = CallRecord(call_id, "acme", Direction.OUTBOUND, "+14155550100", "+442071234567", 0.0)
     return Call(trunk, Direction.OUTBOUND, invite, Leg(("127.0.0.2", 5060), "udp"), record)
 
 
@@ -140,6 +143,43 @@ async def test_a_session_made_for_a_call_that_ended_meanwhile_is_deleted(
         assert sdp.media[0].port != caller.port  # rewritten all the same
         assert media.relay_of(call.key) is None and media.snapshot(call) == {}
         assert sum(relay.pool.active for relay in relays.values()) == 0  # nothing left on any relay
+    finally:
+        await media.close()
+        caller.close()
+
+
+@pytest.fixture
+def deletions(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The session ids of each DeleteSessions call the relays serve (set up before the relays start:
+    they bind their handlers then)."""
+    batches: list[list[str]] = []
+    delete_sessions = MediaRelayService.DeleteSessions
+
+    async def observed(self: MediaRelayService, request: Any, context: Any) -> Any:
+        batches.append(list(request.session_ids))
+        return await delete_sessions(self, request, context)
+
+    monkeypatch.setattr(MediaRelayService, "DeleteSessions", observed)
+    return batches
+
+
+async def test_calls_that_end_together_end_their_sessions_in_one_call(
+    deletions: list[list[str]], plane: tuple[ControlServer, dict[str, MediaServer]]
+) -> None:
+    relay = plane[1]["x"]
+    media = RelayMedia(f"127.0.0.1:{relay.port}")
+    caller = Party()
+    try:
+        calls = [outbound_call(f"batch-{i}@127.0.0.2") for i in range(5)]
+        for call in calls:
+            await media.rewrite(call, sdp_for(caller.port), "a")
+        assert relay.pool.active == 5
+        await asyncio.gather(*(media.release(call) for call in calls))  # each waits for the deletion
+        assert relay.pool.active == 0 and deletions == [[call.key for call in calls]]
+        await media.release(calls[0])  # released already: nothing more to send
+        await media.rewrite(calls[0], sdp_for(caller.port), "a")  # a later call: a batch of its own
+        await media.release(calls[0])
+        assert relay.pool.active == 0 and deletions[1:] == [[calls[0].key]]
     finally:
         await media.close()
         caller.close()

@@ -350,3 +350,21 @@ async def test_passes_over_many_sessions_report_and_time_out_every_one(parties):
         assert timed_out == {f"s{i}" for i in range(count)} and server.pool.active == 0
         assert (await server.pool.report()).relayed_packets == 40  # totals outlive their sessions
         events.cancel()
+
+
+async def test_delete_sessions_ends_several_and_names_the_unknown(parties):
+    a, b = parties
+    async with relay() as (server, stub):
+        first = await create(stub, "one", leg(a), leg(b))
+        await create(stub, "two", leg(a), leg(b))
+        await create(stub, "three", leg(a), leg(b))
+        await exchange(a, b, (first.leg_a.rtp_port, first.leg_b.rtp_port), count=3)
+        answer = await stub.DeleteSessions(
+            media_pb2.DeleteSessionsRequest(session_ids=["one", "gone", "two", "one"])
+        )
+        assert set(answer.stats) == {"one", "two"} and list(answer.not_found) == ["gone"]
+        assert answer.stats["one"].leg_a.received.packets == 3
+        assert answer.stats["two"].leg_a.received.packets == 0
+        assert server.pool.active == 1  # "three" runs on
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((HOST, first.leg_a.rtp_port))  # its ports are back in the pool
