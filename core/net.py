@@ -89,6 +89,9 @@ def parse_port_range(text: str, flag: str) -> tuple[int, int]:
     return lo, hi
 
 
+PORT_PAIR_ATTEMPTS = 20
+
+
 def bind(addr: HostPort, kind: socket.SocketKind, what: str, shared: bool = False) -> socket.socket:
     """Bind (and for TCP listen on) a socket, or raise ConfigError naming the address and protocol.
     `shared`: other processes may bind the same address (SO_REUSEPORT); the kernel spreads peers
@@ -111,6 +114,22 @@ def bind(addr: HostPort, kind: socket.SocketKind, what: str, shared: bool = Fals
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
         raise ConfigError(f"{what}: cannot listen on {addr} ({proto}): {reason}") from None
     return sock
+
+
+def bind_udp_and_tcp(addr: HostPort, what: str, shared: bool = False) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a listening TCP socket on one port (SIP serves both on its port). With port 0 the
+    kernel picks the UDP port, whose number may be taken on TCP (every outgoing TCP connection holds
+    one): then another port is tried."""
+    attempts = PORT_PAIR_ATTEMPTS if addr.port == 0 else 1
+    for attempt in range(attempts):
+        udp = bind(addr, socket.SOCK_DGRAM, what, shared)
+        try:
+            return udp, bind(HostPort(addr.host, bound_port(udp)), socket.SOCK_STREAM, what, shared)
+        except ConfigError:
+            udp.close()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def tcp_listener(text: str, flag: str) -> socket.socket:

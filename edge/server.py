@@ -26,6 +26,7 @@ from trunkline.core.net import (
     ConfigError,
     HostPort,
     bind,
+    bind_udp_and_tcp,
     client_tls_context,
     parse_hostport,
     server_tls_context,
@@ -77,13 +78,7 @@ def own_address(unspecified: str) -> str:
 
 
 def open_sip_sockets(listen: HostPort, what: str = "--sip-listen", shared: bool = False) -> SipSockets:
-    udp = bind(listen, socket.SOCK_DGRAM, what, shared)
-    try:
-        tcp = bind(HostPort(listen.host, udp.getsockname()[1]), socket.SOCK_STREAM, what, shared)
-    except ConfigError:
-        udp.close()
-        raise
-    return SipSockets(udp, tcp)
+    return SipSockets(*bind_udp_and_tcp(listen, what, shared))
 
 
 class EdgeComponent:

@@ -13,6 +13,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from trunkline.core.net import HostPort, bind_udp_and_tcp
 from trunkline.sip.dialog import Dialog, new_tag
 from trunkline.sip.headers import NameAddr, Via
 from trunkline.sip.message import Request, Response
@@ -63,8 +64,9 @@ class UserAgent:
 
     async def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> Addr:
         """Listen on UDP and TCP at one port (and TLS on another when given a context)."""
-        addr = await self.transport.listen_udp(self.host, port)
-        await self.transport.listen_stream(self.host, addr[1])
+        udp, tcp = bind_udp_and_tcp(HostPort(self.host, port), "SIP UA")
+        addr = await self.transport.listen_udp(self.host, port, sock=udp)
+        await self.transport.listen_stream(self.host, addr[1], sock=tcp)
         if tls is not None:
             await self.transport.listen_stream(self.host, 0, tls)
         return addr
