@@ -1,8 +1,8 @@
 """The packet path: one single-threaded epoll loop owning a slice of the media port range.
 
 Why not asyncio: a stock asyncio DatagramProtocol collapses near ~36k packets/s; a plain epoll loop
-that drains each ready socket with `recvfrom_into` into one reused buffer and answers with one
-`sendto` does several times that. One engine runs per core, each in its own process with its own
+that reads one packet per ready socket with `recvfrom_into` into one reused buffer and answers with
+one `sendto` does several times that. One engine runs per core, each in its own process with its own
 port slice (see `trunkline.media.pool`); both legs of a session live in the same engine, so relaying
 is a local `sendto`.
 
@@ -419,7 +419,8 @@ class Engine:
         self._buf = bytearray(65536)
         self._view = memoryview(self._buf)
         self._running = False
-        self.relayed_packets = self.dropped_packets = 0  # since the engine started
+        # Since the engine started; counted per packet so a report need not visit every session at once.
+        self.relayed_packets = self.dropped_packets = 0
         # Background passes over the sessions, a slice per loop turn, between packets.
         self._passes: deque[Iterator[None]] = deque()
 
@@ -488,16 +489,6 @@ class Engine:
     def stats(self, session_id: str) -> SessionCounters:
         return self._get(session_id).counters(time.monotonic())
 
-    def report(self) -> EngineReport:
-        """The report at once (a loop serving its pipe runs it in slices: `_report_pass`)."""
-        passing = self._report_slices()
-        while True:
-            try:
-                next(passing)
-            except StopIteration as done:
-                report: EngineReport = done.value
-                return report
-
     def _report_slices(self) -> Generator[None, None, EngineReport]:
         """Sessions with packets since the last report and their parties' latched addresses, and
         the totals; yields between slices of sessions."""
@@ -522,7 +513,7 @@ class Engine:
         self._send(conn, (request_id, True, report))
 
     def _sweep_pass(self, conn: Connection, now: float) -> Iterator[None]:
-        """End the sessions without packets for their timeout (see `expired`), telling the owner."""
+        """End the sessions without packets for their timeout (`_expired`), telling the owner."""
         for n, session in enumerate(list(self.sessions.values()), 1):
             if n % PASS_SLICE == 0:
                 yield
@@ -608,10 +599,10 @@ class Engine:
             target.sock.sendto(data, peer)
         except OSError:  # full buffer, unreachable network: a lost packet, as on the wire
             return
-        self.relayed_packets += 1
         if rtcp:
             out.sent_rtcp += 1
         else:
+            self.relayed_packets += 1  # RTP only, as /metrics says
             out.sent_packets += 1
             out.sent_bytes += len(data)
 
@@ -664,8 +655,6 @@ class Engine:
                 result = self.delete(*args)
             elif op == "stats":
                 result = self.stats(*args)
-            elif op == "report":
-                result = self.report()
             elif op == "stop":
                 result = self.stop()
             else:

@@ -179,9 +179,11 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
         # All at once: the engines answer a batch of requests in one wake-up.
         results = await asyncio.gather(*(self.pool.delete(i) for i in ids), return_exceptions=True)
         response = media_pb2.DeleteSessionsResponse()
+        if self.records is not None:  # each session is gone, or its engine with it
+            for session_id in ids:
+                if session_id in self.records.live:
+                    self.records.drop(session_id)
         for session_id, result in zip(ids, results, strict=True):
-            if self.records is not None and session_id in self.records.live:
-                self.records.drop(session_id)  # gone, or its engine with it
             if isinstance(result, SessionNotFound):
                 response.not_found.append(session_id)
             elif isinstance(result, BaseException):
