@@ -1,7 +1,7 @@
 """CustomResourceDefinitions generated from the pydantic models.
 
 The CRDs in `charts/trunkline/crds/` are this module's output; `tests/unit/test_crds_match_models.py`
-fails when they drift. Regenerate with `python -P -m trunkline.core.crds charts/trunkline/crds`
+fails when they drift. Regenerate with `python -m trunkline.core.crds charts/trunkline/crds`
 (-P: the repo root must not shadow the standard library's `operator` module).
 
 Kubernetes wants a *structural* OpenAPI v3 schema: no `$ref`, no `anyOf` with `null`, every node typed,

@@ -6,4 +6,27 @@
 - status.py: pure status of the resources of a namespace (Ready/Degraded, reasons, drain).
 - kube.py, reconcile.py: fetch, build, apply (server-side apply) and write status.
 - handlers.py: thin kopf handlers; main.py: `trunkline operator ...`.
+
+This folder is also found as a top-level `operator` whenever the repository root is on `sys.path`
+(`python -m pip`, `python -m pytest` or `python -c` run from the root). Imported under that name it
+loads the standard library's `operator` in its place, so the root is a safe working directory.
 """
+
+if __name__ == "operator":
+    import importlib.machinery
+    import importlib.util
+    import os
+    import sys
+
+    def _standard_operator() -> None:
+        root = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        elsewhere = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != root]
+        spec = importlib.machinery.PathFinder.find_spec("operator", elsewhere)
+        if spec is None or spec.loader is None:
+            raise ImportError("the standard library's operator module is not on sys.path")
+        module = importlib.util.module_from_spec(spec)
+        # The import system returns whatever sys.modules holds once this file has run.
+        sys.modules["operator"] = module
+        spec.loader.exec_module(module)
+
+    _standard_operator()
