@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.support.helm import CHART, find, helm, one, render
 from trunkline.operator.builders import build_data_plane
 from trunkline.operator.platform import MediaKind, parse_platform
-
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "trunkline"
-HELM = Path(os.environ.get("HELM", ROOT / ".cache" / "bin" / "helm"))
-
-
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    assert HELM.exists(), f"no helm binary at {HELM}: scripts/test.sh (tests/e2e/cluster.sh) fetches it"
-    return subprocess.run([str(HELM), *args], capture_output=True, text=True, check=check, timeout=60)
-
-
-def render(*sets: str, namespace: str = "voice") -> list[dict[str, Any]]:
-    args = [f"--set={s}" for s in sets]
-    out = helm("template", "tl", str(CHART), "--namespace", namespace, *args).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
-
-
-def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    (doc,) = find(docs, kind, name)
-    return doc
 
 
 def platform_of(docs: list[dict[str, Any]]) -> Any:
