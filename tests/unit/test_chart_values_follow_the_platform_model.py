@@ -4,6 +4,7 @@ schema (helm) and the models (operator) accept and refuse the same values."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from tests.support.helm import CHART, helm, one, render
 from trunkline.generate import generated
 from trunkline.operator.builders import build_data_plane
+from trunkline.operator.main import configure_logging
 from trunkline.operator.platform import parse_platform
 from trunkline.operator.values import ChartValues
 
@@ -95,3 +97,38 @@ def test_the_schema_and_the_model_refuse_the_same_values(path: str, value: objec
         nested = {key: nested}
     with pytest.raises(ValidationError):
         ChartValues.model_validate(nested)
+
+
+@pytest.mark.parametrize("level", ["debug", "warning"])
+def test_log_level_reaches_the_operator_and_every_data_plane_pod(level: str) -> None:
+    docs = render(f"logLevel={level}")
+    args = one(docs, "Deployment", "tl-trunkline-operator")["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
+    assert f"--log-level={level}" in args
+    objects = build_data_plane(platform_of(docs), "voice")
+    runtime = [o for o in objects if o["kind"] == "ConfigMap" and "TRUNKLINE_LOG_LEVEL" in o.get("data", {})]
+    assert [o["data"]["TRUNKLINE_LOG_LEVEL"] for o in runtime] == [level]
+    for workload in (o for o in objects if o["kind"] in ("Deployment", "DaemonSet")):
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        sources = [e["configMapRef"]["name"] for e in container.get("envFrom", [])]
+        assert runtime[0]["metadata"]["name"] in sources, workload["metadata"]["name"]
+
+
+def test_the_operator_logs_at_the_platform_level() -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        for name, expected in (
+            ("warning", logging.WARNING),
+            ("error", logging.ERROR),
+            ("debug", logging.DEBUG),
+        ):
+            root.handlers[:] = [logging.NullHandler()]  # as the CLI leaves it: kopf's must replace it
+            configure_logging(False, name)
+            assert root.level == expected and len(root.handlers) == 1
+            assert not isinstance(root.handlers[0], logging.NullHandler)
+        configure_logging(True, "error")
+        assert root.level == logging.DEBUG
+    finally:
+        root.handlers[:], root.level = handlers, level
