@@ -29,6 +29,14 @@ ContainerPort = Annotated[int, Field(ge=1024, le=65535)]
 ServicePort = Annotated[int, Field(ge=1, le=65535)]
 HostPort = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")]
 LogLevel = Literal["debug", "info", "warning", "error"]
+NonceKeyRotationHours = Annotated[
+    int,
+    Field(
+        ge=0, le=24 * 365,
+        description="How often the operator rotates the digest nonce key all edges share (the previous key "
+        "stays valid beside the new one); 0: never.",
+    ),
+]  # fmt: skip
 
 
 def _quantity(value: object) -> object:
@@ -112,6 +120,7 @@ class Edge(Model):
     resources: Resources = Field(
         default_factory=lambda: Resources(requests={"cpu": "250m", "memory": "256Mi"})
     )
+    nonceKeyRotationHours: NonceKeyRotationHours = 24
 
 
 class MediaKind(StrEnum):

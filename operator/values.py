@@ -19,6 +19,7 @@ from trunkline.operator.platform import (
     HostPort,
     LogLevel,
     MediaKind,
+    NonceKeyRotationHours,
     PortRange,
     Quantity,
     ServicePort,
@@ -133,6 +134,7 @@ class EdgeValues(Model):
     resources: ChartResources = Field(
         default_factory=lambda: ChartResources(requests={"cpu": "250m", "memory": "256Mi"})
     )
+    nonceKeyRotationHours: NonceKeyRotationHours = 24
 
 
 class MediaValues(Model):

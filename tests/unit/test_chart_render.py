@@ -138,11 +138,15 @@ def test_rbac_is_least_privilege() -> None:
     data_plane = rules(docs, "Role", "tl-trunkline-operator-data-plane")
     # Nothing but create may be unnamed; nothing can read Secrets or write outside the data plane.
     assert {r for r in data_plane if r[3] == "*"} == {
-        ("", "configmaps", "create", "*"), ("", "services", "create", "*"),
+        ("", "configmaps", "create", "*"), ("", "services", "create", "*"), ("", "secrets", "create", "*"),
         ("apps", "deployments", "create", "*"), ("apps", "daemonsets", "create", "*"),
         ("autoscaling", "horizontalpodautoscalers", "create", "*"),
     }  # fmt: skip
     assert ("", "configmaps", "get", "tl-trunkline-platform") in data_plane
+    # The only Secret it may read or change: the edges' nonce keys it writes itself.
+    assert {r for r in data_plane if r[1] == "secrets" and r[3] != "*"} == {
+        ("", "secrets", "get", "tl-trunkline-nonce"), ("", "secrets", "patch", "tl-trunkline-nonce"),
+    }  # fmt: skip
     assert not any(verb in ("update", "*", "escalate", "bind") for _, _, verb, _ in watch | data_plane)
     # The control service may only read.
     control = rules(docs, "ClusterRole", "voice-tl-trunkline-control")
