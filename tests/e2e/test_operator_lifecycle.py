@@ -80,7 +80,9 @@ def run_operator(cluster: Cluster, workdir: Path) -> Iterator[Path]:
     kubeconfig["users"][0]["user"] = {"token": token}
     (workdir / "kubeconfig").write_text(json.dumps(kubeconfig))
     log = workdir / "operator.log"
-    code = f"from trunkline.operator.main import main; raise SystemExit(main({_operator_args(cluster)!r}))"
+    # Through the `trunkline` entry point, as the container runs it (global flags such as --log-level).
+    argv = ["operator", *_operator_args(cluster)]
+    code = f"from trunkline.cli import main; raise SystemExit(main({argv!r}))"
     env = {**cp.env(), "KUBECONFIG": str(workdir / "kubeconfig")}
     with log.open("w") as out:
         # cwd outside the repo: its `operator/` folder must not shadow the standard library's.
