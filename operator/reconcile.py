@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
@@ -39,6 +40,27 @@ def reconcile_platform(kube: Kube, namespace: str, name: str) -> None:
         kube.apply(obj)
     for api_version, kind, ns, obj_name in stale_objects(platform, namespace):
         kube.delete(api_version, kind, ns, obj_name)
+
+
+def warning_event(obj: dict[str, Any], reason: str, message: str, now: str) -> dict[str, Any]:
+    """A Warning Event about `obj` (`kubectl describe`, `kubectl get events` show it)."""
+    meta = obj["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion", "v1"), "kind": obj.get("kind", "ConfigMap"),
+            "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid", ""),
+        },
+        "type": "Warning",
+        "reason": reason,
+        "message": message[:1024],
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "source": {"component": "trunkline-operator"},
+    }  # fmt: skip
 
 
 def sweep_namespace(kube: Kube, namespace: str) -> list[StatusUpdate]:
