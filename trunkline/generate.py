@@ -104,7 +104,7 @@ def _models_in(annotation: Any) -> list[tuple[type[BaseModel], bool]]:
     return [(model, in_list or nested) for arg in get_args(annotation) for model, nested in _models_in(arg)]
 
 
-def _defaults(model: type[BaseModel], prefix: str = "") -> dict[str, Any]:
+def field_defaults(model: type[BaseModel], prefix: str = "") -> dict[str, Any]:
     """path -> default of every optional leaf field (default factories called; the schema omits them)."""
     out: dict[str, Any] = {}
     for name, field in model.model_fields.items():
@@ -116,7 +116,7 @@ def _defaults(model: type[BaseModel], prefix: str = "") -> dict[str, Any]:
             out[path] = to_jsonable_python(default)
         else:
             for sub, in_list in _models_in(field.annotation):
-                out.update(_defaults(sub, path + "[]" if in_list else path))
+                out.update(field_defaults(sub, path + "[]" if in_list else path))
     return out
 
 
@@ -129,7 +129,7 @@ def _instance_defaults(instance: BaseModel, prefix: str) -> dict[str, Any]:
         elif value is not None:
             out[path] = to_jsonable_python(value)
         for sub, in_list in _models_in(field.annotation) if not isinstance(value, BaseModel) else []:
-            out.update(_defaults(sub, path + "[]" if in_list else path))
+            out.update(field_defaults(sub, path + "[]" if in_list else path))
     return out
 
 
@@ -173,13 +173,14 @@ def reference_md() -> str:
         assert isinstance(spec, type) and issubclass(spec, BaseModel)
         full = spec.model_json_schema(mode="validation")
         out += [f"## {kind.__name__} (`spec`)", ""]
-        rows = _rows(structural(full, full.get("$defs", {})), _defaults(spec))
+        rows = _rows(structural(full, full.get("$defs", {})), field_defaults(spec))
         out += _table(rows, ("field", "type", "default", "description"))
         out.append("")
     full = ChartValues.model_json_schema(mode="validation")
     schema = _inline(full, full.get("$defs", {}))
     out += ["## Chart values (`charts/trunkline/values.yaml`)", ""]
-    chart_rows = [(*row, APPLIES_TO[row[0].split(".")[0]]) for row in _rows(schema, _defaults(ChartValues))]
+    rows = _rows(schema, field_defaults(ChartValues))
+    chart_rows = [(*row, APPLIES_TO[row[0].split(".")[0]]) for row in rows]
     out += _table(chart_rows, ("value", "type", "default", "description", "applies to"))
     return "\n".join(out) + "\n"
 
