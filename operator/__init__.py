@@ -13,18 +13,20 @@ loads the standard library's `operator` in its place, so the root is a safe work
 """
 
 if __name__ == "operator":
-    import importlib.machinery
-    import importlib.util
+    # Only what is loaded before site runs (frozen importlib machinery, os, sys): importlib.util would
+    # import contextlib -> collections -> `from operator import eq`, which is this half-run module.
     import os
     import sys
+    from importlib.machinery import PathFinder
 
     def _standard_operator() -> None:
         root = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         elsewhere = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != root]
-        spec = importlib.machinery.PathFinder.find_spec("operator", elsewhere)
+        spec = PathFinder.find_spec("operator", elsewhere)
         if spec is None or spec.loader is None:
             raise ImportError("the standard library's operator module is not on sys.path")
-        module = importlib.util.module_from_spec(spec)
+        module = type(sys)(spec.name)
+        module.__spec__, module.__loader__, module.__file__ = spec, spec.loader, spec.origin
         # The import system returns whatever sys.modules holds once this file has run.
         sys.modules["operator"] = module
         spec.loader.exec_module(module)
