@@ -6,7 +6,7 @@ For each relay: (1) flood: packets/s relayed by one relay process with 1,000 cal
 70% load (of the 1,000-call target and of the largest lossless step), minus the same path without
 relay. See bench/README-media.md.
 
-    .venv/bin/python bench/media_relay.py [--quick] [--no-rtpengine]
+    .venv/bin/python -m bench.media_relay [--quick] [--no-rtpengine]
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
+
+from tests.support.ports import free_port
 
 HOST = "127.0.0.1"
 OURS_PORTS = (20000, 29999)
@@ -257,7 +259,7 @@ class RtpEngine:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((HOST, 0))
         self.sock.settimeout(2)
-        self.ng_port = free_udp_port()
+        self.ng_port = free_port(socket.SOCK_DGRAM)
         self.calls: list[str] = []
         self.cookie = 0
 
@@ -313,12 +315,6 @@ class RtpEngine:
         self.proc.terminate()
         self.proc.wait(5)
         self.sock.close()
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 # ---- the measurements ----

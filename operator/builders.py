@@ -25,6 +25,10 @@ TMP_VOLUME = {"name": "tmp", "emptyDir": {}}
 CHECKSUM_ANNOTATION = "checksum/config"
 
 
+NONCE_MOUNT = "/etc/trunkline/nonce"  # the nonce Secret in edge pods
+NONCE_FILE = "keys"  # its one key: the digest nonce keys, newest first, one a line
+
+
 def owner_reference(api_version: str, kind: str, name: str, uid: str) -> dict[str, Any]:
     # No blockOwnerDeletion: setting it needs rights on the owner's finalizers, and nothing needs it.
     return {"apiVersion": api_version, "kind": kind, "name": name, "uid": uid, "controller": True}
@@ -38,7 +42,7 @@ def selector_labels(platform: Platform, component: str) -> dict[str, str]:
     }
 
 
-def _metadata(
+def object_metadata(
     platform: Platform, namespace: str, name: str, component: str, owner: dict[str, Any] | None
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {
@@ -93,7 +97,7 @@ def build_runtime_configmap(
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(platform, namespace, object_name(platform, "runtime"), "runtime", owner),
+        "metadata": object_metadata(platform, namespace, object_name(platform, "runtime"), "runtime", owner),
         "data": runtime_env(platform, namespace),
     }
 
@@ -207,7 +211,7 @@ def _workload(
     return {
         "apiVersion": "apps/v1",
         "kind": kind,
-        "metadata": _metadata(platform, namespace, object_name(platform, component), component, owner),
+        "metadata": object_metadata(platform, namespace, object_name(platform, component), component, owner),
         "spec": spec,
     }
 
@@ -244,7 +248,7 @@ def _service(
     settings: ServiceSettings | None = None,
 ) -> Manifest:
     spec: dict[str, Any] = {"selector": selector_labels(platform, component), "ports": ports}
-    metadata = _metadata(platform, namespace, name, component, owner)
+    metadata = object_metadata(platform, namespace, name, component, owner)
     if settings:
         spec["type"] = settings.type.value
         # The API server rejects externalTrafficPolicy on a ClusterIP Service.
@@ -283,6 +287,11 @@ def build_edge_deployment(
         ports.append(_port("sip-tls", edge.tls.port))
         volumes = ({"name": "tls", "secret": {"secretName": edge.tls.secretName}},)
         container_mounts.append({"name": "tls", "mountPath": "/etc/trunkline/tls", "readOnly": True})
+    # Every edge signs and checks digest nonces with the same keys (operator/nonce.py writes them), so a
+    # challenge one pod issued is good at any other.
+    args += ["--nonce-secret-file", f"{NONCE_MOUNT}/{NONCE_FILE}"]
+    volumes += ({"name": "nonce", "secret": {"secretName": object_name(platform, "nonce")}},)
+    container_mounts.append({"name": "nonce", "mountPath": NONCE_MOUNT, "readOnly": True})
     container = _container(platform, namespace, "edge", args, ports, edge.resources)
     container["volumeMounts"] += container_mounts
     template = _pod_template(platform, namespace, "edge", container, volumes=volumes)
@@ -318,7 +327,7 @@ def build_edge_hpa(
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(platform, namespace, object_name(platform, "edge"), "edge", owner),
+        "metadata": object_metadata(platform, namespace, object_name(platform, "edge"), "edge", owner),
         "spec": {
             "scaleTargetRef": {
                 "apiVersion": "apps/v1",

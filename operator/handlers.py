@@ -31,7 +31,7 @@ from trunkline.core.models import API_VERSION, GROUP, VERSION, Secret, Trunk
 from trunkline.core.state import StateStore, trunk_key
 from trunkline.core.state_redis import RedisStore, StoreUnavailable
 from trunkline.operator.kube import Kube, connect
-from trunkline.operator.reconcile import reconcile_platform, sweep_namespace
+from trunkline.operator.reconcile import reconcile_platform, sweep_namespace, warning_event
 from trunkline.operator.status import (
     DRAIN_ANNOTATION,
     CallCounts,
@@ -100,6 +100,7 @@ class State:
     sweeper: Sweeper = field(init=False)
     _resync_task: asyncio.Task[None] | None = None
     _store_ok: bool = True
+    _refused: str | None = None  # the reason last reported for the platform, while it is refused
 
     def start(self) -> None:
         self.kube = Kube(connect())
@@ -155,8 +156,31 @@ class State:
             await asyncio.to_thread(reconcile_platform, self.kube, namespace, name)
         except ValueError as exc:  # a bad platform: keep running, the chart's owner must fix it
             log.error("platform %s/%s not applied: %s", namespace, name, exc)
+            await self._report_refusal(namespace, name, str(exc))
         except ApiException as exc:
             log.error("platform %s/%s not applied: %s %s", namespace, name, exc.status, exc.reason)
+        else:
+            self._refused = None
+
+    async def _report_refusal(self, namespace: str, name: str, why: str) -> None:
+        """A Warning Event on the platform ConfigMap (`kubectl describe configmap`, `kubectl get events`),
+        once per distinct reason rather than every resync."""
+        if why == self._refused:
+            return
+        try:
+            configmap = await asyncio.to_thread(self.kube.get, "v1", "ConfigMap", namespace, name)
+        except ApiException as exc:
+            log.error("platform %s/%s: cannot read it: %s %s", namespace, name, exc.status, exc.reason)
+            return
+        if configmap is None:
+            return
+        event = warning_event(configmap, "PlatformRefused", f"data plane not deployed: {why}", now_rfc3339())
+        try:
+            await asyncio.to_thread(self.kube.create, event)
+        except ApiException as exc:
+            log.error("platform %s/%s: cannot post an Event: %s %s", namespace, name, exc.status, exc.reason)
+            return
+        self._refused = why
 
 
 def _state(memo: Any) -> State:

@@ -7,7 +7,8 @@ and the garbage collector the rest. Trunks, DIDs and Carriers are NOT platform s
 edges through the control service's config watch, without a restart.
 
 Every field has a default, so `{}` is a valid platform; unknown fields are errors (a typo must not be
-silently ignored). The chart's values.schema.json checks the same shape at `helm install` time.
+silently ignored). The chart's values (values.py, which generates values.schema.json) share these
+field types, so what `helm install` accepts the operator accepts too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from enum import StrEnum
 from typing import Annotated, Literal, Self
 
 import yaml
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import BeforeValidator, Field, StringConstraints, WithJsonSchema, model_validator
 
 from trunkline.core.models import Model, ObjectName
 
@@ -27,6 +28,31 @@ PLATFORM_KEY = "platform.yaml"
 ContainerPort = Annotated[int, Field(ge=1024, le=65535)]
 ServicePort = Annotated[int, Field(ge=1, le=65535)]
 HostPort = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")]
+LogLevel = Literal["debug", "info", "warning", "error"]
+NonceKeyRotationHours = Annotated[
+    int,
+    Field(
+        ge=0, le=24 * 365,
+        description="How often the operator rotates the digest nonce key all edges share (the previous key "
+        "stays valid beside the new one); 0: never.",
+    ),
+]  # fmt: skip
+
+
+def _quantity(value: object) -> object:
+    """Kubernetes quantities are strings, but YAML reads `cpu: 1` as a number: both are the same."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+# A resource quantity ("250m", "1Gi", or a plain number such as `cpu: 1`), kept as a string.
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity),
+    StringConstraints(min_length=1, max_length=64),
+    WithJsonSchema({"type": ["string", "number"]}),
+]
 
 
 class ServiceType(StrEnum):
@@ -48,8 +74,8 @@ class ServiceSettings(Model):
 
 
 class Resources(Model):
-    requests: dict[str, str] = Field(default_factory=dict)
-    limits: dict[str, str] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
 
 
 class Autoscaling(Model):
@@ -94,6 +120,7 @@ class Edge(Model):
     resources: Resources = Field(
         default_factory=lambda: Resources(requests={"cpu": "250m", "memory": "256Mi"})
     )
+    nonceKeyRotationHours: NonceKeyRotationHours = 24
 
 
 class MediaKind(StrEnum):
@@ -153,7 +180,7 @@ class Platform(Model):
     imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     imagePullSecrets: list[ObjectName] = Field(default_factory=list)
     httpPort: ContainerPort = Field(8080, description="/healthz, /readyz and /metrics of every component.")
-    logLevel: Literal["debug", "info", "warning", "error"] = "info"
+    logLevel: LogLevel = "info"
     watchNamespace: str | None = Field(None, description="Where the control service reads; unset: all.")
     redis: Redis = Field(default_factory=lambda: Redis(url="redis://redis:6379/0"))
     control: Control = Field(default_factory=Control)

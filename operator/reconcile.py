@@ -10,12 +10,15 @@
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from trunkline.core.models import API_VERSION, RESOURCE_KINDS
-from trunkline.operator.builders import build_data_plane, owner_reference, stale_objects
+from trunkline.operator.builders import build_data_plane, object_name, owner_reference, stale_objects
 from trunkline.operator.kube import Kube
+from trunkline.operator.nonce import nonce_secret_update
 from trunkline.operator.platform import parse_platform
 from trunkline.operator.status import StatusUpdate, now_rfc3339, plan_statuses
 
@@ -29,10 +32,35 @@ def reconcile_platform(kube: Kube, namespace: str, name: str) -> None:
         raise ValueError(f"platform ConfigMap {namespace}/{name} not found")
     platform = parse_platform(configmap.get("data"))
     owner = owner_reference("v1", "ConfigMap", name, configmap["metadata"]["uid"])
+    # The edges' nonce keys before the edges: a pod cannot start without its Secret.
+    secret = kube.get("v1", "Secret", namespace, object_name(platform, "nonce"))
+    if (update := nonce_secret_update(platform, namespace, secret, time.time(), owner)) is not None:
+        kube.apply(update)
     for obj in build_data_plane(platform, namespace, owner):
         kube.apply(obj)
     for api_version, kind, ns, obj_name in stale_objects(platform, namespace):
         kube.delete(api_version, kind, ns, obj_name)
+
+
+def warning_event(obj: dict[str, Any], reason: str, message: str, now: str) -> dict[str, Any]:
+    """A Warning Event about `obj` (`kubectl describe`, `kubectl get events` show it)."""
+    meta = obj["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion", "v1"), "kind": obj.get("kind", "ConfigMap"),
+            "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid", ""),
+        },
+        "type": "Warning",
+        "reason": reason,
+        "message": message[:1024],
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "source": {"component": "trunkline-operator"},
+    }  # fmt: skip
 
 
 def sweep_namespace(kube: Kube, namespace: str) -> list[StatusUpdate]:

@@ -4,9 +4,6 @@
 # Extra arguments go to pytest (e.g. `scripts/test.sh tests/unit -k sip`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The repository root holds `operator/` (trunkline.operator): never let Python put the current
-# directory on sys.path, or it shadows the standard library's `operator` module.
-export PYTHONSAFEPATH=1
 root=$PWD
 sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 
@@ -40,6 +37,5 @@ scripts/typecheck.sh
 if [ -f scripts/gen_protos.py ]; then .venv/bin/python scripts/gen_protos.py --check; fi
 
 step "Tests"
-# The `pytest` script, not `python -m pytest`: the repo root on sys.path would shadow stdlib `operator`.
 cd "$root"
 exec .venv/bin/pytest "${@:-tests}"

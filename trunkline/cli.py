@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
@@ -79,10 +80,51 @@ def run_component(name: str, argv: list[str]) -> int:
     return int(main(argv) or 0)
 
 
-def build_parser() -> argparse.ArgumentParser:
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_LEVEL_ENV = "TRUNKLINE_LOG_LEVEL"  # what the operator's pods set; every component reads it
+
+
+class UsageError(Exception):
+    """A bad global flag: one line, exit 2."""
+
+
+def take_log_level(words: list[str]) -> tuple[str | None, list[str]]:
+    """`--log-level X` or `--log-level=X` anywhere before a `--` (before or after the command), and
+    the other words. The global flag is taken out here, so no component's own parser has to know it."""
+    level, rest, i = None, [], 0
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            rest += words[i:]
+            break
+        if word == "--log-level" or word.startswith("--log-level="):
+            if "=" in word:
+                value = word.split("=", 1)[1]
+            elif i + 1 < len(words):
+                value, i = words[i + 1], i + 1
+            else:
+                raise UsageError("--log-level needs a value")
+            level = check_log_level(value, "--log-level")
+        else:
+            rest.append(word)
+        i += 1
+    return level, rest
+
+
+def check_log_level(value: str, where: str) -> str:
+    if value.upper() not in LOG_LEVELS:
+        choices = ", ".join(level.lower() for level in LOG_LEVELS)
+        raise UsageError(f"{where}: {value!r} is not one of {choices}")
+    return value.upper()
+
+
+def build_parser(log_level: str = "INFO") -> argparse.ArgumentParser:
     parser = _Parser(prog="trunkline", description="Kubernetes-native, distributed SIP trunking.")
     parser.add_argument("--version", action="version", version=f"trunkline {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default=log_level, type=str.upper, choices=LOG_LEVELS, metavar="LEVEL",
+        help=f"debug, info, warning or error; before or after the command (default: ${LOG_LEVEL_ENV}, info)",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     validate = sub.add_parser("validate", help="check manifests and exit")
@@ -123,11 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        level, words = take_log_level(list(sys.argv[1:] if argv is None else argv))
+        level = level or check_log_level(os.environ.get(LOG_LEVEL_ENV) or "INFO", f"${LOG_LEVEL_ENV}")
+    except UsageError as exc:
+        print(f"trunkline: error: {exc} (see trunkline --help)", file=sys.stderr)
+        return 2
+    # Components read the level from the environment (their own flags default to it).
+    os.environ[LOG_LEVEL_ENV] = level
+    logs.setup(level)
     if words and words[0] in COMPONENTS:
         return run_component(words[0], words[1:])
-    args = build_parser().parse_args(words)
-    logs.setup(args.log_level)
+    args = build_parser(level).parse_args(words)
     try:
         return int(args.run(args))
     except ConfigError as exc:

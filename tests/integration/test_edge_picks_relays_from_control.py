@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
 from tests.support.trunkline_up import BIN, Up, manifests
 from trunkline.control.v1 import control_pb2, control_pb2_grpc
 from trunkline.media.testing import Party, pcmu_stream

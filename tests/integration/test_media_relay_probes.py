@@ -12,8 +12,8 @@ import urllib.request
 
 import grpc
 
-from tests.conftest import free_port
 from tests.support.media_relay import BIN, RelayProcess
+from tests.support.ports import free_port
 from trunkline.media.records import REPORT_INTERVAL
 from trunkline.media.testing import Party, leg, rtp_packet
 from trunkline.media.v1 import media_pb2, media_pb2_grpc

@@ -12,8 +12,8 @@ import grpc
 import pytest
 from redis import asyncio as aioredis
 
-from tests.conftest import free_port
 from tests.support.media_relay import RelayProcess, Stream
+from tests.support.ports import free_port
 from tests.support.redis_server import RedisProcess, start_redis
 from trunkline.media import rtp
 from trunkline.media.testing import HOST, Party, leg, rtp_packet

@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.support.helm import CHART, find, helm, one, render
 from trunkline.operator.builders import build_data_plane
 from trunkline.operator.platform import MediaKind, parse_platform
-
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "trunkline"
-HELM = Path(os.environ.get("HELM", ROOT / ".cache" / "bin" / "helm"))
-
-
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    assert HELM.exists(), f"no helm binary at {HELM}: scripts/test.sh (tests/e2e/cluster.sh) fetches it"
-    return subprocess.run([str(HELM), *args], capture_output=True, text=True, check=check, timeout=60)
-
-
-def render(*sets: str, namespace: str = "voice") -> list[dict[str, Any]]:
-    args = [f"--set={s}" for s in sets]
-    out = helm("template", "tl", str(CHART), "--namespace", namespace, *args).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
-
-
-def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    (doc,) = find(docs, kind, name)
-    return doc
 
 
 def platform_of(docs: list[dict[str, Any]]) -> Any:
@@ -164,11 +138,15 @@ def test_rbac_is_least_privilege() -> None:
     data_plane = rules(docs, "Role", "tl-trunkline-operator-data-plane")
     # Nothing but create may be unnamed; nothing can read Secrets or write outside the data plane.
     assert {r for r in data_plane if r[3] == "*"} == {
-        ("", "configmaps", "create", "*"), ("", "services", "create", "*"),
+        ("", "configmaps", "create", "*"), ("", "services", "create", "*"), ("", "secrets", "create", "*"),
         ("apps", "deployments", "create", "*"), ("apps", "daemonsets", "create", "*"),
         ("autoscaling", "horizontalpodautoscalers", "create", "*"),
     }  # fmt: skip
     assert ("", "configmaps", "get", "tl-trunkline-platform") in data_plane
+    # The only Secret it may read or change: the edges' nonce keys it writes itself.
+    assert {r for r in data_plane if r[1] == "secrets" and r[3] != "*"} == {
+        ("", "secrets", "get", "tl-trunkline-nonce"), ("", "secrets", "patch", "tl-trunkline-nonce"),
+    }  # fmt: skip
     assert not any(verb in ("update", "*", "escalate", "bind") for _, _, verb, _ in watch | data_plane)
     # The control service may only read.
     control = rules(docs, "ClusterRole", "voice-tl-trunkline-control")

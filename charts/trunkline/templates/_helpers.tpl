@@ -44,7 +44,8 @@ app.kubernetes.io/component: operator
 {{- define "trunkline.clusterScope" -}}{{ eq .Values.operator.scope "cluster" }}{{- end -}}
 
 {{/*
-The platform settings the operator reads (operator/platform.py is their model; keep both in step).
+The platform settings the operator reads (operator/platform.py is their model; values.yaml and its
+schema are generated from operator/values.py, which shares platform.py's field types).
 Values that are chart-only switches (tls.enabled, an empty sentinel list) are turned into the
 model's shape here.
 */}}
