@@ -342,6 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def address_policy_of(args: argparse.Namespace) -> MediaAddressPolicy:
+    """The remote media addresses the relay accepts; loopback ones when asked or when the relay itself
+    listens on loopback (tests, `trunkline up`). ValueError for a bad --media-deny-cidr."""
+    return MediaAddressPolicy.build(
+        args.allow_loopback_media or is_loopback(args.media_listen), args.media_deny_cidr
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -350,9 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parse_hostport(args.listen)
         if args.control:
             parse_hostport(args.control)
-        address_policy = MediaAddressPolicy.build(
-            args.allow_loopback_media or is_loopback(args.media_listen), args.media_deny_cidr
-        )
+        address_policy = address_policy_of(args)
     except ValueError as exc:
         parser.error(str(exc))
     if args.min_inactivity_timeout < 0 or args.inactivity_timeout < 0:
