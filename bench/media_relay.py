@@ -7,6 +7,7 @@ For each relay: (1) flood: packets/s relayed by one relay process with 1,000 cal
 relay. See bench/README-media.md.
 
     .venv/bin/python bench/media_relay.py [--quick] [--no-rtpengine]
+    .venv/bin/python bench/media_relay.py --cpu-flood RUNS   # relayed packets per CPU-second only
 """
 
 from __future__ import annotations
@@ -380,6 +381,42 @@ async def measure(relay: Relay, steps: list[int], seconds: float) -> dict[str, A
     return figures
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (/proc/PID/stat fields 14 and 15)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_flood(runs: int, seconds: float) -> int:
+    """Flood 1,000 calls `runs` times; per run, relayed packets per CPU-second of the engine process.
+    Throughput alone swings with what else the (shared) machine runs; the engine's own CPU time says
+    what a packet costs it. Run it against two checkouts in turn to compare them (README-media.md)."""
+    relay = Ours()
+    parties = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for sock in parties:
+        sock.bind((HOST, 0))
+    await relay.start()
+    try:
+        targets = await setup_calls(relay, parties, 1000)
+        pids = relay.server.pool.engine_pids()
+        for run in range(runs):
+            before = cpu_seconds(pids)
+            result = run_load(parties, targets, None, seconds)
+            used = cpu_seconds(pids) - before
+            per_cpu = result.received / max(used, 1e-9)
+            print(f"  run {run + 1}: relayed {result.rate:,.0f}/s (loss {result.loss:.1%}), engine CPU "
+                  f"{used:.2f} s, {per_cpu:,.0f} relayed per CPU-second", flush=True)  # fmt: skip
+    finally:
+        await relay.hangup_all()
+        await relay.stop()
+        for sock in parties:
+            sock.close()
+    return 0
+
+
 def median_run(runs: Iterable[Result]) -> Result:
     """The run with the median p99."""
     ordered = sorted(runs, key=lambda run: run.percentile(0.99))
@@ -441,11 +478,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer, shorter steps")
     parser.add_argument("--no-rtpengine", action="store_true", help="measure trunkline only")
     parser.add_argument("--pin", action="store_true", help="relay on CPU 1, load generator on CPU 0")
+    parser.add_argument("--cpu-flood", type=int, metavar="RUNS", help="only: relayed packets per CPU-second")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of a --cpu-flood run")
     args = parser.parse_args()
     if args.pin:
         global GENERATOR_CPU, RELAY_CPU
         GENERATOR_CPU, RELAY_CPU = {0}, {1}
         pin(os.getpid(), GENERATOR_CPU)  # this process (gRPC, ng control) stays off the relay's core too
+    if args.cpu_flood:
+        return asyncio.run(cpu_flood(args.cpu_flood, args.seconds))
     return asyncio.run(main_async(args))
 
 

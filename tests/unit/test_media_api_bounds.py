@@ -3,6 +3,7 @@ refusals logged once rather than per request."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -137,3 +138,19 @@ def test_command_line_address_policy():
     assert allowed.allows("127.0.0.1")
     with pytest.raises(ValueError, match="media deny CIDR"):
         address_policy_of(parse(["--media-deny-cidr", "10.0.0.1/8"]))
+
+
+async def test_a_session_that_timed_out_stops_counting_against_its_caller(party):
+    other = Party()
+    try:
+        async with relay(max_sessions_per_caller=1) as (server, stub):
+            request = Create(session_id="quiet", leg_a=leg(party), leg_b=leg(other))
+            request.inactivity_timeout.CopyFrom(timeout(1))
+            await stub.CreateSession(request)
+            deadline = asyncio.get_running_loop().time() + 15
+            while server.service.sessions_of(HOST) and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.2)
+            assert server.service.sessions_of(HOST) == 0 and server.pool.active == 0
+            await stub.CreateSession(Create(session_id="next"))
+    finally:
+        other.close()
