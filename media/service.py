@@ -232,6 +232,8 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
         caller = caller_of(context)
         held = self._sessions_of.get(caller, 0)
         if held >= self.max_sessions_per_caller:
+            held = self._prune(caller)
+        if held >= self.max_sessions_per_caller:
             raise TooManySessions(f"{caller} holds {held} sessions, the most this relay allows one caller")
         if request.session_id in self._caller_of:
             raise SessionExists(f"session {request.session_id!r} exists")
@@ -361,6 +363,14 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
                 self._sessions_of[caller] = left
             else:
                 del self._sessions_of[caller]
+
+    def _prune(self, caller: str) -> int:
+        """Forget the caller's sessions its engine lost (an engine that died ends them without an
+        event); only on the way to a refusal, so it costs nothing per call. Its sessions held now."""
+        live = set(self.pool.sessions())
+        for session_id in [s for s, c in self._caller_of.items() if c == caller and s not in live]:
+            self._disown(session_id)
+        return self._sessions_of.get(caller, 0)
 
     def sessions_of(self, caller: str) -> int:
         return self._sessions_of.get(caller, 0)
