@@ -8,6 +8,7 @@ relay. See bench/README-media.md.
 
     .venv/bin/python bench/media_relay.py [--quick] [--no-rtpengine]
     .venv/bin/python bench/media_relay.py --cpu-flood RUNS   # relayed packets per CPU-second only
+    .venv/bin/python bench/media_relay.py --per-packet ROUNDS  # CPU time per packet, in-process
 """
 
 from __future__ import annotations
@@ -417,6 +418,49 @@ async def cpu_flood(runs: int, seconds: float) -> int:
     return 0
 
 
+def per_packet(rounds: int, batch: int = 200) -> int:
+    """CPU time of the engine's packet path per packet, in this thread (no generator process, no
+    scheduling): `batch` packets are queued on a leg's socket, then `Engine.relay` handles them one by
+    one under `time.thread_time_ns`. Steady state (the source is the lock), and a stranger's packets
+    (dropped by source). Median of `rounds` batches; compare two checkouts with it (README-media.md)."""
+    import statistics
+
+    from trunkline.media.engine import Engine, LegConfig
+
+    low = 41000 + (os.getpid() % 50) * 20
+    engine = Engine(HOST, low, low + 19)
+    a, b, stranger = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3))
+    for sock in (a, b, stranger):
+        sock.bind((HOST, 0))
+        sock.setblocking(False)
+    engine.create("bench", (LegConfig(a.getsockname(), None), LegConfig(b.getsockname(), None)), 0)
+    flow = engine.sessions["bench"].legs[0].rtp
+    target = flow.sock.getsockname()
+    payload = b"x" * 160
+    figures = {}
+    try:
+        for name, sender in (("steady", a), ("stranger", stranger)):
+            costs = []
+            seq = 0
+            for _ in range(rounds):
+                for _ in range(batch):
+                    seq += 1
+                    sender.sendto(_HEADER.pack(0x80, 0, seq & 0xFFFF, seq * 160, 1) + payload, target)
+                began = time.thread_time_ns()
+                for _ in range(batch):
+                    engine.relay(flow, 0.0)
+                costs.append((time.thread_time_ns() - began) / batch)
+                drain([b])
+            figures[name] = statistics.median(costs)
+            print(f"  {name}: {figures[name]:,.0f} ns of CPU per packet (median of {rounds} batches "
+                  f"of {batch}; min {min(costs):,.0f}, max {max(costs):,.0f})", flush=True)  # fmt: skip
+    finally:
+        engine.stop()
+        for sock in (a, b, stranger):
+            sock.close()
+    return 0
+
+
 def median_run(runs: Iterable[Result]) -> Result:
     """The run with the median p99."""
     ordered = sorted(runs, key=lambda run: run.percentile(0.99))
@@ -480,11 +524,16 @@ def main() -> int:
     parser.add_argument("--pin", action="store_true", help="relay on CPU 1, load generator on CPU 0")
     parser.add_argument("--cpu-flood", type=int, metavar="RUNS", help="only: relayed packets per CPU-second")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of a --cpu-flood run")
+    parser.add_argument(
+        "--per-packet", type=int, metavar="ROUNDS", help="only: CPU time per packet, in-process"
+    )
     args = parser.parse_args()
     if args.pin:
         global GENERATOR_CPU, RELAY_CPU
         GENERATOR_CPU, RELAY_CPU = {0}, {1}
         pin(os.getpid(), GENERATOR_CPU)  # this process (gRPC, ng control) stays off the relay's core too
+    if args.per_packet:
+        return per_packet(args.per_packet)
     if args.cpu_flood:
         return asyncio.run(cpu_flood(args.cpu_flood, args.seconds))
     return asyncio.run(main_async(args))
