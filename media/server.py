@@ -150,7 +150,7 @@ class MediaServer:
                     kind=media_pb2.SessionEvent.SHUTDOWN, session_id=session_id, stats=session_stats(counters)
                 )
             )
-        self.service.close_watchers()
+        await self.service.close_watchers()
         await self.grpc.stop(grace)
         if self.records is not None:  # the sessions ended: nothing to restore
             for session_id in list(self.records.live):

@@ -339,10 +339,16 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
                 log.warning("event watcher fell %d events behind; closing its stream", EVENT_QUEUE)
                 self._end(queue)
 
-    def close_watchers(self) -> None:
-        """End every WatchEvents stream (at shutdown)."""
-        for queue in list(self._watchers):
+    async def close_watchers(self, timeout: float = 1.0) -> None:
+        """End every WatchEvents stream (at shutdown), after what they hold was sent (for at most
+        `timeout`): a server stopped without grace cancels its streams, and the SHUTDOWN events just
+        published would be lost with them."""
+        queues = list(self._watchers)
+        for queue in queues:
             self._end(queue)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(not queue.empty() for queue in queues) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
 
     def _end(self, queue: asyncio.Queue[media_pb2.SessionEvent | None]) -> None:
         self._watchers.discard(queue)
