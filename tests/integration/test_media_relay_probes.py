@@ -62,7 +62,8 @@ async def test_probes_and_metrics_of_a_relay_process(tmp_path):
                 await asyncio.sleep(0.5)
                 _, text = get(http_port, "/metrics")
             assert metric(text, "trunkline_media_packets_relayed_total") == 10
-            assert metric(text, "trunkline_media_packets_dropped_total") == 1
+            assert metric(text, 'trunkline_media_packets_dropped_total{reason="malformed"}') == 1
+            assert metric(text, 'trunkline_media_packets_dropped_total{reason="source"}') == 0
 
             await stub.Drain(media_pb2.DrainRequest(), timeout=5)
             status, text = get(http_port, "/readyz")
