@@ -125,20 +125,20 @@ async def register(
     plan: list[tuple[str, int]] = []
     after = set(existing)
     for contact in contacts:
-        uri = contact.uri
-        if not isinstance(uri, SipUri):
+        target = contact.uri
+        if not isinstance(target, SipUri):
             return request.create_response(403, "Forbidden (contact is not a SIP URI)", to_tag=to_tag)
         asked = _expires(contact.params.get("expires"), "expires")
         seconds = asked if asked is not None else header_expires
         seconds = DEFAULT_EXPIRES if seconds is None else seconds
         if seconds:
-            why = contact_refusal(uri.host, source.host, deny)
+            why = contact_refusal(target.host, source.host, deny)
             if why is not None:
                 return request.create_response(403, f"Forbidden ({why})", to_tag=to_tag)
-            after.add(str(uri))
+            after.add(str(target))
         else:
-            after.discard(str(uri))
-        plan.append((str(uri), seconds))
+            after.discard(str(target))
+        plan.append((str(target), seconds))
     if len(after) > max_contacts and len(after) > len(existing):
         return request.create_response(403, f"Forbidden (more than {max_contacts} contacts)", to_tag=to_tag)
     for uri, seconds in plan:
