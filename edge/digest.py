@@ -325,7 +325,7 @@ class Lockout(Enum):
 
 @dataclass(frozen=True)
 class LockoutPolicy:
-    """Failed-authentication limits within the store's window (`--auth-window`).
+    """Failed-authentication limits within the auth window (`EdgeOptions.auth_window`, 60 s).
 
     Failures are counted under two keys of the shared store (whose API takes any string "source"):
     the pair (source, username), with IPv6 sources grouped by /64, so a stranger behind the same NAT
@@ -335,7 +335,7 @@ class LockoutPolicy:
     """
 
     per_source_user: int = 10  # then 403
-    silence_after: int = 30  # then no answer (per source and username)
+    silence_after: int = 20  # then no answer (per source and username)
     per_user: int = 100  # then 403 for that username from any source
 
     @staticmethod
