@@ -7,12 +7,15 @@ inboundCidrs into per-network flood budgets (exempt by default: known peers).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from trunkline.core.models import Carrier, FloodLimits, Trunk
-from trunkline.sip.flood import Budget, FloodGuard, FloodRule
-from trunkline.sip.transport import StreamLimits
+from trunkline.sip.flood import Budget, FloodCounters, FloodGuard, FloodRule
+from trunkline.sip.transport import SipTransport, StreamLimits
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -69,3 +72,38 @@ def flood_rules(
         if c.spec.inboundCidrs
     ]
     return tuple(sorted(rules, key=lambda r: not r.budget.exempt))
+
+
+class DefenceCollector(Collector):
+    """The defences' counters for /metrics, read from the transport when scraped:
+    `registry.register(DefenceCollector(lambda: stack.transport))`."""
+
+    def __init__(self, transport_of: Callable[[], SipTransport | None]) -> None:
+        self.transport_of = transport_of
+
+    def collect(self) -> Iterator[Metric]:
+        transport = self.transport_of()
+        if transport is None:
+            return
+        flood = CounterMetricFamily(
+            "trunkline_sip_flood_messages", "Messages the flood guard saw, by verdict", labels=["verdict"]
+        )
+        counters = transport.flood.counters if transport.flood is not None else FloodCounters()
+        flood.add_metric(["admitted"], counters.admitted)
+        flood.add_metric(["dropped_rate"], counters.dropped_rate)
+        flood.add_metric(["dropped_cooldown"], counters.dropped_cooldown)
+        yield flood
+        yield CounterMetricFamily(
+            "trunkline_sip_flood_cooldowns", "Sources put in a flood cool-down", value=counters.cooldowns
+        )
+        yield GaugeMetricFamily(
+            "trunkline_sip_flood_tracked_sources",
+            "Sources the flood guard tracks",
+            value=transport.flood.tracked if transport.flood is not None else 0,
+        )
+        closed = CounterMetricFamily(
+            "trunkline_sip_connections_refused", "TCP/TLS connections closed by a limit", labels=["limit"]
+        )
+        closed.add_metric(["per_source"], transport.refused_connections)
+        closed.add_metric(["header_deadline"], transport.deadline_closes)
+        yield closed

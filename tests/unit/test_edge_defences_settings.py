@@ -71,3 +71,24 @@ def test_known_peers_are_exempt_by_default_and_can_get_a_budget() -> None:
 def test_new_trunk_fields_have_their_defaults() -> None:
     t = Trunk.model_validate({"metadata": {"name": "t"}, "spec": {}})
     assert t.spec.flood.exempt and t.spec.registration.maxContacts == 5
+
+
+def test_counters_reach_metrics() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from trunkline.edge.defences import DefenceCollector
+    from trunkline.sip.transport import SipTransport
+
+    transport = SipTransport(lambda m, a, t: None, flood=SignallingLimits(Budget(rate=1)).guard())
+    registry = CollectorRegistry()
+    registry.register(DefenceCollector(lambda: transport))
+    for _ in range(5):
+        transport.datagram(b"garbage", ("192.0.2.1", 5060))
+    transport.refused_connections = 3
+    text = generate_latest(registry).decode()
+    assert 'trunkline_sip_flood_messages_total{verdict="admitted"} 2.0' in text
+    assert 'trunkline_sip_flood_messages_total{verdict="dropped_rate"} 1.0' in text
+    assert 'trunkline_sip_flood_messages_total{verdict="dropped_cooldown"} 2.0' in text
+    assert "trunkline_sip_flood_cooldowns_total 1.0" in text
+    assert "trunkline_sip_flood_tracked_sources 1.0" in text
+    assert 'trunkline_sip_connections_refused_total{limit="per_source"} 3.0' in text
