@@ -318,7 +318,7 @@ class EdgeReport:
     requests_expected_answer: int = 0  # parseable, valid requests other than ACK
     answered: int = 0
     tracebacks: int = 0
-    traceback_samples: list[str] = field(default_factory=list)  # the exception line of the first few
+    traceback_samples: list[str] = field(default_factory=list)  # each kind: count, exception, frame
     alive: bool = True
     rss_before_mb: float = 0.0
     rss_after_mb: float = 0.0
@@ -408,10 +408,15 @@ def fuzz_edge(host: str, port: int, pid: int, log: Path, count: int, seed: int, 
     except OSError:
         report.alive = False
     text = log.read_text(errors="replace")
-    report.tracebacks = text.count("Traceback")
-    for chunk in text.split("Traceback")[1:4]:
-        lines = [line for line in chunk.splitlines() if line and not line.startswith(" ")]
-        report.traceback_samples.append(" | ".join(lines[1:3])[:300])
+    report.tracebacks = text.count("Traceback (most recent call last):")
+    kinds: dict[str, int] = {}
+    for chunk in text.split("Traceback (most recent call last):")[1:]:
+        lines = chunk.splitlines()[1:]
+        frames = [line.strip() for line in lines if line.startswith("  File ")]
+        error = next((line for line in lines if line and not line.startswith(" ")), "?")
+        kind = f"{error[:120]} at {frames[-2] if len(frames) > 1 else '?'}"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    report.traceback_samples = [f"{count}x {kind}" for kind, count in kinds.items()]
     return report
 
 
