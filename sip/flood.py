@@ -94,6 +94,8 @@ class FloodGuard:
         if self.max_sources < 1:
             raise ValueError("max_sources must be >= 1")
         self._sources: OrderedDict[str, _Source] = OrderedDict()
+        # Budget per source address, so exempt peers (carriers: most of the traffic) cost one lookup.
+        self._budgets: dict[str, Budget] = {}
         # (network, budget), longest prefix first, so the first match is the most specific.
         nets = [(ipaddress.ip_network(c, strict=False), r.budget) for r in self.rules for c in r.cidrs]
         self._nets = sorted(nets, key=lambda nb: -nb[0].prefixlen)
@@ -124,7 +126,12 @@ class FloodGuard:
         src = sources.get(key)
         counters = self.counters
         if src is None:
-            budget = self.budget_of(source_ip)
+            budget = self._budgets.get(source_ip)
+            if budget is None:
+                budget = self.budget_of(source_ip)
+                if len(self._budgets) >= self.max_sources:
+                    self._budgets.clear()  # rare: a spoofed-source flood; rebuilt on demand
+                self._budgets[source_ip] = budget
             if budget.exempt:
                 counters.admitted += 1
                 return True
