@@ -317,6 +317,7 @@ class EdgeReport:
     tcp_sent: int = 0
     requests_expected_answer: int = 0  # parseable, valid requests other than ACK
     answered: int = 0
+    unanswered_samples: list[str] = field(default_factory=list)  # Call-IDs to look up in the edge's log
     tracebacks: int = 0
     traceback_samples: list[str] = field(default_factory=list)  # each kind: count, exception, frame
     alive: bool = True
@@ -364,7 +365,7 @@ def fuzz_edge(host: str, port: int, pid: int, log: Path, count: int, seed: int, 
                 return
             for line in data.split(b"\r\n"):
                 if line.lower().startswith((b"call-id:", b"i:")):
-                    answered.add(line.partition(b":")[2].strip().decode("utf-8", "replace"))
+                    answered.add(line.partition(b":")[2].strip().decode("utf-8", "surrogateescape"))
 
     for n, data in enumerate(Mutator(seed).stream(count)):
         report.messages += 1
@@ -401,6 +402,7 @@ def fuzz_edge(host: str, port: int, pid: int, log: Path, count: int, seed: int, 
         tcp.close()
     report.requests_expected_answer = len(expected)
     report.answered = len(expected & answered)
+    report.unanswered_samples = sorted(expected - answered)[:10]
     report.seconds = round(time.perf_counter() - started, 1)
     try:
         os.kill(pid, 0)
