@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from trunkline.core.models import DigestAlgorithm
+from trunkline.core.state import StateStore
 from trunkline.sip.flood import source_group
 from trunkline.sip.transaction import random_bytes
 
@@ -350,6 +351,34 @@ class LockoutPolicy:
         if pair_failures >= self.per_source_user or user_failures >= self.per_user:
             return Lockout.FORBID
         return Lockout.ANSWER
+
+
+class AuthFailures:
+    """`LockoutPolicy` over the shared store's failure counters (its API is unchanged: any string key).
+
+    The edge asks `verdict` before it checks credentials (SILENCE: answer nothing, decided before any
+    transaction exists), calls `failed` after a failure and `succeeded` after a success.
+    """
+
+    def __init__(self, store: StateStore, window: float, policy: LockoutPolicy | None = None) -> None:
+        self.store, self.window, self.policy = store, window, policy or LockoutPolicy()
+
+    async def verdict(self, source: str, username: str) -> Lockout:
+        pair, user = LockoutPolicy.keys(source, username)
+        pair_count = await self.store.auth_failures(pair, self.window)
+        if pair_count >= self.policy.silence_after:
+            return Lockout.SILENCE
+        return self.policy.decide(pair_count, await self.store.auth_failures(user, self.window))
+
+    async def failed(self, source: str, username: str) -> int:
+        """Count a failure under both keys; returns the (source, username) count."""
+        pair, user = LockoutPolicy.keys(source, username)
+        await self.store.note_auth_failure(user, self.window)
+        return await self.store.note_auth_failure(pair, self.window)
+
+    async def succeeded(self, source: str, username: str) -> None:
+        """Forget this pair's failures (not the username's: a guesser elsewhere is still counted)."""
+        await self.store.clear_auth_failures(LockoutPolicy.keys(source, username)[0])
 
 
 def challenge_realm(

@@ -119,3 +119,28 @@ def test_unknown_usernames_get_a_stable_plausible_realm() -> None:
     picked = {challenge_realm(f"user{i}", known, realms, b"k") for i in range(60)}
     assert picked == set(realms)  # not one tell-tale realm for every unknown name
     assert challenge_realm("mallory", known, realms, b"k") == challenge_realm("mallory", known, realms, b"k")
+
+
+async def test_auth_failures_over_the_store() -> None:
+    from trunkline.core.state import MemoryStore
+    from trunkline.edge.digest import AuthFailures
+
+    failures = AuthFailures(MemoryStore(), 60, LockoutPolicy(per_source_user=2, silence_after=4, per_user=5))
+    assert await failures.verdict("192.0.2.1", "alice") is Lockout.ANSWER
+    for _ in range(2):
+        await failures.failed("192.0.2.1", "alice")
+    assert await failures.verdict("192.0.2.1", "alice") is Lockout.FORBID
+    # A stranger at another address, or the same address with another username, is not locked out.
+    assert await failures.verdict("192.0.2.1", "bob") is Lockout.ANSWER
+    assert await failures.verdict("198.51.100.7", "alice") is Lockout.ANSWER
+    for _ in range(2):
+        await failures.failed("192.0.2.1", "alice")
+    assert await failures.verdict("192.0.2.1", "alice") is Lockout.SILENCE
+    # Distributed guessing: one failure each from many sources reaches the per-username limit.
+    await failures.failed("203.0.113.1", "carol")
+    await failures.succeeded("203.0.113.1", "carol")
+    for i in range(5):
+        await failures.failed(f"203.0.113.{10 + i}", "carol")
+    assert await failures.verdict("203.0.113.99", "carol") is Lockout.FORBID
+    await failures.succeeded("192.0.2.1", "alice")
+    assert await failures.verdict("192.0.2.1", "alice") is Lockout.ANSWER
