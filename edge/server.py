@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--nonce-secret-file", metavar="PATH", default=os.environ.get("TRUNKLINE_NONCE_SECRET_FILE"),
-        help="a secret every edge of an installation shares, to sign digest nonces",
+        help="keys every edge of an installation shares, to sign digest nonces: one per line, newest "
+        "first (it signs, all verify); re-read when the file changes, for rotation (docs/security.md)",
     )  # fmt: skip
     # Signalling defences (docs/security.md): parsed here, handed to the stack as `SignallingLimits`.
     parser.add_argument(
