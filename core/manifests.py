@@ -7,6 +7,7 @@ once.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -208,6 +209,43 @@ def check_references(config: ConfigSet) -> list[Problem]:
         if auth and (carrier.metadata.namespace, auth.credentialsSecret) not in config.secrets:
             problem(carrier, "spec.auth.credentialsSecret", f"no Secret named {auth.credentialsSecret!r}")
     return problems
+
+
+# An ACL or carrier network wider than this admits too many strangers without a challenge.
+_WIDEST_PREFIX = {4: 16, 6: 32}
+
+
+def security_warnings(config: ConfigSet) -> list[Problem]:
+    """Valid but wide-open settings (docs/security.md): `trunkline validate` prints them, they do not
+    fail it. A Trunk without channels, callsPerSecond or outbound.allowedPrefixes is unlimited; a
+    stolen credential on it can place calls to premium-rate numbers anywhere, as fast as it likes."""
+    warnings: list[Problem] = []
+
+    def warn(item: Resource, path: str, message: str) -> None:
+        warnings.append(Problem(config.source_of(item), path, f"warning: {message}"))
+
+    def wide(item: Resource, path: str, cidrs: list[str], what: str) -> None:
+        for cidr in cidrs:
+            net = ipaddress.ip_network(cidr, strict=False)
+            if net.prefixlen < _WIDEST_PREFIX[net.version]:
+                warn(item, path, f"{cidr} {what} {net.num_addresses:,} addresses")
+
+    for trunk in config.trunks.values():
+        spec = trunk.spec
+        if spec.channels is None:
+            warn(trunk, "spec.channels", "not set: unlimited concurrent calls (e.g. channels: 30)")
+        if spec.callsPerSecond is None:
+            warn(trunk, "spec.callsPerSecond", "not set: unlimited call rate (e.g. callsPerSecond: 5)")
+        if not spec.outbound.allowedPrefixes:
+            warn(trunk, "spec.outbound.allowedPrefixes",
+                 "empty: this trunk may call any number in the world, premium-rate included; "
+                 "list the countries it needs (e.g. [\"+1\", \"+44\"])")  # fmt: skip
+        if spec.auth.digest is not None and spec.auth.digest.allowRfc2069:
+            warn(trunk, "spec.auth.digest.allowRfc2069", "true: credentials without qop=auth are accepted")
+        wide(trunk, "spec.auth.ipAcl", spec.auth.ipAcl, "lets in, without a challenge,")
+    for carrier in config.carriers.values():
+        wide(carrier, "spec.inboundCidrs", carrier.spec.inboundCidrs, "lets call our DIDs")
+    return warnings
 
 
 def load(paths: Iterable[str | Path]) -> tuple[ConfigSet, list[Problem]]:

@@ -37,11 +37,18 @@ from trunkline.core.state import MemoryStore, StateStore
 from trunkline.core.state_redis import url_from_env
 from trunkline.edge.b2bua import Edge, EdgeOptions, Media
 from trunkline.edge.cdr import CdrSink
+from trunkline.edge.defences import SignallingLimits
 from trunkline.edge.digest import DigestAuthenticator
 from trunkline.edge.directory import Directory
 from trunkline.edge.legs import Local
 from trunkline.edge.media import RelayMedia
 from trunkline.edge.resolver import Resolver
+from trunkline.sip.flood import DEFAULT_BYTES, DEFAULT_COOLDOWN, DEFAULT_RATE, Budget
+from trunkline.sip.transport import (
+    DEFAULT_CONNECTIONS_PER_SOURCE,
+    DEFAULT_HEADER_DEADLINE,
+    DEFAULT_IDLE_TIMEOUT,
+)
 
 log = logging.getLogger("trunkline.edge")
 
@@ -211,10 +218,65 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--nonce-secret-file", metavar="PATH", default=os.environ.get("TRUNKLINE_NONCE_SECRET_FILE"),
-        help="a secret every edge of an installation shares, to sign digest nonces",
+        help="keys every edge of an installation shares, to sign digest nonces: one per line, newest "
+        "first (it signs, all verify); re-read when the file changes, for rotation (docs/security.md)",
+    )  # fmt: skip
+    # Signalling defences (docs/security.md): parsed here, handed to the stack as `SignallingLimits`.
+    parser.add_argument(
+        "--flood-rate", type=_positive, default=DEFAULT_RATE, metavar="MSG/S",
+        help="messages/s per source (IPv6: per /64) before it is ignored (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--flood-bytes", type=_positive, default=DEFAULT_BYTES, metavar="BYTES/S",
+        help="bytes/s per source before it is ignored (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--flood-cooldown", type=_positive, default=DEFAULT_COOLDOWN, metavar="SECONDS",
+        help="how long a source over budget is ignored (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-connections-per-source", type=int, default=DEFAULT_CONNECTIONS_PER_SOURCE, metavar="N",
+        help="TCP/TLS connections one source address (IPv6: /64) may hold (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--header-deadline", type=_positive, default=DEFAULT_HEADER_DEADLINE, metavar="SECONDS",
+        help="close a TCP/TLS connection whose message (or handshake) is not complete in this long "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--idle-timeout", type=_positive, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+        help="close TCP/TLS connections idle this long (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--contact-deny", action="append", default=[], metavar="CIDR",
+        help="refuse REGISTER Contacts inside this network, e.g. the pod and service CIDRs (repeatable)",
     )  # fmt: skip
     parser.add_argument("--log-level", default=os.environ.get("TRUNKLINE_LOG_LEVEL", "INFO"))
     return parser
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number above 0")
+    return value
+
+
+def signalling_limits(args: argparse.Namespace) -> SignallingLimits:
+    """The defences' settings from the flags (errors raise ConfigError)."""
+    try:
+        return SignallingLimits.build(
+            flood=Budget(args.flood_rate, args.flood_bytes, args.flood_cooldown),
+            max_connections_per_source=args.max_connections_per_source,
+            header_deadline=args.header_deadline,
+            idle_timeout=args.idle_timeout,
+            contact_deny=args.contact_deny,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from trunkline import __version__
 from trunkline.core import logs
-from trunkline.core.manifests import load
+from trunkline.core.manifests import load, security_warnings
 from trunkline.core.net import ConfigError
 from trunkline.core.runner import run
 
@@ -45,6 +45,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if problems:
         print(f"{len(problems)} problem(s)")
         return 1
+    for warning in security_warnings(config):
+        print(warning)
     print(f"ok: {config.summary()}")
     return 0
 
