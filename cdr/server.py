@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from trunkline.cdr.exporter import Exporter, ExporterSettings
 from trunkline.cdr.sinks import JsonLinesSink, PostgresSink, Sink, WebhookSink
+from trunkline.core.cdr import DEFAULT_STREAM
 from trunkline.core.http import OpsServer
 from trunkline.core.net import ConfigError, tcp_listener
 from trunkline.core.runner import run, run_until_signalled
@@ -27,8 +28,10 @@ from trunkline.core.state_redis import connect, url_from_env
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trunkline cdr", description="Export CDRs from the store's stream.")
-    p.add_argument("--redis", metavar="URL", help="the store (default: $TRUNKLINE_REDIS_URL or sentinels)")
-    p.add_argument("--stream", default="trunkline:cdr", help="the CDR stream key")
+    p.add_argument("--redis", metavar="URL", default=url_from_env(os.environ),
+                   help="the store (default: $TRUNKLINE_REDIS_URL or the sentinels)")  # fmt: skip
+    p.add_argument("--stream", default=os.environ.get("TRUNKLINE_CDR_STREAM", DEFAULT_STREAM),
+                   help="the CDR stream key (default: $TRUNKLINE_CDR_STREAM or trunkline:cdr)")  # fmt: skip
     p.add_argument("--group", default="trunkline-cdr", help="the consumer group every replica joins")
     p.add_argument("--consumer", default=os.environ.get("POD_NAME") or socket.gethostname(),
                    help="this replica's name in the group (default: $POD_NAME or the host name)")  # fmt: skip
@@ -48,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--webhook-attempts", type=int, default=4, help="tries per batch before backing off")
     p.add_argument(
-        "--http-listen", default="0.0.0.0:8080", metavar="HOST:PORT", help="/healthz /readyz /metrics"
+        "--http-listen",
+        default=os.environ.get("TRUNKLINE_HTTP_LISTEN", "127.0.0.1:8080"),
+        metavar="HOST:PORT",
+        help="/healthz /readyz /metrics (default: $TRUNKLINE_HTTP_LISTEN)",
     )
     p.add_argument("--grace", type=float, default=20.0, metavar="SECONDS", help="time to finish a batch")
     return p
@@ -89,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     env = dict(os.environ)
     try:
-        url = args.redis or url_from_env(env)
+        url = args.redis
         if not url:
             raise ConfigError("no store: --redis URL or $TRUNKLINE_REDIS_URL")
         if urlsplit(url).scheme not in ("redis", "rediss", "sentinel", "unix"):

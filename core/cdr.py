@@ -10,13 +10,32 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-MAX_CDR_BYTES = 64 * 1024  # a record larger than this is refused by the store and the exporter
+MAX_CDR_BYTES = 64 * 1024  # a record larger than this is refused by the exporter
+DEFAULT_STREAM = "trunkline:cdr"
+
+
+@dataclass(frozen=True)
+class CdrSettings:
+    """What an edge puts in every CDR about where it runs, and where CDRs go."""
+
+    installation: str = ""
+    namespace: str = ""
+    stream: str | None = None  # the store's CDR stream; None: the edge writes JSON lines itself
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> CdrSettings:
+        """As the operator's runtime ConfigMap gives them: TRUNKLINE_INSTALLATION, TRUNKLINE_NAMESPACE,
+        TRUNKLINE_CDR_STREAM (set when the installation runs a CDR exporter)."""
+        return cls(env.get("TRUNKLINE_INSTALLATION", ""), env.get("TRUNKLINE_NAMESPACE", ""),
+                   env.get("TRUNKLINE_CDR_STREAM") or None)  # fmt: skip
 
 
 def _rfc3339(value: datetime) -> str:

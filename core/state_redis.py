@@ -223,9 +223,11 @@ def connect(url: str, timeout: float = 0.25) -> aioredis.Redis:
 class RedisStore:
     """StateStore over Redis. Keys are prefixed so one Redis can serve several installations."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "trunkline:"):
+    def __init__(self, client: aioredis.Redis, prefix: str = "trunkline:", cdr_stream: str | None = None):
         self.redis = client
         self.p = prefix
+        # The CDR stream the exporter reads (CdrSettings.stream): `<prefix>cdr` unless named.
+        self.cdr_stream = cdr_stream or f"{prefix}cdr"
         self._acquire = client.register_script(_ACQUIRE)
         self._refresh = client.register_script(_REFRESH)
         self._count = client.register_script(_COUNT)
@@ -238,14 +240,11 @@ class RedisStore:
         self._bump_epoch = client.register_script(_BUMP_EPOCH)
         self._end_with_cdr = client.register_script(_END_WITH_CDR)
 
-    @property
-    def cdr_stream(self) -> str:
-        """The Redis Stream the CDRs go to (`trunkline:cdr` with the default prefix)."""
-        return f"{self.p}cdr"
-
     @classmethod
-    def from_url(cls, url: str, timeout: float = 0.25, prefix: str = "trunkline:") -> RedisStore:
-        return cls(connect(url, timeout), prefix)
+    def from_url(
+        cls, url: str, timeout: float = 0.25, prefix: str = "trunkline:", cdr_stream: str | None = None
+    ) -> RedisStore:
+        return cls(connect(url, timeout), prefix, cdr_stream)
 
     async def close(self) -> None:
         await self.redis.aclose()

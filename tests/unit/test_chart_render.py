@@ -106,6 +106,23 @@ def test_platform_from_values() -> None:
     assert platform.watchNamespace == "voice"
 
 
+def test_cdr_sinks_from_values() -> None:
+    platform = platform_of(
+        render(
+            "cdr.postgresDsnSecret.name=billing-db",
+            "cdr.postgresDsnSecret.key=dsn",
+            "cdr.webhook.url=https://billing.example.net/cdr",
+            "cdr.webhook.secretRef.name=hook",
+            "cdr.jsonl=false",
+            "cdr.replicas=2",
+        )
+    )
+    assert platform.cdr.postgresDsnSecret is not None and platform.cdr.postgresDsnSecret.key == "dsn"
+    assert platform.cdr.webhook is not None and platform.cdr.webhook.secretRef.name == "hook"
+    assert (platform.cdr.jsonl, platform.cdr.replicas, platform.cdr.stream) == (False, 2, "trunkline:cdr")
+    assert platform_of(render()).cdr.jsonl  # by default: JSON lines in the exporter's log
+
+
 def test_operator_deployment_is_secure_and_standalone() -> None:
     deployment = one(render(), "Deployment", "tl-trunkline-operator")
     spec = deployment["spec"]
@@ -202,6 +219,8 @@ def test_helm_test_hook_checks_control() -> None:
         ("edge.udpService.type=Ingress", "/edge/udpService/type"),
         ("operator.scope=everywhere", "/operator/scope"),
         ("edgee.replicas=3", "edgee"),
+        ("cdr.batch=0", "/cdr/batch"),
+        ("cdr.webhook.url=ftp://x", "/cdr/webhook"),
     ],
 )
 def test_schema_refuses_bad_values(value: str, message: str) -> None:
