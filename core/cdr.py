@@ -14,9 +14,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+
+
+def _clean(value: Any) -> Any:
+    """Strings as every sink takes them: no NUL (PostgreSQL text and jsonb refuse it), valid UTF-8
+    (SIP values kept through surrogateescape would fail JSON encoding)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
 
 MAX_CDR_BYTES = 64 * 1024  # a record larger than this is refused by the exporter
 DEFAULT_STREAM = "trunkline:cdr"
@@ -82,7 +95,7 @@ class Cdr(BaseModel):
     call_id: str = Field(max_length=512)  # the caller's Call-ID
     installation: str = Field(default="", max_length=253)
     namespace: str = Field(default="", max_length=253)
-    trunk: str = Field(max_length=253)
+    trunk: str = Field(max_length=512)  # as the edge keys it: namespace/name
     carrier: str | None = Field(default=None, max_length=253)
     gateway: str | None = Field(default=None, max_length=256)
     direction: Direction
@@ -105,6 +118,11 @@ class Cdr(BaseModel):
     relay: str | None = Field(default=None, max_length=256)  # the media relay that carried the call
     media: MediaFigures | None = None
     trace_id: str | None = Field(default=None, max_length=64)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clean_strings(cls, data: Any) -> Any:
+        return _clean(data)
 
     def to_json(self) -> str:
         return self.model_dump_json()

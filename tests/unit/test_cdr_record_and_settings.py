@@ -49,6 +49,9 @@ def test_hostile_records_are_refused() -> None:
         _cdr(final_status=42)
     with pytest.raises(ValidationError):
         _cdr(surprise="field")
+    odd = _cdr(caller="+1555\x00\udcff", attempts=[{"target": "sip:a\x00b"}])
+    assert odd.caller == "+1555?" and odd.attempts[0].target == "sip:ab"  # what PostgreSQL can store
+    assert Cdr.from_json(odd.to_json()) == odd
     with pytest.raises(ValueError, match="limit"):
         Cdr.from_json(b"x" * (MAX_CDR_BYTES + 1))
 
