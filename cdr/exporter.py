@@ -118,6 +118,7 @@ class Exporter:
                 backoff = 0.5
             except (RedisError, OSError, TimeoutError) as exc:
                 self._redis_ok = False
+                self._group_ready = False  # a Redis that lost its data lost the group too: make it again
                 event(log, logging.WARNING, "redis unavailable", error=f"{exc.__class__.__name__}: {exc}")
                 await asyncio.sleep(backoff)
                 backoff = min(self.s.max_backoff, backoff * 2)

@@ -107,8 +107,9 @@ class Cdr(BaseModel):
     ring_at: Time | None = None
     answer_at: Time | None = None
     end_at: Time
-    duration_seconds: float = Field(ge=0)  # invite -> end
-    billable_seconds: int = Field(ge=0)  # answer -> end, rounded up; 0 when never answered
+    # Bounded to what the PostgreSQL columns hold: a bad clock must not make a row no sink can store.
+    duration_seconds: float = Field(ge=0, le=2**31 - 1)  # invite -> end
+    billable_seconds: int = Field(ge=0, le=2**31 - 1)  # answer -> end, rounded up; 0 when never answered
     final_status: int | None = Field(default=None, ge=100, le=699)  # what the caller got
     q850_cause: int | None = Field(default=None, ge=0, le=127)  # from a Reason: Q.850 header
     hangup_side: HangupSide = HangupSide.NOBODY
@@ -135,8 +136,8 @@ class Cdr(BaseModel):
 
 
 def at(epoch_seconds: float) -> datetime:
-    """An edge's time.time() value as an aware UTC datetime."""
-    return datetime.fromtimestamp(epoch_seconds, UTC)
+    """An edge's time.time() value as an aware UTC datetime (clamped to years 1970-9999)."""
+    return datetime.fromtimestamp(min(max(epoch_seconds, 0.0), 253_402_300_799.0), UTC)
 
 
 def duration_seconds(invite: float, end: float) -> float:

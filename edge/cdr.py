@@ -116,13 +116,17 @@ def to_cdr(
         callee=record.callee[:512], source_address=source[:64], source_transport=transport[:8],
         invite_at=at(record.setup), ring_at=at(ring) if ring else None,
         answer_at=at(record.answer) if record.answer else None, end_at=at(end),
-        duration_seconds=duration_seconds(record.setup, end),
-        billable_seconds=billable_seconds(record.answer, end), final_status=_status(record.status),
+        duration_seconds=min(duration_seconds(record.setup, end), _MAX_SECONDS),
+        billable_seconds=min(billable_seconds(record.answer, end), _MAX_SECONDS),
+        final_status=_status(record.status),
         q850_cause=q850_cause if q850_cause is not None and 0 <= q850_cause <= 127 else None,
         hangup_side=HangupSide(record.hung_up.value), hangup_reason=record.reason[:256], codec=codec,
         relay=relay, media=media, trace_id=trace_id,
         attempts=[CdrAttempt(target=a.target[:512], status=_status(a.status)) for a in record.attempts[:64]],
     )  # fmt: skip
+
+
+_MAX_SECONDS = 2**31 - 1  # the record's bound (a PostgreSQL integer)
 
 
 def _status(status: int | None) -> int | None:

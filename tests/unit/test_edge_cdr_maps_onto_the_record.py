@@ -46,4 +46,8 @@ def test_hostile_values_are_bounded_not_fatal() -> None:
     record = CallRecord("x" * 5000, "voice/acme", Direction.INBOUND, "1" * 5000, "2" * 5000, setup=100.0,
                         end=101.0, status=999, attempts=[Attempt("sip:" + "g" * 5000, 42)] * 100)  # fmt: skip
     cdr = to_cdr(record, CdrSettings(), q850_cause=4000)
+    assert to_cdr(CallRecord("y", "t", Direction.INBOUND, None, "1", setup=0.0, answer=1.0, end=1e10),
+                  CdrSettings()).billable_seconds == 2**31 - 1  # fmt: skip
+    assert to_cdr(CallRecord("z", "t", Direction.INBOUND, None, "1", setup=-5.0, end=1e15),
+                  CdrSettings()).end_at.year == 9999  # fmt: skip
     assert (cdr.final_status, cdr.q850_cause, len(cdr.attempts), len(cdr.callee)) == (None, None, 64, 512)
