@@ -180,7 +180,7 @@ class MemoryStore:
     _ended: dict[str, float] = field(default_factory=dict)  # call -> marker lives until
     _ended_expiry: list[tuple[float, str]] = field(default_factory=list)
     # The CDR stream: the embedded default has no exporter, so this only bounds what tests can read.
-    cdr_stream: deque[str] = field(default_factory=lambda: deque(maxlen=100_000))
+    cdr_stream: deque[str] = field(default_factory=lambda: deque(maxlen=10_000))
 
     def now(self) -> float:
         return self.clock()
