@@ -111,8 +111,9 @@ class Exporter:
         while not self._stopping:
             try:
                 await self._ensure_group()
-                entries = await self._claim() or await self._read()
-                self._redis_ok = True
+                entries = await self._claim()
+                self._redis_ok = True  # Redis answered: ready without waiting out the blocking read
+                entries = entries or await self._read()
                 if entries:
                     await self._deliver(entries)
                 backoff = 0.5
