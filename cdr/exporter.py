@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
+from redis.typing import EncodableT, FieldT
 
 from trunkline.cdr.sinks import Sink
 from trunkline.core.cdr import MAX_CDR_BYTES, Cdr
@@ -172,7 +173,7 @@ class Exporter:
         self._inflight = len(entries)
         try:
             cdrs: list[Cdr] = []
-            invalid: list[tuple[bytes, str]] = []
+            invalid: list[tuple[bytes, bytes, str]] = []  # entry id, its bytes, why
             for entry_id, fields in entries:
                 raw = fields.get(b"cdr", b"")
                 try:
@@ -180,7 +181,7 @@ class Exporter:
                         raise ValueError(f"{len(raw)} bytes, over {MAX_CDR_BYTES}")
                     cdrs.append(Cdr.from_json(raw))
                 except (ValidationError, ValueError) as exc:
-                    invalid.append((entry_id, str(exc).splitlines()[0][:300]))
+                    invalid.append((entry_id, raw[:MAX_CDR_BYTES], str(exc).splitlines()[0][:300]))
             done: set[str] = set()
             backoff = 0.5
             while cdrs:
@@ -202,18 +203,11 @@ class Exporter:
                     return  # unacknowledged: another exporter (or our next start) claims the batch
                 await asyncio.sleep(backoff)
                 backoff = min(self.s.max_backoff, backoff * 2)
-            for entry_id, why in invalid:
+            for entry_id, raw, why in invalid:
                 self.invalid.inc()
                 event(log, logging.ERROR, "invalid CDR set aside", entry=entry_id.decode(), error=why)
-                await self.redis.xadd(
-                    f"{self.s.stream}:invalid", {"entry": entry_id, "error": why,
-                                                  "cdr": entries_by_id(entries)[entry_id][:MAX_CDR_BYTES]},
-                    maxlen=10_000, approximate=True,
-                )  # fmt: skip
+                aside: dict[FieldT, EncodableT] = {"entry": entry_id, "error": why, "cdr": raw}
+                await self.redis.xadd(f"{self.s.stream}:invalid", aside, maxlen=10_000, approximate=True)
             await self.redis.xack(self.s.stream, self.s.group, *(entry_id for entry_id, _ in entries))
         finally:
             self._inflight = 0
-
-
-def entries_by_id(entries: list[Entry]) -> dict[bytes, bytes]:
-    return {entry_id: fields.get(b"cdr", b"") for entry_id, fields in entries}
