@@ -188,22 +188,30 @@ async def test_a_sink_outage_mid_write_loses_nothing(
     exporter = ExporterProcess(trunkline_bin, redis.url, postgres.dsn, tmp_path).start()
     try:
         wait_for(lambda: len(rows(postgres.dsn)) == 300, "the first 300 CDRs", timeout=120)
+        # Stop the database while the exporter is inside a write: the table locked against INSERTs,
+        # new records arrive, the exporter's transaction waits; then PostgreSQL goes down under it.
+        lock = psycopg.connect(postgres.dsn)
+        lock.execute("LOCK TABLE trunkline_cdr IN SHARE MODE")
+        ids |= await end_calls(store, 20_000, 300)  # calls go on ending
+        wait_for(lambda: metrics(exporter.http_port).get("cdr_stream_pending", 0) > 0,
+                 "a batch read and not acknowledged", timeout=60)  # fmt: skip
         postgres.stop()
-        ids |= await end_calls(store, 20_000, 300)  # calls go on ending while the database is down
+        lock.close()
+        ids |= await end_calls(store, 30_000, 100)  # and more while the database is down
         wait_for(lambda: metrics(exporter.http_port).get('cdr_sink_errors_total{sink="postgres"}', 0) > 0,
                  "the exporter to notice the outage", timeout=60)  # fmt: skip
         wait_for(lambda: not ready(exporter.http_port), "/readyz to say not ready", timeout=60)
         wait_for(lambda: metrics(exporter.http_port).get("cdr_stream_pending", 0) > 0,
                  "the batch held unacknowledged", timeout=60)  # fmt: skip
         postgres.start()
-        wait_for(lambda: len(rows(postgres.dsn)) >= 600, "all 600 CDRs after the outage", timeout=180)
+        wait_for(lambda: len(rows(postgres.dsn)) >= 700, "all 700 CDRs after the outage", timeout=180)
         wait_for(lambda: metrics(exporter.http_port).get("cdr_stream_pending") == 0.0,
                  "every stream entry acknowledged", timeout=60)  # fmt: skip
         wait_for(lambda: ready(exporter.http_port), "ready again", timeout=60)
     finally:
         exporter.stop()
     found = rows(postgres.dsn)
-    assert len(found) == 600
+    assert len(found) == 700
     assert set(found) == ids
     assert exporter.proc is not None and exporter.proc.returncode == 0  # SIGTERM: a clean stop
 
