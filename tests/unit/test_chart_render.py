@@ -186,6 +186,11 @@ def test_rbac_is_least_privilege() -> None:
         ("autoscaling", "horizontalpodautoscalers", "create", "*"),
     }  # fmt: skip
     assert ("", "configmaps", "get", "tl-trunkline-platform") in data_plane
+    # The operator may update and remove the CDR exporter's Deployment, and only that one by that name.
+    assert {
+        ("apps", "deployments", "patch", "tl-trunkline-cdr"),
+        ("apps", "deployments", "delete", "tl-trunkline-cdr"),
+    } <= data_plane
     assert not any(verb in ("update", "*", "escalate", "bind") for _, _, verb, _ in watch | data_plane)
     # The control service may only read.
     control = rules(docs, "ClusterRole", "voice-tl-trunkline-control")
