@@ -96,13 +96,13 @@ class Exporter:
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in (self._task, self._stats_task):
-            if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+        tasks = [task for task in (self._task, self._stats_task) if task is not None]
+        for task in tasks:
+            task.cancel()
+        # Both loops end on `_stopping` too: a cancellation that a client library turns into one of
+        # its own errors (caught, retried) cannot keep them, and so the process, alive.
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
         for sink in self.sinks:
             await sink.close()
 
@@ -137,7 +137,7 @@ class Exporter:
 
     async def _stats(self) -> None:
         """The group's backlog for /metrics, every second, also while a batch waits for a sink."""
-        while True:
+        while not self._stopping:
             if self._group_ready:
                 try:
                     await self._update_stats()
