@@ -77,7 +77,12 @@ def runtime_env(platform: Platform, namespace: str) -> dict[str, str]:
         "TRUNKLINE_HTTP_LISTEN": f"0.0.0.0:{platform.httpPort}",
         "TRUNKLINE_LOG_LEVEL": platform.logLevel,
         "TRUNKLINE_EDGE_ADVERTISE": platform.edge.advertise or edge_service_address(platform, namespace),
+        # What a CDR says it came from (core/cdr.py), and where the edges write CDRs as calls end.
+        "TRUNKLINE_INSTALLATION": platform.name,
+        "TRUNKLINE_NAMESPACE": namespace,
     }
+    if platform.cdr.enabled:
+        env["TRUNKLINE_CDR_STREAM"] = platform.cdr.stream
     redis = platform.redis
     if redis.url:
         env["TRUNKLINE_REDIS_URL"] = redis.url
@@ -365,6 +370,35 @@ def build_media_workload(platform: Platform, namespace: str, owner: dict[str, An
     )
 
 
+# ---------------------------------------------------------------- CDR exporter
+
+
+def build_cdr_deployment(
+    platform: Platform, namespace: str, owner: dict[str, Any] | None = None
+) -> Manifest | None:
+    cdr = platform.cdr
+    if not cdr.enabled:
+        return None
+    args = ["--stream", cdr.stream, "--batch", str(cdr.batch), "--claim-idle", str(cdr.claimIdleSeconds)]
+    if cdr.jsonl:
+        args += ["--jsonl", "-"]
+    container = _container(platform, namespace, "cdr", args, [], cdr.resources)
+    env = container["env"]
+    # Its name in the consumer group; the store comes from the runtime ConfigMap.
+    env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    if cdr.postgresDsnSecret:
+        args.append("--postgres")  # the DSN (it holds a password) only from its Secret, never in args
+        ref = {"name": cdr.postgresDsnSecret.name, "key": cdr.postgresDsnSecret.key}
+        env.append({"name": "TRUNKLINE_CDR_POSTGRES_DSN", "valueFrom": {"secretKeyRef": ref}})
+    if cdr.webhook:
+        args += ["--webhook-url", cdr.webhook.url]
+        ref = {"name": cdr.webhook.secretRef.name, "key": cdr.webhook.secretRef.key}
+        env.append({"name": "TRUNKLINE_CDR_WEBHOOK_SECRET", "valueFrom": {"secretKeyRef": ref}})
+    container["args"] = ["cdr", *args]
+    template = _pod_template(platform, namespace, "cdr", container)
+    return _workload(platform, namespace, "Deployment", "cdr", template, owner, cdr.replicas)
+
+
 # ---------------------------------------------------------------- all of it
 
 
@@ -380,6 +414,7 @@ def build_data_plane(
         *build_edge_services(platform, namespace, owner),
         build_edge_hpa(platform, namespace, owner),
         build_media_workload(platform, namespace, owner),
+        build_cdr_deployment(platform, namespace, owner),
     ]
     return [obj for obj in objects if obj is not None]
 
@@ -391,4 +426,6 @@ def stale_objects(platform: Platform, namespace: str) -> list[tuple[str, str, st
         stale.append(("autoscaling/v2", "HorizontalPodAutoscaler", namespace, object_name(platform, "edge")))
     other = MediaKind.DEPLOYMENT if platform.media.kind is MediaKind.DAEMON_SET else MediaKind.DAEMON_SET
     stale.append(("apps/v1", other.value, namespace, object_name(platform, "media")))
+    if not platform.cdr.enabled:
+        stale.append(("apps/v1", "Deployment", namespace, object_name(platform, "cdr")))
     return stale

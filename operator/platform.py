@@ -174,6 +174,32 @@ class Redis(Model):
         return self
 
 
+class CdrWebhook(Model):
+    url: str = Field(pattern=r"^https?://[^/]+", description="Batches of CDRs are POSTed here.")
+    secretRef: SecretKeyRef = Field(description="The HMAC-SHA256 key of the X-Trunkline-Signature header.")
+
+
+class CdrExporter(Model):
+    """The CDR exporter (`trunkline cdr`): the edges write each call's record into a Redis Stream as
+    the call ends; the exporter delivers them to the sinks below (docs/cdr.md)."""
+
+    enabled: bool = True
+    replicas: int = Field(1, ge=1, description="Replicas share the stream through one consumer group.")
+    stream: str = Field("trunkline:cdr", pattern=r"^[A-Za-z0-9:._-]{1,200}$")
+    batch: int = Field(500, ge=1, le=10000)
+    claimIdleSeconds: int = Field(60, ge=1, description="A dead replica's batch is taken over after this.")
+    jsonl: bool = Field(True, description="JSON lines on the exporter's standard output (the pod log).")
+    postgresDsnSecret: SecretKeyRef | None = Field(None, description="A Secret key holding the DSN.")
+    webhook: CdrWebhook | None = None
+    resources: Resources = Field(default_factory=Resources)
+
+    @model_validator(mode="after")
+    def _a_sink(self) -> Self:
+        if self.enabled and not (self.jsonl or self.postgresDsnSecret or self.webhook):
+            raise ValueError("cdr: enable at least one sink (jsonl, postgresDsnSecret, webhook)")
+        return self
+
+
 class Platform(Model):
     name: ObjectName = Field("trunkline", max_length=40, description="Prefix of the objects' names.")
     image: str = Field("ghcr.io/trunkline/trunkline:0.1.0", min_length=1)
@@ -186,6 +212,7 @@ class Platform(Model):
     control: Control = Field(default_factory=Control)
     edge: Edge = Field(default_factory=Edge)
     media: Media = Field(default_factory=Media)
+    cdr: CdrExporter = Field(default_factory=CdrExporter)
 
 
 def parse_platform(data: dict[str, str] | None) -> Platform:

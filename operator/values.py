@@ -15,6 +15,7 @@ from pydantic import Field, StringConstraints
 from trunkline.core.models import Model, ObjectName
 from trunkline.operator.platform import (
     Autoscaling,
+    CdrExporter,
     ContainerPort,
     HostPort,
     LogLevel,
@@ -22,6 +23,7 @@ from trunkline.operator.platform import (
     NonceKeyRotationHours,
     PortRange,
     Quantity,
+    Resources,
     ServicePort,
     ServiceSettings,
     ServiceType,
@@ -164,6 +166,10 @@ class ChartValues(Model):
     control: ControlValues = Field(default_factory=ControlValues)
     edge: EdgeValues = Field(default_factory=EdgeValues)
     media: MediaValues = Field(default_factory=MediaValues)
+    cdr: CdrExporter = Field(
+        default_factory=lambda: CdrExporter(resources=Resources(requests={"cpu": "50m", "memory": "64Mi"})),
+        description="The CDR exporter (docs/cdr.md): its sinks, and the stream the edges write into.",
+    )
 
 
 # Where each top-level value acts (docs/reference.md).
@@ -178,4 +184,5 @@ APPLIES_TO = {
     "control": "control Deployment and Service",
     "edge": "edge Deployment, UDP/TCP Services, HPA",
     "media": "media Deployment or DaemonSet",
+    "cdr": "CDR exporter Deployment, edge pods (stream)",
 }

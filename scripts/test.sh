@@ -10,7 +10,7 @@ sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 step() { printf '\n== %s\n' "$*"; }
 
 step "Debian packages"
-packages=(sip-tester stunnel4 redis-server redis-sentinel etcd-server dnsmasq-base openssl iproute2)
+packages=(sip-tester stunnel4 redis-server redis-sentinel etcd-server dnsmasq-base openssl iproute2 postgresql)
 missing=()
 for pkg in "${packages[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
 if ((${#missing[@]})); then

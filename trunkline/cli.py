@@ -2,7 +2,7 @@
 
   trunkline validate -f PATH...   check manifests (files or folders of multi-document YAML)
   trunkline up -f PATH...         the embedded default: control + edge + media in one process
-  trunkline control|edge|media    one component per process, as run in Kubernetes
+  trunkline control|edge|media|cdr  one component per process, as run in Kubernetes
   trunkline operator              the Kubernetes operator (kopf)
 
 Every error a user can cause is one readable line and a non-zero exit, never a traceback.
@@ -73,6 +73,7 @@ COMPONENTS = {
     "edge": ("a SIP edge (B2BUA)", "trunkline.edge.server"),
     "media": ("a media relay", "trunkline.media.server"),
     "operator": ("the Kubernetes operator (kopf)", "trunkline.operator.main"),
+    "cdr": ("the CDR exporter (store stream -> JSON lines, PostgreSQL, webhook)", "trunkline.cdr.server"),
 }
 
 

@@ -32,6 +32,8 @@ VALUES = (
     "redis.sentinel.addresses={sentinel-0:26379,sentinel-1:26379}",
     "redis.passwordSecret.name=redis-auth",
     "logLevel=warning",
+    "cdr.postgresDsnSecret.name=billing-db",
+    "cdr.postgresDsnSecret.key=dsn",
 )
 
 
@@ -67,6 +69,12 @@ def test_data_plane_follows_the_values(k: Cluster) -> None:
     assert runtime["data"]["TRUNKLINE_REDIS_SENTINELS"] == "sentinel-0:26379,sentinel-1:26379"
     control = wait_for(lambda: k.get("deployment", f"{PREFIX}-control"), "the control Deployment")
     assert control["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == ["--namespace", k.ns]
+    exporter = wait_for(lambda: k.get("deployment", f"{PREFIX}-cdr"), "the CDR exporter Deployment")
+    [container] = exporter["spec"]["template"]["spec"]["containers"]
+    assert "--postgres" in container["args"]
+    [dsn] = [e for e in container["env"] if e["name"] == "TRUNKLINE_CDR_POSTGRES_DSN"]
+    assert dsn["valueFrom"]["secretKeyRef"] == {"name": "billing-db", "key": "dsn"}
+    assert runtime["data"]["TRUNKLINE_CDR_STREAM"] == "trunkline:cdr"
 
 
 def test_resources_reconcile_with_namespace_rbac(k: Cluster) -> None:

@@ -152,7 +152,7 @@ def test_operator_writes_the_data_plane(k: Cluster) -> None:
         ("configmap", f"{PREFIX}-runtime"), ("deployment", f"{PREFIX}-control"),
         ("service", f"{PREFIX}-control"), ("deployment", f"{PREFIX}-edge"), ("service", f"{PREFIX}-edge-udp"),
         ("service", f"{PREFIX}-edge-tcp"), ("horizontalpodautoscaler", f"{PREFIX}-edge"),
-        ("deployment", f"{PREFIX}-media"),
+        ("deployment", f"{PREFIX}-media"), ("deployment", f"{PREFIX}-cdr"),
     ]  # fmt: skip
     for kind, name in names:
         obj = wait_for(lambda kind=kind, name=name: k.get(kind, name), f"{kind} {name}")

@@ -78,7 +78,23 @@ FIRST: dict[str, Any] = {
     "media.portRange.end": 30999,
     "media.resources.requests": {"cpu": "0.5"},
     "media.resources.limits": {"memory": "555Mi"},
+    "cdr.replicas": 3,
+    "cdr.stream": "billing:cdr9",
+    "cdr.batch": 77,
+    "cdr.claimIdleSeconds": 61,
+    "cdr.jsonl": False,
+    "cdr.postgresDsnSecret.key": "dsn9",
+    "cdr.webhook.secretRef.key": "sig9",
+    "cdr.resources.requests": {"cpu": "51m"},
+    "cdr.resources.limits": {"memory": "129Mi"},
 }
+# Required fields (no default, so not in the coverage list) that FIRST's values need beside them.
+COMPANIONS: dict[str, Any] = {
+    "cdr.postgresDsnSecret.name": "pg9",
+    "cdr.webhook.url": "https://billing.example/cdr",
+    "cdr.webhook.secretRef.name": "hook9",
+}
+FIRST.update(COMPANIONS)
 SECOND: dict[str, Any] = {
     "operator.liveCounts.enabled": False,
     "redis.sentinel.addresses": ["s1.example:26379"],
@@ -86,6 +102,7 @@ SECOND: dict[str, Any] = {
     "edge.autoscaling.enabled": False,
     "media.replicas": 6,
     "media.kind": "Deployment",
+    "cdr.enabled": False,
 }
 NS = "voice"
 
@@ -134,6 +151,7 @@ def holds(node: Any, wanted: Any) -> bool:
 Check = tuple[str, Any]  # (Kind/name of the object, what must be in it)
 OP, EDGE, CTL = "Deployment/voip-operator", "Deployment/voip-edge", "Deployment/voip-control"
 MEDIA_DS = "DaemonSet/voip-media"
+CDR = "Deployment/voip-cdr"
 WORKLOADS = (OP, EDGE, CTL, MEDIA_DS)
 CHECKS: dict[str, Check | Callable[[dict[str, dict[str, Any]]], bool]] = {
     "fullnameOverride": ("Deployment/voip-control", "voip-control"),
@@ -189,6 +207,21 @@ CHECKS: dict[str, Check | Callable[[dict[str, dict[str, Any]]], bool]] = {
     "media.portRange.end": (MEDIA_DS, "30000-30999"),
     "media.resources.requests": (MEDIA_DS, {"cpu": "0.5"}),
     "media.resources.limits": (MEDIA_DS, {"memory": "555Mi"}),
+    "cdr.replicas": (CDR, {"replicas": 3}),
+    "cdr.stream": lambda o: (
+        holds(o[CDR], "billing:cdr9") and holds(o["ConfigMap/voip-runtime"], "billing:cdr9")
+    ),
+    "cdr.batch": lambda o: (
+        "--batch 77" in " ".join(o[CDR]["spec"]["template"]["spec"]["containers"][0]["args"])
+    ),
+    "cdr.claimIdleSeconds": lambda o: (
+        "--claim-idle 61" in " ".join(o[CDR]["spec"]["template"]["spec"]["containers"][0]["args"])
+    ),
+    "cdr.jsonl": lambda o: not holds(o[CDR], "--jsonl"),
+    "cdr.postgresDsnSecret.key": (CDR, {"name": "pg9", "key": "dsn9"}),
+    "cdr.webhook.secretRef.key": (CDR, {"name": "hook9", "key": "sig9"}),
+    "cdr.resources.requests": (CDR, {"cpu": "51m"}),
+    "cdr.resources.limits": (CDR, {"memory": "129Mi"}),
 }
 SECOND_CHECKS: dict[str, Callable[[dict[str, dict[str, Any]]], bool]] = {
     "operator.liveCounts.enabled": lambda o: (
@@ -202,4 +235,5 @@ SECOND_CHECKS: dict[str, Callable[[dict[str, dict[str, Any]]], bool]] = {
     "edge.replicas": lambda o: o[EDGE]["spec"]["replicas"] == 4,
     "edge.autoscaling.enabled": lambda o: "HorizontalPodAutoscaler/voip-edge" not in o,
     "media.replicas": lambda o: o["Deployment/voip-media"]["spec"]["replicas"] == 6,
+    "cdr.enabled": lambda o: CDR not in o and not holds(o["ConfigMap/voip-runtime"], "TRUNKLINE_CDR_STREAM"),
 }

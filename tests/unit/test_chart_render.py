@@ -80,6 +80,23 @@ def test_platform_from_values() -> None:
     assert platform.watchNamespace == "voice"
 
 
+def test_cdr_sinks_from_values() -> None:
+    platform = platform_of(
+        render(
+            "cdr.postgresDsnSecret.name=billing-db",
+            "cdr.postgresDsnSecret.key=dsn",
+            "cdr.webhook.url=https://billing.example.net/cdr",
+            "cdr.webhook.secretRef.name=hook",
+            "cdr.jsonl=false",
+            "cdr.replicas=2",
+        )
+    )
+    assert platform.cdr.postgresDsnSecret is not None and platform.cdr.postgresDsnSecret.key == "dsn"
+    assert platform.cdr.webhook is not None and platform.cdr.webhook.secretRef.name == "hook"
+    assert (platform.cdr.jsonl, platform.cdr.replicas, platform.cdr.stream) == (False, 2, "trunkline:cdr")
+    assert platform_of(render()).cdr.jsonl  # by default: JSON lines in the exporter's log
+
+
 def test_operator_deployment_is_secure_and_standalone() -> None:
     deployment = one(render(), "Deployment", "tl-trunkline-operator")
     spec = deployment["spec"]
@@ -147,6 +164,11 @@ def test_rbac_is_least_privilege() -> None:
     assert {r for r in data_plane if r[1] == "secrets" and r[3] != "*"} == {
         ("", "secrets", "get", "tl-trunkline-nonce"), ("", "secrets", "patch", "tl-trunkline-nonce"),
     }  # fmt: skip
+    # The operator may update and remove the CDR exporter's Deployment, and only that one by that name.
+    assert {
+        ("apps", "deployments", "patch", "tl-trunkline-cdr"),
+        ("apps", "deployments", "delete", "tl-trunkline-cdr"),
+    } <= data_plane
     assert not any(verb in ("update", "*", "escalate", "bind") for _, _, verb, _ in watch | data_plane)
     # The control service may only read.
     control = rules(docs, "ClusterRole", "voice-tl-trunkline-control")
@@ -180,6 +202,8 @@ def test_helm_test_hook_checks_control() -> None:
         ("edge.udpService.type=Ingress", "/edge/udpService/type"),
         ("operator.scope=everywhere", "/operator/scope"),
         ("edgee.replicas=3", "edgee"),
+        ("cdr.batch=0", "/cdr/batch"),
+        ("cdr.webhook.url=ftp://x", "/cdr/webhook"),
     ],
 )
 def test_schema_refuses_bad_values(value: str, message: str) -> None:

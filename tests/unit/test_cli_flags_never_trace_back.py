@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from trunkline import cli
+from trunkline.cdr.server import build_parser as cdr_parser
 from trunkline.control.server import build_parser as control_parser
 from trunkline.edge.server import build_parser as edge_parser
 from trunkline.media.server import build_parser as media_parser
@@ -24,7 +25,11 @@ def command_parsers() -> dict[str, argparse.ArgumentParser]:
     (sub,) = [a for a in top._actions if isinstance(a, argparse._SubParsersAction)]
     parsers = {name: parser for name, parser in sub.choices.items() if name not in cli.COMPONENTS}
     parsers.update(
-        control=control_parser(), edge=edge_parser(), media=media_parser(), operator=operator_parser()
+        control=control_parser(),
+        edge=edge_parser(),
+        media=media_parser(),
+        operator=operator_parser(),
+        cdr=cdr_parser(),
     )
     assert set(parsers) == {"validate", "up", *cli.COMPONENTS}
     return parsers

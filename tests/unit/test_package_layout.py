@@ -8,7 +8,7 @@ import operator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FOLDERS = ["trunkline", "core", "sip", "edge", "media", "control", "operator"]
+FOLDERS = ["trunkline", "core", "sip", "edge", "media", "control", "operator", "cdr"]
 
 
 def test_folders_import_as_trunkline_subpackages() -> None:
@@ -49,6 +49,7 @@ ALLOWED = {
     "media": ("trunkline.core", "trunkline.media", "trunkline.control.client"),
     "control": ("trunkline.core", "trunkline.control"),
     "operator": ("trunkline.core", "trunkline.operator"),
+    "cdr": ("trunkline.core", "trunkline.cdr"),
 }
 
 

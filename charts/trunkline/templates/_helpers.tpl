@@ -78,6 +78,7 @@ model's shape here.
   "control" $control
   "edge" $edge
   "media" .Values.media
+  "cdr" .Values.cdr
 -}}
 {{- if not (eq (include "trunkline.clusterScope" .) "true") -}}
 {{- $_ := set $platform "watchNamespace" .Release.Namespace -}}
