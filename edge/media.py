@@ -33,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from trunkline.control.client import Backoff, RelayPicker
 from trunkline.core.logs import event
 from trunkline.core.models import SrtpMode
-from trunkline.edge.b2bua import Call, MediaError
+from trunkline.edge.call import Call, MediaError
 from trunkline.edge.cdr import Direction
 from trunkline.media.v1 import media_pb2, media_pb2_grpc
 from trunkline.sip.errors import SipParseError

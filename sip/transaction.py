@@ -67,7 +67,22 @@ class TransportError:
     request: Request
 
 
-Action = Send | Deliver | Timeout | TransportError
+@dataclass(frozen=True, slots=True)
+class AckTimeout:
+    """A 2xx the layer retransmitted for 64*T1 never got its ACK (RFC 3261 13.3.1.4): the dialog
+    (Call-ID, our tag, their tag) should be ended by the TU."""
+
+    dialog: tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A timer the TU set with `set_timer` is due."""
+
+    timer: TxKey
+
+
+Action = Send | Deliver | Timeout | TransportError | AckTimeout | TimerFired
 
 
 class _RandomPool:
@@ -384,6 +399,49 @@ class NonInviteServer(Transaction):
         self.start("timer_j", now, 0.0 if self.reliable else 64 * self.timers.t1)
 
 
+class AnswerRetransmission(Transaction):
+    """The UAS core's 2xx retransmission (RFC 3261 13.3.1.4) over an unreliable transport: T1
+    doubling up to T2 until the ACK comes, for at most 64*T1, then `AckTimeout`."""
+
+    __slots__ = ()
+
+    TABLE: ClassVar[Table] = {
+        ("waiting", "timer_g"): ("waiting", ("resend", "backoff_g")),
+        ("waiting", "timer_h"): ("terminated", ("ack_timeout",)),
+        ("waiting", "ack"): ("terminated", ()),
+    }
+
+    def begin(self, now: float) -> None:
+        self.state = "waiting"
+        self.interval = self.timers.t1
+        self.start("timer_g", now, self.interval)
+        self.start("timer_h", now, 64 * self.timers.t1)
+
+    def _backoff_g(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        self.interval = min(2 * self.interval, self.timers.t2)
+        self.start("timer_g", now, self.interval)
+
+    def _ack_timeout(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        out.append(AckTimeout((self.key[1], self.key[2], self.key[3])))
+
+
+class TuTimer(Transaction):
+    """A timer of the transaction user (session refresh, ring timeout...), kept with the SIP timers
+    so that one clock drives both."""
+
+    __slots__ = ()
+
+    TABLE: ClassVar[Table] = {("armed", "timer_tu"): ("terminated", ("fire",))}
+
+    def _fire(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        out.append(TimerFired(self.key))
+
+
+def answer_key(msg: Message) -> TxKey:
+    """The 2xx retransmission an ACK ends: Call-ID, the UAS's (To) tag, the UAC's (From) tag, CSeq."""
+    return ("2xx", msg.call_id, msg.to.tag or "", msg.from_.tag or "", str(msg.cseq.seq))
+
+
 # -- request builders -------------------------------------------------------------------------------
 def _start_from(method: str, invite: Request) -> Request:
     """ACK/CANCEL skeleton: same Request-URI, top Via and Route set as the INVITE."""
@@ -439,6 +497,7 @@ class TransactionLayer:
         self._heap: list[tuple[float, int, TxKey, str]] = []
         self._seq = itertools.count()
         self._started: list[tuple[float, TxKey, str]] = []  # deadlines transactions started since
+        self._timer_ids = itertools.count()
 
     def _schedule(self) -> None:
         """Queue the deadlines started since the last call (older entries of a timer that was stopped
@@ -490,14 +549,50 @@ class TransactionLayer:
         self._schedule()
         return [Send(data, addr, transport)]
 
-    def send_response(self, response: Response, now: float) -> list[Action]:
-        """Send a TU response through its server transaction (or statelessly if there is none)."""
+    def send_response(self, response: Response, now: float, retransmit_2xx: bool = True) -> list[Action]:
+        """Send a TU response through its server transaction. A 2xx to an INVITE over an unreliable
+        transport is retransmitted until its ACK (`retransmit_2xx`; off for a TU doing it itself)."""
         key = server_key(response, response.cseq.method)
         tx = self.transactions.get(key)
         if tx is None:
             raise LocalProtocolError("no server transaction for this response")
         invite = isinstance(tx, InviteServer)
-        return self._run(tx, "tu_" + _status_event(response.status, invite), now, response)
+        out = self._run(tx, "tu_" + _status_event(response.status, invite), now, response)
+        if invite and 200 <= response.status < 300 and not tx.reliable and retransmit_2xx:
+            self._start_answer(response, tx.addr, tx.transport, now)
+        return out
+
+    def _start_answer(self, response: Response, addr: Addr, transport: str, now: float) -> None:
+        key = answer_key(response)
+        rtx = AnswerRetransmission(key, None, addr, transport, self.timers, last=response.to_bytes(),
+                                   started=self._started)  # fmt: skip
+        rtx.begin(now)
+        self.transactions[key] = rtx
+        self._schedule()
+
+    def stop_answer(self, dialog: tuple[str, str, str]) -> None:
+        """Stop retransmitting the 2xx of a dialog that ended before its ACK came."""
+        for key in [k for k in self.transactions if k[0] == "2xx" and k[1:4] == dialog]:
+            del self.transactions[key]
+
+    # TU timers
+    def set_timer(self, delay: float, now: float) -> TxKey:
+        """A timer that comes back as `TimerFired(key)` from `handle_timer` once `delay` is over."""
+        key = ("tu", str(next(self._timer_ids)))
+        timer = TuTimer(key, None, ("", 0), "", self.timers, state="armed", started=self._started)
+        timer.start("timer_tu", now, max(0.0, delay))
+        self.transactions[key] = timer
+        self._schedule()
+        return key
+
+    def forget_client(self, key: TxKey) -> None:
+        """Drop a client transaction without a word on the wire (an INVITE nobody answered)."""
+        if key[0] == "client":
+            self.transactions.pop(key, None)
+
+    def cancel_timer(self, key: TxKey) -> None:
+        if key[0] == "tu":
+            self.transactions.pop(key, None)
 
     def transport_error(self, key: TxKey, now: float) -> list[Action]:
         tx = self.transactions.get(key)
@@ -513,6 +608,9 @@ class TransactionLayer:
             return self._run(tx, _status_event(msg.status, isinstance(tx, InviteClient)), now, msg)
         assert isinstance(msg, Request)
         if msg.method == "ACK":
+            answer = self.transactions.get(answer_key(msg))
+            if answer is not None:
+                self._run(answer, "ack", now, msg)
             tx = self.transactions.get(server_key(msg, "INVITE"))
             if tx is None:
                 return [Deliver(msg, addr, transport, None)]  # ACK of a 2xx: end to end

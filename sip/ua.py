@@ -52,7 +52,7 @@ class UserAgent:
         self.sdp = sdp  # offered and answered; "{ip}" becomes `host`
         self.last_invite: Request | None = None  # the last INVITE received, as it arrived
         self.timers = timers or Timers()
-        self.stack = SipStack(self._on_request, self._on_stray_response, self.timers)
+        self.stack = SipStack(self._on_request, self._on_stray_response, self.timers, retransmit_2xx=False)
         self.layer, self.transport = self.stack.layer, self.stack.transport
         self.ring = ring
         self.dialogs: dict[tuple[str, str, str], Dialog] = {}
