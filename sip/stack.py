@@ -131,6 +131,7 @@ class SipStack:
         self.layer = TransactionLayer(timers or Timers())
         self.transport = transport or SipTransport(self._on_message)
         self.transport.on_message = self._on_message
+        self.layer.max_size = self.transport.max_size  # one limit for datagrams and stream messages
         self._pending: dict[TxKey, tuple[asyncio.Future[Response], Provisional | None]] = {}
         self._callbacks: dict[TxKey, Callable[[], None]] = {}
         self._timer: asyncio.Handle | None = None
@@ -209,8 +210,11 @@ class SipStack:
         return ("client", request.top_via.branch or "", request.cseq.method)
 
     # -- network -> TU -----------------------------------------------------------------------------
-    def _on_message(self, msg: Message, addr: Addr, transport: str) -> None:
-        self._run(self.layer.receive(msg, addr, transport, time.monotonic()))
+    def _on_message(self, item: bytes | Message, addr: Addr, transport: str) -> None:
+        if isinstance(item, bytes):
+            self._run(self.layer.receive_data(item, addr, transport, time.monotonic()))
+        else:
+            self._run(self.layer.receive_message(item, addr, transport, time.monotonic()))
 
     def _run(self, actions: list[Action]) -> None:
         for action in actions:

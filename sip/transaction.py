@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
-from trunkline.sip.errors import LocalProtocolError
+from trunkline.sip.errors import LocalProtocolError, SipParseError
 from trunkline.sip.headers import MAGIC_COOKIE, Via
-from trunkline.sip.message import Message, Request, Response
+from trunkline.sip.message import MAX_MESSAGE_SIZE, Message, Request, Response, parse_message
 from trunkline.sip.uri import uri_equal
 
+log = logging.getLogger(__name__)
 Addr = tuple[str, int]
 TxKey = tuple[str, ...]
 RELIABLE: Final = frozenset({"tcp", "tls", "ws", "wss", "sctp"})
@@ -124,6 +126,18 @@ def random_hex(nbytes: int) -> str:
 
 def new_branch() -> str:
     return MAGIC_COOKIE + _RANDOM.take(8).hex()
+
+
+def stamp_via(request: Request, source: Addr) -> None:
+    """RFC 3261 18.2.1 and RFC 3581 4, from the packet's real source only: whatever received= or
+    rport= value the peer wrote is replaced (a forged one would send our responses elsewhere)."""
+    via = request.top_via
+    via.params.pop("received", None)
+    if "rport" in via.params:
+        via.params["rport"] = str(source[1])
+        via.params["received"] = source[0]
+    elif via.host.strip("[]") != source[0]:
+        via.params["received"] = source[0]
 
 
 def response_destination(via: Via, source: Addr, transport: str) -> Addr:
@@ -491,8 +505,9 @@ def client_key(msg: Message) -> TxKey:
 class TransactionLayer:
     """All transactions of one element. Not thread-safe; drive it from one event loop."""
 
-    def __init__(self, timers: Timers | None = None) -> None:
+    def __init__(self, timers: Timers | None = None, max_size: int = MAX_MESSAGE_SIZE) -> None:
         self.timers = timers or Timers()
+        self.max_size = max_size
         self.transactions: dict[TxKey, Transaction] = {}
         self._heap: list[tuple[float, int, TxKey, str]] = []
         self._seq = itertools.count()
@@ -599,6 +614,35 @@ class TransactionLayer:
         return [] if tx is None else self._run(tx, "transport_error", now)
 
     # network -> TU
+    def receive_data(self, data: bytes, addr: Addr, transport: str, now: float) -> list[Action]:
+        """A datagram (or a framed stream message's bytes) from `addr`: parsed, then `receive_message`.
+        What does not parse as a message cannot be answered and is dropped."""
+        try:
+            msg = parse_message(data, max_size=self.max_size)
+        except SipParseError as err:
+            log.info("dropping message from %s/%s: %s", addr, transport, err)
+            return []
+        return self.receive_message(msg, addr, transport, now)
+
+    def receive_message(self, msg: Message, addr: Addr, transport: str, now: float) -> list[Action]:
+        """A parsed message from `addr`: a request's top Via is stamped with where it really came from,
+        the message validated; a request that fails is answered with its error's status (no
+        transaction, no TU), anything else that fails is dropped."""
+        try:
+            if isinstance(msg, Request):
+                stamp_via(msg, addr)
+            msg.validate()
+        except SipParseError as err:
+            log.info("rejecting message from %s/%s: %s", addr, transport, err)
+            if not isinstance(msg, Request) or msg.method == "ACK":
+                return []
+            try:
+                answer = msg.create_response(err.status, err.reason).to_bytes()
+            except SipParseError:
+                return []  # not even enough of a request to answer
+            return [Send(answer, addr, transport)]
+        return self.receive(msg, addr, transport, now)
+
     def receive(self, msg: Message, addr: Addr, transport: str, now: float) -> list[Action]:
         """Feed a validated message; returns what to send and what to deliver to the TU."""
         if isinstance(msg, Response):
