@@ -46,6 +46,10 @@ class Admission(StrEnum):
 CallState = dict[str, Any]  # what an edge needs to carry a call on: see edge/handover.py
 
 
+class StoreUnavailable(Exception):
+    """The store did not answer in time or failed: the caller degrades (see core/state_redis.py)."""
+
+
 class StateStore(Protocol):
     async def acquire_channel(self, trunk: str, call: str, limit: int | None, ttl: float) -> bool:
         """Take one of `limit` channels of `trunk` for `call` (None: unlimited); False when all are in use."""

@@ -23,7 +23,7 @@ from redis import asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
-from trunkline.core.state import Admission, Binding, CallState
+from trunkline.core.state import Admission, Binding, CallState, StoreUnavailable
 
 # Every script reads the server's clock, so edges need not agree on time.
 _NOW = "local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6\n"
@@ -139,10 +139,6 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
-
-
-class StoreUnavailable(Exception):
-    """Redis did not answer in time or failed: the caller degrades (see the module docstring)."""
 
 
 def with_password(url: str, password: str | None) -> str:

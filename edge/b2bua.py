@@ -19,8 +19,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from trunkline.core.state import StateStore
-from trunkline.core.state_redis import StoreUnavailable
+from trunkline.core.state import StateStore, StoreUnavailable
 from trunkline.edge import admission, adoption, attempts, auth, ending, in_dialog, new_call
 from trunkline.edge.call import Call, MediaPlane, PassThrough
 from trunkline.edge.cdr import CdrSink, HungUp

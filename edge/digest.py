@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from trunkline.core.models import DigestAlgorithm
-from trunkline.sip.transaction import random_bytes
+from trunkline.sip.ids import random_bytes
 
 _HASHES: dict[str, Callable[[bytes], hashlib._Hash]] = {
     "MD5": hashlib.md5,

@@ -9,6 +9,7 @@ logic reads top to bottom (`response = await stack.request(...)`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
-from trunkline.sip.errors import LocalProtocolError
+from trunkline.core.state import StoreUnavailable
+from trunkline.sip.errors import LocalProtocolError, SipParseError
+from trunkline.sip.ids import new_tag
 from trunkline.sip.message import Message, Request, Response
 from trunkline.sip.transaction import (
     AckTimeout,
@@ -54,6 +57,15 @@ Provisional = Callable[[Response], None]
 OnRequest = Callable[[Incoming], Awaitable[None] | None]
 OnStrayResponse = Callable[[Response, Addr, str], None]
 OnAckTimeout = Callable[[tuple[str, str, str]], None]
+
+
+def error_status(exc: Exception) -> tuple[int, str]:
+    """The final response for a request whose handler raised `exc`."""
+    if isinstance(exc, SipParseError):
+        return exc.status, exc.reason
+    if isinstance(exc, StoreUnavailable):
+        return 503, "Service Unavailable"
+    return 500, "Server Internal Error"
 
 
 class TimerHandle(Protocol):
@@ -136,7 +148,7 @@ class SipStack:
         self._callbacks: dict[TxKey, Callable[[], None]] = {}
         self._timer: asyncio.Handle | None = None
         self._timer_at = 0.0  # monotonic time the timer was armed for
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
 
     def bind(
         self, on_request: OnRequest, on_stray_response: OnStrayResponse, on_ack_timeout: OnAckTimeout
@@ -249,11 +261,16 @@ class SipStack:
                 entry[0].set_result(msg)
             return
         assert isinstance(msg, Request)
-        result = self.on_request(Incoming(msg, d.addr, d.transport, d.transaction))
+        incoming = Incoming(msg, d.addr, d.transport, d.transaction)
+        try:
+            result = self.on_request(incoming)
+        except Exception as exc:
+            self._handler_failed(incoming, exc)
+            return
         if result is not None:
             task = asyncio.ensure_future(result)
             self._tasks.add(task)
-            task.add_done_callback(self._task_done)
+            task.add_done_callback(partial(self._task_done, incoming))
 
     @staticmethod
     def _call_safely(callback: Callable[[], None]) -> None:
@@ -262,10 +279,22 @@ class SipStack:
         except Exception:  # one failing timer must not stop the others of this pass
             log.exception("timer callback failed")
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, incoming: Incoming, task: asyncio.Future[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("request handler failed", exc_info=task.exception())
+        if not task.cancelled() and (exc := task.exception()) is not None and isinstance(exc, Exception):
+            self._handler_failed(incoming, exc)
+
+    def _handler_failed(self, incoming: Incoming, exc: Exception) -> None:
+        """A TU handler raised: one log line (no traceback per packet) and a final response, unless
+        the request already got one (the transaction absorbs a second) or is an ACK."""
+        status, reason = error_status(exc)
+        request = incoming.request
+        log.error(
+            "request handler failed: %s %s from %s: %r", request.method, request.call_id, incoming.addr, exc
+        )
+        if incoming.key is not None:
+            with contextlib.suppress(SipParseError):
+                self.respond(request.create_response(status, reason, to_tag=new_tag()))
 
     def _arm(self) -> None:
         """Keep one loop timer for the earliest transaction deadline. A timer that fires no later than

@@ -14,14 +14,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
 from trunkline.sip.errors import LocalProtocolError, SipParseError
-from trunkline.sip.headers import MAGIC_COOKIE, Via
+from trunkline.sip.headers import Via
 from trunkline.sip.message import MAX_MESSAGE_SIZE, Message, Request, Response, parse_message
 from trunkline.sip.uri import uri_equal
 
@@ -29,6 +27,9 @@ log = logging.getLogger(__name__)
 Addr = tuple[str, int]
 TxKey = tuple[str, ...]
 RELIABLE: Final = frozenset({"tcp", "tls", "ws", "wss", "sctp"})
+# A server transaction the TU leaves unanswered is answered 500 after 64*T1; an INVITE that got a
+# provisional may ring this long after its latest one (RFC 3261 13.3.1.1 suggests 3 minutes and up).
+INVITE_ANSWER_AFTER_PROVISIONAL: Final = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,47 +86,6 @@ class TimerFired:
 
 
 Action = Send | Deliver | Timeout | TransportError | AckTimeout | TimerFired
-
-
-class _RandomPool:
-    """Bytes from the OS's CSPRNG (`os.urandom`, as `secrets` uses), read 4 KiB at a time: one
-    system call per ~500 branches and tags instead of one each. A forked child starts afresh so that
-    it never hands out its parent's bytes."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pool = b""
-        self._pos = 0
-
-    def take(self, nbytes: int) -> bytes:
-        with self._lock:
-            pos = self._pos
-            if pos + nbytes > len(self._pool):
-                self._pool, pos = os.urandom(max(4096, nbytes)), 0
-            self._pos = pos + nbytes
-            return self._pool[pos : pos + nbytes]
-
-    def reset(self) -> None:
-        self._lock = threading.Lock()
-        self._pool, self._pos = b"", 0
-
-
-_RANDOM = _RandomPool()
-os.register_at_fork(after_in_child=_RANDOM.reset)
-
-
-def random_bytes(nbytes: int) -> bytes:
-    """`os.urandom(nbytes)`, cheaper for the few bytes of tags, Call-IDs, branches and nonces."""
-    return _RANDOM.take(nbytes)
-
-
-def random_hex(nbytes: int) -> str:
-    """`secrets.token_hex(nbytes)`, cheaper: for tags and Call-IDs (RFC 3261 19.3)."""
-    return _RANDOM.take(nbytes).hex()
-
-
-def new_branch() -> str:
-    return MAGIC_COOKIE + _RANDOM.take(8).hex()
 
 
 def stamp_via(request: Request, source: Addr) -> None:
@@ -241,6 +201,11 @@ class Transaction:
     def _stop(self, now: float, msg: Message | None, out: list[Action]) -> None:
         self.deadlines.clear()
 
+    def _answer_500(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        """The TU never answered: the server transaction answers for it, so that it ends."""
+        self.deadlines.clear()
+        self._send(now, self.request.create_response(500, "Server Internal Error (no answer)"), out)
+
     def _forget(self, now: float, msg: Message | None, out: list[Action]) -> None:
         self._request = None
 
@@ -345,8 +310,9 @@ class InviteServer(Transaction):
     TABLE: ClassVar[Table] = {
         ("proceeding", "request"): ("proceeding", ("resend",)),
         ("proceeding", "timer_trying"): ("proceeding", ("send_trying",)),
-        ("proceeding", "tu_1xx"): ("proceeding", ("send",)),
+        ("proceeding", "tu_1xx"): ("proceeding", ("send", "extend_answer")),
         ("proceeding", "tu_2xx"): ("accepted", ("stop", "send", "start_l", "forget")),
+        ("proceeding", "timer_answer"): ("completed", ("answer_500", "start_g_h")),
         ("proceeding", "tu_final"): ("completed", ("stop", "send", "start_g_h")),
         ("proceeding", "transport_error"): ("terminated", ("error",)),
         ("completed", "request"): ("completed", ("resend",)),
@@ -363,10 +329,15 @@ class InviteServer(Transaction):
     def begin(self, now: float) -> None:
         self.state = "proceeding"
         self.start("timer_trying", now, self.timers.trying)
+        self.start("timer_answer", now, 64 * self.timers.t1)
 
     def _send_trying(self, now: float, msg: Message | None, out: list[Action]) -> None:
         if self.last is None:
             self._send(now, self.request.create_response(100), out)
+            self._extend_answer(now, msg, out)
+
+    def _extend_answer(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        self.start("timer_answer", now, INVITE_ANSWER_AFTER_PROVISIONAL)
 
     def _send(self, now: float, msg: Message | None, out: list[Action]) -> None:
         self.deadlines.pop("timer_trying", None)
@@ -396,11 +367,13 @@ class NonInviteServer(Transaction):
 
     TABLE: ClassVar[Table] = {
         ("trying", "tu_1xx"): ("proceeding", ("send",)),
-        ("trying", "tu_final"): ("completed", ("send", "start_j", "forget")),
+        ("trying", "tu_final"): ("completed", ("stop", "send", "start_j", "forget")),
+        ("trying", "timer_answer"): ("completed", ("answer_500", "start_j", "forget")),
         ("trying", "transport_error"): ("terminated", ("error",)),
         ("proceeding", "request"): ("proceeding", ("resend",)),
         ("proceeding", "tu_1xx"): ("proceeding", ("send",)),
-        ("proceeding", "tu_final"): ("completed", ("send", "start_j", "forget")),
+        ("proceeding", "tu_final"): ("completed", ("stop", "send", "start_j", "forget")),
+        ("proceeding", "timer_answer"): ("completed", ("answer_500", "start_j", "forget")),
         ("proceeding", "transport_error"): ("terminated", ("error",)),
         ("completed", "request"): ("completed", ("resend",)),
         ("completed", "timer_j"): ("terminated", ()),
@@ -408,6 +381,7 @@ class NonInviteServer(Transaction):
 
     def begin(self, now: float) -> None:
         self.state = "trying"
+        self.start("timer_answer", now, 64 * self.timers.t1)
 
     def _start_j(self, now: float, msg: Message | None, out: list[Action]) -> None:
         self.start("timer_j", now, 0.0 if self.reliable else 64 * self.timers.t1)

@@ -14,15 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from trunkline.core.net import HostPort, bind_udp_and_tcp
-from trunkline.sip.dialog import Dialog, new_tag
+from trunkline.sip.dialog import Dialog
 from trunkline.sip.headers import NameAddr, Via
+from trunkline.sip.ids import new_branch, new_tag
 from trunkline.sip.message import Request, Response
 from trunkline.sip.stack import Incoming, SipStack
-from trunkline.sip.transaction import (
-    Addr,
-    Timers,
-    new_branch,
-)
+from trunkline.sip.transaction import Addr, Timers
 from trunkline.sip.uri import SipUri, parse_uri
 
 ANSWER_SDP = (
