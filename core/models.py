@@ -129,7 +129,7 @@ class SrtpMode(StrEnum):
     REQUIRED = "required"
 
 
-class Media(Model):
+class MediaSettings(Model):
     srtp: SrtpMode = SrtpMode.DISABLED
 
 
@@ -155,7 +155,7 @@ class TrunkSpec(Model):
     callsPerSecond: float | None = Field(None, gt=0, description="New calls per second; unset: unlimited.")
     outbound: Outbound = Field(default_factory=Outbound)
     codecs: list[Codec] = Field(default_factory=lambda: [Codec.PCMU, Codec.PCMA], min_length=1)
-    media: Media = Field(default_factory=Media)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     transport: Transport = Transport.UDP
     numbering: Numbering | None = None
 
