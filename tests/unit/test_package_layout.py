@@ -116,3 +116,21 @@ def test_edge_modules_stay_under_300_lines() -> None:
         if len(path.read_text().splitlines()) >= 300 and path.name not in EDGE_SIZE_EXCEPTIONS
     ]
     assert long == []
+
+
+def test_core_imports_nothing_of_ours_not_even_the_version() -> None:
+    offenders = []
+    for path in (ROOT / "core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "trunkline":
+                offenders.append(str(path.relative_to(ROOT)))
+            if isinstance(node, ast.Import) and any(alias.name == "trunkline" for alias in node.names):
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+def test_the_version_core_reports_is_the_packages() -> None:
+    from trunkline import __version__
+    from trunkline.core.http import package_version
+
+    assert package_version() == __version__
