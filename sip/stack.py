@@ -134,12 +134,10 @@ class SipStack:
         on_stray_response: OnStrayResponse | None = None,
         timers: Timers | None = None,
         transport: SipTransport | None = None,
-        retransmit_2xx: bool = True,
     ) -> None:
         self.on_request: OnRequest = on_request or (lambda inc: None)
         self.on_stray_response: OnStrayResponse = on_stray_response or (lambda r, a, t: None)
         self.on_ack_timeout: OnAckTimeout = lambda dialog: None
-        self.retransmit_2xx = retransmit_2xx  # off for a TU that retransmits its 2xx itself
         self.layer = TransactionLayer(timers or Timers())
         self.transport = transport or SipTransport(self._on_message)
         self.transport.on_message = self._on_message
@@ -213,7 +211,7 @@ class SipStack:
 
     def respond(self, response: Response) -> None:
         try:
-            self._run(self.layer.send_response(response, time.monotonic(), self.retransmit_2xx))
+            self._run(self.layer.send_response(response, time.monotonic()))
         except LocalProtocolError as exc:  # the transaction is gone (e.g. timed out): nothing to send on
             log.debug("response %s not sent: %s", response.status, exc)
 

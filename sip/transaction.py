@@ -538,16 +538,16 @@ class TransactionLayer:
         self._schedule()
         return [Send(data, addr, transport)]
 
-    def send_response(self, response: Response, now: float, retransmit_2xx: bool = True) -> list[Action]:
+    def send_response(self, response: Response, now: float) -> list[Action]:
         """Send a TU response through its server transaction. A 2xx to an INVITE over an unreliable
-        transport is retransmitted until its ACK (`retransmit_2xx`; off for a TU doing it itself)."""
+        transport is retransmitted until its ACK (RFC 3261 13.3.1.4) or `AckTimeout`."""
         key = server_key(response, response.cseq.method)
         tx = self.transactions.get(key)
         if tx is None:
             raise LocalProtocolError("no server transaction for this response")
         invite = isinstance(tx, InviteServer)
         out = self._run(tx, "tu_" + _status_event(response.status, invite), now, response)
-        if invite and 200 <= response.status < 300 and not tx.reliable and retransmit_2xx:
+        if invite and 200 <= response.status < 300 and not tx.reliable:
             self._start_answer(response, tx.addr, tx.transport, now)
         return out
 
