@@ -128,7 +128,8 @@ async def try_target(ctx: EdgeContext, call: Call, invite: Request) -> Response 
     except NoAnswer:
         return None
     if call.b_provisional and not future.done():
-        send_cancel(ctx, call)
+        send_cancel(ctx, call)  # rang too long: stop it ringing, and the 487 it answers is of no interest
+    future.cancel()
     return None
 
 

@@ -25,6 +25,7 @@ async def bye(ctx: EdgeContext, call: Call, leg_name: str) -> None:
         if await ctx.wait_at_most(future, BYE_TIMEOUT):
             future.result()
             return
+        future.cancel()  # whatever comes later is of no interest
     except NoAnswer:
         pass
     event(log, logging.INFO, "BYE not answered", call_id=call.key, leg=leg_name)
