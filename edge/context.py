@@ -98,6 +98,11 @@ class EdgeContext:
         """The configuration now (it may change between two requests of one call)."""
         return self._directory()
 
+    @property
+    def running(self) -> int:
+        """Work the rooms spawned that has not finished (BYEs, expiries, provisional relays)."""
+        return len(self._tasks)
+
     def spawn(self, work: Coroutine[object, object, None]) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)

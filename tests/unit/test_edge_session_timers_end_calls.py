@@ -54,4 +54,4 @@ async def test_an_unanswered_bye_is_given_up_on_the_stacks_clock(tmp_path: Path)
     byes = h.stack.requests("BYE")
     assert len(byes) == 2 and not any(tx.future.done() for tx in byes)
     await h.stack.advance(40.0)  # nobody answers: the edge's BYE waits end, nothing is left running
-    assert h.edge.ctx._tasks == set()
+    assert h.edge.ctx.running == 0
