@@ -108,8 +108,13 @@ class UserAgent:
             resp.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
             self._respond(resp)
 
+    def _local(self, transport: str) -> Addr:
+        where = self.stack.local_address(transport) or self.stack.local_address("udp")
+        assert where is not None, "the UA is not listening"
+        return where
+
     def _contact(self, transport: str) -> NameAddr:
-        host, port = self.transport.local.get(transport, self.transport.local["udp"])
+        host, port = self._local(transport)
         params: dict[str, str | None] = {} if transport == "udp" else {"transport": transport}
         return NameAddr(SipUri("sip", "", "ua", None, host, port, params))
 
@@ -129,7 +134,7 @@ class UserAgent:
 
     # -- UAC ----------------------------------------------------------------------------------------
     def _via(self, transport: str) -> Via:
-        host, port = self.transport.local.get(transport, self.transport.local["udp"])
+        host, port = self._local(transport)
         return Via(transport.upper(), host, port, {"branch": new_branch(), "rport": None})
 
     async def request(self, req: Request, addr: Addr, transport: str) -> Response:
