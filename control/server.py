@@ -24,7 +24,7 @@ from trunkline.control.store import ConfigStore, RelayDirectory
 from trunkline.control.v1 import control_pb2_grpc
 from trunkline.core import runner
 from trunkline.core.http import OpsServer
-from trunkline.core.manifests import Problem
+from trunkline.core.manifests import ManifestProblem
 from trunkline.core.net import ConfigError, tcp_listener
 from trunkline.core.rpc import GrpcServer
 
@@ -59,7 +59,7 @@ class ControlServer:
         await self.grpc.stop(grace)
 
 
-def _report(problems: Sequence[Problem]) -> None:
+def _report(problems: Sequence[ManifestProblem]) -> None:
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
 

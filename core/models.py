@@ -150,7 +150,7 @@ class FloodLimits(Model):
     )
 
 
-class Media(Model):
+class MediaSettings(Model):
     srtp: SrtpMode = SrtpMode.DISABLED
 
 
@@ -176,7 +176,7 @@ class TrunkSpec(Model):
     callsPerSecond: float | None = Field(None, gt=0, description="New calls per second; unset: unlimited.")
     outbound: Outbound = Field(default_factory=Outbound)
     codecs: list[Codec] = Field(default_factory=lambda: [Codec.PCMU, Codec.PCMA], min_length=1)
-    media: Media = Field(default_factory=Media)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     transport: Transport = Transport.UDP
     numbering: Numbering | None = None
     flood: FloodLimits = Field(default_factory=FloodLimits)

@@ -57,6 +57,10 @@ ENDED_TTL = 3600.0  # how long an ended call's marker refuses a second end (and 
 CDR_STREAM_MAXLEN = 1_000_000  # the CDR stream is trimmed (approximately) to this many entries
 
 
+class StoreUnavailable(Exception):
+    """The store did not answer in time or failed: the caller degrades (see core/state_redis.py)."""
+
+
 class StateStore(Protocol):
     async def acquire_channel(self, trunk: str, call: str, limit: int | None, ttl: float) -> bool:
         """Take one of `limit` channels of `trunk` for `call` (None: unlimited); False when all are in use."""

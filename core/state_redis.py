@@ -30,6 +30,7 @@ from trunkline.core.state import (
     Binding,
     CallEnd,
     CallState,
+    StoreUnavailable,
 )
 
 # Every script reads the server's clock, so edges need not agree on time.
@@ -167,10 +168,6 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
-
-
-class StoreUnavailable(Exception):
-    """Redis did not answer in time or failed: the caller degrades (see the module docstring)."""
 
 
 def with_password(url: str, password: str | None) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import struct
 import time
@@ -25,9 +24,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 from trunkline.core.models import DigestAlgorithm
-from trunkline.core.state import StateStore
+from trunkline.edge.nonce_keys import NonceKeys
 from trunkline.sip.flood import source_group
-from trunkline.sip.transaction import random_bytes
+from trunkline.sip.ids import random_bytes
 
 _HASHES: dict[str, Callable[[bytes], hashlib._Hash]] = {
     "MD5": hashlib.md5,
@@ -94,67 +93,6 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.OK
-
-
-class NonceKeys:
-    """The keys nonces are signed with: the first signs, every one verifies.
-
-    From a file (`--nonce-secret-file`) holding one key per line, newest first; the file is read
-    again when its modification time or size changes (checked at most every `recheck` seconds), so an
-    operator rotates by adding a new first line and dropping the last one after a nonce lifetime.
-    """
-
-    def __init__(
-        self,
-        keys: list[bytes] | None = None,
-        *,
-        path: str | None = None,
-        recheck: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.path, self.recheck, self.clock = path, recheck, clock
-        self._stamp: tuple[int, int] | None = None
-        self._checked = -recheck
-        self._keys: list[bytes] = list(keys) if keys else []
-        if path is not None:
-            self._reload(force=True)
-        if not self._keys:
-            self._keys = [os.urandom(32)]
-
-    @classmethod
-    def from_file(cls, path: str, recheck: float = 5.0) -> NonceKeys:
-        """Raises OSError (unreadable) or ValueError (no key) at start-up, where it can be reported."""
-        return cls(path=path, recheck=recheck)
-
-    @staticmethod
-    def parse(text: bytes) -> list[bytes]:
-        keys = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(b"#")]
-        if not keys:
-            raise ValueError("no key in the nonce secret file")
-        return keys
-
-    def _reload(self, force: bool = False) -> None:
-        assert self.path is not None
-        try:
-            st = os.stat(self.path)
-            stamp = (st.st_mtime_ns, st.st_size)
-            if not force and stamp == self._stamp:
-                return
-            with open(self.path, "rb") as fh:
-                keys = self.parse(fh.read(1 << 16))
-        except (OSError, ValueError):
-            if force:
-                raise
-            return  # a file being rewritten or removed: keep the keys we have
-        self._keys, self._stamp = keys, stamp
-
-    def current(self) -> list[bytes]:
-        if self.path is not None:
-            now = self.clock()
-            if now - self._checked >= self.recheck:
-                self._checked = now
-                self._reload()
-        return self._keys
 
 
 class DigestAuthenticator:
@@ -315,84 +253,3 @@ def digest_response(
 
 def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
-
-
-# -- lockout -------------------------------------------------------------------------------------------
-class Lockout(Enum):
-    ANSWER = "answer"  # check the credentials, challenge on failure
-    FORBID = "forbid"  # 403 without checking: too many failures
-    SILENCE = "silence"  # no answer at all: a source that keeps hammering after its 403s
-
-
-@dataclass(frozen=True)
-class LockoutPolicy:
-    """Failed-authentication limits within the auth window (`EdgeOptions.auth_window`, 60 s).
-
-    Failures are counted under two keys of the shared store (whose API takes any string "source"):
-    the pair (source, username), with IPv6 sources grouped by /64, so a stranger behind the same NAT
-    cannot lock a customer's PBX out by guessing another username (or the same one from elsewhere);
-    and the username alone, across every source, which stops a distributed guesser. The per-username
-    limit is high: reaching it refuses that username everywhere until the window passes (logged).
-    """
-
-    per_source_user: int = 10  # then 403
-    silence_after: int = 20  # then no answer (per source and username)
-    per_user: int = 100  # then 403 for that username from any source
-
-    @staticmethod
-    def keys(source: str, username: str) -> tuple[str, str]:
-        """(pair key, username key) to pass to `note_auth_failure` / `auth_failures` / `clear_...`."""
-        user = username[:128]
-        return f"auth|{source_group(source)}|{user}", f"auth-user|{user}"
-
-    def decide(self, pair_failures: int, user_failures: int) -> Lockout:
-        if pair_failures >= self.silence_after:
-            return Lockout.SILENCE
-        if pair_failures >= self.per_source_user or user_failures >= self.per_user:
-            return Lockout.FORBID
-        return Lockout.ANSWER
-
-
-class AuthFailures:
-    """`LockoutPolicy` over the shared store's failure counters (its API is unchanged: any string key).
-
-    The edge asks `verdict` before it checks credentials (SILENCE: answer nothing, decided before any
-    transaction exists), calls `failed` after a failure and `succeeded` after a success.
-    """
-
-    def __init__(self, store: StateStore, window: float, policy: LockoutPolicy | None = None) -> None:
-        self.store, self.window, self.policy = store, window, policy or LockoutPolicy()
-
-    async def verdict(self, source: str, username: str) -> Lockout:
-        pair, user = LockoutPolicy.keys(source, username)
-        pair_count = await self.store.auth_failures(pair, self.window)
-        if pair_count >= self.policy.silence_after:
-            return Lockout.SILENCE
-        return self.policy.decide(pair_count, await self.store.auth_failures(user, self.window))
-
-    async def failed(self, source: str, username: str) -> int:
-        """Count a failure under both keys; returns the (source, username) count."""
-        pair, user = LockoutPolicy.keys(source, username)
-        await self.store.note_auth_failure(user, self.window)
-        return await self.store.note_auth_failure(pair, self.window)
-
-    async def succeeded(self, source: str, username: str) -> None:
-        """Forget this pair's failures (not the username's: a guesser elsewhere is still counted)."""
-        await self.store.clear_auth_failures(LockoutPolicy.keys(source, username)[0])
-
-
-def challenge_realm(
-    username: str, realm_of: Callable[[str], str | None], realms: list[str], key: bytes
-) -> str:
-    """The realm to challenge `username` with: its trunk's realm when the username is known; else one
-    of the digest trunks' realms picked by a keyed hash of the username (the same one every time, and
-    one a scanner cannot predict), so unknown usernames, known ones and wrong passwords all get a 401/407
-    of the same shape with a plausible realm. Answering 403 to unknown usernames, as the edge did,
-    tells a scanner which usernames exist. `realms` must not be empty (no digest trunk: no challenge).
-    """
-    realm = realm_of(username) if username else None
-    if realm is not None:
-        return realm
-    ordered = sorted(set(realms))
-    pick = int.from_bytes(hmac.digest(key, b"realm\x00" + username.encode("utf-8", "replace"), "sha256")[:4])
-    return ordered[pick % len(ordered)]

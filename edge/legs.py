@@ -15,10 +15,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from trunkline.sip import ids
 from trunkline.sip.dialog import Dialog
 from trunkline.sip.headers import NameAddr, Via
+from trunkline.sip.ids import new_branch
 from trunkline.sip.message import Message, Request, Response
-from trunkline.sip.transaction import Addr, new_branch, random_hex
+from trunkline.sip.transaction import Addr
 from trunkline.sip.uri import SipUri, TelUri, Uri
 
 # Copied from one leg to the other: they describe the session, not the path.
@@ -48,12 +50,7 @@ class Local:
         return NameAddr(SipUri("sip", "", user, None, self.contact_host, self.contact_port, params))
 
 
-def new_call_id() -> str:
-    return random_hex(12)
-
-
-def new_tag() -> str:
-    return random_hex(6)
+new_call_id, new_tag = ids.new_call_id, ids.new_tag  # the edge's names for them (one generator)
 
 
 def copy_passed(source: Message, target: Message) -> None:

@@ -35,17 +35,38 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
-class Source:
+class NatSource:
+    """Where a REGISTER came from, as a binding stores it: `udp:192.0.2.1:5060`, `udp:[2001:db8::1]:5060`."""
+
     transport: str  # "udp", "tcp", "tls"
     host: str
     port: int
 
+    @property
+    def uri_host(self) -> str:
+        """The host as a SIP URI writes it (IPv6 in brackets)."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.transport}:{host}:{self.port}"
+        return f"{self.transport}:{self.uri_host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> NatSource:
+        """The inverse of `str()`; ValueError for anything else."""
+        transport, sep, rest = text.partition(":")
+        host, colon, port = rest.rpartition(":")
+        if not sep or not colon or not transport or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"not a NAT source: {text!r}")
+        if host.startswith("["):
+            if not host.endswith("]") or ":" not in host:
+                raise ValueError(f"not a NAT source: {text!r}")
+            host = host[1:-1]
+        elif ":" in host:
+            raise ValueError(f"not a NAT source (IPv6 without brackets): {text!r}")
+        return cls(transport, host, int(port))
 
 
-def behind_nat(request: Request, source: Source) -> bool:
+def behind_nat(request: Request, source: NatSource) -> bool:
     via = request.top_via
     return via.host.strip("[]") != source.host or (via.port or 5060) != source.port
 
@@ -91,7 +112,7 @@ async def register(
     username: str,
     trunk: Trunk,
     store: StateStore,
-    source: Source,
+    source: NatSource,
     to_tag: str,
     deny: Sequence[Network] = (),
 ) -> Response:

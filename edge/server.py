@@ -35,8 +35,10 @@ from trunkline.core.net import (
 from trunkline.core.runner import run, run_until_signalled
 from trunkline.core.state import MemoryStore, StateStore
 from trunkline.core.state_redis import url_from_env
-from trunkline.edge.b2bua import Edge, EdgeOptions, Media
+from trunkline.edge.b2bua import Edge
+from trunkline.edge.call import MediaPlane
 from trunkline.edge.cdr import CdrSink
+from trunkline.edge.context import EdgeOptions
 from trunkline.edge.defences import SignallingLimits
 from trunkline.edge.digest import DigestAuthenticator
 from trunkline.edge.directory import Directory
@@ -44,6 +46,7 @@ from trunkline.edge.legs import Local
 from trunkline.edge.media import RelayMedia
 from trunkline.edge.resolver import Resolver
 from trunkline.sip.flood import DEFAULT_BYTES, DEFAULT_COOLDOWN, DEFAULT_RATE, Budget
+from trunkline.sip.stack import SipStack
 from trunkline.sip.transport import (
     DEFAULT_CONNECTIONS_PER_SOURCE,
     DEFAULT_HEADER_DEADLINE,
@@ -98,7 +101,7 @@ class EdgeComponent:
         advertise: HostPort | None = None,
         store: StateStore | None = None,
         cdr: str | None = None,
-        media: Media | None = None,
+        media: MediaPlane | None = None,
         options: EdgeOptions | None = None,
         nonce_secret: bytes | None = None,
         edge_id: str | None = None,
@@ -113,6 +116,8 @@ class EdgeComponent:
         self.sockets = sockets
         self.cdr = CdrSink(cdr)
         options = options or EdgeOptions()
+        self.stack = SipStack()
+        self.stack.transport.tls_client = tls_client or client_tls_context()
         self.edge = Edge(
             Directory(config),
             store or MemoryStore(),
@@ -124,10 +129,10 @@ class EdgeComponent:
             DigestAuthenticator(nonce_secret, nonce_ttl=options.nonce_ttl),
             resolver=resolver,
             owner=edge_id,
+            stack=self.stack,
         )
         if isinstance(media, RelayMedia) and media.on_inactive is None:
             media.on_inactive = self.edge.end_call  # a relay session gone silent ends its call
-        self.edge.stack.transport.tls_client = tls_client or client_tls_context()
         self._listening = False
         self._keep_alive: asyncio.Future[None] | None = None
 
@@ -137,7 +142,7 @@ class EdgeComponent:
         event(log, logging.INFO, "configuration applied", resources=config.summary())
 
     async def start(self) -> None:
-        transport = self.edge.stack.transport
+        transport = self.stack.transport
         here = self.sockets.address
         await transport.listen_udp(here.host, here.port, sock=self.sockets.udp)
         await transport.listen_stream(here.host, here.port, sock=self.sockets.tcp)
@@ -168,7 +173,7 @@ class EdgeComponent:
     async def stop(self) -> None:
         if self._keep_alive is not None:
             self._keep_alive.cancel()
-        await self.edge.stack.close()
+        await self.stack.close()
         if isinstance(self.edge.media, RelayMedia):
             await self.edge.media.close()
         self.cdr.close()

@@ -28,8 +28,8 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from trunkline.core.models import API_VERSION, GROUP, VERSION, Secret, Trunk
-from trunkline.core.state import StateStore, trunk_key
-from trunkline.core.state_redis import RedisStore, StoreUnavailable
+from trunkline.core.state import StateStore, StoreUnavailable, trunk_key
+from trunkline.core.state_redis import RedisStore
 from trunkline.operator.kube import Kube, connect
 from trunkline.operator.reconcile import reconcile_platform, sweep_namespace, warning_event
 from trunkline.operator.status import (

@@ -1,9 +1,9 @@
 """asyncio adapters: UDP, TCP and TLS with a connection table, framing, keep-alives and bounds.
 
-Thin by design: bytes in -> `parse_message` / `StreamFramer` -> `validate()` -> the `on_message`
-callback; the stack hands back `Send` actions which `send()` writes. Incoming requests get
-`received`/`rport` on their top Via (RFC 3261 18.2.1, RFC 3581); a malformed request is answered
-with the status its SipParseError carries when it is well-formed enough to answer, else dropped.
+Thin by design: it moves bytes. A datagram goes to the `on_message` callback as bytes, a stream is
+framed (`StreamFramer`) into messages first; parsing, validation, Via stamping and error answers are
+the transaction layer's (`TransactionLayer.receive_data` / `receive_message`). The stack hands back
+`Send` actions which `send()` writes.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Final
 
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.flood import FloodGuard, source_group
-from trunkline.sip.message import MAX_MESSAGE_SIZE, KeepAlive, Message, Request, StreamFramer, parse_message
+from trunkline.sip.message import MAX_MESSAGE_SIZE, KeepAlive, Message, StreamFramer
 from trunkline.sip.transaction import Addr
 
 log = logging.getLogger(__name__)
-OnMessage = Callable[[Message, Addr, str], None]
+OnMessage = Callable[[bytes | Message, Addr, str], None]  # a datagram's bytes, or a framed message
 UDP_RECEIVE_BUFFER = 4 << 20
 DEFAULT_CONNECTIONS_PER_SOURCE: Final = 32
 DEFAULT_HEADER_DEADLINE: Final = 10.0
@@ -49,16 +49,6 @@ class StreamLimits:
     def __post_init__(self) -> None:
         if self.max_connections_per_source < 1 or self.header_deadline <= 0 or self.idle_timeout <= 0:
             raise ValueError("stream limits: connections >= 1, deadline and idle timeout > 0")
-
-
-def stamp_via(msg: Request, addr: Addr) -> None:
-    """Add received (when sent-by differs from the source) and fill rport (RFC 3581 4)."""
-    via = msg.top_via
-    if via.host.strip("[]") != addr[0]:
-        via.params["received"] = addr[0]
-    if "rport" in via.params:
-        via.params["rport"] = str(addr[1])
-        via.params.setdefault("received", addr[0])
 
 
 class SipTransport:
@@ -145,30 +135,12 @@ class SipTransport:
             self._udp.close()
 
     # -- receiving ------------------------------------------------------------------------------
-    def _dispatch(self, msg: Message, addr: Addr, transport: str, reply: Callable[[bytes], None]) -> None:
-        try:
-            if isinstance(msg, Request):
-                stamp_via(msg, addr)
-            msg.validate()
-        except SipParseError as err:
-            log.info("rejecting message from %s/%s: %s", addr, transport, err)
-            if isinstance(msg, Request) and msg.method != "ACK":
-                with contextlib.suppress(SipParseError):
-                    reply(msg.create_response(err.status, err.reason).to_bytes())
-            return
-        self.on_message(msg, addr, transport)
-
     def datagram(self, data: bytes, addr: Addr) -> None:
         if self.flood is not None and not self.flood.admit(addr[0], len(data), time.monotonic()):
             return  # over its budget: not even parsed
         if data in (b"\r\n\r\n", b"\r\n"):
             return  # keep-alive on UDP: nothing to answer
-        try:
-            msg = parse_message(data, max_size=self.max_size)
-        except SipParseError as err:
-            log.info("dropping datagram from %s: %s", addr, err)
-            return
-        self._dispatch(msg, addr, "udp", lambda out: self.send(out, addr, "udp"))
+        self.on_message(data, addr, "udp")
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str) -> None:
         """A connection a peer opened: counted against its source's cap, held to the header deadline
@@ -226,7 +198,7 @@ class SipTransport:
                         # Each further message in one read costs a message token too.
                         if i and flood is not None and not flood.admit(peer[0], 0, now):
                             raise ConnectionError("source over its flood budget")
-                        self._dispatch(item, peer, name, writer.write)
+                        self.on_message(item, peer, name)
                 if framer.buffered == 0:
                     pending_since = None
                 elif pending_since is None or items:

@@ -12,6 +12,7 @@ import pytest
 from tests.support.certs import tls_contexts
 from trunkline.sip import Message, Request
 from trunkline.sip.flood import BURST_SECONDS, Budget, FloodGuard
+from trunkline.sip.transaction import Deliver, TransactionLayer
 from trunkline.sip.transport import SipTransport, StreamLimits
 
 pytestmark = pytest.mark.integration
@@ -24,7 +25,13 @@ OPTIONS = (
 
 async def start(max_size: int = 4096, idle: float = 5.0) -> tuple[SipTransport, int, list[Message]]:
     got: list[Message] = []
-    t = SipTransport(lambda m, a, tr: got.append(m), max_size=max_size, idle_timeout=idle)
+    layer = TransactionLayer()  # parses, stamps Via and validates what the transport frames
+
+    def deliver(item: bytes | Message, addr: tuple[str, int], transport: str) -> None:
+        actions = layer.receive_message(item, addr, transport, 0.0) if isinstance(item, Message) else []
+        got.extend(a.message for a in actions if isinstance(a, Deliver))
+
+    t = SipTransport(deliver, max_size=max_size, idle_timeout=idle)
     _, port = await t.listen_stream("127.0.0.1", 0)
     return t, port, got
 

@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from tests.support.redis_server import RedisProcess, start_redis
-from trunkline.core.state import Admission, Binding, CallEnd, MemoryStore, StateStore, aor_of
-from trunkline.core.state_redis import RedisStore, StoreUnavailable
+from trunkline.core.state import (
+    Admission,
+    Binding,
+    CallEnd,
+    MemoryStore,
+    StateStore,
+    StoreUnavailable,
+    aor_of,
+)
+from trunkline.core.state_redis import RedisStore
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,12 @@ from pathlib import Path
 from trunkline.core.models import DigestAlgorithm
 from trunkline.edge.digest import (
     DigestAuthenticator,
-    Lockout,
-    LockoutPolicy,
-    NonceKeys,
     Outcome,
-    challenge_realm,
     digest_response,
     parse_credentials,
 )
+from trunkline.edge.lockout import Lockout, LockoutPolicy, challenge_realm
+from trunkline.edge.nonce_keys import NonceKeys
 
 ALGS = [DigestAlgorithm.MD5]
 URI = "sip:+14155550100@edge"
@@ -123,7 +121,7 @@ def test_unknown_usernames_get_a_stable_plausible_realm() -> None:
 
 async def test_auth_failures_over_the_store() -> None:
     from trunkline.core.state import MemoryStore
-    from trunkline.edge.digest import AuthFailures
+    from trunkline.edge.lockout import AuthFailures
 
     failures = AuthFailures(MemoryStore(), 60, LockoutPolicy(per_source_user=2, silence_after=4, per_user=5))
     assert await failures.verdict("192.0.2.1", "alice") is Lockout.ANSWER

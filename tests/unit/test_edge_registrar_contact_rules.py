@@ -8,13 +8,13 @@ import pytest
 
 from trunkline.core.models import Trunk
 from trunkline.core.state import MemoryStore
-from trunkline.edge.registrar import Source, contact_refusal, register
+from trunkline.edge.registrar import NatSource, contact_refusal, register
 from trunkline.sip.message import Request, parse_message
 
 TRUNK = Trunk.model_validate(
     {"metadata": {"name": "acme"}, "spec": {"registration": {"enabled": True, "maxContacts": 3}}}
 )
-PUBLIC = Source("udp", "198.51.100.7", 5060)
+PUBLIC = NatSource("udp", "198.51.100.7", 5060)
 DENY = (ipaddress.ip_network("10.96.0.0/12"), ipaddress.ip_network("fd00::/8"))
 
 
