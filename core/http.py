@@ -17,6 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from trunkline import __version__
 from trunkline.core.component import Component
+from trunkline.core.telemetry import TelemetryCollector
 
 
 def _as_float(read: Callable[[], bool | int]) -> float:
@@ -30,6 +31,7 @@ class OpsServer:
         self.registry = registry
         self.draining = False
         self._runner: web.AppRunner | None = None
+        registry.register(TelemetryCollector())
         Gauge("trunkline_build_info", "Version of this process", ["version"], registry=registry).labels(
             __version__
         ).set(1)

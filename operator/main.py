@@ -10,6 +10,8 @@ import sys
 
 import kopf
 
+from trunkline.core import observability
+from trunkline.core.net import ConfigError
 from trunkline.core.state_redis import RedisStore, url_from_env, with_password
 from trunkline.operator.handlers import State, registry
 
@@ -61,12 +63,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--liveness", metavar="URL", help="serve health here, e.g. http://0.0.0.0:8080/healthz"
     )
     parser.add_argument("-v", "--verbose", action="store_true")
+    observability.add_arguments(parser)
     return parser.parse_args(argv)  # a string default goes through `type` too
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     kopf.configure(verbose=args.verbose)
+    try:  # after kopf's: our handler and format replace the ones kopf just set
+        observability.configure("operator", args, "DEBUG" if args.verbose else "INFO")
+    except ConfigError as exc:
+        print(f"trunkline operator: {exc}", file=sys.stderr)
+        return 2
     store = None
     if args.redis:
         try:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from trunkline import __version__
-from trunkline.core import logs
+from trunkline.core import observability
 from trunkline.core.manifests import load
 from trunkline.core.net import ConfigError
 from trunkline.core.runner import run
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check manifests and exit")
     _add_files(validate)
+    observability.add_arguments(validate)
     validate.set_defaults(run=cmd_validate)
 
     up = sub.add_parser("up", help="run control, edge and media in one process (the embedded default)")
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--cdr", metavar="PATH", help="append one JSON line per call ('-': standard output)")
     up.add_argument("--no-relay", action="store_true", help="pass SDP through unchanged (no media anchoring)")
+    observability.add_arguments(up)
     up.set_defaults(run=cmd_up)
 
     for name, (what, _) in COMPONENTS.items():
@@ -127,8 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if words and words[0] in COMPONENTS:
         return run_component(words[0], words[1:])
     args = build_parser().parse_args(words)
-    logs.setup(args.log_level)
     try:
+        observability.configure(args.command, args, args.log_level)
         return int(args.run(args))
     except ConfigError as exc:
         print(f"trunkline {args.command}: {exc}", file=sys.stderr)
