@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--heartbeat-timeout", type=float, default=10.0, help="seconds before a relay is unhealthy"
     )
+    observability.add_arguments(parser)
     return parser
 
 

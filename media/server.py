@@ -303,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--inactivity-timeout", type=float, default=DEFAULT_INACTIVITY_TIMEOUT, metavar="SECONDS"
     )
+    observability.add_arguments(parser)
     return parser
 
 
