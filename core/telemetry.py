@@ -145,6 +145,16 @@ def setup(component: str, otlp_endpoint: str | None = None, env: Mapping[str, st
     return True
 
 
+def install(provider: TracerProvider) -> None:
+    """Trace into `provider` rather than OTLP (tests: an in-memory exporter); once per process, as
+    OpenTelemetry's global provider."""
+    global _provider
+    from opentelemetry import trace
+
+    trace.set_tracer_provider(provider)
+    _provider = provider
+
+
 def shutdown(timeout: float = 5.0) -> None:
     """Export what is queued (bounded by `timeout`) and stop the exporter thread."""
     global _provider
