@@ -45,7 +45,7 @@ class NoTrace:
     def step(self, name: str, **attributes: Any) -> Iterator[Step]:
         yield NO_STEP
 
-    def attempt(self, target: str, transport: str, **attributes: Any) -> Attempt:
+    def attempt(self, target: str, transport: str, b_call_id: str = "", **attributes: Any) -> Attempt:
         return NO_ATTEMPT
 
     def transaction(self, method: str, leg: str) -> Step:
@@ -145,10 +145,15 @@ class CallTrace(NoTrace):
                 raise
         step.end()
 
-    def attempt(self, target: str, transport: str, **attributes: Any) -> Attempt:
+    def attempt(self, target: str, transport: str, b_call_id: str = "", **attributes: Any) -> Attempt:
+        """A CLIENT span for one INVITE to `target`; `b_call_id`: the callee leg's Call-ID (also set
+        on the call's span, so `trunkline ladder` finds the call by either leg's Call-ID)."""
         from opentelemetry.trace import SpanKind
 
         attrs = {"server.address": target, "network.transport": transport.lower(), **_attributes(attributes)}
+        if b_call_id:
+            attrs["sip.b_call_id"] = b_call_id
+            self.span.set_attribute("sip.b_call_id", b_call_id)
         span = self._tracer.start_span(
             "attempt", context=self._context, kind=SpanKind.CLIENT, attributes=attrs
         )

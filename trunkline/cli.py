@@ -60,6 +60,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     return _run_async(lambda: up(opts))
 
 
+def cmd_ladder(args: argparse.Namespace) -> int:
+    from trunkline.ladder import LadderError, ladder
+
+    try:
+        print(ladder(args.ident, args.jaeger, args.otlp_file, args.html), end="")
+    except LadderError as exc:
+        print(f"trunkline ladder: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _run_async(main: Callable[[], Coroutine[Any, Any, object]]) -> int:
     result = run(main())
     return int(result) if isinstance(result, int) else 0
@@ -118,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-relay", action="store_true", help="pass SDP through unchanged (no media anchoring)")
     observability.add_arguments(up)
     up.set_defaults(run=cmd_up)
+
+    ladder = sub.add_parser("ladder", help="a call's SIP message sequence chart, from its trace")
+    ladder.add_argument("ident", metavar="CALL-ID|TRACE-ID", help="a Call-ID of either leg, or a trace id")
+    source = ladder.add_mutually_exclusive_group(required=True)
+    source.add_argument("--jaeger", metavar="URL", help="Jaeger's query address, e.g. http://127.0.0.1:16686")
+    source.add_argument("--otlp-file", metavar="FILE", help="OTLP/JSON traces (a collector's file exporter)")
+    ladder.add_argument("--html", metavar="OUT", help="also write a self-contained page with span timing")
+    observability.add_arguments(ladder)
+    ladder.set_defaults(run=cmd_ladder)
 
     for name, (what, _) in COMPONENTS.items():
         sub.add_parser(name, help=f"{what}, as its own process (see trunkline {name} --help)", add_help=False)
