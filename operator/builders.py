@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any
+from urllib.parse import quote
 
 from trunkline.operator.platform import MediaKind, Platform, Resources, ServiceSettings, ServiceType
 
@@ -74,12 +75,33 @@ def runtime_env(platform: Platform, namespace: str) -> dict[str, str]:
         "TRUNKLINE_LOG_LEVEL": platform.logLevel,
         "TRUNKLINE_EDGE_ADVERTISE": platform.edge.advertise or edge_service_address(platform, namespace),
     }
+    env.update(telemetry_env(platform))
     redis = platform.redis
     if redis.url:
         env["TRUNKLINE_REDIS_URL"] = redis.url
     if redis.sentinel:
         env["TRUNKLINE_REDIS_SENTINELS"] = ",".join(redis.sentinel.addresses)
         env["TRUNKLINE_REDIS_SENTINEL_MASTER"] = redis.sentinel.masterName
+    return env
+
+
+SCRAPE_ANNOTATIONS = {"prometheus.io/scrape": "true", "prometheus.io/path": "/metrics"}
+
+
+def telemetry_env(platform: Platform) -> dict[str, str]:
+    """The standard OTEL_* variables (core/telemetry.py reads them) and the log format."""
+    telemetry = platform.telemetry
+    env: dict[str, str] = {"TRUNKLINE_LOG_FORMAT": telemetry.logFormat}
+    if telemetry.otlpEndpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = telemetry.otlpEndpoint
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = telemetry.otlpProtocol
+        env["OTEL_TRACES_SAMPLER"] = telemetry.sampler
+        env["OTEL_TRACES_SAMPLER_ARG"] = repr(telemetry.samplerArg)
+    if telemetry.resourceAttributes:
+        attrs = telemetry.resourceAttributes
+        env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(
+            f"{k}={quote(v, safe='')}" for k, v in sorted(attrs.items())
+        )
     return env
 
 
@@ -117,7 +139,12 @@ def _container(
     ports: list[dict[str, Any]],
     resources: Resources,
 ) -> dict[str, Any]:
-    env: list[dict[str, Any]] = [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    # POD_NAME, POD_NAMESPACE: the k8s.* resource attributes of the pod's traces.
+    env: list[dict[str, Any]] = [
+        {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+        for name, path in (("POD_IP", "status.podIP"), ("POD_NAME", "metadata.name"),
+                           ("POD_NAMESPACE", "metadata.namespace"))
+    ]  # fmt: skip
     secret = platform.redis.passwordSecret
     if secret:
         # A password never goes into the runtime ConfigMap.
@@ -180,11 +207,12 @@ def _pod_template(
         spec["dnsPolicy"] = "ClusterFirstWithHostNet"
     if platform.imagePullSecrets:
         spec["imagePullSecrets"] = [{"name": name} for name in platform.imagePullSecrets]
+    annotations = {CHECKSUM_ANNOTATION: checksum}
+    if platform.telemetry.scrapeAnnotations:
+        annotations.update(SCRAPE_ANNOTATIONS)
+        annotations["prometheus.io/port"] = str(platform.httpPort)
     return {
-        "metadata": {
-            "labels": selector_labels(platform, component),
-            "annotations": {CHECKSUM_ANNOTATION: checksum},
-        },
+        "metadata": {"labels": selector_labels(platform, component), "annotations": annotations},
         "spec": spec,
     }
 
@@ -349,7 +377,6 @@ def build_media_workload(platform: Platform, namespace: str, owner: dict[str, An
         "--relay-id", "$(POD_NAME)",
     ]  # fmt: skip
     container = _container(platform, namespace, "media", args, [_port("grpc", media.port)], media.resources)
-    container["env"].append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     template = _pod_template(platform, namespace, "media", container, host_network=daemon)
     return _workload(
         platform, namespace, media.kind.value, "media", template, owner, None if daemon else media.replicas

@@ -77,6 +77,7 @@ model's shape here.
   "control" $control
   "edge" $edge
   "media" .Values.media
+  "telemetry" .Values.telemetry
 -}}
 {{- if not (eq (include "trunkline.clusterScope" .) "true") -}}
 {{- $_ := set $platform "watchNamespace" .Release.Namespace -}}
