@@ -21,6 +21,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -143,6 +144,19 @@ def setup(component: str, otlp_endpoint: str | None = None, env: Mapping[str, st
     trace.set_tracer_provider(provider)
     _provider = provider
     return True
+
+
+def span(name: str, attributes: Mapping[str, str] | None = None) -> AbstractContextManager[object]:
+    """A span around a unit of work (an operator reconcile), current inside; a shared no-op context
+    while tracing is off. An exception marks the span as an error and propagates."""
+    if _provider is None:
+        return _NOTHING
+    from opentelemetry import trace
+
+    return trace.get_tracer("trunkline").start_as_current_span(name, attributes=attributes)
+
+
+_NOTHING: AbstractContextManager[object] = nullcontext()
 
 
 def install(provider: TracerProvider) -> None:
