@@ -298,12 +298,13 @@ def from_jaeger(base: str, ident: str) -> list[Span]:
         return spans_from_jaeger(data[0])
     services = (_get(f"{base}/api/services") or {}).get("data") or []
     for service in services[:50]:
-        query = urllib.parse.urlencode(
-            {"service": service, "tags": json.dumps({"sip.call_id": ident}), "limit": "5", "lookback": "7d"}
-        )
-        data = (_get(f"{base}/api/traces?{query}") or {}).get("data") or []
-        if data:
-            return spans_from_jaeger(data[0])
+        for key in CALL_ID_KEYS:
+            query = urllib.parse.urlencode(
+                {"service": service, "tags": json.dumps({key: ident}), "limit": "5", "lookback": "7d"}
+            )
+            data = (_get(f"{base}/api/traces?{query}") or {}).get("data") or []
+            if data:
+                return spans_from_jaeger(data[0])
     raise LadderError(f"Jaeger at {base} has no call with Call-ID {ident!r}")
 
 
