@@ -1,9 +1,10 @@
-"""Run as a script: one media relay gRPC call inside a span, traced like the edge does it.
+"""Run as a script: a call's trace as the edge builds it (edge/tracing.py: call span, SIP message
+events, an attempt) with real gRPC calls to control and the media relay under the attempt.
 
-  python traced_rpc_client.py RELAY_HOST:PORT SESSION_ID [CONTROL_HOST:PORT]   (OTEL_* from env)
+  python traced_rpc_client.py RELAY_HOST:PORT CALL_ID [CONTROL_HOST:PORT]   (OTEL_* from env)
 
-Prints `trace_id span_id` of its own span, then exports and exits: the process boundary a test needs
-to show a trace continued by another process."""
+Prints `trace_id span_id` of the call's span, then exports and exits: the process boundary a test
+needs to show a trace continued by other processes."""
 
 from __future__ import annotations
 
@@ -15,14 +16,19 @@ from opentelemetry import trace
 
 from trunkline.control.v1 import control_pb2, control_pb2_grpc
 from trunkline.core import rpc, telemetry
+from trunkline.edge import tracing
 from trunkline.media.v1 import media_pb2, media_pb2_grpc
 
 
-async def call(target: str, session_id: str, control: str | None) -> None:
-    tracer = trace.get_tracer("tests.traced_rpc_client")
-    with tracer.start_as_current_span("test.call", kind=trace.SpanKind.SERVER) as span:
-        context = span.get_span_context()
-        print(format(context.trace_id, "032x"), format(context.span_id, "016x"), flush=True)
+async def call(target: str, call_id: str, control: str | None) -> None:
+    call = tracing.start_call(
+        call_id, "acme", "inbound", "+14155550100", "+3225550199", "127.0.0.1:5070", "UDP"
+    )
+    assert isinstance(call, tracing.CallTrace)
+    print(call.trace_id, format(call.span.get_span_context().span_id, "016x"), flush=True)
+    call.message("a", "received", "INVITE sip:+3225550199@edge SIP/2.0", 900, "127.0.0.1:5070")
+    attempt = call.attempt("127.0.0.1:5080", "UDP", b_call_id=f"b-{call_id}")
+    with trace.use_span(attempt.context(), end_on_exit=False):
         if control:
             async with rpc.insecure_channel(control) as channel:
                 picker = control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
@@ -35,9 +41,20 @@ async def call(target: str, session_id: str, control: str | None) -> None:
             stub = media_pb2_grpc.MediaRelayStub(channel)  # type: ignore[no-untyped-call]
             leg = media_pb2.LegSpec(remote_address="127.0.0.1", remote_rtp_port=4000)
             await stub.CreateSession(
-                media_pb2.CreateSessionRequest(session_id=session_id, leg_a=leg, leg_b=leg), timeout=10
+                media_pb2.CreateSessionRequest(session_id=call_id, leg_a=leg, leg_b=leg), timeout=10
             )
-            await stub.DeleteSession(media_pb2.DeleteSessionRequest(session_id=session_id), timeout=10)
+            attempt.message("b", "sent", "INVITE sip:+3225550199@127.0.0.1:5080 SIP/2.0", 880)
+            attempt.message("b", "received", "SIP/2.0 200 OK", 700)
+            attempt.response(200)
+            attempt.end()
+            call.message("a", "sent", "SIP/2.0 200 OK", 720)
+            bye = call.transaction("BYE", "a")
+            bye.message("a", "received", "BYE sip:edge SIP/2.0", 380)
+            with trace.use_span(call.span, end_on_exit=False):
+                await stub.DeleteSession(media_pb2.DeleteSessionRequest(session_id=call_id), timeout=10)
+            bye.message("a", "sent", "SIP/2.0 200 OK", 300)
+            bye.end()
+    call.finish(200, "a", "normal")
 
 
 def main() -> int:
