@@ -117,15 +117,13 @@ class CallTrace(NoTrace):
 
     def __init__(self, span: Any) -> None:
         from opentelemetry import trace
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self.span = span
-        self._tracer = trace.get_tracer("trunkline.edge")
+        self._tracer = _tracer()
         self._context = trace.set_span_in_context(span)
-        carrier: dict[str, str] = {}
-        TraceContextTextMapPropagator().inject(carrier, self._context)
-        self.traceparent = carrier.get("traceparent")
-        self.trace_id = format(span.get_span_context().trace_id, "032x")
+        context = span.get_span_context()
+        self.trace_id = format(context.trace_id, "032x")
+        self.traceparent = f"00-{self.trace_id}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
     def message(self, leg: str, direction: str, first_line: str, size: int, peer: str = "") -> None:
         self.span.add_event(MESSAGE_EVENT, message_attributes(leg, direction, first_line, size, peer))
@@ -198,11 +196,9 @@ def start_call(
     record when this edge adopts a call another edge started, to continue that trace."""
     if not telemetry.enabled():
         return NO_TRACE
-    from opentelemetry import trace
     from opentelemetry.trace import SpanKind
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    parent = TraceContextTextMapPropagator().extract({"traceparent": traceparent}) if traceparent else None
+    parent = _parent(traceparent) if traceparent else None
     attributes = {
         "sip.call_id": call_id,
         "trunkline.trunk": trunk,
@@ -212,10 +208,28 @@ def start_call(
         "client.address": source,
         "network.transport": transport.lower(),
     }
-    span = trace.get_tracer("trunkline.edge").start_span(
-        "call", context=parent, kind=SpanKind.SERVER, attributes=attributes
-    )
+    span = _tracer().start_span("call", context=parent, kind=SpanKind.SERVER, attributes=attributes)
+    if not span.is_recording():
+        return NO_TRACE  # not sampled: the rest of the call costs nothing either
     return CallTrace(span)
+
+
+_cached: list[Any] = []
+
+
+def _tracer() -> Any:
+    """The edge's tracer, made once (get_tracer builds a new object per call)."""
+    if not _cached:
+        from opentelemetry import trace
+
+        _cached.append(trace.get_tracer("trunkline.edge"))
+    return _cached[0]
+
+
+def _parent(traceparent: str) -> Any:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator().extract({"traceparent": traceparent})
 
 
 def message_attributes(leg: str, direction: str, first_line: str, size: int, peer: str) -> dict[str, Any]:

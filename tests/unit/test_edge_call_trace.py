@@ -109,3 +109,11 @@ def test_message_attributes_are_bounded() -> None:
     assert attrs["sip.status_code"] == 486 and len(attrs["sip.reason"]) == 32
     assert len(tracing.message_attributes("a", "sent", "X" * 500 + " sip:x", 1, "")["sip.method"]) == 32
     assert tracing.message_attributes("b", "sent", "SIP/2.0 abc", 1, "p")["sip.status_code"] == 0
+
+
+def test_an_unsampled_call_costs_the_shared_no_op(spans: InMemorySpanExporter) -> None:
+    # A record whose trace was not sampled (flags 00): the parent-based sampler keeps it unsampled.
+    call = _call("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00")
+    assert call is tracing.NO_TRACE
+    call.finish(200)
+    assert spans.get_finished_spans() == ()
