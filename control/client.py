@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from trunkline.control.store import Item, Key, RelayLoad
 from trunkline.control.v1 import control_pb2, control_pb2_grpc
+from trunkline.core import rpc
 from trunkline.core.manifests import ConfigSet
 from trunkline.core.models import parse_resource
 from trunkline.core.rpc import seconds
@@ -67,7 +68,7 @@ class RelayRegistration:
 
     async def run(self) -> None:
         backoff = Backoff()
-        async with grpc.aio.insecure_channel(self.target) as channel:
+        async with rpc.insecure_channel(self.target) as channel:
             stub = self._stub = control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
             while True:
                 try:
@@ -137,7 +138,7 @@ class ConfigMirror:
 
     async def run(self) -> None:
         backoff = Backoff()
-        async with grpc.aio.insecure_channel(self.target) as channel:
+        async with rpc.insecure_channel(self.target) as channel:
             stub = control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
             while True:
                 try:
@@ -202,7 +203,7 @@ class RelayPicker:
     async def pick(self, exclude: Iterable[str] = ()) -> PickedRelay | None:
         """The relay to use, None when control knows none with room; AioRpcError when control fails."""
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.target)
+            self._channel = rpc.insecure_channel(self.target)
         stub = control_pb2_grpc.ControlStub(self._channel)  # type: ignore[no-untyped-call]
         try:
             answer = await stub.PickRelay(

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from trunkline.control.service import SERVICE_NAME, ControlService
 from trunkline.control.store import ConfigStore, RelayDirectory
 from trunkline.control.v1 import control_pb2_grpc
-from trunkline.core import runner
+from trunkline.core import observability, runner
 from trunkline.core.http import OpsServer
 from trunkline.core.manifests import ManifestProblem
 from trunkline.core.net import ConfigError, tcp_listener
@@ -109,17 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--heartbeat-timeout", type=float, default=10.0, help="seconds before a relay is unhealthy"
     )
+    observability.add_arguments(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
     store = ConfigStore()
     readiness = _Readiness()
     try:
+        observability.configure("control", args)
         http = tcp_listener(args.http_listen, "--http-listen") if args.http_listen else None
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

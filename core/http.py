@@ -10,21 +10,14 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Sequence
 from functools import partial
-from importlib import metadata
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from trunkline.core.component import Component
-
-
-def package_version() -> str:
-    """The installed distribution's version (core imports nothing of ours, not even `trunkline`)."""
-    try:
-        return metadata.version("trunkline")
-    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
+from trunkline.core.telemetry import TelemetryCollector
+from trunkline.core.version import package_version
 
 
 def _as_float(read: Callable[[], bool | int]) -> float:
@@ -38,6 +31,7 @@ class OpsServer:
         self.registry = registry
         self.draining = False
         self._runner: web.AppRunner | None = None
+        registry.register(TelemetryCollector())
         Gauge("trunkline_build_info", "Version of this process", ["version"], registry=registry).labels(
             package_version()
         ).set(1)

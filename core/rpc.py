@@ -13,6 +13,8 @@ import grpc
 from google.protobuf import duration_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from trunkline.core.rpc_tracing import client_interceptors, server_interceptors
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -44,6 +46,11 @@ def seconds(message: duration_pb2.Duration) -> float:
     return float(message.ToNanoseconds()) / 1e9
 
 
+def insecure_channel(target: str) -> grpc.aio.Channel:
+    """A grpc.aio channel to `target` that carries the trace context when tracing is on."""
+    return grpc.aio.insecure_channel(target, interceptors=client_interceptors() or None)
+
+
 class GrpcServer:
     """A grpc.aio server on HOST:PORT (port 0: any free port, see `port`) serving one service, with
     health checking: the service (`name`, its full name) and "" (the server) report SERVING once
@@ -56,7 +63,7 @@ class GrpcServer:
         self.listen = listen
         self.services = [name]
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server()
+        self.server = grpc.aio.server(interceptors=server_interceptors())
         add(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = 0

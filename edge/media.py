@@ -31,6 +31,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from trunkline.control.client import Backoff, RelayPicker
+from trunkline.core import rpc
 from trunkline.core.logs import event
 from trunkline.core.models import SrtpMode
 from trunkline.edge.call import Call, MediaError
@@ -80,7 +81,7 @@ class _Relay:
 
     def __init__(self, address: str) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address)
+        self.channel = rpc.insecure_channel(address)
         self.stub = media_pb2_grpc.MediaRelayStub(self.channel)  # type: ignore[no-untyped-call]
         self.sessions: set[str] = set()
         self.watch: asyncio.Task[None] | None = None

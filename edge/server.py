@@ -19,8 +19,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from trunkline.core import observability
 from trunkline.core.http import OpsServer
-from trunkline.core.logs import event, setup
+from trunkline.core.logs import event
 from trunkline.core.manifests import ConfigSet, load
 from trunkline.core.net import (
     ConfigError,
@@ -257,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse REGISTER Contacts inside this network, e.g. the pod and service CIDRs (repeatable)",
     )  # fmt: skip
     parser.add_argument("--log-level", default=os.environ.get("TRUNKLINE_LOG_LEVEL", "INFO"))
+    observability.add_arguments(parser)
     return parser
 
 
@@ -287,8 +289,8 @@ def signalling_limits(args: argparse.Namespace) -> SignallingLimits:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup(args.log_level)
     try:
+        observability.configure("edge", args, args.log_level)
         return run(_serve(args))
     except ConfigError as exc:
         print(f"trunkline edge: {exc}")

@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from trunkline.control.client import RelayLoad, RelayRegistration
-from trunkline.core import runner
+from trunkline.core import observability, runner
 from trunkline.core.addresses import MediaAddressPolicy, is_loopback
 from trunkline.core.http import OpsServer
 from trunkline.core.net import ConfigError, tcp_listener
@@ -339,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--media-deny-cidr", action="append", default=[], metavar="CIDR",
         help="refuse remote media addresses in this network (repeatable; e.g. the pod and service CIDRs)",
     )  # fmt: skip
+    observability.add_arguments(parser)
     return parser
 
 
@@ -372,8 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(
                 "--redis needs --relay-id (or $POD_NAME): a name that stays the same across restarts"
             )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        observability.configure("media", args)
         http = tcp_listener(args.http_listen, "--http-listen") if args.http_listen else None
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

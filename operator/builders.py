@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any
+from urllib.parse import quote
 
 from trunkline.operator.platform import MediaKind, Platform, Resources, ServiceSettings, ServiceType
 
@@ -83,12 +84,33 @@ def runtime_env(platform: Platform, namespace: str) -> dict[str, str]:
     }
     if platform.cdr.enabled:
         env["TRUNKLINE_CDR_STREAM"] = platform.cdr.stream
+    env.update(telemetry_env(platform))
     redis = platform.redis
     if redis.url:
         env["TRUNKLINE_REDIS_URL"] = redis.url
     if redis.sentinel:
         env["TRUNKLINE_REDIS_SENTINELS"] = ",".join(redis.sentinel.addresses)
         env["TRUNKLINE_REDIS_SENTINEL_MASTER"] = redis.sentinel.masterName
+    return env
+
+
+SCRAPE_ANNOTATIONS = {"prometheus.io/scrape": "true", "prometheus.io/path": "/metrics"}
+
+
+def telemetry_env(platform: Platform) -> dict[str, str]:
+    """The standard OTEL_* variables (core/telemetry.py reads them) and the log format."""
+    telemetry = platform.telemetry
+    env: dict[str, str] = {"TRUNKLINE_LOG_FORMAT": telemetry.logFormat}
+    if telemetry.otlpEndpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = telemetry.otlpEndpoint
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = telemetry.otlpProtocol
+        env["OTEL_TRACES_SAMPLER"] = telemetry.sampler
+        env["OTEL_TRACES_SAMPLER_ARG"] = repr(telemetry.samplerArg)
+    if telemetry.resourceAttributes:
+        attrs = telemetry.resourceAttributes
+        env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(
+            f"{k}={quote(v, safe='')}" for k, v in sorted(attrs.items())
+        )
     return env
 
 
@@ -126,7 +148,12 @@ def _container(
     ports: list[dict[str, Any]],
     resources: Resources,
 ) -> dict[str, Any]:
-    env: list[dict[str, Any]] = [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    # POD_NAME, POD_NAMESPACE: the k8s.* resource attributes of the pod's traces.
+    env: list[dict[str, Any]] = [
+        {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+        for name, path in (("POD_IP", "status.podIP"), ("POD_NAME", "metadata.name"),
+                           ("POD_NAMESPACE", "metadata.namespace"))
+    ]  # fmt: skip
     secret = platform.redis.passwordSecret
     if secret:
         # A password never goes into the runtime ConfigMap.
@@ -189,11 +216,12 @@ def _pod_template(
         spec["dnsPolicy"] = "ClusterFirstWithHostNet"
     if platform.imagePullSecrets:
         spec["imagePullSecrets"] = [{"name": name} for name in platform.imagePullSecrets]
+    annotations = {CHECKSUM_ANNOTATION: checksum}
+    if platform.telemetry.scrapeAnnotations:
+        annotations.update(SCRAPE_ANNOTATIONS)
+        annotations["prometheus.io/port"] = str(platform.httpPort)
     return {
-        "metadata": {
-            "labels": selector_labels(platform, component),
-            "annotations": {CHECKSUM_ANNOTATION: checksum},
-        },
+        "metadata": {"labels": selector_labels(platform, component), "annotations": annotations},
         "spec": spec,
     }
 
@@ -363,7 +391,6 @@ def build_media_workload(platform: Platform, namespace: str, owner: dict[str, An
         "--relay-id", "$(POD_NAME)",
     ]  # fmt: skip
     container = _container(platform, namespace, "media", args, [_port("grpc", media.port)], media.resources)
-    container["env"].append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     template = _pod_template(platform, namespace, "media", container, host_network=daemon)
     return _workload(
         platform, namespace, media.kind.value, "media", template, owner, None if daemon else media.replicas
@@ -383,9 +410,7 @@ def build_cdr_deployment(
     if cdr.jsonl:
         args += ["--jsonl", "-"]
     container = _container(platform, namespace, "cdr", args, [], cdr.resources)
-    env = container["env"]
-    # Its name in the consumer group; the store comes from the runtime ConfigMap.
-    env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    env = container["env"]  # POD_NAME (every container has it): its name in the consumer group
     if cdr.postgresDsnSecret:
         args.append("--postgres")  # the DSN (it holds a password) only from its Secret, never in args
         ref = {"name": cdr.postgresDsnSecret.name, "key": cdr.postgresDsnSecret.key}

@@ -27,6 +27,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from trunkline.core import telemetry
 from trunkline.core.models import API_VERSION, GROUP, VERSION, Secret, Trunk
 from trunkline.core.state import StateStore, StoreUnavailable, trunk_key
 from trunkline.core.state_redis import RedisStore
@@ -77,7 +78,8 @@ class Sweeper:
             # Cleared before the work: an event during it must cause one more sweep.
             self._pending.discard(namespace)
             try:
-                await asyncio.to_thread(self.work, namespace)
+                with telemetry.span("reconcile namespace", {"k8s.namespace.name": namespace}):
+                    await asyncio.to_thread(self.work, namespace)
             except Exception:
                 log.exception("sweep of namespace %s failed; retrying in %.0f s", namespace, self.retry)
                 asyncio.get_running_loop().call_later(self.retry, self.request, namespace)
@@ -153,7 +155,9 @@ class State:
 
     async def apply_platform(self, namespace: str, name: str) -> None:
         try:
-            await asyncio.to_thread(reconcile_platform, self.kube, namespace, name)
+            attributes = {"k8s.namespace.name": namespace, "k8s.configmap.name": name}
+            with telemetry.span("reconcile platform", attributes):
+                await asyncio.to_thread(reconcile_platform, self.kube, namespace, name)
         except ValueError as exc:  # a bad platform: keep running, the chart's owner must fix it
             log.error("platform %s/%s not applied: %s", namespace, name, exc)
             await self._report_refusal(namespace, name, str(exc))

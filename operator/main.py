@@ -11,6 +11,8 @@ import sys
 
 import kopf
 
+from trunkline.core import observability
+from trunkline.core.net import ConfigError
 from trunkline.core.state_redis import RedisStore, url_from_env, with_password
 from trunkline.operator.handlers import State, registry
 
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness", metavar="URL", help="serve health here, e.g. http://0.0.0.0:8080/healthz"
     )
     parser.add_argument("-v", "--verbose", action="store_true")
+    observability.add_arguments(parser)
     return parser
 
 
@@ -82,7 +85,13 @@ def configure_logging(verbose: bool, level: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    configure_logging(args.verbose, os.environ.get("TRUNKLINE_LOG_LEVEL") or "INFO")
+    level = "DEBUG" if args.verbose else (os.environ.get("TRUNKLINE_LOG_LEVEL") or "INFO").upper()
+    configure_logging(args.verbose, level)
+    try:  # after kopf's: our handler and format replace the ones kopf just set
+        observability.configure("operator", args, level)
+    except ConfigError as exc:
+        print(f"trunkline operator: {exc}", file=sys.stderr)
+        return 2
     store = None
     if args.redis:
         try:

@@ -200,6 +200,27 @@ class CdrExporter(Model):
         return self
 
 
+class Telemetry(Model):
+    """Traces, logs and scraping of every data-plane pod (passed as OTEL_* / TRUNKLINE_* env)."""
+
+    otlpEndpoint: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="OTLP endpoint for traces, e.g. http://jaeger:4317; unset: off.",
+    )
+    otlpProtocol: Literal["grpc", "http/protobuf"] = "grpc"
+    sampler: Literal[
+        "always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
+        "parentbased_traceidratio",
+    ] = "parentbased_traceidratio"  # fmt: skip
+    samplerArg: float = Field(1.0, ge=0.0, le=1.0, description="Ratio of calls traced (traceidratio).")
+    resourceAttributes: dict[str, str] = Field(
+        default_factory=dict, description="Extra resource attributes, e.g. deployment.environment.name."
+    )
+    logFormat: Literal["json", "text"] = "json"
+    scrapeAnnotations: bool = Field(True, description="prometheus.io/scrape, port and path on every pod.")
+
+
 class Platform(Model):
     name: ObjectName = Field("trunkline", max_length=40, description="Prefix of the objects' names.")
     image: str = Field("ghcr.io/trunkline/trunkline:0.1.0", min_length=1)
@@ -213,6 +234,7 @@ class Platform(Model):
     edge: Edge = Field(default_factory=Edge)
     media: Media = Field(default_factory=Media)
     cdr: CdrExporter = Field(default_factory=CdrExporter)
+    telemetry: Telemetry = Field(default_factory=Telemetry)
 
 
 def parse_platform(data: dict[str, str] | None) -> Platform:

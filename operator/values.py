@@ -27,6 +27,7 @@ from trunkline.operator.platform import (
     ServicePort,
     ServiceSettings,
     ServiceType,
+    Telemetry,
     TrafficPolicy,
 )
 
@@ -170,6 +171,10 @@ class ChartValues(Model):
         default_factory=lambda: CdrExporter(resources=Resources(requests={"cpu": "50m", "memory": "64Mi"})),
         description="The CDR exporter (docs/cdr.md): its sinks, and the stream the edges write into.",
     )
+    telemetry: Telemetry = Field(
+        default_factory=Telemetry,
+        description="Traces (OTLP), log format and Prometheus scraping of every pod.",
+    )
 
 
 # Where each top-level value acts (docs/reference.md).
@@ -185,4 +190,5 @@ APPLIES_TO = {
     "edge": "edge Deployment, UDP/TCP Services, HPA",
     "media": "media Deployment or DaemonSet",
     "cdr": "CDR exporter Deployment, edge pods (stream)",
+    "telemetry": "control, edge, media, CDR exporter pods (env, annotations)",
 }

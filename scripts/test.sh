@@ -30,6 +30,9 @@ if [ -x tests/e2e/cluster.sh ]; then
   tests/e2e/cluster.sh
 fi
 
+step "Jaeger v2 for the tracing tests (cached in .cache/bin)"
+scripts/jaeger.sh
+
 step "Static checks"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from trunkline import __version__
-from trunkline.core import logs
+from trunkline.core import logs, observability
 from trunkline.core.manifests import load, security_warnings
 from trunkline.core.net import ConfigError
 from trunkline.core.runner import run
@@ -61,6 +61,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         cdr=args.cdr, relay=not args.no_relay,
     )  # fmt: skip
     return _run_async(lambda: up(opts))
+
+
+def cmd_ladder(args: argparse.Namespace) -> int:
+    from trunkline.ladder import LadderError, ladder
+
+    try:
+        print(ladder(args.ident, args.jaeger, args.otlp_file, args.html), end="")
+    except LadderError as exc:
+        print(f"trunkline ladder: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _run_async(main: Callable[[], Coroutine[Any, Any, object]]) -> int:
@@ -132,6 +143,7 @@ def build_parser(log_level: str = "INFO") -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check manifests and exit")
     _add_files(validate)
+    observability.add_arguments(validate)
     validate.set_defaults(run=cmd_validate)
 
     up = sub.add_parser("up", help="run control, edge and media in one process (the embedded default)")
@@ -160,7 +172,17 @@ def build_parser(log_level: str = "INFO") -> argparse.ArgumentParser:
     )
     up.add_argument("--cdr", metavar="PATH", help="append one JSON line per call ('-': standard output)")
     up.add_argument("--no-relay", action="store_true", help="pass SDP through unchanged (no media anchoring)")
+    observability.add_arguments(up)
     up.set_defaults(run=cmd_up)
+
+    ladder = sub.add_parser("ladder", help="a call's SIP message sequence chart, from its trace")
+    ladder.add_argument("ident", metavar="CALL-ID|TRACE-ID", help="a Call-ID of either leg, or a trace id")
+    source = ladder.add_mutually_exclusive_group(required=True)
+    source.add_argument("--jaeger", metavar="URL", help="Jaeger's query address, e.g. http://127.0.0.1:16686")
+    source.add_argument("--otlp-file", metavar="FILE", help="OTLP/JSON traces (a collector's file exporter)")
+    ladder.add_argument("--html", metavar="OUT", help="also write a self-contained page with span timing")
+    observability.add_arguments(ladder)
+    ladder.set_defaults(run=cmd_ladder)
 
     for name, (what, _) in COMPONENTS.items():
         sub.add_parser(name, help=f"{what}, as its own process (see trunkline {name} --help)", add_help=False)
@@ -181,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_component(words[0], words[1:])
     args = build_parser(level).parse_args(words)
     try:
+        observability.configure(args.command, args, args.log_level)
         return int(args.run(args))
     except ConfigError as exc:
         print(f"trunkline {args.command}: {exc}", file=sys.stderr)

@@ -87,12 +87,19 @@ FIRST: dict[str, Any] = {
     "cdr.webhook.secretRef.key": "sig9",
     "cdr.resources.requests": {"cpu": "51m"},
     "cdr.resources.limits": {"memory": "129Mi"},
+    "telemetry.otlpProtocol": "http/protobuf",
+    "telemetry.sampler": "traceidratio",
+    "telemetry.samplerArg": 0.25,
+    "telemetry.resourceAttributes": {"deployment.environment.name": "staging9"},
+    "telemetry.logFormat": "text",
+    "telemetry.scrapeAnnotations": False,
 }
 # Required fields (no default, so not in the coverage list) that FIRST's values need beside them.
 COMPANIONS: dict[str, Any] = {
     "cdr.postgresDsnSecret.name": "pg9",
     "cdr.webhook.url": "https://billing.example/cdr",
     "cdr.webhook.secretRef.name": "hook9",
+    "telemetry.otlpEndpoint": "http://jaeger.example:4317",  # checked with otlpProtocol
 }
 FIRST.update(COMPANIONS)
 SECOND: dict[str, Any] = {
@@ -222,6 +229,20 @@ CHECKS: dict[str, Check | Callable[[dict[str, dict[str, Any]]], bool]] = {
     "cdr.webhook.secretRef.key": (CDR, {"name": "hook9", "key": "sig9"}),
     "cdr.resources.requests": (CDR, {"cpu": "51m"}),
     "cdr.resources.limits": (CDR, {"memory": "129Mi"}),
+    "telemetry.otlpProtocol": (
+        "ConfigMap/voip-runtime",
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger.example:4317",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        },
+    ),
+    "telemetry.sampler": ("ConfigMap/voip-runtime", {"OTEL_TRACES_SAMPLER": "traceidratio"}),
+    "telemetry.samplerArg": ("ConfigMap/voip-runtime", {"OTEL_TRACES_SAMPLER_ARG": "0.25"}),
+    "telemetry.resourceAttributes": ("ConfigMap/voip-runtime", "deployment.environment.name=staging9"),
+    "telemetry.logFormat": ("ConfigMap/voip-runtime", {"TRUNKLINE_LOG_FORMAT": "text"}),
+    "telemetry.scrapeAnnotations": lambda o: (
+        not any(holds(o[k], "prometheus.io/scrape") for k in (EDGE, CTL, MEDIA_DS))
+    ),
 }
 SECOND_CHECKS: dict[str, Callable[[dict[str, dict[str, Any]]], bool]] = {
     "operator.liveCounts.enabled": lambda o: (

@@ -31,7 +31,7 @@ def command_parsers() -> dict[str, argparse.ArgumentParser]:
         operator=operator_parser(),
         cdr=cdr_parser(),
     )
-    assert set(parsers) == {"validate", "up", *cli.COMPONENTS}
+    assert set(parsers) == {"validate", "up", "ladder", *cli.COMPONENTS}
     return parsers
 
 

@@ -79,6 +79,7 @@ model's shape here.
   "edge" $edge
   "media" .Values.media
   "cdr" .Values.cdr
+  "telemetry" .Values.telemetry
 -}}
 {{- if not (eq (include "trunkline.clusterScope" .) "true") -}}
 {{- $_ := set $platform "watchNamespace" .Release.Namespace -}}
