@@ -159,7 +159,15 @@ async def answered(ctx: EdgeContext, call: Call, invite: Request, response: Resp
     ctx.calls.add_dialog(call.b.dialog.id, call, "b")
     await ctx.follow_target(call.b)
     if response.body:
-        response.body = await ctx.rewrite_or_keep(call, response.body, "b")
+        try:
+            response.body = await ctx.media.rewrite(call, response.body, "b")
+        except MediaError as exc:  # e.g. no SRTP keys when the trunk requires them: never connect
+            event(log, logging.WARNING, "answer refused", call_id=call.key, status=exc.status, why=exc.reason)
+            ctx.ack_b(call, invite, None)
+            ctx.spawn(bye(ctx, call, "b"))
+            ctx.stack.respond(response_for(call.a_invite, exc.status, exc.reason, call.a.tag))
+            await finish(ctx, call, HungUp.EDGE, exc.status, reason=exc.reason)
+            return
     ok = relay_response(call.a_invite, response, call.a.tag, ctx.local.contact(call.a.transport))
     try:
         call.a.dialog = Dialog.from_uas(call.a_invite, ok)

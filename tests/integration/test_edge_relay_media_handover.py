@@ -15,6 +15,7 @@ import pytest
 
 from trunkline.control.client import RelayPicker
 from trunkline.control.server import ControlServer
+from trunkline.core.addresses import MediaAddressPolicy
 from trunkline.core.models import Trunk
 from trunkline.edge.call import Call, Leg
 from trunkline.edge.cdr import CallRecord, Direction
@@ -26,6 +27,7 @@ from trunkline.sip.message import Request, parse_message
 from trunkline.sip.sdp import parse_sdp
 
 CALL_ID = "handover-1@127.0.0.2"
+LOOPBACK = MediaAddressPolicy(allow_loopback=True)  # the parties are on loopback
 
 
 def sdp_for(port: int) -> bytes:
@@ -84,8 +86,8 @@ async def test_an_adopting_edge_goes_on_with_the_calls_relay(
         ended.append((key, why))
         return True
 
-    first = RelayMedia(picker=RelayPicker(target))
-    second = RelayMedia(picker=RelayPicker(target), on_inactive=end_call)
+    first = RelayMedia(picker=RelayPicker(target), policy=LOOPBACK)
+    second = RelayMedia(picker=RelayPicker(target), on_inactive=end_call, policy=LOOPBACK)
     caller, callee = Party(), Party()
     try:
         call = outbound_call()
@@ -134,7 +136,7 @@ async def test_a_session_made_for_a_call_that_ended_meanwhile_is_deleted(
     plane: tuple[ControlServer, dict[str, MediaServer]],
 ) -> None:
     control, relays = plane
-    media = RelayMedia(picker=RelayPicker(f"127.0.0.1:{control.port}"))
+    media = RelayMedia(picker=RelayPicker(f"127.0.0.1:{control.port}"), policy=LOOPBACK)
     caller = Party()
     try:
         call = outbound_call()
@@ -167,7 +169,7 @@ async def test_calls_that_end_together_end_their_sessions_in_one_call(
     deletions: list[list[str]], plane: tuple[ControlServer, dict[str, MediaServer]]
 ) -> None:
     relay = plane[1]["x"]
-    media = RelayMedia(f"127.0.0.1:{relay.port}")
+    media = RelayMedia(f"127.0.0.1:{relay.port}", policy=LOOPBACK)
     caller = Party()
     try:
         calls = [outbound_call(f"batch-{i}@127.0.0.2") for i in range(5)]
