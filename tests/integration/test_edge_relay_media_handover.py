@@ -17,7 +17,7 @@ from trunkline.control.client import RelayPicker
 from trunkline.control.server import ControlServer
 from trunkline.core.addresses import MediaAddressPolicy
 from trunkline.core.models import Trunk
-from trunkline.edge.call import Call, Leg
+from trunkline.edge.call import Call, Leg, MediaError
 from trunkline.edge.cdr import CallRecord, Direction
 from trunkline.edge.media import RelayMedia
 from trunkline.media.server import MediaServer
@@ -185,3 +185,50 @@ async def test_calls_that_end_together_end_their_sessions_in_one_call(
     finally:
         await media.close()
         caller.close()
+
+
+@pytest.fixture
+def relay_requests(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every CreateSession and UpdateSession request the relays serve (set up before they start)."""
+    requests: list[Any] = []
+    create, update = MediaRelayService.CreateSession, MediaRelayService.UpdateSession
+
+    async def created(self: MediaRelayService, request: Any, context: Any) -> Any:
+        requests.append(request)
+        return await create(self, request, context)
+
+    async def updated(self: MediaRelayService, request: Any, context: Any) -> Any:
+        requests.append(request)
+        return await update(self, request, context)
+
+    monkeypatch.setattr(MediaRelayService, "CreateSession", created)
+    monkeypatch.setattr(MediaRelayService, "UpdateSession", updated)
+    return requests
+
+
+async def test_each_leg_names_its_signalling_source_and_hold_keeps_the_address(
+    relay_requests: list[Any], plane: tuple[ControlServer, dict[str, MediaServer]]
+) -> None:
+    media = RelayMedia(f"127.0.0.1:{plane[1]['x'].port}", policy=LOOPBACK)
+    caller, callee = Party(), Party()
+    try:
+        call = outbound_call()
+        await media.rewrite(call, sdp_for(caller.port), "a")
+        assert relay_requests[-1].leg_a.signalling_address == "127.0.0.2"  # the INVITE's source
+        call.b = Leg(("127.0.0.3", 5070), "udp")  # the gateway that answers
+        await media.rewrite(call, sdp_for(callee.port), "b")
+        assert relay_requests[-1].leg_b.signalling_address == "127.0.0.3"
+        held = parse_sdp(
+            await media.rewrite(call, sdp_for(caller.port).replace(HOST.encode(), b"0.0.0.0"), "a")
+        )
+        hold = relay_requests[-1]
+        assert not hold.HasField("leg_a") and not hold.HasField("leg_b")  # the relay keeps the address
+        assert held.media[0].direction == "sendonly" and held.connection_address == HOST
+        count = len(relay_requests)
+        with pytest.raises(MediaError) as refused:  # refused before the relay is asked
+            await media.rewrite(call, sdp_for(caller.port).replace(HOST.encode(), b"169.254.169.254"), "a")
+        assert refused.value.status == 488 and len(relay_requests) == count
+    finally:
+        await media.close()
+        caller.close()
+        callee.close()
