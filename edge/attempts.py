@@ -17,7 +17,7 @@ from trunkline.edge.ending import bye, finish
 from trunkline.edge.legs import first_invite, new_tag, relay_response, response_for
 from trunkline.edge.registrar import NatSource
 from trunkline.edge.resolver import Hop
-from trunkline.edge.routing import Next, after_final_response, inbound_targets
+from trunkline.edge.routing import Next, after_final_response, inbound_targets, lookup_uri
 from trunkline.edge.session_timers import arm_limit, start_session_timer
 from trunkline.sip.dialog import Dialog
 from trunkline.sip.errors import SipParseError
@@ -94,7 +94,7 @@ async def hops(
         parsed = parse_uri(target.uri)
         if not isinstance(parsed, SipUri):
             continue
-        found = await ctx.resolver.resolve(parsed, default)
+        found = await ctx.resolver.resolve(lookup_uri(parsed, default), default)
         if not found:
             event(log, logging.WARNING, "target does not resolve", target=target.uri, call_id=call.key)
         for hop in found:
