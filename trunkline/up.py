@@ -53,7 +53,7 @@ class UpOptions:
     redis: str | None = None
     grace: float = 30.0
     cdr: str | None = None
-    relay: bool = True  # anchor media on the relay; False: SDP passes through unchanged
+    relay: bool = True  # anchor media on the relay; False: SDP keeps the parties' addresses
 
 
 @dataclass
