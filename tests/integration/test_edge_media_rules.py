@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import sipp
 from tests.support.ports import free_port
 from tests.support.trunkline_up import BIN, Up, manifests
 from trunkline.media.testing import Party, pcmu_stream
@@ -160,6 +162,11 @@ async def test_hold_with_the_unspecified_address_keeps_the_call(
         assert isinstance(carrier.last_invite, Request)
         held["to_carrier"] = carrier.last_invite.body
         held["before"] = before
+        # A re-offer naming an address the policy refuses: 488, and the call goes on as it was.
+        bad = dialog.create_request("INVITE", pbx._via("udp"), pbx._contact("udp"))
+        bad.add("Content-Type", "application/sdp")
+        bad.body = sdp_for(4000, c="169.254.169.254")
+        held["refused"] = (await pbx.request(bad, ("127.0.0.1", up.sip_port), "udp")).status
 
     try:
         status = await place(up, pbx, OUTBOUND, [(carrier, carrier_port), (pbx, 0)], during=hold)
@@ -169,6 +176,7 @@ async def test_hold_with_the_unspecified_address_keeps_the_call(
         assert isinstance(to_carrier, bytes)
         assert relay_address(to_carrier) == held["before"]  # still the relay's port, not 0.0.0.0
         assert parse_sdp(to_carrier).media[0].direction == "sendonly"
+        assert held["refused"] == 488
     finally:
         up.stop()
 
@@ -247,4 +255,34 @@ async def test_required_srtp_without_a_relay_refuses_a_plain_offer(
     finally:
         await pbx.close()
         await carrier.close()
+        up.stop()
+
+
+@pytest.mark.parametrize("relay", [True, False], ids=["relay", "no-relay"])
+def test_sipp_calls_follow_the_trunks_codecs(
+    tmp_path: Path, carrier_port: int, pbx_port: int, relay: bool
+) -> None:
+    """SIPp on both sides: the PBX offers PCMU, PCMA and events; the carrier gets them in the trunk's
+    order and answers; a trunk with no codec in common with the offer gets the PBX a 488."""
+    up = start_up(tmp_path, carrier_port, pbx_port, relay, codecs=["PCMA", "PCMU"])
+    try:
+        carrier = sipp.uas(tmp_path / "carrier", "127.0.0.1", carrier_port, "-trace_msg")
+        try:
+            result = sipp.uac(tmp_path / "pbx", up.sip, "127.0.0.2", "+442071234567")
+        finally:
+            carrier_out = sipp.stop(carrier)
+        assert result.ok, result.output + carrier_out + up.output()
+        messages = "".join(
+            p.read_text(errors="replace") for p in (tmp_path / "carrier").glob("*_messages.log")
+        )
+        assert re.search(r"m=audio \d+ RTP/AVP 8 0 101", messages), messages[-3000:]
+    finally:
+        up.stop()
+    up = start_up(tmp_path / "g722", carrier_port, pbx_port, relay, codecs=["G722"])
+    try:
+        refused = sipp.uac_expect(tmp_path / "pbx-488", up.sip, "127.0.0.2", "+442071234567", 488)
+        assert refused.ok, refused.output + up.output()
+        [cdr] = up.wait_cdrs(1, timeout=20)
+        assert cdr["status"] == 488 and not cdr["attempts"]  # no carrier was tried
+    finally:
         up.stop()
