@@ -176,7 +176,9 @@ def build_components(config: ConfigSet, listeners: Listeners, opts: UpOptions) -
     media = MediaComponent(listeners.media_host, listeners.media_ports, advertise)
     # On loopback (the usual `up`) the parties' SDP names loopback addresses too.
     policy = MediaAddressPolicy(allow_loopback=is_loopback(listeners.sip.host))
-    relay = RelayMedia(lambda: media.target, policy=policy) if opts.relay else None
+    # The relay is in this process's engine on loopback: a slow answer means a loaded host, not a dead
+    # relay, so it gets longer than a remote one before the call is refused.
+    relay = RelayMedia(lambda: media.target, timeout=5.0, policy=policy) if opts.relay else None
     edge = EdgeComponent(config, sockets, listeners.advertise, store, opts.cdr, relay)
     return [ConfigComponent(config), media, edge]
 
