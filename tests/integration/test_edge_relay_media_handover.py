@@ -7,6 +7,7 @@ that end together have their sessions deleted in one DeleteSessions call."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -228,6 +229,35 @@ async def test_each_leg_names_its_signalling_source_and_hold_keeps_the_address(
         with pytest.raises(MediaError) as refused:  # refused before the relay is asked
             await media.rewrite(call, sdp_for(caller.port).replace(HOST.encode(), b"169.254.169.254"), "a")
         assert refused.value.status == 488 and len(relay_requests) == count
+    finally:
+        await media.close()
+        caller.close()
+        callee.close()
+
+
+@pytest.mark.parametrize("profile", ["RTP/SAVP", "RTP/AVP"])
+async def test_optional_srtp_answers_the_pbx_in_the_profile_it_offered(
+    profile: str, plane: tuple[ControlServer, dict[str, MediaServer]]
+) -> None:
+    """`optional` on an outbound call: the PBX's key is bridged and the answer carries the relay's
+    key in the PBX's own profile (RTP/SAVP, or best-effort SRTP on RTP/AVP); the carrier gets plain RTP."""
+    media = RelayMedia(f"127.0.0.1:{plane[1]['x'].port}", policy=LOOPBACK)
+    caller, callee = Party(), Party()
+    try:
+        call = outbound_call(f"optional-{profile.replace('/', '-')}@127.0.0.2")
+        call.trunk = Trunk.model_validate(
+            {"metadata": {"name": "acme"}, "spec": {"media": {"srtp": "optional"}}}
+        )
+        key = base64.b64encode(bytes(range(30))).decode()  # 16-byte key and 14-byte salt
+        offer = sdp_for(caller.port).replace(b"RTP/AVP", profile.encode())
+        offer += f"a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n".encode()
+        to_carrier = parse_sdp(await media.rewrite(call, offer, "a")).media[0]
+        assert to_carrier.proto == "RTP/AVP" and not to_carrier.crypto
+        call.b = Leg(("127.0.0.1", 5070), "udp")
+        to_pbx = parse_sdp(await media.rewrite(call, sdp_for(callee.port), "b")).media[0]
+        assert to_pbx.proto == profile
+        [line] = to_pbx.crypto
+        assert line.startswith("7 AES_CM_128_HMAC_SHA1_80 inline:") and key not in line  # the relay's own key
     finally:
         await media.close()
         caller.close()
