@@ -151,7 +151,11 @@ class FloodLimits(Model):
 
 
 class MediaSettings(Model):
-    srtp: SrtpMode = SrtpMode.DISABLED
+    srtp: SrtpMode = Field(
+        SrtpMode.DISABLED,
+        description="SDES-SRTP towards the PBX. optional: offers keys on RTP/AVP, plain PBXs work; "
+        "required: a call without keys gets 488 and never connects (docs/media.md).",
+    )
 
 
 class Transport(StrEnum):
@@ -161,7 +165,8 @@ class Transport(StrEnum):
 
 
 class Numbering(Model):
-    """How a national-format number in a Request-URI becomes E.164 (e.g. 04155550100 -> +14155550100)."""
+    """How national-format numbers (Request-URI and caller) of calls from this side become E.164
+    (e.g. 04155550100 -> +14155550100)."""
 
     countryCode: str = Field(pattern=r"^[1-9][0-9]{0,2}$", description="Country calling code, digits.")
     nationalPrefix: str = Field("0", pattern=r"^[0-9]{0,3}$", description="Trunk prefix to strip.")
@@ -175,9 +180,17 @@ class TrunkSpec(Model):
     channels: int | None = Field(None, ge=1, description="Concurrent calls (in + out); unset: unlimited.")
     callsPerSecond: float | None = Field(None, gt=0, description="New calls per second; unset: unlimited.")
     outbound: Outbound = Field(default_factory=Outbound)
-    codecs: list[Codec] = Field(default_factory=lambda: [Codec.PCMU, Codec.PCMA], min_length=1)
+    codecs: list[Codec] = Field(
+        default_factory=lambda: [Codec.PCMU, Codec.PCMA], min_length=1,
+        description="Codecs the calls may use, in order of preference (the order in the SDP the edge "
+        "writes); none in common: 488. With and without a relay (docs/media.md).",
+    )  # fmt: skip
     media: MediaSettings = Field(default_factory=MediaSettings)
-    transport: Transport = Transport.UDP
+    transport: Transport = Field(
+        Transport.UDP,
+        description="Transport to the trunk's targets. A target's ;transport= or sips: wins; tcp/tls pin "
+        "the DNS lookup to it; udp lets NAPTR/SRV choose (docs/media.md).",
+    )
     numbering: Numbering | None = None
     flood: FloodLimits = Field(default_factory=FloodLimits)
 

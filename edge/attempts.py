@@ -17,7 +17,7 @@ from trunkline.edge.ending import bye, finish
 from trunkline.edge.legs import first_invite, new_tag, relay_response, response_for
 from trunkline.edge.registrar import NatSource
 from trunkline.edge.resolver import Hop
-from trunkline.edge.routing import Next, after_final_response, inbound_targets
+from trunkline.edge.routing import Next, after_final_response, inbound_targets, lookup_uri
 from trunkline.edge.session_timers import arm_limit, start_session_timer
 from trunkline.sip.dialog import Dialog
 from trunkline.sip.errors import SipParseError
@@ -94,7 +94,7 @@ async def hops(
         parsed = parse_uri(target.uri)
         if not isinstance(parsed, SipUri):
             continue
-        found = await ctx.resolver.resolve(parsed, default)
+        found = await ctx.resolver.resolve(lookup_uri(parsed, default), default)
         if not found:
             event(log, logging.WARNING, "target does not resolve", target=target.uri, call_id=call.key)
         for hop in found:
@@ -159,7 +159,15 @@ async def answered(ctx: EdgeContext, call: Call, invite: Request, response: Resp
     ctx.calls.add_dialog(call.b.dialog.id, call, "b")
     await ctx.follow_target(call.b)
     if response.body:
-        response.body = await ctx.rewrite_or_keep(call, response.body, "b")
+        try:
+            response.body = await ctx.media.rewrite(call, response.body, "b")
+        except MediaError as exc:  # e.g. no SRTP keys when the trunk requires them: never connect
+            event(log, logging.WARNING, "answer refused", call_id=call.key, status=exc.status, why=exc.reason)
+            ctx.ack_b(call, invite, None)
+            ctx.spawn(bye(ctx, call, "b"))
+            ctx.stack.respond(response_for(call.a_invite, exc.status, exc.reason, call.a.tag))
+            await finish(ctx, call, HungUp.EDGE, exc.status, reason=exc.reason)
+            return
     ok = relay_response(call.a_invite, response, call.a.tag, ctx.local.contact(call.a.transport))
     try:
         call.a.dialog = Dialog.from_uas(call.a_invite, ok)

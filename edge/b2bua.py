@@ -21,10 +21,11 @@ from collections.abc import Callable
 
 from trunkline.core.state import StateStore, StoreUnavailable
 from trunkline.edge import admission, adoption, attempts, auth, ending, in_dialog, new_call
-from trunkline.edge.call import Call, MediaPlane, PassThrough
+from trunkline.edge.call import Call, MediaPlane
 from trunkline.edge.cdr import CdrSink, HungUp
 from trunkline.edge.context import DialogId, EdgeContext, EdgeOptions
 from trunkline.edge.digest import DigestAuthenticator
+from trunkline.edge.direct_media import DirectMedia
 from trunkline.edge.directory import Directory
 from trunkline.edge.legs import ALLOW, Local, new_tag, response_for
 from trunkline.edge.resolver import Resolver
@@ -56,7 +57,7 @@ class Edge:
         options = options or EdgeOptions()
         self.stack: Stack = stack or SipStack()
         self.ctx = EdgeContext(
-            self.stack, clock, store, lambda: self.directory, local, cdr, media or PassThrough(), options,
+            self.stack, clock, store, lambda: self.directory, local, cdr, media or DirectMedia(), options,
             authenticator or DigestAuthenticator(nonce_ttl=options.nonce_ttl), resolver or Resolver(),
             owner or f"{socket.gethostname()}-{os.getpid()}",
         )  # fmt: skip

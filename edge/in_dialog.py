@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from trunkline.core.logs import event
-from trunkline.edge.call import Call
+from trunkline.edge.call import Call, MediaError
 from trunkline.edge.cdr import HungUp
 from trunkline.edge.context import DialogId, EdgeContext
 from trunkline.edge.ending import bye, finish
@@ -99,7 +99,11 @@ async def on_request(ctx: EdgeContext, inc: Incoming, adopt: Adopt) -> None:
         return
     out = in_dialog(other.dialog, req.method, ctx.local, other.transport, req)
     if req.body and req.method in ("INVITE", "UPDATE"):
-        out.body = await ctx.rewrite_or_keep(call, req.body, leg_name)
+        try:
+            out.body = await ctx.media.rewrite(call, req.body, leg_name)
+        except MediaError as exc:  # a re-offer the trunk's rules refuse: the session stays as it was
+            ctx.answer(inc, exc.status, exc.reason, req.to.tag)
+            return
     try:
         answer = await ctx.stack.request(out, other.addr, other.transport)
     except NoAnswer:

@@ -1,6 +1,12 @@
 """Media through a relay: every SDP that crosses the edge is rewritten to point at relay ports.
 
 One relay session per call, under the call's key; relay leg "a" faces the caller, leg "b" the callee.
+Before the relay is asked, each SDP meets the trunk's rules (`sdp_rules`): connection addresses the
+media address policy accepts (else 488, and no session), the trunk's codecs in its order (none in
+common: 488). A re-offer with `c=0.0.0.0` (RFC 2543 hold) keeps the party's previous address at the
+relay and goes on as sendonly/inactive. Each leg tells the relay its party's signalling source IP
+(`LegSpec.signalling_address`: the caller's INVITE source, the callee's address we send to), which
+the relay's strict source trusts.
 Calls that end within a few ms of each other have their sessions deleted in one DeleteSessions call
 (DELETE_WINDOW); each call's release waits for it.
 An SDP from one leg tells the relay where that party listens (UpdateSession), and goes on to the other
@@ -16,12 +22,16 @@ the call goes on with the same relay.
 
 SRTP (RFC 4568 SDES) is spoken only on the trunk's side, per `spec.media.srtp`; the carrier side is
 plain RTP. SRTP the PBX offers (outbound calls) is bridged; on inbound calls the relay keys the PBX's
-leg before the PBX answers (LegSpec.want_srtp), so the offer to the PBX is RTP/SAVP with a=crypto.
+leg before the PBX answers (LegSpec.want_srtp): with `required` the offer to the PBX is RTP/SAVP with
+a=crypto and a plain answer is refused (488, the call does not connect); with `optional` it is
+RTP/AVP with a=crypto (best-effort SRTP, as common SBCs do): a PBX that answers with a key gets SRTP,
+one that ignores it plain RTP. Towards a PBX that offered RTP/SAVP itself the answer is RTP/SAVP.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -32,17 +42,26 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from trunkline.control.client import Backoff, RelayPicker
 from trunkline.core import rpc
+from trunkline.core.addresses import MediaAddressPolicy
 from trunkline.core.logs import event
 from trunkline.core.models import SrtpMode
 from trunkline.edge.call import Call, MediaError
 from trunkline.edge.cdr import Direction
+from trunkline.edge.sdp_rules import (
+    SRTP_SUITE,
+    apply_codecs,
+    audio_stream,
+    check_addresses,
+    hold_direction,
+    is_hold,
+    not_acceptable,
+)
 from trunkline.media.v1 import media_pb2, media_pb2_grpc
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.sdp import SdpMedia, SessionDescription, parse_sdp
 
 log = logging.getLogger("trunkline.edge.media")
 
-SRTP_SUITE = "AES_CM_128_HMAC_SHA1_80"
 PICK_ATTEMPTS = 3  # relays tried for one new call
 IDLE_CLOSE = 60.0  # seconds a relay with no session of ours keeps its channel (relay pods come and go)
 # A relay that answers this to CreateSession may be dead, draining or full: another may take the call.
@@ -64,6 +83,7 @@ class _Session:
     relay: str  # gRPC address of the relay that holds it
     allocations: dict[str, media_pb2.LegAllocation] = field(default_factory=dict)
     crypto_tags: dict[str, str] = field(default_factory=dict)  # per leg: the tag its party's SDES used
+    protos: dict[str, str] = field(default_factory=dict)  # per leg: the profile its party's SDP used
     gone: bool = False  # the relay ended it (inactivity): nothing left to update or delete
 
 
@@ -88,10 +108,6 @@ class _Relay:
         self.guard: asyncio.Task[None] | None = None
         self.idle: asyncio.TimerHandle | None = None
         self.ending: _Ending | None = None
-
-
-def _audio(sd: SessionDescription) -> SdpMedia | None:
-    return next((m for m in sd.media if m.kind == "audio" and m.port != 0), None)
 
 
 def _offered_key(media: SdpMedia) -> tuple[str, media_pb2.Crypto] | None:
@@ -123,11 +139,13 @@ class RelayMedia:
         picker: RelayPicker | None = None,
         on_inactive: Callable[[str, str], bool] | None = None,
         lost_after: float = 20.0,
+        policy: MediaAddressPolicy | None = None,
     ) -> None:
         if (target is None) == (picker is None):
             raise ValueError("RelayMedia needs a relay target or a picker (one of them)")
         self.target = target
         self.picker = picker
+        self.policy = policy or MediaAddressPolicy()  # remote media addresses calls may name
         self.timeout = timeout
         self.on_inactive = on_inactive
         self.idle_close = IDLE_CLOSE
@@ -157,18 +175,26 @@ class RelayMedia:
             sd = parse_sdp(sdp)
         except SipParseError as exc:
             raise MediaError(488, f"Not Acceptable Here ({exc.reason})") from None
-        audio = _audio(sd)
+        audio = audio_stream(sd)
         if audio is None:
-            raise MediaError(488, "Not Acceptable Here (no audio stream)")
+            raise not_acceptable("no audio stream")
         to_leg = "b" if from_leg == "a" else "a"
-        spec, tag = self._leg_spec(call, sd, audio, from_leg)
+        hold = call.key in self._sessions and is_hold(sd, audio)  # a first offer has no address to keep
+        check_addresses(self.policy, sd, hold_ok=hold)
+        apply_codecs(audio, [c.value for c in call.trunk.spec.codecs])
+        spec, tag = (None, "") if hold else self._leg_spec(call, sd, audio, from_leg)
+        if hold:
+            hold_direction(audio)
         allocation = await self._update(call, from_leg, spec)
         session = self._sessions.get(call.key)  # gone if the call ended meanwhile
         tags = session.crypto_tags if session is not None else {}
+        protos = session.protos if session is not None else {}
         if tag:
             tags[from_leg] = tag
+        protos[from_leg] = audio.proto
         # An answer's a=crypto carries the tag of the offer's line it accepts (RFC 4568 5.1.2).
-        self._point_at_relay(sd, audio, allocation[to_leg], call, to_leg, tags.get(to_leg, "1"))
+        self._point_at_relay(sd, audio, allocation[to_leg], call, to_leg, tags.get(to_leg, "1"),
+                             protos.get(to_leg, ""))  # fmt: skip
         return sd.to_bytes()
 
     def _leg_spec(
@@ -189,13 +215,15 @@ class RelayMedia:
         spec = media_pb2.LegSpec(
             remote_address=address, remote_rtp_port=audio.port, remote_rtcp_port=audio.rtcp_port or 0,
             rtcp_mux=audio.rtcp_mux, crypto=crypto, clock_rate=rate,
+            signalling_address=signalling_address(call, leg),
         )  # fmt: skip
         return spec, tag
 
     async def _update(
-        self, call: Call, leg: str, spec: media_pb2.LegSpec
+        self, call: Call, leg: str, spec: media_pb2.LegSpec | None
     ) -> dict[str, media_pb2.LegAllocation]:
-        specs = {leg: spec}
+        """Tell the relay of the party on `leg` (None: keep what it knows, e.g. on hold)."""
+        specs = {leg: spec} if spec is not None else {}
         session = self._sessions.get(call.key)
         if session is None:
             other = "b" if leg == "a" else "a"
@@ -268,6 +296,7 @@ class RelayMedia:
         call: Call,
         to_leg: str,
         crypto_tag: str = "1",
+        party_proto: str = "",
     ) -> None:
         # Every c= names the relay, replaced where it stands (RFC 8866 fixes the order of lines).
         for part in (sd, *sd.media):
@@ -279,11 +308,12 @@ class RelayMedia:
         audio.remove_attributes("rtcp")
         if at.rtcp_port and not audio.rtcp_mux:
             audio.add_attribute("rtcp", str(at.rtcp_port))
-        audio.keep_codecs([c.value for c in call.trunk.spec.codecs])
-        srtp_here = to_leg == trunk_leg(call) and call.trunk.spec.media.srtp is not SrtpMode.DISABLED
-        if srtp_here and at.HasField("crypto"):
+        srtp = call.trunk.spec.media.srtp
+        if to_leg == trunk_leg(call) and srtp is not SrtpMode.DISABLED and at.HasField("crypto"):
             audio.crypto = [f"{crypto_tag} {at.crypto.suite} inline:{at.crypto.key}"]
-            audio.proto = "RTP/SAVP"
+            # optional: best-effort SRTP on RTP/AVP, unless the PBX spoke RTP/SAVP itself
+            savp = srtp is SrtpMode.REQUIRED or party_proto == "RTP/SAVP"
+            audio.proto = "RTP/SAVP" if savp else "RTP/AVP"
         else:
             audio.crypto = []
             audio.proto = "RTP/AVP"
@@ -450,6 +480,17 @@ class RelayMedia:
         ended = self.on_inactive(update.session_id, INACTIVE) if self.on_inactive is not None else False
         event(log, logging.INFO, "relay session inactive", call_id=update.session_id, relay=relay.address,
               ending=ended)  # fmt: skip
+
+
+def signalling_address(call: Call, leg: str) -> str:
+    """The IP the party on `leg` signals from, for the relay's strict source ("" when unknown yet)."""
+    party = call.a if leg == "a" else call.b
+    if party is None:
+        return ""
+    try:
+        return str(ipaddress.ip_address(party.addr[0].strip("[]")))
+    except ValueError:
+        return ""
 
 
 def _media_error(exc: grpc.aio.AioRpcError) -> MediaError:

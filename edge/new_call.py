@@ -47,7 +47,9 @@ def inbound(ctx: EdgeContext, inc: Incoming, numbering: Numbering | None) -> New
         )
         ctx.answer(inc, 404, "Not Found", tag)
         return None
-    caller = to_e164(user_of(req.from_.uri) or "") or (user_of(req.from_.uri) or "anonymous")
+    # The carrier's plan reads its caller number too: a national caller ID reaches the PBX and the
+    # CDR in E.164.
+    caller = to_e164(user_of(req.from_.uri) or "", numbering) or (user_of(req.from_.uri) or "anonymous")
     call = new_call(ctx, inc, trunk, Direction.INBOUND, caller, did.spec.number, tag)
     return NewCall(call, caller, did.spec.number, did=did)
 

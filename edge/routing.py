@@ -6,12 +6,24 @@ All pure: the B2BUA asks, these answer.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterable, Sequence
 from enum import Enum
 from typing import Protocol, TypeVar
 
 from trunkline.core.models import DID, Carrier, Target, Trunk
+from trunkline.sip.uri import SipUri
+
+
+def lookup_uri(uri: SipUri, transport: str) -> SipUri:
+    """The URI to resolve (RFC 3263) for a target of a trunk whose `spec.transport` is `transport`.
+    Precedence (docs/media.md): the URI's own `;transport=`, then `sips:` (TLS); then a trunk set to
+    tcp or tls pins the lookup to that transport (SRV for it, then A/AAAA; no NAPTR, so DNS cannot
+    move the call to another transport); udp, the default, leaves the choice to NAPTR/SRV."""
+    if uri.params.get("transport") or uri.scheme == "sips" or transport == "udp":
+        return uri
+    return dataclasses.replace(uri, params={**uri.params, "transport": transport})
 
 
 def carriers_for(number: str, carriers: Iterable[Carrier]) -> list[Carrier]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from trunkline.core import observability
+from trunkline.core.addresses import MediaAddressPolicy, is_loopback
 from trunkline.core.http import OpsServer
 from trunkline.core.logs import event
 from trunkline.core.manifests import ConfigSet, load
@@ -214,6 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="anchor media on this relay's gRPC service (default with --control: the relay control picks, "
         "per call)",
     )  # fmt: skip
+    parser.add_argument(
+        "--allow-loopback-media", action="store_true",
+        help="accept loopback media addresses in SDP (implied when --sip-listen is loopback)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--media-deny-cidr", action="append", default=[], metavar="CIDR",
+        help="answer 488 to SDP naming a media address in this network (repeatable; e.g. the pod and "
+        "service CIDRs)",
+    )  # fmt: skip
     parser.add_argument("--relay-lost-after", type=float, default=20.0, metavar="SECONDS",
                         help="end the calls of a relay unreachable this long (default: 20)")  # fmt: skip
     parser.add_argument("--cdr", metavar="PATH", help="append call records (JSON lines); '-' for stdout")
@@ -297,6 +307,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def media_policy_of(args: argparse.Namespace, sip_host: str) -> MediaAddressPolicy:
+    """The media addresses SDP may name: loopback ones when asked or when SIP itself listens on
+    loopback (tests, `trunkline up`), none in a --media-deny-cidr (a bad one is a ConfigError)."""
+    try:
+        loopback = args.allow_loopback_media or is_loopback(sip_host)
+        return MediaAddressPolicy.build(loopback, args.media_deny_cidr)
+    except ValueError as exc:
+        raise ConfigError(f"--media-deny-cidr: {exc}") from None
+
+
 async def _serve(args: argparse.Namespace) -> int:
     if not args.files and not args.control:
         raise ConfigError("give manifests (-f) or a control service (--control)")
@@ -345,12 +365,13 @@ async def _serve(args: argparse.Namespace) -> int:
                 f"--nonce-secret-file: cannot read {args.nonce_secret_file}: {exc.strerror}"
             ) from None
     media = None
+    policy = media_policy_of(args, listen.host)
     if args.media_relay:
-        media = RelayMedia(args.media_relay, lost_after=args.relay_lost_after)
+        media = RelayMedia(args.media_relay, lost_after=args.relay_lost_after, policy=policy)
     elif args.control:
         from trunkline.control.client import RelayPicker
 
-        media = RelayMedia(picker=RelayPicker(args.control), lost_after=args.relay_lost_after)
+        media = RelayMedia(picker=RelayPicker(args.control), lost_after=args.relay_lost_after, policy=policy)
     if args.max_call_duration <= 0:
         raise ConfigError("--max-call-duration: must be more than 0 seconds")
     options = EdgeOptions(max_duration=args.max_call_duration)

@@ -323,6 +323,7 @@ def build_edge_deployment(
     # Every edge signs and checks digest nonces with the same keys (operator/nonce.py writes them), so a
     # challenge one pod issued is good at any other.
     args += ["--nonce-secret-file", f"{NONCE_MOUNT}/{NONCE_FILE}"]
+    args += _media_deny_args(platform)
     volumes += ({"name": "nonce", "secret": {"secretName": object_name(platform, "nonce")}},)
     container_mounts.append({"name": "nonce", "mountPath": NONCE_MOUNT, "readOnly": True})
     container = _container(platform, namespace, "edge", args, ports, edge.resources)
@@ -377,6 +378,11 @@ def build_edge_hpa(
 # ---------------------------------------------------------------- media
 
 
+def _media_deny_args(platform: Platform) -> list[str]:
+    """The networks SDP may not name, for the edge (488) and the relay (refused session) alike."""
+    return [arg for cidr in platform.mediaDenyCidrs for arg in ("--media-deny-cidr", cidr)]
+
+
 def build_media_workload(platform: Platform, namespace: str, owner: dict[str, Any] | None = None) -> Manifest:
     media = platform.media
     daemon = media.kind is MediaKind.DAEMON_SET
@@ -389,6 +395,7 @@ def build_media_workload(platform: Platform, namespace: str, owner: dict[str, An
         # Its name at control and in Redis, where a restarted container finds its sessions again
         # (same pod, same address, same ports). Probes: --http-listen from the runtime ConfigMap.
         "--relay-id", "$(POD_NAME)",
+        *_media_deny_args(platform),
     ]  # fmt: skip
     container = _container(platform, namespace, "media", args, [_port("grpc", media.port)], media.resources)
     template = _pod_template(platform, namespace, "media", container, host_network=daemon)

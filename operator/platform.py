@@ -13,11 +13,19 @@ field types, so what `helm install` accepts the operator accepts too.
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
 import yaml
-from pydantic import BeforeValidator, Field, StringConstraints, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 
 from trunkline.core.models import Model, ObjectName
 
@@ -37,6 +45,20 @@ NonceKeyRotationHours = Annotated[
         "stays valid beside the new one); 0: never.",
     ),
 ]  # fmt: skip
+
+
+def _network(value: str) -> str:
+    """A network in CIDR notation, host bits clear (what `--media-deny-cidr` takes)."""
+    return str(ipaddress.ip_network(value, strict=True))
+
+
+Cidr = Annotated[str, AfterValidator(_network), StringConstraints(min_length=2, max_length=43)]
+# kubeadm's default Service CIDR and the usual pod CIDR (Flannel, Canal): set both to the cluster's.
+DEFAULT_MEDIA_DENY_CIDRS = ("10.96.0.0/12", "10.244.0.0/16")
+MEDIA_DENY_DESCRIPTION = (
+    "Networks SDP may not name as a media address (488 at the edge, refused by the relay): the "
+    "cluster's pod and Service CIDRs, so a caller cannot make the relay send audio into the cluster."
+)
 
 
 def _quantity(value: object) -> object:
@@ -233,6 +255,9 @@ class Platform(Model):
     control: Control = Field(default_factory=Control)
     edge: Edge = Field(default_factory=Edge)
     media: Media = Field(default_factory=Media)
+    mediaDenyCidrs: list[Cidr] = Field(
+        default_factory=lambda: list(DEFAULT_MEDIA_DENY_CIDRS), description=MEDIA_DENY_DESCRIPTION
+    )
     cdr: CdrExporter = Field(default_factory=CdrExporter)
     telemetry: Telemetry = Field(default_factory=Telemetry)
 

@@ -14,8 +14,11 @@ from pydantic import Field, StringConstraints
 
 from trunkline.core.models import Model, ObjectName
 from trunkline.operator.platform import (
+    DEFAULT_MEDIA_DENY_CIDRS,
+    MEDIA_DENY_DESCRIPTION,
     Autoscaling,
     CdrExporter,
+    Cidr,
     ContainerPort,
     HostPort,
     LogLevel,
@@ -167,6 +170,9 @@ class ChartValues(Model):
     control: ControlValues = Field(default_factory=ControlValues)
     edge: EdgeValues = Field(default_factory=EdgeValues)
     media: MediaValues = Field(default_factory=MediaValues)
+    mediaDenyCidrs: list[Cidr] = Field(
+        default_factory=lambda: list(DEFAULT_MEDIA_DENY_CIDRS), description=MEDIA_DENY_DESCRIPTION
+    )
     cdr: CdrExporter = Field(
         default_factory=lambda: CdrExporter(resources=Resources(requests={"cpu": "50m", "memory": "64Mi"})),
         description="The CDR exporter (docs/cdr.md): its sinks, and the stream the edges write into.",
@@ -189,6 +195,7 @@ APPLIES_TO = {
     "control": "control Deployment and Service",
     "edge": "edge Deployment, UDP/TCP Services, HPA",
     "media": "media Deployment or DaemonSet",
+    "mediaDenyCidrs": "edge (488) and media (refused session) pods",
     "cdr": "CDR exporter Deployment, edge pods (stream)",
     "telemetry": "control, edge, media, CDR exporter pods (env, annotations)",
 }

@@ -171,7 +171,10 @@ def build_parser(log_level: str = "INFO") -> argparse.ArgumentParser:
         "--grace", type=float, default=30.0, metavar="SECONDS", help="how long live calls may finish"
     )
     up.add_argument("--cdr", metavar="PATH", help="append one JSON line per call ('-': standard output)")
-    up.add_argument("--no-relay", action="store_true", help="pass SDP through unchanged (no media anchoring)")
+    up.add_argument(
+        "--no-relay", action="store_true",
+        help="no media anchoring: SDP keeps the parties' addresses (codec and SRTP rules still apply)",
+    )  # fmt: skip
     observability.add_arguments(up)
     up.set_defaults(run=cmd_up)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
+from trunkline.core.addresses import MediaAddressPolicy, is_loopback
 from trunkline.core.component import Component
 from trunkline.core.http import OpsServer
 from trunkline.core.logs import event
@@ -52,7 +53,7 @@ class UpOptions:
     redis: str | None = None
     grace: float = 30.0
     cdr: str | None = None
-    relay: bool = True  # anchor media on the relay; False: SDP passes through unchanged
+    relay: bool = True  # anchor media on the relay; False: SDP keeps the parties' addresses
 
 
 @dataclass
@@ -173,7 +174,11 @@ def build_components(config: ConfigSet, listeners: Listeners, opts: UpOptions) -
     store = RedisStore.from_url(opts.redis) if opts.redis else MemoryStore()
     advertise = listeners.advertise.host if listeners.advertise else None
     media = MediaComponent(listeners.media_host, listeners.media_ports, advertise)
-    relay = RelayMedia(lambda: media.target) if opts.relay else None
+    # On loopback (the usual `up`) the parties' SDP names loopback addresses too.
+    policy = MediaAddressPolicy(allow_loopback=is_loopback(listeners.sip.host))
+    # The relay is in this process's engine on loopback: a slow answer means a loaded host, not a dead
+    # relay, so it gets longer than a remote one before the call is refused.
+    relay = RelayMedia(lambda: media.target, timeout=5.0, policy=policy) if opts.relay else None
     edge = EdgeComponent(config, sockets, listeners.advertise, store, opts.cdr, relay)
     return [ConfigComponent(config), media, edge]
 

@@ -7,6 +7,7 @@ that end together have their sessions deleted in one DeleteSessions call."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,8 +16,9 @@ import pytest
 
 from trunkline.control.client import RelayPicker
 from trunkline.control.server import ControlServer
+from trunkline.core.addresses import MediaAddressPolicy
 from trunkline.core.models import Trunk
-from trunkline.edge.call import Call, Leg
+from trunkline.edge.call import Call, Leg, MediaError
 from trunkline.edge.cdr import CallRecord, Direction
 from trunkline.edge.media import RelayMedia
 from trunkline.media.server import MediaServer
@@ -26,6 +28,7 @@ from trunkline.sip.message import Request, parse_message
 from trunkline.sip.sdp import parse_sdp
 
 CALL_ID = "handover-1@127.0.0.2"
+LOOPBACK = MediaAddressPolicy(allow_loopback=True)  # the parties are on loopback
 
 
 def sdp_for(port: int) -> bytes:
@@ -84,8 +87,8 @@ async def test_an_adopting_edge_goes_on_with_the_calls_relay(
         ended.append((key, why))
         return True
 
-    first = RelayMedia(picker=RelayPicker(target))
-    second = RelayMedia(picker=RelayPicker(target), on_inactive=end_call)
+    first = RelayMedia(picker=RelayPicker(target), policy=LOOPBACK)
+    second = RelayMedia(picker=RelayPicker(target), on_inactive=end_call, policy=LOOPBACK)
     caller, callee = Party(), Party()
     try:
         call = outbound_call()
@@ -134,7 +137,7 @@ async def test_a_session_made_for_a_call_that_ended_meanwhile_is_deleted(
     plane: tuple[ControlServer, dict[str, MediaServer]],
 ) -> None:
     control, relays = plane
-    media = RelayMedia(picker=RelayPicker(f"127.0.0.1:{control.port}"))
+    media = RelayMedia(picker=RelayPicker(f"127.0.0.1:{control.port}"), policy=LOOPBACK)
     caller = Party()
     try:
         call = outbound_call()
@@ -167,7 +170,7 @@ async def test_calls_that_end_together_end_their_sessions_in_one_call(
     deletions: list[list[str]], plane: tuple[ControlServer, dict[str, MediaServer]]
 ) -> None:
     relay = plane[1]["x"]
-    media = RelayMedia(f"127.0.0.1:{relay.port}")
+    media = RelayMedia(f"127.0.0.1:{relay.port}", policy=LOOPBACK)
     caller = Party()
     try:
         calls = [outbound_call(f"batch-{i}@127.0.0.2") for i in range(5)]
@@ -183,3 +186,79 @@ async def test_calls_that_end_together_end_their_sessions_in_one_call(
     finally:
         await media.close()
         caller.close()
+
+
+@pytest.fixture
+def relay_requests(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every CreateSession and UpdateSession request the relays serve (set up before they start)."""
+    requests: list[Any] = []
+    create, update = MediaRelayService.CreateSession, MediaRelayService.UpdateSession
+
+    async def created(self: MediaRelayService, request: Any, context: Any) -> Any:
+        requests.append(request)
+        return await create(self, request, context)
+
+    async def updated(self: MediaRelayService, request: Any, context: Any) -> Any:
+        requests.append(request)
+        return await update(self, request, context)
+
+    monkeypatch.setattr(MediaRelayService, "CreateSession", created)
+    monkeypatch.setattr(MediaRelayService, "UpdateSession", updated)
+    return requests
+
+
+async def test_each_leg_names_its_signalling_source_and_hold_keeps_the_address(
+    relay_requests: list[Any], plane: tuple[ControlServer, dict[str, MediaServer]]
+) -> None:
+    media = RelayMedia(f"127.0.0.1:{plane[1]['x'].port}", policy=LOOPBACK)
+    caller, callee = Party(), Party()
+    try:
+        call = outbound_call()
+        await media.rewrite(call, sdp_for(caller.port), "a")
+        assert relay_requests[-1].leg_a.signalling_address == "127.0.0.2"  # the INVITE's source
+        call.b = Leg(("127.0.0.3", 5070), "udp")  # the gateway that answers
+        await media.rewrite(call, sdp_for(callee.port), "b")
+        assert relay_requests[-1].leg_b.signalling_address == "127.0.0.3"
+        held = parse_sdp(
+            await media.rewrite(call, sdp_for(caller.port).replace(HOST.encode(), b"0.0.0.0"), "a")
+        )
+        hold = relay_requests[-1]
+        assert not hold.HasField("leg_a") and not hold.HasField("leg_b")  # the relay keeps the address
+        assert held.media[0].direction == "sendonly" and held.connection_address == HOST
+        count = len(relay_requests)
+        with pytest.raises(MediaError) as refused:  # refused before the relay is asked
+            await media.rewrite(call, sdp_for(caller.port).replace(HOST.encode(), b"169.254.169.254"), "a")
+        assert refused.value.status == 488 and len(relay_requests) == count
+    finally:
+        await media.close()
+        caller.close()
+        callee.close()
+
+
+@pytest.mark.parametrize("profile", ["RTP/SAVP", "RTP/AVP"])
+async def test_optional_srtp_answers_the_pbx_in_the_profile_it_offered(
+    profile: str, plane: tuple[ControlServer, dict[str, MediaServer]]
+) -> None:
+    """`optional` on an outbound call: the PBX's key is bridged and the answer carries the relay's
+    key in the PBX's own profile (RTP/SAVP, or best-effort SRTP on RTP/AVP); the carrier gets plain RTP."""
+    media = RelayMedia(f"127.0.0.1:{plane[1]['x'].port}", policy=LOOPBACK)
+    caller, callee = Party(), Party()
+    try:
+        call = outbound_call(f"optional-{profile.replace('/', '-')}@127.0.0.2")
+        call.trunk = Trunk.model_validate(
+            {"metadata": {"name": "acme"}, "spec": {"media": {"srtp": "optional"}}}
+        )
+        key = base64.b64encode(bytes(range(30))).decode()  # 16-byte key and 14-byte salt
+        offer = sdp_for(caller.port).replace(b"RTP/AVP", profile.encode())
+        offer += f"a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n".encode()
+        to_carrier = parse_sdp(await media.rewrite(call, offer, "a")).media[0]
+        assert to_carrier.proto == "RTP/AVP" and not to_carrier.crypto
+        call.b = Leg(("127.0.0.1", 5070), "udp")
+        to_pbx = parse_sdp(await media.rewrite(call, sdp_for(callee.port), "b")).media[0]
+        assert to_pbx.proto == profile
+        [line] = to_pbx.crypto
+        assert line.startswith("7 AES_CM_128_HMAC_SHA1_80 inline:") and key not in line  # the relay's own key
+    finally:
+        await media.close()
+        caller.close()
+        callee.close()

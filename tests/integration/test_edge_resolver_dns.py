@@ -19,6 +19,7 @@ import pytest
 from tests.support.dns_server import DnsServer
 from tests.support.ports import free_port
 from trunkline.edge.resolver import Hop, Resolver
+from trunkline.edge.routing import lookup_uri
 from trunkline.sip.uri import SipUri, parse_uri
 
 pytestmark = pytest.mark.integration
@@ -252,3 +253,28 @@ async def test_servfail_and_garbage_give_nothing_and_are_not_cached(garbage: boo
         assert time.monotonic() - started < 3.0
     finally:
         transport.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "trunk_transport", "hops"),
+    [
+        # udp, the trunk's default: NAPTR/SRV decide (here TLS first).
+        ("sip:naptr.test", "udp", [Hop("127.0.0.11", 5061, "tls"), Hop("::1", 5061, "tls"),
+                                   Hop("127.0.0.12", 5060, "tcp"), Hop("127.0.0.13", 5062, "udp")]),
+        # tcp or tls on the trunk pins DNS to it: SRV for that transport, no NAPTR.
+        ("sip:naptr.test", "tcp", [Hop("127.0.0.12", 5060, "tcp")]),
+        ("sip:srv.test", "tcp", [Hop("127.0.0.21", 5080, "tcp")]),
+        ("sip:plain.test", "tls", [Hop("127.0.0.30", 5061, "tls"), Hop("::1", 5061, "tls")]),
+        # The URI's own ;transport= beats the trunk's, and sips: means TLS whatever the trunk says.
+        ("sip:srv.test;transport=tcp", "tls", [Hop("127.0.0.21", 5080, "tcp")]),
+        ("sips:naptr.test", "tcp", [Hop("127.0.0.11", 5061, "tls"), Hop("::1", 5061, "tls")]),
+        # An IP literal: the trunk's transport (no DNS to ask).
+        ("sip:127.0.0.9:5099", "tcp", [Hop("127.0.0.9", 5099, "tcp")]),
+    ],
+)  # fmt: skip
+async def test_transport_precedence_of_a_trunks_target(
+    dns_server: DnsServer, target: str, trunk_transport: str, hops: list[Hop]
+) -> None:
+    """docs/media.md: `;transport=`, then `sips:`, then the trunk's tcp/tls, then NAPTR/SRV."""
+    resolver = resolver_for(dns_server)
+    assert await resolver.resolve(lookup_uri(sip(target), trunk_transport), trunk_transport) == hops

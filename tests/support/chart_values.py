@@ -78,6 +78,7 @@ FIRST: dict[str, Any] = {
     "media.portRange.end": 30999,
     "media.resources.requests": {"cpu": "0.5"},
     "media.resources.limits": {"memory": "555Mi"},
+    "mediaDenyCidrs": ["10.42.0.0/16", "fd00:42::/64"],
     "cdr.replicas": 3,
     "cdr.stream": "billing:cdr9",
     "cdr.batch": 77,
@@ -214,6 +215,11 @@ CHECKS: dict[str, Check | Callable[[dict[str, dict[str, Any]]], bool]] = {
     "media.portRange.end": (MEDIA_DS, "30000-30999"),
     "media.resources.requests": (MEDIA_DS, {"cpu": "0.5"}),
     "media.resources.limits": (MEDIA_DS, {"memory": "555Mi"}),
+    "mediaDenyCidrs": lambda o: all(  # each network as one flag, for the edge and the relay
+        f'"--media-deny-cidr", "{cidr}"' in json.dumps(o[k])
+        for k in (EDGE, MEDIA_DS)
+        for cidr in ("10.42.0.0/16", "fd00:42::/64")
+    ),
     "cdr.replicas": (CDR, {"replicas": 3}),
     "cdr.stream": lambda o: (
         holds(o[CDR], "billing:cdr9") and holds(o["ConfigMap/voip-runtime"], "billing:cdr9")

@@ -78,6 +78,7 @@ model's shape here.
   "control" $control
   "edge" $edge
   "media" .Values.media
+  "mediaDenyCidrs" .Values.mediaDenyCidrs
   "cdr" .Values.cdr
   "telemetry" .Values.telemetry
 -}}
