@@ -15,7 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import sipp
-from tests.support.jaeger import Jaeger, jaeger_binary, parent_id, tags
+from tests.support.jaeger import Jaeger, jaeger_binary, parent_id, spans_by_service, tags
+from tests.support.media_relay import RelayProcess
 from tests.support.processes import TRUNKLINE
 from tests.support.trunkline_up import Up, manifests
 
@@ -154,3 +155,43 @@ def test_a_call_is_one_trace_with_its_messages_and_counted_in_metrics(
     refused = sipp.uac(tmp_path / "refused", up.sip, "127.0.0.2", "+33123456789", timeout=20)
     assert not refused.ok  # outside the trunk's allowed prefixes: 403
     assert _value(up.metrics(), "trunkline_rejections_total", rule="prefix") == 1
+
+
+def test_the_relay_process_continues_the_edge_process_trace(
+    jaeger: Jaeger, tmp_path: Path, carrier_port: int, pbx_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in FAST_EXPORT.items():  # both processes take this process's environment
+        monkeypatch.setenv(key, value)
+    relay = RelayProcess(tmp_path / "media", ["--otlp-endpoint", jaeger.otlp_grpc]).start()
+    flags = ["--media-relay", relay.target, "--otlp-endpoint", jaeger.otlp_grpc]
+    edge = Up(tmp_path / "edge", manifests(carrier_port, pbx_port), flags, command="edge").start()
+    carrier = sipp.uas(tmp_path / "carrier", "127.0.0.1", carrier_port)
+    try:
+        for placed in range(1, 4):  # see above: a first session may miss its deadline under load
+            result = sipp.uac(tmp_path / f"pbx-{placed}", edge.sip, "127.0.0.2", "+442071234567")
+            if result.ok:
+                break
+        cdrs = edge.wait_cdrs(placed, timeout=20)
+    finally:
+        carrier_out = sipp.stop(carrier)
+        edge.stop()
+        relay.kill()
+    assert result.ok, result.output + carrier_out + edge.output()
+    [cdr] = [c for c in cdrs if c["status"] == 200]
+
+    def complete(trace: dict[str, Any]) -> bool:
+        media = [s["operationName"] for s in spans_by_service(trace).get("trunkline-media", [])]
+        names = {s["operationName"] for s in trace["spans"]}
+        return any(m.endswith("/CreateSession") for m in media) and {"call", "attempt"} <= names
+
+    trace = jaeger.wait_for_trace(str(cdr["trace_id"]), complete)
+    services = spans_by_service(trace)
+    assert set(services) == {"trunkline-edge", "trunkline-media"}, set(services)
+    edge_spans = {s["spanID"]: s for s in services["trunkline-edge"]}
+    for server in services["trunkline-media"]:
+        assert tags(server)["span.kind"] == "server" and tags(server)["rpc.system"] == "grpc"
+        client = edge_spans[parent_id(server) or ""]  # the edge process's client span of that call
+        assert tags(client)["span.kind"] == "client" and client["operationName"] == server["operationName"]
+        assert edge_spans[parent_id(client) or ""]["operationName"] in ("call", "attempt")
+    created = [s for s in services["trunkline-media"] if s["operationName"].endswith("/CreateSession")]
+    assert created  # the call's relay session, made in the relay process under the edge's call
