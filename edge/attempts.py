@@ -87,6 +87,8 @@ async def route(
         carrier = carrier_of(ctx.directory.carriers, target)
         if carrier:
             ctx.metrics.attempt(carrier, target.uri, attempt_outcome(call, response))
+        if response is None or response.status >= 300:  # this attempt's Call-ID is done with
+            ctx.traces.drop(invite.call_id, call.trace)
         if response is None:
             continue  # no answer: next target
         last = response

@@ -106,6 +106,28 @@ async def test_refused_requests_and_registers_are_spans_too(
     assert len(h.edge.traces) == 0
 
 
+async def test_every_attempt_of_a_failed_over_call_is_a_client_span_and_none_is_kept(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    h = world.build(tmp_path)
+    await h.stack.deliver(world.invite(), world.PBX)
+    await h.stack.reply(h.stack.requests("INVITE")[0], 503)
+    second = h.stack.requests("INVITE")[1]
+    await h.stack.reply(second, 486)
+    assert h.stack.responses[-1].status == 486
+    attempts = _by_name(spans)["attempt"]
+    assert [a.attributes["sip.status_code"] for a in attempts] == [503, 486]
+    assert [a.attributes["server.address"] for a in attempts] == ["127.0.0.1:5071", "127.0.0.1:5072"]
+    [call] = _by_name(spans)["call"]
+    assert call.attributes["sip.status_code"] == 486 and call.attributes["trunkline.hangup_side"] == "nobody"
+    assert len(h.edge.traces) == 0
+    registry = h.edge.metrics.registry
+    for gateway, outcome in (("sip:127.0.0.1:5071", "rejected"), ("sip:127.0.0.1:5072", "rejected")):
+        labels = {"carrier": "pstn", "gateway": gateway, "outcome": outcome}
+        assert _value(registry, "trunkline_carrier_attempts_total", **labels) == 1
+    assert _value(registry, "trunkline_calls_total", trunk="acme", direction="outbound", outcome="busy") == 1
+
+
 async def test_a_call_adopted_by_another_edge_continues_its_trace(
     tmp_path: Path, spans: InMemorySpanExporter
 ) -> None:
