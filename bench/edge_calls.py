@@ -6,7 +6,7 @@ failed call or the server falls behind the offered rate; each step reports offer
 success, SIPp retransmissions and the server's CPU seconds per 1,000 calls (utime+stime from /proc,
 summed over the server's process tree). See bench/README-edge.md.
 
-    .venv/bin/python -m bench.edge_calls [--quick] [--keep] [--no-kamailio] [--redis] [--media]
+    .venv/bin/python -m bench.edge_calls [--quick] [--keep] [--no-kamailio] [--redis] [--media] [--tracing]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from tests.support.jaeger import Jaeger, jaeger_binary
 from tests.support.ports import free_port
 from tests.support.processes import TRUNKLINE, http_ready, wait_started
 from tests.support.redis_server import RedisProcess
@@ -296,15 +297,22 @@ def start_redis(procs: Processes, workdir: Path) -> str:
 
 
 def start_edge(
-    procs: Processes, workdir: Path, carrier_port: int, extra: list[str] | None = None
-) -> tuple[subprocess.Popen[bytes], str, str]:
+    procs: Processes, workdir: Path, carrier_port: int, extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], str, str]:  # fmt: skip
     workdir.mkdir(parents=True)
     (workdir / "manifests.yaml").write_text(manifests(carrier_port, free_port()))
     sip, http = f"{HOST}:{free_port()}", f"{HOST}:{free_port()}"
     # Default log level (INFO, one line per call), as in production; the log goes to a file.
     args = [str(TRUNKLINE), "edge", "-f", "manifests.yaml", "--sip-listen", sip, "--http-listen", http,
             "--grace", "1", *(extra or [])]  # fmt: skip
-    proc = procs.start("trunkline edge", args, workdir / "edge.log", workdir)
+    saved = dict(os.environ)
+    os.environ.update(env or {})  # the edge's environment (OTEL_* for the tracing ladders)
+    try:
+        proc = procs.start("trunkline edge", args, workdir / "edge.log", workdir)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     wait_ready("trunkline edge", proc, http, workdir / "edge.log")
     return proc, sip, http
 
@@ -419,6 +427,22 @@ def start_kamailio(procs: Processes, workdir: Path, uas_port: int) -> tuple[subp
 # ---- the run ------------------------------------------------------------------------------------
 
 
+def compare_cpu(ours: Ladder | None, ref: Ladder | None, ours_label: str, ref_label: str, note: str) -> None:
+    """CPU per 1,000 calls of `ours` over `ref` at every step where both completed every call (behind
+    or not: what a call costs does not depend on keeping up)."""
+    if not (ours and ref):
+        return
+    done = {s.offered: s for s in ref.steps if s.success >= 100.0}
+    for step in ours.steps:
+        if step.success >= 100.0 and step.offered in done:
+            mine, theirs = (
+                step.per_1000(step.server_cpu),
+                done[step.offered].per_1000(done[step.offered].server_cpu),
+            )
+            print(f"\n  CPU per 1,000 calls at {step.offered}/s: {ours_label} {mine:.2f} s, {ref_label} "
+                  f"{theirs:.2f} s, ratio {mine / theirs:.2f} ({note})")  # fmt: skip
+
+
 def compare(ours: Ladder | None, ref: Ladder | None, ours_label: str, ref_label: str, note: str) -> None:
     """Highest passing rate of `ours` over `ref`, and CPU per 1,000 at every step both passed."""
     if not (ours and ref and ours.best and ref.best):
@@ -435,7 +459,36 @@ def compare(ours: Ladder | None, ref: Ladder | None, ours_label: str, ref_label:
                 passed[step.offered].per_1000(passed[step.offered].server_cpu),
             )
             print(f"  CPU per 1,000 calls at {step.offered}/s: {ours_label} {mine:.2f} s, "
-                  f"{ref_label} {theirs:.2f} s, ratio {mine / theirs:.1f}")  # fmt: skip
+                  f"{ref_label} {theirs:.2f} s, ratio {mine / theirs:.2f}")  # fmt: skip
+
+
+TRACING_MODES = [("off", None), ("ratio 1.0", "1.0"), ("ratio 0.01", "0.01")]  # (label, sampler ratio)
+
+
+def tracing_ladders(
+    procs: Processes, workdir: Path, uas_port: int, steps: list[int], seconds: float, call: list[str]
+) -> list[Ladder]:
+    """The IP ACL call ladder on three edges, one per tracing mode, exporting to a local Jaeger (in-memory
+    storage): the CPU the edge spends on its calls' traces, export included."""
+    binary = jaeger_binary()
+    if binary is None:
+        print("no jaeger binary (scripts/jaeger.sh): no tracing ladders")
+        return []
+    jaeger = Jaeger(workdir / "jaeger", binary).start()
+    assert jaeger.proc is not None
+    procs.procs.append(("jaeger", jaeger.proc, []))
+    ladders = []
+    for label, ratio in TRACING_MODES:
+        extra = ["--otlp-endpoint", jaeger.otlp_grpc] if ratio else []
+        # The sampler decides per call, at the call's root span; the rest of an unsampled call is free.
+        env = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": ratio} if ratio else {}
+        where = workdir / f"edge-tracing-{label.replace(' ', '-')}"
+        proc, sip, _ = start_edge(procs, where, uas_port, extra, env)
+        print(f"trunkline edge, tracing {label}: pid {proc.pid} on {sip}")
+        name = f"trunkline calls, IP ACL, tracing {label}"
+        ladders.append(climb(Ladder(name, "calls"), Server(proc, sip, process_tree(proc.pid)),
+                             where / "calls", PBX_ACL_IP, "pbx_call.xml", steps, seconds, call))  # fmt: skip
+    return ladders
 
 
 def report(ladders: list[Ladder]) -> None:
@@ -454,6 +507,11 @@ def report(ladders: list[Ladder]) -> None:
     compare(by_name.get("trunkline calls, digest, media relay"), memory, "edge + relay", "edge alone",
             "CPU of both processes")  # fmt: skip
     compare(memory, by_name.get("kamailio calls"), "trunkline (digest)", "kamailio", "")
+    untraced = by_name.get("trunkline calls, IP ACL, tracing off")
+    compare_cpu(by_name.get("trunkline calls, IP ACL, tracing ratio 1.0"), untraced, "traced (1.0)",
+                "untraced", "target: <= 1.15")  # fmt: skip
+    compare_cpu(by_name.get("trunkline calls, IP ACL, tracing ratio 0.01"), untraced, "traced (0.01)",
+                "untraced", "target: <= 1.03")  # fmt: skip
     for ladder in ladders:
         if ladder.stopped:
             print(f"  {ladder.name}: stopped at {ladder.stopped}")
@@ -469,6 +527,8 @@ def main() -> int:
     parser.add_argument("--redis", action="store_true", help="digest calls with the Redis store too")
     parser.add_argument("--media", action="store_true", help="digest calls with a media relay too")
     parser.add_argument("--only-calls", action="store_true", help="only the digest call ladder(s)")
+    tracing_help = "IP ACL calls on edges tracing into a local Jaeger: off, ratio 1.0, 0.01"
+    parser.add_argument("--tracing", action="store_true", help=tracing_help)
     args = parser.parse_args()
     for binary in ("sipp", str(TRUNKLINE)) + (() if args.no_kamailio else (KAMAILIO,)):
         if not shutil.which(binary):
@@ -527,6 +587,8 @@ def main() -> int:
             name = "trunkline calls, digest, media relay"
             ladders.append(climb(Ladder(name, "calls"), media_edge, workdir / "edge-media-calls", PBX_AUTH_IP,
                                  "pbx_call.xml", call_steps, seconds, [*call, *auth]))  # fmt: skip
+        if args.tracing:
+            ladders += tracing_ladders(procs, workdir, uas_port, call_steps, seconds, call)
         if not args.only_calls:
             name = "trunkline REGISTER, digest: 401 + REGISTER/200"
             register = ["-key", "aor", USER, *auth]

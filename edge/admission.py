@@ -4,6 +4,8 @@ answers the caller should this one die)."""
 
 from __future__ import annotations
 
+import time
+
 from trunkline.core.state import Admission
 from trunkline.edge.call import Call
 from trunkline.edge.context import EdgeContext
@@ -15,6 +17,7 @@ async def admit(ctx: EdgeContext, inc: Incoming, call: Call) -> bool:
     """True when the call may go on (and is held from now on); else the caller was answered 503."""
     spec = call.trunk.spec
     rejection: Rejection | None = None
+    started = time.monotonic()
     try:
         verdict = await ctx.store.admit(
             call.counters, call.key, spec.channels, spec.callsPerSecond, ctx.owner,
@@ -26,7 +29,9 @@ async def admit(ctx: EdgeContext, inc: Incoming, call: Call) -> bool:
         elif verdict is Admission.NO_CHANNEL:
             detail = f"all {spec.channels} in use"
             rejection = Rejection(503, "Service Unavailable", "channels", detail, retry_after=5)
+        ctx.metrics.store("admit", time.monotonic() - started)
     except Exception as exc:  # the store is down: no new calls (documented degraded mode)
+        ctx.metrics.store("admit", time.monotonic() - started, ok=False)
         rejection = Rejection(503, "Service Unavailable", "store", str(exc), retry_after=5)
     if rejection is not None:
         ctx.reject(inc, rejection, call.trunk.name, call.a.tag)

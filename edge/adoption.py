@@ -8,6 +8,7 @@ import logging
 
 from trunkline.core.logs import event
 from trunkline.core.state import CallState
+from trunkline.edge import observing
 from trunkline.edge.call import Call
 from trunkline.edge.cdr import HungUp
 from trunkline.edge.context import DialogId, EdgeContext
@@ -42,10 +43,12 @@ def carry(ctx: EdgeContext, state: CallState) -> Call | None:
     if held is not None:
         return held
     ctx.media.adopt(call, state.get("media") or {})
+    observing.adopted(ctx.traces, call)
     if call.record.answer is None or call.a.dialog is None or call.b is None or call.b.dialog is None:
         ctx.spawn(fail_orphan(ctx, call))
         return None
     ctx.calls.hold(call)
+    observing.held(ctx.metrics, call)
     for leg_name, leg in (("a", call.a), ("b", call.b)):
         assert leg.dialog is not None
         ctx.calls.add_dialog(leg.dialog.id, call, leg_name)

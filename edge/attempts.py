@@ -5,6 +5,7 @@ the caller's CANCEL (and ours to the callee), ring timeout and the caller's fina
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 
 from trunkline.core.logs import event
@@ -15,10 +16,13 @@ from trunkline.edge.cdr import Attempt, Direction, HungUp
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.ending import bye, finish
 from trunkline.edge.legs import first_invite, new_tag, relay_response, response_for
+from trunkline.edge.observing import carrier_of
 from trunkline.edge.registrar import NatSource
 from trunkline.edge.resolver import Hop
 from trunkline.edge.routing import Next, after_final_response, inbound_targets, lookup_uri
 from trunkline.edge.session_timers import arm_limit, start_session_timer
+from trunkline.edge.tracing import NO_ATTEMPT
+from trunkline.edge.tracing import Attempt as AttemptSpan
 from trunkline.sip.dialog import Dialog
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.message import Request, Response
@@ -72,8 +76,19 @@ async def route(
         call.b = Leg((hop.host, hop.port), hop.transport, tag=invite.from_.tag or "")
         attempt = Attempt(target.uri)
         call.record.attempts.append(attempt)
-        response = await try_target(ctx, call, invite)
+        span = call.trace.attempt(
+            f"{hop.host}:{hop.port}", hop.transport, invite.call_id, target_uri=target.uri
+        )
+        ctx.traces.add(invite.call_id, call.trace, "b")
+        with span.current():  # the relay's work for this attempt continues its span
+            response = await try_target(ctx, call, invite, span)
         attempt.status = response.status if response else None
+        span.end(None if response is None or response.status < 300 else str(response.status))
+        carrier = carrier_of(ctx.directory.carriers, target)
+        if carrier:
+            ctx.metrics.attempt(carrier, target.uri, attempt_outcome(call, response))
+        if response is None or response.status >= 300:  # this attempt's Call-ID is done with
+            ctx.traces.drop(invite.call_id, call.trace)
         if response is None:
             continue  # no answer: next target
         last = response
@@ -103,12 +118,32 @@ async def hops(
             yield target, number, parsed, hop
 
 
-async def try_target(ctx: EdgeContext, call: Call, invite: Request) -> Response | None:
+def attempt_outcome(call: Call, response: Response | None) -> str:
+    if call.cancelled:
+        return "cancelled"
+    if response is None:
+        return "timeout"
+    return "answered" if 200 <= response.status < 300 else "rejected"
+
+
+async def try_target(
+    ctx: EdgeContext, call: Call, invite: Request, span: AttemptSpan = NO_ATTEMPT
+) -> Response | None:
     """Send one INVITE; relay provisional answers; None when the target never answered."""
     assert call.b is not None
     leg = call.b
+    sent = time.monotonic()
+    timed: list[bool] = []
+
+    def post_dial_delay(status: int) -> None:
+        """The first answer past 100 Trying: how long the caller waited for a sign of life."""
+        span.response(status)
+        if status > 100 and not timed:
+            timed.append(True)
+            ctx.metrics.post_dial_delay(call.trunk.name, time.monotonic() - sent)
 
     def provisional(response: Response) -> None:
+        post_dial_delay(response.status)
         call.b_provisional = True
         if call.cancelled:
             send_cancel(ctx, call)
@@ -119,11 +154,13 @@ async def try_target(ctx: EdgeContext, call: Call, invite: Request) -> Response 
     future = ctx.stack.request(invite, leg.addr, leg.transport, provisional)
     try:
         if await ctx.wait_at_most(future, ctx.options.failover_after):
+            post_dial_delay(future.result().status)
             return future.result()
         if not call.b_provisional:
             ctx.stack.abandon(invite)
             return None
         if await ctx.wait_at_most(future, ctx.options.ring_timeout):
+            post_dial_delay(future.result().status)
             return future.result()
     except NoAnswer:
         return None

@@ -22,9 +22,11 @@ async def authenticate(ctx: EdgeContext, inc: Incoming, header: str, status: int
     req, source, options = inc.request, inc.addr[0], ctx.options
     failures = await ctx.store.auth_failures(source, options.auth_window)
     if failures >= options.silence_after:
+        ctx.metrics.rejected("lockout")
         return None  # a source that keeps failing gets no more answers for a while
     if failures >= options.lockout_after:
         await ctx.store.note_auth_failure(source, options.auth_window)  # hammering counts too
+        ctx.metrics.rejected("lockout")
         ctx.answer(inc, 403, "Forbidden (too many failed authentications)")
         return None
     raw = req.get(header)
@@ -58,6 +60,7 @@ async def authenticate(ctx: EdgeContext, inc: Incoming, header: str, status: int
         challenge(ctx, inc, params.get("username", ""), status, stale=True)
         return None
     count = await ctx.store.note_auth_failure(source, options.auth_window)
+    ctx.metrics.rejected("digest")
     event(log, logging.WARNING, "auth failed", source=source, username=params.get("username", ""),
           realm=params.get("realm", ""), uri=params.get("uri", ""), why=outcome.value,
           failures=count)  # fmt: skip

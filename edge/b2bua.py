@@ -19,8 +19,10 @@ import socket
 import time
 from collections.abc import Callable
 
+from prometheus_client import CollectorRegistry
+
 from trunkline.core.state import StateStore, StoreUnavailable
-from trunkline.edge import admission, adoption, attempts, auth, ending, in_dialog, new_call
+from trunkline.edge import admission, adoption, attempts, auth, ending, in_dialog, new_call, observing
 from trunkline.edge.call import Call, MediaPlane
 from trunkline.edge.cdr import CdrSink, HungUp
 from trunkline.edge.context import DialogId, EdgeContext, EdgeOptions
@@ -28,7 +30,10 @@ from trunkline.edge.digest import DigestAuthenticator
 from trunkline.edge.direct_media import DirectMedia
 from trunkline.edge.directory import Directory
 from trunkline.edge.legs import ALLOW, Local, new_tag, response_for
+from trunkline.edge.metrics import EdgeMetrics
+from trunkline.edge.observing import ObservedStack, Traces
 from trunkline.edge.resolver import Resolver
+from trunkline.edge.tracing import NoTrace
 from trunkline.sip.message import Response
 from trunkline.sip.stack import Incoming, SipStack, Stack
 from trunkline.sip.transaction import Addr
@@ -52,15 +57,20 @@ class Edge:
         resolver: Resolver | None = None,
         owner: str | None = None,
         stack: Stack | None = None,
+        metrics: EdgeMetrics | None = None,
     ) -> None:
         self.directory = directory
         options = options or EdgeOptions()
-        self.stack: Stack = stack or SipStack()
+        self.metrics = metrics or EdgeMetrics(CollectorRegistry())
+        self.traces = Traces()
+        # Every message in and out passes here once: counted, and put on its call's trace.
+        self.stack: Stack = ObservedStack(stack or SipStack(), self.metrics, self.traces)
         self.ctx = EdgeContext(
             self.stack, clock, store, lambda: self.directory, local, cdr, media or DirectMedia(), options,
             authenticator or DigestAuthenticator(nonce_ttl=options.nonce_ttl), resolver or Resolver(),
             owner or f"{socket.gethostname()}-{os.getpid()}",
         )  # fmt: skip
+        self.ctx.metrics, self.ctx.traces = self.metrics, self.traces
         self.stack.bind(self.on_request, self.on_stray_response, self.on_ack_timeout)
 
     @property
@@ -102,7 +112,7 @@ class Edge:
         if req.method == "INVITE":
             return asyncio.ensure_future(self._new_call(inc))
         if req.method == "REGISTER":
-            return asyncio.ensure_future(auth.on_register(ctx, inc))
+            return asyncio.ensure_future(self._register(inc))
         if req.method == "BYE":
             ctx.answer(inc, 481, "Call/Transaction Does Not Exist")
             return None
@@ -121,10 +131,21 @@ class Edge:
         return await adoption.adopt(self.ctx, dialog)
 
     # -- new calls ---------------------------------------------------------------------------------
+    async def _register(self, inc: Incoming) -> None:
+        trace = observing.start_trace(self.traces, inc, "REGISTER")
+        try:
+            with trace.current():
+                await auth.on_register(self.ctx, inc)
+        finally:
+            self.traces.drop(inc.request.call_id)
+            trace.finish(trace.last_status)
+
     async def _new_call(self, inc: Incoming) -> None:
         """Set up a call; whatever goes wrong inside, the caller gets an answer and nothing leaks."""
+        trace = observing.start_trace(self.traces, inc)
         try:
-            await self._set_up(inc)
+            with trace.current():
+                await self._set_up(inc, trace)
         except Exception as exc:
             unavailable = isinstance(exc, StoreUnavailable)
             status, reason = (503, "Service Unavailable") if unavailable else (500, "Server Internal Error")
@@ -138,8 +159,12 @@ class Edge:
                 await ending.finish(
                     self.ctx, call, HungUp.EDGE, status, reason=f"{type(exc).__name__}: {exc}"
                 )
+        finally:
+            if self.ctx.calls.get(inc.request.call_id) is None:  # refused, failed or over already
+                self.traces.drop(inc.request.call_id)
+                trace.finish(trace.last_status, reason="refused" if trace.last_status >= 300 else "")
 
-    async def _set_up(self, inc: Incoming) -> None:
+    async def _set_up(self, inc: Incoming, trace: NoTrace) -> None:
         req, ctx = inc.request, self.ctx
         if ctx.draining:
             response = response_for(req, 503, "Service Unavailable (draining)", new_tag())
@@ -148,20 +173,41 @@ class Edge:
             return
         carrier = self.directory.carrier_for_source(inc.addr[0])
         if carrier is not None and req.get("Proxy-Authorization") is None:
+            with trace.step(
+                "auth", sip__auth__method="carrier-cidr", sip__auth__outcome="ok", carrier=carrier.name
+            ):
+                pass
             planned = new_call.inbound(ctx, inc, carrier.spec.numbering)
         else:
             trunk = self.directory.trunk_for_source(inc.addr[0])
             if trunk is None:
-                who = await auth.authenticate(ctx, inc, "Proxy-Authorization", 407)
+                with trace.step("auth", sip__auth__method="digest") as step:
+                    who = await auth.authenticate(ctx, inc, "Proxy-Authorization", 407)
+                    step.set(sip__auth__outcome="ok" if who else "refused")
                 if who is None:
                     return
                 trunk = who[0]
+            else:
+                with trace.step("auth", sip__auth__method="ip-acl", sip__auth__outcome="ok"):
+                    pass
             planned = new_call.outbound(ctx, inc, trunk)
-        if planned is None or not await admission.admit(ctx, inc, planned.call):
+        if planned is None:
             return
+        observing.traced(self.traces, planned.call, trace)
+        with trace.step("admission", trunk=planned.call.trunk.name) as step:
+            admitted = await admission.admit(ctx, inc, planned.call)
+            step.set(outcome="admitted" if admitted else "rejected")
+        if not admitted:
+            return
+        observing.held(self.metrics, planned.call)
         targets = planned.targets
-        if planned.did is not None:
-            targets = await attempts.targets_of_did(ctx, planned.call.trunk, planned.did)
+        with trace.step("routing", callee=planned.callee) as step:
+            if planned.did is not None:
+                targets = await attempts.targets_of_did(ctx, planned.call.trunk, planned.did)
+            if targets:
+                first = targets[0][0]
+                carrier_name = observing.carrier_of(self.directory.carriers, first) or None
+                step.set(targets=len(targets), target=first.uri, carrier=carrier_name)
         await attempts.route(ctx, inc, planned.call, targets or [], planned.caller)
 
     # -- from outside SIP ----------------------------------------------------------------------------

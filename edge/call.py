@@ -22,6 +22,7 @@ from trunkline.edge.handover import (
     trunk_from_data,
     trunk_to_data,
 )
+from trunkline.edge.tracing import NO_TRACE, NoTrace
 from trunkline.sip.dialog import Dialog
 from trunkline.sip.message import Request
 from trunkline.sip.stack import TimerHandle
@@ -95,6 +96,8 @@ class Call:
     session_seconds: float = 0.0
     session_refreshed: float = 0.0  # epoch seconds of the last session refresh
     limit_timer: TimerHandle | None = None
+    counted: bool = False  # in the active calls gauge
+    trace: NoTrace = NO_TRACE  # the call's trace here (its context is in `record`, for other edges)
 
     @property
     def key(self) -> str:

@@ -58,6 +58,8 @@ class CallRecord:
     hung_up: HungUp = HungUp.NOBODY
     attempts: list[Attempt] = field(default_factory=list)
     reason: str = ""
+    trace_id: str | None = None  # the call's trace (None: not traced), so a CDR leads to it
+    traceparent: str | None = None  # the call's span: an edge adopting the call continues under it
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -121,7 +123,7 @@ def to_cdr(
         final_status=_status(record.status),
         q850_cause=q850_cause if q850_cause is not None and 0 <= q850_cause <= 127 else None,
         hangup_side=HangupSide(record.hung_up.value), hangup_reason=record.reason[:256], codec=codec,
-        relay=relay, media=media, trace_id=trace_id,
+        relay=relay, media=media, trace_id=trace_id or record.trace_id,
         attempts=[CdrAttempt(target=a.target[:512], status=_status(a.status)) for a in record.attempts[:64]],
     )  # fmt: skip
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
+
+from prometheus_client import CollectorRegistry
 
 from trunkline.core.logs import event
 from trunkline.core.state import StateStore
@@ -18,6 +21,8 @@ from trunkline.edge.cdr import CdrSink
 from trunkline.edge.digest import DigestAuthenticator
 from trunkline.edge.directory import Directory
 from trunkline.edge.legs import Local, ack_for, new_tag, response_for
+from trunkline.edge.metrics import EdgeMetrics
+from trunkline.edge.observing import Traces, rule_label
 from trunkline.edge.policy import Rejection
 from trunkline.edge.resolver import Resolver
 from trunkline.sip.message import Request
@@ -91,6 +96,8 @@ class EdgeContext:
         self.auth, self.resolver, self.owner = auth, resolver, owner
         self.calls = Calls()
         self.draining = False
+        self.metrics = EdgeMetrics(CollectorRegistry())  # the Edge puts one on the process's registry
+        self.traces = Traces()
         self._tasks: set[asyncio.Future[None]] = set()
 
     @property
@@ -114,6 +121,10 @@ class EdgeContext:
     def reject(self, inc: Incoming, rejection: Rejection, trunk: str, tag: str) -> None:
         event(log, logging.INFO, "call rejected", trunk=trunk, rule=rejection.rule, status=rejection.status,
               detail=rejection.detail, call_id=inc.request.call_id)  # fmt: skip
+        self.metrics.rejected(rule_label(rejection.rule))
+        found = self.traces.get(inc.request.call_id)
+        if found is not None:
+            found[0].set(trunk=trunk, rule=rejection.rule, outcome="rejected", detail=rejection.detail)
         response = response_for(inc.request, rejection.status, rejection.reason, tag)
         if rejection.retry_after is not None:
             response.add("Retry-After", str(rejection.retry_after))
@@ -169,12 +180,16 @@ class EdgeContext:
 
     async def save(self, call: Call) -> None:
         """Write the call where every edge finds it. Without the store the call goes on here only."""
+        started = time.monotonic()
         try:
             await self.store.save_call(call.counters, call.key, self.owner,
                                        call.to_state(self.media.snapshot(call)), call.dialog_keys,
                                        self.record_ttl(call))  # fmt: skip
         except Exception as exc:
+            self.metrics.store("dialog", time.monotonic() - started, ok=False)
             event(log, logging.WARNING, "could not save call", call_id=call.key, error=str(exc))
+            return
+        self.metrics.store("dialog", time.monotonic() - started)
 
     async def follow_target(self, leg: Leg) -> None:
         """Send the callee's in-dialog requests where its remote target says (RFC 3263 for a host

@@ -4,11 +4,13 @@ channel, media, dialogs and the CDR), once."""
 from __future__ import annotations
 
 import logging
+import time
 
 from trunkline.core.logs import event
 from trunkline.edge.call import Call
 from trunkline.edge.cdr import HungUp
 from trunkline.edge.context import EdgeContext
+from trunkline.edge.observing import ended
 from trunkline.sip.stack import NoAnswer
 
 log = logging.getLogger("trunkline.edge")
@@ -20,14 +22,25 @@ async def bye(ctx: EdgeContext, call: Call, leg_name: str) -> None:
     if leg is None or leg.dialog is None:
         return
     request = leg.dialog.create_request("BYE", ctx.local.via(leg.transport))
+    step = call.trace.transaction("BYE", leg_name)
+    # This transaction's messages go on its own span: the call's may be over before the answer.
+    previous = ctx.traces.get(request.call_id)
+    ctx.traces.add(request.call_id, step, leg_name)
     future = ctx.stack.request(request, leg.addr, leg.transport)
+    answered = False
     try:
         if await ctx.wait_at_most(future, BYE_TIMEOUT):
-            future.result()
+            step.set(sip__status_code=future.result().status)
+            answered = True
             return
         future.cancel()  # whatever comes later is of no interest
     except NoAnswer:
         pass
+    finally:
+        ctx.traces.drop(request.call_id, step)
+        if previous is not None and not call.ended:
+            ctx.traces.add(request.call_id, *previous)
+        step.end(None if answered else "not answered")
     event(log, logging.INFO, "BYE not answered", call_id=call.key, leg=leg_name)
 
 
@@ -54,9 +67,14 @@ async def finish(ctx: EdgeContext, call: Call, hung_up: HungUp, status: int | No
     call.record.reason = reason
     ctx.calls.drop(call)
     ctx.stack.stop_answer((call.a_invite.call_id, call.a.tag, call.a_invite.from_.tag or ""))
+    started = time.monotonic()
     try:
         await ctx.store.end_call(call.counters, call.key, ctx.owner, call.dialog_keys)
+        ctx.metrics.store("release", time.monotonic() - started)
     except Exception as exc:  # its TTL frees it when the store comes back
+        ctx.metrics.store("release", time.monotonic() - started, ok=False)
         event(log, logging.WARNING, "could not release channel", trunk=call.trunk.name, error=str(exc))
-    await ctx.media.release(call)
+    with call.trace.current():  # the relay's delete continues the call's trace
+        await ctx.media.release(call)
+    ended(ctx.metrics, ctx.traces, call)
     ctx.cdr.write(call.record)

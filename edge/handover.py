@@ -40,6 +40,7 @@ def call_record_to_data(record: CallRecord) -> dict[str, Any]:
         "call_id": record.call_id, "trunk": record.trunk, "direction": record.direction.value,
         "caller": record.caller, "callee": record.callee, "setup": record.setup, "answer": record.answer,
         "status": record.status, "attempts": [[a.target, a.status] for a in record.attempts],
+        "trace_id": record.trace_id, "traceparent": record.traceparent,
     }  # fmt: skip
 
 
@@ -47,8 +48,14 @@ def call_record_from_data(data: dict[str, Any]) -> CallRecord:
     return CallRecord(
         data["call_id"], data["trunk"], Direction(data["direction"]), data["caller"], data["callee"],
         data["setup"], data["answer"], None, data["status"], HungUp.NOBODY,
-        [Attempt(target, status) for target, status in data["attempts"]],
+        [Attempt(target, status) for target, status in data["attempts"]], "",
+        _short(data.get("trace_id")), _short(data.get("traceparent")),
     )  # fmt: skip
+
+
+def _short(value: Any) -> str | None:
+    """A trace id or traceparent from a record (bounded: the record is another edge's word)."""
+    return value if isinstance(value, str) and len(value) <= 64 else None
 
 
 # Trunks are replaced, never changed in place, when the configuration changes: a trunk's dump is made

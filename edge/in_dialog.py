@@ -13,6 +13,7 @@ from trunkline.edge.cdr import HungUp
 from trunkline.edge.context import DialogId, EdgeContext
 from trunkline.edge.ending import bye, finish
 from trunkline.edge.legs import ack_for, in_dialog, relay_response
+from trunkline.edge.observing import first_line
 from trunkline.edge.session_timers import start_session_timer
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.message import Response
@@ -71,11 +72,26 @@ async def on_request(ctx: EdgeContext, inc: Incoming, adopt: Adopt) -> None:
     in the store), or 481."""
     req = inc.request
     dialog_id = (req.call_id, req.to.tag or "", req.from_.tag or "")
-    found = ctx.calls.find(dialog_id) or await adopt(dialog_id)
+    found = ctx.calls.find(dialog_id)
+    if found is None:
+        found = await adopt(dialog_id)
+        if found is not None:  # its trace began after this request came in: put it there too
+            found[0].trace.message(found[1], "received", first_line(req), len(req.to_bytes()),
+                                   f"{inc.addr[0]}:{inc.addr[1]}")  # fmt: skip
     if found is None:
         ctx.answer(inc, 481, "Call/Transaction Does Not Exist", req.to.tag)
         return
     call, leg_name = found
+    step = call.trace.transaction(req.method, leg_name)
+    try:
+        with call.trace.current(), step.current():
+            await _relay(ctx, inc, call, leg_name)
+    finally:
+        step.end()
+
+
+async def _relay(ctx: EdgeContext, inc: Incoming, call: Call, leg_name: str) -> None:
+    req = inc.request
     this = call.leg(leg_name)
     if this.dialog is None:
         ctx.answer(inc, 481, "Call/Transaction Does Not Exist", req.to.tag)

@@ -130,12 +130,15 @@ class RelayMedia:
     giving it, for a relay whose port is known only once started), or the one `picker` chooses per call.
 
     `on_inactive(call key, why)` ends a call whose relay session went inactive (Edge.end_call).
+    `timeout` bounds each relay call: a relay answers in milliseconds, but one on a busy node can take
+    seconds, and refusing the call (503) is worse than a slower set-up; a dead relay is found by the
+    health checks, not by this.
     """
 
     def __init__(
         self,
         target: str | Callable[[], str] | None = None,
-        timeout: float = 2.0,
+        timeout: float = 5.0,
         picker: RelayPicker | None = None,
         on_inactive: Callable[[str, str], bool] | None = None,
         lost_after: float = 20.0,

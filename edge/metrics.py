@@ -54,6 +54,7 @@ def outcome_of(status: int) -> str:
 
 class EdgeMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.calls = Counter(
             "trunkline_calls", "Calls ended, by trunk, direction and outcome",
             ["trunk", "direction", "outcome"], registry=registry,

@@ -46,6 +46,7 @@ from trunkline.edge.digest import DigestAuthenticator
 from trunkline.edge.directory import Directory
 from trunkline.edge.legs import Local
 from trunkline.edge.media import RelayMedia
+from trunkline.edge.metrics import EdgeMetrics
 from trunkline.edge.resolver import Resolver
 from trunkline.sip.flood import DEFAULT_BYTES, DEFAULT_COOLDOWN, DEFAULT_RATE, Budget
 from trunkline.sip.stack import SipStack
@@ -109,6 +110,7 @@ class EdgeComponent:
         edge_id: str | None = None,
         resolver: Resolver | None = None,
         tls_client: ssl.SSLContext | None = None,
+        metrics: EdgeMetrics | None = None,
     ) -> None:
         here = sockets.address
         if ipaddress.ip_address(here.host).is_unspecified:
@@ -132,6 +134,7 @@ class EdgeComponent:
             resolver=resolver,
             owner=edge_id,
             stack=self.stack,
+            metrics=metrics,
         )
         if isinstance(media, RelayMedia) and media.on_inactive is None:
             media.on_inactive = self.edge.end_call  # a relay session gone silent ends its call
@@ -389,6 +392,7 @@ async def _serve(args: argparse.Namespace) -> int:
         args.edge_id,
         resolver,
         tls_client,
+        EdgeMetrics(registry := CollectorRegistry()),
     )
     mirror_task = None
     if args.control:
@@ -398,9 +402,7 @@ async def _serve(args: argparse.Namespace) -> int:
                               on_change=lambda _: component.reconfigure(mirror.config_set()))  # fmt: skip
         mirror_task = asyncio.create_task(mirror.run())
     try:
-        return await run_until_signalled(
-            [component], OpsServer(http, [component], CollectorRegistry()), args.grace
-        )
+        return await run_until_signalled([component], OpsServer(http, [component], registry), args.grace)
     finally:
         if mirror_task is not None:
             mirror_task.cancel()

@@ -37,6 +37,7 @@ class NoTrace:
     recording = False
     traceparent: str | None = None
     trace_id: str | None = None
+    last_status = 0  # the last final response sent to the caller (the status of a rejected request)
 
     def message(self, leg: str, direction: str, first_line: str, size: int, peer: str = "") -> None:
         pass
@@ -54,6 +55,12 @@ class NoTrace:
     def set(self, **attributes: Any) -> None:
         pass
 
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        """The call's span is the current one inside (log lines carry its ids; gRPC calls continue
+        it); nothing while tracing is off."""
+        yield
+
     def finish(self, status: int, hangup_side: str = "", reason: str = "") -> None:
         pass
 
@@ -64,6 +71,10 @@ class Step:
     def __init__(self, span: Any = None) -> None:
         self._span = span
 
+    @property
+    def recording(self) -> bool:
+        return self._span is not None
+
     def set(self, **attributes: Any) -> None:
         if self._span is not None:
             self._span.set_attributes(_attributes(attributes))
@@ -71,6 +82,17 @@ class Step:
     def message(self, leg: str, direction: str, first_line: str, size: int, peer: str = "") -> None:
         if self._span is not None:
             self._span.add_event(MESSAGE_EVENT, message_attributes(leg, direction, first_line, size, peer))
+
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        """This span is the current one inside (gRPC calls made there are its children)."""
+        if self._span is None:
+            yield
+            return
+        from opentelemetry import trace
+
+        with trace.use_span(self._span, end_on_exit=False):
+            yield
 
     def end(self, error: str | None = None) -> None:
         if self._span is not None:
@@ -126,7 +148,11 @@ class CallTrace(NoTrace):
         self.traceparent = f"00-{self.trace_id}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
     def message(self, leg: str, direction: str, first_line: str, size: int, peer: str = "") -> None:
-        self.span.add_event(MESSAGE_EVENT, message_attributes(leg, direction, first_line, size, peer))
+        attributes = message_attributes(leg, direction, first_line, size, peer)
+        status = attributes.get("sip.status_code", 0)
+        if leg == "a" and direction == "sent" and status >= 200:
+            self.last_status = status
+        self.span.add_event(MESSAGE_EVENT, attributes)
 
     @contextmanager
     def step(self, name: str, **attributes: Any) -> Iterator[Step]:
@@ -165,6 +191,13 @@ class CallTrace(NoTrace):
     def set(self, **attributes: Any) -> None:
         self.span.set_attributes(_attributes(attributes))
 
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        from opentelemetry import trace
+
+        with trace.use_span(self.span, end_on_exit=False):
+            yield
+
     def finish(self, status: int, hangup_side: str = "", reason: str = "") -> None:
         """End the call's span: final status, which side hung up (a, b, edge) and why."""
         if not self.span.is_recording():
@@ -191,24 +224,31 @@ def start_call(
     source: str,
     transport: str,
     traceparent: str | None = None,
+    name: str = "call",
 ) -> NoTrace:
     """The trace of a new call (NO_TRACE while tracing is off). `traceparent`: from the call's
-    record when this edge adopts a call another edge started, to continue that trace."""
+    record when this edge adopts a call another edge started, to continue that trace. `name`: the
+    root span's (`call`; `REGISTER` for a registration). Attributes not known yet (an empty string:
+    the trunk before authentication) are left out; `set()` adds them once known."""
     if not telemetry.enabled():
         return NO_TRACE
     from opentelemetry.trace import SpanKind
 
     parent = _parent(traceparent) if traceparent else None
     attributes = {
-        "sip.call_id": call_id,
-        "trunkline.trunk": trunk,
-        "trunkline.direction": direction,
-        "sip.caller": caller,
-        "sip.callee": callee,
-        "client.address": source,
-        "network.transport": transport.lower(),
+        key: value
+        for key, value in {
+            "sip.call_id": call_id,
+            "trunkline.trunk": trunk,
+            "trunkline.direction": direction,
+            "sip.caller": caller,
+            "sip.callee": callee,
+            "client.address": source,
+            "network.transport": transport.lower(),
+        }.items()
+        if value
     }
-    span = _tracer().start_span("call", context=parent, kind=SpanKind.SERVER, attributes=attributes)
+    span = _tracer().start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
     if not span.is_recording():
         return NO_TRACE  # not sampled: the rest of the call costs nothing either
     return CallTrace(span)

@@ -33,6 +33,7 @@ from trunkline.core.runner import run_until_signalled
 from trunkline.core.state import MemoryStore
 from trunkline.core.state_redis import RedisStore
 from trunkline.edge.media import RelayMedia
+from trunkline.edge.metrics import EdgeMetrics
 from trunkline.edge.server import EdgeComponent, SipSockets
 from trunkline.media.server import MediaServer
 
@@ -169,17 +170,19 @@ class MediaComponent:
         await self.server.stop()
 
 
-def build_components(config: ConfigSet, listeners: Listeners, opts: UpOptions) -> list[Component]:
+def build_components(
+    config: ConfigSet, listeners: Listeners, opts: UpOptions, registry: CollectorRegistry | None = None
+) -> list[Component]:
+    """The components of one process; the edge's call metrics go on `registry` (what /metrics serves)."""
     sockets = SipSockets(listeners.sip_udp, listeners.sip_tcp, listeners.tls, listeners.tls_context)
     store = RedisStore.from_url(opts.redis) if opts.redis else MemoryStore()
     advertise = listeners.advertise.host if listeners.advertise else None
     media = MediaComponent(listeners.media_host, listeners.media_ports, advertise)
     # On loopback (the usual `up`) the parties' SDP names loopback addresses too.
     policy = MediaAddressPolicy(allow_loopback=is_loopback(listeners.sip.host))
-    # The relay is in this process's engine on loopback: a slow answer means a loaded host, not a dead
-    # relay, so it gets longer than a remote one before the call is refused.
-    relay = RelayMedia(lambda: media.target, timeout=5.0, policy=policy) if opts.relay else None
-    edge = EdgeComponent(config, sockets, listeners.advertise, store, opts.cdr, relay)
+    relay = RelayMedia(lambda: media.target, policy=policy) if opts.relay else None
+    metrics = EdgeMetrics(registry or CollectorRegistry())
+    edge = EdgeComponent(config, sockets, listeners.advertise, store, opts.cdr, relay, metrics=metrics)
     return [ConfigComponent(config), media, edge]
 
 
@@ -191,8 +194,9 @@ async def up(opts: UpOptions, started: asyncio.Event | None = None) -> int:
         print(f"trunkline up: {len(problems)} problem(s); nothing started")
         return 1
     listeners = open_listeners(opts)
-    components = build_components(config, listeners, opts)
-    ops = OpsServer(listeners.http, components, CollectorRegistry())
+    registry = CollectorRegistry()
+    components = build_components(config, listeners, opts, registry)
+    ops = OpsServer(listeners.http, components, registry)
     host, port = listeners.http.getsockname()[:2]
     event(
         log,

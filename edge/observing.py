@@ -1,0 +1,242 @@
+"""One hook for every SIP message the edge sends or receives: `ObservedStack` wraps the edge's `Stack`,
+counts requests and responses (EdgeMetrics) and adds a `sip.message` event to the trace of the call
+the message belongs to, found by its Call-ID (either leg's). The rooms never see it: they talk to
+the Stack protocol as before.
+
+Traces are looked up only for Call-IDs a recorded trace registered (`Traces`): with tracing off or a
+call not sampled, the cost per message is one empty-dict lookup and the counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from trunkline.core.models import Carrier, Target
+from trunkline.edge import tracing
+from trunkline.edge.call import Call
+from trunkline.edge.metrics import EdgeMetrics
+from trunkline.edge.tracing import NoTrace
+from trunkline.sip.message import Message, Request, Response
+from trunkline.sip.stack import (
+    Incoming,
+    OnAckTimeout,
+    OnRequest,
+    OnStrayResponse,
+    Provisional,
+    Stack,
+    TimerHandle,
+)
+from trunkline.sip.transaction import Addr, Timers, TxKey
+
+
+class Observer(Protocol):
+    """Where a Call-ID's messages go: a call's trace, or one transaction's span (a BYE the edge sends)."""
+
+    @property
+    def recording(self) -> bool: ...
+
+    def message(self, leg: str, direction: str, first_line: str, size: int, peer: str = "") -> None: ...
+
+    def set(self, **attributes: Any) -> None: ...
+
+
+class Traces:
+    """The recorded traces of the calls in progress, by each leg's Call-ID (leg name alongside)."""
+
+    def __init__(self) -> None:
+        self._by_call_id: dict[str, tuple[Observer, str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_call_id)
+
+    def add(self, call_id: str, trace: Observer, leg: str) -> None:
+        if trace.recording:
+            self._by_call_id[call_id] = (trace, leg)
+
+    def get(self, call_id: str) -> tuple[Observer, str] | None:
+        return self._by_call_id.get(call_id) if self._by_call_id else None
+
+    def drop(self, call_id: str, trace: Observer | None = None) -> None:
+        """Forget `call_id` (only while it still goes to `trace`, when given)."""
+        found = self._by_call_id.get(call_id)
+        if found is not None and (trace is None or found[0] is trace):
+            del self._by_call_id[call_id]
+
+
+def first_line(message: Message) -> str:
+    if isinstance(message, Request):
+        return f"{message.method} {message.uri} SIP/2.0"
+    assert isinstance(message, Response)
+    return f"SIP/2.0 {message.status} {message.reason}"
+
+
+def _peer(addr: Addr | None) -> str:
+    return f"{addr[0]}:{addr[1]}" if addr else ""
+
+
+class ObservedStack:
+    """The edge's Stack, with each message counted and put on its call's trace."""
+
+    def __init__(self, inner: Stack, metrics: EdgeMetrics, traces: Traces) -> None:
+        self.inner, self.metrics, self.traces = inner, metrics, traces
+        self._on_request: OnRequest = lambda inc: None
+        self._on_stray: OnStrayResponse = lambda r, a, t: None
+
+    def _note(self, message: Message, direction: str, addr: Addr | None) -> None:
+        if isinstance(message, Request):
+            self.metrics.request(message.method, direction)
+        elif isinstance(message, Response):
+            self.metrics.response(message.cseq.method, message.status, direction)
+        found = self.traces.get(message.call_id)
+        if found is not None:
+            trace, leg = found
+            trace.message(leg, direction, first_line(message), len(message.to_bytes()), _peer(addr))
+
+    # -- network -> edge ---------------------------------------------------------------------------
+    def bind(
+        self, on_request: OnRequest, on_stray_response: OnStrayResponse, on_ack_timeout: OnAckTimeout
+    ) -> None:
+        self._on_request, self._on_stray = on_request, on_stray_response
+        self.inner.bind(self._received, self._stray, on_ack_timeout)
+
+    def _received(self, inc: Incoming) -> asyncio.Future[None] | None:
+        self._note(inc.request, "received", inc.addr)
+        result = self._on_request(inc)
+        return asyncio.ensure_future(result) if result is not None else None
+
+    def _stray(self, response: Response, addr: Addr, transport: str) -> None:
+        self._note(response, "received", addr)
+        self._on_stray(response, addr, transport)
+
+    # -- edge -> network ---------------------------------------------------------------------------
+    def request(
+        self, request: Request, addr: Addr, transport: str, on_provisional: Provisional | None = None
+    ) -> asyncio.Future[Response]:
+        self._note(request, "sent", addr)
+
+        def provisional(response: Response) -> None:
+            self._note(response, "received", addr)
+            if on_provisional is not None:
+                on_provisional(response)
+
+        future = self.inner.request(request, addr, transport, provisional)
+        future.add_done_callback(lambda f: self._final(f, addr))
+        return future
+
+    def _final(self, future: asyncio.Future[Response], addr: Addr) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self._note(future.result(), "received", addr)
+
+    def send_ack(self, ack: Request, addr: Addr, transport: str) -> None:
+        self._note(ack, "sent", addr)
+        self.inner.send_ack(ack, addr, transport)
+
+    def respond(self, response: Response) -> None:
+        self._note(response, "sent", None)
+        self.inner.respond(response)
+
+    def send_stateless(self, response: Response, addr: Addr, transport: str) -> None:
+        self._note(response, "sent", addr)
+        self.inner.send_stateless(response, addr, transport)
+
+    # -- the rest as it is -------------------------------------------------------------------------
+    @property
+    def timers(self) -> Timers:
+        return self.inner.timers
+
+    def abandon(self, request: Request) -> None:
+        self.inner.abandon(request)
+
+    def stop_answer(self, dialog: tuple[str, str, str]) -> None:
+        self.inner.stop_answer(dialog)
+
+    def invite_for_cancel(self, cancel: Request) -> TxKey | None:
+        return self.inner.invite_for_cancel(cancel)
+
+    def verify_tls_name(self, addr: Addr, name: str) -> None:
+        self.inner.verify_tls_name(addr, name)
+
+    def local_address(self, transport: str) -> Addr | None:
+        return self.inner.local_address(transport)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        return self.inner.call_later(delay, callback)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+# -- a call's life, as traces and metrics see it (the rooms call these) ------------------------------
+RULES = {"callsPerSecond": "cps", "allowedPrefixes": "prefix", "callerId": "caller-id"}
+
+
+def rule_label(rule: str) -> str:
+    """A rejection's rule (policy.Rejection.rule) as the metric's closed label set names it."""
+    return RULES.get(rule, rule)
+
+
+def start_trace(traces: Traces, inc: Incoming, name: str = "call") -> NoTrace:
+    """The trace of a new request (a call's INVITE, a REGISTER), with the request as its first
+    event (received before the trace existed)."""
+    req = inc.request
+    trace = tracing.start_call(req.call_id, "", "", "", "", _peer(inc.addr), inc.transport, name=name)
+    if trace.recording:
+        traces.add(req.call_id, trace, "a")
+        trace.message("a", "received", first_line(req), len(req.to_bytes()), _peer(inc.addr))
+    return trace
+
+
+def traced(traces: Traces, call: Call, trace: NoTrace) -> None:
+    """`call` goes on under `trace`: its identity on the root span, its context in the record."""
+    call.trace = trace
+    record = call.record
+    record.trace_id, record.traceparent = trace.trace_id, trace.traceparent
+    trace.set(trunk=call.trunk.name, direction=record.direction.value, sip__caller=record.caller,
+              sip__callee=record.callee)  # fmt: skip
+
+
+def adopted(traces: Traces, call: Call) -> None:
+    """A call another edge began, held here now: its trace goes on where that edge's left off."""
+    record = call.record
+    if not record.traceparent:
+        return
+    trace = tracing.start_call(call.key, call.trunk.name, record.direction.value, record.caller or "",
+                               record.callee, "", call.a.transport, record.traceparent)  # fmt: skip
+    trace.set(adopted=True)
+    call.trace = trace
+    traces.add(call.key, trace, "a")
+    if call.b is not None and call.b.dialog is not None:
+        traces.add(call.b.dialog.call_id, trace, "b")
+
+
+def held(metrics: EdgeMetrics, call: Call) -> None:
+    """The call counts as active from now on (admitted, or adopted)."""
+    if not call.counted:
+        call.counted = True
+        metrics.call_started(call.trunk.name)
+
+
+def ended(metrics: EdgeMetrics, traces: Traces, call: Call) -> None:
+    """The call is over: counted by outcome, its trace finished, its Call-IDs forgotten."""
+    record = call.record
+    status = record.status or 0
+    if call.counted:
+        call.counted = False
+        answered_for = record.end - record.answer if record.end and record.answer else None
+        metrics.call_ended(call.trunk.name, record.direction.value, status, answered_for)
+    call.trace.finish(status, record.hung_up.value, record.reason)
+    traces.drop(call.key, call.trace)  # a BYE still under way keeps its own (ending.bye)
+    if call.b_invite is not None:
+        traces.drop(call.b_invite.call_id, call.trace)
+    if call.b is not None and call.b.dialog is not None:
+        traces.drop(call.b.dialog.call_id, call.trace)
+
+
+def carrier_of(carriers: list[Carrier], target: Target) -> str:
+    """The configured carrier a target is a gateway of ('' for a trunk's target or a contact)."""
+    for carrier in carriers:
+        if any(gateway.uri == target.uri for gateway in carrier.spec.gateways):
+            return carrier.name
+    return ""
