@@ -28,8 +28,9 @@ from trunkline.edge.digest import DigestAuthenticator
 from trunkline.edge.directory import Directory
 from trunkline.edge.legs import ALLOW, Local, new_tag, response_for
 from trunkline.edge.resolver import Resolver
+from trunkline.sip.errors import SipParseError
 from trunkline.sip.message import Response
-from trunkline.sip.stack import Incoming, SipStack, Stack
+from trunkline.sip.stack import Incoming, SipStack, Stack, error_status
 from trunkline.sip.transaction import Addr
 
 log = logging.getLogger("trunkline.edge")
@@ -125,9 +126,10 @@ class Edge:
         try:
             await self._set_up(inc)
         except Exception as exc:
-            unavailable = isinstance(exc, StoreUnavailable)
-            status, reason = (503, "Service Unavailable") if unavailable else (500, "Server Internal Error")
-            log.error("call set-up failed: %s", exc, exc_info=not unavailable)
+            # A peer's malformed request or the store being down: one line; our own bug: a traceback.
+            expected = isinstance(exc, StoreUnavailable | SipParseError)
+            status, reason = error_status(exc)
+            log.error("call set-up failed: %s", exc, exc_info=not expected)
             call = self.ctx.calls.get(inc.request.call_id)
             if call is None or not call.record.answer:
                 self.stack.respond(

@@ -579,6 +579,11 @@ class TransactionLayer:
         if key[0] == "client":
             self.transactions.pop(key, None)
 
+    def forget_server(self, key: TxKey) -> None:
+        """Drop a server transaction unanswered (the TU decided not to answer its source)."""
+        if key[0] in ("3261", "2543"):
+            self.transactions.pop(key, None)
+
     def cancel_timer(self, key: TxKey) -> None:
         if key[0] == "tu":
             self.transactions.pop(key, None)

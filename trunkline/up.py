@@ -187,7 +187,11 @@ async def up(opts: UpOptions, started: asyncio.Event | None = None) -> int:
         return 1
     listeners = open_listeners(opts)
     components = build_components(config, listeners, opts)
-    ops = OpsServer(listeners.http, components, CollectorRegistry())
+    registry = CollectorRegistry()
+    for component in components:
+        if isinstance(component, EdgeComponent):
+            component.register_metrics(registry)
+    ops = OpsServer(listeners.http, components, registry)
     host, port = listeners.http.getsockname()[:2]
     event(
         log,
