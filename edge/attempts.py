@@ -23,7 +23,7 @@ from trunkline.sip.dialog import Dialog
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.message import Request, Response
 from trunkline.sip.stack import Incoming, NoAnswer
-from trunkline.sip.transaction import build_cancel
+from trunkline.sip.transaction import build_cancel, server_key
 from trunkline.sip.uri import SipUri, parse_uri
 
 log = logging.getLogger("trunkline.edge")
@@ -194,8 +194,12 @@ def on_cancel(ctx: EdgeContext, inc: Incoming) -> None:
     """The caller's CANCEL: 200 when it matches a live INVITE transaction, then 487 to that INVITE
     and CANCEL to the callee once it rang (RFC 3261 9.1: no CANCEL before a provisional)."""
     key = ctx.stack.invite_for_cancel(inc.request)
-    ctx.answer(inc, 200 if key else 481, None, inc.request.to.tag or new_tag())
     call = ctx.calls.get(inc.request.call_id)
+    if key is not None and (call is None or server_key(call.a_invite, "INVITE") != key):
+        # RFC 3261 9.2: it matched the transaction of another INVITE (its branch) while naming this
+        # call (its Call-ID): it cancels neither.
+        key = None
+    ctx.answer(inc, 200 if key else 481, None, inc.request.to.tag or new_tag())
     if key is None or call is None or call.cancelled or call.record.answer:
         return
     call.cancelled = True

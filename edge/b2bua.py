@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from trunkline.core.models import Trunk
 from trunkline.core.state import StateStore, StoreUnavailable
 from trunkline.edge import admission, adoption, attempts, auth, ending, in_dialog, new_call
 from trunkline.edge.call import Call, MediaPlane, PassThrough
@@ -89,7 +90,7 @@ class Edge:
             attempts.on_cancel(ctx, inc)
             return None
         if req.to.tag is not None:
-            return asyncio.ensure_future(in_dialog.on_request(ctx, inc, self._adopt))
+            return asyncio.ensure_future(in_dialog.on_request(ctx, inc, self._adopt, self._authenticate))
         if req.method == "OPTIONS":
             response = req.create_response(200, to_tag=new_tag())
             response.add("Allow", ALLOW)
@@ -119,6 +120,10 @@ class Edge:
 
     async def _adopt(self, dialog: DialogId) -> tuple[Call, str] | None:
         return await adoption.adopt(self.ctx, dialog)
+
+    async def _authenticate(self, inc: Incoming) -> Trunk | None:
+        who = await auth.authenticate(self.ctx, inc, "Proxy-Authorization", 407)
+        return who[0] if who else None
 
     # -- new calls ---------------------------------------------------------------------------------
     async def _new_call(self, inc: Incoming) -> None:
