@@ -4,8 +4,10 @@ the caller's CANCEL (and ours to the callee), ring timeout and the caller's fina
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 
 from trunkline.core.logs import event
 from trunkline.core.models import DID, Target, Trunk
@@ -14,7 +16,7 @@ from trunkline.edge.call import Call, Leg, MediaError
 from trunkline.edge.cdr import Attempt, Direction, HungUp
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.ending import bye, finish
-from trunkline.edge.legs import first_invite, new_tag, relay_response, response_for
+from trunkline.edge.legs import ack_for, first_invite, new_tag, relay_response, response_for
 from trunkline.edge.registrar import NatSource
 from trunkline.edge.resolver import Hop
 from trunkline.edge.routing import Next, after_final_response, inbound_targets
@@ -129,8 +131,30 @@ async def try_target(ctx: EdgeContext, call: Call, invite: Request) -> Response 
         return None
     if call.b_provisional and not future.done():
         send_cancel(ctx, call)  # rang too long: stop it ringing, and the 487 it answers is of no interest
+        future.add_done_callback(partial(hang_up_late_answer, ctx, invite, leg))
+        return None
     future.cancel()
     return None
+
+
+def hang_up_late_answer(
+    ctx: EdgeContext, invite: Request, leg: Leg, future: asyncio.Future[Response]
+) -> None:
+    """A 2xx that crossed our CANCEL (RFC 3261 15): the callee thinks the call is up, so it gets its
+    ACK and then a BYE, or it would stay up at its end until its own timers end it."""
+    if future.cancelled() or future.exception() is not None or not 200 <= future.result().status < 300:
+        return
+    try:
+        dialog = Dialog.from_uac(invite, future.result())
+    except SipParseError:
+        return
+    ctx.stack.send_ack(
+        ack_for(dialog, ctx.local, leg.transport, invite.cseq.seq, None), leg.addr, leg.transport
+    )
+    bye = ctx.stack.request(
+        dialog.create_request("BYE", ctx.local.via(leg.transport)), leg.addr, leg.transport
+    )
+    bye.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
 
 
 async def relay_provisional(ctx: EdgeContext, call: Call, response: Response) -> None:
