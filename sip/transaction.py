@@ -302,6 +302,9 @@ class NonInviteClient(Transaction):
         self.start("timer_k", now, 0.0 if self.reliable else self.timers.t4)
 
 
+QUIET_FINALS: Final = (b"401", b"403", b"407")  # status codes of final responses never retransmitted
+
+
 class InviteServer(Transaction):
     """RFC 3261 17.2.1 with RFC 6026 Accepted state."""
 
@@ -344,7 +347,10 @@ class InviteServer(Transaction):
         super()._send(now, msg, out)
 
     def _start_g_h(self, now: float, msg: Message | None, out: list[Action]) -> None:
-        if not self.reliable:
+        # A challenge or refusal (401/403/407: mostly to sources that proved nothing) is sent once, not
+        # at Timer G rates: a forged source must not make us a reflector. The client's retransmitted
+        # INVITE still gets it again, one for one.
+        if not self.reliable and (self.last is None or self.last[8:11] not in QUIET_FINALS):
             self.interval = self.timers.t1
             self.start("timer_g", now, self.interval)
         self.start("timer_h", now, 64 * self.timers.t1)
