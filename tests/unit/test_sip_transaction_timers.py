@@ -198,6 +198,6 @@ def test_an_invite_challenge_or_refusal_is_sent_once_not_at_timer_g_rates() -> N
         sent = layer.send_response(inv.create_response(status, to_tag="x"), 0.0)
         assert len([a for a in sent if isinstance(a, Send)]) == 1
         assert len([a for a in layer.receive(inv, PEER, "udp", 1.0) if isinstance(a, Send)]) == 1
-        seen = walk(layer, 100)
+        seen = walk(layer, 1.0 + layer.timers.t4)
         assert [a for _, a in seen if isinstance(a, Send)] == []
-        assert layer.transactions == {}
+        assert layer.transactions == {}  # waited T4 for an ACK, not 64*T1
