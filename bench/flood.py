@@ -172,6 +172,11 @@ def main() -> int:
         rows.append(
             measure("trunkline edge (flood guard)", edge, workdir / "edge-run", args.capacity, args.seconds)
         )
+        # The same edge without its guard (start_edge's lifted budget): what the flood would cost.
+        proc, sip, _ = start_edge(procs, workdir / "edge-unguarded", uas_port)
+        unguarded = Server(proc, sip, process_tree(proc.pid))
+        rows.append(measure("trunkline edge, guard lifted", unguarded, workdir / "unguarded-run",
+                            args.capacity, args.seconds))  # fmt: skip
         if not args.no_kamailio:
             kamailio = start_kamailio_with_pike(procs, workdir / "kamailio", uas_port)
             rows.append(
