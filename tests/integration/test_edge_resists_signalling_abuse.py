@@ -22,7 +22,7 @@ from trunkline.edge.digest import digest_response, parse_credentials
 
 pytestmark = pytest.mark.integration
 
-PBX, STRANGER = "127.0.0.2", "127.0.0.9"
+PBX = "127.0.0.2"
 FLAGS = ["--flood-rate", "20", "--flood-cooldown", "120", "--max-connections-per-source", "3",
          "--contact-deny", "127.0.0.5/32"]  # fmt: skip
 
@@ -184,18 +184,23 @@ class FakeCarrier:
         self.sock.close()
 
 
-@pytest.fixture
-def carrier(carrier_port: int) -> Iterator[FakeCarrier]:
-    gateway = FakeCarrier(carrier_port, 200)
-    yield gateway
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Up, FakeCarrier]]:
+    """One edge and its answering carrier for the tests that need no flags of their own (fewer
+    processes on a loaded machine); each test attacks from its own stranger address."""
+    port = free_port()
+    gateway = FakeCarrier(port, 200)
+    up = edge(tmp_path_factory.mktemp("shared"), port)
+    yield up, gateway
+    up.stop()
     gateway.close()
 
 
 def test_a_forged_via_gets_nothing_at_the_third_host_and_a_refusal_costs_one_datagram(
-    tmp_path: Path, carrier_port: int
+    shared: tuple[Up, FakeCarrier],
 ) -> None:
-    up = edge(tmp_path, carrier_port)
-    sender, forged = udp(STRANGER), udp("127.0.0.3")
+    up = shared[0]
+    sender, forged = udp("127.0.0.21"), udp("127.0.0.3")
     try:
         via = f";received=127.0.0.3;rport={forged.getsockname()[1]}"
         sender.sendto(request("INVITE", sender, via_extra=via), ("127.0.0.1", up.sip_port))
@@ -206,11 +211,10 @@ def test_a_forged_via_gets_nothing_at_the_third_host_and_a_refusal_costs_one_dat
     finally:
         sender.close()
         forged.close()
-        up.stop()
 
 
-def test_control_characters_and_oversize_headers_are_400(tmp_path: Path, carrier_port: int) -> None:
-    up = edge(tmp_path, carrier_port)
+def test_control_characters_and_oversize_headers_are_400(shared: tuple[Up, FakeCarrier]) -> None:
+    up = shared[0]
     sock = udp(PBX)
     try:
         for bad in ("X-Evil: a\x01b", "X-Big: " + "a" * 5000, "X-Nul: a\x00b"):
@@ -218,14 +222,11 @@ def test_control_characters_and_oversize_headers_are_400(tmp_path: Path, carrier
         assert status(ask(sock, request("OPTIONS", sock), up)) == 200
     finally:
         sock.close()
-        up.stop()
 
 
-def test_a_flood_from_one_source_is_cut_while_the_pbx_keeps_calling(
-    tmp_path: Path, carrier_port: int, carrier: FakeCarrier
-) -> None:
-    up = edge(tmp_path, carrier_port)
-    flood, pbx = udp(STRANGER), udp(PBX)
+def test_a_flood_from_one_source_is_cut_while_the_pbx_keeps_calling(shared: tuple[Up, FakeCarrier]) -> None:
+    up = shared[0]
+    flood, pbx = udp("127.0.0.22"), udp(PBX)
     try:
         for i in range(300):  # the budget is 20/s with 40 in the bucket
             method = ("INVITE", "REGISTER", "OPTIONS")[i % 3]
@@ -240,7 +241,8 @@ def test_a_flood_from_one_source_is_cut_while_the_pbx_keeps_calling(
             to_tag = header(answer, "To").split("tag=")[1]
             ack = request("ACK", pbx, call_id=header(answer, "Call-ID"), to_tag=to_tag)
             pbx.sendto(ack, ("127.0.0.1", up.sip_port))
-        assert "trunkline_sip_flood_cooldowns_total 1.0" in up.metrics()
+        cooldowns = re.search(r"^trunkline_sip_flood_cooldowns_total (\S+)", up.metrics(), re.M)
+        assert cooldowns and float(cooldowns.group(1)) >= 1
         dropped = re.search(
             r'trunkline_sip_flood_messages_total\{verdict="dropped_rate"\} (\S+)', up.metrics()
         )
@@ -248,19 +250,20 @@ def test_a_flood_from_one_source_is_cut_while_the_pbx_keeps_calling(
     finally:
         flood.close()
         pbx.close()
-        up.stop()
 
 
-def test_tcp_connections_per_source_are_capped(tmp_path: Path, carrier_port: int) -> None:
-    up = edge(tmp_path, carrier_port)
+def test_tcp_connections_per_source_are_capped(shared: tuple[Up, FakeCarrier]) -> None:
+    up = shared[0]
     held: list[socket.socket] = []
     try:
         for _ in range(3):
             conn = socket.create_connection(
-                ("127.0.0.1", up.sip_port), timeout=5, source_address=(STRANGER, 0)
+                ("127.0.0.1", up.sip_port), timeout=5, source_address=("127.0.0.23", 0)
             )
             held.append(conn)
-        extra = socket.create_connection(("127.0.0.1", up.sip_port), timeout=5, source_address=(STRANGER, 0))
+        extra = socket.create_connection(
+            ("127.0.0.1", up.sip_port), timeout=5, source_address=("127.0.0.23", 0)
+        )
         held.append(extra)
         extra.settimeout(10)
         try:
@@ -276,14 +279,13 @@ def test_tcp_connections_per_source_are_capped(tmp_path: Path, carrier_port: int
     finally:
         for conn in held:
             conn.close()
-        up.stop()
 
 
 def test_a_stranger_locked_out_of_a_username_does_not_lock_out_the_real_pbx(
-    tmp_path: Path, carrier_port: int
+    shared: tuple[Up, FakeCarrier],
 ) -> None:
-    up = edge(tmp_path, carrier_port)
-    stranger, real = udp(STRANGER), udp("127.0.0.10")
+    up = shared[0]
+    stranger, real = udp("127.0.0.24"), udp("127.0.0.10")
     try:
         statuses = [status(register(stranger, up, "guess")) for _ in range(11)]
         assert statuses[:10] == [401] * 10 and statuses[10] == 403, statuses
@@ -291,11 +293,10 @@ def test_a_stranger_locked_out_of_a_username_does_not_lock_out_the_real_pbx(
     finally:
         stranger.close()
         real.close()
-        up.stop()
 
 
-def test_unknown_and_known_usernames_get_the_same_challenge(tmp_path: Path, carrier_port: int) -> None:
-    up = edge(tmp_path, carrier_port)
+def test_unknown_and_known_usernames_get_the_same_challenge(shared: tuple[Up, FakeCarrier]) -> None:
+    up = shared[0]
     sock = udp("127.0.0.11")
     try:
         shapes = []
@@ -307,11 +308,10 @@ def test_unknown_and_known_usernames_get_the_same_challenge(tmp_path: Path, carr
         assert shapes[0] == shapes[1]
     finally:
         sock.close()
-        up.stop()
 
 
-def test_register_with_ten_contacts_or_a_denied_contact_is_refused(tmp_path: Path, carrier_port: int) -> None:
-    up = edge(tmp_path, carrier_port)
+def test_register_with_ten_contacts_or_a_denied_contact_is_refused(shared: tuple[Up, FakeCarrier]) -> None:
+    up = shared[0]
     sock = udp("127.0.0.12")
     try:
         assert status(register(sock, up, "s3cret-acme", contacts=10)) == 403
@@ -323,7 +323,6 @@ def test_register_with_ten_contacts_or_a_denied_contact_is_refused(tmp_path: Pat
         assert status(register(sock, up, "s3cret-acme")) == 200
     finally:
         sock.close()
-        up.stop()
 
 
 def test_a_second_invite_with_the_call_id_of_a_live_call_is_482_across_edges(
@@ -332,9 +331,9 @@ def test_a_second_invite_with_the_call_id_of_a_live_call_is_482_across_edges(
     gateway = FakeCarrier(carrier_port, 180)  # rings: the call stays live
     secret = tmp_path / "nonce"
     secret.write_text("k" * 32 + "\n")
-    shared = ["--redis", redis.url, "--nonce-secret-file", str(secret)]
-    a = edge(tmp_path, carrier_port, *shared, "--edge-id", "a", name="a")
-    b = edge(tmp_path, carrier_port, *shared, "--edge-id", "b", name="b")
+    store = ["--redis", redis.url, "--nonce-secret-file", str(secret)]
+    a = edge(tmp_path, carrier_port, *store, "--edge-id", "a", name="a")
+    b = edge(tmp_path, carrier_port, *store, "--edge-id", "b", name="b")
     pbx = udp(PBX)
     try:
         call_id = secrets.token_hex(8)
@@ -354,11 +353,10 @@ def test_a_second_invite_with_the_call_id_of_a_live_call_is_482_across_edges(
         gateway.close()
 
 
-def test_an_in_dialog_bye_from_a_stranger_is_refused(
-    tmp_path: Path, carrier_port: int, carrier: FakeCarrier
-) -> None:
-    up = edge(tmp_path, carrier_port)
-    pbx, stranger = udp(PBX), udp(STRANGER)
+def test_an_in_dialog_bye_from_a_stranger_is_refused(shared: tuple[Up, FakeCarrier]) -> None:
+    up, carrier = shared
+    pbx, stranger = udp(PBX), udp("127.0.0.25")
+    byes = len(carrier.byes)
     try:
         answer = ask(pbx, request("INVITE", pbx), up)
         assert status(answer) == 200
@@ -366,17 +364,16 @@ def test_an_in_dialog_bye_from_a_stranger_is_refused(
         pbx.sendto(request("ACK", pbx, call_id=call_id, to_tag=to_tag), ("127.0.0.1", up.sip_port))
         bye = request("BYE", stranger, call_id=call_id, to_tag=to_tag, cseq=2)
         assert status(ask(stranger, bye, up)) == 407  # the PBX's side: only with the trunk's password
-        b_invite = carrier.invites[0]
+        b_invite = carrier.invites[-1]
         b_call_id, b_tag = header(b_invite, "Call-ID"), header(b_invite, "From").split("tag=")[1]
         from_callee = request("BYE", stranger, call_id=b_call_id, from_tag="gw", to_tag=b_tag, cseq=2)
         assert status(ask(stranger, from_callee, up)) == 403  # the carrier's side
-        assert carrier.byes == []
+        assert len(carrier.byes) == byes
         bye = request("BYE", pbx, call_id=call_id, to_tag=to_tag, cseq=2)
         assert status(ask(pbx, bye, up)) == 200  # the PBX itself hangs up
     finally:
         pbx.close()
         stranger.close()
-        up.stop()
 
 
 def rss_mb(pid: int) -> float:
