@@ -42,6 +42,7 @@ class Admission(StrEnum):
     ADMITTED = "admitted"
     OVER_RATE = "callsPerSecond"  # the names of the limits in the Trunk spec
     NO_CHANNEL = "channels"
+    DUPLICATE = "callId"  # a live call already has this Call-ID (RFC 3261 8.2.2.2: 482)
 
 
 class CallEnd(StrEnum):
@@ -106,7 +107,8 @@ class StateStore(Protocol):
         self, trunk: str, call: str, channels: int | None, per_second: float | None,
         owner: str, record: CallState, ttl: float,
     ) -> Admission:  # fmt: skip
-        """Call rate, then a channel, then the call's record owned by `owner`: one atomic step."""
+        """Call rate, then a channel, then the call's record owned by `owner`: one atomic step.
+        A call whose record is live (at any edge) is not admitted again: DUPLICATE."""
         ...
 
     async def save_call(
@@ -274,6 +276,9 @@ class MemoryStore:
         self, trunk: str, call: str, channels: int | None, per_second: float | None,
         owner: str, record: CallState, ttl: float,
     ) -> Admission:  # fmt: skip
+        live = self._calls.get(call)
+        if live is not None and live.expires_at > self.clock():
+            return Admission.DUPLICATE
         if not await self.take_call_slot(trunk, per_second):
             return Admission.OVER_RATE
         if not await self.acquire_channel(trunk, call, channels, ttl):

@@ -81,6 +81,7 @@ _ADMIT = (
     _NOW
     + _FUNCTIONS
     + """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 3 end
 if not take_slot(KEYS[1], tonumber(ARGV[3])) then return 1 end
 if not acquire(KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])) then return 2 end
 redis.call('HSET', KEYS[3], 'data', ARGV[5], 'owner', ARGV[6])
@@ -332,7 +333,7 @@ class RedisStore:
         rate = -1 if per_second is None else per_second
         args: list[str | float] = [call, limit, rate, ttl, json.dumps(record), owner]
         verdict = int(await self._run(self._admit(keys=keys, args=args)))
-        return (Admission.ADMITTED, Admission.OVER_RATE, Admission.NO_CHANNEL)[verdict]
+        return (Admission.ADMITTED, Admission.OVER_RATE, Admission.NO_CHANNEL, Admission.DUPLICATE)[verdict]
 
     async def save_call(
         self, trunk: str, call: str, owner: str, record: CallState, dialogs: list[str], ttl: float

@@ -1,6 +1,6 @@
-"""Admission of a new call: the trunk's call rate, then a channel, both counted in the store that
-every edge shares. From then on the store keeps the ringing call's record (so that another edge
-answers the caller should this one die)."""
+"""Admission of a new call: one call per Call-ID (a second initial INVITE is 482), the trunk's
+call rate, then a channel, all counted in the store that every edge shares. From then on the store
+keeps the ringing call's record (so that another edge answers the caller should this one die)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ async def admit(ctx: EdgeContext, inc: Incoming, call: Call) -> bool:
         if verdict is Admission.OVER_RATE:
             detail = f"over {spec.callsPerSecond}/s"
             rejection = Rejection(503, "Service Unavailable", "callsPerSecond", detail, retry_after=1)
+        elif verdict is Admission.DUPLICATE:
+            # A second INVITE for a call in progress (here or at another edge), e.g. a new From-tag
+            # to get past the channel cap: a merged request (RFC 3261 8.2.2.2).
+            rejection = Rejection(482, "Loop Detected", "callId", "a call with this Call-ID is in progress")
         elif verdict is Admission.NO_CHANNEL:
             detail = f"all {spec.channels} in use"
             rejection = Rejection(503, "Service Unavailable", "channels", detail, retry_after=5)

@@ -4,9 +4,11 @@ the caller's CANCEL (and ours to the callee), ring timeout and the caller's fina
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 
 from trunkline.core.logs import event
 from trunkline.core.models import DID, Target, Trunk
@@ -15,7 +17,7 @@ from trunkline.edge.call import Call, Leg, MediaError
 from trunkline.edge.cdr import Attempt, Direction, HungUp
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.ending import bye, finish
-from trunkline.edge.legs import first_invite, new_tag, relay_response, response_for
+from trunkline.edge.legs import ack_for, first_invite, new_tag, relay_response, response_for
 from trunkline.edge.observing import carrier_of
 from trunkline.edge.registrar import NatSource
 from trunkline.edge.resolver import Hop
@@ -27,7 +29,7 @@ from trunkline.sip.dialog import Dialog
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.message import Request, Response
 from trunkline.sip.stack import Incoming, NoAnswer
-from trunkline.sip.transaction import build_cancel
+from trunkline.sip.transaction import build_cancel, server_key
 from trunkline.sip.uri import SipUri, parse_uri
 
 log = logging.getLogger("trunkline.edge")
@@ -166,8 +168,30 @@ async def try_target(
         return None
     if call.b_provisional and not future.done():
         send_cancel(ctx, call)  # rang too long: stop it ringing, and the 487 it answers is of no interest
+        future.add_done_callback(partial(hang_up_late_answer, ctx, invite, leg))
+        return None
     future.cancel()
     return None
+
+
+def hang_up_late_answer(
+    ctx: EdgeContext, invite: Request, leg: Leg, future: asyncio.Future[Response]
+) -> None:
+    """A 2xx that crossed our CANCEL (RFC 3261 15): the callee thinks the call is up, so it gets its
+    ACK and then a BYE, or it would stay up at its end until its own timers end it."""
+    if future.cancelled() or future.exception() is not None or not 200 <= future.result().status < 300:
+        return
+    try:
+        dialog = Dialog.from_uac(invite, future.result())
+    except SipParseError:
+        return
+    ctx.stack.send_ack(
+        ack_for(dialog, ctx.local, leg.transport, invite.cseq.seq, None), leg.addr, leg.transport
+    )
+    bye = ctx.stack.request(
+        dialog.create_request("BYE", ctx.local.via(leg.transport)), leg.addr, leg.transport
+    )
+    bye.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
 
 
 async def relay_provisional(ctx: EdgeContext, call: Call, response: Response) -> None:
@@ -239,8 +263,12 @@ def on_cancel(ctx: EdgeContext, inc: Incoming) -> None:
     """The caller's CANCEL: 200 when it matches a live INVITE transaction, then 487 to that INVITE
     and CANCEL to the callee once it rang (RFC 3261 9.1: no CANCEL before a provisional)."""
     key = ctx.stack.invite_for_cancel(inc.request)
-    ctx.answer(inc, 200 if key else 481, None, inc.request.to.tag or new_tag())
     call = ctx.calls.get(inc.request.call_id)
+    if key is not None and (call is None or server_key(call.a_invite, "INVITE") != key):
+        # RFC 3261 9.2: it matched the transaction of another INVITE (its branch) while naming this
+        # call (its Call-ID): it cancels neither.
+        key = None
+    ctx.answer(inc, 200 if key else 481, None, inc.request.to.tag or new_tag())
     if key is None or call is None or call.cancelled or call.record.answer:
         return
     call.cancelled = True

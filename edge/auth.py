@@ -10,6 +10,7 @@ from trunkline.core.models import Trunk
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.digest import DigestError, Outcome, parse_credentials
 from trunkline.edge.legs import new_tag, response_for, user_of
+from trunkline.edge.lockout import AuthFailures, Lockout, LockoutPolicy, challenge_realm
 from trunkline.edge.registrar import NatSource, register
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.stack import Incoming
@@ -18,27 +19,32 @@ log = logging.getLogger("trunkline.edge")
 
 
 async def authenticate(ctx: EdgeContext, inc: Incoming, header: str, status: int) -> tuple[Trunk, str] | None:
-    """(trunk, username) for a request that proved itself, else None after answering it."""
+    """(trunk, username) for a request that proved itself, else None after answering it (or, for a
+    (source, username) that keeps failing, after ending its transaction unanswered)."""
     req, source, options = inc.request, inc.addr[0], ctx.options
-    failures = await ctx.store.auth_failures(source, options.auth_window)
-    if failures >= options.silence_after:
+    params: dict[str, str] | None = None
+    raw = req.get(header)
+    if raw is not None:
+        try:
+            params = parse_credentials(raw)
+        except DigestError as exc:
+            event(log, logging.INFO, "auth failed", source=source, why=str(exc))
+    hint = user_of(req.to.uri if req.method == "REGISTER" else req.from_.uri) or ""
+    username = (params or {}).get("username", "") or hint
+    policy = LockoutPolicy(options.lockout_after, options.silence_after)
+    failures = AuthFailures(ctx.store, options.auth_window, policy)
+    verdict = await failures.verdict(source, username)
+    if verdict is Lockout.SILENCE:
         ctx.metrics.rejected("lockout")
-        return None  # a source that keeps failing gets no more answers for a while
-    if failures >= options.lockout_after:
-        await ctx.store.note_auth_failure(source, options.auth_window)  # hammering counts too
+        ctx.stack.discard(inc.key)  # no answer, and no transaction left to retransmit one
+        return None
+    if verdict is Lockout.FORBID:
         ctx.metrics.rejected("lockout")
+        await failures.failed(source, username)  # hammering counts too
         ctx.answer(inc, 403, "Forbidden (too many failed authentications)")
         return None
-    raw = req.get(header)
-    username_hint = user_of(req.to.uri if req.method == "REGISTER" else req.from_.uri) or ""
-    if raw is None:
-        challenge(ctx, inc, username_hint, status)
-        return None
-    try:
-        params = parse_credentials(raw)
-    except DigestError as exc:
-        event(log, logging.INFO, "auth failed", source=source, why=str(exc))
-        challenge(ctx, inc, username_hint, status)
+    if params is None:
+        challenge(ctx, inc, username, status)
         return None
     creds = ctx.directory.credentials(params.get("username", ""))
     if creds is None:
@@ -46,41 +52,44 @@ async def authenticate(ctx: EdgeContext, inc: Incoming, header: str, status: int
     else:
         digest = creds.trunk.spec.auth.digest
         assert digest is not None
-        verdict = ctx.auth.verify(params, req.method, str(req.uri), creds.trunk.realm, digest.algorithms,
-                                  lambda _: creds.password)  # fmt: skip
-        outcome = verdict.outcome
-        if verdict.ok:
-            if not await ctx.store.first_use(verdict.replay_key, options.nonce_ttl * 2):
+        verdict_ = ctx.auth.verify(params, req.method, str(req.uri), creds.trunk.realm, digest.algorithms,
+                                   lambda _: creds.password, source=source,
+                                   allow_rfc2069=digest.allowRfc2069)  # fmt: skip
+        outcome = verdict_.outcome
+        if verdict_.ok:
+            if not await ctx.store.first_use(verdict_.replay_key, options.nonce_ttl * 2):
                 challenge(ctx, inc, creds.username, status, stale=True)
                 return None
-            if failures:  # a write only when there is something to forget
-                await ctx.store.clear_auth_failures(source)
+            await failures.succeeded(source, creds.username)
             return creds.trunk, creds.username
     if outcome is Outcome.STALE:
-        challenge(ctx, inc, params.get("username", ""), status, stale=True)
+        challenge(ctx, inc, username, status, stale=True)
         return None
-    count = await ctx.store.note_auth_failure(source, options.auth_window)
+    count = await failures.failed(source, username)
     ctx.metrics.rejected("digest")
-    event(log, logging.WARNING, "auth failed", source=source, username=params.get("username", ""),
+    event(log, logging.WARNING, "auth failed", source=source, username=username,
           realm=params.get("realm", ""), uri=params.get("uri", ""), why=outcome.value,
           failures=count)  # fmt: skip
-    challenge(ctx, inc, params.get("username", ""), status)
+    challenge(ctx, inc, username, status)
     return None
 
 
 def challenge(ctx: EdgeContext, inc: Incoming, username: str, status: int, stale: bool = False) -> None:
-    creds = ctx.directory.credentials(username)
-    trunks = [creds.trunk] if creds else ctx.directory.digest_trunks()
-    if len(trunks) != 1:
-        # Without a username that names the trunk, any realm would reveal which trunks exist.
+    """A 401/407 of the same shape for every username, known or not (`challenge_realm`), with a
+    nonce good only from this source. Without any digest trunk there is nothing to offer: 403."""
+    trunks = ctx.directory.digest_trunks()
+    if not trunks:
         ctx.answer(inc, 403, "Forbidden")
         return
-    trunk = trunks[0]
+    creds = ctx.directory.credentials(username)
+    known = creds.trunk.realm if creds else None
+    realm = challenge_realm(username, lambda _: known, [t.realm for t in trunks], ctx.auth.secret)
+    trunk = creds.trunk if creds else next(t for t in trunks if t.realm == realm)
     digest = trunk.spec.auth.digest
     assert digest is not None
     response = response_for(inc.request, status, None, new_tag())
     name = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
-    for value in ctx.auth.challenges(trunk.realm, digest.algorithms, stale=stale):
+    for value in ctx.auth.challenges(realm, digest.algorithms, stale=stale, source=inc.addr[0]):
         response.add(name, value)
     ctx.stack.respond(response)
 
@@ -92,7 +101,9 @@ async def on_register(ctx: EdgeContext, inc: Incoming) -> None:
     trunk, username = who
     source = NatSource(inc.transport, inc.addr[0], inc.addr[1])
     try:
-        response = await register(inc.request, username, trunk, ctx.store, source, new_tag())
+        response = await register(
+            inc.request, username, trunk, ctx.store, source, new_tag(), deny=ctx.options.contact_deny
+        )
     except SipParseError as exc:
         response = response_for(inc.request, exc.status, exc.reason, new_tag())
     ctx.stack.respond(response)

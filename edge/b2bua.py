@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
+from trunkline.core.models import Trunk
 from trunkline.core.state import StateStore, StoreUnavailable
 from trunkline.edge import admission, adoption, attempts, auth, ending, in_dialog, new_call, observing
 from trunkline.edge.call import Call, MediaPlane
@@ -34,8 +35,9 @@ from trunkline.edge.metrics import EdgeMetrics
 from trunkline.edge.observing import ObservedStack, Traces
 from trunkline.edge.resolver import Resolver
 from trunkline.edge.tracing import NoTrace
+from trunkline.sip.errors import SipParseError
 from trunkline.sip.message import Response
-from trunkline.sip.stack import Incoming, SipStack, Stack
+from trunkline.sip.stack import Incoming, SipStack, Stack, error_status
 from trunkline.sip.transaction import Addr
 
 log = logging.getLogger("trunkline.edge")
@@ -99,7 +101,7 @@ class Edge:
             attempts.on_cancel(ctx, inc)
             return None
         if req.to.tag is not None:
-            return asyncio.ensure_future(in_dialog.on_request(ctx, inc, self._adopt))
+            return asyncio.ensure_future(in_dialog.on_request(ctx, inc, self._adopt, self._authenticate))
         if req.method == "OPTIONS":
             response = req.create_response(200, to_tag=new_tag())
             response.add("Allow", ALLOW)
@@ -130,6 +132,10 @@ class Edge:
     async def _adopt(self, dialog: DialogId) -> tuple[Call, str] | None:
         return await adoption.adopt(self.ctx, dialog)
 
+    async def _authenticate(self, inc: Incoming) -> Trunk | None:
+        who = await auth.authenticate(self.ctx, inc, "Proxy-Authorization", 407)
+        return who[0] if who else None
+
     # -- new calls ---------------------------------------------------------------------------------
     async def _register(self, inc: Incoming) -> None:
         trace = observing.start_trace(self.traces, inc, "REGISTER")
@@ -147,9 +153,10 @@ class Edge:
             with trace.current():
                 await self._set_up(inc, trace)
         except Exception as exc:
-            unavailable = isinstance(exc, StoreUnavailable)
-            status, reason = (503, "Service Unavailable") if unavailable else (500, "Server Internal Error")
-            log.error("call set-up failed: %s", exc, exc_info=not unavailable)
+            # A peer's malformed request or the store being down: one line; our own bug: a traceback.
+            expected = isinstance(exc, StoreUnavailable | SipParseError)
+            status, reason = error_status(exc)
+            log.error("call set-up failed: %s", exc, exc_info=not expected)
             call = self.ctx.calls.get(inc.request.call_id)
             if call is None or not call.record.answer:
                 self.stack.respond(

@@ -5,6 +5,7 @@ uses (answering, saving a call, waiting on the stack's clock)."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -30,6 +31,7 @@ from trunkline.sip.stack import Incoming, Stack
 from trunkline.sip.uri import SipUri
 
 log = logging.getLogger("trunkline.edge")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DialogId = tuple[str, str, str]  # Call-ID, our tag, their tag
 T = TypeVar("T")
 
@@ -44,6 +46,7 @@ class EdgeOptions:
     lockout_after: int = 10  # failed authentications in the window: answer 403
     silence_after: int = 20  # ... and from here on, do not answer at all
     nonce_ttl: float = 300.0
+    contact_deny: tuple[Network, ...] = ()  # REGISTER Contacts inside these are refused (--contact-deny)
 
 
 class Calls:

@@ -8,8 +8,9 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from trunkline.core.logs import event
+from trunkline.core.models import Trunk
 from trunkline.edge.call import Call, MediaError
-from trunkline.edge.cdr import HungUp
+from trunkline.edge.cdr import Direction, HungUp
 from trunkline.edge.context import DialogId, EdgeContext
 from trunkline.edge.ending import bye, finish
 from trunkline.edge.legs import ack_for, in_dialog, relay_response
@@ -18,9 +19,41 @@ from trunkline.edge.session_timers import start_session_timer
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.message import Response
 from trunkline.sip.stack import Incoming, NoAnswer
+from trunkline.sip.uri import SipUri, parse_uri
 
 log = logging.getLogger("trunkline.edge")
 Adopt = Callable[[DialogId], Awaitable["tuple[Call, str] | None"]]
+# Digest authentication of a request (the auth room's, given by the coordinator): the trunk, or None
+# after answering it.
+Authenticate = Callable[[Incoming], Awaitable["Trunk | None"]]
+
+
+def faces_trunk(call: Call, leg_name: str) -> bool:
+    """Is the party on this leg the trunk's PBX (else a carrier)?"""
+    return (leg_name == "a") == (call.direction is Direction.OUTBOUND)
+
+
+def from_party(ctx: EdgeContext, call: Call, leg_name: str, source: str) -> bool:
+    """Does `source` belong to the party of this leg: the address the leg talks to (the caller's
+    signalling source, the callee's registered contact or target), else for a PBX its trunk's IP ACL,
+    for a carrier any carrier's inbound CIDRs or gateway addresses (docs/security.md)."""
+    if source == call.leg(leg_name).addr[0]:
+        return True
+    directory = ctx.directory
+    if faces_trunk(call, leg_name):
+        trunk = directory.trunk_for_source(source)
+        return trunk is not None and trunk.key == call.trunk.key
+    if directory.carrier_for_source(source) is not None:
+        return True
+    return any(_host(g.uri) == source for c in directory.carriers for g in c.spec.gateways)
+
+
+def _host(uri: str) -> str:
+    try:
+        parsed = parse_uri(uri)
+    except SipParseError:
+        return ""
+    return parsed.host.strip("[]") if isinstance(parsed, SipUri) else ""
 
 
 def on_ack(ctx: EdgeContext, inc: Incoming) -> None:
@@ -29,6 +62,8 @@ def on_ack(ctx: EdgeContext, inc: Incoming) -> None:
     if found is None:
         return
     call, leg_name = found
+    if not from_party(ctx, call, leg_name, inc.addr[0]):
+        return  # an ACK cannot be challenged: one from a stranger is dropped
     invite = call.pending_ack.pop(leg_name, None)
     if invite is None:
         return
@@ -67,9 +102,10 @@ async def on_ack_timeout(ctx: EdgeContext, dialog: DialogId) -> None:
     await finish(ctx, call, HungUp.EDGE, call.record.status)
 
 
-async def on_request(ctx: EdgeContext, inc: Incoming, adopt: Adopt) -> None:
+async def on_request(ctx: EdgeContext, inc: Incoming, adopt: Adopt, authenticate: Authenticate) -> None:
     """A request with a To tag: relayed to the other leg of its call (found here or, through `adopt`,
-    in the store), or 481."""
+    in the store), or 481. From an address that is not its party's, a PBX side's request must
+    authenticate as the call's trunk and a carrier side's is refused 403."""
     req = inc.request
     dialog_id = (req.call_id, req.to.tag or "", req.from_.tag or "")
     found = ctx.calls.find(dialog_id)
@@ -85,17 +121,29 @@ async def on_request(ctx: EdgeContext, inc: Incoming, adopt: Adopt) -> None:
     step = call.trace.transaction(req.method, leg_name)
     try:
         with call.trace.current(), step.current():
-            await _relay(ctx, inc, call, leg_name)
+            await _relay(ctx, inc, call, leg_name, authenticate)
     finally:
         step.end()
 
 
-async def _relay(ctx: EdgeContext, inc: Incoming, call: Call, leg_name: str) -> None:
+async def _relay(
+    ctx: EdgeContext, inc: Incoming, call: Call, leg_name: str, authenticate: Authenticate
+) -> None:
     req = inc.request
     this = call.leg(leg_name)
     if this.dialog is None:
         ctx.answer(inc, 481, "Call/Transaction Does Not Exist", req.to.tag)
         return
+    if not from_party(ctx, call, leg_name, inc.addr[0]):
+        if not faces_trunk(call, leg_name):
+            ctx.answer(inc, 403, "Forbidden", req.to.tag)
+            return
+        trunk = await authenticate(inc)
+        if trunk is None:
+            return  # challenged (or refused, or silenced) by the auth room
+        if trunk.key != call.trunk.key:
+            ctx.answer(inc, 403, "Forbidden", req.to.tag)
+            return
     try:
         this.dialog.receive_request(req)
     except SipParseError as exc:

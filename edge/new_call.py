@@ -16,6 +16,7 @@ from trunkline.edge.legs import new_tag, user_of
 from trunkline.edge.numbers import to_e164
 from trunkline.edge.policy import Rejection, check_caller_id, check_destination
 from trunkline.edge.routing import outbound_targets
+from trunkline.sip.errors import SipParseError
 from trunkline.sip.stack import Incoming
 from trunkline.sip.uri import parse_uri
 
@@ -67,7 +68,11 @@ def outbound(ctx: EdgeContext, inc: Incoming, trunk: Trunk) -> NewCall | None:
         ctx.reject(inc, rejection, trunk.name, tag)
         return None
     pai = req.get("P-Asserted-Identity")
-    presented = parse_uri(pai.strip().lstrip("<").split(">")[0]) if pai else req.from_.uri
+    try:
+        presented = parse_uri(pai.strip().lstrip("<").split(">")[0]) if pai else req.from_.uri
+    except SipParseError as exc:  # a peer's mistake: its answer, not a traceback
+        ctx.reject(inc, Rejection(400, "Bad Request (P-Asserted-Identity)", "pai", str(exc)), trunk.name, tag)
+        return None
     caller_raw = to_e164(user_of(presented) or "", trunk.spec.numbering)
     caller, rejection = check_caller_id(trunk, caller_raw, ctx.directory.numbers_of(trunk))
     if rejection or caller is None:

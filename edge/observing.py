@@ -149,6 +149,9 @@ class ObservedStack:
     def abandon(self, request: Request) -> None:
         self.inner.abandon(request)
 
+    def discard(self, key: TxKey | None) -> None:
+        self.inner.discard(key)
+
     def stop_answer(self, dialog: tuple[str, str, str]) -> None:
         self.inner.stop_answer(dialog)
 

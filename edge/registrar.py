@@ -87,6 +87,9 @@ def contact_refusal(host: str, source_host: str, deny: Sequence[Network] = ()) -
         return "contact host is a name, not an address"
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
+    for net in deny:  # first: the operator's list holds whatever the source is
+        if addr.version == net.version and addr in net:
+            return f"contact host is inside a denied network ({net})"
     if addr.is_loopback:
         try:
             from_loopback = ipaddress.ip_address(source_host.strip("[]")).is_loopback
@@ -101,9 +104,6 @@ def contact_refusal(host: str, source_host: str, deny: Sequence[Network] = ()) -
         return "contact host is multicast"
     if addr.is_reserved or (addr.version == 4 and int(addr) == 0xFFFFFFFF):
         return "contact host is a reserved address"
-    for net in deny:
-        if addr.version == net.version and addr in net:
-            return f"contact host is inside a denied network ({net})"
     return None
 
 

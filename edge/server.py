@@ -15,7 +15,6 @@ import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -41,12 +40,13 @@ from trunkline.edge.b2bua import Edge
 from trunkline.edge.call import MediaPlane
 from trunkline.edge.cdr import CdrSink
 from trunkline.edge.context import EdgeOptions
-from trunkline.edge.defences import SignallingLimits
+from trunkline.edge.defences import DefenceCollector, SignallingLimits, flood_rules
 from trunkline.edge.digest import DigestAuthenticator
 from trunkline.edge.directory import Directory
 from trunkline.edge.legs import Local
 from trunkline.edge.media import RelayMedia
 from trunkline.edge.metrics import EdgeMetrics
+from trunkline.edge.nonce_keys import NonceKeys
 from trunkline.edge.resolver import Resolver
 from trunkline.sip.flood import DEFAULT_BYTES, DEFAULT_COOLDOWN, DEFAULT_RATE, Budget
 from trunkline.sip.stack import SipStack
@@ -106,11 +106,12 @@ class EdgeComponent:
         cdr: str | None = None,
         media: MediaPlane | None = None,
         options: EdgeOptions | None = None,
-        nonce_secret: bytes | None = None,
+        nonce_secret: bytes | NonceKeys | None = None,
         edge_id: str | None = None,
         resolver: Resolver | None = None,
         tls_client: ssl.SSLContext | None = None,
         metrics: EdgeMetrics | None = None,
+        limits: SignallingLimits | None = None,
     ) -> None:
         here = sockets.address
         if ipaddress.ip_address(here.host).is_unspecified:
@@ -120,8 +121,13 @@ class EdgeComponent:
         self.sockets = sockets
         self.cdr = CdrSink(cdr)
         options = options or EdgeOptions()
+        self.limits = limits or SignallingLimits()
+        options.contact_deny = self.limits.contact_deny
         self.stack = SipStack()
         self.stack.transport.tls_client = tls_client or client_tls_context()
+        # Before listening: the flood guard and the stream limits stand in front of parsing.
+        trunks, carriers = config.trunks.values(), config.carriers.values()
+        self.stack.defend(self.limits.stream, self.limits.guard(trunks, carriers))
         self.edge = Edge(
             Directory(config),
             store or MemoryStore(),
@@ -144,6 +150,10 @@ class EdgeComponent:
     def reconfigure(self, config: ConfigSet) -> None:
         """Apply a new configuration: calls in progress keep the trunk they started with."""
         self.edge.directory = Directory(config)
+        guard = self.stack.flood_guard
+        if guard is not None:  # new networks, same default budget and counters
+            rules = flood_rules(config.trunks.values(), config.carriers.values(), self.limits.flood.cooldown)
+            self.stack.set_flood_guard(guard.with_rules(rules))
         event(log, logging.INFO, "configuration applied", resources=config.summary())
 
     async def start(self) -> None:
@@ -168,6 +178,10 @@ class EdgeComponent:
 
     def ready(self) -> bool:
         return self._listening
+
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        """The signalling defences' counters (flood guard, refused connections) on /metrics."""
+        registry.register(DefenceCollector(lambda: self.stack.transport))
 
     def busy(self) -> int:
         return self.edge.active_calls
@@ -362,11 +376,14 @@ async def _serve(args: argparse.Namespace) -> int:
     secret = None
     if args.nonce_secret_file:
         try:
-            secret = Path(args.nonce_secret_file).read_bytes().strip()
+            secret = NonceKeys.from_file(args.nonce_secret_file)
         except OSError as exc:
             raise ConfigError(
                 f"--nonce-secret-file: cannot read {args.nonce_secret_file}: {exc.strerror}"
             ) from None
+        except ValueError as exc:
+            raise ConfigError(f"--nonce-secret-file: {args.nonce_secret_file}: {exc}") from None
+    limits = signalling_limits(args)
     media = None
     policy = media_policy_of(args, listen.host)
     if args.media_relay:
@@ -393,7 +410,9 @@ async def _serve(args: argparse.Namespace) -> int:
         resolver,
         tls_client,
         EdgeMetrics(registry := CollectorRegistry()),
+        limits,
     )
+    component.register_metrics(registry)
     mirror_task = None
     if args.control:
         from trunkline.control.client import ConfigMirror

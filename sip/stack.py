@@ -19,6 +19,7 @@ from typing import Protocol
 
 from trunkline.core.state import StoreUnavailable
 from trunkline.sip.errors import LocalProtocolError, SipParseError
+from trunkline.sip.flood import FloodGuard
 from trunkline.sip.ids import new_tag
 from trunkline.sip.message import Message, Request, Response
 from trunkline.sip.transaction import (
@@ -34,7 +35,7 @@ from trunkline.sip.transaction import (
     TransportError,
     TxKey,
 )
-from trunkline.sip.transport import SipTransport
+from trunkline.sip.transport import SipTransport, StreamLimits
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,9 @@ class Stack(Protocol):
     def stop_answer(self, dialog: tuple[str, str, str]) -> None:
         """Stop retransmitting the 2xx of this dialog (Call-ID, our tag, their tag)."""
 
+    def discard(self, key: TxKey | None) -> None:
+        """End the server transaction `key` unanswered: nothing is ever sent for it."""
+
     def invite_for_cancel(self, cancel: Request) -> TxKey | None:
         """The live INVITE server transaction a CANCEL matches (RFC 3261 9.2), or None."""
 
@@ -162,6 +166,26 @@ class SipStack:
 
     def invite_for_cancel(self, cancel: Request) -> TxKey | None:
         return self.layer.invite_for_cancel(cancel)
+
+    def defend(self, stream: StreamLimits, flood: FloodGuard | None) -> None:
+        """Put the signalling defences in front of parsing. Call before listening (a TLS handshake's
+        bound is taken at listen time); `flood` may be replaced later (`set_flood_guard`)."""
+        self.transport.limits = stream
+        self.transport.flood = flood
+
+    @property
+    def flood_guard(self) -> FloodGuard | None:
+        return self.transport.flood
+
+    def set_flood_guard(self, flood: FloodGuard | None) -> None:
+        """A new guard (the trunks' and carriers' networks changed); the next datagram uses it."""
+        self.transport.flood = flood
+
+    def discard(self, key: TxKey | None) -> None:
+        """End a server transaction without a word on the wire (a source the edge no longer answers):
+        its retransmissions start a new one, which the TU discards again."""
+        if key is not None:
+            self.layer.forget_server(key)
 
     def verify_tls_name(self, addr: Addr, name: str) -> None:
         self.transport.tls_names[addr] = name

@@ -21,6 +21,7 @@ from typing import ClassVar, Final
 from trunkline.sip.errors import LocalProtocolError, SipParseError
 from trunkline.sip.headers import Via
 from trunkline.sip.message import MAX_MESSAGE_SIZE, Message, Request, Response, parse_message
+from trunkline.sip.refusal import refusal_for
 from trunkline.sip.uri import uri_equal
 
 log = logging.getLogger(__name__)
@@ -302,6 +303,9 @@ class NonInviteClient(Transaction):
         self.start("timer_k", now, 0.0 if self.reliable else self.timers.t4)
 
 
+QUIET_FINALS: Final = (b"401", b"403", b"407")  # status codes of final responses never retransmitted
+
+
 class InviteServer(Transaction):
     """RFC 3261 17.2.1 with RFC 6026 Accepted state."""
 
@@ -344,10 +348,16 @@ class InviteServer(Transaction):
         super()._send(now, msg, out)
 
     def _start_g_h(self, now: float, msg: Message | None, out: list[Action]) -> None:
-        if not self.reliable:
+        # A challenge or refusal (401/403/407: mostly to sources that proved nothing) is sent once, not
+        # at Timer G rates: a forged source must not make us a reflector. The client's retransmitted
+        # INVITE still gets it again, one for one.
+        quiet = self.last is not None and self.last[8:11] in QUIET_FINALS
+        if not self.reliable and not quiet:
             self.interval = self.timers.t1
             self.start("timer_g", now, self.interval)
-        self.start("timer_h", now, 64 * self.timers.t1)
+        # ... and its transaction waits for the ACK only T4, so a stream of them holds little memory
+        # (a late ACK is then absorbed by the TU, a retransmitted INVITE challenged again).
+        self.start("timer_h", now, self.timers.t4 if quiet else 64 * self.timers.t1)
 
     def _backoff_g(self, now: float, msg: Message | None, out: list[Action]) -> None:
         self.interval = min(2 * self.interval, self.timers.t2)
@@ -579,6 +589,11 @@ class TransactionLayer:
         if key[0] == "client":
             self.transactions.pop(key, None)
 
+    def forget_server(self, key: TxKey) -> None:
+        """Drop a server transaction unanswered (the TU decided not to answer its source)."""
+        if key[0] in ("3261", "2543"):
+            self.transactions.pop(key, None)
+
     def cancel_timer(self, key: TxKey) -> None:
         if key[0] == "tu":
             self.transactions.pop(key, None)
@@ -590,12 +605,14 @@ class TransactionLayer:
     # network -> TU
     def receive_data(self, data: bytes, addr: Addr, transport: str, now: float) -> list[Action]:
         """A datagram (or a framed stream message's bytes) from `addr`: parsed, then `receive_message`.
-        What does not parse as a message cannot be answered and is dropped."""
+        A request the parser refuses gets its error's status (`refusal_for`) when the headers to echo
+        are readable; anything else that does not parse is dropped."""
         try:
             msg = parse_message(data, max_size=self.max_size)
         except SipParseError as err:
-            log.info("dropping message from %s/%s: %s", addr, transport, err)
-            return []
+            answer = refusal_for(data, err)
+            log.info("%s message from %s/%s: %s", "refusing" if answer else "dropping", addr, transport, err)
+            return [Send(answer, addr, transport)] if answer else []
         return self.receive_message(msg, addr, transport, now)
 
     def receive_message(self, msg: Message, addr: Addr, transport: str, now: float) -> list[Action]:

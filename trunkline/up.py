@@ -196,6 +196,9 @@ async def up(opts: UpOptions, started: asyncio.Event | None = None) -> int:
     listeners = open_listeners(opts)
     registry = CollectorRegistry()
     components = build_components(config, listeners, opts, registry)
+    for component in components:
+        if isinstance(component, EdgeComponent):
+            component.register_metrics(registry)
     ops = OpsServer(listeners.http, components, registry)
     host, port = listeners.http.getsockname()[:2]
     event(

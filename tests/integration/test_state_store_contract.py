@@ -119,6 +119,8 @@ async def test_a_call_is_admitted_found_by_its_dialogs_and_ended(store: StateSto
     assert await store.admit("acme", "c2", 1, None, "edge-a", record, ttl=5) is Admission.NO_CHANNEL
     assert await store.admit("slow", "c3", None, 1, "edge-a", record, ttl=5) is Admission.ADMITTED
     assert await store.admit("slow", "c4", None, 1, "edge-a", record, ttl=5) is Admission.OVER_RATE
+    # The same Call-ID again (from any edge), while the call lives: refused before counting anything.
+    assert await store.admit("acme", "c1", None, None, "edge-b", record, ttl=5) is Admission.DUPLICATE
     assert await store.adopt_call("c1|ours|theirs", "edge-b") is None  # no dialog yet: still ringing
 
     answered = {**record, "answered": True}

@@ -60,6 +60,7 @@ class FakeStack:
     acks: list[tuple[Request, Addr, str]] = field(default_factory=list)
     stateless: list[tuple[Response, Addr, str]] = field(default_factory=list)
     stopped_answers: list[tuple[str, str, str]] = field(default_factory=list)
+    discarded: list[TxKey] = field(default_factory=list)  # server transactions ended unanswered
     tls_names: dict[Addr, str] = field(default_factory=dict)
     _heap: list[tuple[float, int, _Timer]] = field(default_factory=list)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
@@ -106,6 +107,11 @@ class FakeStack:
 
     def stop_answer(self, dialog: tuple[str, str, str]) -> None:
         self.stopped_answers.append(dialog)
+
+    def discard(self, key: TxKey | None) -> None:
+        if key is not None:
+            self.discarded.append(key)
+            self._invites.pop(key, None)
 
     def invite_for_cancel(self, cancel: Request) -> TxKey | None:
         key = server_key(cancel, "INVITE")

@@ -41,3 +41,20 @@ async def test_a_store_that_fails_refuses_new_calls(tmp_path: Path) -> None:
     h.store.admit = broken  # type: ignore[method-assign]
     await h.stack.deliver(world.invite(), world.PBX)
     assert h.stack.responses[-1].status == 503 and h.edge.active_calls == 0
+
+
+async def test_a_second_invite_with_a_known_call_id_and_another_from_tag_is_482(tmp_path: Path) -> None:
+    """A call is its Call-ID: a new From-tag (and branch) does not make a second call past the channel
+    cap (RFC 3261 8.2.2.2), at this edge or at another one sharing the store."""
+    h = world.build(tmp_path, channels=5)
+    await h.stack.deliver(world.invite(call_id="same"), world.PBX)
+    again = world.invite(call_id="same").replace(";tag=caller", ";tag=another")
+    await h.stack.deliver(again, world.PBX)
+    assert (h.stack.responses[-1].status, h.stack.responses[-1].from_.tag) == (482, "another")
+    other_edge = world.build(tmp_path, store=h.store, owner="edge-2", channels=5)
+    await other_edge.stack.deliver(
+        world.invite(call_id="same").replace(";tag=caller", ";tag=third"), world.PBX
+    )
+    assert other_edge.stack.responses[-1].status == 482
+    assert len(h.stack.requests("INVITE")) == 1 and other_edge.stack.requests("INVITE") == []
+    assert await h.store.channels_in_use(h.edge.ctx.calls.get("same").counters) == 1  # type: ignore[union-attr]

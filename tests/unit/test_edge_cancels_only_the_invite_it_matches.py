@@ -50,3 +50,16 @@ async def test_a_cancel_before_the_callee_rang_is_sent_when_it_does(tmp_path: Pa
     assert h.stack.requests("CANCEL") == []  # RFC 3261 9.1: not before a provisional response
     await h.stack.reply(h.stack.requests("INVITE")[0], 180)
     assert len(h.stack.requests("CANCEL")) == 1
+
+
+async def test_a_cancel_with_the_branch_of_one_call_and_the_call_id_of_another_cancels_neither(
+    tmp_path: Path,
+) -> None:
+    h = world.build(tmp_path)
+    await h.stack.deliver(world.invite(call_id="one", branch="z9hG4bKone"), world.PBX)
+    await h.stack.deliver(world.invite(call_id="two", branch="z9hG4bKtwo"), world.PBX)
+    for tx in h.stack.requests("INVITE"):
+        await h.stack.reply(tx, 180)
+    await h.stack.deliver(cancel("z9hG4bKone", "two"), world.PBX)
+    assert h.stack.responses[-1].status == 481
+    assert h.stack.requests("CANCEL") == [] and h.edge.active_calls == 2

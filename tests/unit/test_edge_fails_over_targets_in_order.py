@@ -55,3 +55,22 @@ async def test_a_ringing_gateway_is_cancelled_after_the_ring_timeout(tmp_path: P
     cancels = h.stack.requests("CANCEL")
     assert len(cancels) == 1 and cancels[0].request.top_via.branch == invite.request.top_via.branch
     assert h.stack.requests("INVITE")[1].addr == world.GATEWAYS[1]  # and the next one is tried
+
+
+async def test_a_200_that_crosses_the_ring_timeout_cancel_is_acked_then_byed(tmp_path: Path) -> None:
+    """RFC 3261 15: the callee answered after our CANCEL left; it must not stay up at its end."""
+    h = world.build(tmp_path, EdgeOptions(failover_after=3.0, ring_timeout=60.0))
+    await h.stack.deliver(world.invite(), world.PBX)
+    invite = h.stack.requests("INVITE")[0]
+    await h.stack.reply(invite, 180)
+    await h.stack.advance(70.0)
+    assert len(h.stack.requests("CANCEL")) == 1
+    await h.stack.reply(invite, 200, f"Contact: <sip:gw@{invite.addr[0]}:{invite.addr[1]}>")
+    acks = [(ack, addr) for ack, addr, _ in h.stack.acks if ack.call_id == invite.request.call_id]
+    assert (
+        len(acks) == 1 and acks[0][1] == world.GATEWAYS[0] and acks[0][0].cseq.seq == invite.request.cseq.seq
+    )
+    byes = h.stack.requests("BYE")
+    assert len(byes) == 1 and byes[0].addr == world.GATEWAYS[0]
+    assert byes[0].request.call_id == invite.request.call_id and byes[0].request.to.tag == "callee"
+    assert 200 not in h.stack.statuses()  # the caller never hears of that answer

@@ -50,3 +50,31 @@ def test_a_request_that_fails_validation_is_answered_by_the_layer() -> None:
 
 def test_bytes_that_are_no_message_are_dropped() -> None:
     assert TransactionLayer().receive_data(b"\x00\xffnot sip at all\r\n\r\n", SOURCE, "udp", 0.0) == []
+
+
+def test_a_request_the_parser_refuses_gets_one_400_at_its_real_source() -> None:
+    """Control characters and oversize headers break the parser's caps: still a 400 (not silence),
+    echoing the five headers, sent to the packet's source; a refused response or ACK gets nothing."""
+    layer = TransactionLayer()
+    for bad in (b"X-Evil: a\x01b\r\n", b"X-Big: " + b"a" * 5000 + b"\r\n", b"X-Nul: a\x00b\r\n"):
+        data = options(";received=127.0.0.66").replace(b"Content-Length", bad + b"Content-Length")
+        (sent,) = layer.receive_data(data, SOURCE, "udp", 0.0)
+        assert isinstance(sent, Send) and sent.addr == SOURCE
+        assert sent.data.startswith(b"SIP/2.0 400 ")
+        for name in (
+            b"\r\nVia: ",
+            b"\r\nFrom: ",
+            b"\r\nTo: ",
+            b"\r\nCall-ID: forged\r\n",
+            b"\r\nCSeq: 1 OPTIONS",
+        ):
+            assert name in sent.data
+        assert layer.transactions == {}
+    ack = (
+        options("")
+        .replace(b"OPTIONS sip", b"ACK sip")
+        .replace(b"Content-Length", b"X: \x01\r\nContent-Length")
+    )
+    assert layer.receive_data(ack, SOURCE, "udp", 0.0) == []
+    no_call_id = options("").replace(b"Call-ID: forged\r\n", b"X: \x01\r\n")
+    assert layer.receive_data(no_call_id, SOURCE, "udp", 0.0) == []

@@ -186,3 +186,18 @@ def test_rfc2543_requests_match_without_branch() -> None:
     assert layer.receive(msg, PEER, "udp", 0.5) == []  # recognised as a retransmission
     resp = msg.create_response(200)
     assert isinstance(resp, Response) and layer.send_response(resp, 0.6)
+
+
+def test_an_invite_challenge_or_refusal_is_sent_once_not_at_timer_g_rates() -> None:
+    """401/403/407 (answers to sources that proved nothing) cost one datagram each: no Timer G; the
+    client's own retransmission gets it again, one for one, and Timer H still ends the transaction."""
+    for status in (401, 403, 407):
+        layer = TransactionLayer()
+        inv = request()
+        layer.receive(inv, PEER, "udp", 0.0)
+        sent = layer.send_response(inv.create_response(status, to_tag="x"), 0.0)
+        assert len([a for a in sent if isinstance(a, Send)]) == 1
+        assert len([a for a in layer.receive(inv, PEER, "udp", 1.0) if isinstance(a, Send)]) == 1
+        seen = walk(layer, 1.0 + layer.timers.t4)
+        assert [a for _, a in seen if isinstance(a, Send)] == []
+        assert layer.transactions == {}  # waited T4 for an ACK, not 64*T1
