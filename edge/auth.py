@@ -61,6 +61,7 @@ async def authenticate(ctx: EdgeContext, inc: Incoming, header: str, status: int
                 challenge(ctx, inc, creds.username, status, stale=True)
                 return None
             await failures.succeeded(source, creds.username)
+            ctx.stack.vouch(source)
             return creds.trunk, creds.username
     if outcome is Outcome.STALE:
         challenge(ctx, inc, username, status, stale=True)

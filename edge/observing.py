@@ -152,6 +152,9 @@ class ObservedStack:
     def discard(self, key: TxKey | None) -> None:
         self.inner.discard(key)
 
+    def vouch(self, source_ip: str) -> None:
+        self.inner.vouch(source_ip)
+
     def stop_answer(self, dialog: tuple[str, str, str]) -> None:
         self.inner.stop_answer(dialog)
 

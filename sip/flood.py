@@ -22,6 +22,10 @@ DEFAULT_RATE: Final = 50.0  # messages/s per source: a busy PBX sends well under
 DEFAULT_BYTES: Final = 200_000.0  # bytes/s per source
 DEFAULT_COOLDOWN: Final = 30.0  # seconds a source over budget is ignored
 DEFAULT_MAX_SOURCES: Final = 100_000
+# A source that just proved who it is (digest) gets this many times its budget, for this long after
+# its latest success: a busy PBX behind one address is not cut off by its own traffic.
+VOUCH_FACTOR: Final = 100.0
+VOUCH_SECONDS: Final = 300.0
 BURST_SECONDS: Final = 2.0  # a bucket holds this many seconds of its rate
 
 
@@ -81,6 +85,8 @@ class _Source:
     octets: float
     seen: float
     blocked_until: float = 0.0
+    base: Budget | None = None  # the budget before a vouch, while vouched
+    vouched_until: float = 0.0
 
 
 @dataclass
@@ -142,6 +148,8 @@ class FloodGuard:
                 counters.evicted += 1
         else:
             sources.move_to_end(key)
+            if src.base is not None and now >= src.vouched_until:
+                src.budget, src.base = src.base, None
         budget = src.budget
         if now < src.blocked_until:
             counters.dropped_cooldown += 1
@@ -164,3 +172,16 @@ class FloodGuard:
         src.octets -= size
         counters.admitted += 1
         return True
+
+    def vouch(self, source_ip: str, now: float) -> None:
+        """`source_ip` just authenticated: VOUCH_FACTOR times its budget until VOUCH_SECONDS after now
+        (each success renews it). Never an exemption: a UDP source can be spoofed, so a flood in a
+        vouched source's name is still cut, only later."""
+        src = self._sources.get(source_group(source_ip))
+        if src is None:
+            return  # exempt (never tracked), or forgotten: its next message starts it afresh
+        base = src.base or src.budget
+        if src.base is None:
+            src.base = base
+            src.budget = Budget(base.rate * VOUCH_FACTOR, base.bytes_per_second * VOUCH_FACTOR, base.cooldown)
+        src.vouched_until = now + VOUCH_SECONDS

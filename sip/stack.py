@@ -105,6 +105,9 @@ class Stack(Protocol):
     def discard(self, key: TxKey | None) -> None:
         """End the server transaction `key` unanswered: nothing is ever sent for it."""
 
+    def vouch(self, source_ip: str) -> None:
+        """`source_ip` authenticated: its flood budget grows for a while (sip.flood.VOUCH_FACTOR)."""
+
     def invite_for_cancel(self, cancel: Request) -> TxKey | None:
         """The live INVITE server transaction a CANCEL matches (RFC 3261 9.2), or None."""
 
@@ -176,6 +179,11 @@ class SipStack:
     @property
     def flood_guard(self) -> FloodGuard | None:
         return self.transport.flood
+
+    def vouch(self, source_ip: str) -> None:
+        """`source_ip` proved who it is: the flood guard gives it a larger budget for a while."""
+        if self.transport.flood is not None:
+            self.transport.flood.vouch(source_ip, time.monotonic())
 
     def set_flood_guard(self, flood: FloodGuard | None) -> None:
         """A new guard (the trunks' and carriers' networks changed); the next datagram uses it."""

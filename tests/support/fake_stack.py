@@ -61,6 +61,7 @@ class FakeStack:
     stateless: list[tuple[Response, Addr, str]] = field(default_factory=list)
     stopped_answers: list[tuple[str, str, str]] = field(default_factory=list)
     discarded: list[TxKey] = field(default_factory=list)  # server transactions ended unanswered
+    vouched: list[str] = field(default_factory=list)  # sources that authenticated (flood budget)
     tls_names: dict[Addr, str] = field(default_factory=dict)
     _heap: list[tuple[float, int, _Timer]] = field(default_factory=list)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
@@ -112,6 +113,9 @@ class FakeStack:
         if key is not None:
             self.discarded.append(key)
             self._invites.pop(key, None)
+
+    def vouch(self, source_ip: str) -> None:
+        self.vouched.append(source_ip)
 
     def invite_for_cancel(self, cancel: Request) -> TxKey | None:
         key = server_key(cancel, "INVITE")

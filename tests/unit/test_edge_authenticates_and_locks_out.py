@@ -47,8 +47,10 @@ async def test_a_stranger_is_challenged_and_the_right_password_places_the_call(t
     challenge = await challenge_of(h)
     assert h.stack.requests("INVITE") == []
     auth = f"Proxy-Authorization: {credentials(challenge, 's3cret-acme')}"
+    assert h.stack.vouched == []
     await h.stack.deliver(world.invite(source=world.STRANGER, headers=(auth,)), world.STRANGER)
     assert [tx.addr for tx in h.stack.requests("INVITE")] == [world.GATEWAYS[0]]
+    assert h.stack.vouched == [world.STRANGER[0]]  # its flood budget grows: a busy PBX is not cut off
 
 
 async def test_wrong_passwords_lock_the_source_out_then_silence_it(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trunkline.sip.flood import BURST_SECONDS, Budget, FloodGuard, FloodRule, source_group
+from trunkline.sip.flood import BURST_SECONDS, VOUCH_SECONDS, Budget, FloodGuard, FloodRule, source_group
 
 
 def test_source_groups() -> None:
@@ -41,6 +41,20 @@ def test_the_byte_budget_counts_too() -> None:
     while guard.admit("192.0.2.1", 60_000, 0.0):
         sent += 1
     assert sent == int(BURST_SECONDS)  # the bucket holds two seconds of bytes
+
+
+def test_a_vouched_source_gets_a_larger_budget_for_a_while() -> None:
+    guard = FloodGuard(Budget(rate=10, bytes_per_second=1e9, cooldown=30))
+    assert guard.admit("192.0.2.1", 100, 0.0)
+    guard.vouch("192.0.2.1", 0.0)  # it authenticated
+    admitted = sum(guard.admit("192.0.2.1", 100, 1.0 + i / 1000) for i in range(500))  # 500/s
+    assert admitted == 500 and guard.counters.cooldowns == 0
+    # VOUCH_SECONDS after its latest success it is an ordinary source again.
+    later = VOUCH_SECONDS + 10.0
+    admitted = sum(guard.admit("192.0.2.1", 100, later + i / 1000) for i in range(500))
+    assert admitted < 500 and guard.counters.cooldowns == 1
+    guard.vouch("192.0.2.9", 0.0)  # never seen: nothing to vouch for, nothing kept
+    assert guard.tracked == 1
 
 
 def test_ipv6_sources_share_their_64() -> None:
