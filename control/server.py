@@ -19,10 +19,11 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
-from trunkline.control.service import SERVICE_NAME, ControlService
+from trunkline.control.service import POLICY, SERVICE_NAME, ControlService
 from trunkline.control.store import ConfigStore, RelayDirectory
 from trunkline.control.v1 import control_pb2_grpc
-from trunkline.core import runner
+from trunkline.core import grpc_tls, runner
+from trunkline.core.grpc_tls import GrpcSecurity
 from trunkline.core.http import OpsServer
 from trunkline.core.manifests import Problem
 from trunkline.core.net import ConfigError, tcp_listener
@@ -40,12 +41,18 @@ class ControlServer:
         store: ConfigStore | None = None,
         heartbeat_interval: float = 2.0,
         heartbeat_timeout: float = 10.0,
+        security: GrpcSecurity | None = None,
     ) -> None:
         self.store = store or ConfigStore()
         self.relays = RelayDirectory(heartbeat_timeout)
         self.service = ControlService(self.store, self.relays, heartbeat_interval)
         self.grpc = GrpcServer(
-            listen, control_pb2_grpc.add_ControlServicer_to_server, self.service, SERVICE_NAME
+            listen,
+            control_pb2_grpc.add_ControlServicer_to_server,
+            self.service,
+            SERVICE_NAME,
+            security,
+            POLICY,
         )
 
     @property
@@ -109,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--heartbeat-timeout", type=float, default=10.0, help="seconds before a relay is unhealthy"
     )
+    grpc_tls.add_arguments(parser)
     return parser
 
 
@@ -120,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = ConfigStore()
     readiness = _Readiness()
     try:
+        security = grpc_tls.from_arguments(args, "trunkline control")
+        security.check_listen(args.listen)
         http = tcp_listener(args.http_listen, "--http-listen") if args.http_listen else None
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -156,7 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def run() -> None:
         # Made here, not before asyncio.run: a grpc.aio server belongs to the loop it was made in.
-        server = ControlServer(args.listen, store, heartbeat_timeout=args.heartbeat_timeout)
+        server = ControlServer(
+            args.listen, store, heartbeat_timeout=args.heartbeat_timeout, security=security
+        )
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -162,7 +162,7 @@ def namespace(control_plane: ControlPlane, workdir: Path, carrier_port: int) -> 
 def control(procs: Processes, namespace: str) -> str:
     """`trunkline control` as the operator's Deployment runs it, on the fixture's KUBECONFIG."""
     address, http = f"127.0.0.1:{free_port()}", free_port()
-    procs.start("control", "control", "--listen", address, "--all-namespaces",
+    procs.start("control", "control", "--listen", address, "--all-namespaces", "--insecure-grpc",
                 "--http-listen", f"127.0.0.1:{http}")  # fmt: skip
     # Ready only once everything is listed and gRPC serves.
     wait_for(lambda: procs.alive("control") and http_ok(http), "control /readyz")
@@ -175,7 +175,7 @@ def relay(procs: Processes, control: str) -> str:
     low = free_port()
     procs.start("media", "media", "--listen", "127.0.0.1:0", "--media-listen", "127.0.0.1",
                 "--media-ports", f"{low}-{low + 99}", "--workers", "1",
-                "--control", control, "--relay-id", "calls-e2e-relay")  # fmt: skip
+                "--control", control, "--relay-id", "calls-e2e-relay", "--insecure-grpc")  # fmt: skip
     # PickRelay hands out only a registered relay with a fresh heartbeat: control sees it healthy.
     return str(wait_for(lambda: procs.alive("media") and picked_relay(control), "the relay registered"))
 
@@ -191,8 +191,9 @@ def test_call_through_control_fed_by_the_api_server(
     edge_sip, edge_http = free_port(), free_port()
     carrier = sipp.uas(tmp_path / "carrier", "127.0.0.1", carrier_port)
     try:
-        procs.start("edge", "edge", "--control", control, "--sip-listen", f"127.0.0.1:{edge_sip}",
-                    "--http-listen", f"127.0.0.1:{edge_http}", "--grace", "1")  # fmt: skip
+        procs.start("edge", "edge", "--control", control, "--insecure-grpc",
+                    "--sip-listen", f"127.0.0.1:{edge_sip}", "--http-listen", f"127.0.0.1:{edge_http}",
+                    "--grace", "1")  # fmt: skip
         wait_for(lambda: procs.alive("edge") and http_ok(edge_http), "edge /readyz")
         # The first snapshot is complete: control serves only after its first full list.
         wait_for(lambda: "configuration applied" in procs.log("edge"), "the edge's first configuration")
