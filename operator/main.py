@@ -10,7 +10,7 @@ import sys
 
 import kopf
 
-from trunkline.core.state_redis import RedisStore, url_from_env, with_password
+from trunkline.core.state_redis import RedisStore, RedisTarget, add_redis_arguments, redis_target
 from trunkline.operator.handlers import State, registry
 
 
@@ -48,13 +48,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="how long live calls of a deleted trunk may last (default 300)")  # fmt: skip
     parser.add_argument("--resync", type=float, default=60.0, metavar="SECONDS",
                         help="period of the full re-apply and re-check (default 60)")  # fmt: skip
-    parser.add_argument(
-        "--redis", metavar="URL", default=url_from_env(os.environ),
-        help="the edges' shared store (redis://, rediss://, sentinel://; env TRUNKLINE_REDIS_URL; a password "
+    add_redis_arguments(
+        parser,
+        "the edges' shared store (redis://, rediss://, sentinel://; env TRUNKLINE_REDIS_URL; a password "
         "from env TRUNKLINE_REDIS_PASSWORD): each Trunk's status then shows its active calls and registered "
         "contacts, and a drain waits for its calls. Without it the status has no counts and a drain ends "
         "at once",
-    )  # fmt: skip
+    )
     parser.add_argument("--counts-interval", type=_seconds, default=15.0, metavar="SECONDS",
                         help="how often each Trunk's counts are read from --redis (default 15)")  # fmt: skip
     parser.add_argument(
@@ -68,13 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     kopf.configure(verbose=args.verbose)
     store = None
-    if args.redis:
-        try:
+    try:
+        redis: RedisTarget | None = redis_target(args)
+        if redis is not None:
             # Only a client here: it connects on first use, in the operator's event loop.
-            store = RedisStore.from_url(with_password(args.redis, os.environ.get("TRUNKLINE_REDIS_PASSWORD")))
-        except ValueError as exc:
-            print(f"trunkline operator: --redis: {exc}", file=sys.stderr)
-            return 2
+            store = RedisStore.from_target(redis)
+    except ValueError as exc:
+        print(f"trunkline operator: {exc}", file=sys.stderr)
+        return 2
     state = State(
         platform=args.platform, drain_grace=args.drain_grace, resync=args.resync,
         store=store, counts_interval=args.counts_interval,
