@@ -211,10 +211,14 @@ class RelayPicker:
         self.timeout = timeout
         self.security = security or GrpcSecurity.insecure_loopback()
         self._channel: grpc.aio.Channel | None = None
+        self._stamp: tuple[int, ...] = ()
 
     async def pick(self, exclude: Iterable[str] = ()) -> PickedRelay | None:
         """The relay to use, None when control knows none with room; AioRpcError when control fails."""
+        if self._channel is not None and self.security.stamp() != self._stamp:
+            await self.close()  # rotated certificate files: the next connection presents the new ones
         if self._channel is None:
+            self._stamp = self.security.stamp()
             self._channel = self.security.channel(self.target, "control")
         stub = control_pb2_grpc.ControlStub(self._channel)  # type: ignore[no-untyped-call]
         try:

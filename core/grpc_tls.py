@@ -16,6 +16,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,15 +112,30 @@ class GrpcSecurity:
         ca, cert, key = self._paths()
         return _Files(_read(ca, "--grpc-ca"), _read(cert, "--grpc-cert"), _read(key, "--grpc-key"))
 
-    def _changed(self) -> bool:
+    def stamp(self) -> tuple[int, ...]:
+        """Changes when the certificate files do (clients reopen their channels then); () if insecure
+        or the files are missing for a moment (a Secret volume swapping its data)."""
+        if self.insecure:
+            return ()
         try:
-            stamp = tuple(os.stat(p).st_mtime_ns for p in self._paths())
+            return tuple(os.stat(p).st_mtime_ns for p in self._paths())
         except OSError:
-            return False  # mid-rotation (a Secret volume swaps a symlink): keep what we have
-        if stamp == self._stamp:
+            return ()
+
+    def _changed(self) -> bool:
+        stamp = self.stamp()
+        if not stamp or stamp == self._stamp:
             return False
         self._stamp = stamp
         return True
+
+    def _check_pair(self) -> None:
+        """ConfigError unless the key file belongs to the certificate file (a rotation half-done)."""
+        _, cert, key = self._paths()
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"--grpc-cert {cert} and --grpc-key {key} do not fit together: {exc}") from None
 
     def check_listen(self, address: str, flag: str = "--listen") -> None:
         """ConfigError when plaintext would listen beyond loopback."""
@@ -147,10 +163,14 @@ class GrpcSecurity:
             if not self._changed():
                 return None
             try:
-                return configuration(self._load())
+                self._check_pair()
+                files = self._load()
             except ConfigError as exc:
+                self._stamp = ()  # look again at the next handshake
                 log.error("keeping the previous gRPC certificate: %s", exc)
                 return None
+            log.info("gRPC server certificate reloaded from %s", self.cert)
+            return configuration(files)
 
         self._changed()
         credentials = grpc.dynamic_ssl_server_credentials(

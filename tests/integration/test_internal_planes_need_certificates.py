@@ -4,6 +4,7 @@ call it; a relay speaks only for its own id; only edges read Secrets; plaintext 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from tests.support.certs import write_plane_certs
 from tests.support.media_relay import BIN, RelayProcess, media_ports
 from tests.support.trunkline_up import Up, manifests
 from tests.support.wait import wait_for
+from trunkline.control.client import RelayPicker
+from trunkline.control.server import ControlServer
 from trunkline.control.v1 import control_pb2, control_pb2_grpc
 from trunkline.core.grpc_tls import GrpcSecurity
 from trunkline.core.pki import server_name
@@ -310,3 +313,33 @@ def test_components_refuse_plaintext_beyond_loopback_and_need_certificates(
         result = run(*args)
         assert result.returncode == 1, (name, result.stdout, result.stderr)
         assert "needs --grpc-ca, --grpc-cert and --grpc-key" in result.stdout + result.stderr, (name, result)
+
+
+async def test_a_rotated_certificate_is_used_from_the_next_connection(tmp_path: Path) -> None:
+    """The server re-reads its files when they change (as a Secret volume updates them) and a picker
+    reopens its channel: after a rotation to a new CA only the new certificates get in."""
+    live, before, after = tmp_path / "live", tmp_path / "before", tmp_path / "after"
+    flags = write_plane_certs(live, "control/control-1", "edge/edge-1")
+    shutil.copytree(live, before)  # what a component that missed the rotation still holds
+    write_plane_certs(after, "control/control-1", "edge/edge-1")  # another CA
+
+    def security(directory: Path, identity: str) -> GrpcSecurity:
+        return GrpcSecurity(*[directory / Path(p).name for p in flags[identity][1::2]])
+
+    server = ControlServer("127.0.0.1:0", security=security(live, "control/control-1"))
+    await server.start()
+    target = f"127.0.0.1:{server.port}"
+    picker = RelayPicker(target, timeout=10, security=security(live, "edge/edge-1"))
+    try:
+        assert await picker.pick() is None  # in (NOT_FOUND: no relay registered)
+        first_channel = picker._channel
+        for path in after.iterdir():
+            (live / path.name).write_bytes(path.read_bytes())
+        assert await picker.pick() is None  # both ends on the new files
+        assert picker._channel is not first_channel  # a new connection, not the old one kept
+        async with security(before, "edge/edge-1").channel(target, "control") as channel:
+            code = await code_of(channel, "PickRelay", control_pb2.PickRelayRequest())
+        assert code is grpc.StatusCode.UNAVAILABLE  # the old CA's certificate no longer gets in
+    finally:
+        await picker.close()
+        await server.stop(0)
