@@ -52,9 +52,9 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
     @staticmethod
     async def _check_relay(context: grpc.aio.ServicerContext, relay_id: str) -> None:
-        """A relay speaks only for the relay id its certificate names."""
+        """A relay speaks only for the relay id its certificate names (or its wildcard covers)."""
         identity = caller(context)
-        if identity is not None and identity.id != relay_id:
+        if identity is not None and not identity.speaks_for(relay_id):
             await refuse(
                 context,
                 grpc.StatusCode.PERMISSION_DENIED,

@@ -1,10 +1,13 @@
 """The internal planes' certificates: a CA, and per-component certificates that name a role and an id.
 
 A component's identity is one URI SAN, `spiffe://trunkline/<role>/<id>` (role: control, edge, relay,
-operator; id: a pod, relay or workload name). Servers also carry the DNS SAN `<role>.trunkline`
-(`server_name`), which clients check instead of the address they dial: relays are dialled by pod IP and
-control by Service name, neither known when a certificate is issued, while the role is. Keys are ECDSA
-P-256. Pure functions: the operator stores the results in Secrets, tests write them to files.
+operator; id: a pod, relay or workload name). A relay id may end in `*`: the certificate then speaks
+for every relay id with that prefix (`trunkline-media-*`: the pods of one workload, whose names are not
+known when the operator issues the workload's certificate); see `Identity.speaks_for`. Servers also
+carry the DNS SAN `<role>.trunkline` (`server_name`), which clients check instead of the address they
+dial: relays are dialled by pod IP and control by Service name, neither known when a certificate is
+issued, while the role is. Keys are ECDSA P-256. Pure functions: the operator stores the results in
+Secrets, tests write them to files.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ TRUST_DOMAIN = "trunkline"
 ROLES = frozenset({"control", "edge", "relay", "operator"})
 SERVER_ROLES = frozenset({"control", "relay"})  # the roles that serve gRPC
 IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+WILDCARD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,126}\*$")  # relays only: a prefix and `*`
 CA_LIFETIME = datetime.timedelta(days=3650)
 CERT_LIFETIME = datetime.timedelta(days=30)
 
@@ -40,6 +44,18 @@ class Identity:
     def __str__(self) -> str:
         return f"{self.role}/{self.id}"
 
+    def speaks_for(self, relay_id: str) -> bool:
+        """Whether this (relay) identity may register `relay_id`: the same id, or one its prefix
+        wildcard covers (`media-*` covers `media-7f9c`, not `media-` alone nor `mediax-1`)."""
+        if not self.id.endswith("*"):
+            return relay_id == self.id
+        prefix = self.id[:-1]
+        return len(relay_id) > len(prefix) and relay_id.startswith(prefix) and bool(IDENTITY.match(relay_id))
+
+
+def _valid(role: str, name: str) -> bool:
+    return role in ROLES and bool(IDENTITY.match(name) or (role == "relay" and WILDCARD.match(name)))
+
 
 def spiffe_id(identity: Identity) -> str:
     return f"spiffe://{TRUST_DOMAIN}/{identity.role}/{identity.id}"
@@ -51,7 +67,7 @@ def parse_spiffe_id(uri: str) -> Identity | None:
     if not uri.startswith(prefix):
         return None
     role, sep, name = uri[len(prefix) :].partition("/")
-    if not sep or role not in ROLES or not IDENTITY.match(name):
+    if not sep or not _valid(role, name):
         return None
     return Identity(role, name)
 
@@ -118,7 +134,7 @@ def issue(
 ) -> KeyPair:
     """A certificate for `identity`, signed by `ca`: client auth always, server auth (and the DNS SAN
     `server_name(role)`) for the roles that serve. ValueError for an unknown role or a bad id."""
-    if identity.role not in ROLES or not IDENTITY.match(identity.id):
+    if not _valid(identity.role, identity.id):
         raise ValueError(f"{identity} is not <role>/<id> with role one of {sorted(ROLES)}")
     now = now or _now()
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)

@@ -27,7 +27,14 @@ from trunkline.media.v1 import media_pb2, media_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
-IDENTITIES = ("control/control-1", "relay/relay-a", "relay/relay-b", "edge/edge-1", "operator/operator-1")
+IDENTITIES = (
+    "control/control-1",
+    "relay/relay-a",
+    "relay/relay-b",
+    "relay/pool-*",
+    "edge/edge-1",
+    "operator/operator-1",
+)
 REFUSED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
 
 
@@ -245,6 +252,18 @@ async def test_a_rogue_relay_cannot_speak_for_another(plane: Plane) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.Heartbeat(control_pb2.HeartbeatRequest(relay_id="relay-a"), timeout=10)
         assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    # A workload's wildcard certificate (as the operator issues for a relay Deployment) speaks for its
+    # pods' ids, and for no other relay.
+    async with plane.security("relay/pool-*").channel(plane.control, "control") as channel:
+        stub = control_pb2_grpc.ControlStub(channel)
+        pod = control_pb2.RegisterRequest(
+            relay_id="pool-7f9c", grpc_address="127.0.0.9:7100", media_address="127.0.0.9"
+        )
+        await stub.Register(pod, timeout=10)
+        assert (await stub.Heartbeat(control_pb2.HeartbeatRequest(relay_id="pool-7f9c"), timeout=10)).known
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Register(register, timeout=10)
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
     # relay-a's registration stands: PickRelay still hands out the real relay's address.
     assert plane.relay is not None
     async with plane.security("edge/edge-1").channel(plane.control, "control") as channel:
@@ -253,7 +272,8 @@ async def test_a_rogue_relay_cannot_speak_for_another(plane: Plane) -> None:
         )
     assert (picked.relay_id, picked.grpc_address) == ("relay-a", plane.relay.target)
     # Refused five times (here and by the test of every RPC), with the same reason: logged once.
-    lines = [line for line in plane.control_log().splitlines() if "may not speak for relay 'relay-a'" in line]
+    reason = "'relay-b' may not speak for relay 'relay-a'"
+    lines = [line for line in plane.control_log().splitlines() if reason in line]
     assert len(lines) == 1, lines
 
 

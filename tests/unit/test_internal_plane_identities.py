@@ -106,3 +106,17 @@ def test_each_refusal_is_logged_once_per_peer_in_bounded_memory() -> None:
     for peer in range(100):
         refusals.first(f"stranger-{peer}", "no")
     assert len(refusals.seen) == 3
+
+
+def test_a_relay_wildcard_speaks_for_its_workloads_pods_only() -> None:
+    ca = pki.new_ca()
+    workload = pki.identity_of(pki.issue(ca, pki.Identity("relay", "trunkline-media-*")).cert_pem)
+    assert workload == pki.Identity("relay", "trunkline-media-*")
+    assert workload.speaks_for("trunkline-media-7d9f8-x2k4q")
+    assert not workload.speaks_for("trunkline-media-") and not workload.speaks_for("trunkline-mediax-1")
+    assert not workload.speaks_for("other-relay")
+    exact = pki.Identity("relay", "relay-a")
+    assert exact.speaks_for("relay-a") and not exact.speaks_for("relay-ab")
+    with pytest.raises(ValueError):  # only relays have wildcards
+        pki.issue(ca, pki.Identity("edge", "edge-*"))
+    assert pki.parse_spiffe_id("spiffe://trunkline/relay/*") is None
