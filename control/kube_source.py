@@ -3,8 +3,9 @@
 
 Trunks, DIDs, Carriers and Secrets are each listed, then watched. Events go to `KubeConfig`, which
 holds what the API has (no I/O: the mapping is tested with plain dicts) and applies the differences
-to the ConfigStore, whose watchers (edges, relays) get them at once. Only the Secrets a Trunk or a
-Carrier references are published; the others stay in this process's memory and are never logged.
+to the ConfigStore, whose watchers (edges, relays) get them at once. Only Secrets labelled
+`trunkline.io/credentials` are listed at all, and only those a Trunk or a Carrier references are
+published; the others stay in this process's memory and are never logged.
 
 The `kubernetes` client blocks, so each kind's list+watch runs in its own thread and hands what it
 reads to the event loop (call_soon_threadsafe keeps each kind's order); the store is only ever
@@ -33,7 +34,15 @@ from pydantic import ValidationError
 
 from trunkline.control.store import ConfigStore, Item
 from trunkline.core.manifests import ConfigSet
-from trunkline.core.models import API_VERSION, Carrier, Resource, Secret, Trunk, parse_resource
+from trunkline.core.models import (
+    API_VERSION,
+    CREDENTIALS_LABEL,
+    Carrier,
+    Resource,
+    Secret,
+    Trunk,
+    parse_resource,
+)
 
 log = logging.getLogger(__name__)
 
@@ -384,14 +393,14 @@ class KubeSource:
     def _list(self, kind: Kind) -> tuple[list[dict[str, Any]], str]:
         """Every object of `kind` in scope (paged), and the resourceVersion to watch from."""
         objects: list[dict[str, Any]] = []
-        query = [("limit", str(LIST_PAGE))]
+        query = [("limit", str(LIST_PAGE)), *_selector(kind)]
         while True:
             page = json.loads(self._request(collection_path(kind, self.namespace), query, 60).read())
             objects.extend(page.get("items") or [])
             meta = page.get("metadata") or {}
             if not meta.get("continue"):
                 return objects, str(meta.get("resourceVersion", ""))
-            query = [("limit", str(LIST_PAGE)), ("continue", meta["continue"])]
+            query = [("limit", str(LIST_PAGE)), ("continue", meta["continue"]), *_selector(kind)]
 
     def _watch(self, kind: Kind, version: str) -> Iterator[tuple[str, dict[str, Any]]]:
         query = [
@@ -399,6 +408,7 @@ class KubeSource:
             ("resourceVersion", version),
             ("allowWatchBookmarks", "true"),
             ("timeoutSeconds", str(WATCH_SECONDS)),
+            *_selector(kind),
         ]
         response = self._request(collection_path(kind, self.namespace), query, READ_TIMEOUT)
         raw = response.response  # the urllib3 response, read as it arrives
@@ -421,6 +431,11 @@ class KubeSource:
             # close() first: a connection left mid-stream must not go back to the pool for reuse.
             raw.close()
             raw.release_conn()
+
+
+def _selector(kind: Kind) -> list[tuple[str, str]]:
+    """Only the Secrets labelled as credentials are ever read (a label removed: a DELETED event)."""
+    return [("labelSelector", CREDENTIALS_LABEL)] if kind is SECRET else []
 
 
 def _lines(response: Any) -> Iterator[bytes]:

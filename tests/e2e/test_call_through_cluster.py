@@ -44,7 +44,8 @@ CALLEE = "+442071234567"
 
 def manifests(carrier_port: int, allowed: list[str]) -> str:
     docs: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "calls-e2e-creds"},
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": "calls-e2e-creds", "labels": {"trunkline.io/credentials": ""}},
          "stringData": {"username": "calls-e2e", "password": "s3cret-calls"}},
         {"apiVersion": "trunkline.io/v1alpha1", "kind": "Carrier", "metadata": {"name": "pstn-calls-e2e"},
          "spec": {"gateways": [{"uri": f"sip:127.0.0.1:{carrier_port}"}], "prefixes": ["+44"],
@@ -264,6 +265,12 @@ async def test_source_follows_the_api_server_and_recovers(
         await kubectl("apply", "-f", "-", input=json.dumps(extra))
         assert await next_change(watch) == (False, "DID", "calls-e2e-extra")
         assert store.get("Secret", namespace, "unrelated") is None
+
+        # Control reads only Secrets labelled as credentials: without the label it is gone.
+        await kubectl("label", "secret", "calls-e2e-creds", "trunkline.io/credentials-")
+        assert await next_change(watch) == (True, "Secret", "calls-e2e-creds")
+        await kubectl("label", "secret", "calls-e2e-creds", "trunkline.io/credentials=")
+        assert await next_change(watch) == (False, "Secret", "calls-e2e-creds")
     finally:
         await source.stop()
         await asyncio.to_thread(control_plane.kubectl, "delete", "did", "calls-e2e-extra", "-n", namespace,
