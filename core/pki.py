@@ -142,6 +142,7 @@ def issue(
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ValueError("the CA key is not an ECDSA key")
     key = ec.generate_private_key(ec.SECP256R1())
+    backdate = min(datetime.timedelta(minutes=5), lifetime / 10)  # clocks a little behind ours
     names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id(identity))]
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
     if identity.role in SERVER_ROLES:
@@ -161,7 +162,7 @@ def issue(
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(now - backdate)
         .not_valid_after(min(now + lifetime, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(ca=False), critical=True)

@@ -23,6 +23,13 @@ MANAGER = "trunkline-operator"
 RUN_AS = 10001  # the image's non-root user (Dockerfile)
 TMP_VOLUME = {"name": "tmp", "emptyDir": {}}
 CHECKSUM_ANNOTATION = "checksum/config"
+GRPC_MOUNT = "/etc/trunkline/grpc"  # the component's certificate Secret (operator/grpc_certs.py)
+GRPC_FILES = {
+    "TRUNKLINE_GRPC_CA": "ca.crt",
+    "TRUNKLINE_GRPC_CERT": "tls.crt",
+    "TRUNKLINE_GRPC_KEY": "tls.key",
+}
+REDIS_CA_MOUNT = "/etc/trunkline/redis-ca"
 
 
 def owner_reference(api_version: str, kind: str, name: str, uid: str) -> dict[str, Any]:
@@ -74,7 +81,10 @@ def runtime_env(platform: Platform, namespace: str) -> dict[str, str]:
         "TRUNKLINE_LOG_LEVEL": platform.logLevel,
         "TRUNKLINE_EDGE_ADVERTISE": platform.edge.advertise or edge_service_address(platform, namespace),
     }
+    env.update({variable: f"{GRPC_MOUNT}/{file}" for variable, file in GRPC_FILES.items()})
     redis = platform.redis
+    if redis.caSecret:
+        env["TRUNKLINE_REDIS_CA"] = f"{REDIS_CA_MOUNT}/ca.crt"
     if redis.url:
         env["TRUNKLINE_REDIS_URL"] = redis.url
     if redis.sentinel:
@@ -158,6 +168,18 @@ def _pod_template(
     volumes: tuple[dict[str, Any], ...] = (),
 ) -> dict[str, Any]:
     checksum = config_checksum(runtime_env(platform, namespace))
+    # Every component speaks mTLS with its own certificate; rotated files reach it without a restart.
+    grpc_secret = object_name(platform, f"grpc-{component}")
+    volumes = (*volumes, {"name": "grpc-tls", "secret": {"secretName": grpc_secret}})
+    container["volumeMounts"] = [
+        *container["volumeMounts"],
+        {"name": "grpc-tls", "mountPath": GRPC_MOUNT, "readOnly": True},
+    ]
+    if platform.redis.caSecret:
+        ca = platform.redis.caSecret
+        only_ca = {"secretName": ca.name, "items": [{"key": ca.key, "path": "ca.crt"}]}
+        volumes = (*volumes, {"name": "redis-ca", "secret": only_ca})
+        container["volumeMounts"].append({"name": "redis-ca", "mountPath": REDIS_CA_MOUNT, "readOnly": True})
     spec: dict[str, Any] = {
         "securityContext": {
             "runAsNonRoot": True,
@@ -339,7 +361,8 @@ def build_media_workload(platform: Platform, namespace: str, owner: dict[str, An
     media = platform.media
     daemon = media.kind is MediaKind.DAEMON_SET
     args = [
-        "--listen", f"0.0.0.0:{media.port}",
+        # On the host network, gRPC on the pod's (the node's) address only, not on every interface.
+        "--listen", f"$(POD_IP):{media.port}" if daemon else f"0.0.0.0:{media.port}",
         "--media-listen", "0.0.0.0",
         "--media-ports", str(media.portRange),
         # The pod's address (the node's, on the host network) is what SDP names.

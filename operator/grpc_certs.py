@@ -1,13 +1,14 @@
 """The internal planes' certificates as Secrets the operator writes (or cert-manager Certificates).
 
-Issued by the operator (`internalTls.issuer: operator`, the default): a CA in `<name>-grpc-ca` (ca.crt,
-ca.key; ten years, made once, never logged), and per component a Secret `<name>-grpc-<component>`
-with ca.crt, tls.crt and tls.key, which its pods mount (`MOUNT`). Identities (`core/pki.py`):
-control `control/<name>-control`, edge `edge/<name>-edge`, media `relay/<name>-media-*` (a Deployment's
-pod names are not known in advance; the wildcard covers them). A component's certificate is issued
-again when it is missing, unreadable, not from the current CA, for another identity, or two thirds
-through its lifetime (`internalTls.certificateLifetimeSeconds`, 30 days by default); pods pick the new
-files up from their Secret volume without a restart (`core/grpc_tls.py`).
+Issued by the operator (`internalTls.issuer: operator`, the default): a CA in `<name>-grpc-ca`
+(ca.crt, ca.key; ten years, made once, never logged), and per component a Secret
+`<name>-grpc-<component>` with ca.crt, tls.crt and tls.key, which its pods mount
+(`builders.GRPC_MOUNT`). Identities (`core/pki.py`): control `control/<name>-control`, edge
+`edge/<name>-edge`, media `relay/<name>-media-*` (a Deployment's pod names are not known in advance;
+the wildcard covers them). A component's certificate is issued again when it is missing, unreadable,
+not from the current CA, for another identity, issued for longer than the lifetime now configured, or
+two thirds through its lifetime (`internalTls.certificateLifetimeSeconds`, 30 days by default); pods
+pick the new files up from their Secret volume without a restart (`core/grpc_tls.py`).
 
 With `internalTls.issuer: cert-manager` the operator writes a cert-manager `Certificate` per component
 instead, with the same Secret names, identities, lifetime and renewal point, signed by the issuer the
@@ -30,8 +31,6 @@ from trunkline.core.pki import Identity, KeyPair
 from trunkline.operator.builders import MANAGER, Manifest, object_name, selector_labels
 from trunkline.operator.platform import Platform
 
-MOUNT = "/etc/trunkline/grpc"
-FILES = {"TRUNKLINE_GRPC_CA": "ca.crt", "TRUNKLINE_GRPC_CERT": "tls.crt", "TRUNKLINE_GRPC_KEY": "tls.key"}
 ROLES = {"control": "control", "edge": "edge", "media": "relay"}
 NOT_AFTER = "trunkline.io/not-after"  # of the certificate in the Secret: for people, not for us
 RENEW_AT = 2 / 3  # of the lifetime
@@ -48,11 +47,6 @@ def ca_secret_name(platform: Platform) -> str:
 
 def secret_name(platform: Platform, component: str) -> str:
     return object_name(platform, f"grpc-{component}")
-
-
-def env() -> dict[str, str]:
-    """Where every component finds its certificate files (runtime ConfigMap)."""
-    return {variable: f"{MOUNT}/{file}" for variable, file in FILES.items()}
 
 
 def _metadata(
@@ -136,6 +130,7 @@ def cert_secret_update(
         and pki.identity_of(cert) == wanted
         and _issued_by(cert, ca)
         and not pki.needs_renewal(cert, now, RENEW_AT)
+        and not _longer_than(cert, lifetime)
     ):
         return None
     pair = pki.issue(ca, wanted, lifetime, now)
@@ -148,6 +143,12 @@ def cert_secret_update(
         "type": "Opaque",
         "data": _encode({"ca.crt": ca.cert_pem, "tls.crt": pair.cert_pem, "tls.key": pair.key_pem}),
     }
+
+
+def _longer_than(cert_pem: bytes, lifetime: datetime.timedelta) -> bool:
+    """A certificate issued for longer than the lifetime now configured (it was shortened): replace it."""
+    start, end = pki.validity(cert_pem)
+    return end - start > lifetime * 1.1 + datetime.timedelta(minutes=1)  # issue() backdates a little
 
 
 def _issued_by(cert_pem: bytes, ca: KeyPair) -> bool:

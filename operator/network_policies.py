@@ -52,6 +52,19 @@ def _policy(
     }
 
 
+POLICIES = ("control", "media", "edge", "redis")
+
+
+def stale_policies(platform: Platform, namespace: str) -> list[tuple[str, str, str, str]]:
+    """The policies a platform without them (or without a Redis selector) leaves behind."""
+    names: tuple[str, ...] = ()
+    if not platform.networkPolicies.enabled:
+        names = POLICIES
+    elif not platform.networkPolicies.redisPodSelector:
+        names = ("redis",)
+    return [("networking.k8s.io/v1", "NetworkPolicy", namespace, object_name(platform, n)) for n in names]
+
+
 def build_network_policies(
     platform: Platform,
     namespace: str,

@@ -162,12 +162,18 @@ def test_rbac_is_least_privilege() -> None:
         ("", "events", "create", "*"),
     }  # fmt: skip
     data_plane = rules(docs, "Role", "tl-trunkline-operator-data-plane")
-    # Nothing but create may be unnamed; nothing can read Secrets or write outside the data plane.
+    # Nothing but create may be unnamed; nothing written outside the data plane.
     assert {r for r in data_plane if r[3] == "*"} == {
         ("", "configmaps", "create", "*"), ("", "services", "create", "*"),
         ("apps", "deployments", "create", "*"), ("apps", "daemonsets", "create", "*"),
         ("autoscaling", "horizontalpodautoscalers", "create", "*"),
+        ("", "secrets", "create", "*"), ("networking.k8s.io", "networkpolicies", "create", "*"),
+        ("cert-manager.io", "certificates", "create", "*"),
     }  # fmt: skip
+    # The only Secrets it may read or change: the internal planes' CA and certificates.
+    assert {r[3] for r in data_plane if r[1] == "secrets" and r[3] != "*"} == {
+        f"tl-trunkline-grpc-{c}" for c in ("ca", "control", "edge", "media")
+    }
     assert ("", "configmaps", "get", "tl-trunkline-platform") in data_plane
     assert not any(verb in ("update", "*", "escalate", "bind") for _, _, verb, _ in watch | data_plane)
     # The control service may only read.

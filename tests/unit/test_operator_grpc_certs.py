@@ -51,6 +51,15 @@ def test_a_ca_and_one_certificate_per_component_then_nothing_until_due() -> None
     ]
 
 
+def test_a_shortened_lifetime_applies_at_once() -> None:
+    secrets: Secrets = {}
+    issue_all(secrets, NOW)
+    assert issue_all(secrets, NOW, lifetime=datetime.timedelta(minutes=2)) == COMPONENTS
+    assert (
+        issue_all(secrets, NOW + datetime.timedelta(seconds=60), lifetime=datetime.timedelta(minutes=2)) == []
+    )
+
+
 def test_a_new_ca_or_a_damaged_secret_means_new_certificates() -> None:
     secrets: dict[str, dict[str, Any]] = {}
     issue_all(secrets, NOW)
@@ -98,3 +107,31 @@ def test_network_policies_admit_only_the_callers_of_each_plane() -> None:
     assert redis["ingress"] == [{"from": [{"podSelector": {"matchLabels": {
         "app.kubernetes.io/name": "trunkline", "app.kubernetes.io/instance": "tl"}}}]}]  # fmt: skip
     assert "tl-redis" not in {p["metadata"]["name"] for p in build_network_policies(PLATFORM, "voice")}
+
+
+def test_every_pod_mounts_its_certificate_and_finds_it_by_environment() -> None:
+    from trunkline.operator.builders import build_data_plane, runtime_env
+
+    platform = Platform.model_validate(
+        {"name": "tl", "media": {"kind": "DaemonSet"},
+         "redis": {"url": "rediss://redis:6380/0", "caSecret": {"name": "redis-tls"}}}
+    )  # fmt: skip
+    env = runtime_env(platform, "voice")
+    assert env["TRUNKLINE_GRPC_CA"] == "/etc/trunkline/grpc/ca.crt"
+    assert env["TRUNKLINE_GRPC_CERT"] == "/etc/trunkline/grpc/tls.crt"
+    assert env["TRUNKLINE_GRPC_KEY"] == "/etc/trunkline/grpc/tls.key"
+    assert env["TRUNKLINE_REDIS_CA"] == "/etc/trunkline/redis-ca/ca.crt"
+    made = build_data_plane(platform, "voice")
+    workloads = {o["metadata"]["name"]: o for o in made if o["kind"] in ("Deployment", "DaemonSet")}
+    for component in ("control", "edge", "media"):
+        pod = workloads[f"tl-{component}"]["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["grpc-tls"]["secret"]["secretName"] == f"tl-grpc-{component}"
+        assert volumes["redis-ca"]["secret"] == {
+            "secretName": "redis-tls",
+            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+        }
+        mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts["grpc-tls"] == "/etc/trunkline/grpc" and mounts["redis-ca"] == "/etc/trunkline/redis-ca"
+    media_args = workloads["tl-media"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert media_args[media_args.index("--listen") + 1] == "$(POD_IP):9001"  # host network: not 0.0.0.0
