@@ -106,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--all-namespaces", action="store_true", help="watch the Kubernetes API, every namespace"
     )
-    source.add_argument("--namespace", metavar="NS", help="watch the Kubernetes API, namespace NS only")
+    source.add_argument(
+        "--namespace", metavar="NS", action="append",
+        help="watch the Kubernetes API, namespace NS only (repeatable: each of them, with Roles there)",
+    )  # fmt: skip
     parser.add_argument(
         "--http-listen",
         default=os.environ.get("TRUNKLINE_HTTP_LISTEN"),

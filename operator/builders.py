@@ -245,7 +245,8 @@ def build_control_deployment(
     platform: Platform, namespace: str, owner: dict[str, Any] | None = None
 ) -> Manifest:
     ctl = platform.control
-    scope = ["--namespace", platform.watchNamespace] if platform.watchNamespace else ["--all-namespaces"]
+    namespaces = platform.watchNamespaces or ([platform.watchNamespace] if platform.watchNamespace else [])
+    scope = [arg for ns in namespaces for arg in ("--namespace", ns)] or ["--all-namespaces"]
     container = _container(
         platform, namespace, "control", ["--listen", f"0.0.0.0:{ctl.port}", *scope],
         [_port("grpc", ctl.port)], ctl.resources,

@@ -197,6 +197,10 @@ class Platform(Model):
     httpPort: ContainerPort = Field(8080, description="/healthz, /readyz and /metrics of every component.")
     logLevel: Literal["debug", "info", "warning", "error"] = "info"
     watchNamespace: str | None = Field(None, description="Where the control service reads; unset: all.")
+    watchNamespaces: list[ObjectName] = Field(
+        default_factory=list,
+        description="Several namespaces control reads (Roles there); wins over watchNamespace.",
+    )
     redis: Redis = Field(default_factory=lambda: Redis(url="redis://redis:6379/0"))
     control: Control = Field(default_factory=Control)
     edge: Edge = Field(default_factory=Edge)

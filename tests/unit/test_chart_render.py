@@ -215,3 +215,50 @@ def test_schema_refuses_bad_values(value: str, message: str) -> None:
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert message in result.stderr
+
+
+def test_listed_namespaces_get_roles_and_nothing_cluster_wide() -> None:
+    docs = render("operator.namespaces={tenant-a,tenant-b}")
+    assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding")
+    for name in ("voice-tl-trunkline-operator", "voice-tl-trunkline-control"):
+        roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == name]
+        assert sorted(r["metadata"]["namespace"] for r in roles) == ["tenant-a", "tenant-b"]
+        assert ("", "secrets", "list", "*") in {  # Secrets readable there, and only there
+            (g, r, v, "*") for role in roles for rule in role["rules"] for g in rule["apiGroups"]
+            for r in rule["resources"] for v in rule["verbs"]
+        }  # fmt: skip
+    bindings = [
+        d for d in docs if d["kind"] == "RoleBinding" and d["metadata"].get("namespace") == "tenant-a"
+    ]
+    assert {b["subjects"][0]["namespace"] for b in bindings} == {"voice"}  # the release's ServiceAccounts
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert (
+        "--namespace=tenant-a" in args and "--namespace=tenant-b" in args and "--all-namespaces" not in args
+    )
+    platform = parse_platform(one(docs, "ConfigMap", "tl-trunkline-platform")["data"])
+    assert platform.watchNamespaces == ["tenant-a", "tenant-b"]
+    control = next(
+        o for o in build_data_plane(platform, "voice") if o["metadata"]["name"] == "tl-trunkline-control"
+    )
+    control_args = control["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert control_args[-4:] == ["--namespace", "tenant-a", "--namespace", "tenant-b"]
+
+
+def test_internal_planes_values_reach_the_platform() -> None:
+    docs = render(
+        "internalTls.issuer=cert-manager", "internalTls.certManagerIssuer.name=internal",
+        "internalTls.certificateLifetimeSeconds=86400", "networkPolicies.enabled=false",
+        "redis.url=rediss://redis:6380/0", "redis.caSecret.name=redis-tls",
+    )  # fmt: skip
+    platform = parse_platform(one(docs, "ConfigMap", "tl-trunkline-platform")["data"])
+    assert (
+        platform.internalTls.issuer == "cert-manager"
+        and platform.internalTls.certificateLifetimeSeconds == 86400
+    )
+    assert platform.internalTls.certManagerIssuer is not None
+    assert platform.internalTls.certManagerIssuer.name == "internal"
+    assert not platform.networkPolicies.enabled
+    assert platform.redis.caSecret is not None and platform.redis.caSecret.name == "redis-tls"
+    defaults = parse_platform(one(render(), "ConfigMap", "tl-trunkline-platform")["data"])
+    assert defaults.internalTls.issuer == "operator" and defaults.networkPolicies.enabled
+    assert defaults.redis.caSecret is None
