@@ -4,7 +4,7 @@
 - media: gRPC only from edges and the operator (Drain); RTP/RTCP (UDP, the port range) from anywhere.
 - edge: SIP (UDP, TCP, TLS) and http from anywhere; nothing else.
 - Redis (when `networkPolicies.redisPodSelector` names its pods, in the same namespace): only from
-  trunkline pods of this installation and its operator.
+  trunkline pods of this installation (its operator included) and from Redis's own pods.
 Each policy selects its pods and lists what they accept (Ingress); anything else is dropped by the
 cluster's network plugin, if it enforces NetworkPolicies. Pods on the host network (the media
 DaemonSet) are not subject to NetworkPolicies: there the relay's mTLS is what guards its gRPC.
@@ -95,6 +95,11 @@ def build_network_policies(
     policies = [control, relay, edges]
     if redis_pod_selector:
         ours = {"app.kubernetes.io/name": "trunkline", "app.kubernetes.io/instance": platform.name}
-        only_ours = [{"from": [{"podSelector": {"matchLabels": ours}}]}]
+        # Redis's own pods (replicas, sentinels) still reach each other.
+        peers = [
+            {"podSelector": {"matchLabels": ours}},
+            {"podSelector": {"matchLabels": dict(redis_pod_selector)}},
+        ]
+        only_ours = [{"from": peers}]
         policies.append(_policy(platform, namespace, "redis", dict(redis_pod_selector), only_ours, owner))
     return policies

@@ -262,3 +262,15 @@ def test_internal_planes_values_reach_the_platform() -> None:
     defaults = parse_platform(one(render(), "ConfigMap", "tl-trunkline-platform")["data"])
     assert defaults.internalTls.issuer == "operator" and defaults.networkPolicies.enabled
     assert defaults.redis.caSecret is None
+
+
+def test_the_operator_reaches_redis_over_tls_with_the_ca_from_a_secret() -> None:
+    docs = render(
+        "redis.url=rediss://redis:6380/0", "redis.caSecret.name=redis-tls", "redis.passwordSecret.name=pw"
+    )
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["TRUNKLINE_REDIS_CA"]["value"] == "/etc/trunkline/redis-ca/ca.crt"
+    assert env["TRUNKLINE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "pw", "key": "password"}
+    volume = next(v for v in pod["volumes"] if v["name"] == "redis-ca")
+    assert volume["secret"] == {"secretName": "redis-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}

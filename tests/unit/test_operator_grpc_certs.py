@@ -104,8 +104,9 @@ def test_network_policies_admit_only_the_callers_of_each_plane() -> None:
     assert "from" not in policies["tl-edge"]["ingress"][0]  # SIP from anywhere
     redis = policies["tl-redis"]
     assert redis["podSelector"] == {"matchLabels": {"app": "redis"}}
-    assert redis["ingress"] == [{"from": [{"podSelector": {"matchLabels": {
-        "app.kubernetes.io/name": "trunkline", "app.kubernetes.io/instance": "tl"}}}]}]  # fmt: skip
+    ours = {"app.kubernetes.io/name": "trunkline", "app.kubernetes.io/instance": "tl"}
+    peers = [{"podSelector": {"matchLabels": ours}}, {"podSelector": {"matchLabels": {"app": "redis"}}}]
+    assert redis["ingress"] == [{"from": peers}]  # Redis's own pods: replication, sentinels
     assert "tl-redis" not in {p["metadata"]["name"] for p in build_network_policies(PLATFORM, "voice")}
 
 
