@@ -1,4 +1,4 @@
-# One image for every component: `trunkline operator | control | edge | media`.
+# One image for every component: `trunkline operator | control | edge | media | cdr`.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -13,6 +13,7 @@ COPY edge/ edge/
 COPY media/ media/
 COPY control/ control/
 COPY operator/ operator/
+COPY cdr/ cdr/
 RUN pip wheel --wheel-dir /wheels .
 
 FROM python:3.11-slim

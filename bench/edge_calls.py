@@ -6,7 +6,7 @@ failed call or the server falls behind the offered rate; each step reports offer
 success, SIPp retransmissions and the server's CPU seconds per 1,000 calls (utime+stime from /proc,
 summed over the server's process tree). See bench/README-edge.md.
 
-    .venv/bin/python bench/edge_calls.py [--quick] [--keep] [--no-kamailio] [--redis] [--media]
+    .venv/bin/python -m bench.edge_calls [--quick] [--keep] [--no-kamailio] [--redis] [--media]
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,22 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from tests.support.ports import free_port
+from tests.support.processes import TRUNKLINE, http_ready, wait_started
+from tests.support.redis_server import RedisProcess
+from tests.support.sipp import SCENARIOS
+from tests.support.trunkline_up import manifests
+
 HOST = "127.0.0.1"  # servers and the carrier UAS
 PBX_AUTH_IP = "127.0.0.3"  # not in the trunk's ipAcl: every call and REGISTER is digest-challenged
 PBX_ACL_IP = "127.0.0.2"  # in the trunk's ipAcl: calls are admitted without a challenge
 USER, PASSWORD = "acme", "s3cret-acme"
 CALLER, CALLEE = "+14155550100", "+442071234567"  # a DID of the trunk, an allowed +44 number
-SCENARIOS = Path(__file__).resolve().parent / "sipp"
-TEST_SCENARIOS = Path(__file__).resolve().parents[1] / "tests" / "integration" / "sipp"
-
-
-def scenario_file(name: str) -> Path:
-    """The benchmark's own scenarios, else the integration tests' (the PBX call is shared)."""
-    own = SCENARIOS / name
-    return own if own.exists() else TEST_SCENARIOS / name
-
-
-TRUNKLINE = Path(sys.executable).parent / "trunkline"
 KAMAILIO = "/usr/sbin/kamailio"
 # One UDP worker, like the edge's one process (its main, timer and other helper processes are counted
 # too). With two, a 180 and the 200 behind it can be relayed by different workers and arrive in the
@@ -65,20 +59,6 @@ MAX_RETRANSMISSIONS = 0.01
 
 
 # ---- processes and /proc ----------------------------------------------------------------------
-
-
-def free_port(host: str = HOST) -> int:
-    """A port free for both UDP and TCP on `host` (the edge opens both on its SIP port)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((host, 0))
-            port: int = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((host, port))
-                except OSError:
-                    continue
-                return port
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -222,10 +202,10 @@ def run_sipp_step(workdir: Path, target: str, source: str, scenario: str, rate: 
     calls = max(10, int(rate * seconds))
     stats = workdir / "stat.csv"
     args = [
-        "sipp", "-sf", str(scenario_file(scenario)), target,
+        "sipp", "-sf", str(SCENARIOS / scenario), target,
         # A fresh source port per step: late answers to an earlier step's calls (a server still
         # retransmitting) would otherwise land in this step as stray messages.
-        "-p", str(free_port(source)), "-i", source,
+        "-p", str(free_port(host=source)), "-i", source,
         "-r", str(rate), "-m", str(calls),
         "-l", str(max(50, rate)),  # at most ~1 s of calls in flight: a slow server throttles SIPp
         "-d", "0",  # hang up as soon as the call is set up: the benchmark is about signalling
@@ -307,59 +287,19 @@ def climb(ladder: Ladder, server: Server, workdir: Path, source: str, scenario: 
 # ---- the servers ---------------------------------------------------------------------------------
 
 
-def edge_manifests(carrier_port: int) -> str:
-    """Trunk `acme` (digest acme/s3cret-acme, ipAcl 127.0.0.2, registration on), carrier on HOST."""
-    return f"""\
-apiVersion: v1
-kind: Secret
-metadata: {{name: acme-creds}}
-stringData: {{username: {USER}, password: {PASSWORD}}}
----
-apiVersion: trunkline.io/v1alpha1
-kind: Carrier
-metadata: {{name: pstn}}
-spec:
-  gateways: [{{uri: "sip:{HOST}:{carrier_port}"}}]
-  inboundCidrs: ["{HOST}/32"]
----
-apiVersion: trunkline.io/v1alpha1
-kind: Trunk
-metadata: {{name: acme}}
-spec:
-  auth: {{digest: {{credentialsSecret: acme-creds}}, ipAcl: ["{PBX_ACL_IP}/32"]}}
-  registration: {{enabled: true}}
-  outbound: {{allowedPrefixes: ["+44"]}}
----
-apiVersion: trunkline.io/v1alpha1
-kind: DID
-metadata: {{name: main}}
-spec: {{number: "{CALLER}", trunkRef: acme}}
-"""
-
-
 def start_redis(procs: Processes, workdir: Path) -> str:
     """A redis-server on a free loopback port, no persistence; its URL."""
-    workdir.mkdir(parents=True)
-    port = free_port()
-    args = ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
-    procs.start("redis-server", args, workdir / "redis.log", workdir)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return f"redis://{HOST}:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server never answered")
+    redis = RedisProcess(free_port(), workdir).start()
+    assert redis.proc is not None
+    procs.procs.append(("redis-server", redis.proc, []))
+    return redis.url
 
 
 def start_edge(
     procs: Processes, workdir: Path, carrier_port: int, extra: list[str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str, str]:
     workdir.mkdir(parents=True)
-    (workdir / "manifests.yaml").write_text(edge_manifests(carrier_port))
+    (workdir / "manifests.yaml").write_text(manifests(carrier_port, free_port()))
     sip, http = f"{HOST}:{free_port()}", f"{HOST}:{free_port()}"
     # Default log level (INFO, one line per call), as in production; the log goes to a file.
     args = [str(TRUNKLINE), "edge", "-f", "manifests.yaml", "--sip-listen", sip, "--http-listen", http,
@@ -371,17 +311,7 @@ def start_edge(
 
 def wait_ready(name: str, proc: subprocess.Popen[bytes], http: str, log: Path) -> None:
     """Until the process answers 200 on /readyz (20 s at most); its log tail if it exits first."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://{http}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{name} never became ready")
+    wait_started(proc, lambda: http_ready(f"http://{http}/readyz"), name, log.read_text)
 
 
 def edge_busy(http: str) -> str:
@@ -602,7 +532,7 @@ def main() -> int:
             name = "trunkline REGISTER, digest: 401 + REGISTER/200"
             register = ["-key", "aor", USER, *auth]
             ladders.append(climb(Ladder(name, "registrations"), edge, workdir / "edge-register", PBX_AUTH_IP,
-                                 "pbx_register.xml", register_steps, seconds, register))  # fmt: skip
+                                 "pbx_register_refresh.xml", register_steps, seconds, register))  # fmt: skip
             name = "trunkline calls, IP ACL: INVITE/200/ACK/BYE"
             ladders.append(climb(Ladder(name, "calls"), edge, workdir / "edge-acl", PBX_ACL_IP,
                                  "pbx_call.xml", call_steps, seconds, call))  # fmt: skip

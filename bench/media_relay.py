@@ -6,7 +6,9 @@ For each relay: (1) flood: packets/s relayed by one relay process with 1,000 cal
 70% load (of the 1,000-call target and of the largest lossless step), minus the same path without
 relay. See bench/README-media.md.
 
-    .venv/bin/python bench/media_relay.py [--quick] [--no-rtpengine]
+    .venv/bin/python -m bench.media_relay [--quick] [--no-rtpengine]
+    .venv/bin/python -m bench.media_relay --cpu-flood RUNS   # relayed packets per CPU-second only
+    .venv/bin/python -m bench.media_relay --per-packet ROUNDS  # CPU time per packet, in-process
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
+
+from tests.support.ports import free_port
 
 HOST = "127.0.0.1"
 OURS_PORTS = (20000, 29999)
@@ -257,7 +261,7 @@ class RtpEngine:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((HOST, 0))
         self.sock.settimeout(2)
-        self.ng_port = free_udp_port()
+        self.ng_port = free_port(socket.SOCK_DGRAM)
         self.calls: list[str] = []
         self.cookie = 0
 
@@ -313,12 +317,6 @@ class RtpEngine:
         self.proc.terminate()
         self.proc.wait(5)
         self.sock.close()
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 # ---- the measurements ----
@@ -378,6 +376,85 @@ async def measure(relay: Relay, steps: list[int], seconds: float) -> dict[str, A
         for sock in parties:
             sock.close()
     return figures
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (/proc/PID/stat fields 14 and 15)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_flood(runs: int, seconds: float) -> int:
+    """Flood 1,000 calls `runs` times; per run, relayed packets per CPU-second of the engine process.
+    Throughput alone swings with what else the (shared) machine runs; the engine's own CPU time says
+    what a packet costs it. Run it against two checkouts in turn to compare them (README-media.md)."""
+    relay = Ours()
+    parties = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for sock in parties:
+        sock.bind((HOST, 0))
+    await relay.start()
+    try:
+        targets = await setup_calls(relay, parties, 1000)
+        pids = relay.server.pool.engine_pids()
+        for run in range(runs):
+            before = cpu_seconds(pids)
+            result = run_load(parties, targets, None, seconds)
+            used = cpu_seconds(pids) - before
+            per_cpu = result.received / max(used, 1e-9)
+            print(f"  run {run + 1}: relayed {result.rate:,.0f}/s (loss {result.loss:.1%}), engine CPU "
+                  f"{used:.2f} s, {per_cpu:,.0f} relayed per CPU-second", flush=True)  # fmt: skip
+    finally:
+        await relay.hangup_all()
+        await relay.stop()
+        for sock in parties:
+            sock.close()
+    return 0
+
+
+def per_packet(rounds: int, batch: int = 200) -> int:
+    """CPU time of the engine's packet path per packet, in this thread (no generator process, no
+    scheduling): `batch` packets are queued on a leg's socket, then `Engine.relay` handles them one by
+    one under `time.thread_time_ns`. Steady state (the source is the lock), and a stranger's packets
+    (dropped by source). Median of `rounds` batches; compare two checkouts with it (README-media.md)."""
+    import statistics
+
+    from trunkline.media.engine import Engine, LegConfig
+
+    low = 41000 + (os.getpid() % 50) * 20
+    engine = Engine(HOST, low, low + 19)
+    a, b, stranger = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3))
+    for sock in (a, b, stranger):
+        sock.bind((HOST, 0))
+        sock.setblocking(False)
+    engine.create("bench", (LegConfig(a.getsockname(), None), LegConfig(b.getsockname(), None)), 0)
+    flow = engine.sessions["bench"].legs[0].rtp
+    target = flow.sock.getsockname()
+    payload = b"x" * 160
+    figures = {}
+    try:
+        for name, sender in (("steady", a), ("stranger", stranger)):
+            costs = []
+            seq = 0
+            for _ in range(rounds):
+                for _ in range(batch):
+                    seq += 1
+                    sender.sendto(_HEADER.pack(0x80, 0, seq & 0xFFFF, seq * 160, 1) + payload, target)
+                began = time.thread_time_ns()
+                for _ in range(batch):
+                    engine.relay(flow, 0.0)
+                costs.append((time.thread_time_ns() - began) / batch)
+                drain([b])
+            figures[name] = statistics.median(costs)
+            print(f"  {name}: {figures[name]:,.0f} ns of CPU per packet (median of {rounds} batches "
+                  f"of {batch}; min {min(costs):,.0f}, max {max(costs):,.0f})", flush=True)  # fmt: skip
+    finally:
+        engine.stop()
+        for sock in (a, b, stranger):
+            sock.close()
+    return 0
 
 
 def median_run(runs: Iterable[Result]) -> Result:
@@ -441,11 +518,20 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer, shorter steps")
     parser.add_argument("--no-rtpengine", action="store_true", help="measure trunkline only")
     parser.add_argument("--pin", action="store_true", help="relay on CPU 1, load generator on CPU 0")
+    parser.add_argument("--cpu-flood", type=int, metavar="RUNS", help="only: relayed packets per CPU-second")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of a --cpu-flood run")
+    parser.add_argument(
+        "--per-packet", type=int, metavar="ROUNDS", help="only: CPU time per packet, in-process"
+    )
     args = parser.parse_args()
     if args.pin:
         global GENERATOR_CPU, RELAY_CPU
         GENERATOR_CPU, RELAY_CPU = {0}, {1}
         pin(os.getpid(), GENERATOR_CPU)  # this process (gRPC, ng control) stays off the relay's core too
+    if args.per_packet:
+        return per_packet(args.per_packet)
+    if args.cpu_flood:
+        return asyncio.run(cpu_flood(args.cpu_flood, args.seconds))
     return asyncio.run(main_async(args))
 
 

@@ -1,6 +1,6 @@
 """Parse + serialize round trips per second of a typical ~800-byte INVITE with SDP, on one core.
 
-Run: .venv/bin/python bench/sip_parse.py [seconds]
+Run: .venv/bin/python -m bench.sip_parse [seconds]
 The reference run in the same process splits the same message into lines and header name/value
 pairs with plain bytes operations and joins them back (a floor no real parser can beat).
 """

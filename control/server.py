@@ -22,10 +22,10 @@ from prometheus_client import CollectorRegistry
 from trunkline.control.service import POLICY, SERVICE_NAME, ControlService
 from trunkline.control.store import ConfigStore, RelayDirectory
 from trunkline.control.v1 import control_pb2_grpc
-from trunkline.core import grpc_tls, runner
+from trunkline.core import grpc_tls, observability, runner
 from trunkline.core.grpc_tls import GrpcSecurity
 from trunkline.core.http import OpsServer
-from trunkline.core.manifests import Problem
+from trunkline.core.manifests import ManifestProblem
 from trunkline.core.net import ConfigError, tcp_listener
 from trunkline.core.rpc import GrpcServer
 
@@ -66,7 +66,7 @@ class ControlServer:
         await self.grpc.stop(grace)
 
 
-def _report(problems: Sequence[Problem]) -> None:
+def _report(problems: Sequence[ManifestProblem]) -> None:
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
 
@@ -120,19 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat-timeout", type=float, default=10.0, help="seconds before a relay is unhealthy"
     )
     grpc_tls.add_arguments(parser)
+    observability.add_arguments(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
     store = ConfigStore()
     readiness = _Readiness()
     try:
         security = grpc_tls.from_arguments(args, "trunkline control")
         security.check_listen(args.listen)
+        observability.configure("control", args)
         http = tcp_listener(args.http_listen, "--http-listen") if args.http_listen else None
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trunkline.core.manifests import ConfigSet, Problem, load
+from trunkline.core.manifests import ConfigSet, ManifestProblem, load
 from trunkline.core.models import Resource, Secret
 
 Item = Resource | Secret
@@ -125,7 +125,7 @@ class ConfigStore:
             changes += self.upsert(wanted[key])
         return changes
 
-    def load_files(self, paths: Iterable[str | Path]) -> list[Problem]:
+    def load_files(self, paths: Iterable[str | Path]) -> list[ManifestProblem]:
         """Replace the configuration with the manifests' (only when they have no problem)."""
         config, problems = load(paths)
         if not problems:

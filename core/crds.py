@@ -1,8 +1,7 @@
 """CustomResourceDefinitions generated from the pydantic models.
 
 The CRDs in `charts/trunkline/crds/` are this module's output; `tests/unit/test_crds_match_models.py`
-fails when they drift. Regenerate with `python -P -m trunkline.core.crds charts/trunkline/crds`
-(-P: the repo root must not shadow the standard library's `operator` module).
+fails when they drift. Regenerate with `python -m trunkline.generate` (also the chart's values files).
 
 Kubernetes wants a *structural* OpenAPI v3 schema: no `$ref`, no `anyOf` with `null`, every node typed,
 nothing it does not know (`title`). pydantic's JSON Schema is turned into one here.

@@ -25,6 +25,7 @@ import grpc
 
 from trunkline.core.net import ConfigError
 from trunkline.core.pki import Identity, identity_of, parse_spiffe_id, server_name
+from trunkline.core.rpc_tracing import client_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +183,14 @@ class GrpcSecurity:
     def channel(self, target: str, server_role: str) -> grpc.aio.Channel:
         """A channel to a server of `server_role` (control or relay), with the current certificate
         files; ConfigError when plaintext would leave loopback or the files cannot be read."""
+        interceptors = client_interceptors() or None  # the trace context, when tracing is on
         if self.insecure:
             self.check_target(target, "gRPC target")
-            return grpc.aio.insecure_channel(target)
+            return grpc.aio.insecure_channel(target, interceptors=interceptors)
         files = self._load()
         credentials = grpc.ssl_channel_credentials(files.ca, files.key, files.cert)
         options = [("grpc.ssl_target_name_override", server_name(server_role))]
-        return grpc.aio.secure_channel(target, credentials, options=options)
+        return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
 
 
 def peer_identity(context: grpc.aio.ServicerContext) -> Identity | None:
@@ -217,7 +219,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ):
         group.add_argument(
             f"--grpc-{name}",
-            type=Path,
             default=os.environ.get(ENV[name]) or None,
             metavar="PEM",
             help=f"{help_text} (default: ${ENV[name]})",
@@ -231,7 +232,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def from_arguments(args: argparse.Namespace, what: str) -> GrpcSecurity:
     """The GrpcSecurity the parsed command line asks for; ConfigError with the flag otherwise."""
-    security = GrpcSecurity(args.grpc_ca, args.grpc_cert, args.grpc_key, args.insecure_grpc, what)
+    ca, cert, key = (Path(p) if p else None for p in (args.grpc_ca, args.grpc_cert, args.grpc_key))
+    security = GrpcSecurity(ca, cert, key, args.insecure_grpc, what)
     if security.insecure:
         log.warning("%s: --insecure-grpc: internal gRPC without TLS (loopback only)", what)
     return security

@@ -15,8 +15,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from trunkline import __version__
 from trunkline.core.component import Component
+from trunkline.core.telemetry import TelemetryCollector
+from trunkline.core.version import package_version
 
 
 def _as_float(read: Callable[[], bool | int]) -> float:
@@ -30,8 +31,9 @@ class OpsServer:
         self.registry = registry
         self.draining = False
         self._runner: web.AppRunner | None = None
+        registry.register(TelemetryCollector())
         Gauge("trunkline_build_info", "Version of this process", ["version"], registry=registry).labels(
-            __version__
+            package_version()
         ).set(1)
         ready = Gauge(
             "trunkline_component_ready", "1 when the component is ready", ["component"], registry=registry

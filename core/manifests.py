@@ -7,6 +7,7 @@ once.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ Key = tuple[str, str]  # (namespace, name)
 
 
 @dataclass(frozen=True)
-class Source:
+class DocumentSource:
     """Where a document came from."""
 
     file: str
@@ -33,8 +34,8 @@ class Source:
 
 
 @dataclass(frozen=True)
-class Problem:
-    source: Source | None
+class ManifestProblem:
+    source: DocumentSource | None
     field: str  # dotted path inside the document, "" for the whole document
     message: str
 
@@ -51,9 +52,9 @@ class ConfigSet:
     dids: dict[Key, DID] = field(default_factory=dict)
     carriers: dict[Key, Carrier] = field(default_factory=dict)
     secrets: dict[Key, Secret] = field(default_factory=dict)
-    sources: dict[tuple[str, Key], Source] = field(default_factory=dict)
+    sources: dict[tuple[str, Key], DocumentSource] = field(default_factory=dict)
 
-    def add(self, item: Resource | Secret, source: Source | None = None) -> Problem | None:
+    def add(self, item: Resource | Secret, source: DocumentSource | None = None) -> ManifestProblem | None:
         tables: dict[str, dict[Key, Any]] = {
             "Trunk": self.trunks, "DID": self.dids, "Carrier": self.carriers, "Secret": self.secrets,
         }  # fmt: skip
@@ -61,13 +62,13 @@ class ConfigSet:
         if item.key in table:
             first = self.sources.get((item.KIND, item.key))
             message = f"{item.KIND} {item.name!r} is defined twice (first in {first})"
-            return Problem(source, "metadata.name", message)
+            return ManifestProblem(source, "metadata.name", message)
         table[item.key] = item
         if source:
             self.sources[(item.KIND, item.key)] = source
         return None
 
-    def source_of(self, item: Resource | Secret) -> Source | None:
+    def source_of(self, item: Resource | Secret) -> DocumentSource | None:
         return self.sources.get((item.KIND, item.key))
 
     def secret_value(self, namespace: str, name: str, key: str) -> str | None:
@@ -81,40 +82,42 @@ class ConfigSet:
         )
 
 
-def manifest_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem]]:
+def manifest_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[ManifestProblem]]:
     """Expand files and folders (every *.yaml / *.yml inside, sorted) into a list of files."""
     files: list[Path] = []
-    problems: list[Problem] = []
+    problems: list[ManifestProblem] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
             if not found:
-                problems.append(Problem(Source(str(path), 0), "", "folder holds no *.yaml or *.yml file"))
+                problems.append(
+                    ManifestProblem(DocumentSource(str(path), 0), "", "folder holds no *.yaml or *.yml file")
+                )
             files.extend(found)
         elif path.is_file():
             files.append(path)
         else:
-            problems.append(Problem(Source(str(path), 0), "", "no such file or folder"))
+            problems.append(ManifestProblem(DocumentSource(str(path), 0), "", "no such file or folder"))
     return files, problems
 
 
-def _documents(path: Path) -> Iterator[tuple[Source, Any] | Problem]:
+def _documents(path: Path) -> Iterator[tuple[DocumentSource, Any] | ManifestProblem]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        yield Problem(Source(str(path), 0), "", f"cannot read: {exc}")
+        yield ManifestProblem(DocumentSource(str(path), 0), "", f"cannot read: {exc}")
         return
     index = 0
     try:
         for index, doc in enumerate(yaml.safe_load_all(text), start=1):
             if doc is not None:
-                yield Source(str(path), index), doc
+                yield DocumentSource(str(path), index), doc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        yield Problem(Source(str(path), index + 1), "", f"invalid YAML{line}: {problem}")
+        yield ManifestProblem(DocumentSource(str(path), index + 1), "", f"invalid YAML{line}: {problem}")
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -129,7 +132,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return "".join(parts)
 
 
-def _pydantic_problems(source: Source, exc: ValidationError) -> list[Problem]:
+def _pydantic_problems(source: DocumentSource, exc: ValidationError) -> list[ManifestProblem]:
     problems = []
     for err in exc.errors(include_url=False):
         message = err["msg"].removeprefix("Value error, ")
@@ -137,23 +140,25 @@ def _pydantic_problems(source: Source, exc: ValidationError) -> list[Problem]:
             message += f" (got {err['input']!r})"
         if err["type"] == "extra_forbidden":
             message = "unknown field"
-        problems.append(Problem(source, _field_path(err["loc"]), message))
+        problems.append(ManifestProblem(source, _field_path(err["loc"]), message))
     return problems
 
 
-def parse_documents(items: Iterable[tuple[Source, Any]]) -> tuple[ConfigSet, list[Problem]]:
+def parse_documents(items: Iterable[tuple[DocumentSource, Any]]) -> tuple[ConfigSet, list[ManifestProblem]]:
     config = ConfigSet()
-    problems: list[Problem] = []
+    problems: list[ManifestProblem] = []
     for source, doc in items:
         if not isinstance(doc, dict):
-            problems.append(Problem(source, "", f"a manifest must be a mapping, got {type(doc).__name__}"))
+            problems.append(
+                ManifestProblem(source, "", f"a manifest must be a mapping, got {type(doc).__name__}")
+            )
             continue
         try:
             item = parse_resource(doc)
         except KeyError:
             kind = f"{doc.get('apiVersion', '?')}/{doc.get('kind', '?')}"
             expected = "trunkline.io/v1alpha1 Trunk, DID or Carrier, or v1 Secret"
-            problems.append(Problem(source, "kind", f"unknown kind {kind} (expected {expected})"))
+            problems.append(ManifestProblem(source, "kind", f"unknown kind {kind} (expected {expected})"))
             continue
         except ValidationError as exc:
             problems.extend(_pydantic_problems(source, exc))
@@ -164,12 +169,12 @@ def parse_documents(items: Iterable[tuple[Source, Any]]) -> tuple[ConfigSet, lis
     return config, problems
 
 
-def check_references(config: ConfigSet) -> list[Problem]:
+def check_references(config: ConfigSet) -> list[ManifestProblem]:
     """What no single document can say: claims, references, secrets, unique usernames."""
-    problems: list[Problem] = []
+    problems: list[ManifestProblem] = []
 
     def problem(item: Resource | Secret, path: str, message: str) -> None:
-        problems.append(Problem(config.source_of(item), path, message))
+        problems.append(ManifestProblem(config.source_of(item), path, message))
 
     claims: dict[str, list[DID]] = defaultdict(list)
     for did in config.dids.values():
@@ -210,13 +215,50 @@ def check_references(config: ConfigSet) -> list[Problem]:
     return problems
 
 
-def load(paths: Iterable[str | Path]) -> tuple[ConfigSet, list[Problem]]:
+# An ACL or carrier network wider than this admits too many strangers without a challenge.
+_WIDEST_PREFIX = {4: 16, 6: 32}
+
+
+def security_warnings(config: ConfigSet) -> list[ManifestProblem]:
+    """Valid but wide-open settings (docs/security.md): `trunkline validate` prints them, they do not
+    fail it. A Trunk without channels, callsPerSecond or outbound.allowedPrefixes is unlimited; a
+    stolen credential on it can place calls to premium-rate numbers anywhere, as fast as it likes."""
+    warnings: list[ManifestProblem] = []
+
+    def warn(item: Resource, path: str, message: str) -> None:
+        warnings.append(ManifestProblem(config.source_of(item), path, f"warning: {message}"))
+
+    def wide(item: Resource, path: str, cidrs: list[str], what: str) -> None:
+        for cidr in cidrs:
+            net = ipaddress.ip_network(cidr, strict=False)
+            if net.prefixlen < _WIDEST_PREFIX[net.version]:
+                warn(item, path, f"{cidr} {what} {net.num_addresses:,} addresses")
+
+    for trunk in config.trunks.values():
+        spec = trunk.spec
+        if spec.channels is None:
+            warn(trunk, "spec.channels", "not set: unlimited concurrent calls (e.g. channels: 30)")
+        if spec.callsPerSecond is None:
+            warn(trunk, "spec.callsPerSecond", "not set: unlimited call rate (e.g. callsPerSecond: 5)")
+        if not spec.outbound.allowedPrefixes:
+            warn(trunk, "spec.outbound.allowedPrefixes",
+                 "empty: this trunk may call any number in the world, premium-rate included; "
+                 "list the countries it needs (e.g. [\"+1\", \"+44\"])")  # fmt: skip
+        if spec.auth.digest is not None and spec.auth.digest.allowRfc2069:
+            warn(trunk, "spec.auth.digest.allowRfc2069", "true: credentials without qop=auth are accepted")
+        wide(trunk, "spec.auth.ipAcl", spec.auth.ipAcl, "lets in, without a challenge,")
+    for carrier in config.carriers.values():
+        wide(carrier, "spec.inboundCidrs", carrier.spec.inboundCidrs, "lets call our DIDs")
+    return warnings
+
+
+def load(paths: Iterable[str | Path]) -> tuple[ConfigSet, list[ManifestProblem]]:
     """Read, parse and check manifests. The set is usable only when the problem list is empty."""
     files, problems = manifest_files(paths)
-    documents: list[tuple[Source, Any]] = []
+    documents: list[tuple[DocumentSource, Any]] = []
     for path in files:
         for entry in _documents(path):
-            if isinstance(entry, Problem):
+            if isinstance(entry, ManifestProblem):
                 problems.append(entry)
             else:
                 documents.append(entry)

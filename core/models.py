@@ -81,6 +81,11 @@ class DigestAuth(Model):
         max_length=2,
         description="Challenges offered, in order of preference (RFC 8760).",
     )
+    allowRfc2069: bool = Field(
+        False,
+        description="Accept credentials without qop=auth (RFC 2069: no client nonce or nonce-count). "
+        "Only for old PBXs that cannot do better.",
+    )
 
 
 class TrunkAuth(Model):
@@ -95,6 +100,9 @@ class TrunkAuth(Model):
 class Registration(Model):
     enabled: bool = False
     maxExpires: int = Field(3600, ge=60, le=86400, description="Upper bound of a binding's lifetime (s).")
+    maxContacts: int = Field(
+        5, ge=1, le=100, description="Contacts one address-of-record may hold; a REGISTER beyond is 403."
+    )
 
 
 class CallerIdPolicy(StrEnum):
@@ -129,7 +137,20 @@ class SrtpMode(StrEnum):
     REQUIRED = "required"
 
 
-class Media(Model):
+class FloodLimits(Model):
+    """Per-source rate limit for the sources inside a trunk's ipAcl or a carrier's inboundCidrs
+    (docs/security.md). Other sources get the edge's defaults (--flood-rate, --flood-bytes)."""
+
+    exempt: bool = Field(True, description="Never rate-limit these sources (the default: known peers).")
+    messagesPerSecond: float = Field(
+        200.0, gt=0, le=100000, description="Sustained messages/s per source when not exempt."
+    )
+    bytesPerSecond: int = Field(
+        1_000_000, gt=0, le=1_000_000_000, description="Sustained bytes/s per source when not exempt."
+    )
+
+
+class MediaSettings(Model):
     srtp: SrtpMode = SrtpMode.DISABLED
 
 
@@ -155,9 +176,10 @@ class TrunkSpec(Model):
     callsPerSecond: float | None = Field(None, gt=0, description="New calls per second; unset: unlimited.")
     outbound: Outbound = Field(default_factory=Outbound)
     codecs: list[Codec] = Field(default_factory=lambda: [Codec.PCMU, Codec.PCMA], min_length=1)
-    media: Media = Field(default_factory=Media)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     transport: Transport = Transport.UDP
     numbering: Numbering | None = None
+    flood: FloodLimits = Field(default_factory=FloodLimits)
 
 
 class DIDSpec(Model):
@@ -180,6 +202,7 @@ class CarrierSpec(Model):
     )
     auth: CarrierAuth | None = None
     numbering: Numbering | None = None
+    flood: FloodLimits = Field(default_factory=FloodLimits)
 
 
 class Condition(BaseModel):

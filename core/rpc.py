@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from trunkline.core.grpc_auth import RoleCheck
 from trunkline.core.grpc_tls import GrpcSecurity
+from trunkline.core.rpc_tracing import client_interceptors, server_interceptors
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -47,6 +48,11 @@ def seconds(message: duration_pb2.Duration) -> float:
     return float(message.ToNanoseconds()) / 1e9
 
 
+def insecure_channel(target: str) -> grpc.aio.Channel:
+    """A grpc.aio channel to `target` that carries the trace context when tracing is on."""
+    return grpc.aio.insecure_channel(target, interceptors=client_interceptors() or None)
+
+
 class GrpcServer:
     """A grpc.aio server on HOST:PORT (port 0: any free port, see `port`) serving one service, with
     health checking: the service (`name`, its full name) and "" (the server) report SERVING once
@@ -68,7 +74,8 @@ class GrpcServer:
         self.security = security or GrpcSecurity.insecure_loopback()
         self.security.check_listen(listen)
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(interceptors=[RoleCheck(policy or {})])
+        # Tracing first, so that a refused call is traced too.
+        self.server = grpc.aio.server(interceptors=[*server_interceptors(), RoleCheck(policy or {})])
         add(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = 0

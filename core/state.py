@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -43,7 +44,21 @@ class Admission(StrEnum):
     NO_CHANNEL = "channels"
 
 
+class CallEnd(StrEnum):
+    """What `end_call_with_cdr` did."""
+
+    ENDED = "ended"  # this caller ended the call: its CDR is in the stream
+    LOST = "lost"  # a newer owner holds the call (a higher epoch): stand down, write nothing
+    ALREADY_ENDED = "already-ended"  # someone ended it before: its CDR is already in the stream
+
+
 CallState = dict[str, Any]  # what an edge needs to carry a call on: see edge/handover.py
+ENDED_TTL = 3600.0  # how long an ended call's marker refuses a second end (and a second CDR)
+CDR_STREAM_MAXLEN = 1_000_000  # the CDR stream is trimmed (approximately) to this many entries
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer in time or failed: the caller degrades (see core/state_redis.py)."""
 
 
 class StateStore(Protocol):
@@ -113,6 +128,25 @@ class StateStore(Protocol):
         in time, now owned by `owner` (each orphan goes to exactly one edge)."""
         ...
 
+    # -- fencing and the end of a call: exactly one CDR per call -------------------------------------
+    async def bump_epoch(self, call: str) -> int | None:
+        """Raise the call's epoch by one and return it (None: no such call). Whoever takes a call over
+        bumps it; the previous holder's next `call_epoch` check or end then finds it stale."""
+        ...
+
+    async def call_epoch(self, call: str) -> int | None:
+        """The call's current epoch (0 until first bumped); None when there is no record."""
+        ...
+
+    async def end_call_with_cdr(
+        self, call: str, epoch: int, cdr_json: str, *, trunk: str = "", dialogs: Sequence[str] = ()
+    ) -> CallEnd:
+        """One atomic step: if `epoch` is not stale and the call was not ended yet, mark it ended (for
+        ENDED_TTL), append `cdr_json` to the CDR stream, forget the call and free its channel in
+        `trunk`. A call whose record already expired still gets its CDR (its owner is gone, nobody can
+        hold a newer epoch). Stale epoch: LOST; ended before: ALREADY_ENDED; neither writes anything."""
+        ...
+
     def now(self) -> float: ...
 
 
@@ -128,6 +162,7 @@ class _Call:
     owner: str
     expires_at: float
     dialogs: list[str] = field(default_factory=list)
+    epoch: int = 0
 
 
 @dataclass
@@ -146,6 +181,10 @@ class MemoryStore:
     _calls: dict[str, _Call] = field(default_factory=dict)
     _dialogs: dict[str, str] = field(default_factory=dict)  # dialog key -> call
     _owners: dict[str, float] = field(default_factory=dict)  # owner -> lives until
+    _ended: dict[str, float] = field(default_factory=dict)  # call -> marker lives until
+    _ended_expiry: list[tuple[float, str]] = field(default_factory=list)
+    # The CDR stream: the embedded default has no exporter, so this only bounds what tests can read.
+    cdr_stream: deque[str] = field(default_factory=lambda: deque(maxlen=10_000))
 
     def now(self) -> float:
         return self.clock()
@@ -245,7 +284,9 @@ class MemoryStore:
     async def save_call(
         self, trunk: str, call: str, owner: str, record: CallState, dialogs: list[str], ttl: float
     ) -> None:
-        self._calls[call] = _Call(record, owner, self.clock() + ttl, list(dialogs))
+        old = self._calls.get(call)
+        epoch = old.epoch if old is not None else 0
+        self._calls[call] = _Call(record, owner, self.clock() + ttl, list(dialogs), epoch)
         for dialog in dialogs:
             self._dialogs[dialog] = call
         await self.refresh_channel(trunk, call, ttl)
@@ -285,3 +326,42 @@ class MemoryStore:
         for call in orphans:
             self._calls[call].owner = owner
         return [self._calls[c].record for c in orphans]
+
+    async def bump_epoch(self, call: str) -> int | None:
+        entry = self._live_call(call)
+        if entry is None:
+            return None
+        entry.epoch += 1
+        return entry.epoch
+
+    async def call_epoch(self, call: str) -> int | None:
+        entry = self._live_call(call)
+        return None if entry is None else entry.epoch
+
+    def _is_ended(self, call: str) -> bool:
+        now, ended, expiry = self.clock(), self._ended, self._ended_expiry
+        while expiry and expiry[0][0] <= now:
+            at, old = heapq.heappop(expiry)
+            if ended.get(old) == at:
+                del ended[old]
+        return call in ended
+
+    async def end_call_with_cdr(
+        self, call: str, epoch: int, cdr_json: str, *, trunk: str = "", dialogs: Sequence[str] = ()
+    ) -> CallEnd:
+        # No await before the last write: one step of the event loop, so atomic within this process.
+        if self._is_ended(call):
+            return CallEnd.ALREADY_ENDED
+        entry = self._live_call(call)
+        if entry is not None and entry.epoch > epoch:
+            return CallEnd.LOST
+        until = self.clock() + ENDED_TTL
+        self._ended[call] = until
+        heapq.heappush(self._ended_expiry, (until, call))
+        self.cdr_stream.append(cdr_json)
+        self._forget(call)
+        for dialog in dialogs:
+            self._dialogs.pop(dialog, None)
+        if trunk:
+            self._channels.get(trunk, {}).pop(call, None)
+        return CallEnd.ENDED

@@ -18,7 +18,7 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,15 @@ from redis import asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
-from trunkline.core.state import Admission, Binding, CallState
+from trunkline.core.state import (
+    CDR_STREAM_MAXLEN,
+    ENDED_TTL,
+    Admission,
+    Binding,
+    CallEnd,
+    CallState,
+    StoreUnavailable,
+)
 
 # Every script reads the server's clock, so edges need not agree on time.
 _NOW = "local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6\n"
@@ -138,16 +146,33 @@ end
 return adopted
 """
 )
+# The call hash's `epoch` field fences owners. KEYS: call hash. Bumps only a live record (HINCRBY
+# on a missing key would make a hash without a TTL).
+_BUMP_EPOCH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+"""
+# KEYS: call hash, ended marker, CDR stream, channels, dialog keys... ARGV: call, epoch, CDR JSON,
+# ended-marker ms, stream MAXLEN, prefix, free the channel (1/0). Returns 0 ended, 1 lost, 2 already.
+# Marker, stream entry and the call's removal are one script: an edge killed after it loses nothing.
+_END_WITH_CDR = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+local found = redis.call('HMGET', KEYS[1], 'epoch', 'owner')
+if (tonumber(found[1]) or 0) > tonumber(ARGV[2]) then return 1 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'cdr', ARGV[3])
+redis.call('DEL', KEYS[1])
+if found[2] then redis.call('SREM', ARGV[6] .. 'owned:' .. found[2], ARGV[1]) end
+if ARGV[7] == '1' then redis.call('ZREM', KEYS[4], ARGV[1]) end
+for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
+return 0
+"""
 # KEYS[1] = failure counter. ARGV: window seconds. The window starts at the first failure.
 _NOTE_FAILURE = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
-
-
-class StoreUnavailable(Exception):
-    """Redis did not answer in time or failed: the caller degrades (see the module docstring)."""
 
 
 def with_password(url: str, password: str | None) -> str:
@@ -273,9 +298,11 @@ def redis_target(args: argparse.Namespace) -> RedisTarget | None:
 class RedisStore:
     """StateStore over Redis. Keys are prefixed so one Redis can serve several installations."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "trunkline:"):
+    def __init__(self, client: aioredis.Redis, prefix: str = "trunkline:", cdr_stream: str | None = None):
         self.redis = client
         self.p = prefix
+        # The CDR stream the exporter reads (CdrSettings.stream): `<prefix>cdr` unless named.
+        self.cdr_stream = cdr_stream or f"{prefix}cdr"
         self._acquire = client.register_script(_ACQUIRE)
         self._refresh = client.register_script(_REFRESH)
         self._count = client.register_script(_COUNT)
@@ -285,16 +312,24 @@ class RedisStore:
         self._save = client.register_script(_SAVE)
         self._adopt = client.register_script(_ADOPT)
         self._keep_alive = client.register_script(_KEEP_ALIVE)
+        self._bump_epoch = client.register_script(_BUMP_EPOCH)
+        self._end_with_cdr = client.register_script(_END_WITH_CDR)
 
     @classmethod
-    def from_url(cls, url: str, timeout: float = 0.25, prefix: str = "trunkline:") -> RedisStore:
-        return cls(connect(url, timeout), prefix)
+    def from_url(
+        cls, url: str, timeout: float = 0.25, prefix: str = "trunkline:", cdr_stream: str | None = None
+    ) -> RedisStore:
+        return cls(connect(url, timeout), prefix, cdr_stream)
 
     @classmethod
     def from_target(
-        cls, target: RedisTarget, timeout: float = 0.25, prefix: str = "trunkline:"
+        cls,
+        target: RedisTarget,
+        timeout: float = 0.25,
+        prefix: str = "trunkline:",
+        cdr_stream: str | None = None,
     ) -> RedisStore:
-        return cls(target.connect(timeout), prefix)
+        return cls(target.connect(timeout), prefix, cdr_stream)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -408,3 +443,26 @@ class RedisStore:
     async def keep_alive(self, owner: str, ttl: float) -> list[CallState]:
         adopted = await self._run(self._keep_alive(keys=[f"{self.p}owners"], args=[self.p, owner, ttl]))
         return [json.loads(data) for data in adopted]
+
+    # -- fencing and the end of a call -------------------------------------------------------------
+    async def bump_epoch(self, call: str) -> int | None:
+        epoch = await self._run(self._bump_epoch(keys=[f"{self.p}call:{call}"]))
+        return None if epoch is None else int(epoch)
+
+    async def call_epoch(self, call: str) -> int | None:
+        key = f"{self.p}call:{call}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.exists(key)
+            pipe.hget(key, "epoch")
+            exists, epoch = await self._run(pipe.execute())
+        return int(epoch or 0) if exists else None
+
+    async def end_call_with_cdr(
+        self, call: str, epoch: int, cdr_json: str, *, trunk: str = "", dialogs: Sequence[str] = ()
+    ) -> CallEnd:
+        keys = [f"{self.p}call:{call}", f"{self.p}ended:{call}", self.cdr_stream,
+                f"{self.p}channels:{trunk}", *(f"{self.p}dialog:{d}" for d in dialogs)]  # fmt: skip
+        args: list[str | int] = [call, epoch, cdr_json, int(ENDED_TTL * 1000), CDR_STREAM_MAXLEN, self.p,
+                                 1 if trunk else 0]  # fmt: skip
+        verdict = int(await self._run(self._end_with_cdr(keys=keys, args=args)))
+        return (CallEnd.ENDED, CallEnd.LOST, CallEnd.ALREADY_ENDED)[verdict]

@@ -13,6 +13,18 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import IO
 
+from trunkline.core.cdr import (
+    Cdr,
+    CdrAttempt,
+    CdrSettings,
+    HangupSide,
+    MediaFigures,
+    at,
+    billable_seconds,
+    duration_seconds,
+)
+from trunkline.core.cdr import Direction as CdrDirection
+
 
 class Direction(StrEnum):
     INBOUND = "inbound"  # carrier -> DID -> trunk's PBX
@@ -77,3 +89,45 @@ class CdrSink:
     def close(self) -> None:
         if self._out is not None and self._out is not sys.stdout:
             self._out.close()
+
+
+def to_cdr(
+    record: CallRecord,
+    settings: CdrSettings,
+    *,
+    source: str = "",
+    transport: str = "udp",
+    carrier: str | None = None,
+    gateway: str | None = None,
+    ring: float | None = None,
+    q850_cause: int | None = None,
+    codec: str | None = None,
+    relay: str | None = None,
+    media: MediaFigures | None = None,
+    trace_id: str | None = None,
+) -> Cdr:
+    """The billing record (core/cdr.py) of an ended call, for `StateStore.end_call_with_cdr`. Values a
+    peer chose (numbers, statuses, causes) are bounded here so that a hostile one cannot fail the end."""
+    end = record.end if record.end is not None else record.setup
+    return Cdr(
+        call_id=record.call_id[:512], installation=settings.installation, namespace=settings.namespace,
+        trunk=record.trunk[:512], carrier=carrier, gateway=gateway,
+        direction=CdrDirection(record.direction.value), caller=record.caller[:512] if record.caller else None,
+        callee=record.callee[:512], source_address=source[:64], source_transport=transport[:8],
+        invite_at=at(record.setup), ring_at=at(ring) if ring else None,
+        answer_at=at(record.answer) if record.answer else None, end_at=at(end),
+        duration_seconds=min(duration_seconds(record.setup, end), _MAX_SECONDS),
+        billable_seconds=min(billable_seconds(record.answer, end), _MAX_SECONDS),
+        final_status=_status(record.status),
+        q850_cause=q850_cause if q850_cause is not None and 0 <= q850_cause <= 127 else None,
+        hangup_side=HangupSide(record.hung_up.value), hangup_reason=record.reason[:256], codec=codec,
+        relay=relay, media=media, trace_id=trace_id,
+        attempts=[CdrAttempt(target=a.target[:512], status=_status(a.status)) for a in record.attempts[:64]],
+    )  # fmt: skip
+
+
+_MAX_SECONDS = 2**31 - 1  # the record's bound (a PostgreSQL integer)
+
+
+def _status(status: int | None) -> int | None:
+    return status if status is not None and 100 <= status <= 699 else None

@@ -1,9 +1,11 @@
 """HTTP Digest authentication for SIP (RFC 3261 section 22, RFC 7616 algorithms, RFC 8760 SHA-256).
 
-Nonces are stateless: a timestamp, random bytes and an HMAC over both and the realm, keyed by a secret
-that every edge shares. Any edge can check a nonce another edge issued, and an expired one is answered
-with `stale=true` instead of a failure. Replays are caught by the caller, which records each
-(nonce, nonce-count) pair once in the shared store (`Verdict.replay_key`).
+Nonces are stateless: a timestamp, random bytes and an HMAC over both, the realm and the client's
+address (an IPv6 client by its /64), keyed by a secret that every edge shares (`NonceKeys`: several keys
+may be valid at once, so the secret can be rotated without failing challenges in flight). A nonce
+issued to one source fails from another. Any edge can check a nonce another edge issued, and an
+expired one is answered with `stale=true` instead of a failure. Replays are caught by the caller,
+which records each (nonce, nonce-count) pair once in the shared store (`Verdict.replay_key`).
 
 Written here rather than taken from a library: the HTTP digest libraries on PyPI are client-side or
 tied to a web framework; SIP needs the server side over its own header grammar.
@@ -14,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import struct
 import time
@@ -23,7 +24,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 from trunkline.core.models import DigestAlgorithm
-from trunkline.sip.transaction import random_bytes
+from trunkline.edge.nonce_keys import NonceKeys
+from trunkline.sip.flood import source_group
+from trunkline.sip.ids import random_bytes
 
 _HASHES: dict[str, Callable[[bytes], hashlib._Hash]] = {
     "MD5": hashlib.md5,
@@ -76,6 +79,7 @@ class Outcome(Enum):
     UNKNOWN_USER = "unknown user"
     WRONG_PASSWORD = "wrong password"
     BAD_ALGORITHM = "algorithm not offered"
+    NO_QOP = "qop=auth required (RFC 2069 digest not allowed on this trunk)"
     MALFORMED = "malformed credentials"
 
 
@@ -93,36 +97,56 @@ class Verdict:
 
 class DigestAuthenticator:
     def __init__(
-        self, secret: bytes | None = None, nonce_ttl: float = 300.0, clock: Callable[[], float] = time.time
+        self,
+        secret: bytes | NonceKeys | None = None,
+        nonce_ttl: float = 300.0,
+        clock: Callable[[], float] = time.time,
     ):
-        self.secret = secret or os.urandom(32)
+        self.keys = secret if isinstance(secret, NonceKeys) else NonceKeys([secret] if secret else None)
         self.nonce_ttl = nonce_ttl
         self.clock = clock
 
+    @property
+    def secret(self) -> bytes:
+        """The key that signs new nonces."""
+        return self.keys.current()[0]
+
     # -- nonces ------------------------------------------------------------------------------------
-    def _mac(self, body: bytes, realm: str) -> bytes:
-        return hmac.digest(self.secret, body + realm.encode(), "sha256")[:16]  # one-shot, in C
+    @staticmethod
+    def _mac(key: bytes, body: bytes, realm: str, source: str) -> bytes:
+        data = body + realm.encode() + b"\x00" + source_group(source).encode()
+        return hmac.digest(key, data, "sha256")[:16]  # one-shot, in C
 
-    def make_nonce(self, realm: str) -> str:
+    def make_nonce(self, realm: str, source: str = "") -> str:
+        """A nonce for `realm`, good only from `source` (the client's IP address as seen by us)."""
         body = struct.pack(">Q", int(self.clock() * 1000)) + random_bytes(8)
-        return base64.urlsafe_b64encode(body + self._mac(body, realm)).decode().rstrip("=")
+        return (
+            base64.urlsafe_b64encode(body + self._mac(self.secret, body, realm, source)).decode().rstrip("=")
+        )
 
-    def nonce_age(self, nonce: str, realm: str) -> float | None:
-        """Seconds since we issued `nonce` for `realm`; None when we did not issue it."""
+    def nonce_age(self, nonce: str, realm: str, source: str = "") -> float | None:
+        """Seconds since we issued `nonce` for `realm` to `source`; None when we did not."""
+        if len(nonce) > 64:
+            return None
         try:
             raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
         except (ValueError, TypeError):
             return None
-        if len(raw) != 32 or not hmac.compare_digest(raw[16:], self._mac(raw[:16], realm)):
+        if len(raw) != 32:
+            return None
+        body, mac = raw[:16], raw[16:]
+        if not any(hmac.compare_digest(mac, self._mac(k, body, realm, source)) for k in self.keys.current()):
             return None
         issued_ms: int = struct.unpack(">Q", raw[:8])[0]
         return self.clock() - issued_ms / 1000
 
     # -- challenges --------------------------------------------------------------------------------
-    def challenges(self, realm: str, algorithms: list[DigestAlgorithm], stale: bool = False) -> list[str]:
+    def challenges(
+        self, realm: str, algorithms: list[DigestAlgorithm], stale: bool = False, source: str = ""
+    ) -> list[str]:
         """WWW-Authenticate / Proxy-Authenticate values, one per algorithm in order of preference
-        (many PBXs read only the first)."""
-        nonce = self.make_nonce(realm)
+        (many PBXs read only the first), with a nonce bound to `source`."""
+        nonce = self.make_nonce(realm, source)
         tail = ", stale=true" if stale else ""
         return [
             f'Digest realm="{_quote(realm)}", nonce="{nonce}", algorithm={alg.value}, qop="auth"{tail}'
@@ -138,7 +162,15 @@ class DigestAuthenticator:
         realm: str,
         algorithms: list[DigestAlgorithm],
         password_of: Callable[[str], str | None],
+        *,
+        source: str = "",
+        allow_rfc2069: bool = False,
     ) -> Verdict:
+        """Check credentials sent from `source` (must be the address the nonce was issued to).
+
+        Without `allow_rfc2069` (Trunk `auth.digest.allowRfc2069`), credentials without qop=auth are
+        refused: RFC 2069 digest has no client nonce and no nonce-count.
+        """
         username, nonce, response = params.get("username"), params.get("nonce"), params.get("response")
         if not username or not nonce or not response:
             return Verdict(Outcome.MALFORMED, username or "")
@@ -147,7 +179,7 @@ class DigestAuthenticator:
             return Verdict(Outcome.BAD_ALGORITHM, username)
         if params.get("realm") != realm:
             return Verdict(Outcome.WRONG_REALM, username)
-        age = self.nonce_age(nonce, realm)
+        age = self.nonce_age(nonce, realm, source)
         if age is None or age < -5:  # a little clock skew between edges is fine
             return Verdict(Outcome.BAD_NONCE, username)
         if not same_target(params.get("uri", ""), request_uri):
@@ -156,6 +188,8 @@ class DigestAuthenticator:
         if password is None:
             return Verdict(Outcome.UNKNOWN_USER, username)
         qop, nc, cnonce = params.get("qop"), params.get("nc", ""), params.get("cnonce", "")
+        if qop is None and not allow_rfc2069:
+            return Verdict(Outcome.NO_QOP, username)
         if qop not in (None, "auth") or (qop and (not nc or not cnonce)):
             return Verdict(Outcome.MALFORMED, username)
         # The client hashed the uri it named (same_target checked that it names this request).

@@ -3,22 +3,33 @@
 Each leg is its own dialog with its own Call-ID, tags, Via, Contact and CSeq space. Nothing of one
 side's addressing reaches the other: requests are built from scratch, and only the headers listed in
 `PASSED_HEADERS` are copied across (their values do not name hosts), plus the body.
+
+Identities on the other leg (From/To users) are never the peer's text: `header_user` lets through
+only a validated E.164 number or a plain id, else `anonymous`. A user part is percent-decoded when
+parsed, so `%0D%0A` in it would otherwise become a real line break, i.e. forged header lines
+(P-Asserted-Identity, Call-Info answer-after) in the request the other side receives.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from trunkline.sip import ids
 from trunkline.sip.dialog import Dialog
 from trunkline.sip.headers import NameAddr, Via
+from trunkline.sip.ids import new_branch
 from trunkline.sip.message import Message, Request, Response
-from trunkline.sip.transaction import Addr, new_branch, random_hex
+from trunkline.sip.transaction import Addr
 from trunkline.sip.uri import SipUri, TelUri, Uri
 
 # Copied from one leg to the other: they describe the session, not the path.
 PASSED_HEADERS = ("Content-Type", "Session-Expires", "Min-SE", "Event", "Info-Package", "Content-Disposition")
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER"
 SUPPORTED = "timer"
+ANONYMOUS = "anonymous"
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}\Z")
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # unreserved characters only: no escaping
 
 
 @dataclass(frozen=True)
@@ -39,12 +50,7 @@ class Local:
         return NameAddr(SipUri("sip", "", user, None, self.contact_host, self.contact_port, params))
 
 
-def new_call_id() -> str:
-    return random_hex(12)
-
-
-def new_tag() -> str:
-    return random_hex(6)
+new_call_id, new_tag = ids.new_call_id, ids.new_tag  # the edge's names for them (one generator)
 
 
 def copy_passed(source: Message, target: Message) -> None:
@@ -62,6 +68,12 @@ def user_of(uri: Uri) -> str | None:
     return None
 
 
+def header_user(text: str) -> str:
+    """`text` when it is an E.164 number or a plain id (letters, digits, then also . _ -), else
+    "anonymous": the only user parts that reach a header of the other leg."""
+    return text if _E164.match(text) or _PLAIN_ID.match(text) else ANONYMOUS
+
+
 def first_invite(
     local: Local,
     transport: str,
@@ -71,7 +83,9 @@ def first_invite(
     max_forwards: int,
     offer_from: Request,
 ) -> Request:
-    """The INVITE that opens the other leg: fresh Call-ID, tag, Via, Contact, CSeq 1."""
+    """The INVITE that opens the other leg: fresh Call-ID, tag, Via, Contact, CSeq 1. The From and To
+    users are `caller` and `callee` when `header_user` accepts them, else anonymous."""
+    caller, callee = header_user(caller), header_user(callee)
     invite = Request("INVITE", request_uri)
     invite.add("Via", local.via(transport))
     invite.add("Max-Forwards", str(max_forwards))

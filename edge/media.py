@@ -35,11 +35,11 @@ from trunkline.core.grpc_tls import GrpcSecurity
 from trunkline.core.logs import event
 from trunkline.core.models import SrtpMode
 from trunkline.core.net import ConfigError
-from trunkline.edge.b2bua import Call, MediaError
+from trunkline.edge.call import Call, MediaError
 from trunkline.edge.cdr import Direction
 from trunkline.media.v1 import media_pb2, media_pb2_grpc
 from trunkline.sip.errors import SipParseError
-from trunkline.sip.sdp import Media, SessionDescription, parse_sdp
+from trunkline.sip.sdp import SdpMedia, SessionDescription, parse_sdp
 
 log = logging.getLogger("trunkline.edge.media")
 
@@ -91,11 +91,11 @@ class _Relay:
         self.ending: _Ending | None = None
 
 
-def _audio(sd: SessionDescription) -> Media | None:
+def _audio(sd: SessionDescription) -> SdpMedia | None:
     return next((m for m in sd.media if m.kind == "audio" and m.port != 0), None)
 
 
-def _offered_key(media: Media) -> tuple[str, media_pb2.Crypto] | None:
+def _offered_key(media: SdpMedia) -> tuple[str, media_pb2.Crypto] | None:
     """The tag and key of the first SDES line with the suite the relay speaks:
     `TAG AES_CM_128_HMAC_SHA1_80 inline:KEY|...`."""
     for line in media.crypto:
@@ -111,7 +111,7 @@ def trunk_leg(call: Call) -> str:
 
 
 class RelayMedia:
-    """The edge's Media over MediaRelay gRPC services: one fixed relay (`target`, HOST:PORT or a function
+    """The edge's MediaPlane over MediaRelay gRPC services: one fixed relay (`target`, HOST:PORT or a function
     giving it, for a relay whose port is known only once started), or the one `picker` chooses per call.
 
     `on_inactive(call key, why)` ends a call whose relay session went inactive (Edge.end_call).
@@ -175,7 +175,7 @@ class RelayMedia:
         return sd.to_bytes()
 
     def _leg_spec(
-        self, call: Call, sd: SessionDescription, audio: Media, leg: str
+        self, call: Call, sd: SessionDescription, audio: SdpMedia, leg: str
     ) -> tuple[media_pb2.LegSpec, str]:
         """What the relay needs to know of the party, and the tag of its SDES line (or "")."""
         address = audio.connection_address or sd.connection_address
@@ -271,7 +271,7 @@ class RelayMedia:
     def _point_at_relay(
         self,
         sd: SessionDescription,
-        audio: Media,
+        audio: SdpMedia,
         at: media_pb2.LegAllocation,
         call: Call,
         to_leg: str,

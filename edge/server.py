@@ -19,9 +19,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from trunkline.core import grpc_tls
+from trunkline.core import grpc_tls, observability
 from trunkline.core.http import OpsServer
-from trunkline.core.logs import event, setup
+from trunkline.core.logs import event
 from trunkline.core.manifests import ConfigSet, load
 from trunkline.core.net import (
     ConfigError,
@@ -36,13 +36,23 @@ from trunkline.core.net import (
 from trunkline.core.runner import run, run_until_signalled
 from trunkline.core.state import MemoryStore, StateStore
 from trunkline.core.state_redis import add_redis_arguments, redis_target
-from trunkline.edge.b2bua import Edge, EdgeOptions, Media
+from trunkline.edge.b2bua import Edge
+from trunkline.edge.call import MediaPlane
 from trunkline.edge.cdr import CdrSink
+from trunkline.edge.context import EdgeOptions
+from trunkline.edge.defences import SignallingLimits
 from trunkline.edge.digest import DigestAuthenticator
 from trunkline.edge.directory import Directory
 from trunkline.edge.legs import Local
 from trunkline.edge.media import RelayMedia
 from trunkline.edge.resolver import Resolver
+from trunkline.sip.flood import DEFAULT_BYTES, DEFAULT_COOLDOWN, DEFAULT_RATE, Budget
+from trunkline.sip.stack import SipStack
+from trunkline.sip.transport import (
+    DEFAULT_CONNECTIONS_PER_SOURCE,
+    DEFAULT_HEADER_DEADLINE,
+    DEFAULT_IDLE_TIMEOUT,
+)
 
 log = logging.getLogger("trunkline.edge")
 
@@ -92,7 +102,7 @@ class EdgeComponent:
         advertise: HostPort | None = None,
         store: StateStore | None = None,
         cdr: str | None = None,
-        media: Media | None = None,
+        media: MediaPlane | None = None,
         options: EdgeOptions | None = None,
         nonce_secret: bytes | None = None,
         edge_id: str | None = None,
@@ -107,6 +117,8 @@ class EdgeComponent:
         self.sockets = sockets
         self.cdr = CdrSink(cdr)
         options = options or EdgeOptions()
+        self.stack = SipStack()
+        self.stack.transport.tls_client = tls_client or client_tls_context()
         self.edge = Edge(
             Directory(config),
             store or MemoryStore(),
@@ -118,10 +130,10 @@ class EdgeComponent:
             DigestAuthenticator(nonce_secret, nonce_ttl=options.nonce_ttl),
             resolver=resolver,
             owner=edge_id,
+            stack=self.stack,
         )
         if isinstance(media, RelayMedia) and media.on_inactive is None:
             media.on_inactive = self.edge.end_call  # a relay session gone silent ends its call
-        self.edge.stack.transport.tls_client = tls_client or client_tls_context()
         self._listening = False
         self._keep_alive: asyncio.Future[None] | None = None
 
@@ -131,7 +143,7 @@ class EdgeComponent:
         event(log, logging.INFO, "configuration applied", resources=config.summary())
 
     async def start(self) -> None:
-        transport = self.edge.stack.transport
+        transport = self.stack.transport
         here = self.sockets.address
         await transport.listen_udp(here.host, here.port, sock=self.sockets.udp)
         await transport.listen_stream(here.host, here.port, sock=self.sockets.tcp)
@@ -162,7 +174,7 @@ class EdgeComponent:
     async def stop(self) -> None:
         if self._keep_alive is not None:
             self._keep_alive.cancel()
-        await self.edge.stack.close()
+        await self.stack.close()
         if isinstance(self.edge.media, RelayMedia):
             await self.edge.media.close()
         self.cdr.close()
@@ -211,18 +223,74 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--nonce-secret-file", metavar="PATH", default=os.environ.get("TRUNKLINE_NONCE_SECRET_FILE"),
-        help="a secret every edge of an installation shares, to sign digest nonces",
+        help="keys every edge of an installation shares, to sign digest nonces: one per line, newest "
+        "first (it signs, all verify); re-read when the file changes, for rotation (docs/security.md)",
+    )  # fmt: skip
+    # Signalling defences (docs/security.md): parsed here, handed to the stack as `SignallingLimits`.
+    parser.add_argument(
+        "--flood-rate", type=_positive, default=DEFAULT_RATE, metavar="MSG/S",
+        help="messages/s per source (IPv6: per /64) before it is ignored (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--flood-bytes", type=_positive, default=DEFAULT_BYTES, metavar="BYTES/S",
+        help="bytes/s per source before it is ignored (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--flood-cooldown", type=_positive, default=DEFAULT_COOLDOWN, metavar="SECONDS",
+        help="how long a source over budget is ignored (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-connections-per-source", type=int, default=DEFAULT_CONNECTIONS_PER_SOURCE, metavar="N",
+        help="TCP/TLS connections one source address (IPv6: /64) may hold (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--header-deadline", type=_positive, default=DEFAULT_HEADER_DEADLINE, metavar="SECONDS",
+        help="close a TCP/TLS connection whose message (or handshake) is not complete in this long "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--idle-timeout", type=_positive, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+        help="close TCP/TLS connections idle this long (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--contact-deny", action="append", default=[], metavar="CIDR",
+        help="refuse REGISTER Contacts inside this network, e.g. the pod and service CIDRs (repeatable)",
     )  # fmt: skip
     parser.add_argument("--log-level", default=os.environ.get("TRUNKLINE_LOG_LEVEL", "INFO"))
     grpc_tls.add_arguments(parser)
+    observability.add_arguments(parser)
     return parser
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number above 0")
+    return value
+
+
+def signalling_limits(args: argparse.Namespace) -> SignallingLimits:
+    """The defences' settings from the flags (errors raise ConfigError)."""
+    try:
+        return SignallingLimits.build(
+            flood=Budget(args.flood_rate, args.flood_bytes, args.flood_cooldown),
+            max_connections_per_source=args.max_connections_per_source,
+            header_deadline=args.header_deadline,
+            idle_timeout=args.idle_timeout,
+            contact_deny=args.contact_deny,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup(args.log_level)
     try:
+        observability.configure("edge", args, args.log_level)
         return run(_serve(args))
     except ConfigError as exc:
         print(f"trunkline edge: {exc}")

@@ -21,6 +21,7 @@ The record (version 1); addresses are [host, port] or null, keys base64 of key +
         "relay_key": "<ours, in our SDP>" | null,
         "remote_rtp": [h, p], "remote_rtcp": [h, p], "rtcp_mux": false,   # from the party's SDP
         "party_key": "<the party's>" | null, "clock_rate": 8000, "want_srtp": false,
+        "signalling_host": "<IP>" | null,                   # where the party's SIP came from
         "latched_rtp": [h, p] | null, "latched_rtcp": [h, p] | null}    # where it really sends from
 
 Lifetime: written on CreateSession and UpdateSession; deleted on DeleteSession, at the inactivity

@@ -9,16 +9,19 @@ is a local `sendto`.
 Per packet, with both legs plain: one recv, a version/length check, a source comparison, one
 struct unpack for the statistics, one send. SRTP adds libsrtp's unprotect/protect.
 
-Symmetric RTP and hijack protection (per socket, so RTP and RTCP latch independently):
+Strict media source (per socket; RTCP follows RTP). A leg's party address is learned once:
   1. The relay sends to the address from the party's SDP from the start.
-  2. Until a packet from the party has been accepted, the first valid packet from any source is
-     accepted and the relay latches onto its source (NAT rewrites the SDP's address; the SDP is only
-     a hint). On an SRTP leg only a packet that authenticates counts, so a stranger cannot latch.
-  3. Afterwards other sources are dropped (and counted), except that the relay re-latches when the
-     current source has been silent for `relatch_silence` seconds and the new source sent
-     `relatch_packets` consecutive valid packets with one SSRC (a phone that moved networks). A
-     stranger spraying packets at a live call never gets through: the real party is not silent.
-  An UpdateSession that changes a party's address starts again at 1.
+  2. Until the leg is locked, a packet from exactly that SDP address locks it at once (only a spoofer
+     could send from it); so does an authenticated packet on an SRTP leg. A packet from any other
+     source must pass a probation: `LatchPolicy.probation` RTP packets from one source address with
+     one SSRC and consecutive sequence numbers (NAT rewrites the SDP's address; the SDP is a hint).
+     Only sources on a trusted host may try: the SDP's host (unless it is a private, NATed address)
+     and the host the party's signalling came from, when the edge says; with neither, any host.
+     RTCP (its own port) locks onto the SDP's RTCP address or any port of the RTP lock's host.
+  3. Once locked, every other source is dropped and counted (`dropped_source`), forever: no
+     relearning after a silence (RTP Bleed, CVE-2017-14099). Only an UpdateSession that changes the
+     party's SDP address or signalling host starts again at 1 (a re-INVITE after a network move).
+  In steady state this costs the packet path nothing: the source compares equal to the lock.
 
 The engine talks to its owner over a pipe (multiprocessing Connection): requests are tuples
 `(request_id, op, args)`, answers `(request_id, True, result)` or `(request_id, False, (code, text))`,
@@ -70,12 +73,20 @@ PASS_SLICE = 64
 SOCKET_BUFFER = 1 << 18  # absorbs bursts while the loop serves other sockets
 
 
+# Source addresses a flow tracks at once during probation; more (a spray) starts the table afresh.
+MAX_CANDIDATES = 8
+# Party addresses behind NAT: an SDP naming one says nothing about where the packets will come from.
+NATED_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+
+
 @dataclass(frozen=True)
 class LatchPolicy:
-    """When a leg may move to a new source address (see the module docstring)."""
+    """How a leg learns its party's source address (see the module docstring)."""
 
-    relatch_silence: float = 1.0
-    relatch_packets: int = 5
+    probation: int = 4  # RTP packets in a row (one SSRC, consecutive sequence numbers) from a new source
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,7 @@ class LegConfig:
     srtp_key: bytes | None = None  # the party's SDES master key + salt: we decrypt with it
     clock_rate: int = 8000
     want_srtp: bool = False  # SRTP leg before the party's key is known (we offer it our key first)
+    signalling_host: str | None = None  # the IP the party's SIP came from, when the edge knows it
 
 
 @dataclass(frozen=True)
@@ -118,7 +130,20 @@ class EngineReport:
 
     active: dict[str, tuple[tuple[Latched | None, Latched | None], tuple[Latched | None, Latched | None]]]
     relayed_packets: int
-    dropped_packets: int
+    dropped_source: int = 0  # not (or not yet) the party's source
+    dropped_malformed: int = 0
+    dropped_srtp: int = 0
+
+    @property
+    def dropped_packets(self) -> int:
+        return self.dropped_source + self.dropped_malformed + self.dropped_srtp
+
+    def add(self, other: EngineReport) -> None:
+        self.active.update(other.active)
+        self.relayed_packets += other.relayed_packets
+        self.dropped_source += other.dropped_source
+        self.dropped_malformed += other.dropped_malformed
+        self.dropped_srtp += other.dropped_srtp
 
 
 @dataclass
@@ -149,61 +174,84 @@ class SessionCounters:
 
 
 class Flow:
-    """One socket of a leg (its RTP port, which also carries RTCP with rtcp-mux, or its RTCP port)
-    and the party's address on it."""
+    """One socket of a leg (its RTP port, which also carries RTCP with rtcp-mux, or its RTCP port),
+    the party's address on it and how that address is learned (see the module docstring)."""
 
     __slots__ = (
-        "_cand",
-        "_cand_count",
-        "_cand_ssrc",
+        "any_host",
+        "candidates",
         "confirmed",
-        "last_seen",
+        "expected",
         "leg",
         "peer",
         "rtcp_only",
         "sock",
+        "trusted",
     )
 
     def __init__(self, sock: socket.socket, leg: Leg, rtcp_only: bool) -> None:
         self.sock = sock
         self.leg = leg
         self.rtcp_only = rtcp_only
-        self.peer: Address | None = None
-        self.confirmed = False  # a packet from `peer` has been accepted
-        self.last_seen = 0.0
-        self._cand: Address | None = None
-        self._cand_ssrc = -1
-        self._cand_count = 0
+        self.peer: Address | None = None  # where the relay sends; the lock once `confirmed`
+        self.expected: Address | None = None  # the SDP's address
+        self.confirmed = False  # locked: only `peer` is accepted
+        self.trusted: frozenset[str] = frozenset()  # hosts whose sources may pass probation
+        self.any_host = True  # no trusted host known: any source may pass probation
+        # Sources on probation: address -> (ssrc, next sequence number, packets in a row).
+        self.candidates: dict[Address, tuple[int, int, int]] = {}
 
-    def expect(self, peer: Address | None) -> None:
-        """Send to `peer` (from SDP) and be ready to latch again."""
-        self.peer, self.confirmed, self._cand = peer, False, None
+    def expect(self, peer: Address | None, trusted: frozenset[str]) -> None:
+        """Send to `peer` (from SDP) and learn the party's address again."""
+        self.peer = self.expected = peer
+        self.confirmed, self.trusted, self.any_host = False, trusted, not trusted
+        self.candidates = {}
 
     def latched(self) -> Latched | None:
         return (self.peer[0], self.peer[1]) if self.confirmed and self.peer else None
 
-    def relatch(self, family: int, address: Latched, now: float) -> None:
-        """Take `address` as the party's, as if a packet had just come from it (a restored session:
-        the first stranger to send must not latch; a party that moved re-latches as usual)."""
+    def relatch(self, family: int, address: Latched) -> None:
+        """Take `address` as the party's lock (a restored session: the first stranger to send must
+        not latch)."""
         host, port = address
         self.peer = (host, port, 0, 0) if family == socket.AF_INET6 else (host, port)
-        self.confirmed, self.last_seen, self._cand = True, now, None
+        self.confirmed, self.candidates = True, {}
 
-    def admit(self, src: Address, data: memoryview, rtcp: bool, now: float) -> bool:
-        """Whether a valid packet from `src` (not the current peer) is the party's; latches if so."""
+    def admit(self, src: Address, data: memoryview, rtcp: bool) -> bool:
+        """Whether a valid packet from `src` (not the lock) is the party's; locks onto `src` if so.
+        Only runs before the lock or for a stranger's packet: the steady state never calls it."""
         leg = self.leg
-        if self.confirmed:
-            ssrc = rtp.packet_ssrc(data, rtcp)
-            if src != self._cand or ssrc != self._cand_ssrc:
-                self._cand, self._cand_ssrc, self._cand_count = src, ssrc, 0
-            self._cand_count += 1
-            silent = now - self.last_seen >= leg.policy.relatch_silence
-            if not (silent and self._cand_count >= leg.policy.relatch_packets):
-                leg.dropped_source += 1
-                return False
-        self.peer, self.confirmed, self._cand = src, True, None
+        if not self.confirmed:
+            if src == self.expected or leg.party_key is not None:  # announced, or authenticated
+                return self._lock(src)
+            if self.rtcp_only:  # RTCP follows the RTP lock's host
+                lock = leg.rtp
+                if lock.confirmed and lock.peer is not None and src[0] == lock.peer[0]:
+                    return self._lock(src)
+            elif not rtcp and (self.any_host or src[0] in self.trusted) and self._probation(src, data):
+                return self._lock(src)
+        leg.dropped_source += 1
+        return False
+
+    def _probation(self, src: Address, data: memoryview) -> bool:
+        """Count an RTP packet of `src`; True once it sent `probation` in a row."""
+        ssrc = rtp.packet_ssrc(data, False)
+        seq = data[2] << 8 | data[3]
+        candidates = self.candidates
+        previous = candidates.get(src)
+        if previous is not None and previous[0] == ssrc and previous[1] == seq:
+            count = previous[2] + 1
+        else:
+            if previous is None and len(candidates) >= MAX_CANDIDATES:
+                candidates.clear()  # bounded: a spray of sources cannot grow the table
+            count = 1
+        candidates[src] = (ssrc, (seq + 1) & 0xFFFF, count)
+        return count >= self.leg.policy.probation
+
+    def _lock(self, src: Address) -> bool:
+        self.peer, self.confirmed, self.candidates = src, True, {}
         if not self.rtcp_only:
-            leg.latches += 1
+            self.leg.latches += 1
         return True
 
 
@@ -253,10 +301,14 @@ class Leg:
 
     def configure(self, config: LegConfig, family: int) -> None:
         rtp_peer, rtcp_peer = sockaddr(family, config.rtp_peer), sockaddr(family, config.rtcp_peer)
-        if rtp_peer != self.rtp.peer or not self.rtp.confirmed:
-            self.rtp.expect(rtp_peer)
-        if rtcp_peer != self.rtcp.peer or not self.rtcp.confirmed:
-            self.rtcp.expect(rtcp_peer)
+        trusted = trusted_hosts(family, config)
+        # The lock stays while the SDP's address and the signalling host stay (a re-INVITE that only
+        # changes codecs or keys); a change learns the party's address again.
+        if (rtp_peer, trusted) != (self.rtp.expected, self.rtp.trusted) or not self.rtp.confirmed:
+            self.rtp.expect(rtp_peer, trusted)
+            self.rtcp.expect(rtcp_peer, trusted)
+        elif rtcp_peer != self.rtcp.expected or not self.rtcp.confirmed:
+            self.rtcp.expect(rtcp_peer, trusted)
         self.mux = config.rtcp_mux
         self.clock_rate = config.clock_rate
         self.received.set_clock_rate(config.clock_rate)
@@ -273,15 +325,15 @@ class Leg:
             self.relay_key = rtp.new_key()
             self.srtp_out = rtp.srtp_session(self.relay_key, inbound=False)
 
-    def restore(self, config: LegConfig, state: LegState, family: int, now: float) -> None:
+    def restore(self, config: LegConfig, state: LegState, family: int) -> None:
         if state.relay_key is not None:  # the party has it from our SDP: it stays
             self.relay_key = state.relay_key
             self.srtp_out = rtp.srtp_session(state.relay_key, inbound=False)
         self.configure(config, family)
         if state.rtp_latched is not None:
-            self.rtp.relatch(family, state.rtp_latched, now)
+            self.rtp.relatch(family, state.rtp_latched)
         if state.rtcp_latched is not None:
-            self.rtcp.relatch(family, state.rtcp_latched, now)
+            self.rtcp.relatch(family, state.rtcp_latched)
 
     def dropped(self) -> int:
         return self.dropped_source + self.dropped_malformed + self.dropped_srtp
@@ -321,6 +373,29 @@ class Session:
 
     def counters(self, now: float) -> SessionCounters:
         return SessionCounters(self.legs[0].counters(), self.legs[1].counters(), now - self.created)
+
+
+def host_form(family: int, host: str) -> str:
+    """`host` as recvfrom reports a source's host on a socket of `family` (IPv4 mapped on IPv6)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise InvalidRequest(f"{host!r} is not an IP address") from None
+    return f"::ffff:{ip}" if family == socket.AF_INET6 and ip.version == 4 else str(ip)
+
+
+def trusted_hosts(family: int, config: LegConfig) -> frozenset[str]:
+    """Hosts whose sources may pass probation: the signalling host and the SDP's host unless the
+    SDP names a NATed address (then its packets come from elsewhere)."""
+    hosts = set()
+    if config.signalling_host:
+        hosts.add(host_form(family, config.signalling_host))
+    if config.rtp_peer is not None:
+        host = config.rtp_peer[0]
+        ip = ipaddress.ip_address(host)
+        if not any(ip.version == net.version and ip in net for net in NATED_NETWORKS):
+            hosts.add(host_form(family, host))
+    return frozenset(hosts)
 
 
 def sockaddr(family: int, address: tuple[str, int] | None) -> Address | None:
@@ -420,7 +495,7 @@ class Engine:
         self._view = memoryview(self._buf)
         self._running = False
         # Since the engine started; counted per packet so a report need not visit every session at once.
-        self.relayed_packets = self.dropped_packets = 0
+        self.relayed_packets = self.dropped_source = self.dropped_malformed = self.dropped_srtp = 0
         # Background passes over the sessions, a slice per loop turn, between packets.
         self._passes: deque[Iterator[None]] = deque()
 
@@ -447,7 +522,7 @@ class Engine:
                 else:
                     leg = Leg(*self.ports.take_pair(states[index].rtp_port), self.policy)
                     legs.append(leg)
-                    leg.restore(config, states[index], self.ports.family, now)
+                    leg.restore(config, states[index], self.ports.family)
         except (LocalError, ValueError, pylibsrtp.Error) as exc:
             for leg in legs:
                 self.ports.give_back(leg.rtp.sock, leg.rtcp.sock)
@@ -506,7 +581,9 @@ class Engine:
                     (a.rtp.latched(), a.rtcp.latched()),
                     (b.rtp.latched(), b.rtcp.latched()),
                 )
-        return EngineReport(active, self.relayed_packets, self.dropped_packets)
+        return EngineReport(
+            active, self.relayed_packets, self.dropped_source, self.dropped_malformed, self.dropped_srtp
+        )
 
     def _report_pass(self, conn: Connection, request_id: int) -> Iterator[None]:
         report = yield from self._report_slices()
@@ -555,12 +632,12 @@ class Engine:
             return
         if size < rtp.RTCP_HEADER or buf[0] & 0xC0 != 0x80:
             leg.dropped_malformed += 1
-            self.dropped_packets += 1
+            self.dropped_malformed += 1
             return
         rtcp = flow.rtcp_only or (leg.mux and 192 <= buf[1] <= 223)
         if not rtcp and size < rtp.RTP_HEADER:
             leg.dropped_malformed += 1
-            self.dropped_packets += 1
+            self.dropped_malformed += 1
             return
         data: memoryview | bytes = view[:size]
         if leg.srtp_in is not None:
@@ -569,16 +646,15 @@ class Engine:
                 data = leg.srtp_in.unprotect_rtcp(packet) if rtcp else leg.srtp_in.unprotect(packet)
             except pylibsrtp.Error:  # forged, replayed or not SRTP at all
                 leg.dropped_srtp += 1
-                self.dropped_packets += 1
+                self.dropped_srtp += 1
                 return
             size = len(data)
         if src != flow.peer:
-            if not flow.admit(src, memoryview(data), rtcp, now):
-                self.dropped_packets += 1
+            if not flow.admit(src, memoryview(data), rtcp):
+                self.dropped_source += 1
                 return
-        elif not flow.confirmed:
-            flow.confirmed = True
-        flow.last_seen = now
+        elif not flow.confirmed:  # from the SDP's address: locks at once
+            flow.confirmed, flow.candidates = True, {}
         if rtcp:
             leg.received.rtcp_packets += 1
             target = out.rtcp_out
@@ -593,7 +669,7 @@ class Engine:
                 data = out.srtp_out.protect_rtcp(bytes(data)) if rtcp else out.srtp_out.protect(bytes(data))
             except pylibsrtp.Error:
                 out.dropped_srtp += 1
-                self.dropped_packets += 1
+                self.dropped_srtp += 1
                 return
         try:
             target.sock.sendto(data, peer)

@@ -179,9 +179,7 @@ class EnginePool:
                     part: EngineReport = await self._call(worker, "report")
                 except RemoteError:
                     continue
-                merged.active.update(part.active)
-                merged.relayed_packets += part.relayed_packets
-                merged.dropped_packets += part.dropped_packets
+                merged.add(part)
         return merged
 
     async def update(

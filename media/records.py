@@ -79,11 +79,13 @@ class SessionRecord:
         legs = []
         for leg, config, alloc in zip(self.legs, configs, allocations, strict=True):
             if config is not None:
-                # The engine keeps a latch only while the SDP names that very address.
+                # The engine keeps a lock while the SDP's address and the signalling host stay.
+                old = leg.config
+                same = (config.rtp_peer, config.signalling_host) == (old.rtp_peer, old.signalling_host)
                 leg = LegRecord(
                     config, alloc.rtp_port, alloc.rtcp_port, alloc.relay_key,
-                    leg.rtp_latched if leg.rtp_latched == config.rtp_peer else None,
-                    leg.rtcp_latched if leg.rtcp_latched == config.rtcp_peer else None,
+                    leg.rtp_latched if same else None,
+                    leg.rtcp_latched if same and config.rtcp_peer == leg.config.rtcp_peer else None,
                 )  # fmt: skip
             legs.append(leg)
         return replace(self, legs=(legs[0], legs[1]))
@@ -119,6 +121,10 @@ def _address(value: Any) -> Address | None:
     return None if value is None else (str(value[0]), int(value[1]))
 
 
+def _host(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def _key(value: str | None) -> bytes | None:
     return None if value is None else rtp.decode_key(value)
 
@@ -131,6 +137,7 @@ def _leg_json(leg: LegRecord) -> dict[str, Any]:
         "remote_rtp": config.rtp_peer, "remote_rtcp": config.rtcp_peer, "rtcp_mux": config.rtcp_mux,
         "party_key": rtp.encode_key(config.srtp_key) if config.srtp_key else None,
         "clock_rate": config.clock_rate, "want_srtp": config.want_srtp,
+        "signalling_host": config.signalling_host,
         "latched_rtp": leg.rtp_latched, "latched_rtcp": leg.rtcp_latched,
     }  # fmt: skip
 
@@ -139,6 +146,7 @@ def _leg_from(data: dict[str, Any]) -> LegRecord:
     config = LegConfig(
         _address(data["remote_rtp"]), _address(data["remote_rtcp"]), bool(data["rtcp_mux"]),
         _key(data["party_key"]), int(data["clock_rate"]), bool(data["want_srtp"]),
+        _host(data.get("signalling_host")),
     )  # fmt: skip
     return LegRecord(
         config, int(data["rtp_port"]), int(data["rtcp_port"]), _key(data["relay_key"]),

@@ -24,18 +24,21 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from trunkline.control.client import RelayLoad, RelayRegistration
-from trunkline.core import grpc_tls, runner
+from trunkline.core import grpc_tls, observability, runner
+from trunkline.core.addresses import MediaAddressPolicy, is_loopback
 from trunkline.core.grpc_tls import GrpcSecurity
 from trunkline.core.http import OpsServer
 from trunkline.core.net import ConfigError, tcp_listener
 from trunkline.core.rpc import GrpcServer, parse_hostport, parse_range, run_until_signal
 from trunkline.core.state_redis import RedisTarget, add_redis_arguments, redis_target
-from trunkline.media.engine import LatchPolicy
+from trunkline.media.engine import EngineReport, LatchPolicy
 from trunkline.media.errors import LocalError, PortInUse, RemoteError, SessionExists
 from trunkline.media.pool import EnginePool
 from trunkline.media.records import LOAD_TIMEOUT, REPORT_INTERVAL, UNAVAILABLE, SessionRecord, SessionRecords
 from trunkline.media.service import (
     DEFAULT_INACTIVITY_TIMEOUT,
+    DEFAULT_MAX_SESSIONS_PER_CALLER,
+    DEFAULT_MIN_INACTIVITY_TIMEOUT,
     POLICY,
     SERVICE_NAME,
     MediaRelayService,
@@ -69,6 +72,9 @@ class MediaServer:
         inactivity_timeout: float = DEFAULT_INACTIVITY_TIMEOUT,
         policy: LatchPolicy | None = None,
         redis: str | RedisTarget | None = None,
+        address_policy: MediaAddressPolicy | None = None,
+        min_timeout: float = DEFAULT_MIN_INACTIVITY_TIMEOUT,
+        max_sessions_per_caller: int = DEFAULT_MAX_SESSIONS_PER_CALLER,
         security: GrpcSecurity | None = None,
     ) -> None:
         if redis and not relay_id:
@@ -79,9 +85,12 @@ class MediaServer:
             target = RedisTarget(redis) if isinstance(redis, str) else redis
             self.records = SessionRecords(target.connect(), self.relay_id)
         self.pool = EnginePool(media_host, *media_ports, workers=workers, policy=policy)
+        if address_policy is None:  # a relay on loopback (tests, `up`) serves parties on loopback
+            address_policy = MediaAddressPolicy(allow_loopback=is_loopback(media_host))
         self.service = MediaRelayService(
-            self.pool, advertise or media_host, inactivity_timeout, self._draining, self.records
-        )
+            self.pool, advertise or media_host, inactivity_timeout, self._draining, self.records,
+            address_policy, min_timeout, max_sessions_per_caller,
+        )  # fmt: skip
         self.security = security or GrpcSecurity.insecure_loopback()
         self.grpc = GrpcServer(
             listen,
@@ -95,7 +104,7 @@ class MediaServer:
         self.registration: RelayRegistration | None = None
         self.serving = False
         self.restored = 0  # sessions brought back from Redis since start
-        self.relayed_packets = self.dropped_packets = 0  # totals as of the last engine report
+        self.packets = EngineReport({}, 0)  # totals as of the last engine report
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -150,12 +159,13 @@ class MediaServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for session_id, counters in (await self.pool.stop()).items():
+            self.service.ended(session_id)
             self.service.publish(
                 media_pb2.SessionEvent(
                     kind=media_pb2.SessionEvent.SHUTDOWN, session_id=session_id, stats=session_stats(counters)
                 )
             )
-        self.service.close_watchers()
+        await self.service.close_watchers()
         await self.grpc.stop(grace)
         if self.records is not None:  # the sessions ended: nothing to restore
             for session_id in list(self.records.live):
@@ -213,7 +223,7 @@ class MediaServer:
                 report = await self.pool.report()
             except RemoteError:
                 continue
-            self.relayed_packets, self.dropped_packets = report.relayed_packets, report.dropped_packets
+            self.packets = report
             if self.records is not None:
                 self.records.refresh(report.active, set(self.pool.sessions()))
 
@@ -259,14 +269,19 @@ class RelayMetrics(Collector):
         yield GaugeMetricFamily(
             "trunkline_media_session_capacity", "Sessions the free and used ports allow", server.pool.capacity
         )
+        packets = server.packets
         yield CounterMetricFamily(
-            "trunkline_media_packets_relayed", "RTP packets sent to a party", server.relayed_packets
+            "trunkline_media_packets_relayed", "RTP packets sent to a party", packets.relayed_packets
         )
-        yield CounterMetricFamily(
+        dropped = CounterMetricFamily(
             "trunkline_media_packets_dropped",
-            "Packets dropped (unexpected source, malformed, SRTP failure)",
-            server.dropped_packets,
+            "Packets dropped: from a source that is not (yet) the party's, malformed, SRTP failure",
+            labels=["reason"],
         )
+        dropped.add_metric(["source"], packets.dropped_source)
+        dropped.add_metric(["malformed"], packets.dropped_malformed)
+        dropped.add_metric(["srtp"], packets.dropped_srtp)
+        yield dropped
         yield CounterMetricFamily(
             "trunkline_media_sessions_restored", "Sessions brought back from Redis", server.restored
         )
@@ -323,8 +338,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--inactivity-timeout", type=float, default=DEFAULT_INACTIVITY_TIMEOUT, metavar="SECONDS"
     )
+    parser.add_argument(
+        "--min-inactivity-timeout", type=float, default=DEFAULT_MIN_INACTIVITY_TIMEOUT, metavar="SECONDS",
+        help="refuse sessions asking for a shorter inactivity timeout, or none (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-sessions-per-caller", type=int, default=DEFAULT_MAX_SESSIONS_PER_CALLER, metavar="N",
+        help="sessions one caller (certificate name, else IP) may hold at once (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow-loopback-media", action="store_true",
+        help="accept loopback remote media addresses (implied when --media-listen is loopback)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--media-deny-cidr", action="append", default=[], metavar="CIDR",
+        help="refuse remote media addresses in this network (repeatable; e.g. the pod and service CIDRs)",
+    )  # fmt: skip
+    observability.add_arguments(parser)
     grpc_tls.add_arguments(parser)
     return parser
+
+
+def address_policy_of(args: argparse.Namespace) -> MediaAddressPolicy:
+    """The remote media addresses the relay accepts; loopback ones when asked or when the relay itself
+    listens on loopback (tests, `trunkline up`). ValueError for a bad --media-deny-cidr."""
+    return MediaAddressPolicy.build(
+        args.allow_loopback_media or is_loopback(args.media_listen), args.media_deny_cidr
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -335,16 +375,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parse_hostport(args.listen)
         if args.control:
             parse_hostport(args.control)
+        address_policy = address_policy_of(args)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.min_inactivity_timeout < 0 or args.inactivity_timeout < 0:
+        parser.error("--inactivity-timeout and --min-inactivity-timeout must not be negative")
+    if args.max_sessions_per_caller < 1:
+        parser.error("--max-sessions-per-caller must be at least 1")
     try:
         redis = redis_target(args)
     except ValueError as exc:
         parser.error(str(exc))
     if redis is not None and not args.relay_id:
         parser.error("--redis needs --relay-id (or $POD_NAME): a name that stays the same across restarts")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        observability.configure("media", args)
         security = grpc_tls.from_arguments(args, "trunkline media")
         security.check_listen(args.listen)
         if args.control:
@@ -358,7 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Built inside the running loop: grpc.aio binds its server to the loop it is created on.
         server = MediaServer(
             args.listen, args.media_listen, ports, max(args.workers, 1), args.advertise, args.control,
-            args.relay_id, args.inactivity_timeout, redis=redis, security=security,
+            args.relay_id, args.inactivity_timeout, redis=redis, address_policy=address_policy,
+            min_timeout=args.min_inactivity_timeout, max_sessions_per_caller=args.max_sessions_per_caller,
+            security=security,
         )  # fmt: skip
         ops = None
         if http is not None:

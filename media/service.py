@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from typing import Any, TypeVar
 
 import grpc
 
+from trunkline.core.addresses import MediaAddressPolicy
 from trunkline.core.rpc import duration, seconds
 from trunkline.media import rtp
 from trunkline.media.engine import LegAllocation, LegConfig, SessionCounters
@@ -47,6 +50,12 @@ POLICY = {
     f"/{SERVICE_NAME}/Drain": {"operator"},
 }
 DEFAULT_INACTIVITY_TIMEOUT = 60.0
+# A caller may not ask for less: a session that never times out (or almost at once) is an open relay
+# left behind, or a way to churn ports.
+DEFAULT_MIN_INACTIVITY_TIMEOUT = 10.0
+DEFAULT_MAX_SESSIONS_PER_CALLER = 4000  # one edge's calls on one relay; a runaway caller cannot take all
+REFUSAL_LOG_INTERVAL = 60.0  # a refusal repeated by one caller is logged again at most this often
+REFUSAL_LOG_KEYS = 1024  # (caller, status) pairs remembered; more start afresh
 SESSION_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 EVENT_QUEUE = 1024  # events buffered per watcher; a watcher that falls further behind is cut off
 
@@ -64,15 +73,66 @@ Response = TypeVar("Response")
 Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
 
 
+class TooManySessions(LocalError):
+    """The caller holds its maximum of sessions on this relay."""
+
+
+STATUS[TooManySessions] = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def caller_of(context: grpc.aio.ServicerContext) -> str:
+    """Who is asking: the peer's certificate name under mTLS, else its IP address (not its port:
+    one edge uses many connections)."""
+    auth = context.auth_context()
+    for key in ("x509_common_name", "x509_subject_alternative_name"):
+        names = auth.get(key)
+        if names:
+            return str(names[0].decode("utf-8", "replace"))
+    peer = context.peer() or "unknown"  # "ipv4:10.0.0.5:43210", "ipv6:[::1]:43210", "unix:..."
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]")
+    return peer
+
+
+class RefusalLog:
+    """Logs each refusal once per (caller, status) and interval, then how many were not logged: a
+    caller flooding bad requests must not flood the log."""
+
+    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL) -> None:
+        self.interval = interval
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # -> (last logged, suppressed since)
+
+    def refused(self, method: str, caller: str, status: grpc.StatusCode, message: str) -> bool:
+        """Log the refusal unless it was logged recently; True when logged."""
+        key, now = (caller, status.name), time.monotonic()
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < self.interval:
+            self._seen[key] = (last[0], last[1] + 1)
+            return False
+        if last is None and len(self._seen) >= REFUSAL_LOG_KEYS:
+            self._seen.clear()
+        suppressed = f" ({last[1]} more like it not logged)" if last and last[1] else ""
+        log.warning("%s from %s refused: %s %s%s", method, caller, status.name, message, suppressed)
+        self._seen[key] = (now, 0)
+        return True
+
+
 def rpc_errors(handler: Handler[Request, Response]) -> Handler[Request, Response]:
-    """Answer our own refusals with their status code; a failed engine is INTERNAL."""
+    """Answer our own refusals with their status code, logged (see RefusalLog); a failed engine is
+    INTERNAL."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
         try:
             return await handler(self, request, context)
         except LocalError as exc:
-            await context.abort(STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+            status = STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT)
+            if not isinstance(exc, SessionNotFound):  # an ordinary race with a timeout, not a refusal
+                self.refusals.refused(handler.__name__, caller_of(context), status, str(exc))
+            await context.abort(status, str(exc))
         except RemoteError as exc:
             log.error("%s failed: %s", handler.__name__, exc)
             await context.abort(grpc.StatusCode.INTERNAL, str(exc))
@@ -81,9 +141,21 @@ def rpc_errors(handler: Handler[Request, Response]) -> Handler[Request, Response
     return wrapper
 
 
-def leg_config(spec: media_pb2.LegSpec) -> LegConfig:
+def leg_config(spec: media_pb2.LegSpec, policy: MediaAddressPolicy, name: str = "leg") -> LegConfig:
     """Check one LegSpec; InvalidRequest names the bad field."""
     rtp_peer = rtcp_peer = None
+    if spec.remote_address:
+        refusal = policy.refusal(spec.remote_address)
+        if refusal is not None:
+            raise InvalidRequest(f"{name}.remote_address: {refusal}")
+    signalling = None
+    if spec.signalling_address:
+        try:
+            signalling = str(ipaddress.ip_address(spec.signalling_address))
+        except ValueError:
+            raise InvalidRequest(
+                f"{name}.signalling_address: {spec.signalling_address[:64]!r} is not an IP address"
+            ) from None
     if spec.remote_address and spec.remote_rtp_port:
         if spec.remote_rtp_port > 65535 or spec.remote_rtcp_port > 65535:
             raise InvalidRequest("remote ports must be below 65536")
@@ -101,7 +173,9 @@ def leg_config(spec: media_pb2.LegSpec) -> LegConfig:
             raise InvalidRequest(f"crypto.key: {exc}") from None
     if spec.clock_rate > 1_000_000:
         raise InvalidRequest(f"clock_rate {spec.clock_rate} is not an RTP clock rate")
-    return LegConfig(rtp_peer, rtcp_peer, spec.rtcp_mux, key, spec.clock_rate or 8000, spec.want_srtp)
+    return LegConfig(
+        rtp_peer, rtcp_peer, spec.rtcp_mux, key, spec.clock_rate or 8000, spec.want_srtp, signalling
+    )
 
 
 def session_stats(counters: SessionCounters) -> media_pb2.SessionStats:
@@ -120,8 +194,17 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
         default_timeout: float = DEFAULT_INACTIVITY_TIMEOUT,
         on_drain: Callable[[], Awaitable[None]] | None = None,
         records: SessionRecords | None = None,
+        address_policy: MediaAddressPolicy | None = None,
+        min_timeout: float = DEFAULT_MIN_INACTIVITY_TIMEOUT,
+        max_sessions_per_caller: int = DEFAULT_MAX_SESSIONS_PER_CALLER,
     ) -> None:
         self.pool = pool
+        self.address_policy = address_policy or MediaAddressPolicy()
+        self.min_timeout = min_timeout
+        self.max_sessions_per_caller = max_sessions_per_caller
+        self.refusals = RefusalLog()
+        self._caller_of: dict[str, str] = {}  # session id -> who created it
+        self._sessions_of: dict[str, int] = {}  # caller -> sessions it holds
         self.records = records  # with Redis: what a restarted relay restores
         self.media_address = media_address  # what goes into SDP
         self.default_timeout = default_timeout
@@ -150,13 +233,31 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
             raise Draining("the relay is draining")
         if not SESSION_ID.match(request.session_id):
             raise InvalidRequest("session_id must be 1-128 letters, digits or -_.:@")
-        configs = (leg_config(request.leg_a), leg_config(request.leg_b))
+        policy = self.address_policy
+        configs = (leg_config(request.leg_a, policy, "leg_a"), leg_config(request.leg_b, policy, "leg_b"))
         timeout = self.default_timeout
         if request.HasField("inactivity_timeout"):
             timeout = seconds(request.inactivity_timeout)
             if timeout < 0:
                 raise InvalidRequest("inactivity_timeout must not be negative")
-        a, b = await self.pool.create(request.session_id, configs, timeout)
+            if timeout < self.min_timeout:  # zero (never) included, unless the floor is zero
+                raise InvalidRequest(
+                    f"inactivity_timeout must be at least {self.min_timeout:g} s on this relay"
+                )
+        caller = caller_of(context)
+        held = self._sessions_of.get(caller, 0)
+        if held >= self.max_sessions_per_caller:
+            held = self._prune(caller)
+        if held >= self.max_sessions_per_caller:
+            raise TooManySessions(f"{caller} holds {held} sessions, the most this relay allows one caller")
+        if request.session_id in self._caller_of:
+            raise SessionExists(f"session {request.session_id!r} exists")
+        self._own(request.session_id, caller)  # before the await: concurrent creates count too
+        try:
+            a, b = await self.pool.create(request.session_id, configs, timeout)
+        except BaseException:
+            self._disown(request.session_id)
+            raise
         if self.records is not None:
             self.records.put(SessionRecord.created(request.session_id, timeout, configs, (a, b)))
         return media_pb2.CreateSessionResponse(leg_a=self._allocation(a), leg_b=self._allocation(b))
@@ -165,9 +266,10 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
     async def UpdateSession(
         self, request: media_pb2.UpdateSessionRequest, context: grpc.aio.ServicerContext
     ) -> media_pb2.UpdateSessionResponse:
+        policy = self.address_policy
         configs = (
-            leg_config(request.leg_a) if request.HasField("leg_a") else None,
-            leg_config(request.leg_b) if request.HasField("leg_b") else None,
+            leg_config(request.leg_a, policy, "leg_a") if request.HasField("leg_a") else None,
+            leg_config(request.leg_b, policy, "leg_b") if request.HasField("leg_b") else None,
         )
         a, b = await self.pool.update(request.session_id, configs)
         if self.records is not None:
@@ -181,6 +283,7 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
         try:
             counters = await self.pool.delete(request.session_id)
         finally:  # gone, or its engine with it
+            self._disown(request.session_id)
             if self.records is not None and request.session_id in self.records.live:
                 self.records.drop(request.session_id)
         self._check_drained()
@@ -194,6 +297,8 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
         # All at once: the engines answer a batch of requests in one wake-up.
         results = await asyncio.gather(*(self.pool.delete(i) for i in ids), return_exceptions=True)
         response = media_pb2.DeleteSessionsResponse()
+        for session_id in ids:
+            self._disown(session_id)
         if self.records is not None:  # each session is gone, or its engine with it
             for session_id in ids:
                 if session_id in self.records.live:
@@ -249,10 +354,16 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
                 log.warning("event watcher fell %d events behind; closing its stream", EVENT_QUEUE)
                 self._end(queue)
 
-    def close_watchers(self) -> None:
-        """End every WatchEvents stream (at shutdown)."""
-        for queue in list(self._watchers):
+    async def close_watchers(self, timeout: float = 1.0) -> None:
+        """End every WatchEvents stream (at shutdown), after what they hold was sent (for at most
+        `timeout`): a server stopped without grace cancels its streams, and the SHUTDOWN events just
+        published would be lost with them."""
+        queues = list(self._watchers)
+        for queue in queues:
             self._end(queue)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(not queue.empty() for queue in queues) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
 
     def _end(self, queue: asyncio.Queue[media_pb2.SessionEvent | None]) -> None:
         self._watchers.discard(queue)
@@ -260,7 +371,37 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
             queue.get_nowait()
         queue.put_nowait(None)
 
+    def _own(self, session_id: str, caller: str) -> None:
+        self._caller_of[session_id] = caller
+        self._sessions_of[caller] = self._sessions_of.get(caller, 0) + 1
+
+    def _disown(self, session_id: str) -> None:
+        """The session ended (deleted, timed out, shut down): its caller may have another."""
+        caller = self._caller_of.pop(session_id, None)
+        if caller is not None:
+            left = self._sessions_of[caller] - 1
+            if left:
+                self._sessions_of[caller] = left
+            else:
+                del self._sessions_of[caller]
+
+    def _prune(self, caller: str) -> int:
+        """Forget the caller's sessions its engine lost (an engine that died ends them without an
+        event); only on the way to a refusal, so it costs nothing per call. Its sessions held now."""
+        live = set(self.pool.sessions())
+        for session_id in [s for s, c in self._caller_of.items() if c == caller and s not in live]:
+            self._disown(session_id)
+        return self._sessions_of.get(caller, 0)
+
+    def sessions_of(self, caller: str) -> int:
+        return self._sessions_of.get(caller, 0)
+
+    def ended(self, session_id: str) -> None:
+        """A session ended outside the API (relay shutdown)."""
+        self._disown(session_id)
+
     def _engine_event(self, kind: str, session_id: str, counters: SessionCounters) -> None:
+        self._disown(session_id)
         if self.records is not None:
             self.records.drop(session_id)
         self.publish(

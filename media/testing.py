@@ -8,6 +8,7 @@ import socket
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import grpc
 
@@ -101,16 +102,23 @@ def leg(
 
 @asynccontextmanager
 async def relay(
-    workers: int = 0, ports: int = 200, inactivity_timeout: float = 60.0
+    workers: int = 0,
+    ports: int = 200,
+    inactivity_timeout: float = 60.0,
+    min_timeout: float = 0.0,
+    **options: Any,
 ) -> AsyncIterator[tuple[MediaServer, media_pb2_grpc.MediaRelayStub]]:
-    """A relay (one engine thread unless `workers` says otherwise) and a stub talking to it.
+    """A relay (one engine thread unless `workers` says otherwise) and a stub talking to it. Tests ask
+    for short inactivity timeouts, so there is no floor unless `min_timeout` says; `options` go to
+    MediaServer.
 
     The port range depends on the pid, so parallel test runs rarely meet (the pool skips busy ports).
     """
     low = 40000 + (os.getpid() % 100) * 200
     server = MediaServer(
-        "127.0.0.1:0", HOST, (low, low + ports - 1), workers=workers, inactivity_timeout=inactivity_timeout
-    )
+        "127.0.0.1:0", HOST, (low, low + ports - 1), workers=workers, inactivity_timeout=inactivity_timeout,
+        min_timeout=min_timeout, **options,
+    )  # fmt: skip
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any
+from urllib.parse import quote
 
 from trunkline.operator.platform import MediaKind, Platform, Resources, ServiceSettings, ServiceType
 
@@ -29,7 +30,12 @@ GRPC_FILES = {
     "TRUNKLINE_GRPC_CERT": "tls.crt",
     "TRUNKLINE_GRPC_KEY": "tls.key",
 }
+GRPC_COMPONENTS = ("control", "edge", "media")  # the ones that serve or dial the internal gRPC
 REDIS_CA_MOUNT = "/etc/trunkline/redis-ca"
+
+
+NONCE_MOUNT = "/etc/trunkline/nonce"  # the nonce Secret in edge pods
+NONCE_FILE = "keys"  # its one key: the digest nonce keys, newest first, one a line
 
 
 def owner_reference(api_version: str, kind: str, name: str, uid: str) -> dict[str, Any]:
@@ -45,7 +51,7 @@ def selector_labels(platform: Platform, component: str) -> dict[str, str]:
     }
 
 
-def _metadata(
+def object_metadata(
     platform: Platform, namespace: str, name: str, component: str, owner: dict[str, Any] | None
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {
@@ -80,8 +86,14 @@ def runtime_env(platform: Platform, namespace: str) -> dict[str, str]:
         "TRUNKLINE_HTTP_LISTEN": f"0.0.0.0:{platform.httpPort}",
         "TRUNKLINE_LOG_LEVEL": platform.logLevel,
         "TRUNKLINE_EDGE_ADVERTISE": platform.edge.advertise or edge_service_address(platform, namespace),
+        # What a CDR says it came from (core/cdr.py), and where the edges write CDRs as calls end.
+        "TRUNKLINE_INSTALLATION": platform.name,
+        "TRUNKLINE_NAMESPACE": namespace,
     }
     env.update({variable: f"{GRPC_MOUNT}/{file}" for variable, file in GRPC_FILES.items()})
+    if platform.cdr.enabled:
+        env["TRUNKLINE_CDR_STREAM"] = platform.cdr.stream
+    env.update(telemetry_env(platform))
     redis = platform.redis
     if redis.caSecret:
         env["TRUNKLINE_REDIS_CA"] = f"{REDIS_CA_MOUNT}/ca.crt"
@@ -90,6 +102,26 @@ def runtime_env(platform: Platform, namespace: str) -> dict[str, str]:
     if redis.sentinel:
         env["TRUNKLINE_REDIS_SENTINELS"] = ",".join(redis.sentinel.addresses)
         env["TRUNKLINE_REDIS_SENTINEL_MASTER"] = redis.sentinel.masterName
+    return env
+
+
+SCRAPE_ANNOTATIONS = {"prometheus.io/scrape": "true", "prometheus.io/path": "/metrics"}
+
+
+def telemetry_env(platform: Platform) -> dict[str, str]:
+    """The standard OTEL_* variables (core/telemetry.py reads them) and the log format."""
+    telemetry = platform.telemetry
+    env: dict[str, str] = {"TRUNKLINE_LOG_FORMAT": telemetry.logFormat}
+    if telemetry.otlpEndpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = telemetry.otlpEndpoint
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = telemetry.otlpProtocol
+        env["OTEL_TRACES_SAMPLER"] = telemetry.sampler
+        env["OTEL_TRACES_SAMPLER_ARG"] = repr(telemetry.samplerArg)
+    if telemetry.resourceAttributes:
+        attrs = telemetry.resourceAttributes
+        env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(
+            f"{k}={quote(v, safe='')}" for k, v in sorted(attrs.items())
+        )
     return env
 
 
@@ -103,7 +135,7 @@ def build_runtime_configmap(
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(platform, namespace, object_name(platform, "runtime"), "runtime", owner),
+        "metadata": object_metadata(platform, namespace, object_name(platform, "runtime"), "runtime", owner),
         "data": runtime_env(platform, namespace),
     }
 
@@ -127,7 +159,12 @@ def _container(
     ports: list[dict[str, Any]],
     resources: Resources,
 ) -> dict[str, Any]:
-    env: list[dict[str, Any]] = [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    # POD_NAME, POD_NAMESPACE: the k8s.* resource attributes of the pod's traces.
+    env: list[dict[str, Any]] = [
+        {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+        for name, path in (("POD_IP", "status.podIP"), ("POD_NAME", "metadata.name"),
+                           ("POD_NAMESPACE", "metadata.namespace"))
+    ]  # fmt: skip
     secret = platform.redis.passwordSecret
     if secret:
         # A password never goes into the runtime ConfigMap.
@@ -168,13 +205,14 @@ def _pod_template(
     volumes: tuple[dict[str, Any], ...] = (),
 ) -> dict[str, Any]:
     checksum = config_checksum(runtime_env(platform, namespace))
-    # Every component speaks mTLS with its own certificate; rotated files reach it without a restart.
-    grpc_secret = object_name(platform, f"grpc-{component}")
-    volumes = (*volumes, {"name": "grpc-tls", "secret": {"secretName": grpc_secret}})
-    container["volumeMounts"] = [
-        *container["volumeMounts"],
-        {"name": "grpc-tls", "mountPath": GRPC_MOUNT, "readOnly": True},
-    ]
+    if component in GRPC_COMPONENTS:
+        # Each speaks mTLS with its own certificate; rotated files reach it without a restart.
+        grpc_secret = object_name(platform, f"grpc-{component}")
+        volumes = (*volumes, {"name": "grpc-tls", "secret": {"secretName": grpc_secret}})
+        container["volumeMounts"] = [
+            *container["volumeMounts"],
+            {"name": "grpc-tls", "mountPath": GRPC_MOUNT, "readOnly": True},
+        ]
     if platform.redis.caSecret:
         ca = platform.redis.caSecret
         only_ca = {"secretName": ca.name, "items": [{"key": ca.key, "path": "ca.crt"}]}
@@ -202,11 +240,12 @@ def _pod_template(
         spec["dnsPolicy"] = "ClusterFirstWithHostNet"
     if platform.imagePullSecrets:
         spec["imagePullSecrets"] = [{"name": name} for name in platform.imagePullSecrets]
+    annotations = {CHECKSUM_ANNOTATION: checksum}
+    if platform.telemetry.scrapeAnnotations:
+        annotations.update(SCRAPE_ANNOTATIONS)
+        annotations["prometheus.io/port"] = str(platform.httpPort)
     return {
-        "metadata": {
-            "labels": selector_labels(platform, component),
-            "annotations": {CHECKSUM_ANNOTATION: checksum},
-        },
+        "metadata": {"labels": selector_labels(platform, component), "annotations": annotations},
         "spec": spec,
     }
 
@@ -229,7 +268,7 @@ def _workload(
     return {
         "apiVersion": "apps/v1",
         "kind": kind,
-        "metadata": _metadata(platform, namespace, object_name(platform, component), component, owner),
+        "metadata": object_metadata(platform, namespace, object_name(platform, component), component, owner),
         "spec": spec,
     }
 
@@ -267,7 +306,7 @@ def _service(
     settings: ServiceSettings | None = None,
 ) -> Manifest:
     spec: dict[str, Any] = {"selector": selector_labels(platform, component), "ports": ports}
-    metadata = _metadata(platform, namespace, name, component, owner)
+    metadata = object_metadata(platform, namespace, name, component, owner)
     if settings:
         spec["type"] = settings.type.value
         # The API server rejects externalTrafficPolicy on a ClusterIP Service.
@@ -306,6 +345,11 @@ def build_edge_deployment(
         ports.append(_port("sip-tls", edge.tls.port))
         volumes = ({"name": "tls", "secret": {"secretName": edge.tls.secretName}},)
         container_mounts.append({"name": "tls", "mountPath": "/etc/trunkline/tls", "readOnly": True})
+    # Every edge signs and checks digest nonces with the same keys (operator/nonce.py writes them), so a
+    # challenge one pod issued is good at any other.
+    args += ["--nonce-secret-file", f"{NONCE_MOUNT}/{NONCE_FILE}"]
+    volumes += ({"name": "nonce", "secret": {"secretName": object_name(platform, "nonce")}},)
+    container_mounts.append({"name": "nonce", "mountPath": NONCE_MOUNT, "readOnly": True})
     container = _container(platform, namespace, "edge", args, ports, edge.resources)
     container["volumeMounts"] += container_mounts
     template = _pod_template(platform, namespace, "edge", container, volumes=volumes)
@@ -341,7 +385,7 @@ def build_edge_hpa(
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(platform, namespace, object_name(platform, "edge"), "edge", owner),
+        "metadata": object_metadata(platform, namespace, object_name(platform, "edge"), "edge", owner),
         "spec": {
             "scaleTargetRef": {
                 "apiVersion": "apps/v1",
@@ -373,11 +417,37 @@ def build_media_workload(platform: Platform, namespace: str, owner: dict[str, An
         "--relay-id", "$(POD_NAME)",
     ]  # fmt: skip
     container = _container(platform, namespace, "media", args, [_port("grpc", media.port)], media.resources)
-    container["env"].append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     template = _pod_template(platform, namespace, "media", container, host_network=daemon)
     return _workload(
         platform, namespace, media.kind.value, "media", template, owner, None if daemon else media.replicas
     )
+
+
+# ---------------------------------------------------------------- CDR exporter
+
+
+def build_cdr_deployment(
+    platform: Platform, namespace: str, owner: dict[str, Any] | None = None
+) -> Manifest | None:
+    cdr = platform.cdr
+    if not cdr.enabled:
+        return None
+    args = ["--stream", cdr.stream, "--batch", str(cdr.batch), "--claim-idle", str(cdr.claimIdleSeconds)]
+    if cdr.jsonl:
+        args += ["--jsonl", "-"]
+    container = _container(platform, namespace, "cdr", args, [], cdr.resources)
+    env = container["env"]  # POD_NAME (every container has it): its name in the consumer group
+    if cdr.postgresDsnSecret:
+        args.append("--postgres")  # the DSN (it holds a password) only from its Secret, never in args
+        ref = {"name": cdr.postgresDsnSecret.name, "key": cdr.postgresDsnSecret.key}
+        env.append({"name": "TRUNKLINE_CDR_POSTGRES_DSN", "valueFrom": {"secretKeyRef": ref}})
+    if cdr.webhook:
+        args += ["--webhook-url", cdr.webhook.url]
+        ref = {"name": cdr.webhook.secretRef.name, "key": cdr.webhook.secretRef.key}
+        env.append({"name": "TRUNKLINE_CDR_WEBHOOK_SECRET", "valueFrom": {"secretKeyRef": ref}})
+    container["args"] = ["cdr", *args]
+    template = _pod_template(platform, namespace, "cdr", container)
+    return _workload(platform, namespace, "Deployment", "cdr", template, owner, cdr.replicas)
 
 
 # ---------------------------------------------------------------- all of it
@@ -395,6 +465,7 @@ def build_data_plane(
         *build_edge_services(platform, namespace, owner),
         build_edge_hpa(platform, namespace, owner),
         build_media_workload(platform, namespace, owner),
+        build_cdr_deployment(platform, namespace, owner),
     ]
     return [obj for obj in objects if obj is not None]
 
@@ -406,4 +477,6 @@ def stale_objects(platform: Platform, namespace: str) -> list[tuple[str, str, st
         stale.append(("autoscaling/v2", "HorizontalPodAutoscaler", namespace, object_name(platform, "edge")))
     other = MediaKind.DEPLOYMENT if platform.media.kind is MediaKind.DAEMON_SET else MediaKind.DAEMON_SET
     stale.append(("apps/v1", other.value, namespace, object_name(platform, "media")))
+    if not platform.cdr.enabled:
+        stale.append(("apps/v1", "Deployment", namespace, object_name(platform, "cdr")))
     return stale

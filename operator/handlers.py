@@ -27,11 +27,12 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from trunkline.core import telemetry
 from trunkline.core.models import API_VERSION, GROUP, VERSION, Secret, Trunk
-from trunkline.core.state import StateStore, trunk_key
-from trunkline.core.state_redis import RedisStore, StoreUnavailable
+from trunkline.core.state import StateStore, StoreUnavailable, trunk_key
+from trunkline.core.state_redis import RedisStore
 from trunkline.operator.kube import Kube, connect
-from trunkline.operator.reconcile import reconcile_platform, sweep_namespace
+from trunkline.operator.reconcile import reconcile_platform, sweep_namespace, warning_event
 from trunkline.operator.status import (
     DRAIN_ANNOTATION,
     CallCounts,
@@ -77,7 +78,8 @@ class Sweeper:
             # Cleared before the work: an event during it must cause one more sweep.
             self._pending.discard(namespace)
             try:
-                await asyncio.to_thread(self.work, namespace)
+                with telemetry.span("reconcile namespace", {"k8s.namespace.name": namespace}):
+                    await asyncio.to_thread(self.work, namespace)
             except Exception:
                 log.exception("sweep of namespace %s failed; retrying in %.0f s", namespace, self.retry)
                 asyncio.get_running_loop().call_later(self.retry, self.request, namespace)
@@ -100,6 +102,7 @@ class State:
     sweeper: Sweeper = field(init=False)
     _resync_task: asyncio.Task[None] | None = None
     _store_ok: bool = True
+    _refused: str | None = None  # the reason last reported for the platform, while it is refused
 
     def start(self) -> None:
         self.kube = Kube(connect())
@@ -152,11 +155,36 @@ class State:
 
     async def apply_platform(self, namespace: str, name: str) -> None:
         try:
-            await asyncio.to_thread(reconcile_platform, self.kube, namespace, name)
+            attributes = {"k8s.namespace.name": namespace, "k8s.configmap.name": name}
+            with telemetry.span("reconcile platform", attributes):
+                await asyncio.to_thread(reconcile_platform, self.kube, namespace, name)
         except ValueError as exc:  # a bad platform: keep running, the chart's owner must fix it
             log.error("platform %s/%s not applied: %s", namespace, name, exc)
+            await self._report_refusal(namespace, name, str(exc))
         except ApiException as exc:
             log.error("platform %s/%s not applied: %s %s", namespace, name, exc.status, exc.reason)
+        else:
+            self._refused = None
+
+    async def _report_refusal(self, namespace: str, name: str, why: str) -> None:
+        """A Warning Event on the platform ConfigMap (`kubectl describe configmap`, `kubectl get events`),
+        once per distinct reason rather than every resync."""
+        if why == self._refused:
+            return
+        try:
+            configmap = await asyncio.to_thread(self.kube.get, "v1", "ConfigMap", namespace, name)
+        except ApiException as exc:
+            log.error("platform %s/%s: cannot read it: %s %s", namespace, name, exc.status, exc.reason)
+            return
+        if configmap is None:
+            return
+        event = warning_event(configmap, "PlatformRefused", f"data plane not deployed: {why}", now_rfc3339())
+        try:
+            await asyncio.to_thread(self.kube.create, event)
+        except ApiException as exc:
+            log.error("platform %s/%s: cannot post an Event: %s %s", namespace, name, exc.status, exc.reason)
+            return
+        self._refused = why
 
 
 def _state(memo: Any) -> State:

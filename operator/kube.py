@@ -25,6 +25,7 @@ PLURALS: dict[str, str] = {
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "NetworkPolicy": "networkpolicies",
     "Certificate": "certificates",  # cert-manager.io/v1
+    "Event": "events",
     **{kind: model.PLURAL for kind, model in RESOURCE_KINDS.items()},
 }
 
@@ -87,6 +88,10 @@ class Kube:
     def list(self, api_version: str, kind: str, namespace: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self._call("GET", path(api_version, kind, namespace))["items"]
         return items
+
+    def create(self, obj: dict[str, Any]) -> None:
+        """POST: for objects written once and never again (Events)."""
+        self._call("POST", path(obj["apiVersion"], obj["kind"], obj["metadata"].get("namespace")), obj)
 
     def apply(self, obj: dict[str, Any]) -> None:
         """Server-side apply: we own the fields we set, and only those (an HPA keeps `replicas`)."""

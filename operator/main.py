@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 
 import kopf
 
+from trunkline.core import observability
+from trunkline.core.net import ConfigError
 from trunkline.core.state_redis import RedisStore, RedisTarget, add_redis_arguments, redis_target
 from trunkline.operator.handlers import State, registry
 
@@ -28,7 +31,7 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trunkline operator",
         description="Reconcile Trunks, DIDs and Carriers, and deploy the data plane.",
@@ -61,12 +64,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--liveness", metavar="URL", help="serve health here, e.g. http://0.0.0.0:8080/healthz"
     )
     parser.add_argument("-v", "--verbose", action="store_true")
-    return parser.parse_args(argv)  # a string default goes through `type` too
+    observability.add_arguments(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)  # a string default goes through `type` too
+
+
+def configure_logging(verbose: bool, level: str) -> None:
+    """kopf's logging at the platform's level (`trunkline --log-level`, $TRUNKLINE_LOG_LEVEL);
+    --verbose still means debug."""
+    level = "DEBUG" if verbose else level.upper()
+    kopf.configure(verbose=level == "DEBUG", quiet=level in ("WARNING", "ERROR"))
+    root = logging.getLogger()
+    root.handlers[:] = root.handlers[-1:]  # kopf's own, added last: not a second copy of every line
+    if level == "ERROR":
+        root.setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    kopf.configure(verbose=args.verbose)
+    level = "DEBUG" if args.verbose else (os.environ.get("TRUNKLINE_LOG_LEVEL") or "INFO").upper()
+    configure_logging(args.verbose, level)
+    try:  # after kopf's: our handler and format replace the ones kopf just set
+        observability.configure("operator", args, level)
+    except ConfigError as exc:
+        print(f"trunkline operator: {exc}", file=sys.stderr)
+        return 2
     store = None
     try:
         redis: RedisTarget | None = redis_target(args)

@@ -7,7 +7,8 @@ and the garbage collector the rest. Trunks, DIDs and Carriers are NOT platform s
 edges through the control service's config watch, without a restart.
 
 Every field has a default, so `{}` is a valid platform; unknown fields are errors (a typo must not be
-silently ignored). The chart's values.schema.json checks the same shape at `helm install` time.
+silently ignored). The chart's values (values.py, which generates values.schema.json) share these
+field types, so what `helm install` accepts the operator accepts too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from enum import StrEnum
 from typing import Annotated, Literal, Self
 
 import yaml
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import BeforeValidator, Field, StringConstraints, WithJsonSchema, model_validator
 
 from trunkline.core.models import Model, ObjectName
 
@@ -27,6 +28,31 @@ PLATFORM_KEY = "platform.yaml"
 ContainerPort = Annotated[int, Field(ge=1024, le=65535)]
 ServicePort = Annotated[int, Field(ge=1, le=65535)]
 HostPort = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")]
+LogLevel = Literal["debug", "info", "warning", "error"]
+NonceKeyRotationHours = Annotated[
+    int,
+    Field(
+        ge=0, le=24 * 365,
+        description="How often the operator rotates the digest nonce key all edges share (the previous key "
+        "stays valid beside the new one); 0: never.",
+    ),
+]  # fmt: skip
+
+
+def _quantity(value: object) -> object:
+    """Kubernetes quantities are strings, but YAML reads `cpu: 1` as a number: both are the same."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+# A resource quantity ("250m", "1Gi", or a plain number such as `cpu: 1`), kept as a string.
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity),
+    StringConstraints(min_length=1, max_length=64),
+    WithJsonSchema({"type": ["string", "number"]}),
+]
 
 
 class ServiceType(StrEnum):
@@ -48,8 +74,8 @@ class ServiceSettings(Model):
 
 
 class Resources(Model):
-    requests: dict[str, str] = Field(default_factory=dict)
-    limits: dict[str, str] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
 
 
 class Autoscaling(Model):
@@ -94,6 +120,7 @@ class Edge(Model):
     resources: Resources = Field(
         default_factory=lambda: Resources(requests={"cpu": "250m", "memory": "256Mi"})
     )
+    nonceKeyRotationHours: NonceKeyRotationHours = 24
 
 
 class MediaKind(StrEnum):
@@ -155,6 +182,53 @@ class Redis(Model):
         return self
 
 
+class CdrWebhook(Model):
+    url: str = Field(pattern=r"^https?://[^/]+", description="Batches of CDRs are POSTed here.")
+    secretRef: SecretKeyRef = Field(description="The HMAC-SHA256 key of the X-Trunkline-Signature header.")
+
+
+class CdrExporter(Model):
+    """The CDR exporter (`trunkline cdr`): the edges write each call's record into a Redis Stream as
+    the call ends; the exporter delivers them to the sinks below (docs/cdr.md)."""
+
+    enabled: bool = True
+    replicas: int = Field(1, ge=1, description="Replicas share the stream through one consumer group.")
+    stream: str = Field("trunkline:cdr", pattern=r"^[A-Za-z0-9:._-]{1,200}$")
+    batch: int = Field(500, ge=1, le=10000)
+    claimIdleSeconds: int = Field(60, ge=1, description="A dead replica's batch is taken over after this.")
+    jsonl: bool = Field(True, description="JSON lines on the exporter's standard output (the pod log).")
+    postgresDsnSecret: SecretKeyRef | None = Field(None, description="A Secret key holding the DSN.")
+    webhook: CdrWebhook | None = None
+    resources: Resources = Field(default_factory=Resources)
+
+    @model_validator(mode="after")
+    def _a_sink(self) -> Self:
+        if self.enabled and not (self.jsonl or self.postgresDsnSecret or self.webhook):
+            raise ValueError("cdr: enable at least one sink (jsonl, postgresDsnSecret, webhook)")
+        return self
+
+
+class Telemetry(Model):
+    """Traces, logs and scraping of every data-plane pod (passed as OTEL_* / TRUNKLINE_* env)."""
+
+    otlpEndpoint: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="OTLP endpoint for traces, e.g. http://jaeger:4317; unset: off.",
+    )
+    otlpProtocol: Literal["grpc", "http/protobuf"] = "grpc"
+    sampler: Literal[
+        "always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
+        "parentbased_traceidratio",
+    ] = "parentbased_traceidratio"  # fmt: skip
+    samplerArg: float = Field(1.0, ge=0.0, le=1.0, description="Ratio of calls traced (traceidratio).")
+    resourceAttributes: dict[str, str] = Field(
+        default_factory=dict, description="Extra resource attributes, e.g. deployment.environment.name."
+    )
+    logFormat: Literal["json", "text"] = "json"
+    scrapeAnnotations: bool = Field(True, description="prometheus.io/scrape, port and path on every pod.")
+
+
 class CertManagerIssuer(Model):
     name: ObjectName
     kind: Literal["Issuer", "ClusterIssuer"] = "ClusterIssuer"
@@ -195,7 +269,7 @@ class Platform(Model):
     imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     imagePullSecrets: list[ObjectName] = Field(default_factory=list)
     httpPort: ContainerPort = Field(8080, description="/healthz, /readyz and /metrics of every component.")
-    logLevel: Literal["debug", "info", "warning", "error"] = "info"
+    logLevel: LogLevel = "info"
     watchNamespace: str | None = Field(None, description="Where the control service reads; unset: all.")
     watchNamespaces: list[ObjectName] = Field(
         default_factory=list,
@@ -205,6 +279,8 @@ class Platform(Model):
     control: Control = Field(default_factory=Control)
     edge: Edge = Field(default_factory=Edge)
     media: Media = Field(default_factory=Media)
+    cdr: CdrExporter = Field(default_factory=CdrExporter)
+    telemetry: Telemetry = Field(default_factory=Telemetry)
     internalTls: InternalTls = Field(default_factory=InternalTls)
     networkPolicies: NetworkPolicies = Field(default_factory=NetworkPolicies)
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from trunkline.core.models import API_VERSION, RESOURCE_KINDS
 from trunkline.operator import grpc_certs
-from trunkline.operator.builders import build_data_plane, owner_reference, stale_objects
+from trunkline.operator.builders import build_data_plane, object_name, owner_reference, stale_objects
 from trunkline.operator.kube import Kube
 from trunkline.operator.network_policies import build_network_policies, stale_policies
+from trunkline.operator.nonce import nonce_secret_update
 from trunkline.operator.platform import Platform, parse_platform
 from trunkline.operator.status import StatusUpdate, now_rfc3339, plan_statuses
 
@@ -32,9 +35,20 @@ def reconcile_platform(kube: Kube, namespace: str, name: str) -> None:
         raise ValueError(f"platform ConfigMap {namespace}/{name} not found")
     platform = parse_platform(configmap.get("data"))
     owner = owner_reference("v1", "ConfigMap", name, configmap["metadata"]["uid"])
-    # Certificates before the pods that mount them (a pod cannot start without its Secret).
+    # The edges' nonce keys and every component's certificate before the pods: a pod cannot start
+    # without its Secrets.
+    secret = kube.get("v1", "Secret", namespace, object_name(platform, "nonce"))
+    if (update := nonce_secret_update(platform, namespace, secret, time.time(), owner)) is not None:
+        kube.apply(update)
     for obj in certificates(kube, platform, namespace, owner):
-        kube.apply(obj)
+        try:
+            kube.apply(obj)
+        except ApiException as exc:
+            if obj["kind"] != "Certificate" or exc.status != 404:
+                raise
+            # No cert-manager (its CRD) in this cluster: say so, and deploy the rest all the same.
+            log.error("cannot write Certificate %s: cert-manager is not installed (internalTls.issuer)",
+                      obj["metadata"]["name"])  # fmt: skip
     objects = build_data_plane(platform, namespace, owner)
     if platform.networkPolicies.enabled:
         selector = platform.networkPolicies.redisPodSelector
@@ -49,8 +63,8 @@ def reconcile_platform(kube: Kube, namespace: str, name: str) -> None:
 
 
 def certificates(
-    kube: Kube, platform: Platform, namespace: str, owner: dict[str, object]
-) -> list[dict[str, object]]:
+    kube: Kube, platform: Platform, namespace: str, owner: dict[str, Any]
+) -> list[dict[str, Any]]:
     """What to write for the internal planes' certificates now: the operator's Secrets that are
     missing or due (logged by name, never their content), or cert-manager's Certificates."""
     tls = platform.internalTls
@@ -66,6 +80,27 @@ def certificates(
     for update in updates:
         log.info("internal gRPC certificate: writing Secret %s/%s", namespace, update["metadata"]["name"])
     return list(updates)
+
+
+def warning_event(obj: dict[str, Any], reason: str, message: str, now: str) -> dict[str, Any]:
+    """A Warning Event about `obj` (`kubectl describe`, `kubectl get events` show it)."""
+    meta = obj["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion", "v1"), "kind": obj.get("kind", "ConfigMap"),
+            "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid", ""),
+        },
+        "type": "Warning",
+        "reason": reason,
+        "message": message[:1024],
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "source": {"component": "trunkline-operator"},
+    }  # fmt: skip
 
 
 def sweep_namespace(kube: Kube, namespace: str) -> list[StatusUpdate]:

@@ -44,7 +44,7 @@ DRAIN_ANNOTATION = "trunkline.io/drain-deadline"
 
 
 @dataclass(frozen=True)
-class Problem:
+class StatusProblem:
     reason: str
     message: str
 
@@ -74,18 +74,22 @@ def creation_order(item: Resource) -> tuple[str, str]:
 # ---------------------------------------------------------------- problems per kind
 
 
-def _secret_problem(config: ConfigSet, namespace: str, name: str, keys: tuple[str, ...]) -> Problem | None:
+def _secret_problem(
+    config: ConfigSet, namespace: str, name: str, keys: tuple[str, ...]
+) -> StatusProblem | None:
     secret = config.secrets.get((namespace, name))
     if secret is None:
-        return Problem(MISSING_SECRET, f"Secret {name!r} not found (with the label {CREDENTIALS_LABEL})")
+        return StatusProblem(
+            MISSING_SECRET, f"Secret {name!r} not found (with the label {CREDENTIALS_LABEL})"
+        )
     missing = [key for key in keys if not secret.get(key)]
     if missing:
-        return Problem(MISSING_SECRET, f"Secret {name!r} has no {', '.join(missing)}")
+        return StatusProblem(MISSING_SECRET, f"Secret {name!r} has no {', '.join(missing)}")
     return None
 
 
-def trunk_problems(trunk: Trunk, config: ConfigSet) -> list[Problem]:
-    problems: list[Problem] = []
+def trunk_problems(trunk: Trunk, config: ConfigSet) -> list[StatusProblem]:
+    problems: list[StatusProblem] = []
     namespace = trunk.metadata.namespace
     digest = trunk.spec.auth.digest
     if digest:
@@ -98,7 +102,9 @@ def trunk_problems(trunk: Trunk, config: ConfigSet) -> list[Problem]:
         if not any(
             not c.spec.prefixes or any(prefix.startswith(p) for p in c.spec.prefixes) for c in carriers
         ):
-            problems.append(Problem(NO_CARRIER_FOR_PREFIX, f"no Carrier serves allowed prefix {prefix}"))
+            problems.append(
+                StatusProblem(NO_CARRIER_FOR_PREFIX, f"no Carrier serves allowed prefix {prefix}")
+            )
     return problems
 
 
@@ -114,19 +120,19 @@ def duplicate_claims(config: ConfigSet) -> dict[tuple[str, str], DID]:
     return losers
 
 
-def did_problems(did: DID, config: ConfigSet, duplicates: dict[tuple[str, str], DID]) -> list[Problem]:
-    problems: list[Problem] = []
+def did_problems(did: DID, config: ConfigSet, duplicates: dict[tuple[str, str], DID]) -> list[StatusProblem]:
+    problems: list[StatusProblem] = []
     holder = duplicates.get(did.key)
     if holder:
         problems.append(
-            Problem(DUPLICATE_DID, f"{did.spec.number} is already claimed by DID {holder.name!r}")
+            StatusProblem(DUPLICATE_DID, f"{did.spec.number} is already claimed by DID {holder.name!r}")
         )
     if (did.metadata.namespace, did.spec.trunkRef) not in config.trunks:
-        problems.append(Problem(TRUNK_NOT_FOUND, f"Trunk {did.spec.trunkRef!r} not found"))
+        problems.append(StatusProblem(TRUNK_NOT_FOUND, f"Trunk {did.spec.trunkRef!r} not found"))
     return problems
 
 
-def carrier_problems(carrier: Carrier, config: ConfigSet) -> list[Problem]:
+def carrier_problems(carrier: Carrier, config: ConfigSet) -> list[StatusProblem]:
     auth = carrier.spec.auth
     if auth is None:
         return []
@@ -159,11 +165,11 @@ def _condition(
 
 
 def build_conditions(
-    problems: list[Problem],
+    problems: list[StatusProblem],
     generation: int | None,
     previous: list[Condition],
     now: str,
-    not_ready: Problem | None = None,
+    not_ready: StatusProblem | None = None,
 ) -> list[dict[str, Any]]:
     """Ready and Degraded from a list of problems; `not_ready` is a reason to be unready that is no fault."""
     before = {c.type: c for c in previous}
@@ -178,7 +184,7 @@ def build_conditions(
 
 
 def _status(
-    item: Resource, problems: list[Problem], now: str, not_ready: Problem | None = None
+    item: Resource, problems: list[StatusProblem], now: str, not_ready: StatusProblem | None = None
 ) -> dict[str, Any]:
     previous = item.status.conditions if item.status else []
     return _generation_status(item.metadata.generation, build_conditions(
@@ -192,11 +198,11 @@ def _generation_status(generation: int | None, conditions: list[dict[str, Any]])
     return status
 
 
-def drain_problem(trunk: Trunk) -> Problem | None:
+def drain_problem(trunk: Trunk) -> StatusProblem | None:
     deadline = trunk.metadata.annotations.get(DRAIN_ANNOTATION)
     if deadline is None:
         return None
-    return Problem(DRAINING, f"deleted: no new calls; live calls may last until {deadline}")
+    return StatusProblem(DRAINING, f"deleted: no new calls; live calls may last until {deadline}")
 
 
 def build_trunk_status(trunk: Trunk, config: ConfigSet, *, now: str) -> dict[str, Any]:
@@ -220,7 +226,7 @@ def build_invalid_status(
 ) -> dict[str, Any]:
     """For an object the API server accepted but the model rejects: reported, never fatal."""
     return _generation_status(
-        generation, build_conditions([Problem(INVALID, message)], generation, previous, now)
+        generation, build_conditions([StatusProblem(INVALID, message)], generation, previous, now)
     )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import os
 import subprocess
 import sys
 import tempfile
@@ -39,9 +38,7 @@ def generate(out: Path) -> None:
         sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTOS}", f"-I{includes}",
         f"--python_out={out}", f"--grpc_python_out={out}", f"--pyi_out={out}", *sources,
     ]  # fmt: skip
-    # Run outside the checkout with a safe path: its operator/ folder would shadow the stdlib module.
-    env = {**os.environ, "PYTHONSAFEPATH": "1"}
-    subprocess.run(command, check=True, cwd=out, env=env)
+    subprocess.run(command, check=True, cwd=out)
     for package in OUTPUTS:
         (out / package / "__init__.py").write_text(INIT)
 

@@ -4,16 +4,13 @@
 # Extra arguments go to pytest (e.g. `scripts/test.sh tests/unit -k sip`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The repository root holds `operator/` (trunkline.operator): never let Python put the current
-# directory on sys.path, or it shadows the standard library's `operator` module.
-export PYTHONSAFEPATH=1
 root=$PWD
 sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 
 step() { printf '\n== %s\n' "$*"; }
 
 step "Debian packages"
-packages=(sip-tester stunnel4 redis-server redis-sentinel etcd-server dnsmasq-base openssl iproute2)
+packages=(sip-tester stunnel4 redis-server redis-sentinel etcd-server dnsmasq-base openssl iproute2 postgresql)
 missing=()
 for pkg in "${packages[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
 if ((${#missing[@]})); then
@@ -33,6 +30,9 @@ if [ -x tests/e2e/cluster.sh ]; then
   tests/e2e/cluster.sh
 fi
 
+step "Jaeger v2 for the tracing tests (cached in .cache/bin)"
+scripts/jaeger.sh
+
 step "Static checks"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
@@ -40,6 +40,5 @@ scripts/typecheck.sh
 if [ -f scripts/gen_protos.py ]; then .venv/bin/python scripts/gen_protos.py --check; fi
 
 step "Tests"
-# The `pytest` script, not `python -m pytest`: the repo root on sys.path would shadow stdlib `operator`.
 cd "$root"
 exec .venv/bin/pytest "${@:-tests}"

@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 tree=build/typecheck/trunkline
 rm -rf build/typecheck && mkdir -p "$tree"
 for f in trunkline/*.py trunkline/py.typed; do ln -s "../../../$f" "$tree/$(basename "$f")"; done
-for d in core sip edge media control operator; do ln -s "../../../$d" "$tree/$d"; done
+for d in core sip edge media control operator cdr; do ln -s "../../../$d" "$tree/$d"; done
 exec .venv/bin/mypy --strict -p trunkline "$@"

@@ -14,7 +14,7 @@ Messages (`trunkline.sip.message`)::
     StreamFramer(max_size).feed(data) -> [Request | Response | KeepAlive]   # TCP/TLS framing
 
 Values: `SipUri`/`TelUri`/`Uri` (`parse_uri`), `NameAddr`, `Via`, `CSeq`, `ContentType`.
-SDP (`trunkline.sip.sdp`): `parse_sdp(body) -> SessionDescription` with `.media[i]` (`Media`: port,
+SDP (`trunkline.sip.sdp`): `parse_sdp(body) -> SessionDescription` with `.media[i]` (`SdpMedia`: port,
 codecs, keep_codecs, crypto, direction, rtcp_port, rtcp_mux), `set_connection`, `to_bytes()`.
 
 Errors: `SipParseError` (the peer's fault, carries `.status`/`.reason` to answer with; drop bad

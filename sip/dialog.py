@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 
 from trunkline.sip.errors import LocalProtocolError, SipParseError
 from trunkline.sip.headers import NameAddr, Via, parse_name_addr
+from trunkline.sip.ids import new_branch
 from trunkline.sip.message import Request, Response
-from trunkline.sip.transaction import new_branch
 from trunkline.sip.uri import SipUri, Uri, parse_uri
 
 TARGET_REFRESH = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"})
-
-
-def new_tag() -> str:
-    return secrets.token_hex(6)
 
 
 @dataclass

@@ -36,6 +36,10 @@ from trunkline.sip.headers import (
 from trunkline.sip.uri import SipUri, TelUri, Uri, parse_uri
 
 MAX_MESSAGE_SIZE: Final = 65536
+# Caps on the header section (docs/security.md): checked on the raw text before any line is split, so
+# a hostile message costs a few C-level scans, not thousands of header objects.
+MAX_HEADER_LINES: Final = 96  # header lines after the start line (folded continuations count)
+MAX_LINE_LENGTH: Final = 4096  # bytes per line, start line included
 SIP_VERSION: Final = "SIP/2.0"
 
 T = TypeVar("T")
@@ -56,6 +60,9 @@ REASONS: Final = {
 }  # fmt: skip
 
 _FOLD_RE = re.compile(r"\r\n[ \t]+")
+# Control characters that may appear in a header section: none but HTAB, and CR LF only as a pair
+# (all the CRs and LFs deleted with the others must be exactly the CRLF pairs).
+_CTL_BYTES: Final = bytes(range(0x09)) + bytes(range(0x0A, 0x20)) + b"\x7f"
 _NAME_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+\Z", re.IGNORECASE)
 _METHODS: Final = frozenset(
@@ -464,11 +471,22 @@ def _parse_start_line(line: str) -> Message:
     return req
 
 
-def _parse_head(head: str) -> tuple[Message, int]:
-    """Parse the start line and header lines; returns the message and Content-Length (-1 if absent)."""
-    if "\r\n " in head or "\r\n\t" in head:
+def _parse_head(head: str, controls: int) -> tuple[Message, int]:
+    """Parse the start line and header lines; returns the message and Content-Length (-1 if absent).
+
+    `controls`: how many control bytes `_check_caps` found; all of them must be the CRLFs.
+    """
+    folded = "\r\n " in head or "\r\n\t" in head
+    if folded:
+        crlf = head.count("\r\n")
         head = _FOLD_RE.sub(" ", head)
     lines = head.split("\r\n")
+    if not folded:
+        crlf = len(lines) - 1
+    if crlf > MAX_HEADER_LINES:
+        raise SipParseError(f"Bad Request: more than {MAX_HEADER_LINES} header lines")
+    if controls != 2 * crlf:  # also catches a lone CR or LF
+        raise SipParseError("Bad Request: control character in a header")
     msg = _parse_start_line(lines[0])
     names: list[str] = []
     keys: list[str] = []
@@ -497,6 +515,22 @@ def _parse_head(head: str) -> tuple[Message, int]:
     return msg, clen
 
 
+def _check_caps(head: bytes) -> int:
+    """Refuse a header section breaking a cap, before it is decoded and split; returns its number of
+    control bytes, which `_parse_head` requires to be exactly its CRLFs.
+
+    One C-level pass for a typical message (under 1 us for an INVITE). Only a section longer than a
+    line may be (MAX_LINE_LENGTH) pays for counting and measuring its lines here, so a huge one is
+    refused before it is split into thousands of strings.
+    """
+    if len(head) > MAX_LINE_LENGTH:
+        if head.count(b"\r\n") > MAX_HEADER_LINES:
+            raise SipParseError(f"Bad Request: more than {MAX_HEADER_LINES} header lines")
+        if max(map(len, head.split(b"\r\n"))) > MAX_LINE_LENGTH:
+            raise SipParseError(f"Bad Request: header line longer than {MAX_LINE_LENGTH} bytes")
+    return len(head) - len(head.translate(None, _CTL_BYTES))
+
+
 def _decode(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
@@ -515,7 +549,8 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Request |
     end = data.find(b"\r\n\r\n", start)
     if end < 0:
         raise SipParseError("Bad Request: no end of header section")
-    msg, clen = _parse_head(_decode(data[start:end]))
+    head = data[start:end]
+    msg, clen = _parse_head(_decode(head), _check_caps(head))
     body_at = end + 4
     if clen < 0:
         msg._body = data[body_at:]
@@ -573,7 +608,8 @@ class StreamFramer:
                 if len(buf) > self.max_size:
                     raise SipParseError("Message Too Large: header section without end", 513)
                 break
-            msg, clen = _parse_head(_decode(bytes(buf[:end])))
+            head = bytes(buf[:end])
+            msg, clen = _parse_head(_decode(head), _check_caps(head))
             if clen < 0:
                 raise SipParseError("Bad Request: missing Content-Length on a stream")
             total = end + 4 + clen

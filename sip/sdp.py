@@ -91,7 +91,7 @@ class _Lines:
 
 
 @dataclass(slots=True)
-class Media(_Lines):
+class SdpMedia(_Lines):
     kind: str
     port: int
     proto: str
@@ -159,7 +159,7 @@ class Media(_Lines):
 @dataclass(slots=True)
 class SessionDescription(_Lines):
     lines: list[tuple[str, str]] = field(default_factory=list)  # session-level lines, v= first
-    media: list[Media] = field(default_factory=list)
+    media: list[SdpMedia] = field(default_factory=list)
 
     @property
     def origin(self) -> list[str]:
@@ -207,7 +207,7 @@ def parse_sdp(data: bytes) -> SessionDescription:
             port, _, count = parts[1].partition("/")
             if not port.isdigit() or int(port) > 65535 or (count and not count.isdigit()):
                 raise SipParseError("Bad Request: malformed SDP port")
-            media = Media(parts[0], int(port), parts[2], parts[3:], int(count) if count else None)
+            media = SdpMedia(parts[0], int(port), parts[2], parts[3:], int(count) if count else None)
             sd.media.append(media)
             current = media
         else:

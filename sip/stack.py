@@ -9,19 +9,26 @@ logic reads top to bottom (`response = await stack.request(...)`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
 
-from trunkline.sip.errors import LocalProtocolError
+from trunkline.core.state import StoreUnavailable
+from trunkline.sip.errors import LocalProtocolError, SipParseError
+from trunkline.sip.ids import new_tag
 from trunkline.sip.message import Message, Request, Response
 from trunkline.sip.transaction import (
+    AckTimeout,
     Action,
     Addr,
     Deliver,
     Send,
     Timeout,
+    TimerFired,
     Timers,
     TransactionLayer,
     TransportError,
@@ -47,25 +54,126 @@ class Incoming:
 
 
 Provisional = Callable[[Response], None]
+OnRequest = Callable[[Incoming], Awaitable[None] | None]
+OnStrayResponse = Callable[[Response, Addr, str], None]
+OnAckTimeout = Callable[[tuple[str, str, str]], None]
+
+
+def error_status(exc: Exception) -> tuple[int, str]:
+    """The final response for a request whose handler raised `exc`."""
+    if isinstance(exc, SipParseError):
+        return exc.status, exc.reason
+    if isinstance(exc, StoreUnavailable):
+        return 503, "Service Unavailable"
+    return 500, "Server Internal Error"
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Stack(Protocol):
+    """What a transaction user (the edge's B2BUA) needs of a SIP stack; `SipStack` is the real one,
+    tests drive the B2BUA through an in-memory one. Every wait of the TU goes through `call_later`,
+    on the stack's clock."""
+
+    @property
+    def timers(self) -> Timers: ...
+
+    def bind(
+        self, on_request: OnRequest, on_stray_response: OnStrayResponse, on_ack_timeout: OnAckTimeout
+    ) -> None:
+        """Where requests, stray responses and unacknowledged 2xx go."""
+
+    def request(
+        self, request: Request, addr: Addr, transport: str, on_provisional: Provisional | None = None
+    ) -> asyncio.Future[Response]: ...
+
+    def abandon(self, request: Request) -> None: ...
+
+    def send_ack(self, ack: Request, addr: Addr, transport: str) -> None: ...
+
+    def respond(self, response: Response) -> None: ...
+
+    def send_stateless(self, response: Response, addr: Addr, transport: str) -> None:
+        """A response outside any server transaction (the caller of a call adopted while ringing)."""
+
+    def stop_answer(self, dialog: tuple[str, str, str]) -> None:
+        """Stop retransmitting the 2xx of this dialog (Call-ID, our tag, their tag)."""
+
+    def invite_for_cancel(self, cancel: Request) -> TxKey | None:
+        """The live INVITE server transaction a CANCEL matches (RFC 3261 9.2), or None."""
+
+    def verify_tls_name(self, addr: Addr, name: str) -> None:
+        """A TLS connection to `addr` must present a certificate for `name` (RFC 5922)."""
+
+    def local_address(self, transport: str) -> Addr | None: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle: ...
+
+    async def close(self) -> None: ...
+
+
+class _LayerTimer:
+    """A TU timer of the transaction layer, cancellable like a loop handle."""
+
+    __slots__ = ("_key", "_stack")
+
+    def __init__(self, stack: SipStack, key: TxKey) -> None:
+        self._stack, self._key = stack, key
+
+    def cancel(self) -> None:
+        self._stack.layer.cancel_timer(self._key)
+        self._stack._callbacks.pop(self._key, None)
 
 
 class SipStack:
     def __init__(
         self,
-        on_request: Callable[[Incoming], Awaitable[None] | None],
-        on_stray_response: Callable[[Response, Addr, str], None],
+        on_request: OnRequest | None = None,
+        on_stray_response: OnStrayResponse | None = None,
         timers: Timers | None = None,
         transport: SipTransport | None = None,
     ) -> None:
-        self.on_request = on_request
-        self.on_stray_response = on_stray_response
+        self.on_request: OnRequest = on_request or (lambda inc: None)
+        self.on_stray_response: OnStrayResponse = on_stray_response or (lambda r, a, t: None)
+        self.on_ack_timeout: OnAckTimeout = lambda dialog: None
         self.layer = TransactionLayer(timers or Timers())
         self.transport = transport or SipTransport(self._on_message)
         self.transport.on_message = self._on_message
+        self.layer.max_size = self.transport.max_size  # one limit for datagrams and stream messages
         self._pending: dict[TxKey, tuple[asyncio.Future[Response], Provisional | None]] = {}
+        self._callbacks: dict[TxKey, Callable[[], None]] = {}
         self._timer: asyncio.Handle | None = None
         self._timer_at = 0.0  # monotonic time the timer was armed for
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    def bind(
+        self, on_request: OnRequest, on_stray_response: OnStrayResponse, on_ack_timeout: OnAckTimeout
+    ) -> None:
+        self.on_request, self.on_stray_response = on_request, on_stray_response
+        self.on_ack_timeout = on_ack_timeout
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        key = self.layer.set_timer(delay, time.monotonic())
+        self._callbacks[key] = callback
+        self._arm()
+        return _LayerTimer(self, key)
+
+    def invite_for_cancel(self, cancel: Request) -> TxKey | None:
+        return self.layer.invite_for_cancel(cancel)
+
+    def verify_tls_name(self, addr: Addr, name: str) -> None:
+        self.transport.tls_names[addr] = name
+
+    def local_address(self, transport: str) -> Addr | None:
+        return self.transport.local.get(transport)
+
+    def stop_answer(self, dialog: tuple[str, str, str]) -> None:
+        self.layer.stop_answer(dialog)
+
+    def send_stateless(self, response: Response, addr: Addr, transport: str) -> None:
+        self.transport.send(response.to_bytes(), addr, transport)
 
     @property
     def timers(self) -> Timers:
@@ -93,7 +201,7 @@ class SipStack:
         """Stop a client transaction that never got a provisional response (no CANCEL is allowed
         then, RFC 3261 9.1): it stops retransmitting and its future is cancelled."""
         key = self._client_key(request)
-        self.layer.transactions.pop(key, None)
+        self.layer.forget_client(key)
         entry = self._pending.pop(key, None)
         if entry:
             entry[0].cancel()
@@ -107,17 +215,16 @@ class SipStack:
         except LocalProtocolError as exc:  # the transaction is gone (e.g. timed out): nothing to send on
             log.debug("response %s not sent: %s", response.status, exc)
 
-    def resend(self, data: bytes, addr: Addr, transport: str) -> None:
-        """Send bytes outside any transaction (2xx retransmissions of the dialog user)."""
-        self.transport.send(data, addr, transport)
-
     @staticmethod
     def _client_key(request: Request) -> TxKey:
         return ("client", request.top_via.branch or "", request.cseq.method)
 
     # -- network -> TU -----------------------------------------------------------------------------
-    def _on_message(self, msg: Message, addr: Addr, transport: str) -> None:
-        self._run(self.layer.receive(msg, addr, transport, time.monotonic()))
+    def _on_message(self, item: bytes | Message, addr: Addr, transport: str) -> None:
+        if isinstance(item, bytes):
+            self._run(self.layer.receive_data(item, addr, transport, time.monotonic()))
+        else:
+            self._run(self.layer.receive_message(item, addr, transport, time.monotonic()))
 
     def _run(self, actions: list[Action]) -> None:
         for action in actions:
@@ -130,6 +237,12 @@ class SipStack:
                 if entry and not entry[0].done():
                     why = "timed out" if isinstance(action, Timeout) else "transport error"
                     entry[0].set_exception(NoAnswer(f"{action.request.method} {why}"))
+            elif isinstance(action, TimerFired):
+                callback = self._callbacks.pop(action.timer, None)
+                if callback is not None:
+                    self._call_safely(callback)
+            elif isinstance(action, AckTimeout):
+                self._call_safely(partial(self.on_ack_timeout, action.dialog))
         self._arm()
 
     def _deliver(self, d: Deliver) -> None:
@@ -146,16 +259,40 @@ class SipStack:
                 entry[0].set_result(msg)
             return
         assert isinstance(msg, Request)
-        result = self.on_request(Incoming(msg, d.addr, d.transport, d.transaction))
+        incoming = Incoming(msg, d.addr, d.transport, d.transaction)
+        try:
+            result = self.on_request(incoming)
+        except Exception as exc:
+            self._handler_failed(incoming, exc)
+            return
         if result is not None:
             task = asyncio.ensure_future(result)
             self._tasks.add(task)
-            task.add_done_callback(self._task_done)
+            task.add_done_callback(partial(self._task_done, incoming))
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    @staticmethod
+    def _call_safely(callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:  # one failing timer must not stop the others of this pass
+            log.exception("timer callback failed")
+
+    def _task_done(self, incoming: Incoming, task: asyncio.Future[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("request handler failed", exc_info=task.exception())
+        if not task.cancelled() and (exc := task.exception()) is not None and isinstance(exc, Exception):
+            self._handler_failed(incoming, exc)
+
+    def _handler_failed(self, incoming: Incoming, exc: Exception) -> None:
+        """A TU handler raised: one log line (no traceback per packet) and a final response, unless
+        the request already got one (the transaction absorbs a second) or is an ACK."""
+        status, reason = error_status(exc)
+        request = incoming.request
+        log.error(
+            "request handler failed: %s %s from %s: %r", request.method, request.call_id, incoming.addr, exc
+        )
+        if incoming.key is not None:
+            with contextlib.suppress(SipParseError):
+                self.respond(request.create_response(status, reason, to_tag=new_tag()))
 
     def _arm(self) -> None:
         """Keep one loop timer for the earliest transaction deadline. A timer that fires no later than

@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import os
-import threading
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
-from trunkline.sip.errors import LocalProtocolError
-from trunkline.sip.headers import MAGIC_COOKIE, Via
-from trunkline.sip.message import Message, Request, Response
+from trunkline.sip.errors import LocalProtocolError, SipParseError
+from trunkline.sip.headers import Via
+from trunkline.sip.message import MAX_MESSAGE_SIZE, Message, Request, Response, parse_message
 from trunkline.sip.uri import uri_equal
 
+log = logging.getLogger(__name__)
 Addr = tuple[str, int]
 TxKey = tuple[str, ...]
 RELIABLE: Final = frozenset({"tcp", "tls", "ws", "wss", "sctp"})
+# A server transaction the TU leaves unanswered is answered 500 after 64*T1; an INVITE that got a
+# provisional may ring this long after its latest one (RFC 3261 13.3.1.1 suggests 3 minutes and up).
+INVITE_ANSWER_AFTER_PROVISIONAL: Final = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,48 +70,34 @@ class TransportError:
     request: Request
 
 
-Action = Send | Deliver | Timeout | TransportError
+@dataclass(frozen=True, slots=True)
+class AckTimeout:
+    """A 2xx the layer retransmitted for 64*T1 never got its ACK (RFC 3261 13.3.1.4): the dialog
+    (Call-ID, our tag, their tag) should be ended by the TU."""
+
+    dialog: tuple[str, str, str]
 
 
-class _RandomPool:
-    """Bytes from the OS's CSPRNG (`os.urandom`, as `secrets` uses), read 4 KiB at a time: one
-    system call per ~500 branches and tags instead of one each. A forked child starts afresh so that
-    it never hands out its parent's bytes."""
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A timer the TU set with `set_timer` is due."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pool = b""
-        self._pos = 0
-
-    def take(self, nbytes: int) -> bytes:
-        with self._lock:
-            pos = self._pos
-            if pos + nbytes > len(self._pool):
-                self._pool, pos = os.urandom(max(4096, nbytes)), 0
-            self._pos = pos + nbytes
-            return self._pool[pos : pos + nbytes]
-
-    def reset(self) -> None:
-        self._lock = threading.Lock()
-        self._pool, self._pos = b"", 0
+    timer: TxKey
 
 
-_RANDOM = _RandomPool()
-os.register_at_fork(after_in_child=_RANDOM.reset)
+Action = Send | Deliver | Timeout | TransportError | AckTimeout | TimerFired
 
 
-def random_bytes(nbytes: int) -> bytes:
-    """`os.urandom(nbytes)`, cheaper for the few bytes of tags, Call-IDs, branches and nonces."""
-    return _RANDOM.take(nbytes)
-
-
-def random_hex(nbytes: int) -> str:
-    """`secrets.token_hex(nbytes)`, cheaper: for tags and Call-IDs (RFC 3261 19.3)."""
-    return _RANDOM.take(nbytes).hex()
-
-
-def new_branch() -> str:
-    return MAGIC_COOKIE + _RANDOM.take(8).hex()
+def stamp_via(request: Request, source: Addr) -> None:
+    """RFC 3261 18.2.1 and RFC 3581 4, from the packet's real source only: whatever received= or
+    rport= value the peer wrote is replaced (a forged one would send our responses elsewhere)."""
+    via = request.top_via
+    via.params.pop("received", None)
+    if "rport" in via.params:
+        via.params["rport"] = str(source[1])
+        via.params["received"] = source[0]
+    elif via.host.strip("[]") != source[0]:
+        via.params["received"] = source[0]
 
 
 def response_destination(via: Via, source: Addr, transport: str) -> Addr:
@@ -211,6 +200,11 @@ class Transaction:
 
     def _stop(self, now: float, msg: Message | None, out: list[Action]) -> None:
         self.deadlines.clear()
+
+    def _answer_500(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        """The TU never answered: the server transaction answers for it, so that it ends."""
+        self.deadlines.clear()
+        self._send(now, self.request.create_response(500, "Server Internal Error (no answer)"), out)
 
     def _forget(self, now: float, msg: Message | None, out: list[Action]) -> None:
         self._request = None
@@ -316,8 +310,9 @@ class InviteServer(Transaction):
     TABLE: ClassVar[Table] = {
         ("proceeding", "request"): ("proceeding", ("resend",)),
         ("proceeding", "timer_trying"): ("proceeding", ("send_trying",)),
-        ("proceeding", "tu_1xx"): ("proceeding", ("send",)),
+        ("proceeding", "tu_1xx"): ("proceeding", ("send", "extend_answer")),
         ("proceeding", "tu_2xx"): ("accepted", ("stop", "send", "start_l", "forget")),
+        ("proceeding", "timer_answer"): ("completed", ("answer_500", "start_g_h")),
         ("proceeding", "tu_final"): ("completed", ("stop", "send", "start_g_h")),
         ("proceeding", "transport_error"): ("terminated", ("error",)),
         ("completed", "request"): ("completed", ("resend",)),
@@ -334,10 +329,15 @@ class InviteServer(Transaction):
     def begin(self, now: float) -> None:
         self.state = "proceeding"
         self.start("timer_trying", now, self.timers.trying)
+        self.start("timer_answer", now, 64 * self.timers.t1)
 
     def _send_trying(self, now: float, msg: Message | None, out: list[Action]) -> None:
         if self.last is None:
             self._send(now, self.request.create_response(100), out)
+            self._extend_answer(now, msg, out)
+
+    def _extend_answer(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        self.start("timer_answer", now, INVITE_ANSWER_AFTER_PROVISIONAL)
 
     def _send(self, now: float, msg: Message | None, out: list[Action]) -> None:
         self.deadlines.pop("timer_trying", None)
@@ -367,11 +367,13 @@ class NonInviteServer(Transaction):
 
     TABLE: ClassVar[Table] = {
         ("trying", "tu_1xx"): ("proceeding", ("send",)),
-        ("trying", "tu_final"): ("completed", ("send", "start_j", "forget")),
+        ("trying", "tu_final"): ("completed", ("stop", "send", "start_j", "forget")),
+        ("trying", "timer_answer"): ("completed", ("answer_500", "start_j", "forget")),
         ("trying", "transport_error"): ("terminated", ("error",)),
         ("proceeding", "request"): ("proceeding", ("resend",)),
         ("proceeding", "tu_1xx"): ("proceeding", ("send",)),
-        ("proceeding", "tu_final"): ("completed", ("send", "start_j", "forget")),
+        ("proceeding", "tu_final"): ("completed", ("stop", "send", "start_j", "forget")),
+        ("proceeding", "timer_answer"): ("completed", ("answer_500", "start_j", "forget")),
         ("proceeding", "transport_error"): ("terminated", ("error",)),
         ("completed", "request"): ("completed", ("resend",)),
         ("completed", "timer_j"): ("terminated", ()),
@@ -379,9 +381,53 @@ class NonInviteServer(Transaction):
 
     def begin(self, now: float) -> None:
         self.state = "trying"
+        self.start("timer_answer", now, 64 * self.timers.t1)
 
     def _start_j(self, now: float, msg: Message | None, out: list[Action]) -> None:
         self.start("timer_j", now, 0.0 if self.reliable else 64 * self.timers.t1)
+
+
+class AnswerRetransmission(Transaction):
+    """The UAS core's 2xx retransmission (RFC 3261 13.3.1.4) over an unreliable transport: T1
+    doubling up to T2 until the ACK comes, for at most 64*T1, then `AckTimeout`."""
+
+    __slots__ = ()
+
+    TABLE: ClassVar[Table] = {
+        ("waiting", "timer_g"): ("waiting", ("resend", "backoff_g")),
+        ("waiting", "timer_h"): ("terminated", ("ack_timeout",)),
+        ("waiting", "ack"): ("terminated", ()),
+    }
+
+    def begin(self, now: float) -> None:
+        self.state = "waiting"
+        self.interval = self.timers.t1
+        self.start("timer_g", now, self.interval)
+        self.start("timer_h", now, 64 * self.timers.t1)
+
+    def _backoff_g(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        self.interval = min(2 * self.interval, self.timers.t2)
+        self.start("timer_g", now, self.interval)
+
+    def _ack_timeout(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        out.append(AckTimeout((self.key[1], self.key[2], self.key[3])))
+
+
+class TuTimer(Transaction):
+    """A timer of the transaction user (session refresh, ring timeout...), kept with the SIP timers
+    so that one clock drives both."""
+
+    __slots__ = ()
+
+    TABLE: ClassVar[Table] = {("armed", "timer_tu"): ("terminated", ("fire",))}
+
+    def _fire(self, now: float, msg: Message | None, out: list[Action]) -> None:
+        out.append(TimerFired(self.key))
+
+
+def answer_key(msg: Message) -> TxKey:
+    """The 2xx retransmission an ACK ends: Call-ID, the UAS's (To) tag, the UAC's (From) tag, CSeq."""
+    return ("2xx", msg.call_id, msg.to.tag or "", msg.from_.tag or "", str(msg.cseq.seq))
 
 
 # -- request builders -------------------------------------------------------------------------------
@@ -433,12 +479,14 @@ def client_key(msg: Message) -> TxKey:
 class TransactionLayer:
     """All transactions of one element. Not thread-safe; drive it from one event loop."""
 
-    def __init__(self, timers: Timers | None = None) -> None:
+    def __init__(self, timers: Timers | None = None, max_size: int = MAX_MESSAGE_SIZE) -> None:
         self.timers = timers or Timers()
+        self.max_size = max_size
         self.transactions: dict[TxKey, Transaction] = {}
         self._heap: list[tuple[float, int, TxKey, str]] = []
         self._seq = itertools.count()
         self._started: list[tuple[float, TxKey, str]] = []  # deadlines transactions started since
+        self._timer_ids = itertools.count()
 
     def _schedule(self) -> None:
         """Queue the deadlines started since the last call (older entries of a timer that was stopped
@@ -491,19 +539,84 @@ class TransactionLayer:
         return [Send(data, addr, transport)]
 
     def send_response(self, response: Response, now: float) -> list[Action]:
-        """Send a TU response through its server transaction (or statelessly if there is none)."""
+        """Send a TU response through its server transaction. A 2xx to an INVITE over an unreliable
+        transport is retransmitted until its ACK (RFC 3261 13.3.1.4) or `AckTimeout`."""
         key = server_key(response, response.cseq.method)
         tx = self.transactions.get(key)
         if tx is None:
             raise LocalProtocolError("no server transaction for this response")
         invite = isinstance(tx, InviteServer)
-        return self._run(tx, "tu_" + _status_event(response.status, invite), now, response)
+        out = self._run(tx, "tu_" + _status_event(response.status, invite), now, response)
+        if invite and 200 <= response.status < 300 and not tx.reliable:
+            self._start_answer(response, tx.addr, tx.transport, now)
+        return out
+
+    def _start_answer(self, response: Response, addr: Addr, transport: str, now: float) -> None:
+        key = answer_key(response)
+        rtx = AnswerRetransmission(key, None, addr, transport, self.timers, last=response.to_bytes(),
+                                   started=self._started)  # fmt: skip
+        rtx.begin(now)
+        self.transactions[key] = rtx
+        self._schedule()
+
+    def stop_answer(self, dialog: tuple[str, str, str]) -> None:
+        """Stop retransmitting the 2xx of a dialog that ended before its ACK came."""
+        for key in [k for k in self.transactions if k[0] == "2xx" and k[1:4] == dialog]:
+            del self.transactions[key]
+
+    # TU timers
+    def set_timer(self, delay: float, now: float) -> TxKey:
+        """A timer that comes back as `TimerFired(key)` from `handle_timer` once `delay` is over."""
+        key = ("tu", str(next(self._timer_ids)))
+        timer = TuTimer(key, None, ("", 0), "", self.timers, state="armed", started=self._started)
+        timer.start("timer_tu", now, max(0.0, delay))
+        self.transactions[key] = timer
+        self._schedule()
+        return key
+
+    def forget_client(self, key: TxKey) -> None:
+        """Drop a client transaction without a word on the wire (an INVITE nobody answered)."""
+        if key[0] == "client":
+            self.transactions.pop(key, None)
+
+    def cancel_timer(self, key: TxKey) -> None:
+        if key[0] == "tu":
+            self.transactions.pop(key, None)
 
     def transport_error(self, key: TxKey, now: float) -> list[Action]:
         tx = self.transactions.get(key)
         return [] if tx is None else self._run(tx, "transport_error", now)
 
     # network -> TU
+    def receive_data(self, data: bytes, addr: Addr, transport: str, now: float) -> list[Action]:
+        """A datagram (or a framed stream message's bytes) from `addr`: parsed, then `receive_message`.
+        What does not parse as a message cannot be answered and is dropped."""
+        try:
+            msg = parse_message(data, max_size=self.max_size)
+        except SipParseError as err:
+            log.info("dropping message from %s/%s: %s", addr, transport, err)
+            return []
+        return self.receive_message(msg, addr, transport, now)
+
+    def receive_message(self, msg: Message, addr: Addr, transport: str, now: float) -> list[Action]:
+        """A parsed message from `addr`: a request's top Via is stamped with where it really came from,
+        the message validated; a request that fails is answered with its error's status (no
+        transaction, no TU), anything else that fails is dropped."""
+        try:
+            if isinstance(msg, Request):
+                stamp_via(msg, addr)
+            msg.validate()
+        except SipParseError as err:
+            log.info("rejecting message from %s/%s: %s", addr, transport, err)
+            if not isinstance(msg, Request) or msg.method == "ACK":
+                return []
+            try:
+                answer = msg.create_response(err.status, err.reason).to_bytes()
+            except SipParseError:
+                return []  # not even enough of a request to answer
+            return [Send(answer, addr, transport)]
+        return self.receive(msg, addr, transport, now)
+
     def receive(self, msg: Message, addr: Addr, transport: str, now: float) -> list[Action]:
         """Feed a validated message; returns what to send and what to deliver to the TU."""
         if isinstance(msg, Response):
@@ -513,6 +626,9 @@ class TransactionLayer:
             return self._run(tx, _status_event(msg.status, isinstance(tx, InviteClient)), now, msg)
         assert isinstance(msg, Request)
         if msg.method == "ACK":
+            answer = self.transactions.get(answer_key(msg))
+            if answer is not None:
+                self._run(answer, "ack", now, msg)
             tx = self.transactions.get(server_key(msg, "INVITE"))
             if tx is None:
                 return [Deliver(msg, addr, transport, None)]  # ACK of a 2xx: end to end

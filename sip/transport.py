@@ -1,9 +1,9 @@
 """asyncio adapters: UDP, TCP and TLS with a connection table, framing, keep-alives and bounds.
 
-Thin by design: bytes in -> `parse_message` / `StreamFramer` -> `validate()` -> the `on_message`
-callback; the stack hands back `Send` actions which `send()` writes. Incoming requests get
-`received`/`rport` on their top Via (RFC 3261 18.2.1, RFC 3581); a malformed request is answered
-with the status its SipParseError carries when it is well-formed enough to answer, else dropped.
+Thin by design: it moves bytes. A datagram goes to the `on_message` callback as bytes, a stream is
+framed (`StreamFramer`) into messages first; parsing, validation, Via stamping and error answers are
+the transaction layer's (`TransactionLayer.receive_data` / `receive_message`). The stack hands back
+`Send` actions which `send()` writes.
 """
 
 from __future__ import annotations
@@ -13,25 +13,42 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
 
 from trunkline.sip.errors import SipParseError
-from trunkline.sip.message import MAX_MESSAGE_SIZE, KeepAlive, Message, Request, StreamFramer, parse_message
+from trunkline.sip.flood import FloodGuard, source_group
+from trunkline.sip.message import MAX_MESSAGE_SIZE, KeepAlive, Message, StreamFramer
 from trunkline.sip.transaction import Addr
 
 log = logging.getLogger(__name__)
-OnMessage = Callable[[Message, Addr, str], None]
+OnMessage = Callable[[bytes | Message, Addr, str], None]  # a datagram's bytes, or a framed message
 UDP_RECEIVE_BUFFER = 4 << 20
+DEFAULT_CONNECTIONS_PER_SOURCE: Final = 32
+DEFAULT_HEADER_DEADLINE: Final = 10.0
+DEFAULT_IDLE_TIMEOUT: Final = 120.0
 
 
-def stamp_via(msg: Request, addr: Addr) -> None:
-    """Add received (when sent-by differs from the source) and fill rport (RFC 3581 4)."""
-    via = msg.top_via
-    if via.host.strip("[]") != addr[0]:
-        via.params["received"] = addr[0]
-    if "rport" in via.params:
-        via.params["rport"] = str(addr[1])
-        via.params.setdefault("received", addr[0])
+@dataclass(frozen=True)
+class StreamLimits:
+    """Bounds on TCP/TLS connections peers open to us (docs/security.md).
+
+    - at most `max_connections_per_source` accepted connections per source (IPv6: per /64);
+    - a message, once its first byte arrived (or the connection was accepted), must be complete
+      within `header_deadline` seconds, and a TLS handshake must finish within it too;
+    - a connection with nothing in flight is closed after `idle_timeout` seconds without a byte
+      (CRLF keep-alives count as traffic).
+    """
+
+    max_connections_per_source: int = DEFAULT_CONNECTIONS_PER_SOURCE
+    header_deadline: float = DEFAULT_HEADER_DEADLINE
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if self.max_connections_per_source < 1 or self.header_deadline <= 0 or self.idle_timeout <= 0:
+            raise ValueError("stream limits: connections >= 1, deadline and idle timeout > 0")
 
 
 class SipTransport:
@@ -42,14 +59,24 @@ class SipTransport:
         on_message: OnMessage,
         *,
         max_size: int = MAX_MESSAGE_SIZE,
-        idle_timeout: float = 120.0,
+        idle_timeout: float | None = None,
         max_write_buffer: int = 1 << 20,
+        limits: StreamLimits | None = None,
+        flood: FloodGuard | None = None,
     ) -> None:
         self.on_message = on_message
         self.max_size = max_size
-        self.idle_timeout = idle_timeout
+        limits = limits or StreamLimits()
+        if idle_timeout is not None:
+            limits = StreamLimits(limits.max_connections_per_source, limits.header_deadline, idle_timeout)
+        # Both may be replaced before listening starts (the TLS handshake bound is set at listen time).
+        self.limits = limits
+        self.flood = flood  # None: no per-source rate limit
         self.max_write_buffer = max_write_buffer
         self.connections: dict[tuple[str, str, int], asyncio.StreamWriter] = {}
+        self._accepted: dict[str, int] = {}  # accepted connections per source group
+        self.refused_connections = 0  # over the per-source cap (for /metrics)
+        self.deadline_closes = 0  # incomplete message past the header deadline (for /metrics)
         self._udp: asyncio.DatagramTransport | None = None
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -82,12 +109,17 @@ class SipTransport:
         name = "tls" if tls else "tcp"
 
         def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> Awaitable[None]:
-            return self._serve(r, w, name)
+            return self._accept(r, w, name)
 
+        handshake = self.limits.header_deadline if tls else None  # a TLS handshake is bounded the same way
         if sock is not None:
-            server = await asyncio.start_server(serve, sock=sock, ssl=tls, limit=self.max_size)
+            server = await asyncio.start_server(
+                serve, sock=sock, ssl=tls, limit=self.max_size, ssl_handshake_timeout=handshake
+            )
         else:
-            server = await asyncio.start_server(serve, host, port, ssl=tls, limit=self.max_size)
+            server = await asyncio.start_server(
+                serve, host, port, ssl=tls, limit=self.max_size, ssl_handshake_timeout=handshake
+            )
         self._servers.append(server)
         self.local[name] = server.sockets[0].getsockname()[:2]
         return self.local[name]
@@ -103,44 +135,79 @@ class SipTransport:
             self._udp.close()
 
     # -- receiving ------------------------------------------------------------------------------
-    def _dispatch(self, msg: Message, addr: Addr, transport: str, reply: Callable[[bytes], None]) -> None:
-        try:
-            if isinstance(msg, Request):
-                stamp_via(msg, addr)
-            msg.validate()
-        except SipParseError as err:
-            log.info("rejecting message from %s/%s: %s", addr, transport, err)
-            if isinstance(msg, Request) and msg.method != "ACK":
-                with contextlib.suppress(SipParseError):
-                    reply(msg.create_response(err.status, err.reason).to_bytes())
-            return
-        self.on_message(msg, addr, transport)
-
     def datagram(self, data: bytes, addr: Addr) -> None:
+        if self.flood is not None and not self.flood.admit(addr[0], len(data), time.monotonic()):
+            return  # over its budget: not even parsed
         if data in (b"\r\n\r\n", b"\r\n"):
             return  # keep-alive on UDP: nothing to answer
-        try:
-            msg = parse_message(data, max_size=self.max_size)
-        except SipParseError as err:
-            log.info("dropping datagram from %s: %s", addr, err)
-            return
-        self._dispatch(msg, addr, "udp", lambda out: self.send(out, addr, "udp"))
+        self.on_message(data, addr, "udp")
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str) -> None:
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str) -> None:
+        """A connection a peer opened: counted against its source's cap, held to the header deadline
+        from the start (a connection that never sends a message is closed after it)."""
+        peer = writer.get_extra_info("peername")[:2]
+        group = source_group(str(peer[0]))
+        if self._accepted.get(group, 0) >= self.limits.max_connections_per_source:
+            self.refused_connections += 1
+            log.info("refusing %s connection from %s: %d already open", name, peer, self._accepted[group])
+            writer.close()
+            return
+        self._accepted[group] = self._accepted.get(group, 0) + 1
+        try:
+            await self._serve(reader, writer, name, pending_since=time.monotonic())
+        finally:
+            left = self._accepted.pop(group) - 1
+            if left:
+                self._accepted[group] = left
+
+    async def _serve(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        name: str,
+        pending_since: float | None = None,
+    ) -> None:
         peer = writer.get_extra_info("peername")[:2]
         self.connections[(name, peer[0], peer[1])] = writer
         framer = StreamFramer(self.max_size)
+        limits = self.limits
+        late = False
         try:
             while True:
-                data = await asyncio.wait_for(reader.read(65536), self.idle_timeout)
+                # Part of a message in hand: it must be complete by the deadline; else the idle bound.
+                now = time.monotonic()
+                wait, late = limits.idle_timeout, False
+                if pending_since is not None:
+                    left = pending_since + limits.header_deadline - now
+                    late = left <= wait  # a timeout now means the deadline passed
+                    if left <= 0:
+                        raise TimeoutError
+                    wait = min(wait, left)
+                data = await asyncio.wait_for(reader.read(65536), wait)
                 if not data:
                     break
-                for item in framer.feed(data):  # raises on framing errors: the connection ends
+                now = time.monotonic()
+                flood = self.flood
+                if flood is not None and not flood.admit(peer[0], len(data), now):
+                    raise ConnectionError("source over its flood budget")
+                items = framer.feed(data)  # raises on framing errors: the connection ends
+                for i, item in enumerate(items):
                     if isinstance(item, KeepAlive):
                         writer.write(b"\r\n")  # RFC 5626 pong
                     else:
-                        self._dispatch(item, peer, name, writer.write)
-        except (SipParseError, TimeoutError, ConnectionError, ssl.SSLError) as err:
+                        # Each further message in one read costs a message token too.
+                        if i and flood is not None and not flood.admit(peer[0], 0, now):
+                            raise ConnectionError("source over its flood budget")
+                        self.on_message(item, peer, name)
+                if framer.buffered == 0:
+                    pending_since = None
+                elif pending_since is None or items:
+                    pending_since = now  # a new message started in this read
+        except TimeoutError:
+            self.deadline_closes += late
+            why = "no complete message within the header deadline" if late else "idle"
+            log.info("closing %s connection from %s: %s", name, peer, why)
+        except (SipParseError, ConnectionError, ssl.SSLError) as err:
             log.info("closing %s connection from %s: %s", name, peer, err or type(err).__name__)
         finally:
             self.connections.pop((name, peer[0], peer[1]), None)

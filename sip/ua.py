@@ -14,15 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from trunkline.core.net import HostPort, bind_udp_and_tcp
-from trunkline.sip.dialog import Dialog, new_tag
+from trunkline.sip.dialog import Dialog
 from trunkline.sip.headers import NameAddr, Via
+from trunkline.sip.ids import new_branch, new_tag
 from trunkline.sip.message import Request, Response
 from trunkline.sip.stack import Incoming, SipStack
-from trunkline.sip.transaction import (
-    Addr,
-    Timers,
-    new_branch,
-)
+from trunkline.sip.transaction import Addr, Timers
 from trunkline.sip.uri import SipUri, parse_uri
 
 ANSWER_SDP = (
@@ -52,11 +49,12 @@ class UserAgent:
         self.sdp = sdp  # offered and answered; "{ip}" becomes `host`
         self.last_invite: Request | None = None  # the last INVITE received, as it arrived
         self.timers = timers or Timers()
-        self.stack = SipStack(self._on_request, self._on_stray_response, self.timers)
-        self.layer, self.transport = self.stack.layer, self.stack.transport
+        self.stack = SipStack(
+            self._on_request, self._on_stray_response, self.timers
+        )  # it retransmits our 2xx
+        self.transport = self.stack.transport  # listening and TLS settings: the UA assembles its I/O
         self.ring = ring
         self.dialogs: dict[tuple[str, str, str], Dialog] = {}
-        self.pending_2xx: dict[tuple[str, int], tuple[Response, Addr, str]] = {}  # (call-id, cseq)
         self.calls_answered = 0
         self.byes = 0
         self.seen: list[Seen] = []  # every request received and final response to ours, in order
@@ -89,15 +87,14 @@ class UserAgent:
         m = msg.method
         self._saw(m, inc.addr, inc.transport)
         if m == "ACK":
-            self.pending_2xx.pop((msg.call_id, msg.cseq.seq), None)
-        elif m == "INVITE":
+            return  # the stack stopped retransmitting our 2xx
+        if m == "INVITE":
             self._answer_invite(msg, inc)
         elif m == "CANCEL":
-            key = self.layer.invite_for_cancel(msg)
+            # Every INVITE is answered at once, so a CANCEL finds none still pending (481), unless the
+            # INVITE is still being answered.
+            key = self.stack.invite_for_cancel(msg)
             self._respond(msg.create_response(200 if key else 481))
-            if key:
-                invite = self.layer.transactions[key].request
-                self._respond(invite.create_response(487, to_tag=new_tag()))
         elif m == "BYE":
             dialog = self.dialogs.pop((msg.call_id, msg.to.tag or "", msg.from_.tag or ""), None)
             self.byes += dialog is not None
@@ -111,8 +108,13 @@ class UserAgent:
             resp.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
             self._respond(resp)
 
+    def _local(self, transport: str) -> Addr:
+        where = self.stack.local_address(transport) or self.stack.local_address("udp")
+        assert where is not None, "the UA is not listening"
+        return where
+
     def _contact(self, transport: str) -> NameAddr:
-        host, port = self.transport.local.get(transport, self.transport.local["udp"])
+        host, port = self._local(transport)
         params: dict[str, str | None] = {} if transport == "udp" else {"transport": transport}
         return NameAddr(SipUri("sip", "", "ua", None, host, port, params))
 
@@ -128,32 +130,11 @@ class UserAgent:
         dialog = Dialog.from_uas(invite, ok)
         self.dialogs[dialog.id] = dialog
         self.calls_answered += 1
-        self._respond(ok)
-        assert inc.key is not None
-        dest = self.layer.transactions[inc.key].addr
-        if inc.transport == "udp":
-            key = (invite.call_id, invite.cseq.seq)
-            self.pending_2xx[key] = (ok, dest, inc.transport)
-            task = asyncio.ensure_future(self._retransmit_2xx(key))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _retransmit_2xx(self, key: tuple[str, int]) -> None:
-        interval, waited = self.timers.t1, 0.0
-        while waited < 64 * self.timers.t1:
-            await asyncio.sleep(interval)
-            waited += interval
-            entry = self.pending_2xx.get(key)
-            if entry is None:
-                return
-            resp, dest, transport = entry
-            self.transport.send(resp.to_bytes(), dest, transport)
-            interval = min(2 * interval, self.timers.t2)
-        self.pending_2xx.pop(key, None)
+        self._respond(ok)  # retransmitted by the stack until the ACK (RFC 3261 13.3.1.4)
 
     # -- UAC ----------------------------------------------------------------------------------------
     def _via(self, transport: str) -> Via:
-        host, port = self.transport.local.get(transport, self.transport.local["udp"])
+        host, port = self._local(transport)
         return Via(transport.upper(), host, port, {"branch": new_branch(), "rport": None})
 
     async def request(self, req: Request, addr: Addr, transport: str) -> Response:
@@ -206,4 +187,4 @@ class UserAgent:
         if dialog is None:
             return
         ack = dialog.create_request("ACK", self._via(transport), cseq=resp.cseq.seq)
-        self.transport.send(ack.to_bytes(), addr, transport)
+        self.stack.send_ack(ack, addr, transport)

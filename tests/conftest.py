@@ -4,8 +4,6 @@ kube-apiserver, helm); the marker is set by the folder a test lives in."""
 from __future__ import annotations
 
 import asyncio
-import operator
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,16 +12,12 @@ from typing import TYPE_CHECKING
 import pytest
 import uvloop
 
+from tests.support.ports import free_port
+
 if TYPE_CHECKING:
     from tests.support.redis_server import RedisProcess
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# The repo's `operator/` folder is `trunkline.operator`; if the repo root ever lands on sys.path (e.g.
-# `python -m pytest` from the root) it would shadow the standard library and break imports far away.
-assert not str(operator.__file__).startswith(str(ROOT)), (
-    f"stdlib `operator` is shadowed by {operator.__file__}: run the `pytest` script, not `python -m pytest`"
-)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,22 +25,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         level = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
         if level in ("integration", "e2e"):
             item.add_marker(getattr(pytest.mark, level))
-
-
-def free_port(kind: socket.SocketKind = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP right now on `host`."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, kind) as a:
-            a.bind((host, 0))
-            port = int(a.getsockname()[1])
-            other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
-            with socket.socket(socket.AF_INET, other) as b:
-                try:
-                    b.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
 
 
 @pytest.fixture
@@ -64,7 +42,7 @@ def pbx_port() -> int:
 @pytest.fixture
 def redis(tmp_path: Path) -> Iterator[RedisProcess]:
     """A real redis-server of the test's own, on a free loopback port."""
-    from tests.support.redis_server import start_redis  # it imports this module (free_port)
+    from tests.support.redis_server import start_redis
 
     proc = start_redis(tmp_path / "redis")
     yield proc

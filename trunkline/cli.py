@@ -2,7 +2,7 @@
 
   trunkline validate -f PATH...   check manifests (files or folders of multi-document YAML)
   trunkline up -f PATH...         the embedded default: control + edge + media in one process
-  trunkline control|edge|media    one component per process, as run in Kubernetes
+  trunkline control|edge|media|cdr  one component per process, as run in Kubernetes
   trunkline operator              the Kubernetes operator (kopf)
 
 Every error a user can cause is one readable line and a non-zero exit, never a traceback.
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from trunkline import __version__
-from trunkline.core import logs
-from trunkline.core.manifests import load
+from trunkline.core import logs, observability
+from trunkline.core.manifests import load, security_warnings
 from trunkline.core.net import ConfigError
 from trunkline.core.runner import run
 
@@ -44,6 +45,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if problems:
         print(f"{len(problems)} problem(s)")
         return 1
+    for warning in security_warnings(config):
+        print(warning)
     print(f"ok: {config.summary()}")
     return 0
 
@@ -60,6 +63,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     return _run_async(lambda: up(opts))
 
 
+def cmd_ladder(args: argparse.Namespace) -> int:
+    from trunkline.ladder import LadderError, ladder
+
+    try:
+        print(ladder(args.ident, args.jaeger, args.otlp_file, args.html), end="")
+    except LadderError as exc:
+        print(f"trunkline ladder: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _run_async(main: Callable[[], Coroutine[Any, Any, object]]) -> int:
     result = run(main())
     return int(result) if isinstance(result, int) else 0
@@ -70,6 +84,7 @@ COMPONENTS = {
     "edge": ("a SIP edge (B2BUA)", "trunkline.edge.server"),
     "media": ("a media relay", "trunkline.media.server"),
     "operator": ("the Kubernetes operator (kopf)", "trunkline.operator.main"),
+    "cdr": ("the CDR exporter (store stream -> JSON lines, PostgreSQL, webhook)", "trunkline.cdr.server"),
 }
 
 
@@ -79,14 +94,56 @@ def run_component(name: str, argv: list[str]) -> int:
     return int(main(argv) or 0)
 
 
-def build_parser() -> argparse.ArgumentParser:
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_LEVEL_ENV = "TRUNKLINE_LOG_LEVEL"  # what the operator's pods set; every component reads it
+
+
+class UsageError(Exception):
+    """A bad global flag: one line, exit 2."""
+
+
+def take_log_level(words: list[str]) -> tuple[str | None, list[str]]:
+    """`--log-level X` or `--log-level=X` anywhere before a `--` (before or after the command), and
+    the other words. The global flag is taken out here, so no component's own parser has to know it."""
+    level, rest, i = None, [], 0
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            rest += words[i:]
+            break
+        if word == "--log-level" or word.startswith("--log-level="):
+            if "=" in word:
+                value = word.split("=", 1)[1]
+            elif i + 1 < len(words):
+                value, i = words[i + 1], i + 1
+            else:
+                raise UsageError("--log-level needs a value")
+            level = check_log_level(value, "--log-level")
+        else:
+            rest.append(word)
+        i += 1
+    return level, rest
+
+
+def check_log_level(value: str, where: str) -> str:
+    if value.upper() not in LOG_LEVELS:
+        choices = ", ".join(level.lower() for level in LOG_LEVELS)
+        raise UsageError(f"{where}: {value!r} is not one of {choices}")
+    return value.upper()
+
+
+def build_parser(log_level: str = "INFO") -> argparse.ArgumentParser:
     parser = _Parser(prog="trunkline", description="Kubernetes-native, distributed SIP trunking.")
     parser.add_argument("--version", action="version", version=f"trunkline {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default=log_level, type=str.upper, choices=LOG_LEVELS, metavar="LEVEL",
+        help=f"debug, info, warning or error; before or after the command (default: ${LOG_LEVEL_ENV}, info)",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     validate = sub.add_parser("validate", help="check manifests and exit")
     _add_files(validate)
+    observability.add_arguments(validate)
     validate.set_defaults(run=cmd_validate)
 
     up = sub.add_parser("up", help="run control, edge and media in one process (the embedded default)")
@@ -115,7 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--cdr", metavar="PATH", help="append one JSON line per call ('-': standard output)")
     up.add_argument("--no-relay", action="store_true", help="pass SDP through unchanged (no media anchoring)")
+    observability.add_arguments(up)
     up.set_defaults(run=cmd_up)
+
+    ladder = sub.add_parser("ladder", help="a call's SIP message sequence chart, from its trace")
+    ladder.add_argument("ident", metavar="CALL-ID|TRACE-ID", help="a Call-ID of either leg, or a trace id")
+    source = ladder.add_mutually_exclusive_group(required=True)
+    source.add_argument("--jaeger", metavar="URL", help="Jaeger's query address, e.g. http://127.0.0.1:16686")
+    source.add_argument("--otlp-file", metavar="FILE", help="OTLP/JSON traces (a collector's file exporter)")
+    ladder.add_argument("--html", metavar="OUT", help="also write a self-contained page with span timing")
+    observability.add_arguments(ladder)
+    ladder.set_defaults(run=cmd_ladder)
 
     for name, (what, _) in COMPONENTS.items():
         sub.add_parser(name, help=f"{what}, as its own process (see trunkline {name} --help)", add_help=False)
@@ -123,12 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        level, words = take_log_level(list(sys.argv[1:] if argv is None else argv))
+        level = level or check_log_level(os.environ.get(LOG_LEVEL_ENV) or "INFO", f"${LOG_LEVEL_ENV}")
+    except UsageError as exc:
+        print(f"trunkline: error: {exc} (see trunkline --help)", file=sys.stderr)
+        return 2
+    # Components read the level from the environment (their own flags default to it).
+    os.environ[LOG_LEVEL_ENV] = level
+    logs.setup(level)
     if words and words[0] in COMPONENTS:
         return run_component(words[0], words[1:])
-    args = build_parser().parse_args(words)
-    logs.setup(args.log_level)
+    args = build_parser(level).parse_args(words)
     try:
+        observability.configure(args.command, args, args.log_level)
         return int(args.run(args))
     except ConfigError as exc:
         print(f"trunkline {args.command}: {exc}", file=sys.stderr)

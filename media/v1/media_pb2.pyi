@@ -19,7 +19,7 @@ class Crypto(_message.Message):
     def __init__(self, suite: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
 
 class LegSpec(_message.Message):
-    __slots__ = ("remote_address", "remote_rtp_port", "remote_rtcp_port", "rtcp_mux", "crypto", "clock_rate", "want_srtp")
+    __slots__ = ("remote_address", "remote_rtp_port", "remote_rtcp_port", "rtcp_mux", "crypto", "clock_rate", "want_srtp", "signalling_address")
     REMOTE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REMOTE_RTP_PORT_FIELD_NUMBER: _ClassVar[int]
     REMOTE_RTCP_PORT_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class LegSpec(_message.Message):
     CRYPTO_FIELD_NUMBER: _ClassVar[int]
     CLOCK_RATE_FIELD_NUMBER: _ClassVar[int]
     WANT_SRTP_FIELD_NUMBER: _ClassVar[int]
+    SIGNALLING_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     remote_address: str
     remote_rtp_port: int
     remote_rtcp_port: int
@@ -34,7 +35,8 @@ class LegSpec(_message.Message):
     crypto: Crypto
     clock_rate: int
     want_srtp: bool
-    def __init__(self, remote_address: _Optional[str] = ..., remote_rtp_port: _Optional[int] = ..., remote_rtcp_port: _Optional[int] = ..., rtcp_mux: _Optional[bool] = ..., crypto: _Optional[_Union[Crypto, _Mapping]] = ..., clock_rate: _Optional[int] = ..., want_srtp: _Optional[bool] = ...) -> None: ...
+    signalling_address: str
+    def __init__(self, remote_address: _Optional[str] = ..., remote_rtp_port: _Optional[int] = ..., remote_rtcp_port: _Optional[int] = ..., rtcp_mux: _Optional[bool] = ..., crypto: _Optional[_Union[Crypto, _Mapping]] = ..., clock_rate: _Optional[int] = ..., want_srtp: _Optional[bool] = ..., signalling_address: _Optional[str] = ...) -> None: ...
 
 class LegAllocation(_message.Message):
     __slots__ = ("address", "rtp_port", "rtcp_port", "crypto")

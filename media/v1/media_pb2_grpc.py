@@ -78,14 +78,19 @@ class MediaRelayServicer:
 
     def CreateSession(self, request, context):
         """Allocates ports for both legs and starts relaying. Fails with UNAVAILABLE while draining,
-        RESOURCE_EXHAUSTED when the port range is full, ALREADY_EXISTS for a known session_id.
+        RESOURCE_EXHAUSTED when the port range is full or the caller holds too many sessions,
+        ALREADY_EXISTS for a known session_id, INVALID_ARGUMENT for an address the relay's media policy
+        refuses (unspecified, loopback unless allowed, link-local, multicast, denied networks, host names)
+        or an inactivity timeout below the relay's floor.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateSession(self, request, context):
-        """Changes the parties' addresses or keys (answer SDP, re-INVITE); the relay's ports stay.
+        """Changes the parties' addresses or keys (answer SDP, re-INVITE); the relay's ports stay. A leg
+        whose remote_address or signalling_address changes learns its party's source address again;
+        otherwise the source it learned stays the only one accepted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -21,9 +21,9 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.conftest import free_port
 from tests.support import sipp
 from tests.support.certs import write_plane_certs
+from tests.support.ports import free_port
 from tests.support.wait import wait_for
 from trunkline.control.kube_source import KubeSource, connect
 from trunkline.control.store import ALL_KINDS, ConfigStore, Watch

@@ -31,6 +31,9 @@ VALUES = (
     "edge.tls.enabled=true",
     "redis.sentinel.addresses={sentinel-0:26379,sentinel-1:26379}",
     "redis.passwordSecret.name=redis-auth",
+    "logLevel=warning",
+    "cdr.postgresDsnSecret.name=billing-db",
+    "cdr.postgresDsnSecret.key=dsn",
 )
 
 
@@ -66,6 +69,12 @@ def test_data_plane_follows_the_values(k: Cluster) -> None:
     assert runtime["data"]["TRUNKLINE_REDIS_SENTINELS"] == "sentinel-0:26379,sentinel-1:26379"
     control = wait_for(lambda: k.get("deployment", f"{PREFIX}-control"), "the control Deployment")
     assert control["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == ["--namespace", k.ns]
+    exporter = wait_for(lambda: k.get("deployment", f"{PREFIX}-cdr"), "the CDR exporter Deployment")
+    [container] = exporter["spec"]["template"]["spec"]["containers"]
+    assert "--postgres" in container["args"]
+    [dsn] = [e for e in container["env"] if e["name"] == "TRUNKLINE_CDR_POSTGRES_DSN"]
+    assert dsn["valueFrom"]["secretKeyRef"] == {"name": "billing-db", "key": "dsn"}
+    assert runtime["data"]["TRUNKLINE_CDR_STREAM"] == "trunkline:cdr"
 
 
 def test_resources_reconcile_with_namespace_rbac(k: Cluster) -> None:
@@ -80,3 +89,17 @@ def test_switching_media_kind_removes_the_old_workload(k: Cluster) -> None:
     wait_for(lambda: k.get("deployment", f"{PREFIX}-media"), "the media Deployment")
     wait_for(lambda: k.get("daemonset", f"{PREFIX}-media") is None, "the media DaemonSet to go")
     wait_for(lambda: k.get("horizontalpodautoscaler", f"{PREFIX}-edge"), "the edge HPA")
+
+
+def test_every_edge_pod_mounts_the_operators_nonce_secret(k: Cluster) -> None:
+    """The operator, with the chart's RBAC, writes the nonce keys and mounts them in the edge pods."""
+    secret = wait_for(lambda: k.get("secret", f"{PREFIX}-nonce"), "the nonce Secret")
+    assert secret["data"]["keys"] and "trunkline.io/nonce-key-rotated-at" in secret["metadata"]["annotations"]
+    edge = wait_for(lambda: k.get("deployment", f"{PREFIX}-edge"), "the edge Deployment")
+    pod = edge["spec"]["template"]["spec"]
+    volume = {"name": "nonce", "secret": {"secretName": f"{PREFIX}-nonce", "defaultMode": 420}}
+    assert volume in pod["volumes"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--nonce-secret-file") + 1] == "/etc/trunkline/nonce/keys"
+    runtime = wait_for(lambda: k.get("configmap", f"{PREFIX}-runtime"), "the runtime ConfigMap")
+    assert runtime["data"]["TRUNKLINE_LOG_LEVEL"] == "warning"

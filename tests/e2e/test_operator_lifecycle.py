@@ -61,9 +61,9 @@ def install(cp: ControlPlane, *values: str) -> Cluster:
     return Cluster(cp, namespace)
 
 
-def _operator_args(cluster: Cluster) -> list[str]:
+def _operator_args(cluster: Cluster, prefix: str = PREFIX) -> list[str]:
     """The operator's arguments as the chart's Deployment has them (health on a free local port)."""
-    deployment = cluster.get("deployment", f"{PREFIX}-operator")
+    deployment = cluster.get("deployment", f"{prefix}-operator")
     assert deployment is not None
     args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "operator"
@@ -72,15 +72,17 @@ def _operator_args(cluster: Cluster) -> list[str]:
 
 
 @contextlib.contextmanager
-def run_operator(cluster: Cluster, workdir: Path) -> Iterator[Path]:
+def run_operator(cluster: Cluster, workdir: Path, prefix: str = PREFIX) -> Iterator[Path]:
     """Run the operator as the chart would, with its ServiceAccount's token (so with the chart's RBAC)."""
     cp = cluster.cp
-    token = cp.kubectl("create", "token", f"{PREFIX}-operator", "-n", cluster.ns).stdout.strip()
+    token = cp.kubectl("create", "token", f"{prefix}-operator", "-n", cluster.ns).stdout.strip()
     kubeconfig = json.loads(cp.kubeconfig.read_text())
     kubeconfig["users"][0]["user"] = {"token": token}
     (workdir / "kubeconfig").write_text(json.dumps(kubeconfig))
     log = workdir / "operator.log"
-    code = f"from trunkline.operator.main import main; raise SystemExit(main({_operator_args(cluster)!r}))"
+    # Through the `trunkline` entry point, as the container runs it (global flags such as --log-level).
+    argv = ["operator", *_operator_args(cluster, prefix)]
+    code = f"from trunkline.cli import main; raise SystemExit(main({argv!r}))"
     env = {**cp.env(), "KUBECONFIG": str(workdir / "kubeconfig")}
     with log.open("w") as out:
         # cwd outside the repo: its `operator/` folder must not shadow the standard library's.
@@ -150,7 +152,7 @@ def test_operator_writes_the_data_plane(k: Cluster) -> None:
         ("configmap", f"{PREFIX}-runtime"), ("deployment", f"{PREFIX}-control"),
         ("service", f"{PREFIX}-control"), ("deployment", f"{PREFIX}-edge"), ("service", f"{PREFIX}-edge-udp"),
         ("service", f"{PREFIX}-edge-tcp"), ("horizontalpodautoscaler", f"{PREFIX}-edge"),
-        ("deployment", f"{PREFIX}-media"),
+        ("deployment", f"{PREFIX}-media"), ("deployment", f"{PREFIX}-cdr"),
     ]  # fmt: skip
     for kind, name in names:
         obj = wait_for(lambda kind=kind, name=name: k.get(kind, name), f"{kind} {name}")

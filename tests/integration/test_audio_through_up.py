@@ -13,7 +13,7 @@ from pathlib import Path
 import pylibsrtp
 import pytest
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
 from tests.support.trunkline_up import Up, manifests
 from trunkline.media.testing import Party, pcmu_stream
 from trunkline.sip.message import Response

@@ -9,8 +9,8 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import free_port
 from tests.support import sipp
+from tests.support.ports import free_port
 from tests.support.redis_server import RedisProcess
 from tests.support.trunkline_up import Up, manifests
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
 from tests.support import sipp
 from tests.support.dns_server import DnsServer
+from tests.support.ports import free_port
 from tests.support.trunkline_up import Up, manifests
 
 # The carrier answers with a Contact naming a host; its BYE and 200 come from the same SIPp.

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import free_port
 from tests.support import sipp
 from tests.support.certs import tls_contexts
+from tests.support.ports import free_port
 from tests.support.stunnel import stunnel
 from tests.support.trunkline_up import Up, manifests
 

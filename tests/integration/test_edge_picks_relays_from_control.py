@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
 from tests.support.trunkline_up import BIN, Up, manifests
 from trunkline.control.v1 import control_pb2, control_pb2_grpc
 from trunkline.media.testing import Party, pcmu_stream
@@ -87,10 +87,12 @@ class Plane:
         for i, relay_id in enumerate(relays):
             ports = range(low + i * PORTS_PER_RELAY, low + (i + 1) * PORTS_PER_RELAY)
             port = free_port()
+            # No timeout floor: `load` gives relays sessions that never time out.
             proc = self.spawn(relay_id, "media", "--listen", f"127.0.0.1:{port}", "--workers", "1",
                               "--media-listen", "127.0.0.1", "--media-ports", f"{ports[0]}-{ports[-1]}",
                               "--control", self.control, "--relay-id", relay_id, "--insecure-grpc",
-                              "--inactivity-timeout", str(inactivity_timeout))  # fmt: skip
+                              "--inactivity-timeout", str(inactivity_timeout),
+                              "--min-inactivity-timeout", "0")  # fmt: skip
             self.relays[relay_id] = Relay(relay_id, port, ports, proc)
         self.edge = Up(self.workdir / "edge", manifests(self.carrier_port, free_port()),
                        ["--control", self.control, "--insecure-grpc", *edge_flags],

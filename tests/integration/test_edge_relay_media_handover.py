@@ -16,7 +16,7 @@ import pytest
 from trunkline.control.client import RelayPicker
 from trunkline.control.server import ControlServer
 from trunkline.core.models import Trunk
-from trunkline.edge.b2bua import Call, Leg
+from trunkline.edge.call import Call, Leg
 from trunkline.edge.cdr import CallRecord, Direction
 from trunkline.edge.media import RelayMedia
 from trunkline.media.server import MediaServer

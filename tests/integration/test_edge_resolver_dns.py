@@ -16,8 +16,8 @@ import dns.message
 import dns.rcode
 import pytest
 
-from tests.conftest import free_port
 from tests.support.dns_server import DnsServer
+from tests.support.ports import free_port
 from trunkline.edge.resolver import Hop, Resolver
 from trunkline.sip.uri import SipUri, parse_uri
 

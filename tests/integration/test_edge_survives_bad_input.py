@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
 from tests.support import sipp
+from tests.support.ports import free_port
 from tests.support.trunkline_up import Up, manifests
 
 MALFORMED_INVITE = (
@@ -99,4 +99,4 @@ def test_a_source_that_keeps_failing_auth_is_locked_out(up: Up) -> None:
     assert all(a is not None and a.startswith("SIP/2.0 407") for a in answers[:10]), answers
     assert all(a is not None and a.startswith("SIP/2.0 403") for a in answers[10:20]), answers
     assert answers[20] is None  # no more answers for this source
-    assert "why='nonce not issued by us'" in up.output()
+    assert 'why="nonce not issued by us"' in up.output()

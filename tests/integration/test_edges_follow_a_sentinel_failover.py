@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from redis import asyncio as aioredis
 
-from tests.conftest import free_port
 from tests.support import sipp
+from tests.support.ports import free_port
 from tests.support.redis_server import RedisProcess, start_redis
 from tests.support.trunkline_up import Up, manifests
 from trunkline.core.state_redis import RedisStore

@@ -3,6 +3,7 @@ good at the other, and a trunk's channel cap counts the calls of both."""
 
 from __future__ import annotations
 
+import base64
 import re
 import socket
 from collections.abc import Iterator
@@ -10,24 +11,43 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
 from tests.support import sipp
+from tests.support.ports import free_port
 from tests.support.redis_server import RedisProcess
 from tests.support.trunkline_up import Up, manifests
 from trunkline.edge.digest import digest_response
+from trunkline.operator.builders import NONCE_FILE
+from trunkline.operator.nonce import current_keys, nonce_secret_update
+from trunkline.operator.platform import Platform
+
+
+def operator_nonce_keys() -> str:
+    """The file the operator's nonce Secret puts in every edge pod, once rotated: two keys."""
+    platform = Platform()
+    first = nonce_secret_update(platform, "voice", None, now=0.0)
+    rotated = nonce_secret_update(platform, "voice", first, now=25 * 3600.0)
+    assert rotated is not None and len(current_keys(rotated)) == 2
+    return base64.b64decode(rotated["data"][NONCE_FILE]).decode()
 
 
 @pytest.fixture
-def edges(tmp_path: Path, redis: RedisProcess, carrier_port: int) -> Iterator[tuple[Up, Up]]:
-    secret = tmp_path / "nonce-secret"
-    secret.write_text("the same for every edge")
+def edges(
+    request: pytest.FixtureRequest, tmp_path: Path, redis: RedisProcess, carrier_port: int
+) -> Iterator[tuple[Up, Up]]:
+    """Two edges on one Redis; each reads its nonce keys from a file (in Kubernetes: the mounted
+    Secret). With "different secrets" each edge has its own, as operator-built pods had before."""
+    kind = getattr(request, "param", "hand-written")
+    texts = {"hand-written": "the same for every edge", "operator Secret": operator_nonce_keys()}
     text = manifests(carrier_port, free_port(), channels=1)
-    shared = ["--redis", redis.url, "--nonce-secret-file", str(secret)]
-    a = Up(tmp_path / "a", text, shared, command="edge").start()
-    b = Up(tmp_path / "b", text, shared, command="edge").start()
-    yield a, b
-    a.stop()
-    b.stop()
+    started = []
+    for name in ("a", "b"):
+        secret = tmp_path / f"nonce-{name}"
+        secret.write_text(texts.get(kind, f"edge {name}'s own"))
+        args = ["--redis", redis.url, "--nonce-secret-file", str(secret)]
+        started.append(Up(tmp_path / name, text, args, command="edge").start())
+    yield started[0], started[1]
+    for edge in started:
+        edge.stop()
 
 
 def invite(edge: Up, branch: str, cseq: int, auth: str = "") -> bytes:
@@ -58,8 +78,9 @@ def final_response(sock: socket.socket, branch: str) -> str:
             return text
 
 
+@pytest.mark.parametrize("edges", ["hand-written", "operator Secret", "different secrets"], indirect=True)
 def test_a_nonce_from_one_edge_is_good_at_the_other(
-    edges: tuple[Up, Up], tmp_path: Path, carrier_port: int
+    edges: tuple[Up, Up], tmp_path: Path, carrier_port: int, request: pytest.FixtureRequest
 ) -> None:
     a, b = edges
     gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port)
@@ -83,7 +104,11 @@ def test_a_nonce_from_one_edge_is_good_at_the_other(
             answer = final_response(pbx, "two")
     finally:
         sipp.stop(gateway)
-    assert answer.startswith("SIP/2.0 200 "), answer + b.output()
+    if request.node.callspec.params["edges"] == "different secrets":
+        # Each pod its own key (operator-built pods before the shared Secret): the answer is refused.
+        assert answer.split()[1] in ("401", "403", "407"), answer
+    else:
+        assert answer.startswith("SIP/2.0 200 "), answer + b.output()
 
 
 def test_the_channel_cap_counts_calls_on_every_edge(

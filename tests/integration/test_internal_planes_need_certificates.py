@@ -13,9 +13,9 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.conftest import free_port
 from tests.support.certs import write_plane_certs
 from tests.support.media_relay import BIN, RelayProcess, media_ports
+from tests.support.ports import free_port
 from tests.support.trunkline_up import Up, manifests
 from tests.support.wait import wait_for
 from trunkline.control.client import RelayPicker

@@ -108,13 +108,17 @@ async def test_symmetric_latching_onto_the_real_source(parties):
         ports = (created.leg_a.rtp_port, created.leg_b.rtp_port)
         b.send(rtp_packet(1, 0, 2, b"early"), ports[1])
         assert (await a.recv())[0].endswith(b"early")  # before A speaks: to the SDP address
-        behind_nat.send(rtp_packet(1, 0, 1, b"hello"), ports[0])
-        assert (await b.recv())[0].endswith(b"hello")
+        # Not the SDP's address: a probation of 4 packets in a row (one SSRC, consecutive sequence
+        # numbers) from the SDP's host; the 4th is the first relayed.
+        for seq in range(1, 5):
+            behind_nat.send(rtp_packet(seq, seq * 160, 1, b"hello%d" % seq), ports[0])
+        assert (await b.recv())[0].endswith(b"hello4") and await b.nothing()
         b.send(rtp_packet(2, 160, 2, b"back"), ports[1])
         assert (await behind_nat.recv())[0].endswith(b"back")  # latched: to where A really is
         assert await a.nothing()
         stats = (await stub.GetSessionStats(media_pb2.GetSessionStatsRequest(session_id="nat"))).stats
         assert stats.leg_a.latches == 1 and stats.leg_a.rtp_peer == f"{HOST}:{behind_nat.port}"
+        assert stats.leg_a.dropped_unexpected_source == 3
     behind_nat.close()
 
 
@@ -140,7 +144,8 @@ async def test_hijack_from_a_stranger_is_dropped_and_counted(parties):
     stranger.close()
 
 
-async def test_relatch_after_the_old_source_went_silent(parties, monkeypatch):
+async def test_no_relatch_after_the_party_went_silent(parties):
+    """RTP Bleed: a source that waits for a pause and then sends a clean stream gets nothing."""
     a, b = parties
     moved = Party()
     async with relay() as (_server, stub):
@@ -148,13 +153,16 @@ async def test_relatch_after_the_old_source_went_silent(parties, monkeypatch):
         ports = (created.leg_a.rtp_port, created.leg_b.rtp_port)
         a.send(rtp_packet(1, 0, 1, b"old"), ports[0])
         await b.recv()
-        await asyncio.sleep(1.1)  # LatchPolicy.relatch_silence: A's old address went quiet
-        for seq in range(5):
+        await asyncio.sleep(1.5)  # a pause in A's audio (the old relay re-latched after 1 s)
+        for seq in range(20):
             moved.send(rtp_packet(2 + seq, 160 * seq, 1, b"new"), ports[0])
-            await asyncio.sleep(0.01)
-        assert (await b.recv())[0].endswith(b"new")  # the 5th consistent packet re-latches
         b.send(rtp_packet(1, 0, 2, b"to-a"), ports[1])
-        assert (await moved.recv())[0].endswith(b"to-a")
+        assert (await a.recv())[0].endswith(b"to-a")  # still to A
+        assert await b.nothing() and await moved.nothing()
+        a.send(rtp_packet(2, 160, 1, b"still-a"), ports[0])
+        assert (await b.recv())[0].endswith(b"still-a")
+        stats = (await stub.GetSessionStats(media_pb2.GetSessionStatsRequest(session_id="moved"))).stats
+        assert stats.leg_a.dropped_unexpected_source == 20 and stats.leg_a.latches == 0
     moved.close()
 
 

@@ -12,8 +12,8 @@ import urllib.request
 
 import grpc
 
-from tests.conftest import free_port
 from tests.support.media_relay import BIN, RelayProcess
+from tests.support.ports import free_port
 from trunkline.media.records import REPORT_INTERVAL
 from trunkline.media.testing import Party, leg, rtp_packet
 from trunkline.media.v1 import media_pb2, media_pb2_grpc
@@ -62,7 +62,8 @@ async def test_probes_and_metrics_of_a_relay_process(tmp_path):
                 await asyncio.sleep(0.5)
                 _, text = get(http_port, "/metrics")
             assert metric(text, "trunkline_media_packets_relayed_total") == 10
-            assert metric(text, "trunkline_media_packets_dropped_total") == 1
+            assert metric(text, 'trunkline_media_packets_dropped_total{reason="malformed"}') == 1
+            assert metric(text, 'trunkline_media_packets_dropped_total{reason="source"}') == 0
 
             await stub.Drain(media_pb2.DrainRequest(), timeout=5)
             status, text = get(http_port, "/readyz")

@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.conftest import free_port
 from tests.support.certs import write_self_signed
 from tests.support.media_relay import RelayProcess
+from tests.support.ports import free_port
 from tests.support.redis_server import RedisProcess
 from tests.support.trunkline_up import Up, manifests
 from tests.support.wait import wait_for

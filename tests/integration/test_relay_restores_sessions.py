@@ -12,8 +12,8 @@ import grpc
 import pytest
 from redis import asyncio as aioredis
 
-from tests.conftest import free_port
 from tests.support.media_relay import RelayProcess, Stream
+from tests.support.ports import free_port
 from tests.support.redis_server import RedisProcess, start_redis
 from trunkline.media import rtp
 from trunkline.media.testing import HOST, Party, leg, rtp_packet
@@ -79,7 +79,9 @@ async def test_sessions_come_back_on_the_same_ports_after_sigkill(tmp_path):
         restart = back_at - killed_at
         print(f"relay restart took {restart:.2f} s; longest gap in received packets: "
               + ", ".join(f"{d} {g:.2f} s ({g * 50:.0f} packets)" for d, g in gaps.items()))  # fmt: skip
-        assert all(gap < 3.0 for gap in gaps.values()), gaps
+        # The gap is the restart (process start, on a loaded machine 2-5 s) plus how soon audio flows
+        # again once the relay is back: that part is the relay's, and small.
+        assert all(gap < restart + 1.5 for gap in gaps.values()), (restart, gaps)
         for stream, port in ((a_to_b, port_b), (b_to_a, port_a)):
             after = [(seq, source) for seq, when, source in stream.received if when > back_at]
             assert len(after) >= 80  # 2 s at 50/s, both ways
@@ -145,7 +147,7 @@ async def test_without_redis_the_relay_still_creates_sessions_and_writes_them_la
     redis_server = None
     try:
         assert "cannot read relay media-0's sessions from Redis" in relay.output()
-        assert await relays_audio(relay.target, "call-1") < 1.0
+        await relays_audio(relay.target, "call-1")  # not slowed: see the stalled-Redis test below
         redis_server = RedisProcess(redis_port, tmp_path / "redis").start()
         redis = aioredis.Redis.from_url(url)
         try:  # written once Redis answers (retried every second)

@@ -8,8 +8,8 @@ import pathlib
 
 import pytest
 
-from tests.conftest import free_port
 from tests.support.certs import tls_contexts
+from tests.support.ports import free_port
 from trunkline.sip.transaction import Timers
 from trunkline.sip.ua import UserAgent
 

@@ -17,9 +17,9 @@ import re
 
 import pytest
 
-from tests.conftest import free_port
 from tests.support import sipp
 from tests.support.certs import tls_contexts
+from tests.support.ports import free_port
 from tests.support.stunnel import stunnel
 from trunkline.sip.message import Response
 from trunkline.sip.transaction import Addr, Timers

@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from tests.support.redis_server import RedisProcess, start_redis
-from trunkline.core.state import Admission, Binding, MemoryStore, StateStore, aor_of
-from trunkline.core.state_redis import RedisStore, StoreUnavailable
+from trunkline.core.state import (
+    Admission,
+    Binding,
+    CallEnd,
+    MemoryStore,
+    StateStore,
+    StoreUnavailable,
+    aor_of,
+)
+from trunkline.core.state_redis import RedisStore
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +185,61 @@ async def test_a_stalled_redis_times_out(tmp_path: Path) -> None:
     assert await store.take_call_slot("acme", 10)  # recovers once Redis answers again
     await store.close()
     proc.stop()
+
+
+async def _cdrs(store: StateStore) -> list[str]:
+    if isinstance(store, MemoryStore):
+        return list(store.cdr_stream)
+    assert isinstance(store, RedisStore)
+    entries = await store.redis.xrange(store.cdr_stream)
+    return [fields[b"cdr"].decode() for _, fields in entries]
+
+
+async def test_twenty_concurrent_enders_write_one_cdr(store: StateStore) -> None:
+    assert await store.admit("acme", "c1", 5, None, "edge-a", {"n": 1}, ttl=30) is Admission.ADMITTED
+    await store.save_call("acme", "c1", "edge-a", {"n": 1}, ["d1"], ttl=30)
+    assert await store.channels_in_use("acme") == 1
+    verdicts = await asyncio.gather(
+        *(
+            store.end_call_with_cdr("c1", 0, f'{{"ender":{i}}}', trunk="acme", dialogs=["d1"])
+            for i in range(20)
+        )
+    )
+    assert verdicts.count(CallEnd.ENDED) == 1
+    assert verdicts.count(CallEnd.ALREADY_ENDED) == 19
+    winner = verdicts.index(CallEnd.ENDED)
+    assert await _cdrs(store) == [f'{{"ender":{winner}}}']
+    assert await store.channels_in_use("acme") == 0  # the end freed the channel in the same step
+    assert await store.adopt_call("d1", "edge-b") is None  # and forgot the call and its dialogs
+    assert await store.call_epoch("c1") is None
+    # A later end (a retried BYE, another edge) is refused: still one record.
+    assert await store.end_call_with_cdr("c1", 5, '{"late":1}', trunk="acme") is CallEnd.ALREADY_ENDED
+    assert len(await _cdrs(store)) == 1
+
+
+async def test_a_stale_epoch_stands_down(store: StateStore) -> None:
+    assert await store.call_epoch("c2") is None
+    assert await store.bump_epoch("c2") is None  # no record: nothing to fence
+    assert await store.admit("acme", "c2", None, None, "edge-a", {"n": 2}, ttl=30) is Admission.ADMITTED
+    assert await store.call_epoch("c2") == 0
+    assert await store.bump_epoch("c2") == 1  # edge B takes the call over
+    await store.save_call("acme", "c2", "edge-b", {"n": 2}, ["d2"], ttl=30)
+    assert await store.call_epoch("c2") == 1  # a save keeps the epoch
+    assert await store.end_call_with_cdr("c2", 0, '{"by":"a"}', trunk="acme") is CallEnd.LOST
+    assert await _cdrs(store) == []
+    assert await store.channels_in_use("acme") == 1  # the loser touched nothing
+    assert await store.end_call_with_cdr("c2", 1, '{"by":"b"}', trunk="acme") is CallEnd.ENDED
+    assert await _cdrs(store) == ['{"by":"b"}']
+    assert await store.channels_in_use("acme") == 0
+
+
+async def test_a_call_whose_record_expired_still_gets_its_one_cdr(store: StateStore) -> None:
+    assert await store.admit("acme", "c3", None, None, "edge-a", {}, ttl=1.0) is Admission.ADMITTED
+    assert await store.call_epoch("c3") == 0
+    deadline = asyncio.get_running_loop().time() + 30
+    while await store.call_epoch("c3") is not None:  # its owner never refreshed it: it lapses
+        assert asyncio.get_running_loop().time() < deadline, "the call's record never expired"
+        await asyncio.sleep(0.2)
+    assert await store.end_call_with_cdr("c3", 0, '{"n":3}') is CallEnd.ENDED
+    assert await store.end_call_with_cdr("c3", 0, '{"n":3}') is CallEnd.ALREADY_ENDED
+    assert await _cdrs(store) == ['{"n":3}']

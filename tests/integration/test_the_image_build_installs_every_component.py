@@ -40,7 +40,7 @@ def test_the_wheel_built_like_the_image_runs_every_component(tmp_path: Path) -> 
             shutil.copytree(origin, source / origin.name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(origin, source / origin.name)
-    pip = [sys.executable, "-P", "-m", "pip"]
+    pip = [sys.executable, "-m", "pip"]
     wheels = str(tmp_path / "wheels")
     # "./src", not "src": a bare name is a requirement, and PyPI has a project called src.
     built = subprocess.run([*pip, "wheel", "-q", "--no-deps", "--wheel-dir", wheels, "./src"],
@@ -68,7 +68,7 @@ def test_the_wheel_built_like_the_image_runs_every_component(tmp_path: Path) -> 
         command = [python, "-c", "from trunkline.cli import main; main()", *args]
         return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
 
-    for component in ("control", "edge", "media", "operator"):
+    for component in ("control", "edge", "media", "operator", "cdr"):
         run = trunkline(component, "--help")
         assert run.returncode == 0 and "usage: trunkline" in run.stdout, run.stdout + run.stderr
     validate = trunkline("validate", "-f", str(REPO / "examples"))

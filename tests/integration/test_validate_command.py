@@ -29,3 +29,15 @@ def test_problems_exit_1_naming_file_document_field(trunkline_bin: str, tmp_path
         "2001:db8::/32) (got 'not-a-cidr')",
         "1 problem(s)",
     ]
+
+
+def test_wide_open_trunk_warns_but_validates(trunkline_bin: str, tmp_path: Path) -> None:
+    trunk = tmp_path / "open.yaml"
+    trunk.write_text("apiVersion: trunkline.io/v1alpha1\nkind: Trunk\nmetadata: {name: open}\nspec: {}\n")
+    result = subprocess.run([trunkline_bin, "validate", "-f", str(tmp_path)], capture_output=True, text=True,
+                            timeout=30)  # fmt: skip
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4 and lines[-1] == "ok: 1 trunk(s), 0 DID(s), 0 carrier(s), 0 secret(s)"
+    assert all("warning: " in line for line in lines[:3])
+    assert any("spec.outbound.allowedPrefixes" in line and "any number" in line for line in lines)

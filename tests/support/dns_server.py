@@ -19,7 +19,7 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
 
 READY_NAME = "dns-server-ready.test"
 

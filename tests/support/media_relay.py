@@ -7,15 +7,15 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
+from tests.support.processes import TRUNKLINE
 from trunkline.media.testing import HOST, Party, recvfrom, rtp_packet
 
-BIN = str(Path(sys.executable).parent / "trunkline")
+BIN = TRUNKLINE
 
 
 def media_ports(count: int = 20) -> tuple[int, int]:

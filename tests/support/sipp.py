@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-SCENARIOS = Path(__file__).resolve().parents[1] / "integration" / "sipp"
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"  # shared with bench/
 
 
 @dataclass
@@ -31,7 +31,7 @@ def _sipp() -> str:
 
 
 def uas(workdir: Path, ip: str, port: int, *extra: str, scenario: str = "uas") -> subprocess.Popen[str]:
-    """A SIPp UAS (built-in `uas` or a scenario file in tests/integration/sipp) on ip:port."""
+    """A SIPp UAS (built-in `uas` or a scenario file in tests/support/scenarios) on ip:port."""
     workdir.mkdir(parents=True, exist_ok=True)
     which = ["-sn", scenario] if scenario == "uas" else ["-sf", str(SCENARIOS / scenario)]  # absolute wins
     return subprocess.Popen(

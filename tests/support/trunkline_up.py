@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
+from tests.support.processes import TRUNKLINE, http_ready, stop, wait_started
 
-BIN = str(Path(sys.executable).parent / "trunkline")
+BIN = TRUNKLINE
 
 
 def manifests(carrier_port: int | list[int], pbx_port: int, **trunk_spec: object) -> str:
@@ -72,16 +72,9 @@ class Up:
              *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.output()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"trunkline up never became ready:\n{self.output()}")
+        ready = f"http://127.0.0.1:{self.http_port}/readyz"
+        wait_started(self.proc, lambda: http_ready(ready), f"trunkline {self.command}", self.output)
+        return self
 
     def output(self) -> str:
         return (self.workdir / "trunkline.log").read_text(errors="replace")[-6000:]
@@ -112,12 +105,6 @@ class Up:
 
     def stop(self) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = stop(self.proc)
         self.log.close()
-        return self.proc.returncode
+        return code

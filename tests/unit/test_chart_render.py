@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.support.helm import CHART, find, helm, one, render
 from trunkline.operator.builders import build_data_plane
 from trunkline.operator.platform import MediaKind, parse_platform
-
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "trunkline"
-HELM = Path(os.environ.get("HELM", ROOT / ".cache" / "bin" / "helm"))
-
-
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    assert HELM.exists(), f"no helm binary at {HELM}: scripts/test.sh (tests/e2e/cluster.sh) fetches it"
-    return subprocess.run([str(HELM), *args], capture_output=True, text=True, check=check, timeout=60)
-
-
-def render(*sets: str, namespace: str = "voice") -> list[dict[str, Any]]:
-    args = [f"--set={s}" for s in sets]
-    out = helm("template", "tl", str(CHART), "--namespace", namespace, *args).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
-
-
-def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    (doc,) = find(docs, kind, name)
-    return doc
 
 
 def platform_of(docs: list[dict[str, Any]]) -> Any:
@@ -106,6 +80,23 @@ def test_platform_from_values() -> None:
     assert platform.watchNamespace == "voice"
 
 
+def test_cdr_sinks_from_values() -> None:
+    platform = platform_of(
+        render(
+            "cdr.postgresDsnSecret.name=billing-db",
+            "cdr.postgresDsnSecret.key=dsn",
+            "cdr.webhook.url=https://billing.example.net/cdr",
+            "cdr.webhook.secretRef.name=hook",
+            "cdr.jsonl=false",
+            "cdr.replicas=2",
+        )
+    )
+    assert platform.cdr.postgresDsnSecret is not None and platform.cdr.postgresDsnSecret.key == "dsn"
+    assert platform.cdr.webhook is not None and platform.cdr.webhook.secretRef.name == "hook"
+    assert (platform.cdr.jsonl, platform.cdr.replicas, platform.cdr.stream) == (False, 2, "trunkline:cdr")
+    assert platform_of(render()).cdr.jsonl  # by default: JSON lines in the exporter's log
+
+
 def test_operator_deployment_is_secure_and_standalone() -> None:
     deployment = one(render(), "Deployment", "tl-trunkline-operator")
     spec = deployment["spec"]
@@ -164,17 +155,26 @@ def test_rbac_is_least_privilege() -> None:
     data_plane = rules(docs, "Role", "tl-trunkline-operator-data-plane")
     # Nothing but create may be unnamed; nothing written outside the data plane.
     assert {r for r in data_plane if r[3] == "*"} == {
-        ("", "configmaps", "create", "*"), ("", "services", "create", "*"),
+        ("", "configmaps", "create", "*"), ("", "services", "create", "*"), ("", "secrets", "create", "*"),
         ("apps", "deployments", "create", "*"), ("apps", "daemonsets", "create", "*"),
         ("autoscaling", "horizontalpodautoscalers", "create", "*"),
         ("", "secrets", "create", "*"), ("networking.k8s.io", "networkpolicies", "create", "*"),
         ("cert-manager.io", "certificates", "create", "*"),
     }  # fmt: skip
-    # The only Secrets it may read or change: the internal planes' CA and certificates.
+    # The only Secrets it may read or change: the edges' nonce keys, the internal planes' CA and
+    # certificates.
     assert {r[3] for r in data_plane if r[1] == "secrets" and r[3] != "*"} == {
-        f"tl-trunkline-grpc-{c}" for c in ("ca", "control", "edge", "media")
+        "tl-trunkline-nonce",
+        *(f"tl-trunkline-grpc-{c}" for c in ("ca", "control", "edge", "media")),
     }
     assert ("", "configmaps", "get", "tl-trunkline-platform") in data_plane
+    # ...and only to get and patch them.
+    assert {r[2] for r in data_plane if r[1] == "secrets" and r[3] != "*"} == {"get", "patch"}
+    # The operator may update and remove the CDR exporter's Deployment, and only that one by that name.
+    assert {
+        ("apps", "deployments", "patch", "tl-trunkline-cdr"),
+        ("apps", "deployments", "delete", "tl-trunkline-cdr"),
+    } <= data_plane
     assert not any(verb in ("update", "*", "escalate", "bind") for _, _, verb, _ in watch | data_plane)
     # The control service may only read.
     control = rules(docs, "ClusterRole", "voice-tl-trunkline-control")
@@ -208,6 +208,8 @@ def test_helm_test_hook_checks_control() -> None:
         ("edge.udpService.type=Ingress", "/edge/udpService/type"),
         ("operator.scope=everywhere", "/operator/scope"),
         ("edgee.replicas=3", "edgee"),
+        ("cdr.batch=0", "/cdr/batch"),
+        ("cdr.webhook.url=ftp://x", "/cdr/webhook"),
     ],
 )
 def test_schema_refuses_bad_values(value: str, message: str) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from trunkline.core.models import Trunk
 from trunkline.core.state import MemoryStore
-from trunkline.edge.registrar import Source, register
+from trunkline.edge.registrar import NatSource, register
 from trunkline.sip.message import Request, parse_message
 
 TRUNK = Trunk.model_validate(
     {"metadata": {"name": "acme"}, "spec": {"registration": {"enabled": True, "maxExpires": 600}}}
 )
-PBX = Source("udp", "127.0.0.2", 5060)
+PBX = NatSource("udp", "127.0.0.2", 5060)
 
 
 def req(
@@ -77,7 +77,7 @@ async def test_too_brief_wrong_user_and_disabled() -> None:
 
 async def test_nat_pins_the_binding_to_the_observed_source() -> None:
     store = MemoryStore()
-    natted = Source("udp", "127.0.0.2", 40123)  # the Via says 5060, the packet came from 40123
+    natted = NatSource("udp", "127.0.0.2", 40123)  # the Via says 5060, the packet came from 40123
     await register(req("<sip:acme@192.168.1.20:5060>"), "acme", TRUNK, store, natted, "t")
     [binding] = await store.bindings("sip:acme")
     assert binding.contact == "sip:acme@192.168.1.20:5060" and binding.source == "udp:127.0.0.2:40123"

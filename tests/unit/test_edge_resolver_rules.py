@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
 from trunkline.edge.resolver import (
     Hop,
     Naptr,

@@ -54,3 +54,16 @@ def test_ttl_outlives_the_inactivity_timeout() -> None:
 def test_unreadable_records_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         SessionRecord.from_json(text)
+
+
+def test_a_nat_lock_stays_while_the_sdp_and_signalling_host_stay() -> None:
+    """As in the engine: the lock (here A's NAT address, not its SDP's) outlives an update that keeps
+    the SDP's address and signalling host, and is dropped when the signalling host changes."""
+    kept = record().updated((SRTP_LEG, None), ALLOCATIONS)
+    assert kept.legs[0].rtp_latched == ("203.0.113.5", 40000)
+    signalled = LegConfig(
+        SRTP_LEG.rtp_peer, SRTP_LEG.rtcp_peer, False, PARTY_KEY, signalling_host="203.0.113.5"
+    )
+    relearn = record().updated((signalled, None), ALLOCATIONS)
+    assert relearn.legs[0].rtp_latched is None
+    assert SessionRecord.from_json(relearn.to_json()).legs[0].config.signalling_host == "203.0.113.5"

@@ -52,6 +52,7 @@ def test_data_plane_is_complete_and_owned() -> None:
         ("Service", "trunkline-edge-tcp"),
         ("HorizontalPodAutoscaler", "trunkline-edge"),
         ("Deployment", "trunkline-media"),
+        ("Deployment", "trunkline-cdr"),
     ]
     for obj in objects:
         assert obj["metadata"]["namespace"] == NS
@@ -157,6 +158,16 @@ def test_hpa_owns_the_edge_replica_count() -> None:
     assert ("autoscaling/v2", "HorizontalPodAutoscaler", NS, "trunkline-edge") in stale_objects(fixed, NS)
 
 
+def test_the_cdr_exporter_is_deployed_unless_disabled() -> None:
+    objects = build_data_plane(platform(cdr={"replicas": 2}), NS)
+    [exporter] = [o for o in objects if o["metadata"]["name"] == "trunkline-cdr"]
+    assert exporter["spec"]["replicas"] == 2
+    assert ("apps/v1", "Deployment", NS, "trunkline-cdr") not in stale_objects(platform(), NS)
+    off = platform(cdr={"enabled": False})
+    assert "trunkline-cdr" not in [o["metadata"]["name"] for o in build_data_plane(off, NS)]
+    assert ("apps/v1", "Deployment", NS, "trunkline-cdr") in stale_objects(off, NS)
+
+
 def test_media_as_daemonset_on_the_host_network() -> None:
     p = platform(media={"kind": "DaemonSet", "portRange": {"start": 30000, "end": 30999}})
     media = build_media_workload(p, NS)
@@ -215,7 +226,7 @@ def checksums(p: Platform) -> dict[str, str]:
 
 def test_checksum_rolls_pods_on_runtime_changes_only() -> None:
     before = checksums(platform())
-    assert set(before) == {"trunkline-control", "trunkline-edge", "trunkline-media"}
+    assert set(before) == {"trunkline-control", "trunkline-edge", "trunkline-media", "trunkline-cdr"}
     # Same settings, same checksum: re-applying never restarts anything.
     assert checksums(platform()) == before
     # Settings the pods read at start (here Redis) change every pod's checksum.

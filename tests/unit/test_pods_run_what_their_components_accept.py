@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from trunkline.cdr.server import build_parser as cdr_parser
 from trunkline.control.server import build_parser as control_parser
+from trunkline.core.cdr import CdrSettings
 from trunkline.core.state_redis import url_from_env
 from trunkline.edge.server import build_parser as edge_parser
 from trunkline.media.server import build_parser as media_parser
@@ -18,7 +20,7 @@ from trunkline.operator.builders import build_data_plane
 from trunkline.operator.platform import Platform
 
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
-    "control": control_parser, "edge": edge_parser, "media": media_parser,
+    "control": control_parser, "edge": edge_parser, "media": media_parser, "cdr": cdr_parser,
 }  # fmt: skip
 PLATFORMS = {
     "defaults": {},
@@ -73,6 +75,7 @@ def test_every_container_parses_and_serves_its_probes(name: str, monkeypatch: py
                 )
             if component in ("edge", "media"):
                 assert parsed.control, f"{component} must find the control service"
+            if component in ("edge", "media", "cdr"):
                 assert parsed.redis == url_from_env(env) and parsed.redis, f"{component} must share the store"
 
 
@@ -83,3 +86,51 @@ def test_the_edge_gets_its_tls_listener_and_files(monkeypatch: pytest.MonkeyPatc
     assert parsed.tls_listen == "0.0.0.0:5061"
     assert (parsed.tls_cert, parsed.tls_key) == ("/etc/trunkline/tls/tls.crt", "/etc/trunkline/tls/tls.key")
     assert parsed.redis == "sentinel://:%3CTRUNKLINE_REDIS_PASSWORD%3E@s1:26379,s2:26379/main"
+
+
+def test_the_edges_write_cdrs_into_the_stream_the_exporter_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    platform = Platform.model_validate({"name": "sbc", "cdr": {"stream": "billing:cdr", "batch": 100}})
+    pods = containers(platform)
+    _, edge_env = pods["edge"]
+    assert CdrSettings.from_env(edge_env) == CdrSettings("sbc", "voice", "billing:cdr")
+    cdr_args, cdr_env = pods["cdr"]
+    parsed = parse("cdr", cdr_args, cdr_env, monkeypatch)
+    assert (parsed.stream, parsed.batch, parsed.jsonl, parsed.consumer) == (
+        "billing:cdr",
+        100,
+        "-",
+        "<POD_NAME>",
+    )
+    off = Platform.model_validate({"cdr": {"enabled": False}})
+    assert "cdr" not in containers(off)
+    assert CdrSettings.from_env(containers(off)["edge"][1]).stream is None  # then the edges keep JSON lines
+
+
+def test_the_exporter_takes_its_sinks_secrets_from_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trunkline.cdr.server import build_sinks
+
+    platform = Platform.model_validate({"cdr": {
+        "jsonl": False, "postgresDsnSecret": {"name": "billing-db", "key": "dsn"},
+        "webhook": {"url": "https://billing.example.net/cdr", "secretRef": {"name": "hook", "key": "key"}},
+    }})  # fmt: skip
+    objects = build_data_plane(platform, "voice")
+    [deployment] = [o for o in objects if o["metadata"]["name"] == "trunkline-cdr"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert refs["TRUNKLINE_CDR_POSTGRES_DSN"] == {"name": "billing-db", "key": "dsn"}
+    assert refs["TRUNKLINE_CDR_WEBHOOK_SECRET"] == {"name": "hook", "key": "key"}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    args, env = containers(platform)["cdr"]
+    env = {
+        **env,
+        "TRUNKLINE_CDR_POSTGRES_DSN": "postgresql://u:p@db:5432/cdr",
+        "TRUNKLINE_CDR_WEBHOOK_SECRET": "k",
+    }
+    parsed = parse("cdr", args, env, monkeypatch)
+    assert [sink.name for sink in build_sinks(parsed, env)] == ["postgres", "webhook"]
+    with pytest.raises(ValueError, match="at least one sink"):
+        Platform.model_validate({"cdr": {"jsonl": False}})

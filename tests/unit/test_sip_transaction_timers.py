@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from trunkline.sip import Request, Response, parse_message
+from trunkline.sip.ids import new_branch
 from trunkline.sip.transaction import (
     Deliver,
     Send,
@@ -10,7 +11,6 @@ from trunkline.sip.transaction import (
     Timers,
     TransactionLayer,
     build_cancel,
-    new_branch,
     server_key,
 )
 

@@ -50,7 +50,8 @@ operator.namespaces: those namespaces, a Role in each (no cluster-wide right to 
 {{- end -}}
 
 {{/*
-The platform settings the operator reads (operator/platform.py is their model; keep both in step).
+The platform settings the operator reads (operator/platform.py is their model; values.yaml and its
+schema are generated from operator/values.py, which shares platform.py's field types).
 Values that are chart-only switches (tls.enabled, an empty sentinel list) are turned into the
 model's shape here.
 */}}
@@ -90,6 +91,8 @@ model's shape here.
   "control" $control
   "edge" $edge
   "media" .Values.media
+  "cdr" .Values.cdr
+  "telemetry" .Values.telemetry
   "internalTls" $tls
   "networkPolicies" .Values.networkPolicies
 -}}

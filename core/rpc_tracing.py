@@ -1,0 +1,185 @@
+"""W3C trace context over gRPC: a client span per call that sends `traceparent` in the metadata, and
+a server span per call that continues the caller's trace, so a relay's or control's spans sit under
+the edge's call span in one trace.
+
+Only installed while tracing is on (`client_interceptors()` / `server_interceptors()` return nothing
+otherwise): tracing off, a gRPC call pays nothing. Only calls made inside a span are traced (a media
+call under a call's span, not the relay's heartbeat every few seconds), and a server only continues
+traces its caller sent: no root trace per heartbeat or health probe. Span names and attributes follow
+the RPC semantic conventions (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from trunkline.core import telemetry
+
+_tracer = trace.get_tracer("trunkline.rpc")
+
+
+def _names(method: str | bytes) -> tuple[str, str, str]:
+    """`/pkg.Service/Method` -> (span name `pkg.Service/Method`, service, method)."""
+    text = method.decode() if isinstance(method, bytes) else method
+    service, _, name = text.lstrip("/").rpartition("/")
+    return text.lstrip("/"), service, name
+
+
+def _attributes(method: str | bytes) -> dict[str, str]:
+    _, service, name = _names(method)
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
+def _in_span() -> bool:
+    return bool(trace.get_current_span().get_span_context().is_valid)
+
+
+def _with_traceparent(metadata: Any) -> list[tuple[str, str | bytes]]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    items: list[tuple[str, str | bytes]] = [(str(k), v) for k, v in (metadata or ())]
+    items.extend(carrier.items())
+    return items
+
+
+def _client_span(method: str | bytes) -> Any:
+    return _tracer.start_as_current_span(
+        _names(method)[0], kind=SpanKind.CLIENT, attributes=_attributes(method)
+    )
+
+
+def _details(details: Any, metadata: list[tuple[str, str | bytes]]) -> grpc.aio.ClientCallDetails:
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
+
+
+class _ClientUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        if not _in_span():
+            return await continuation(details, request)
+        name, _, _ = _names(details.method)
+        with _tracer.start_as_current_span(
+            name, kind=SpanKind.CLIENT, attributes=_attributes(details.method), record_exception=False
+        ) as span:
+            call = await continuation(_details(details, _with_traceparent(details.metadata)), request)
+            try:
+                await call  # the span lasts until the answer (the caller awaits the same call object)
+            except grpc.aio.AioRpcError as exc:
+                span.set_attribute("rpc.grpc.status_code", exc.code().value[0])
+                span.set_status(Status(StatusCode.ERROR, exc.code().name))
+            else:
+                span.set_attribute("rpc.grpc.status_code", 0)
+            return call
+
+
+class _ClientUnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        if not _in_span():
+            return await continuation(details, request)
+        # A stream (event watch) lives as long as the relay: a short span marks its opening and
+        # hands its context on, rather than one open for hours.
+        name, _, _ = _names(details.method)
+        with _tracer.start_as_current_span(
+            name, kind=SpanKind.CLIENT, attributes=_attributes(details.method)
+        ):
+            return await continuation(_details(details, _with_traceparent(details.metadata)), request)
+
+
+class _ClientStreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        if not _in_span():
+            return await continuation(details, requests)
+        name, _, _ = _names(details.method)
+        with _tracer.start_as_current_span(
+            name, kind=SpanKind.CLIENT, attributes=_attributes(details.method)
+        ):
+            return await continuation(_details(details, _with_traceparent(details.metadata)), requests)
+
+
+class _ClientStreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        if not _in_span():
+            return await continuation(details, requests)
+        name, _, _ = _names(details.method)
+        with _tracer.start_as_current_span(
+            name, kind=SpanKind.CLIENT, attributes=_attributes(details.method)
+        ):
+            return await continuation(_details(details, _with_traceparent(details.metadata)), requests)
+
+
+def client_interceptors() -> list[Any]:
+    """The interceptors a channel needs: none while tracing is off."""
+    if not telemetry.enabled():
+        return []
+    return [_ClientUnary(), _ClientUnaryStream(), _ClientStreamUnary(), _ClientStreamStream()]
+
+
+def _parent(metadata: Any) -> otel_context.Context:
+    carrier: Mapping[str, str] = {
+        str(k): v for k, v in (metadata or ()) if isinstance(v, str) and k in ("traceparent", "tracestate")
+    }
+    return propagate.extract(carrier)
+
+
+class _Server(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None or not any(k == "traceparent" for k, _ in details.invocation_metadata or ()):
+            return handler
+        name, _, _ = _names(details.method)
+        attributes = _attributes(details.method)
+        parent = _parent(details.invocation_metadata)
+
+        def span() -> Any:
+            return _tracer.start_as_current_span(
+                name, context=parent, kind=SpanKind.SERVER, attributes=attributes, record_exception=False
+            )
+
+        if handler.unary_unary:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                with span() as current:
+                    try:
+                        return await inner_uu(request, context)
+                    finally:
+                        _end(current, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                with span():  # the stream's opening; its messages run outside the span (see client)
+                    pass
+                async for item in inner_us(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+        return handler  # client streams: none in our services
+
+
+def _end(span: Any, context: grpc.aio.ServicerContext) -> None:
+    code = context.code() if hasattr(context, "code") else None
+    value = code.value[0] if isinstance(code, grpc.StatusCode) else 0
+    span.set_attribute("rpc.grpc.status_code", value)
+    if value:
+        span.set_status(Status(StatusCode.ERROR, code.name if isinstance(code, grpc.StatusCode) else ""))
+
+
+def server_interceptors() -> list[Any]:
+    """The interceptors a server needs: none while tracing is off."""
+    return [_Server()] if telemetry.enabled() else []

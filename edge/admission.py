@@ -1,0 +1,36 @@
+"""Admission of a new call: the trunk's call rate, then a channel, both counted in the store that
+every edge shares. From then on the store keeps the ringing call's record (so that another edge
+answers the caller should this one die)."""
+
+from __future__ import annotations
+
+from trunkline.core.state import Admission
+from trunkline.edge.call import Call
+from trunkline.edge.context import EdgeContext
+from trunkline.edge.policy import Rejection
+from trunkline.sip.stack import Incoming
+
+
+async def admit(ctx: EdgeContext, inc: Incoming, call: Call) -> bool:
+    """True when the call may go on (and is held from now on); else the caller was answered 503."""
+    spec = call.trunk.spec
+    rejection: Rejection | None = None
+    try:
+        verdict = await ctx.store.admit(
+            call.counters, call.key, spec.channels, spec.callsPerSecond, ctx.owner,
+            call.to_state(ctx.media.snapshot(call)), ctx.options.max_duration + 60,
+        )  # fmt: skip
+        if verdict is Admission.OVER_RATE:
+            detail = f"over {spec.callsPerSecond}/s"
+            rejection = Rejection(503, "Service Unavailable", "callsPerSecond", detail, retry_after=1)
+        elif verdict is Admission.NO_CHANNEL:
+            detail = f"all {spec.channels} in use"
+            rejection = Rejection(503, "Service Unavailable", "channels", detail, retry_after=5)
+    except Exception as exc:  # the store is down: no new calls (documented degraded mode)
+        rejection = Rejection(503, "Service Unavailable", "store", str(exc), retry_after=5)
+    if rejection is not None:
+        ctx.reject(inc, rejection, call.trunk.name, call.a.tag)
+        return False
+    ctx.calls.hold(call)
+    ctx.calls.add_dialog((inc.request.call_id, call.a.tag, inc.request.from_.tag or ""), call, "a")
+    return True

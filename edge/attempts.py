@@ -1,0 +1,211 @@
+"""Routing a call: the targets in order (registered contacts, origination targets, carriers), each
+target's RFC 3263 hops, failover when a hop stays silent, relaying provisional answers, the answer,
+the caller's CANCEL (and ours to the callee), ring timeout and the caller's final failure."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+from trunkline.core.logs import event
+from trunkline.core.models import DID, Target, Trunk
+from trunkline.core.state import aor_of
+from trunkline.edge.call import Call, Leg, MediaError
+from trunkline.edge.cdr import Attempt, Direction, HungUp
+from trunkline.edge.context import EdgeContext
+from trunkline.edge.ending import bye, finish
+from trunkline.edge.legs import first_invite, new_tag, relay_response, response_for
+from trunkline.edge.registrar import NatSource
+from trunkline.edge.resolver import Hop
+from trunkline.edge.routing import Next, after_final_response, inbound_targets
+from trunkline.edge.session_timers import arm_limit, start_session_timer
+from trunkline.sip.dialog import Dialog
+from trunkline.sip.errors import SipParseError
+from trunkline.sip.message import Request, Response
+from trunkline.sip.stack import Incoming, NoAnswer
+from trunkline.sip.transaction import build_cancel
+from trunkline.sip.uri import SipUri, parse_uri
+
+log = logging.getLogger("trunkline.edge")
+
+
+async def targets_of_did(ctx: EdgeContext, trunk: Trunk, did: DID) -> list[tuple[Target, str]]:
+    """Registered contacts first (the freshest first), then origination targets."""
+    targets: list[tuple[Target, str]] = []
+    if trunk.spec.registration.enabled and trunk.spec.auth.digest:
+        username = ctx.directory.username_of(trunk)
+        if username:
+            for binding in await ctx.store.bindings(aor_of(username)):
+                uri = binding.contact
+                if binding.source:  # behind NAT: send to where the REGISTER came from
+                    try:
+                        source = NatSource.parse(binding.source)
+                    except ValueError:
+                        event(log, logging.WARNING, "unusable binding source", source=binding.source)
+                        continue
+                    uri = f"sip:{source.uri_host}:{source.port};transport={source.transport}"
+                targets.append((Target(uri=uri), did.spec.number))
+    targets += [(t, did.spec.number) for t in inbound_targets(trunk, did)]
+    return targets
+
+
+async def route(
+    ctx: EdgeContext, inc: Incoming, call: Call, targets: Sequence[tuple[Target, str]], caller: str
+) -> None:
+    last: Response | None = None
+    offer = inc.request
+    try:
+        offer_body = await ctx.media.rewrite(call, offer.body, "a") if offer.body else b""
+    except MediaError as exc:
+        event(log, logging.WARNING, "media refused", call_id=call.key, status=exc.status, why=exc.reason)
+        ctx.stack.respond(response_for(inc.request, exc.status, exc.reason, call.a.tag))
+        await finish(ctx, call, HungUp.EDGE, exc.status, reason=exc.reason)
+        return
+    async for target, number, parsed, hop in hops(ctx, call, targets):
+        if call.cancelled:
+            break
+        request_uri = SipUri("sip", "", number, None, parsed.host, parsed.port, dict(parsed.params))
+        max_forwards = (offer.max_forwards or 70) - 1
+        invite = first_invite(ctx.local, hop.transport, request_uri, caller, number, max_forwards, offer)
+        invite.body = offer_body
+        call.b_invite, call.b_provisional = invite, False
+        call.b = Leg((hop.host, hop.port), hop.transport, tag=invite.from_.tag or "")
+        attempt = Attempt(target.uri)
+        call.record.attempts.append(attempt)
+        response = await try_target(ctx, call, invite)
+        attempt.status = response.status if response else None
+        if response is None:
+            continue  # no answer: next target
+        last = response
+        if 200 <= response.status < 300:
+            await answered(ctx, call, invite, response)
+            return
+        if after_final_response(response.status) is Next.RELAY:
+            break
+    await failed(ctx, inc, call, last)
+
+
+async def hops(
+    ctx: EdgeContext, call: Call, targets: Sequence[tuple[Target, str]]
+) -> AsyncIterator[tuple[Target, str, SipUri, Hop]]:
+    """Every address to try, in order: each target's RFC 3263 hops in turn."""
+    default = call.trunk.spec.transport.value if call.direction is Direction.INBOUND else "udp"
+    for target, number in targets:
+        parsed = parse_uri(target.uri)
+        if not isinstance(parsed, SipUri):
+            continue
+        found = await ctx.resolver.resolve(parsed, default)
+        if not found:
+            event(log, logging.WARNING, "target does not resolve", target=target.uri, call_id=call.key)
+        for hop in found:
+            if hop.transport == "tls" and hop.host != parsed.host.strip("[]"):
+                ctx.stack.verify_tls_name((hop.host, hop.port), parsed.host)  # RFC 5922
+            yield target, number, parsed, hop
+
+
+async def try_target(ctx: EdgeContext, call: Call, invite: Request) -> Response | None:
+    """Send one INVITE; relay provisional answers; None when the target never answered."""
+    assert call.b is not None
+    leg = call.b
+
+    def provisional(response: Response) -> None:
+        call.b_provisional = True
+        if call.cancelled:
+            send_cancel(ctx, call)
+            return
+        if response.status > 100:
+            ctx.spawn(relay_provisional(ctx, call, response))
+
+    future = ctx.stack.request(invite, leg.addr, leg.transport, provisional)
+    try:
+        if await ctx.wait_at_most(future, ctx.options.failover_after):
+            return future.result()
+        if not call.b_provisional:
+            ctx.stack.abandon(invite)
+            return None
+        if await ctx.wait_at_most(future, ctx.options.ring_timeout):
+            return future.result()
+    except NoAnswer:
+        return None
+    if call.b_provisional and not future.done():
+        send_cancel(ctx, call)  # rang too long: stop it ringing, and the 487 it answers is of no interest
+    future.cancel()
+    return None
+
+
+async def relay_provisional(ctx: EdgeContext, call: Call, response: Response) -> None:
+    if call.ended or call.cancelled:
+        return
+    if response.body:
+        response.body = await ctx.rewrite_or_keep(call, response.body, "b")
+    ctx.stack.respond(
+        relay_response(call.a_invite, response, call.a.tag, ctx.local.contact(call.a.transport))
+    )
+
+
+async def answered(ctx: EdgeContext, call: Call, invite: Request, response: Response) -> None:
+    assert call.b is not None
+    try:
+        call.b.dialog = Dialog.from_uac(invite, response)
+    except SipParseError as exc:
+        event(log, logging.WARNING, "callee answered without a usable dialog", error=str(exc))
+        call.b.dialog = None
+    if call.cancelled or call.b.dialog is None:
+        if call.b.dialog is not None:
+            ctx.ack_b(call, invite, None)
+            ctx.spawn(bye(ctx, call, "b"))
+        await finish(ctx, call, HungUp.CALLER if call.cancelled else HungUp.EDGE, 487)
+        return
+    ctx.calls.add_dialog(call.b.dialog.id, call, "b")
+    await ctx.follow_target(call.b)
+    if response.body:
+        response.body = await ctx.rewrite_or_keep(call, response.body, "b")
+    ok = relay_response(call.a_invite, response, call.a.tag, ctx.local.contact(call.a.transport))
+    try:
+        call.a.dialog = Dialog.from_uas(call.a_invite, ok)
+    except SipParseError:
+        call.a.dialog = None
+    call.record.answer = ctx.clock()
+    call.record.status = response.status
+    call.pending_ack["a"] = invite
+    arm_limit(ctx, call)
+    start_session_timer(ctx, call, response)
+    await ctx.save(call)  # before the caller hears of it: from now on any edge can end the call
+    if call.ended:
+        return
+    ctx.stack.respond(ok)  # the stack retransmits it until the ACK (or reports an ACK timeout)
+    record = call.record
+    event(log, logging.INFO, "call answered", trunk=record.trunk, direction=record.direction.value,
+          caller=record.caller, callee=record.callee, target=record.attempts[-1].target)  # fmt: skip
+
+
+async def failed(ctx: EdgeContext, inc: Incoming, call: Call, last: Response | None) -> None:
+    if call.cancelled:
+        status, reason = 487, "Request Terminated"
+    elif last is None:
+        status, reason = (408, "Request Timeout") if call.record.attempts else (404, "No Route")
+    else:
+        status, reason = last.status, last.reason
+    ctx.stack.respond(response_for(inc.request, status, reason, call.a.tag))
+    await finish(ctx, call, HungUp.CALLER if call.cancelled else HungUp.NOBODY, status)
+
+
+def on_cancel(ctx: EdgeContext, inc: Incoming) -> None:
+    """The caller's CANCEL: 200 when it matches a live INVITE transaction, then 487 to that INVITE
+    and CANCEL to the callee once it rang (RFC 3261 9.1: no CANCEL before a provisional)."""
+    key = ctx.stack.invite_for_cancel(inc.request)
+    ctx.answer(inc, 200 if key else 481, None, inc.request.to.tag or new_tag())
+    call = ctx.calls.get(inc.request.call_id)
+    if key is None or call is None or call.cancelled or call.record.answer:
+        return
+    call.cancelled = True
+    if call.b_invite is not None and call.b_provisional:
+        send_cancel(ctx, call)
+    ctx.stack.respond(response_for(call.a_invite, 487, "Request Terminated", call.a.tag))
+
+
+def send_cancel(ctx: EdgeContext, call: Call) -> None:
+    if call.b_invite is None or call.b is None:
+        return
+    future = ctx.stack.request(build_cancel(call.b_invite), call.b.addr, call.b.transport)
+    future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)

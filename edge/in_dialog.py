@@ -1,0 +1,118 @@
+"""Requests inside a call's dialogs: ACK (passed on to the other leg), BYE, re-INVITE, UPDATE, INFO
+and the rest relayed across the legs (with the SDP through the media plane), the callee's remote
+target refresh, a stray 2xx retransmitted by the callee, and the caller's missing ACK."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from trunkline.core.logs import event
+from trunkline.edge.call import Call
+from trunkline.edge.cdr import HungUp
+from trunkline.edge.context import DialogId, EdgeContext
+from trunkline.edge.ending import bye, finish
+from trunkline.edge.legs import ack_for, in_dialog, relay_response
+from trunkline.edge.session_timers import start_session_timer
+from trunkline.sip.errors import SipParseError
+from trunkline.sip.message import Response
+from trunkline.sip.stack import Incoming, NoAnswer
+
+log = logging.getLogger("trunkline.edge")
+Adopt = Callable[[DialogId], Awaitable["tuple[Call, str] | None"]]
+
+
+def on_ack(ctx: EdgeContext, inc: Incoming) -> None:
+    req = inc.request
+    found = ctx.calls.find((req.call_id, req.to.tag or "", req.from_.tag or ""))
+    if found is None:
+        return
+    call, leg_name = found
+    invite = call.pending_ack.pop(leg_name, None)
+    if invite is None:
+        return
+    other = call.leg(call.other(leg_name))
+    if other.dialog is None:
+        return
+    if other is call.b:
+        ctx.ack_b(call, invite, req)
+    else:
+        ack = ack_for(other.dialog, ctx.local, other.transport, invite.cseq.seq, req)
+        ctx.stack.send_ack(ack, other.addr, other.transport)
+
+
+def on_stray_response(ctx: EdgeContext, response: Response) -> None:
+    """A retransmitted 2xx from a callee whose ACK was lost: ACK it again."""
+    if response.cseq.method != "INVITE" or not 200 <= response.status < 300:
+        return
+    found = ctx.calls.find((response.call_id, response.from_.tag or "", response.to.tag or ""))
+    if found and found[0].last_b_ack is not None:
+        call = found[0]
+        assert call.b is not None and call.last_b_ack is not None
+        ctx.stack.send_ack(call.last_b_ack, call.b.addr, call.b.transport)
+
+
+async def on_ack_timeout(ctx: EdgeContext, dialog: DialogId) -> None:
+    """The caller never acknowledged our 2xx (64*T1): the call ends both ways."""
+    found = ctx.calls.find(dialog)
+    if found is None or found[1] != "a":
+        return
+    call = found[0]
+    event(log, logging.WARNING, "caller never acknowledged the answer", call_id=call.key)
+    if call.b and call.b.dialog and "a" in call.pending_ack:
+        ctx.ack_b(call, call.pending_ack.pop("a"), None)
+    ctx.spawn(bye(ctx, call, "a"))
+    ctx.spawn(bye(ctx, call, "b"))
+    await finish(ctx, call, HungUp.EDGE, call.record.status)
+
+
+async def on_request(ctx: EdgeContext, inc: Incoming, adopt: Adopt) -> None:
+    """A request with a To tag: relayed to the other leg of its call (found here or, through `adopt`,
+    in the store), or 481."""
+    req = inc.request
+    dialog_id = (req.call_id, req.to.tag or "", req.from_.tag or "")
+    found = ctx.calls.find(dialog_id) or await adopt(dialog_id)
+    if found is None:
+        ctx.answer(inc, 481, "Call/Transaction Does Not Exist", req.to.tag)
+        return
+    call, leg_name = found
+    this = call.leg(leg_name)
+    if this.dialog is None:
+        ctx.answer(inc, 481, "Call/Transaction Does Not Exist", req.to.tag)
+        return
+    try:
+        this.dialog.receive_request(req)
+    except SipParseError as exc:
+        ctx.answer(inc, exc.status, exc.reason, this.tag)
+        return
+    if this is call.b:
+        await ctx.follow_target(this)
+    other_name = call.other(leg_name)
+    other = call.leg(other_name)
+    if req.method == "BYE":
+        ctx.answer(inc, 200, None, req.to.tag)
+        ctx.spawn(bye(ctx, call, other_name))
+        await finish(ctx, call, HungUp.CALLER if leg_name == "a" else HungUp.CALLEE, call.record.status)
+        return
+    if other.dialog is None:
+        ctx.answer(inc, 481, "Call/Transaction Does Not Exist", req.to.tag)
+        return
+    out = in_dialog(other.dialog, req.method, ctx.local, other.transport, req)
+    if req.body and req.method in ("INVITE", "UPDATE"):
+        out.body = await ctx.rewrite_or_keep(call, req.body, leg_name)
+    try:
+        answer = await ctx.stack.request(out, other.addr, other.transport)
+    except NoAnswer:
+        ctx.answer(inc, 408, "Request Timeout", req.to.tag)
+        return
+    other.dialog.receive_response(out, answer)
+    if other is call.b:
+        await ctx.follow_target(other)
+    if answer.body and req.method in ("INVITE", "UPDATE"):
+        answer.body = await ctx.rewrite_or_keep(call, answer.body, other_name)
+    if req.method == "INVITE" and 200 <= answer.status < 300:
+        call.pending_ack[leg_name] = out
+    if req.method in ("INVITE", "UPDATE") and 200 <= answer.status < 300:
+        start_session_timer(ctx, call, answer)
+    await ctx.save(call)  # the CSeqs and targets moved on
+    ctx.stack.respond(relay_response(req, answer, req.to.tag or "", ctx.local.contact(this.transport)))

@@ -1,0 +1,143 @@
+"""The edge's Prometheus metrics: calls, SIP traffic, rejections, post-dial delay, durations, carrier
+attempts, store latency. The rooms call these methods; /metrics serves the registry.
+
+Bounded cardinality: labels only take values from configuration (trunk, carrier, gateway: the caller
+passes configured names, never a number or an address) or from closed sets here (method, status
+class, direction, outcome, rule, store operation); anything else becomes `other`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+METHODS = frozenset(
+    {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "UPDATE", "INFO", "PRACK", "REFER",
+     "NOTIFY", "SUBSCRIBE", "MESSAGE", "PUBLISH"}
+)  # fmt: skip
+DIRECTIONS = frozenset({"inbound", "outbound"})
+SIP_DIRECTIONS = frozenset({"received", "sent"})
+OUTCOMES = frozenset({"answered", "busy", "no_answer", "cancelled", "rejected", "failed"})
+RULES = frozenset(
+    {"acl", "digest", "lockout", "channels", "cps", "prefix", "caller-id", "store", "flood"}
+)  # fmt: skip
+ATTEMPT_OUTCOMES = frozenset({"answered", "rejected", "timeout", "unreachable", "cancelled"})
+STORE_OPERATIONS = frozenset({"admit", "release", "dialog", "register", "nonce", "lockout", "other"})
+PDD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
+DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
+STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+def _one_of(value: str, allowed: frozenset[str]) -> str:
+    return value if value in allowed else "other"
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status < 700 else "other"
+
+
+def outcome_of(status: int) -> str:
+    """A call's outcome from its final status toward the caller."""
+    if 200 <= status < 300:
+        return "answered"
+    if status in (486, 600):
+        return "busy"
+    if status in (408, 480):
+        return "no_answer"
+    if status == 487:
+        return "cancelled"
+    if status in (401, 403, 404, 407, 484, 488, 603):
+        return "rejected"
+    return "failed"
+
+
+class EdgeMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.calls = Counter(
+            "trunkline_calls", "Calls ended, by trunk, direction and outcome",
+            ["trunk", "direction", "outcome"], registry=registry,
+        )  # fmt: skip
+        self.active = Gauge(
+            "trunkline_active_calls", "Calls in progress, by trunk", ["trunk"], registry=registry
+        )
+        self.registrations = Gauge(
+            "trunkline_registrations", "Registered contacts, by trunk", ["trunk"], registry=registry
+        )
+        self.requests = Counter(
+            "trunkline_sip_requests", "SIP requests, by method and direction (received, sent)",
+            ["method", "direction"], registry=registry,
+        )  # fmt: skip
+        self.responses = Counter(
+            "trunkline_sip_responses", "SIP responses, by request method, status class and direction",
+            ["method", "status_class", "direction"], registry=registry,
+        )  # fmt: skip
+        self.rejections = Counter(
+            "trunkline_rejections", "Requests refused by a policy rule", ["rule"], registry=registry
+        )
+        self.pdd = Histogram(
+            "trunkline_post_dial_delay_seconds", "INVITE sent to the first ringing or final response",
+            ["trunk"], buckets=PDD_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "trunkline_call_duration_seconds", "Answered calls, answer to hang-up",
+            ["trunk", "direction"], buckets=DURATION_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.attempts = Counter(
+            "trunkline_carrier_attempts", "INVITEs sent to a carrier gateway, by outcome",
+            ["carrier", "gateway", "outcome"], registry=registry,
+        )  # fmt: skip
+        self.store_latency = Histogram(
+            "trunkline_store_operation_seconds", "Shared store round trips, by operation",
+            ["operation"], buckets=STORE_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.store_errors = Counter(
+            "trunkline_store_errors", "Shared store operations that failed", ["operation"], registry=registry
+        )
+
+    def call_started(self, trunk: str) -> None:
+        self.active.labels(trunk).inc()
+
+    def call_ended(self, trunk: str, direction: str, status: int, answered_for: float | None = None) -> None:
+        """A call is over: `status` is its final status toward the caller; `answered_for` the seconds
+        from answer to hang-up (None: never answered)."""
+        self.active.labels(trunk).dec()
+        direction = _one_of(direction, DIRECTIONS)
+        self.calls.labels(trunk, direction, outcome_of(status)).inc()
+        if answered_for is not None:
+            self.duration.labels(trunk, direction).observe(max(0.0, answered_for))
+
+    def request(self, method: str, direction: str) -> None:
+        self.requests.labels(_one_of(method, METHODS), _one_of(direction, SIP_DIRECTIONS)).inc()
+
+    def response(self, method: str, status: int, direction: str) -> None:
+        self.responses.labels(
+            _one_of(method, METHODS), status_class(status), _one_of(direction, SIP_DIRECTIONS)
+        ).inc()
+
+    def rejected(self, rule: str) -> None:
+        self.rejections.labels(_one_of(rule, RULES)).inc()
+
+    def post_dial_delay(self, trunk: str, seconds: float) -> None:
+        self.pdd.labels(trunk).observe(max(0.0, seconds))
+
+    def attempt(self, carrier: str, gateway: str, outcome: str) -> None:
+        self.attempts.labels(carrier, gateway, _one_of(outcome, ATTEMPT_OUTCOMES)).inc()
+
+    def store(self, operation: str, seconds: float, ok: bool = True) -> None:
+        operation = _one_of(operation, STORE_OPERATIONS)
+        self.store_latency.labels(operation).observe(max(0.0, seconds))
+        if not ok:
+            self.store_errors.labels(operation).inc()
+
+    def count_registrations(self, trunk: str, read: Callable[[], int]) -> None:
+        """Registered contacts of `trunk`, read from the registrar at each scrape."""
+        self.registrations.labels(trunk).set_function(lambda: float(read()))
+
+    def forget_trunk(self, trunk: str) -> None:
+        """A trunk left the configuration: drop its gauge series (counters stay until restart)."""
+        for gauge in (self.active, self.registrations):
+            try:
+                gauge.remove(trunk)
+            except KeyError:
+                pass

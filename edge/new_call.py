@@ -1,0 +1,83 @@
+"""A new INVITE: which way it goes (inbound from a carrier to a DID, outbound from a trunk to a
+number) and whether the trunk's policy lets it (destination, caller ID). Returns the call to admit
+and route, or None after answering the caller."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from trunkline.core.logs import event
+from trunkline.core.models import DID, Numbering, Target, Trunk
+from trunkline.edge.call import Call, Leg
+from trunkline.edge.cdr import CallRecord, Direction
+from trunkline.edge.context import EdgeContext
+from trunkline.edge.legs import new_tag, user_of
+from trunkline.edge.numbers import to_e164
+from trunkline.edge.policy import Rejection, check_caller_id, check_destination
+from trunkline.edge.routing import outbound_targets
+from trunkline.sip.stack import Incoming
+from trunkline.sip.uri import parse_uri
+
+log = logging.getLogger("trunkline.edge")
+
+
+@dataclass
+class NewCall:
+    call: Call
+    caller: str
+    callee: str
+    did: DID | None = None  # inbound: its targets are gathered once the call is admitted
+    targets: list[tuple[Target, str]] | None = None  # outbound: the carriers to try, in order
+
+
+def inbound(ctx: EdgeContext, inc: Incoming, numbering: Numbering | None) -> NewCall | None:
+    req, tag = inc.request, new_tag()
+    number = to_e164(user_of(req.uri) or "", numbering)
+    did = ctx.directory.did(number) if number else None
+    trunk = ctx.directory.trunk_of(did) if did else None
+    if did is None or trunk is None:
+        event(
+            log,
+            logging.INFO,
+            "call rejected",
+            rule="unknown DID",
+            number=user_of(req.uri),
+            source=inc.addr[0],
+        )
+        ctx.answer(inc, 404, "Not Found", tag)
+        return None
+    caller = to_e164(user_of(req.from_.uri) or "") or (user_of(req.from_.uri) or "anonymous")
+    call = new_call(ctx, inc, trunk, Direction.INBOUND, caller, did.spec.number, tag)
+    return NewCall(call, caller, did.spec.number, did=did)
+
+
+def outbound(ctx: EdgeContext, inc: Incoming, trunk: Trunk) -> NewCall | None:
+    req, tag = inc.request, new_tag()
+    number = to_e164(user_of(req.uri) or "", trunk.spec.numbering)
+    if number is None:
+        ctx.reject(
+            inc, Rejection(484, "Address Incomplete", "number", f"{user_of(req.uri)!r}"), trunk.name, tag
+        )
+        return None
+    rejection = check_destination(trunk, number)
+    if rejection:
+        ctx.reject(inc, rejection, trunk.name, tag)
+        return None
+    pai = req.get("P-Asserted-Identity")
+    presented = parse_uri(pai.strip().lstrip("<").split(">")[0]) if pai else req.from_.uri
+    caller_raw = to_e164(user_of(presented) or "", trunk.spec.numbering)
+    caller, rejection = check_caller_id(trunk, caller_raw, ctx.directory.numbers_of(trunk))
+    if rejection or caller is None:
+        ctx.reject(inc, rejection or Rejection(403, "Forbidden", "callerId"), trunk.name, tag)
+        return None
+    call = new_call(ctx, inc, trunk, Direction.OUTBOUND, caller, number, tag)
+    targets = outbound_targets(number, ctx.directory.carriers)
+    return NewCall(call, caller, number, targets=[(t, number) for t in targets])
+
+
+def new_call(
+    ctx: EdgeContext, inc: Incoming, trunk: Trunk, direction: Direction, caller: str, callee: str, tag: str
+) -> Call:
+    record = CallRecord(inc.request.call_id, trunk.name, direction, caller, callee, ctx.clock())
+    return Call(trunk, direction, inc.request, Leg(inc.addr, inc.transport, tag=tag), record)

@@ -1,0 +1,258 @@
+"""The call span model: one trace per call, built by the edge's call handling (the rooms call it).
+
+  call (SERVER, root or continuing a failed-over call's record)
+  ├── auth       (sip.auth.method, sip.auth.outcome)
+  ├── admission  (trunkline.rule, trunkline.outcome)
+  ├── routing    (trunkline.carrier / target, trunkline.prefix)
+  ├── attempt    one CLIENT span per INVITE sent (target, transport, status, post-dial delay)
+  │   └── trunkline.media.v1.MediaRelay/... (gRPC client spans; the relay continues them)
+  └── BYE / re-INVITE / UPDATE / INFO   one span per in-dialog transaction
+
+Every SIP message sent or received on either leg is a `sip.message` event on the span current for
+it, with method or status, leg (a: the caller's side, b: the callee's), direction, size and peer:
+`trunkline ladder` rebuilds the message sequence chart from those events alone.
+
+Tracing off, `start_call()` returns NO_TRACE whose methods do nothing: one global read per call.
+Trace context never goes into SIP (topology hiding); `CallTrace.traceparent` is for the call's record
+in the shared store, so an edge that adopts the call after a failover continues the same trace.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from trunkline.core import telemetry
+
+MESSAGE_EVENT = "sip.message"
+LEGS = ("a", "b")
+DIRECTIONS = ("received", "sent")
+
+
+class NoTrace:
+    """A call's trace while tracing is off: every method a no-op."""
+
+    recording = False
+    traceparent: str | None = None
+    trace_id: str | None = None
+
+    def message(self, leg: str, direction: str, first_line: str, size: int, peer: str = "") -> None:
+        pass
+
+    @contextmanager
+    def step(self, name: str, **attributes: Any) -> Iterator[Step]:
+        yield NO_STEP
+
+    def attempt(self, target: str, transport: str, b_call_id: str = "", **attributes: Any) -> Attempt:
+        return NO_ATTEMPT
+
+    def transaction(self, method: str, leg: str) -> Step:
+        return NO_STEP
+
+    def set(self, **attributes: Any) -> None:
+        pass
+
+    def finish(self, status: int, hangup_side: str = "", reason: str = "") -> None:
+        pass
+
+
+class Step:
+    """A child span (auth, admission, routing, an in-dialog transaction); NO_STEP when off."""
+
+    def __init__(self, span: Any = None) -> None:
+        self._span = span
+
+    def set(self, **attributes: Any) -> None:
+        if self._span is not None:
+            self._span.set_attributes(_attributes(attributes))
+
+    def message(self, leg: str, direction: str, first_line: str, size: int, peer: str = "") -> None:
+        if self._span is not None:
+            self._span.add_event(MESSAGE_EVENT, message_attributes(leg, direction, first_line, size, peer))
+
+    def end(self, error: str | None = None) -> None:
+        if self._span is not None:
+            if error:
+                from opentelemetry.trace import Status, StatusCode
+
+                self._span.set_status(Status(StatusCode.ERROR, error))
+            self._span.end()
+            self._span = None
+
+
+class Attempt(Step):
+    """One INVITE toward a target (CLIENT span); `answered()` records the post-dial delay."""
+
+    def __init__(self, span: Any = None) -> None:
+        super().__init__(span)
+        self._started = time.monotonic()
+        self._first = False
+
+    def response(self, status: int) -> None:
+        """A response to this attempt's INVITE: the first one fixes the post-dial delay."""
+        if self._span is None:
+            return
+        if not self._first and status > 100:
+            self._first = True
+            self._span.set_attribute("sip.pdd_ms", round((time.monotonic() - self._started) * 1000))
+        if status >= 200:
+            self._span.set_attribute("sip.status_code", status)
+
+    def context(self) -> Any:
+        """Use as `with trace.use_span(attempt.context()...)` to put gRPC calls under this attempt."""
+        return self._span
+
+
+NO_STEP = Step()
+NO_ATTEMPT = Attempt()
+NO_TRACE = NoTrace()
+
+
+class CallTrace(NoTrace):
+    """A traced call: its root span and the helpers that add children and SIP events to it."""
+
+    recording = True
+
+    def __init__(self, span: Any) -> None:
+        from opentelemetry import trace
+
+        self.span = span
+        self._tracer = _tracer()
+        self._context = trace.set_span_in_context(span)
+        context = span.get_span_context()
+        self.trace_id = format(context.trace_id, "032x")
+        self.traceparent = f"00-{self.trace_id}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+    def message(self, leg: str, direction: str, first_line: str, size: int, peer: str = "") -> None:
+        self.span.add_event(MESSAGE_EVENT, message_attributes(leg, direction, first_line, size, peer))
+
+    @contextmanager
+    def step(self, name: str, **attributes: Any) -> Iterator[Step]:
+        """A child span around a phase of the call (auth, admission, routing); current inside."""
+        from opentelemetry import trace
+
+        span = self._tracer.start_span(name, context=self._context, attributes=_attributes(attributes))
+        step = Step(span)
+        with trace.use_span(span, end_on_exit=False):
+            try:
+                yield step
+            except BaseException as exc:
+                step.end(type(exc).__name__)
+                raise
+        step.end()
+
+    def attempt(self, target: str, transport: str, b_call_id: str = "", **attributes: Any) -> Attempt:
+        """A CLIENT span for one INVITE to `target`; `b_call_id`: the callee leg's Call-ID (also set
+        on the call's span, so `trunkline ladder` finds the call by either leg's Call-ID)."""
+        from opentelemetry.trace import SpanKind
+
+        attrs = {"server.address": target, "network.transport": transport.lower(), **_attributes(attributes)}
+        if b_call_id:
+            attrs["sip.b_call_id"] = b_call_id
+            self.span.set_attribute("sip.b_call_id", b_call_id)
+        span = self._tracer.start_span(
+            "attempt", context=self._context, kind=SpanKind.CLIENT, attributes=attrs
+        )
+        return Attempt(span)
+
+    def transaction(self, method: str, leg: str) -> Step:
+        """A span for an in-dialog transaction (re-INVITE, UPDATE, BYE, INFO) started on `leg`."""
+        attrs = {"sip.method": method, "sip.leg": leg}
+        return Step(self._tracer.start_span(method, context=self._context, attributes=attrs))
+
+    def set(self, **attributes: Any) -> None:
+        self.span.set_attributes(_attributes(attributes))
+
+    def finish(self, status: int, hangup_side: str = "", reason: str = "") -> None:
+        """End the call's span: final status, which side hung up (a, b, edge) and why."""
+        if not self.span.is_recording():
+            return
+        attrs: dict[str, Any] = {"sip.status_code": status}
+        if hangup_side:
+            attrs["trunkline.hangup_side"] = hangup_side
+        if reason:
+            attrs["trunkline.reason"] = reason
+        self.span.set_attributes(attrs)
+        if status >= 500 or (status >= 400 and status not in (401, 407, 486, 487, 600, 603)):
+            from opentelemetry.trace import Status, StatusCode
+
+            self.span.set_status(Status(StatusCode.ERROR, reason or str(status)))
+        self.span.end()
+
+
+def start_call(
+    call_id: str,
+    trunk: str,
+    direction: str,
+    caller: str,
+    callee: str,
+    source: str,
+    transport: str,
+    traceparent: str | None = None,
+) -> NoTrace:
+    """The trace of a new call (NO_TRACE while tracing is off). `traceparent`: from the call's
+    record when this edge adopts a call another edge started, to continue that trace."""
+    if not telemetry.enabled():
+        return NO_TRACE
+    from opentelemetry.trace import SpanKind
+
+    parent = _parent(traceparent) if traceparent else None
+    attributes = {
+        "sip.call_id": call_id,
+        "trunkline.trunk": trunk,
+        "trunkline.direction": direction,
+        "sip.caller": caller,
+        "sip.callee": callee,
+        "client.address": source,
+        "network.transport": transport.lower(),
+    }
+    span = _tracer().start_span("call", context=parent, kind=SpanKind.SERVER, attributes=attributes)
+    if not span.is_recording():
+        return NO_TRACE  # not sampled: the rest of the call costs nothing either
+    return CallTrace(span)
+
+
+_cached: list[Any] = []
+
+
+def _tracer() -> Any:
+    """The edge's tracer, made once (get_tracer builds a new object per call)."""
+    if not _cached:
+        from opentelemetry import trace
+
+        _cached.append(trace.get_tracer("trunkline.edge"))
+    return _cached[0]
+
+
+def _parent(traceparent: str) -> Any:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+
+
+def message_attributes(leg: str, direction: str, first_line: str, size: int, peer: str) -> dict[str, Any]:
+    """The event attributes of one SIP message from its first line (`INVITE sip:...` or
+    `SIP/2.0 180 Ringing`); bounded: method and reason phrase are cut to 32 characters."""
+    attrs: dict[str, Any] = {"sip.leg": leg, "sip.direction": direction, "sip.size": size}
+    if first_line.startswith("SIP/2.0 "):
+        code, _, reason = first_line[8:].partition(" ")
+        attrs["sip.status_code"] = int(code) if code.isdigit() else 0
+        attrs["sip.reason"] = reason[:32]
+    else:
+        attrs["sip.method"] = first_line.partition(" ")[0][:32]
+    if peer:
+        attrs["sip.peer"] = peer
+    return attrs
+
+
+def _attributes(values: dict[str, Any]) -> dict[str, Any]:
+    """Keyword names to span attributes: `auth_method` -> `trunkline.auth_method` unless dotted."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        name = key.replace("__", ".") if "__" in key else f"trunkline.{key}"
+        out[name] = value if isinstance(value, (str, bool, int, float)) else str(value)
+    return out
