@@ -17,10 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def component_args(command: str) -> list[str]:
     if command == "control":
-        return ["control", "-f", str(ROOT / "examples"), "--listen", f"127.0.0.1:{free_port()}"]
+        listen = f"127.0.0.1:{free_port()}"
+        return ["control", "-f", str(ROOT / "examples"), "--listen", listen, "--insecure-grpc"]
     if command == "media":
         low = 26000 + (os.getpid() % 100) * 10
-        return ["media", "--listen", f"127.0.0.1:{free_port()}", "--media-ports", f"{low}-{low + 9}"]
+        return ["media", "--listen", f"127.0.0.1:{free_port()}", "--media-ports", f"{low}-{low + 9}",
+                "--insecure-grpc"]  # fmt: skip
     return ["edge", "-f", str(ROOT / "examples"), "--sip-listen", f"127.0.0.1:{free_port()}"]
 
 
