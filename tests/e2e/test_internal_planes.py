@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,21 @@ def test_the_operator_reads_no_other_secret(k: Cluster, operator_log: Path) -> N
     assert not can("get", "secret/someone-elses") and not can("patch", "secret/someone-elses")
     assert not can("delete", f"secret/{PREFIX}-grpc-ca")
     assert_clean_log(operator_log)
+
+
+def test_listed_namespaces_get_roles_there_and_nothing_else(control_plane: ControlPlane) -> None:
+    """operator.namespaces: the RBAC applies, and the operator and control may read Secrets in those
+    namespaces only (no ClusterRole)."""
+    served = f"tenant-{secrets.token_hex(3)}"
+    control_plane.kubectl("create", "namespace", served)
+    other = install(control_plane, f"operator.namespaces={{{served}}}", "operator.liveCounts.enabled=false")
+    for account in ("operator", "control"):
+        who = f"--as=system:serviceaccount:{other.ns}:{PREFIX}-{account}"
+
+        def can(namespace: str, who: str = who) -> bool:
+            ask = ("auth", "can-i", "list", "secrets", "-n", namespace, who)
+            result = control_plane.kubectl(*ask, check=False)
+            return result.stdout.strip() == "yes"
+
+        assert can(served), account
+        assert not can("default") and not can(other.ns), account  # not even the release's own
