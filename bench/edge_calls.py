@@ -341,7 +341,8 @@ def start_relay(procs: Processes, workdir: Path) -> tuple[subprocess.Popen[bytes
     workdir.mkdir(parents=True)
     grpc_address, http = f"{HOST}:{free_port()}", f"{HOST}:{free_port()}"
     args = [str(TRUNKLINE), "media", "--listen", grpc_address, "--media-listen", HOST,
-            "--media-ports", "20000-39999", "--workers", "1", "--http-listen", http]  # fmt: skip
+            "--media-ports", "20000-39999", "--workers", "1", "--http-listen", http,
+            "--insecure-grpc"]  # fmt: skip
     proc = procs.start("trunkline media", args, workdir / "media.log", workdir)
     wait_ready("trunkline media", proc, http, workdir / "media.log")
     time.sleep(0.5)  # let the engine worker start (counted in the process tree)
@@ -579,7 +580,7 @@ def main() -> int:
         if args.media:
             relay_proc, relay = start_relay(procs, workdir / "relay")
             media_proc, media_sip, _ = start_edge(
-                procs, workdir / "edge-media", uas_port, ["--media-relay", relay]
+                procs, workdir / "edge-media", uas_port, ["--media-relay", relay, "--insecure-grpc"]
             )
             # The relay's CPU is part of the cost of a call with media allocation: both are counted.
             media_edge = Server(

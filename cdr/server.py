@@ -13,7 +13,6 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 
@@ -23,13 +22,12 @@ from trunkline.core.cdr import DEFAULT_STREAM
 from trunkline.core.http import OpsServer
 from trunkline.core.net import ConfigError, tcp_listener
 from trunkline.core.runner import run, run_until_signalled
-from trunkline.core.state_redis import connect, url_from_env
+from trunkline.core.state_redis import add_redis_arguments, redis_target
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trunkline cdr", description="Export CDRs from the store's stream.")
-    p.add_argument("--redis", metavar="URL", default=url_from_env(os.environ),
-                   help="the store (default: $TRUNKLINE_REDIS_URL or the sentinels)")  # fmt: skip
+    add_redis_arguments(p, "the store (default: $TRUNKLINE_REDIS_URL or the sentinels)")
     p.add_argument("--stream", default=os.environ.get("TRUNKLINE_CDR_STREAM", DEFAULT_STREAM),
                    help="the CDR stream key (default: $TRUNKLINE_CDR_STREAM or trunkline:cdr)")  # fmt: skip
     p.add_argument("--group", default="trunkline-cdr", help="the consumer group every replica joins")
@@ -95,11 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     env = dict(os.environ)
     try:
-        url = args.redis
-        if not url:
+        try:
+            target = redis_target(args)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if target is None:
             raise ConfigError("no store: --redis URL or $TRUNKLINE_REDIS_URL")
-        if urlsplit(url).scheme not in ("redis", "rediss", "sentinel", "unix"):
-            raise ConfigError("--redis: not a redis://, rediss:// or sentinel:// URL")
         sinks = build_sinks(args, env)
         http = tcp_listener(args.http_listen, "--http-listen")
     except ConfigError as exc:
@@ -112,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def serve() -> int:
         # Reads block for up to a second: the client's timeout must outlast them.
-        redis = connect(url, timeout=settings.block + 5.0)
+        redis = target.connect(timeout=settings.block + 5.0)
         registry = CollectorRegistry()
         exporter = Exporter(redis, sinks, settings, registry)
         try:

@@ -3,7 +3,9 @@ and relays run from (snapshot, then changes applied in place; no restart), and t
 
 Both run until cancelled and survive a control service that restarts or is unreachable for a while:
 transport failures (remote errors) are logged and retried with backoff; a resource this version
-cannot parse (a local error) is logged and skipped, never applied half-way.
+cannot parse (a local error) is logged and skipped, never applied half-way. Each takes the process's
+`GrpcSecurity` (mTLS; plaintext on loopback by default); a retry opens a new channel, with the
+certificate files as they are then (rotated ones included).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pydantic import ValidationError
 
 from trunkline.control.store import Item, Key, RelayLoad
 from trunkline.control.v1 import control_pb2, control_pb2_grpc
-from trunkline.core import rpc
+from trunkline.core.grpc_tls import GrpcSecurity
 from trunkline.core.manifests import ConfigSet
 from trunkline.core.models import parse_resource
 from trunkline.core.rpc import seconds
@@ -56,9 +58,16 @@ class RelayRegistration:
     """Register a relay, then heartbeat its load at the interval the control service asks for."""
 
     def __init__(
-        self, target: str, relay_id: str, grpc_address: str, media_address: str, load: Callable[[], RelayLoad]
+        self,
+        target: str,
+        relay_id: str,
+        grpc_address: str,
+        media_address: str,
+        load: Callable[[], RelayLoad],
+        security: GrpcSecurity | None = None,
     ) -> None:
         self.target = target
+        self.security = security or GrpcSecurity.insecure_loopback()
         self.relay_id = relay_id
         self.grpc_address = grpc_address
         self.media_address = media_address
@@ -68,9 +77,9 @@ class RelayRegistration:
 
     async def run(self) -> None:
         backoff = Backoff()
-        async with rpc.insecure_channel(self.target) as channel:
-            stub = self._stub = control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
-            while True:
+        while True:
+            async with self.security.channel(self.target, "control") as channel:
+                stub = self._stub = control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
                 try:
                     await self._register_and_beat(stub, backoff)
                 except grpc.aio.AioRpcError as exc:
@@ -121,8 +130,10 @@ class ConfigMirror:
         target: str,
         kinds: Iterable[str] = (),
         on_change: Callable[[dict[Key, Item]], None] | None = None,
+        security: GrpcSecurity | None = None,
     ) -> None:
         self.target = target
+        self.security = security or GrpcSecurity.insecure_loopback()
         self.kinds = list(kinds)
         self.on_change = on_change
         self.items: dict[Key, Item] = {}
@@ -138,9 +149,9 @@ class ConfigMirror:
 
     async def run(self) -> None:
         backoff = Backoff()
-        async with rpc.insecure_channel(self.target) as channel:
-            stub = control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
-            while True:
+        while True:
+            async with self.security.channel(self.target, "control") as channel:
+                stub = control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
                 try:
                     async for event in stub.WatchConfig(control_pb2.WatchConfigRequest(kinds=self.kinds)):
                         self.apply(event)
@@ -195,15 +206,20 @@ class RelayPicker:
     """Asks the control service which relay should carry a new call: PickRelay (healthy, not draining,
     least loaded). The channel is opened at the first pick, inside the running loop."""
 
-    def __init__(self, target: str, timeout: float = 2.0) -> None:
+    def __init__(self, target: str, timeout: float = 2.0, security: GrpcSecurity | None = None) -> None:
         self.target = target
         self.timeout = timeout
+        self.security = security or GrpcSecurity.insecure_loopback()
         self._channel: grpc.aio.Channel | None = None
+        self._stamp: tuple[int, ...] = ()
 
     async def pick(self, exclude: Iterable[str] = ()) -> PickedRelay | None:
         """The relay to use, None when control knows none with room; AioRpcError when control fails."""
+        if self._channel is not None and self.security.stamp() != self._stamp:
+            await self.close()  # rotated certificate files: the next connection presents the new ones
         if self._channel is None:
-            self._channel = rpc.insecure_channel(self.target)
+            self._stamp = self.security.stamp()
+            self._channel = self.security.channel(self.target, "control")
         stub = control_pb2_grpc.ControlStub(self._channel)  # type: ignore[no-untyped-call]
         try:
             answer = await stub.PickRelay(

@@ -3,8 +3,9 @@
 
 Trunks, DIDs, Carriers and Secrets are each listed, then watched. Events go to `KubeConfig`, which
 holds what the API has (no I/O: the mapping is tested with plain dicts) and applies the differences
-to the ConfigStore, whose watchers (edges, relays) get them at once. Only the Secrets a Trunk or a
-Carrier references are published; the others stay in this process's memory and are never logged.
+to the ConfigStore, whose watchers (edges, relays) get them at once. Only Secrets labelled
+`trunkline.io/credentials` are listed at all, and only those a Trunk or a Carrier references are
+published; the others stay in this process's memory and are never logged.
 
 The `kubernetes` client blocks, so each kind's list+watch runs in its own thread and hands what it
 reads to the event loop (call_soon_threadsafe keeps each kind's order); the store is only ever
@@ -22,7 +23,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,15 @@ from pydantic import ValidationError
 
 from trunkline.control.store import ConfigStore, Item
 from trunkline.core.manifests import ConfigSet
-from trunkline.core.models import API_VERSION, Carrier, Resource, Secret, Trunk, parse_resource
+from trunkline.core.models import (
+    API_VERSION,
+    CREDENTIALS_LABEL,
+    Carrier,
+    Resource,
+    Secret,
+    Trunk,
+    parse_resource,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,26 +122,32 @@ class KubeConfig:
 
     A version of an object the model rejects is logged and skipped: the last good version, if any,
     stays (as a refused reload of files keeps the running configuration); deleting the object removes
-    it. `synced` is set once every kind has been listed.
+    it. `synced` is set once every kind has been listed (in each of `namespaces`; None: all at once).
     """
 
-    def __init__(self, store: ConfigStore) -> None:
+    def __init__(self, store: ConfigStore, namespaces: Sequence[str] | None = None) -> None:
         self.store = store
+        self.namespaces: tuple[str | None, ...] = tuple(namespaces) if namespaces else (None,)
         self.resources: dict[Key, Resource] = {}
         self.secrets: dict[ObjectKey, Secret] = {}  # all in scope; published only when referenced
         self.synced = asyncio.Event()
-        self._listed: set[str] = set()
+        self._listed: set[tuple[str, str | None]] = set()
         self._refs: dict[Key, frozenset[ObjectKey]] = {}
         self._ref_count: Counter[ObjectKey] = Counter()
         self._published: set[ObjectKey] = set()
 
     # -- from the watch threads (on the loop)
 
-    def relist(self, kind: str, objects: list[dict[str, Any]]) -> int:
-        """A fresh list of one kind replaces what we had of it; returns the changes sent to watchers."""
+    def relist(self, kind: str, objects: list[dict[str, Any]], namespace: str | None = None) -> int:
+        """A fresh list of one kind (in `namespace`; None: all) replaces what we had of it; returns the
+        changes sent to watchers."""
         spec = BY_NAME[kind]
+
+        def listed(ns: str) -> bool:
+            return namespace is None or ns == namespace
+
         if spec is SECRET:
-            fresh_secrets: dict[ObjectKey, Secret] = {}
+            fresh_secrets = {k: v for k, v in self.secrets.items() if not listed(k[0])}
             for obj in objects:
                 secret = self._parse(spec, obj)
                 ref = object_key(obj)
@@ -142,7 +157,7 @@ class KubeConfig:
                     fresh_secrets[ref] = self.secrets[ref]
             self.secrets = fresh_secrets
         else:
-            kept = {k: v for k, v in self.resources.items() if k[0] != kind}
+            kept = {k: v for k, v in self.resources.items() if k[0] != kind or not listed(k[1])}
             for obj in objects:
                 ns, name = object_key(obj)
                 key = (kind, ns, name)
@@ -157,8 +172,8 @@ class KubeConfig:
         config = self.config_set()
         self._published = set(config.secrets)
         changes = self.store.replace(config)
-        self._listed.add(kind)
-        if not self.synced.is_set() and self._listed >= set(BY_NAME):
+        self._listed.add((kind, namespace))
+        if not self.synced.is_set() and self._listed >= {(k, ns) for k in BY_NAME for ns in self.namespaces}:
             self.synced.set()
             log.info("configuration from the Kubernetes API: %s", config.summary())
         return changes
@@ -277,11 +292,13 @@ class Gone(Exception):
 
 
 class KubeSource:
-    """List and watch every kind in `namespace` (None: all namespaces) into `config`."""
+    """List and watch every kind in `namespace` (None: all namespaces; several: each of them, with
+    Roles there and no cluster-wide rights) into `config`."""
 
-    def __init__(self, store: ConfigStore, namespace: str | None, api: ApiClient) -> None:
-        self.config = KubeConfig(store)
-        self.namespace = namespace
+    def __init__(self, store: ConfigStore, namespace: str | Sequence[str] | None, api: ApiClient) -> None:
+        namespaces = [namespace] if isinstance(namespace, str) else list(namespace or [])
+        self.config = KubeConfig(store, namespaces)
+        self.namespaces = self.config.namespaces
         self.api = api
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -296,15 +313,16 @@ class KubeSource:
         self._loop = asyncio.get_running_loop()
         # urllib3 logs each of its own retries; our one line per failed attempt says enough.
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-        scope = f"namespace {self.namespace}" if self.namespace else "all namespaces"
+        scope = ", ".join(ns for ns in self.namespaces if ns) or "all namespaces"
         log.info("reading the configuration from the Kubernetes API (%s)", scope)
-        for kind in KINDS:
-            # Daemon threads: a watch blocked in a read must not keep the process alive at exit.
-            thread = threading.Thread(
-                target=self._run, args=(kind,), name=f"watch-{kind.plural}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+        for namespace in self.namespaces:
+            for kind in KINDS:
+                # Daemon threads: a watch blocked in a read must not keep the process alive at exit.
+                thread = threading.Thread(
+                    target=self._run, args=(kind, namespace), name=f"watch-{kind.plural}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -330,16 +348,16 @@ class KubeSource:
             return False
         return True
 
-    def _run(self, kind: Kind) -> None:
+    def _run(self, kind: Kind, namespace: str | None) -> None:
         delay = 0.0
         version: str | None = None
         while not self._stopping.is_set():
             try:
                 if version is None:
-                    objects, version = self._list(kind)
-                    if not self._post(self.config.relist, kind.kind, objects):
+                    objects, version = self._list(kind, namespace)
+                    if not self._post(self.config.relist, kind.kind, objects, namespace):
                         return
-                for event_type, obj in self._watch(kind, version):
+                for event_type, obj in self._watch(kind, namespace, version):
                     version = (obj.get("metadata") or {}).get("resourceVersion") or version
                     if event_type in ("ADDED", "MODIFIED", "DELETED") and not self._post(
                         self.config.apply, kind.kind, event_type, obj
@@ -381,28 +399,30 @@ class KubeSource:
             )
         return response
 
-    def _list(self, kind: Kind) -> tuple[list[dict[str, Any]], str]:
+    def _list(self, kind: Kind, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
         """Every object of `kind` in scope (paged), and the resourceVersion to watch from."""
         objects: list[dict[str, Any]] = []
-        query = [("limit", str(LIST_PAGE))]
+        query = [("limit", str(LIST_PAGE)), *_selector(kind)]
         while True:
-            page = json.loads(self._request(collection_path(kind, self.namespace), query, 60).read())
+            page = json.loads(self._request(collection_path(kind, namespace), query, 60).read())
             objects.extend(page.get("items") or [])
             meta = page.get("metadata") or {}
             if not meta.get("continue"):
                 return objects, str(meta.get("resourceVersion", ""))
-            query = [("limit", str(LIST_PAGE)), ("continue", meta["continue"])]
+            query = [("limit", str(LIST_PAGE)), ("continue", meta["continue"]), *_selector(kind)]
 
-    def _watch(self, kind: Kind, version: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _watch(self, kind: Kind, namespace: str | None, version: str) -> Iterator[tuple[str, dict[str, Any]]]:
         query = [
             ("watch", "1"),
             ("resourceVersion", version),
             ("allowWatchBookmarks", "true"),
             ("timeoutSeconds", str(WATCH_SECONDS)),
+            *_selector(kind),
         ]
-        response = self._request(collection_path(kind, self.namespace), query, READ_TIMEOUT)
+        response = self._request(collection_path(kind, namespace), query, READ_TIMEOUT)
         raw = response.response  # the urllib3 response, read as it arrives
-        self._responses[kind.kind] = raw
+        watch = f"{kind.kind}/{namespace or ''}"
+        self._responses[watch] = raw
         try:
             # stop() sets _stopping, then cuts the responses it finds: checking after registering
             # ours means either it cuts this one or we see the flag; never a watch left open.
@@ -417,10 +437,15 @@ class KubeSource:
                     raise ApiException(status=obj.get("code"), reason=obj.get("message"))
                 yield str(event.get("type")), obj
         finally:
-            self._responses.pop(kind.kind, None)
+            self._responses.pop(watch, None)
             # close() first: a connection left mid-stream must not go back to the pool for reuse.
             raw.close()
             raw.release_conn()
+
+
+def _selector(kind: Kind) -> list[tuple[str, str]]:
+    """Only the Secrets labelled as credentials are ever read (a label removed: a DELETED event)."""
+    return [("labelSelector", CREDENTIALS_LABEL)] if kind is SECRET else []
 
 
 def _lines(response: Any) -> Iterator[bytes]:

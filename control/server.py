@@ -19,10 +19,11 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
-from trunkline.control.service import SERVICE_NAME, ControlService
+from trunkline.control.service import POLICY, SERVICE_NAME, ControlService
 from trunkline.control.store import ConfigStore, RelayDirectory
 from trunkline.control.v1 import control_pb2_grpc
-from trunkline.core import observability, runner
+from trunkline.core import grpc_tls, observability, runner
+from trunkline.core.grpc_tls import GrpcSecurity
 from trunkline.core.http import OpsServer
 from trunkline.core.manifests import ManifestProblem
 from trunkline.core.net import ConfigError, tcp_listener
@@ -40,12 +41,18 @@ class ControlServer:
         store: ConfigStore | None = None,
         heartbeat_interval: float = 2.0,
         heartbeat_timeout: float = 10.0,
+        security: GrpcSecurity | None = None,
     ) -> None:
         self.store = store or ConfigStore()
         self.relays = RelayDirectory(heartbeat_timeout)
         self.service = ControlService(self.store, self.relays, heartbeat_interval)
         self.grpc = GrpcServer(
-            listen, control_pb2_grpc.add_ControlServicer_to_server, self.service, SERVICE_NAME
+            listen,
+            control_pb2_grpc.add_ControlServicer_to_server,
+            self.service,
+            SERVICE_NAME,
+            security,
+            POLICY,
         )
 
     @property
@@ -99,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--all-namespaces", action="store_true", help="watch the Kubernetes API, every namespace"
     )
-    source.add_argument("--namespace", metavar="NS", help="watch the Kubernetes API, namespace NS only")
+    source.add_argument(
+        "--namespace", metavar="NS", action="append",
+        help="watch the Kubernetes API, namespace NS only (repeatable: each of them, with Roles there)",
+    )  # fmt: skip
     parser.add_argument(
         "--http-listen",
         default=os.environ.get("TRUNKLINE_HTTP_LISTEN"),
@@ -109,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--heartbeat-timeout", type=float, default=10.0, help="seconds before a relay is unhealthy"
     )
+    grpc_tls.add_arguments(parser)
     observability.add_arguments(parser)
     return parser
 
@@ -119,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = ConfigStore()
     readiness = _Readiness()
     try:
+        security = grpc_tls.from_arguments(args, "trunkline control")
+        security.check_listen(args.listen)
         observability.configure("control", args)
         http = tcp_listener(args.http_listen, "--http-listen") if args.http_listen else None
     except ConfigError as exc:
@@ -156,7 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def run() -> None:
         # Made here, not before asyncio.run: a grpc.aio server belongs to the loop it was made in.
-        server = ControlServer(args.listen, store, heartbeat_timeout=args.heartbeat_timeout)
+        server = ControlServer(
+            args.listen, store, heartbeat_timeout=args.heartbeat_timeout, security=security
+        )
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -15,9 +15,19 @@ from trunkline.control.store import (
     check_kinds,
 )
 from trunkline.control.v1 import control_pb2, control_pb2_grpc
+from trunkline.core.grpc_auth import caller, refuse
 from trunkline.core.rpc import duration
 
 SERVICE_NAME = "trunkline.control.v1.Control"
+# Who may call what (mTLS roles, docs/security.md): relays register and heartbeat (as themselves, see
+# `_check_relay`), edges pick relays, both watch the configuration (Secrets: edges only).
+POLICY = {
+    f"/{SERVICE_NAME}/Register": {"relay"},
+    f"/{SERVICE_NAME}/Heartbeat": {"relay"},
+    f"/{SERVICE_NAME}/PickRelay": {"edge"},
+    f"/{SERVICE_NAME}/WatchConfig": {"edge", "relay"},
+}
+SECRET_READERS = {"edge"}
 
 
 def resource_message(entry: Entry) -> control_pb2.Resource:
@@ -40,11 +50,23 @@ class ControlService(control_pb2_grpc.ControlServicer):
         self.relays = relays
         self.heartbeat_interval = heartbeat_interval
 
+    @staticmethod
+    async def _check_relay(context: grpc.aio.ServicerContext, relay_id: str) -> None:
+        """A relay speaks only for the relay id its certificate names (or its wildcard covers)."""
+        identity = caller(context)
+        if identity is not None and not identity.speaks_for(relay_id):
+            await refuse(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"the certificate of relay {identity.id!r} may not speak for relay {relay_id!r}",
+            )
+
     async def Register(
         self, request: control_pb2.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> control_pb2.RegisterResponse:
         if not request.relay_id or not request.grpc_address:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "relay_id and grpc_address are required")
+        await self._check_relay(context, request.relay_id)
         self.relays.register(
             request.relay_id, request.grpc_address, request.media_address, relay_load(request.load)
         )
@@ -56,6 +78,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
     async def Heartbeat(
         self, request: control_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> control_pb2.HeartbeatResponse:
+        await self._check_relay(context, request.relay_id)
         return control_pb2.HeartbeatResponse(
             known=self.relays.heartbeat(request.relay_id, relay_load(request.load))
         )
@@ -85,6 +108,11 @@ class ControlService(control_pb2_grpc.ControlServicer):
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
+        identity = caller(context)
+        if "Secret" in kinds and identity is not None and identity.role not in SECRET_READERS:
+            await refuse(
+                context, grpc.StatusCode.PERMISSION_DENIED, f"Secrets are for edges, not {identity.role}s"
+            )
         watch, revision, snapshot = self.store.watch(kinds)
         try:
             yield control_pb2.ConfigEvent(

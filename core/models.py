@@ -297,6 +297,11 @@ class Carrier(Resource):
 RESOURCE_KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (Trunk, DID, Carrier)}
 
 
+# The label a Secret that a Trunk or Carrier names must carry: control's Kubernetes source lists and
+# watches only Secrets with it (least privilege in what it reads; docs/security.md).
+CREDENTIALS_LABEL = "trunkline.io/credentials"
+
+
 class Secret(BaseModel):
     """The part of a v1 Secret we read: `data` (base64) or `stringData` keys username and password."""
 

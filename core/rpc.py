@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from trunkline.core.grpc_auth import RoleCheck
+from trunkline.core.grpc_tls import GrpcSecurity
 from trunkline.core.rpc_tracing import client_interceptors, server_interceptors
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -54,16 +56,26 @@ def insecure_channel(target: str) -> grpc.aio.Channel:
 class GrpcServer:
     """A grpc.aio server on HOST:PORT (port 0: any free port, see `port`) serving one service, with
     health checking: the service (`name`, its full name) and "" (the server) report SERVING once
-    started. `add` is the generated add_XServicer_to_server function.
+    started. `add` is the generated add_XServicer_to_server function. `security`: mTLS, or plaintext on
+    loopback only (the default); `policy`: the roles allowed per method (`core/grpc_auth.py`).
     """
 
     def __init__(
-        self, listen: str, add: Callable[[Any, grpc.aio.Server], None], servicer: Any, name: str
+        self,
+        listen: str,
+        add: Callable[[Any, grpc.aio.Server], None],
+        servicer: Any,
+        name: str,
+        security: GrpcSecurity | None = None,
+        policy: Mapping[str, Collection[str]] | None = None,
     ) -> None:
         self.listen = listen
         self.services = [name]
+        self.security = security or GrpcSecurity.insecure_loopback()
+        self.security.check_listen(listen)
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(interceptors=server_interceptors())
+        # Tracing first, so that a refused call is traced too.
+        self.server = grpc.aio.server(interceptors=[*server_interceptors(), RoleCheck(policy or {})])
         add(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = 0
@@ -72,7 +84,9 @@ class GrpcServer:
         """Bind and serve; OSError naming the address when it cannot bind."""
         host, port = parse_hostport(self.listen)
         try:
-            self.port = self.server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+            self.port = self.security.add_port(
+                self.server, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            )
         except RuntimeError:
             raise OSError(f"cannot listen on {self.listen} (address in use or not ours?)") from None
         await self.server.start()

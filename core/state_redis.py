@@ -7,15 +7,20 @@ scripts run atomically on the server, timed by the server's clock so edges need 
 
 URLs: `redis://[:password@]host:port/db`, `rediss://...` (TLS), or
 `sentinel://[:password@]host:port[,host:port...]/service-name[/db]` for a Sentinel-managed primary,
-which the client follows when Sentinel promotes a replica.
+which the client follows when Sentinel promotes a replica. `RedisTarget` adds what should not be in a
+URL on a command line: the password (from a file or the environment) and the CA that signed the TLS
+server's certificate (`--redis-password-file`, `--redis-ca`; every component takes the same flags).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -191,8 +196,12 @@ def url_from_env(env: Mapping[str, str]) -> str | None:
     return with_password(url, env.get("TRUNKLINE_REDIS_PASSWORD")) if url else None
 
 
-def connect(url: str, timeout: float = 0.25) -> aioredis.Redis:
-    """A client for a redis:// or sentinel:// URL with bounded connect and command timeouts."""
+def connect(
+    url: str, timeout: float = 0.25, password: str | None = None, ca: str | None = None
+) -> aioredis.Redis:
+    """A client for a redis://, rediss:// or sentinel:// URL with bounded connect and command timeouts.
+    `password` (AUTH) wins over one in the URL; `ca`: verify the server's TLS certificate with this CA
+    (rediss://, or a Sentinel whose primary and sentinels speak TLS)."""
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
@@ -200,6 +209,12 @@ def connect(url: str, timeout: float = 0.25) -> aioredis.Redis:
         "retry_on_timeout": False,
     }
     parts = urlsplit(url)
+    if password and parts.scheme != "sentinel":
+        url = with_password(url, password)  # redis-py lets the URL's options win over keywords
+    if ca and parts.scheme == "redis":
+        raise ValueError(f"{url!r}: a CA (--redis-ca) is for TLS: use a rediss:// URL")
+    if ca:
+        options["ssl_ca_certs"] = ca
     if parts.scheme != "sentinel":
         return aioredis.Redis.from_url(url, **options)
     hosts = []
@@ -209,13 +224,76 @@ def connect(url: str, timeout: float = 0.25) -> aioredis.Redis:
     path = [p for p in parts.path.split("/") if p]
     if not path:
         raise ValueError(f"{url!r}: a sentinel URL needs the service name: sentinel://host:port/NAME")
-    password = unquote(parts.password) if parts.password else None
+    password = password or (unquote(parts.password) if parts.password else None)
     db = int(path[1]) if len(path) > 1 else 0
+    sentinel_options: dict[str, Any] = {"socket_timeout": timeout}
+    if ca:  # TLS to the sentinels and to the primary they name
+        options["ssl"] = sentinel_options["ssl"] = True
+        sentinel_options["ssl_ca_certs"] = ca
     sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # untyped before redis 8
-        hosts, sentinel_kwargs={"socket_timeout": timeout}, password=password, db=db, **options
+        hosts, sentinel_kwargs=sentinel_options, password=password, db=db, **options
     )
     client: aioredis.Redis = sentinel.master_for(path[0])
     return client
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where the shared Redis is and how to reach it: URL, AUTH password, CA for TLS."""
+
+    url: str
+    password: str | None = None
+    ca: str | None = None
+
+    def connect(self, timeout: float = 0.25) -> aioredis.Redis:
+        return connect(self.url, timeout, self.password, self.ca)
+
+
+def add_redis_arguments(parser: argparse.ArgumentParser, help: str) -> None:
+    """--redis URL, --redis-password-file, --redis-ca; defaults from the environment (as the chart and
+    the operator's pod specs set it): TRUNKLINE_REDIS_URL (or _SENTINELS), TRUNKLINE_REDIS_PASSWORD or
+    TRUNKLINE_REDIS_PASSWORD_FILE, TRUNKLINE_REDIS_CA."""
+    parser.add_argument("--redis", default=url_from_env(os.environ), metavar="URL", help=help)
+    parser.add_argument(
+        "--redis-password-file",
+        metavar="PATH",
+        default=os.environ.get("TRUNKLINE_REDIS_PASSWORD_FILE") or None,
+        help="Redis AUTH password, read from this file (default: $TRUNKLINE_REDIS_PASSWORD_FILE)",
+    )
+    parser.add_argument(
+        "--redis-ca",
+        metavar="PEM",
+        default=os.environ.get("TRUNKLINE_REDIS_CA") or None,
+        help="CA of the Redis server's TLS certificate, for rediss:// (default: $TRUNKLINE_REDIS_CA)",
+    )
+
+
+def redis_target(args: argparse.Namespace) -> RedisTarget | None:
+    """The RedisTarget the parsed flags name; None without --redis. The password: the file's, else
+    $TRUNKLINE_REDIS_PASSWORD, else the URL's. ValueError naming the flag when the password file cannot
+    be read or the URL does not fit."""
+    if not args.redis:
+        if args.redis_password_file or args.redis_ca:
+            raise ValueError("--redis-password-file and --redis-ca need --redis (or $TRUNKLINE_REDIS_URL)")
+        return None
+    scheme = urlsplit(args.redis).scheme
+    if scheme not in ("redis", "rediss", "sentinel", "unix"):
+        raise ValueError(f"--redis: {args.redis!r} is not a redis://, rediss:// or sentinel:// URL")
+    if args.redis_ca and scheme in ("redis", "unix"):
+        raise ValueError("--redis-ca is for TLS: give a rediss:// (or sentinel://) URL")
+    password = os.environ.get("TRUNKLINE_REDIS_PASSWORD") or None
+    if path := args.redis_password_file:
+        try:
+            with Path(path).open("rb") as file:
+                raw = file.read(4097)
+        except OSError as exc:
+            raise ValueError(f"--redis-password-file {path}: {exc.strerror or exc}") from None
+        if len(raw) > 4096:
+            raise ValueError(f"--redis-password-file {path}: longer than 4096 bytes")
+        password = raw.decode("utf-8", "replace").rstrip("\r\n") or None
+    if args.redis_ca and not Path(args.redis_ca).is_file():
+        raise ValueError(f"--redis-ca {args.redis_ca}: no such file")
+    return RedisTarget(args.redis, password, args.redis_ca)
 
 
 class RedisStore:
@@ -243,6 +321,16 @@ class RedisStore:
         cls, url: str, timeout: float = 0.25, prefix: str = "trunkline:", cdr_stream: str | None = None
     ) -> RedisStore:
         return cls(connect(url, timeout), prefix, cdr_stream)
+
+    @classmethod
+    def from_target(
+        cls,
+        target: RedisTarget,
+        timeout: float = 0.25,
+        prefix: str = "trunkline:",
+        cdr_stream: str | None = None,
+    ) -> RedisStore:
+        return cls(target.connect(timeout), prefix, cdr_stream)
 
     async def close(self) -> None:
         await self.redis.aclose()

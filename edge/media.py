@@ -41,10 +41,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from trunkline.control.client import Backoff, RelayPicker
-from trunkline.core import rpc
 from trunkline.core.addresses import MediaAddressPolicy
+from trunkline.core.grpc_tls import GrpcSecurity
 from trunkline.core.logs import event
 from trunkline.core.models import SrtpMode
+from trunkline.core.net import ConfigError
 from trunkline.edge.call import Call, MediaError
 from trunkline.edge.cdr import Direction
 from trunkline.edge.sdp_rules import (
@@ -99,9 +100,9 @@ class _Ending:
 class _Relay:
     """A relay this edge uses: one channel, one watch of its events, our sessions on it."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, security: GrpcSecurity) -> None:
         self.address = address
-        self.channel = rpc.insecure_channel(address)
+        self.channel = security.channel(address, "relay")
         self.stub = media_pb2_grpc.MediaRelayStub(self.channel)  # type: ignore[no-untyped-call]
         self.sessions: set[str] = set()
         self.watch: asyncio.Task[None] | None = None
@@ -143,10 +144,12 @@ class RelayMedia:
         on_inactive: Callable[[str, str], bool] | None = None,
         lost_after: float = 20.0,
         policy: MediaAddressPolicy | None = None,
+        security: GrpcSecurity | None = None,
     ) -> None:
         if (target is None) == (picker is None):
             raise ValueError("RelayMedia needs a relay target or a picker (one of them)")
         self.target = target
+        self.security = security or GrpcSecurity.insecure_loopback()
         self.picker = picker
         self.policy = policy or MediaAddressPolicy()  # remote media addresses calls may name
         self.timeout = timeout
@@ -285,6 +288,11 @@ class RelayMedia:
             raise MediaError(503, f"Service Unavailable (control: {exc.code().name})") from None
         if picked is None:
             raise MediaError(503, "Service Unavailable (no media relay available)")
+        try:
+            self.security.check_target(picked.grpc_address, f"relay {picked.relay_id}")
+        except ConfigError as exc:  # plaintext never leaves loopback, whatever control says
+            log.error("%s", exc)
+            raise MediaError(503, "Service Unavailable (media relay not reachable securely)") from None
         return picked.relay_id, picked.grpc_address
 
     def _fixed(self) -> str:
@@ -384,7 +392,7 @@ class RelayMedia:
         """The relay at `address`, its channel and event watch opened if need be, holding `call_key`."""
         relay = self._relays.get(address)
         if relay is None:
-            relay = self._relays[address] = _Relay(address)
+            relay = self._relays[address] = _Relay(address, self.security)
             relay.watch = self._spawn(self._watch(relay))
             relay.guard = self._spawn(self._guard(relay))
         if relay.idle is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from trunkline.core import observability
+from trunkline.core import grpc_tls, observability
 from trunkline.core.addresses import MediaAddressPolicy, is_loopback
 from trunkline.core.http import OpsServer
 from trunkline.core.logs import event
@@ -35,7 +35,7 @@ from trunkline.core.net import (
 )
 from trunkline.core.runner import run, run_until_signalled
 from trunkline.core.state import MemoryStore, StateStore
-from trunkline.core.state_redis import url_from_env
+from trunkline.core.state_redis import add_redis_arguments, redis_target
 from trunkline.edge.b2bua import Edge
 from trunkline.edge.call import MediaPlane
 from trunkline.edge.cdr import CdrSink
@@ -225,8 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--edge-id", default=os.environ.get("POD_NAME"),
                         help="this edge's name in the shared store (default: host name and pid)")  # fmt: skip
     parser.add_argument("--http-listen", default=os.environ.get("TRUNKLINE_HTTP_LISTEN", "127.0.0.1:8080"))
-    parser.add_argument("--redis", default=url_from_env(os.environ), metavar="URL",
-                        help="shared store: redis://, rediss://, sentinel:// (default: env)")  # fmt: skip
+    add_redis_arguments(parser, "shared store: redis://, rediss://, sentinel:// (default: env)")
     parser.add_argument(
         "--media-relay", metavar="HOST:PORT",
         help="anchor media on this relay's gRPC service (default with --control: the relay control picks, "
@@ -285,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse REGISTER Contacts inside this network, e.g. the pod and service CIDRs (repeatable)",
     )  # fmt: skip
     parser.add_argument("--log-level", default=os.environ.get("TRUNKLINE_LOG_LEVEL", "INFO"))
+    grpc_tls.add_arguments(parser)
     observability.add_arguments(parser)
     return parser
 
@@ -337,6 +337,17 @@ def media_policy_of(args: argparse.Namespace, sip_host: str) -> MediaAddressPoli
 async def _serve(args: argparse.Namespace) -> int:
     if not args.files and not args.control:
         raise ConfigError("give manifests (-f) or a control service (--control)")
+    try:
+        redis = redis_target(args)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    security = None
+    if args.control or args.media_relay:  # an edge with neither speaks no gRPC
+        security = grpc_tls.from_arguments(args, "trunkline edge")
+        if args.control:
+            security.check_target(args.control, "--control")
+        if args.media_relay:
+            security.check_target(args.media_relay, "--media-relay")
     config = ConfigSet()
     if args.files:
         config, problems = load(args.files)
@@ -369,10 +380,10 @@ async def _serve(args: argparse.Namespace) -> int:
         sockets.service = (service.udp, service.tcp)
         advertise = advertise or service.address
     store: StateStore = MemoryStore()
-    if args.redis:
+    if redis is not None:
         from trunkline.core.state_redis import RedisStore
 
-        store = RedisStore.from_url(args.redis)
+        store = RedisStore.from_target(redis)
     secret = None
     if args.nonce_secret_file:
         try:
@@ -387,11 +398,14 @@ async def _serve(args: argparse.Namespace) -> int:
     media = None
     policy = media_policy_of(args, listen.host)
     if args.media_relay:
-        media = RelayMedia(args.media_relay, lost_after=args.relay_lost_after, policy=policy)
+        media = RelayMedia(
+            args.media_relay, lost_after=args.relay_lost_after, security=security, policy=policy
+        )
     elif args.control:
         from trunkline.control.client import RelayPicker
 
-        media = RelayMedia(picker=RelayPicker(args.control), lost_after=args.relay_lost_after, policy=policy)
+        picker = RelayPicker(args.control, security=security)
+        media = RelayMedia(picker=picker, lost_after=args.relay_lost_after, security=security, policy=policy)
     if args.max_call_duration <= 0:
         raise ConfigError("--max-call-duration: must be more than 0 seconds")
     options = EdgeOptions(max_duration=args.max_call_duration)
@@ -418,7 +432,8 @@ async def _serve(args: argparse.Namespace) -> int:
         from trunkline.control.client import ConfigMirror
 
         mirror = ConfigMirror(args.control, kinds=["Trunk", "DID", "Carrier", "Secret"],
-                              on_change=lambda _: component.reconfigure(mirror.config_set()))  # fmt: skip
+                              on_change=lambda _: component.reconfigure(mirror.config_set()),
+                              security=security)  # fmt: skip
         mirror_task = asyncio.create_task(mirror.run())
     try:
         return await run_until_signalled([component], OpsServer(http, [component], registry), args.grace)

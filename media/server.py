@@ -18,19 +18,19 @@ import os
 import socket
 import sys
 from collections.abc import Iterator, Sequence
-from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from trunkline.control.client import RelayLoad, RelayRegistration
-from trunkline.core import observability, runner
+from trunkline.core import grpc_tls, observability, runner
 from trunkline.core.addresses import MediaAddressPolicy, is_loopback
+from trunkline.core.grpc_tls import GrpcSecurity
 from trunkline.core.http import OpsServer
 from trunkline.core.net import ConfigError, tcp_listener
 from trunkline.core.rpc import GrpcServer, parse_hostport, parse_range, run_until_signal
-from trunkline.core.state_redis import connect, url_from_env
+from trunkline.core.state_redis import RedisTarget, add_redis_arguments, redis_target
 from trunkline.media.engine import EngineReport, LatchPolicy
 from trunkline.media.errors import LocalError, PortInUse, RemoteError, SessionExists
 from trunkline.media.pool import EnginePool
@@ -39,6 +39,7 @@ from trunkline.media.service import (
     DEFAULT_INACTIVITY_TIMEOUT,
     DEFAULT_MAX_SESSIONS_PER_CALLER,
     DEFAULT_MIN_INACTIVITY_TIMEOUT,
+    POLICY,
     SERVICE_NAME,
     MediaRelayService,
     session_stats,
@@ -56,6 +57,7 @@ class MediaServer:
     workers: engine processes (0: one engine in a thread of this process, for tests and `up`).
     advertise: the address written into SDP, when not the media bind address.
     redis: keep the sessions there under `relay_id`, which must then be stable across restarts.
+    security: mTLS for its gRPC server and its control client (default: plaintext, loopback only).
     """
 
     def __init__(
@@ -69,17 +71,19 @@ class MediaServer:
         relay_id: str | None = None,
         inactivity_timeout: float = DEFAULT_INACTIVITY_TIMEOUT,
         policy: LatchPolicy | None = None,
-        redis: str | None = None,
+        redis: str | RedisTarget | None = None,
         address_policy: MediaAddressPolicy | None = None,
         min_timeout: float = DEFAULT_MIN_INACTIVITY_TIMEOUT,
         max_sessions_per_caller: int = DEFAULT_MAX_SESSIONS_PER_CALLER,
+        security: GrpcSecurity | None = None,
     ) -> None:
         if redis and not relay_id:
             raise ValueError("keeping sessions in Redis needs a relay id that stays the same across restarts")
         self.relay_id = relay_id or f"{socket.gethostname()}-{os.getpid()}"
         self.records: SessionRecords | None = None
         if redis:
-            self.records = SessionRecords(connect(redis), self.relay_id)
+            target = RedisTarget(redis) if isinstance(redis, str) else redis
+            self.records = SessionRecords(target.connect(), self.relay_id)
         self.pool = EnginePool(media_host, *media_ports, workers=workers, policy=policy)
         if address_policy is None:  # a relay on loopback (tests, `up`) serves parties on loopback
             address_policy = MediaAddressPolicy(allow_loopback=is_loopback(media_host))
@@ -87,8 +91,14 @@ class MediaServer:
             self.pool, advertise or media_host, inactivity_timeout, self._draining, self.records,
             address_policy, min_timeout, max_sessions_per_caller,
         )  # fmt: skip
+        self.security = security or GrpcSecurity.insecure_loopback()
         self.grpc = GrpcServer(
-            listen, media_pb2_grpc.add_MediaRelayServicer_to_server, self.service, SERVICE_NAME
+            listen,
+            media_pb2_grpc.add_MediaRelayServicer_to_server,
+            self.service,
+            SERVICE_NAME,
+            self.security,
+            POLICY,
         )
         self.control = control
         self.registration: RelayRegistration | None = None
@@ -131,7 +141,12 @@ class MediaServer:
         if self.control:
             host, _ = parse_hostport(self.grpc.listen)
             self.registration = RelayRegistration(
-                self.control, self.relay_id, f"{host}:{self.port}", self.service.media_address, self.load
+                self.control,
+                self.relay_id,
+                f"{host}:{self.port}",
+                self.service.media_address,
+                self.load,
+                self.security,
             )
             self._tasks.append(asyncio.create_task(self.registration.run(), name="control-registration"))
 
@@ -308,11 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="this relay's name at the control service and in Redis; with --redis it must stay the same "
         "across restarts (default: $POD_NAME, else host name and pid)",
     )  # fmt: skip
-    parser.add_argument(
-        "--redis", default=url_from_env(os.environ), metavar="URL",
-        help="keep sessions here, to restore them on the same ports after a restart "
+    add_redis_arguments(
+        parser,
+        "keep sessions here, to restore them on the same ports after a restart "
         "(redis://, rediss://, sentinel://; default: env, as the edges)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--http-listen", default=os.environ.get("TRUNKLINE_HTTP_LISTEN"), metavar="HOST:PORT",
         help="serve /healthz, /readyz, /metrics (default: $TRUNKLINE_HTTP_LISTEN, else none)",
@@ -340,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse remote media addresses in this network (repeatable; e.g. the pod and service CIDRs)",
     )  # fmt: skip
     observability.add_arguments(parser)
+    grpc_tls.add_arguments(parser)
     return parser
 
 
@@ -366,15 +382,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--inactivity-timeout and --min-inactivity-timeout must not be negative")
     if args.max_sessions_per_caller < 1:
         parser.error("--max-sessions-per-caller must be at least 1")
-    if args.redis:
-        if urlsplit(args.redis).scheme not in ("redis", "rediss", "sentinel", "unix"):
-            parser.error(f"--redis: {args.redis!r} is not a redis://, rediss:// or sentinel:// URL")
-        if not args.relay_id:
-            parser.error(
-                "--redis needs --relay-id (or $POD_NAME): a name that stays the same across restarts"
-            )
+    try:
+        redis = redis_target(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if redis is not None and not args.relay_id:
+        parser.error("--redis needs --relay-id (or $POD_NAME): a name that stays the same across restarts")
     try:
         observability.configure("media", args)
+        security = grpc_tls.from_arguments(args, "trunkline media")
+        security.check_listen(args.listen)
+        if args.control:
+            security.check_target(args.control)
         http = tcp_listener(args.http_listen, "--http-listen") if args.http_listen else None
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -384,8 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Built inside the running loop: grpc.aio binds its server to the loop it is created on.
         server = MediaServer(
             args.listen, args.media_listen, ports, max(args.workers, 1), args.advertise, args.control,
-            args.relay_id, args.inactivity_timeout, redis=args.redis, address_policy=address_policy,
+            args.relay_id, args.inactivity_timeout, redis=redis, address_policy=address_policy,
             min_timeout=args.min_inactivity_timeout, max_sessions_per_caller=args.max_sessions_per_caller,
+            security=security,
         )  # fmt: skip
         ops = None
         if http is not None:

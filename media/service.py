@@ -34,6 +34,21 @@ from trunkline.media.v1 import media_pb2, media_pb2_grpc
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "trunkline.media.v1.MediaRelay"
+# Who may call what (mTLS roles, docs/security.md): edges run their calls' sessions, the operator drains.
+POLICY = {
+    **{
+        f"/{SERVICE_NAME}/{method}": {"edge"}
+        for method in (
+            "CreateSession",
+            "UpdateSession",
+            "DeleteSession",
+            "DeleteSessions",
+            "GetSessionStats",
+            "WatchEvents",
+        )
+    },
+    f"/{SERVICE_NAME}/Drain": {"operator"},
+}
 DEFAULT_INACTIVITY_TIMEOUT = 60.0
 # A caller may not ask for less: a session that never times out (or almost at once) is an open relay
 # left behind, or a way to churn ports.

@@ -24,6 +24,14 @@ MANAGER = "trunkline-operator"
 RUN_AS = 10001  # the image's non-root user (Dockerfile)
 TMP_VOLUME = {"name": "tmp", "emptyDir": {}}
 CHECKSUM_ANNOTATION = "checksum/config"
+GRPC_MOUNT = "/etc/trunkline/grpc"  # the component's certificate Secret (operator/grpc_certs.py)
+GRPC_FILES = {
+    "TRUNKLINE_GRPC_CA": "ca.crt",
+    "TRUNKLINE_GRPC_CERT": "tls.crt",
+    "TRUNKLINE_GRPC_KEY": "tls.key",
+}
+GRPC_COMPONENTS = ("control", "edge", "media")  # the ones that serve or dial the internal gRPC
+REDIS_CA_MOUNT = "/etc/trunkline/redis-ca"
 
 
 NONCE_MOUNT = "/etc/trunkline/nonce"  # the nonce Secret in edge pods
@@ -82,10 +90,13 @@ def runtime_env(platform: Platform, namespace: str) -> dict[str, str]:
         "TRUNKLINE_INSTALLATION": platform.name,
         "TRUNKLINE_NAMESPACE": namespace,
     }
+    env.update({variable: f"{GRPC_MOUNT}/{file}" for variable, file in GRPC_FILES.items()})
     if platform.cdr.enabled:
         env["TRUNKLINE_CDR_STREAM"] = platform.cdr.stream
     env.update(telemetry_env(platform))
     redis = platform.redis
+    if redis.caSecret:
+        env["TRUNKLINE_REDIS_CA"] = f"{REDIS_CA_MOUNT}/ca.crt"
     if redis.url:
         env["TRUNKLINE_REDIS_URL"] = redis.url
     if redis.sentinel:
@@ -194,6 +205,19 @@ def _pod_template(
     volumes: tuple[dict[str, Any], ...] = (),
 ) -> dict[str, Any]:
     checksum = config_checksum(runtime_env(platform, namespace))
+    if component in GRPC_COMPONENTS:
+        # Each speaks mTLS with its own certificate; rotated files reach it without a restart.
+        grpc_secret = object_name(platform, f"grpc-{component}")
+        volumes = (*volumes, {"name": "grpc-tls", "secret": {"secretName": grpc_secret}})
+        container["volumeMounts"] = [
+            *container["volumeMounts"],
+            {"name": "grpc-tls", "mountPath": GRPC_MOUNT, "readOnly": True},
+        ]
+    if platform.redis.caSecret:
+        ca = platform.redis.caSecret
+        only_ca = {"secretName": ca.name, "items": [{"key": ca.key, "path": "ca.crt"}]}
+        volumes = (*volumes, {"name": "redis-ca", "secret": only_ca})
+        container["volumeMounts"].append({"name": "redis-ca", "mountPath": REDIS_CA_MOUNT, "readOnly": True})
     spec: dict[str, Any] = {
         "securityContext": {
             "runAsNonRoot": True,
@@ -260,7 +284,8 @@ def build_control_deployment(
     platform: Platform, namespace: str, owner: dict[str, Any] | None = None
 ) -> Manifest:
     ctl = platform.control
-    scope = ["--namespace", platform.watchNamespace] if platform.watchNamespace else ["--all-namespaces"]
+    namespaces = platform.watchNamespaces or ([platform.watchNamespace] if platform.watchNamespace else [])
+    scope = [arg for ns in namespaces for arg in ("--namespace", ns)] or ["--all-namespaces"]
     container = _container(
         platform, namespace, "control", ["--listen", f"0.0.0.0:{ctl.port}", *scope],
         [_port("grpc", ctl.port)], ctl.resources,
@@ -387,7 +412,8 @@ def build_media_workload(platform: Platform, namespace: str, owner: dict[str, An
     media = platform.media
     daemon = media.kind is MediaKind.DAEMON_SET
     args = [
-        "--listen", f"0.0.0.0:{media.port}",
+        # On the host network, gRPC on the pod's (the node's) address only, not on every interface.
+        "--listen", f"$(POD_IP):{media.port}" if daemon else f"0.0.0.0:{media.port}",
         "--media-listen", "0.0.0.0",
         "--media-ports", str(media.portRange),
         # The pod's address (the node's, on the host network) is what SDP names.

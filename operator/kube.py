@@ -23,6 +23,8 @@ PLURALS: dict[str, str] = {
     "Deployment": "deployments",
     "DaemonSet": "daemonsets",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "NetworkPolicy": "networkpolicies",
+    "Certificate": "certificates",  # cert-manager.io/v1
     "Event": "events",
     **{kind: model.PLURAL for kind, model in RESOURCE_KINDS.items()},
 }

@@ -13,7 +13,7 @@ import kopf
 
 from trunkline.core import observability
 from trunkline.core.net import ConfigError
-from trunkline.core.state_redis import RedisStore, url_from_env, with_password
+from trunkline.core.state_redis import RedisStore, RedisTarget, add_redis_arguments, redis_target
 from trunkline.operator.handlers import State, registry
 
 
@@ -51,13 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long live calls of a deleted trunk may last (default 300)")  # fmt: skip
     parser.add_argument("--resync", type=float, default=60.0, metavar="SECONDS",
                         help="period of the full re-apply and re-check (default 60)")  # fmt: skip
-    parser.add_argument(
-        "--redis", metavar="URL", default=url_from_env(os.environ),
-        help="the edges' shared store (redis://, rediss://, sentinel://; env TRUNKLINE_REDIS_URL; a password "
+    add_redis_arguments(
+        parser,
+        "the edges' shared store (redis://, rediss://, sentinel://; env TRUNKLINE_REDIS_URL; a password "
         "from env TRUNKLINE_REDIS_PASSWORD): each Trunk's status then shows its active calls and registered "
         "contacts, and a drain waits for its calls. Without it the status has no counts and a drain ends "
         "at once",
-    )  # fmt: skip
+    )
     parser.add_argument("--counts-interval", type=_seconds, default=15.0, metavar="SECONDS",
                         help="how often each Trunk's counts are read from --redis (default 15)")  # fmt: skip
     parser.add_argument(
@@ -93,13 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trunkline operator: {exc}", file=sys.stderr)
         return 2
     store = None
-    if args.redis:
-        try:
+    try:
+        redis: RedisTarget | None = redis_target(args)
+        if redis is not None:
             # Only a client here: it connects on first use, in the operator's event loop.
-            store = RedisStore.from_url(with_password(args.redis, os.environ.get("TRUNKLINE_REDIS_PASSWORD")))
-        except ValueError as exc:
-            print(f"trunkline operator: --redis: {exc}", file=sys.stderr)
-            return 2
+            store = RedisStore.from_target(redis)
+    except ValueError as exc:
+        print(f"trunkline operator: {exc}", file=sys.stderr)
+        return 2
     state = State(
         platform=args.platform, drain_grace=args.drain_grace, resync=args.resync,
         store=store, counts_interval=args.counts_interval,

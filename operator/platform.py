@@ -182,12 +182,20 @@ class SecretKeyRef(Model):
     key: str = Field("password", min_length=1)
 
 
+class CaSecretKeyRef(Model):
+    name: ObjectName
+    key: str = Field("ca.crt", min_length=1)
+
+
 class Redis(Model):
     """Exactly one of `url` (redis://host:port/db, no password in it) and `sentinel`."""
 
     url: str | None = Field(None, pattern=r"^rediss?://")
     sentinel: Sentinel | None = None
     passwordSecret: SecretKeyRef | None = None
+    caSecret: CaSecretKeyRef | None = Field(
+        None, description="A Secret key holding the CA of Redis's TLS certificate (rediss://)."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -243,6 +251,40 @@ class Telemetry(Model):
     scrapeAnnotations: bool = Field(True, description="prometheus.io/scrape, port and path on every pod.")
 
 
+class CertManagerIssuer(Model):
+    name: ObjectName
+    kind: Literal["Issuer", "ClusterIssuer"] = "ClusterIssuer"
+    group: str = Field("cert-manager.io", min_length=1)
+
+
+class InternalTls(Model):
+    """Certificates of the internal gRPC planes (docs/security.md)."""
+
+    issuer: Literal["operator", "cert-manager"] = Field(
+        "operator", description="operator: its own CA, in a Secret; cert-manager: Certificates for it."
+    )
+    certificateLifetimeSeconds: int = Field(
+        30 * 24 * 3600, ge=60, le=365 * 24 * 3600, description="Renewed after two thirds of it."
+    )
+    certManagerIssuer: CertManagerIssuer | None = None
+
+    @model_validator(mode="after")
+    def _issuer_named(self) -> Self:
+        if self.issuer == "cert-manager" and self.certManagerIssuer is None:
+            raise ValueError("internalTls.issuer cert-manager needs internalTls.certManagerIssuer")
+        return self
+
+
+class NetworkPolicies(Model):
+    enabled: bool = Field(
+        True, description="Control gRPC only from edges, relays and the operator; media gRPC only from edges."
+    )
+    redisPodSelector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels of the Redis pods (same namespace): only trunkline may reach them.",
+    )
+
+
 class Platform(Model):
     name: ObjectName = Field("trunkline", max_length=40, description="Prefix of the objects' names.")
     image: str = Field("ghcr.io/trunkline/trunkline:0.1.0", min_length=1)
@@ -251,6 +293,10 @@ class Platform(Model):
     httpPort: ContainerPort = Field(8080, description="/healthz, /readyz and /metrics of every component.")
     logLevel: LogLevel = "info"
     watchNamespace: str | None = Field(None, description="Where the control service reads; unset: all.")
+    watchNamespaces: list[ObjectName] = Field(
+        default_factory=list,
+        description="Several namespaces control reads (Roles there); wins over watchNamespace.",
+    )
     redis: Redis = Field(default_factory=lambda: Redis(url="redis://redis:6379/0"))
     control: Control = Field(default_factory=Control)
     edge: Edge = Field(default_factory=Edge)
@@ -260,6 +306,8 @@ class Platform(Model):
     )
     cdr: CdrExporter = Field(default_factory=CdrExporter)
     telemetry: Telemetry = Field(default_factory=Telemetry)
+    internalTls: InternalTls = Field(default_factory=InternalTls)
+    networkPolicies: NetworkPolicies = Field(default_factory=NetworkPolicies)
 
 
 def parse_platform(data: dict[str, str] | None) -> Platform:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from typing import Any
@@ -16,10 +17,12 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from trunkline.core.models import API_VERSION, RESOURCE_KINDS
+from trunkline.operator import grpc_certs
 from trunkline.operator.builders import build_data_plane, object_name, owner_reference, stale_objects
 from trunkline.operator.kube import Kube
+from trunkline.operator.network_policies import build_network_policies, stale_policies
 from trunkline.operator.nonce import nonce_secret_update
-from trunkline.operator.platform import parse_platform
+from trunkline.operator.platform import Platform, parse_platform
 from trunkline.operator.status import StatusUpdate, now_rfc3339, plan_statuses
 
 log = logging.getLogger(__name__)
@@ -32,14 +35,51 @@ def reconcile_platform(kube: Kube, namespace: str, name: str) -> None:
         raise ValueError(f"platform ConfigMap {namespace}/{name} not found")
     platform = parse_platform(configmap.get("data"))
     owner = owner_reference("v1", "ConfigMap", name, configmap["metadata"]["uid"])
-    # The edges' nonce keys before the edges: a pod cannot start without its Secret.
+    # The edges' nonce keys and every component's certificate before the pods: a pod cannot start
+    # without its Secrets.
     secret = kube.get("v1", "Secret", namespace, object_name(platform, "nonce"))
     if (update := nonce_secret_update(platform, namespace, secret, time.time(), owner)) is not None:
         kube.apply(update)
-    for obj in build_data_plane(platform, namespace, owner):
+    for obj in certificates(kube, platform, namespace, owner):
+        try:
+            kube.apply(obj)
+        except ApiException as exc:
+            if obj["kind"] != "Certificate" or exc.status != 404:
+                raise
+            # No cert-manager (its CRD) in this cluster: say so, and deploy the rest all the same.
+            log.error("cannot write Certificate %s: cert-manager is not installed (internalTls.issuer)",
+                      obj["metadata"]["name"])  # fmt: skip
+    objects = build_data_plane(platform, namespace, owner)
+    if platform.networkPolicies.enabled:
+        selector = platform.networkPolicies.redisPodSelector
+        objects += build_network_policies(platform, namespace, selector, owner)
+    for obj in objects:
         kube.apply(obj)
-    for api_version, kind, ns, obj_name in stale_objects(platform, namespace):
+    for api_version, kind, ns, obj_name in [
+        *stale_objects(platform, namespace),
+        *stale_policies(platform, namespace),
+    ]:
         kube.delete(api_version, kind, ns, obj_name)
+
+
+def certificates(
+    kube: Kube, platform: Platform, namespace: str, owner: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """What to write for the internal planes' certificates now: the operator's Secrets that are
+    missing or due (logged by name, never their content), or cert-manager's Certificates."""
+    tls = platform.internalTls
+    lifetime = datetime.timedelta(seconds=tls.certificateLifetimeSeconds)
+    if tls.issuer == "cert-manager":
+        assert tls.certManagerIssuer is not None  # the model checks it
+        issuer = tls.certManagerIssuer.model_dump()
+        return list(grpc_certs.cert_manager_certificates(platform, namespace, issuer, lifetime, owner))
+    now = datetime.datetime.now(datetime.UTC)
+    updates = grpc_certs.certificate_updates(
+        platform, namespace, lambda secret: kube.get("v1", "Secret", namespace, secret), lifetime, now, owner
+    )
+    for update in updates:
+        log.info("internal gRPC certificate: writing Secret %s/%s", namespace, update["metadata"]["name"])
+    return list(updates)
 
 
 def warning_event(obj: dict[str, Any], reason: str, message: str, now: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from trunkline.core.manifests import ConfigSet
 from trunkline.core.models import (
+    CREDENTIALS_LABEL,
     DID,
     RESOURCE_KINDS,
     Carrier,
@@ -78,7 +79,9 @@ def _secret_problem(
 ) -> StatusProblem | None:
     secret = config.secrets.get((namespace, name))
     if secret is None:
-        return StatusProblem(MISSING_SECRET, f"Secret {name!r} not found")
+        return StatusProblem(
+            MISSING_SECRET, f"Secret {name!r} not found (with the label {CREDENTIALS_LABEL})"
+        )
     missing = [key for key in keys if not secret.get(key)]
     if missing:
         return StatusProblem(MISSING_SECRET, f"Secret {name!r} has no {', '.join(missing)}")
@@ -337,6 +340,8 @@ def plan_statuses(
             if not (kind == "Trunk" and _is_deleting(body)):
                 config.add(item)
     for body in secrets:
+        if CREDENTIALS_LABEL not in ((body.get("metadata") or {}).get("labels") or {}):
+            continue  # control does not read it: to the edges it does not exist
         try:
             config.add(Secret.model_validate(body))
         except ValidationError:

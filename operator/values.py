@@ -23,6 +23,7 @@ from trunkline.operator.platform import (
     HostPort,
     LogLevel,
     MediaKind,
+    NetworkPolicies,
     NonceKeyRotationHours,
     PortRange,
     Quantity,
@@ -83,6 +84,11 @@ class OperatorValues(Model):
     nodeSelector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     affinity: dict[str, Any] = Field(default_factory=dict)
+    namespaces: list[ObjectName] = Field(
+        default_factory=list,
+        description="Serve only these namespaces, with a Role in each for the operator and control (no "
+        "cluster-wide right to read Secrets); empty: as scope says.",
+    )
 
 
 class SentinelValues(Model):
@@ -97,10 +103,18 @@ class PasswordSecretValues(Model):
     key: str = Field("password", min_length=1)
 
 
+class CaSecretValues(Model):
+    name: Empty | ObjectName = Field(
+        "", description='A Secret holding the CA of Redis\'s TLS certificate (rediss://); "": none.'
+    )
+    key: str = Field("ca.crt", min_length=1)
+
+
 class RedisValues(Model):
     url: RedisUrl = Field("redis://redis:6379/0", description="redis:// or rediss://, no password in it.")
     sentinel: SentinelValues = Field(default_factory=SentinelValues)
     passwordSecret: PasswordSecretValues = Field(default_factory=PasswordSecretValues)
+    caSecret: CaSecretValues = Field(default_factory=CaSecretValues)
 
 
 class ControlValues(Model):
@@ -155,6 +169,29 @@ class MediaValues(Model):
     )
 
 
+class CertManagerIssuerValues(Model):
+    name: Empty | ObjectName = Field("", description="The cert-manager issuer (issuer cert-manager).")
+    kind: Literal["Issuer", "ClusterIssuer"] = "ClusterIssuer"
+    group: str = Field("cert-manager.io", min_length=1)
+
+
+class InternalTlsValues(Model):
+    issuer: Literal["operator", "cert-manager"] = Field(
+        "operator",
+        description="operator: its own CA (a Secret) issues and renews every component's certificate; "
+        "cert-manager: the operator writes cert-manager Certificates for certManagerIssuer instead.",
+    )
+    certificateLifetimeSeconds: int = Field(
+        30 * 24 * 3600, ge=60, le=365 * 24 * 3600, description="A component certificate's lifetime; "
+        "renewed after two thirds of it.",
+    )  # fmt: skip
+    certManagerIssuer: CertManagerIssuerValues = Field(default_factory=CertManagerIssuerValues)
+
+
+def _redis_pods() -> NetworkPolicies:
+    return NetworkPolicies(redisPodSelector={"app.kubernetes.io/name": "redis"})
+
+
 class ChartValues(Model):
     fullnameOverride: str = Field(
         "", max_length=40, description="Name prefix of every object (default: <release>-trunkline)."
@@ -181,6 +218,15 @@ class ChartValues(Model):
         default_factory=Telemetry,
         description="Traces (OTLP), log format and Prometheus scraping of every pod.",
     )
+    internalTls: InternalTlsValues = Field(
+        default_factory=InternalTlsValues,
+        description="mTLS between control, edges and relays (docs/security.md): who issues the certificates.",
+    )
+    networkPolicies: NetworkPolicies = Field(
+        default_factory=_redis_pods,
+        description="Control gRPC only from edges, relays and the operator; media gRPC only from edges "
+        "and the operator; Redis only from trunkline pods; SIP and RTP from anywhere.",
+    )
 
 
 # Where each top-level value acts (docs/reference.md).
@@ -198,4 +244,6 @@ APPLIES_TO = {
     "mediaDenyCidrs": "edge (488) and media (refused session) pods",
     "cdr": "CDR exporter Deployment, edge pods (stream)",
     "telemetry": "control, edge, media, CDR exporter pods (env, annotations)",
+    "internalTls": "certificate Secrets (or Certificates), control, edge, media pods",
+    "networkPolicies": "NetworkPolicies of control, media, edge and Redis",
 }

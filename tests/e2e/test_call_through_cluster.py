@@ -22,6 +22,7 @@ import grpc
 import pytest
 
 from tests.support import sipp
+from tests.support.certs import write_plane_certs
 from tests.support.ports import free_port
 from tests.support.wait import wait_for
 from trunkline.control.kube_source import KubeSource, connect
@@ -44,7 +45,8 @@ CALLEE = "+442071234567"
 
 def manifests(carrier_port: int, allowed: list[str]) -> str:
     docs: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "calls-e2e-creds"},
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": "calls-e2e-creds", "labels": {"trunkline.io/credentials": ""}},
          "stringData": {"username": "calls-e2e", "password": "s3cret-calls"}},
         {"apiVersion": "trunkline.io/v1alpha1", "kind": "Carrier", "metadata": {"name": "pstn-calls-e2e"},
          "spec": {"gateways": [{"uri": f"sip:127.0.0.1:{carrier_port}"}], "prefixes": ["+44"],
@@ -115,9 +117,13 @@ def processes(workdir: Path, env: dict[str, str]) -> Iterator[Processes]:
         print(running.logs())
 
 
-def picked_relay(control: str) -> str | None:
-    """The relay control hands out (PickRelay only considers registered relays with a fresh heartbeat)."""
-    with grpc.insecure_channel(control) as channel:
+def picked_relay(control: str, flags: list[str]) -> str | None:
+    """The relay control hands out (PickRelay only considers registered relays with a fresh heartbeat),
+    asked as an edge (`flags`: its --grpc-ca/--grpc-cert/--grpc-key)."""
+    ca, cert, key = (Path(flags[i]).read_bytes() for i in (1, 3, 5))
+    credentials = grpc.ssl_channel_credentials(ca, key, cert)
+    options = [("grpc.ssl_target_name_override", "control.trunkline")]
+    with grpc.secure_channel(control, credentials, options=options) as channel:
         stub = control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
         try:
             return str(stub.PickRelay(control_pb2.PickRelayRequest(), timeout=2).relay_id)
@@ -128,6 +134,12 @@ def picked_relay(control: str) -> str | None:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("calls")
+
+
+@pytest.fixture(scope="module")
+def certs(workdir: Path) -> dict[str, list[str]]:
+    """mTLS between the processes, as in a cluster: each its own certificate and role."""
+    return write_plane_certs(workdir / "certs", "control/control", "relay/calls-e2e-relay", "edge/edge")
 
 
 @pytest.fixture(scope="module")
@@ -159,10 +171,10 @@ def namespace(control_plane: ControlPlane, workdir: Path, carrier_port: int) -> 
 
 
 @pytest.fixture(scope="module")
-def control(procs: Processes, namespace: str) -> str:
+def control(procs: Processes, namespace: str, certs: dict[str, list[str]]) -> str:
     """`trunkline control` as the operator's Deployment runs it, on the fixture's KUBECONFIG."""
     address, http = f"127.0.0.1:{free_port()}", free_port()
-    procs.start("control", "control", "--listen", address, "--all-namespaces",
+    procs.start("control", "control", "--listen", address, "--all-namespaces", *certs["control/control"],
                 "--http-listen", f"127.0.0.1:{http}")  # fmt: skip
     # Ready only once everything is listed and gRPC serves.
     wait_for(lambda: procs.alive("control") and http_ok(http), "control /readyz")
@@ -170,14 +182,19 @@ def control(procs: Processes, namespace: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def relay(procs: Processes, control: str) -> str:
+def relay(procs: Processes, control: str, certs: dict[str, list[str]]) -> str:
     """A media relay registered with control: the edge asks control for it on every call."""
     low = free_port()
     procs.start("media", "media", "--listen", "127.0.0.1:0", "--media-listen", "127.0.0.1",
                 "--media-ports", f"{low}-{low + 99}", "--workers", "1",
-                "--control", control, "--relay-id", "calls-e2e-relay")  # fmt: skip
+                "--control", control, "--relay-id", "calls-e2e-relay",
+                *certs["relay/calls-e2e-relay"])  # fmt: skip
     # PickRelay hands out only a registered relay with a fresh heartbeat: control sees it healthy.
-    return str(wait_for(lambda: procs.alive("media") and picked_relay(control), "the relay registered"))
+    return str(
+        wait_for(
+            lambda: procs.alive("media") and picked_relay(control, certs["edge/edge"]), "the relay registered"
+        )
+    )
 
 
 def test_media_relay_registers_with_control(relay: str) -> None:
@@ -186,13 +203,14 @@ def test_media_relay_registers_with_control(relay: str) -> None:
 
 def test_call_through_control_fed_by_the_api_server(
     control_plane: ControlPlane, procs: Processes, control: str, relay: str, namespace: str,
-    carrier_port: int, workdir: Path, tmp_path: Path,
+    carrier_port: int, workdir: Path, tmp_path: Path, certs: dict[str, list[str]],
 ) -> None:  # fmt: skip
     edge_sip, edge_http = free_port(), free_port()
     carrier = sipp.uas(tmp_path / "carrier", "127.0.0.1", carrier_port)
     try:
-        procs.start("edge", "edge", "--control", control, "--sip-listen", f"127.0.0.1:{edge_sip}",
-                    "--http-listen", f"127.0.0.1:{edge_http}", "--grace", "1")  # fmt: skip
+        procs.start("edge", "edge", "--control", control, *certs["edge/edge"],
+                    "--sip-listen", f"127.0.0.1:{edge_sip}", "--http-listen", f"127.0.0.1:{edge_http}",
+                    "--grace", "1")  # fmt: skip
         wait_for(lambda: procs.alive("edge") and http_ok(edge_http), "edge /readyz")
         # The first snapshot is complete: control serves only after its first full list.
         wait_for(lambda: "configuration applied" in procs.log("edge"), "the edge's first configuration")
@@ -263,6 +281,12 @@ async def test_source_follows_the_api_server_and_recovers(
         await kubectl("apply", "-f", "-", input=json.dumps(extra))
         assert await next_change(watch) == (False, "DID", "calls-e2e-extra")
         assert store.get("Secret", namespace, "unrelated") is None
+
+        # Control reads only Secrets labelled as credentials: without the label it is gone.
+        await kubectl("label", "secret", "calls-e2e-creds", "trunkline.io/credentials-")
+        assert await next_change(watch) == (True, "Secret", "calls-e2e-creds")
+        await kubectl("label", "secret", "calls-e2e-creds", "trunkline.io/credentials=")
+        assert await next_change(watch) == (False, "Secret", "calls-e2e-creds")
     finally:
         await source.stop()
         await asyncio.to_thread(control_plane.kubectl, "delete", "did", "calls-e2e-extra", "-n", namespace,

@@ -81,7 +81,7 @@ class Plane:
         files = self.workdir / "manifests.yaml"
         files.write_text(manifests(self.carrier_port, free_port()))
         self.control = f"127.0.0.1:{free_port()}"
-        self.spawn("control", "control", "-f", str(files), "--listen", self.control,
+        self.spawn("control", "control", "-f", str(files), "--listen", self.control, "--insecure-grpc",
                    "--heartbeat-timeout", str(HEARTBEAT_TIMEOUT))  # fmt: skip
         low = 42000 + (os.getpid() % 40) * 500  # the relays' port slices, apart from parallel runs
         for i, relay_id in enumerate(relays):
@@ -90,12 +90,13 @@ class Plane:
             # No timeout floor: `load` gives relays sessions that never time out.
             proc = self.spawn(relay_id, "media", "--listen", f"127.0.0.1:{port}", "--workers", "1",
                               "--media-listen", "127.0.0.1", "--media-ports", f"{ports[0]}-{ports[-1]}",
-                              "--control", self.control, "--relay-id", relay_id,
+                              "--control", self.control, "--relay-id", relay_id, "--insecure-grpc",
                               "--inactivity-timeout", str(inactivity_timeout),
                               "--min-inactivity-timeout", "0")  # fmt: skip
             self.relays[relay_id] = Relay(relay_id, port, ports, proc)
         self.edge = Up(self.workdir / "edge", manifests(self.carrier_port, free_port()),
-                       ["--control", self.control, *edge_flags], command="edge").start()  # fmt: skip
+                       ["--control", self.control, "--insecure-grpc", *edge_flags],
+                       command="edge").start()  # fmt: skip
         return self
 
     def stop(self) -> None:

@@ -61,8 +61,8 @@ def test_garbage_and_malformed_requests(up: Up, tmp_path: Path, carrier_port: in
 
 def test_no_media_relay_means_503_and_no_leaked_channel(tmp_path: Path, carrier_port: int) -> None:
     dead_relay = f"127.0.0.1:{free_port()}"  # nothing listens there
-    edge = Up(tmp_path / "edge", manifests(carrier_port, free_port()), ["--media-relay", dead_relay],
-              command="edge").start()  # fmt: skip
+    edge = Up(tmp_path / "edge", manifests(carrier_port, free_port()),
+              ["--media-relay", dead_relay, "--insecure-grpc"], command="edge").start()  # fmt: skip
     try:
         result = sipp.uac_expect(tmp_path / "pbx", edge.sip, "127.0.0.2", "+442071234567", 503)
         edge.wait_busy(0)

@@ -17,10 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def component_args(command: str) -> list[str]:
     if command == "control":
-        return ["control", "-f", str(ROOT / "examples"), "--listen", f"127.0.0.1:{free_port()}"]
+        listen = f"127.0.0.1:{free_port()}"
+        return ["control", "-f", str(ROOT / "examples"), "--listen", listen, "--insecure-grpc"]
     if command == "media":
         low = 26000 + (os.getpid() % 100) * 10
-        return ["media", "--listen", f"127.0.0.1:{free_port()}", "--media-ports", f"{low}-{low + 9}"]
+        return ["media", "--listen", f"127.0.0.1:{free_port()}", "--media-ports", f"{low}-{low + 9}",
+                "--insecure-grpc"]  # fmt: skip
     return ["edge", "-f", str(ROOT / "examples"), "--sip-listen", f"127.0.0.1:{free_port()}"]
 
 
@@ -46,13 +48,13 @@ def run_until_ready(tmp_path: Path, words: list[str], env_level: str | None) -> 
 @pytest.mark.parametrize("command", ["control", "media"])
 def test_the_environment_level_reaches_the_component(tmp_path: Path, command: str) -> None:
     """What operator-built pods do: TRUNKLINE_LOG_LEVEL from the runtime ConfigMap (logLevel)."""
-    assert " DEBUG " in run_until_ready(tmp_path, component_args(command), "debug")
-    assert " DEBUG " not in run_until_ready(tmp_path, component_args(command), None)
+    assert "level=DEBUG" in run_until_ready(tmp_path, component_args(command), "debug")
+    assert "level=DEBUG" not in run_until_ready(tmp_path, component_args(command), None)
 
 
 @pytest.mark.parametrize("command", ["control", "media"])
 def test_the_global_flag_works_before_and_after_the_command(tmp_path: Path, command: str) -> None:
     args = component_args(command)
-    assert " DEBUG " in run_until_ready(tmp_path, ["--log-level", "debug", *args], None)
-    assert " DEBUG " in run_until_ready(tmp_path, [*args, "--log-level=DEBUG"], "info")  # the flag wins
-    assert " DEBUG " not in run_until_ready(tmp_path, [*args, "--log-level", "warning"], "debug")
+    assert "level=DEBUG" in run_until_ready(tmp_path, ["--log-level", "debug", *args], None)
+    assert "level=DEBUG" in run_until_ready(tmp_path, [*args, "--log-level=DEBUG"], "info")  # the flag wins
+    assert "level=DEBUG" not in run_until_ready(tmp_path, [*args, "--log-level", "warning"], "debug")

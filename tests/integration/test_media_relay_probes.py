@@ -83,7 +83,7 @@ def test_an_http_address_it_cannot_use_is_refused_at_start():
         taken.listen()
         result = subprocess.run(
             [BIN, "media", "--listen", "127.0.0.1:0", "--media-ports", "40000-40019", "--workers", "1",
-             "--http-listen", f"127.0.0.1:{taken.getsockname()[1]}"],
+             "--insecure-grpc", "--http-listen", f"127.0.0.1:{taken.getsockname()[1]}"],
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
     assert result.returncode == 1 and "--http-listen" in result.stderr, result.stderr

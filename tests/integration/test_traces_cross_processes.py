@@ -76,7 +76,7 @@ def test_relay_and_control_spans_continue_the_callers_trace(
     control_addr = f"127.0.0.1:{free_port()}"
     control_log = (tmp_path / "control.log").open("w")
     control = subprocess.Popen(
-        [BIN, "control", "-f", str(ROOT / "examples"), "--listen", control_addr,
+        [BIN, "control", "-f", str(ROOT / "examples"), "--listen", control_addr, "--insecure-grpc",
          "--otlp-endpoint", jaeger.otlp_grpc, "--log-format", "json"],
         env=_env(), stdout=control_log, stderr=subprocess.STDOUT,
     )  # fmt: skip

@@ -12,6 +12,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from trunkline.core import pki
+from trunkline.core.pki import KeyPair
+
 
 def write_self_signed(cert_path: Path, key_path: Path, common_name: str = "trunkline-test") -> None:
     """An ECDSA P-256 cert for 127.0.0.1 and localhost, valid for two days, that is its own CA: the
@@ -75,3 +78,23 @@ def tls_contexts(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext, Path,
     server.load_cert_chain(cert, key)
     client = ssl.create_default_context(cafile=str(cert))
     return server, client, cert, key
+
+
+def write_plane_certs(directory: Path, *identities: str, ca: KeyPair | None = None) -> dict[str, list[str]]:
+    """A CA (ca.pem) and, per "role/id", a certificate and key signed by it: {"role/id": the flags
+    `--grpc-ca ... --grpc-cert ... --grpc-key ...` for a component that presents it}."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = ca or pki.new_ca()
+    (directory / "ca.pem").write_bytes(ca.cert_pem)
+    flags = {}
+    for name in identities:
+        role, _, ident = name.partition("/")
+        pair = pki.issue(ca, pki.Identity(role, ident))
+        stem = name.replace("/", "-")
+        cert, key = directory / f"{stem}.pem", directory / f"{stem}-key.pem"
+        cert.write_bytes(pair.cert_pem)
+        key.write_bytes(pair.key_pem)
+        key.chmod(0o600)
+        flags[name] = ["--grpc-ca", str(directory / "ca.pem"), "--grpc-cert", str(cert)]
+        flags[name] += ["--grpc-key", str(key)]
+    return flags

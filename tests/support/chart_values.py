@@ -3,6 +3,8 @@ the unit test (helm template + the operator's builders) and the e2e test (what t
 
 from __future__ import annotations
 
+import base64
+import datetime
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +13,10 @@ from typing import Any
 import yaml
 
 from tests.support.helm import render
+from trunkline.core import pki
 from trunkline.operator.builders import build_data_plane
+from trunkline.operator.grpc_certs import cert_manager_certificates, certificate_updates
+from trunkline.operator.network_policies import build_network_policies
 from trunkline.operator.nonce import nonce_secret_update
 from trunkline.operator.platform import parse_platform
 
@@ -48,6 +53,8 @@ FIRST: dict[str, Any] = {
     "redis.sentinel.masterName": "primary9",
     "redis.passwordSecret.name": "redis-auth9",
     "redis.passwordSecret.key": "pw9",
+    "redis.caSecret.name": "redis-ca9",
+    "redis.caSecret.key": "ca9",
     "control.replicas": 5,
     "control.port": 9010,
     "control.resources.requests": {"cpu": "101m"},
@@ -94,6 +101,8 @@ FIRST: dict[str, Any] = {
     "telemetry.resourceAttributes": {"deployment.environment.name": "staging9"},
     "telemetry.logFormat": "text",
     "telemetry.scrapeAnnotations": False,
+    "internalTls.certificateLifetimeSeconds": 86400,
+    "networkPolicies.redisPodSelector": {"app": "redis9"},
 }
 # Required fields (no default, so not in the coverage list) that FIRST's values need beside them.
 COMPANIONS: dict[str, Any] = {
@@ -111,6 +120,12 @@ SECOND: dict[str, Any] = {
     "media.replicas": 6,
     "media.kind": "Deployment",
     "cdr.enabled": False,
+    "operator.namespaces": ["tenant9"],  # not in FIRST: the e2e installs FIRST, without that namespace
+    "internalTls.issuer": "cert-manager",  # the e2e cluster has no cert-manager
+    "internalTls.certManagerIssuer.name": "ca-issuer9",
+    "internalTls.certManagerIssuer.kind": "Issuer",
+    "internalTls.certManagerIssuer.group": "example.io",
+    "networkPolicies.enabled": False,
 }
 NS = "voice"
 
@@ -134,6 +149,18 @@ def objects(flat: dict[str, Any], tmp_path: Path) -> dict[str, dict[str, Any]]:
     found = {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
     platform = parse_platform(next(d for d in docs if d["metadata"]["name"].endswith("-platform"))["data"])
     found.update({f"{o['kind']}/{o['metadata']['name']}": o for o in build_data_plane(platform, NS)})
+    # What the operator writes besides (operator/reconcile.py): NetworkPolicies, cert-manager Certificates.
+    lifetime = datetime.timedelta(seconds=platform.internalTls.certificateLifetimeSeconds)
+    extra = []
+    if platform.networkPolicies.enabled:
+        extra += build_network_policies(platform, NS, platform.networkPolicies.redisPodSelector)
+    if (issuer := platform.internalTls.certManagerIssuer) is not None:
+        extra += cert_manager_certificates(platform, NS, issuer.model_dump(), lifetime)
+    else:
+        extra += certificate_updates(
+            platform, NS, lambda _: None, lifetime, datetime.datetime.now(datetime.UTC)
+        )
+    found.update({f"{o['kind']}/{o['metadata']['name']}": o for o in extra})
     found["Platform/"] = platform.model_dump(mode="json")
     secret = nonce_secret_update(platform, NS, {"metadata": {"annotations": {
         "trunkline.io/nonce-key-rotated-at": "0"}}, "data": {"keys": "azE="}}, now=6 * 3600.0)  # fmt: skip
@@ -185,6 +212,19 @@ CHECKS: dict[str, Check | Callable[[dict[str, dict[str, Any]]], bool]] = {
     "redis.url": ("ConfigMap/voip-runtime", "redis://cache.example:6380/3"),
     "redis.passwordSecret.name": (EDGE, {"name": "redis-auth9", "key": "pw9"}),
     "redis.passwordSecret.key": (MEDIA_DS, {"name": "redis-auth9", "key": "pw9"}),
+    "redis.caSecret.name": (EDGE, {"secretName": "redis-ca9"}),
+    "redis.caSecret.key": (MEDIA_DS, {"items": [{"key": "ca9", "path": "ca.crt"}]}),
+    "internalTls.certificateLifetimeSeconds": lambda o: (
+        (
+            pki.validity(_secret_file(o["Secret/voip-grpc-edge"], "tls.crt"))[1]
+            - pki.validity(_secret_file(o["Secret/voip-grpc-edge"], "tls.crt"))[0]
+        ).total_seconds()
+        < 86400 * 1.2
+    ),
+    "networkPolicies.redisPodSelector": (
+        "NetworkPolicy/voip-redis",
+        {"podSelector": {"matchLabels": {"app": "redis9"}}},
+    ),
     "control.replicas": (CTL, {"replicas": 5}),
     "control.port": (CTL, "0.0.0.0:9010"),
     "control.resources.requests": (CTL, {"cpu": "101m"}),
@@ -210,7 +250,7 @@ CHECKS: dict[str, Check | Callable[[dict[str, dict[str, Any]]], bool]] = {
     "edge.resources.limits": (EDGE, {"memory": "777Mi"}),
     "edge.nonceKeyRotationHours": ("NonceDueAfter6h/", {"due": True}),  # 5 h, not 24 h
     "media.kind": (MEDIA_DS, {"hostNetwork": True}),
-    "media.port": (MEDIA_DS, "0.0.0.0:9011"),
+    "media.port": (MEDIA_DS, "$(POD_IP):9011"),  # host network: the pod's address only
     "media.portRange.start": (MEDIA_DS, "30000-30999"),
     "media.portRange.end": (MEDIA_DS, "30000-30999"),
     "media.resources.requests": (MEDIA_DS, {"cpu": "0.5"}),
@@ -263,4 +303,25 @@ SECOND_CHECKS: dict[str, Callable[[dict[str, dict[str, Any]]], bool]] = {
     "edge.autoscaling.enabled": lambda o: "HorizontalPodAutoscaler/voip-edge" not in o,
     "media.replicas": lambda o: o["Deployment/voip-media"]["spec"]["replicas"] == 6,
     "cdr.enabled": lambda o: CDR not in o and not holds(o["ConfigMap/voip-runtime"], "TRUNKLINE_CDR_STREAM"),
+    "operator.namespaces": lambda o: (
+        o["Role/voice-voip-operator"]["metadata"]["namespace"] == "tenant9"
+        and o["Role/voice-voip-control"]["metadata"]["namespace"] == "tenant9"
+        and holds(o[OP], "--namespace=tenant9")
+        and holds(o[CTL], "tenant9")
+    ),
+    "internalTls.issuer": lambda o: "Certificate/voip-grpc-edge" in o and "Secret/voip-grpc-edge" not in o,
+    "internalTls.certManagerIssuer.name": lambda o: holds(
+        o["Certificate/voip-grpc-media"], {"name": "ca-issuer9"}
+    ),
+    "internalTls.certManagerIssuer.kind": lambda o: holds(
+        o["Certificate/voip-grpc-control"], {"kind": "Issuer"}
+    ),
+    "internalTls.certManagerIssuer.group": lambda o: holds(
+        o["Certificate/voip-grpc-edge"], {"group": "example.io"}
+    ),
+    "networkPolicies.enabled": lambda o: not any(k.startswith("NetworkPolicy/") for k in o),
 }
+
+
+def _secret_file(secret: dict[str, Any], key: str) -> bytes:
+    return base64.b64decode(secret["data"][key])

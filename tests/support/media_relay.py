@@ -34,6 +34,10 @@ class RelayProcess:
     proc: subprocess.Popen[str] | None = None
     runs: int = 0
 
+    def grpc_flags(self) -> list[str]:
+        """Plaintext gRPC on loopback unless the test gives certificates."""
+        return [] if any(a.startswith("--grpc-") for a in self.args) else ["--insecure-grpc"]
+
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
@@ -49,7 +53,8 @@ class RelayProcess:
         log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [BIN, "media", "--listen", self.target, "--media-listen", HOST,
-             "--media-ports", f"{self.ports[0]}-{self.ports[1]}", "--workers", "1", *self.args],
+             "--media-ports", f"{self.ports[0]}-{self.ports[1]}", "--workers", "1", *self.grpc_flags(),
+             *self.args],
             stdout=log, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + timeout

@@ -29,7 +29,8 @@ def manifests(carrier_port: int | list[int], pbx_port: int, **trunk_spec: object
     }
     spec.update(trunk_spec)
     docs = [
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "acme-creds"},
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": "acme-creds", "labels": {"trunkline.io/credentials": ""}},
          "stringData": {"username": "acme", "password": "s3cret-acme"}},
         {"apiVersion": "trunkline.io/v1alpha1", "kind": "Carrier", "metadata": {"name": "pstn"},
          "spec": {"gateways": gateways, "inboundCidrs": ["127.0.0.1/32"]}},

@@ -153,17 +153,23 @@ def test_rbac_is_least_privilege() -> None:
         ("", "events", "create", "*"),
     }  # fmt: skip
     data_plane = rules(docs, "Role", "tl-trunkline-operator-data-plane")
-    # Nothing but create may be unnamed; nothing can read Secrets or write outside the data plane.
+    # Nothing but create may be unnamed; nothing written outside the data plane.
     assert {r for r in data_plane if r[3] == "*"} == {
         ("", "configmaps", "create", "*"), ("", "services", "create", "*"), ("", "secrets", "create", "*"),
         ("apps", "deployments", "create", "*"), ("apps", "daemonsets", "create", "*"),
         ("autoscaling", "horizontalpodautoscalers", "create", "*"),
+        ("", "secrets", "create", "*"), ("networking.k8s.io", "networkpolicies", "create", "*"),
+        ("cert-manager.io", "certificates", "create", "*"),
     }  # fmt: skip
+    # The only Secrets it may read or change: the edges' nonce keys, the internal planes' CA and
+    # certificates.
+    assert {r[3] for r in data_plane if r[1] == "secrets" and r[3] != "*"} == {
+        "tl-trunkline-nonce",
+        *(f"tl-trunkline-grpc-{c}" for c in ("ca", "control", "edge", "media")),
+    }
     assert ("", "configmaps", "get", "tl-trunkline-platform") in data_plane
-    # The only Secret it may read or change: the edges' nonce keys it writes itself.
-    assert {r for r in data_plane if r[1] == "secrets" and r[3] != "*"} == {
-        ("", "secrets", "get", "tl-trunkline-nonce"), ("", "secrets", "patch", "tl-trunkline-nonce"),
-    }  # fmt: skip
+    # ...and only to get and patch them.
+    assert {r[2] for r in data_plane if r[1] == "secrets" and r[3] != "*"} == {"get", "patch"}
     # The operator may update and remove the CDR exporter's Deployment, and only that one by that name.
     assert {
         ("apps", "deployments", "patch", "tl-trunkline-cdr"),
@@ -211,3 +217,62 @@ def test_schema_refuses_bad_values(value: str, message: str) -> None:
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert message in result.stderr
+
+
+def test_listed_namespaces_get_roles_and_nothing_cluster_wide() -> None:
+    docs = render("operator.namespaces={tenant-a,tenant-b}")
+    assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding")
+    for name in ("voice-tl-trunkline-operator", "voice-tl-trunkline-control"):
+        roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == name]
+        assert sorted(r["metadata"]["namespace"] for r in roles) == ["tenant-a", "tenant-b"]
+        assert ("", "secrets", "list", "*") in {  # Secrets readable there, and only there
+            (g, r, v, "*") for role in roles for rule in role["rules"] for g in rule["apiGroups"]
+            for r in rule["resources"] for v in rule["verbs"]
+        }  # fmt: skip
+    bindings = [
+        d for d in docs if d["kind"] == "RoleBinding" and d["metadata"].get("namespace") == "tenant-a"
+    ]
+    assert {b["subjects"][0]["namespace"] for b in bindings} == {"voice"}  # the release's ServiceAccounts
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert (
+        "--namespace=tenant-a" in args and "--namespace=tenant-b" in args and "--all-namespaces" not in args
+    )
+    platform = parse_platform(one(docs, "ConfigMap", "tl-trunkline-platform")["data"])
+    assert platform.watchNamespaces == ["tenant-a", "tenant-b"]
+    control = next(
+        o for o in build_data_plane(platform, "voice") if o["metadata"]["name"] == "tl-trunkline-control"
+    )
+    control_args = control["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert control_args[-4:] == ["--namespace", "tenant-a", "--namespace", "tenant-b"]
+
+
+def test_internal_planes_values_reach_the_platform() -> None:
+    docs = render(
+        "internalTls.issuer=cert-manager", "internalTls.certManagerIssuer.name=internal",
+        "internalTls.certificateLifetimeSeconds=86400", "networkPolicies.enabled=false",
+        "redis.url=rediss://redis:6380/0", "redis.caSecret.name=redis-tls",
+    )  # fmt: skip
+    platform = parse_platform(one(docs, "ConfigMap", "tl-trunkline-platform")["data"])
+    assert (
+        platform.internalTls.issuer == "cert-manager"
+        and platform.internalTls.certificateLifetimeSeconds == 86400
+    )
+    assert platform.internalTls.certManagerIssuer is not None
+    assert platform.internalTls.certManagerIssuer.name == "internal"
+    assert not platform.networkPolicies.enabled
+    assert platform.redis.caSecret is not None and platform.redis.caSecret.name == "redis-tls"
+    defaults = parse_platform(one(render(), "ConfigMap", "tl-trunkline-platform")["data"])
+    assert defaults.internalTls.issuer == "operator" and defaults.networkPolicies.enabled
+    assert defaults.redis.caSecret is None
+
+
+def test_the_operator_reaches_redis_over_tls_with_the_ca_from_a_secret() -> None:
+    docs = render(
+        "redis.url=rediss://redis:6380/0", "redis.caSecret.name=redis-tls", "redis.passwordSecret.name=pw"
+    )
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["TRUNKLINE_REDIS_CA"]["value"] == "/etc/trunkline/redis-ca/ca.crt"
+    assert env["TRUNKLINE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "pw", "key": "password"}
+    volume = next(v for v in pod["volumes"] if v["name"] == "redis-ca")
+    assert volume["secret"] == {"secretName": "redis-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}

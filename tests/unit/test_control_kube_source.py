@@ -255,10 +255,10 @@ async def test_watch_errors_and_410_gone_mean_a_fresh_list(monkeypatch: pytest.M
     ]
     watched: list[str] = []
 
-    def fake_list(kind: Kind) -> tuple[list[dict[str, Any]], str]:
+    def fake_list(kind: Kind, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
         return lists.pop(0), f"v{3 - len(lists)}"
 
-    def fake_watch(kind: Kind, version: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    def fake_watch(kind: Kind, namespace: str | None, version: str) -> Iterator[tuple[str, dict[str, Any]]]:
         watched.append(version)
         if len(watched) == 1:
             raise Gone()
@@ -269,8 +269,26 @@ async def test_watch_errors_and_410_gone_mean_a_fresh_list(monkeypatch: pytest.M
 
     monkeypatch.setattr(source, "_list", fake_list)
     monkeypatch.setattr(source, "_watch", fake_watch)
-    await asyncio.wait_for(asyncio.to_thread(source._run, BY_NAME["Trunk"]), 5)
+    await asyncio.wait_for(asyncio.to_thread(source._run, BY_NAME["Trunk"], None), 5)
     await asyncio.sleep(0)  # the thread's posted callbacks run on the loop
     assert watched == ["v1", "v2", "v3"]
     stored = store.get("Trunk", NS, "acme")
     assert isinstance(stored, Trunk) and stored.spec.outbound.allowedPrefixes == ["+33"]
+
+
+def test_several_namespaces_are_listed_apart() -> None:
+    """A list of one namespace replaces that namespace's objects only; synced once every kind of
+    every namespace was listed."""
+    store = ConfigStore()
+    config = KubeConfig(store, ["tenant-a", "tenant-b"])
+    a, b = trunk(secret=None), trunk(secret=None)
+    a["metadata"]["namespace"], b["metadata"]["namespace"] = "tenant-a", "tenant-b"
+    for kind in ("Secret", "Carrier", "Trunk", "DID"):
+        config.relist(kind, [a] if kind == "Trunk" else [], "tenant-a")
+    assert not config.synced.is_set()
+    for kind in ("Secret", "Carrier", "Trunk", "DID"):
+        config.relist(kind, [b] if kind == "Trunk" else [], "tenant-b")
+    assert config.synced.is_set()
+    assert keys(store) == {("Trunk", "tenant-a", "acme"), ("Trunk", "tenant-b", "acme")}
+    config.relist("Trunk", [], "tenant-b")  # tenant-b's trunk went while nobody watched
+    assert keys(store) == {("Trunk", "tenant-a", "acme")}

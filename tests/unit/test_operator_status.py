@@ -58,7 +58,7 @@ def secret_body(name: str, **data: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": "ns"},
+        "metadata": {"name": name, "namespace": "ns", "labels": {"trunkline.io/credentials": ""}},
         "stringData": data,
     }
 
@@ -171,6 +171,11 @@ def test_plan_statuses_for_a_namespace() -> None:
     }
     updates = {(u.kind, u.name): conditions(u.status) for u in plan_statuses(objects, [CREDS], now=T0)}
     assert updates[("Trunk", "acme")]["Ready"] == ("True", "Reconciled")
+    # The same Secret without the credentials label is one control never reads: missing.
+    unlabelled = {**CREDS, "metadata": {"name": "acme-creds", "namespace": "ns"}}
+    again = {(u.kind, u.name): u.status for u in plan_statuses(objects, [unlabelled], now=T0)}
+    assert conditions(again[("Trunk", "acme")])["Ready"] == ("False", "MissingSecret")
+    assert "trunkline.io/credentials" in again[("Trunk", "acme")]["conditions"][0]["message"]
     assert updates[("DID", "main")]["Ready"] == ("True", "Reconciled")
     # The DIDs of a trunk being deleted lose it at once.
     assert updates[("DID", "orphan")]["Ready"] == ("False", "TrunkNotFound")

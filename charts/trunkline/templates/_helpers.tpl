@@ -40,8 +40,14 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
-{{/* Cluster scope: every namespace, ClusterRoles; namespace scope: the release namespace, Roles. */}}
-{{- define "trunkline.clusterScope" -}}{{ eq .Values.operator.scope "cluster" }}{{- end -}}
+{{/* Cluster scope: every namespace, ClusterRoles; namespace scope: the release namespace, Roles;
+operator.namespaces: those namespaces, a Role in each (no cluster-wide right to read Secrets). */}}
+{{- define "trunkline.clusterScope" -}}{{ and (eq .Values.operator.scope "cluster") (not .Values.operator.namespaces) }}{{- end -}}
+{{- define "trunkline.watchedNamespaces" -}}
+{{- if .Values.operator.namespaces -}}{{ join "," .Values.operator.namespaces }}
+{{- else if ne (include "trunkline.clusterScope" .) "true" -}}{{ .Release.Namespace }}
+{{- end -}}
+{{- end -}}
 
 {{/*
 The platform settings the operator reads (operator/platform.py is their model; values.yaml and its
@@ -58,6 +64,13 @@ model's shape here.
 {{- end -}}
 {{- if .Values.redis.passwordSecret.name -}}
 {{- $_ := set $redis "passwordSecret" .Values.redis.passwordSecret -}}
+{{- end -}}
+{{- if .Values.redis.caSecret.name -}}
+{{- $_ := set $redis "caSecret" .Values.redis.caSecret -}}
+{{- end -}}
+{{- $tls := omit .Values.internalTls "certManagerIssuer" -}}
+{{- if eq .Values.internalTls.issuer "cert-manager" -}}
+{{- $_ := set $tls "certManagerIssuer" .Values.internalTls.certManagerIssuer -}}
 {{- end -}}
 {{- $edge := omit .Values.edge "tls" "advertise" -}}
 {{- if .Values.edge.advertise -}}
@@ -81,8 +94,12 @@ model's shape here.
   "mediaDenyCidrs" .Values.mediaDenyCidrs
   "cdr" .Values.cdr
   "telemetry" .Values.telemetry
+  "internalTls" $tls
+  "networkPolicies" .Values.networkPolicies
 -}}
-{{- if not (eq (include "trunkline.clusterScope" .) "true") -}}
+{{- if .Values.operator.namespaces -}}
+{{- $_ := set $platform "watchNamespaces" .Values.operator.namespaces -}}
+{{- else if not (eq (include "trunkline.clusterScope" .) "true") -}}
 {{- $_ := set $platform "watchNamespace" .Release.Namespace -}}
 {{- end -}}
 {{- toYaml $platform -}}
