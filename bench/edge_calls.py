@@ -298,17 +298,19 @@ def start_redis(procs: Processes, workdir: Path) -> str:
 
 def start_edge(
     procs: Processes, workdir: Path, carrier_port: int, extra: list[str] | None = None,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, executable: str = str(TRUNKLINE), flood_flags: bool = True,
 ) -> tuple[subprocess.Popen[bytes], str, str]:  # fmt: skip
+    """`executable`: another installation's `trunkline` (a reference build, `--reference-trunkline`),
+    which may predate the flood flags (`flood_flags=False`)."""
     workdir.mkdir(parents=True)
     (workdir / "manifests.yaml").write_text(manifests(carrier_port, free_port()))
     sip, http = f"{HOST}:{free_port()}", f"{HOST}:{free_port()}"
     # Default log level (INFO, one line per call), as in production; the log goes to a file.
     # The digest PBX (127.0.0.3) is in no ACL: lift the per-source flood budget (50/s), or it would
     # measure the flood guard rather than the call path (bench/flood.py is the flood's benchmark).
-    args = [str(TRUNKLINE), "edge", "-f", "manifests.yaml", "--sip-listen", sip, "--http-listen", http,
-            "--grace", "1", "--flood-rate", "1000000", "--flood-bytes", "1000000000",
-            *(extra or [])]  # fmt: skip
+    flood = ["--flood-rate", "1000000", "--flood-bytes", "1000000000"] if flood_flags else []
+    args = [executable, "edge", "-f", "manifests.yaml", "--sip-listen", sip, "--http-listen", http,
+            "--grace", "1", *flood, *(extra or [])]  # fmt: skip
     saved = dict(os.environ)
     os.environ.update(env or {})  # the edge's environment (OTEL_* for the tracing ladders)
     try:
@@ -533,6 +535,10 @@ def main() -> int:
     parser.add_argument("--only-calls", action="store_true", help="only the digest call ladder(s)")
     tracing_help = "IP ACL calls on edges tracing into a local Jaeger: off, ratio 1.0, 0.01"
     parser.add_argument("--tracing", action="store_true", help=tracing_help)
+    parser.add_argument(
+        "--reference-trunkline", metavar="PATH",
+        help="another build's trunkline executable: its digest and IP ACL call ladders run in the same run",
+    )  # fmt: skip
     args = parser.parse_args()
     for binary in ("sipp", str(TRUNKLINE)) + (() if args.no_kamailio else (KAMAILIO,)):
         if not shutil.which(binary):
@@ -569,6 +575,19 @@ def main() -> int:
         name = "trunkline calls, digest: 407 + INVITE/200/ACK/BYE"
         ladders.append(climb(Ladder(name, "calls"), edge, workdir / "edge-calls", PBX_AUTH_IP, "pbx_call.xml",
                              call_steps, seconds, [*call, *auth]))  # fmt: skip
+        if args.reference_trunkline:
+            ref_proc, ref_sip, _ = start_edge(
+                procs, workdir / "reference", uas_port, executable=args.reference_trunkline, flood_flags=False
+            )
+            reference = Server(ref_proc, ref_sip, process_tree(ref_proc.pid))
+            print(f"reference edge ({args.reference_trunkline}): pid {ref_proc.pid} on {ref_sip}")
+            name = "reference calls, digest: 407 + INVITE/200/ACK/BYE"
+            ladders.append(climb(Ladder(name, "calls"), reference, workdir / "ref-calls", PBX_AUTH_IP,
+                                 "pbx_call.xml", call_steps, seconds, [*call, *auth]))  # fmt: skip
+            if not args.only_calls:
+                name = "reference calls, IP ACL: INVITE/200/ACK/BYE"
+                ladders.append(climb(Ladder(name, "calls"), reference, workdir / "ref-acl", PBX_ACL_IP,
+                                     "pbx_call.xml", call_steps, seconds, call))  # fmt: skip
         if args.redis:
             url = start_redis(procs, workdir / "redis")
             redis_proc, redis_sip, _ = start_edge(procs, workdir / "edge-redis", uas_port, ["--redis", url])
