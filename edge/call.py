@@ -95,6 +95,7 @@ class Call:
     session_seconds: float = 0.0
     session_refreshed: float = 0.0  # epoch seconds of the last session refresh
     limit_timer: TimerHandle | None = None
+    epoch: int = 0  # the fencing epoch this edge holds the call with (raised by every handover)
 
     @property
     def key(self) -> str:
@@ -133,6 +134,7 @@ class Call:
             call.b = Leg(*leg_from_record(state["b"]))
         call.session_seconds = float(state["session_seconds"])
         call.session_refreshed = float(state["session_refreshed"])
+        call.epoch = int(state.get("epoch", 0))
         return call
 
     def leg(self, name: str) -> Leg:

@@ -20,6 +20,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from trunkline.core import observability
+from trunkline.core.cdr import CdrSettings
 from trunkline.core.http import OpsServer
 from trunkline.core.logs import event
 from trunkline.core.manifests import ConfigSet, load
@@ -115,7 +116,7 @@ class EdgeComponent:
             here = HostPort(own_address(here.host), here.port)
         contact = advertise or here
         self.sockets = sockets
-        self.cdr = CdrSink(cdr)
+        self.cdr = CdrSink(cdr, CdrSettings.from_env(os.environ))
         options = options or EdgeOptions()
         self.stack = SipStack()
         self.stack.transport.tls_client = tls_client or client_tls_context()
@@ -335,7 +336,8 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.redis:
         from trunkline.core.state_redis import RedisStore
 
-        store = RedisStore.from_url(args.redis)
+        # The CDR stream the installation's exporter reads (the runtime ConfigMap names it).
+        store = RedisStore.from_url(args.redis, cdr_stream=CdrSettings.from_env(os.environ).stream)
     secret = None
     if args.nonce_secret_file:
         try:
