@@ -392,12 +392,9 @@ class RedisStore:
         return None if epoch is None else int(epoch)
 
     async def call_epoch(self, call: str) -> int | None:
-        key = f"{self.p}call:{call}"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.exists(key)
-            pipe.hget(key, "epoch")
-            exists, epoch = await self._run(pipe.execute())
-        return int(epoch or 0) if exists else None
+        # One read: every record has an owner, so a missing owner is a missing record.
+        epoch, owner = await self._run(self.redis.hmget(f"{self.p}call:{call}", ["epoch", "owner"]))
+        return None if owner is None else int(epoch or 0)
 
     async def end_call_with_cdr(
         self, call: str, epoch: int, cdr_json: str, *, trunk: str = "", dialogs: Sequence[str] = ()

@@ -123,7 +123,7 @@ class EdgeComponent:
         self.edge = Edge(
             Directory(config),
             store or MemoryStore(),
-            Local(here.host, here.port, contact.host, contact.port),
+            Local(here.host, here.port, contact.host, contact.port, rport=sockets.service is None),
             self.cdr,
             media,
             options,
@@ -152,7 +152,9 @@ class EdgeComponent:
             await transport.listen_stream(here.host, 0, self.sockets.tls_context, sock=self.sockets.tls)
         if self.sockets.service is not None:
             # Peers send to the shared address; we send from it too (the UDP socket listened last is
-            # the one sending), while Via names our own socket so responses come back to us.
+            # the one sending: a peer or NAT that keeps to the address it first heard from finds any
+            # edge there), while Via names our own socket without rport, so that answers to our
+            # requests come back to us (RFC 3261 18.2.2), never to another edge behind the address.
             udp, tcp = self.sockets.service
             await transport.listen_udp(here.host, 0, sock=udp)
             await transport.listen_stream(here.host, 0, sock=tcp)

@@ -1,5 +1,5 @@
 """What one call costs Redis, watched with MONITOR on a real redis-server: an outbound call with digest
-auth writes in at most 4 round trips (nonce use, admission, the answered call, its end)."""
+auth writes in at most 4 round trips (nonce use, admission, the answered call, its end with its CDR)."""
 
 from __future__ import annotations
 
@@ -87,11 +87,13 @@ def test_an_outbound_call_with_digest_auth_writes_in_four_round_trips(
     writes, reads = round_trips(monitor.commands())
     print(f"writes: {writes}\nreads: {reads}")
     # The nonce's first use (SET NX), admission (rate, channel, record: one script), the answered call
-    # (one script), its end (one MULTI..EXEC pipeline).
+    # (one script), its fenced end with its CDR (one script).
     assert writes == [
         "SET NX",
         "EVALSHA trunkline:cps:default/acme",
         "EVALSHA trunkline:channels:default/acme",
-        "MULTI",
+        "EVALSHA trunkline:call:" + writes[-1].rpartition(":")[2],
     ]
-    assert reads == ["GET", "GET"]  # the source's failed authentications, at each of the two INVITEs
+    # The source's failed authentications at each of the two INVITEs; the call's epoch at the BYE
+    # (does this edge still hold the call?).
+    assert reads == ["GET", "GET", "HMGET owner"]  # HMGET call epoch owner
