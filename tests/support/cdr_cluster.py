@@ -72,6 +72,7 @@ class Cluster:
     redis: RedisProcess
     carrier_port: int
     service: str | None = None
+    extra: list[str] = field(default_factory=list)  # more flags for every edge
     edges: dict[str, Up] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -79,7 +80,7 @@ class Cluster:
         secret = self.workdir / "nonce-secret"
         self.workdir.mkdir(parents=True, exist_ok=True)
         secret.write_text("the same for every edge")
-        self.flags = ["--redis", self.redis.url, "--nonce-secret-file", str(secret)]
+        self.flags = ["--redis", self.redis.url, "--nonce-secret-file", str(secret), *self.extra]
         if self.service:
             self.flags += ["--service-listen", self.service]
 
