@@ -3,8 +3,9 @@
 the CDR exporter into PostgreSQL, while one edge is SIGKILLed (and a new one started) every
 `--kill-every` seconds and Redis is SIGSTOPped for `--stall` seconds every `--stall-every`.
 
-At the end it prints: calls placed by SIPp (and how many it saw succeed), CDR rows in PostgreSQL,
-duplicate rows, calls placed without a CDR, relay sessions left, channels still counted. The run
+At the end it prints: calls placed by SIPp (how many it saw succeed, how many the edges refused at
+admission: 503 while Redis was stalled; those get their CDR once Redis answers), CDR rows in
+PostgreSQL, duplicate rows, calls without a CDR, relay sessions left, channels still counted. The run
 passes (exit 0) when rows == calls placed, 0 duplicates, 0 relay sessions, 0 channels.
 See bench/README-soak.md.
 
@@ -42,9 +43,16 @@ def relay_sessions(metrics_port: int) -> int:
 
 def sipp_placed(stat_lines: str) -> tuple[int, int]:
     """(calls created, successful calls) from SIPp's final statistics screen."""
-    created = re.findall(r"Total Call created\s*\|\s*\d+\s*\|\s*(\d+)", stat_lines)
-    ok = re.findall(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", stat_lines)
+    created = re.findall(r"Total Calls? created\s*\|[^|]*\|\s*(\d+)", stat_lines)
+    ok = re.findall(r"Successful call\s*\|[^|]*\|\s*(\d+)", stat_lines)
     return (int(created[-1]) if created else -1, int(ok[-1]) if ok else -1)
+
+
+def refused(workdir: Path) -> int:
+    """Calls the edges turned away at admission (503 while Redis stalled: no channel can be counted),
+    from SIPp's error trace; each still gets a CDR of the refusal once Redis answers."""
+    text = "".join(p.read_text(errors="replace") for p in workdir.glob("*_errors.log"))
+    return len(re.findall(r"while expecting '\d+' \(index \d+\), received 'SIP/2.0 503", text))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     pbx_cmd = [_sipp(), "-sf", str(SCENARIOS / "pbx_call.xml"), cluster.service, "-i", "127.0.0.2", "-p", "0",
                "-s", CALLEE, "-key", "caller", "+14155550100", "-d", str(int(args.hold * 1000)),
                "-r", str(args.rate), "-m", str(total), "-nostdin", "-timeout",
-               str(int(args.minutes * 60 + 300)), "-recv_timeout", "60000"]  # fmt: skip
+               str(int(args.minutes * 60 + 300)), "-recv_timeout", "60000", "-trace_err"]  # fmt: skip
     with pbx_log.open("w") as out:
         pbx = subprocess.Popen(pbx_cmd, cwd=work, stdout=out, stderr=subprocess.STDOUT)
     began = time.monotonic()
@@ -114,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.2)
         output = pbx_log.read_text(errors="replace")
         created, succeeded = sipp_placed(output)
+        turned_away = refused(work)
         deadline = time.monotonic() + args.settle
         rows: list[str] = []
         while time.monotonic() < deadline:
@@ -131,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         sessions, channels = relay_sessions(relay_http), cluster.channels_in_use()
         print(f"minutes: {args.minutes}  rate: {args.rate}/s  hold: {args.hold} s  edge kills: {kills}  "
               f"Redis stalls: {stalls}")  # fmt: skip
-        print(f"calls placed (SIPp): {created}  succeeded (SIPp): {succeeded}")
+        print(f"calls placed (SIPp): {created}  succeeded (SIPp): {succeeded}  "
+              f"refused at admission (503): {turned_away}")  # fmt: skip
         print(f"CDR rows: {len(rows)}  distinct calls: {len(set(rows))}  duplicates: {duplicates}  "
               f"calls without a CDR: {max(0, created - len(set(rows)))}")  # fmt: skip
         print(f"relay sessions left: {sessions}  channels counted: {channels}")

@@ -114,6 +114,20 @@ async def finish(
     return outcome
 
 
+def refused_by_store(ctx: EdgeContext, call: Call, status: int, reason: str) -> None:
+    """A call turned away because the store did not answer its admission. The admission may still
+    have run (a reply lost, a script queued behind a stall): its end, with a CDR of the refusal, is
+    written once the store answers, so that no admitted record (and channel) outlives it and every
+    call placed has its record."""
+    call.ended = True
+    call.record.end, call.record.status = ctx.clock(), status
+    call.record.hung_up, call.record.reason = HungUp.EDGE, reason
+    source = f"{call.a.addr[0]}:{call.a.addr[1]}"
+    cdr = to_cdr(call.record, ctx.cdr.settings, trunk=call.counters, source=source,
+                 transport=call.a.transport).to_json()  # fmt: skip
+    ctx.spawn(_end_later(ctx, call, cdr))
+
+
 async def _end_in_store(ctx: EdgeContext, call: Call, cdr: str) -> CallEnd:
     outcome = await ctx.store.end_call_with_cdr(call.key, call.epoch, cdr, trunk=call.counters,
                                                 dialogs=call.dialog_keys)  # fmt: skip
