@@ -73,6 +73,7 @@ def test_an_outbound_call_with_digest_auth_writes_in_four_round_trips(
     edge.start()
     carrier = sipp.uas(tmp_path / "carrier", "127.0.0.1", carrier_port)
     sipp.uac(tmp_path / "warm", edge.sip, "127.0.0.2", "+14155551234")  # scripts loaded, connections made
+    assert len(edge.wait_cdrs(1)) == 1  # its end (after the BYE's 200) is not counted below
     monitor = Monitor(redis.port)
     try:
         result = sipp.uac(tmp_path / "pbx", edge.sip, "127.0.0.3", "+14155551234", "-au", "acme",
