@@ -112,13 +112,17 @@ class StateStore(Protocol):
         ...
 
     async def save_call(
-        self, trunk: str, call: str, owner: str, record: CallState, dialogs: list[str], ttl: float
-    ) -> None:
-        """Write the call's record, findable by each of `dialogs`; record and channel now live `ttl`."""
+        self, trunk: str, call: str, owner: str, record: CallState, dialogs: list[str], ttl: float,
+        epoch: int = 0,
+    ) -> bool:  # fmt: skip
+        """Write the call's record, findable by each of `dialogs`; record and channel now live `ttl`.
+        Fenced: False, and nothing written, when a newer epoch holds the call or it has ended."""
         ...
 
     async def adopt_call(self, dialog: str, owner: str) -> CallState | None:
-        """The record of the call that has `dialog`, now owned by `owner`; None when there is none."""
+        """The record of the call that has `dialog`, handed over to `owner` with a new epoch (the
+        record's "epoch"): its previous holder stands down at its next fenced write, timer or end.
+        None when there is no such call."""
         ...
 
     async def end_call(self, trunk: str, call: str, owner: str, dialogs: list[str]) -> None:
@@ -127,7 +131,8 @@ class StateStore(Protocol):
 
     async def keep_alive(self, owner: str, ttl: float) -> list[CallState]:
         """`owner` lives for `ttl` more seconds. Returns the records of calls whose owners did not say so
-        in time, now owned by `owner` (each orphan goes to exactly one edge)."""
+        in time while the store answered, now owned by `owner` with a new epoch each (each orphan goes
+        to exactly one edge)."""
         ...
 
     # -- fencing and the end of a call: exactly one CDR per call -------------------------------------
@@ -287,14 +292,19 @@ class MemoryStore:
         return Admission.ADMITTED
 
     async def save_call(
-        self, trunk: str, call: str, owner: str, record: CallState, dialogs: list[str], ttl: float
-    ) -> None:
-        old = self._calls.get(call)
-        epoch = old.epoch if old is not None else 0
-        self._calls[call] = _Call(record, owner, self.clock() + ttl, list(dialogs), epoch)
+        self, trunk: str, call: str, owner: str, record: CallState, dialogs: list[str], ttl: float,
+        epoch: int = 0,
+    ) -> bool:  # fmt: skip
+        if self._is_ended(call):
+            return False
+        old = self._live_call(call)
+        if old is not None and old.epoch > epoch:
+            return False
+        self._calls[call] = _Call(record, owner, self.clock() + ttl, list(dialogs), old.epoch if old else 0)
         for dialog in dialogs:
             self._dialogs[dialog] = call
         await self.refresh_channel(trunk, call, ttl)
+        return True
 
     def _live_call(self, call: str) -> _Call | None:
         entry = self._calls.get(call)
@@ -313,7 +323,8 @@ class MemoryStore:
         if entry is None:
             return None
         entry.owner = owner
-        return entry.record
+        entry.epoch += 1
+        return {**entry.record, "epoch": entry.epoch}
 
     async def end_call(self, trunk: str, call: str, owner: str, dialogs: list[str]) -> None:
         self._forget(call)
@@ -328,9 +339,12 @@ class MemoryStore:
         for o in dead:
             del self._owners[o]
         orphans = [c for c, e in self._calls.items() if e.owner in dead and e.expires_at > now]
+        adopted = []
         for call in orphans:
-            self._calls[call].owner = owner
-        return [self._calls[c].record for c in orphans]
+            entry = self._calls[call]
+            entry.owner, entry.epoch = owner, entry.epoch + 1
+            adopted.append({**entry.record, "epoch": entry.epoch})
+        return adopted
 
     async def bump_epoch(self, call: str) -> int | None:
         entry = self._live_call(call)

@@ -95,21 +95,29 @@ redis.call('SADD', KEYS[4], ARGV[1])
 return 0
 """
 )
-# KEYS: channels, call hash, owned set, dialog keys... ARGV: call, data, owner, ttl.
+# KEYS: channels, call hash, owned set, ended marker, dialog keys... ARGV: call, data, owner, ttl,
+# epoch, prefix. Fenced: a holder whose epoch is stale (another edge took the call over) or whose call
+# has ended writes nothing and gets 0.
 _SAVE = (
     _NOW
     + _FUNCTIONS
     + """
+if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+local held = redis.call('HMGET', KEYS[2], 'epoch', 'owner')
+if (tonumber(held[1]) or 0) > tonumber(ARGV[5]) then return 0 end
+if held[2] and held[2] ~= ARGV[3] then redis.call('SREM', ARGV[6] .. 'owned:' .. held[2], ARGV[1]) end
 local ttl = tonumber(ARGV[4]); local ms = math.ceil(ttl * 1000)
 redis.call('HSET', KEYS[2], 'data', ARGV[2], 'owner', ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ms)
 redis.call('SADD', KEYS[3], ARGV[1])
-for i = 4, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'PX', ms) end
+for i = 5, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'PX', ms) end
 extend(KEYS[1], ARGV[1], ttl)
 return 1
 """
 )
-# KEYS: dialog key. ARGV: prefix, owner.
+# KEYS: dialog key. ARGV: prefix, owner. An explicit handover: the call is `owner`'s from now on with
+# a new epoch, so that its previous holder's next fenced write or end finds it lost. Returns
+# {data, epoch}.
 _ADOPT = """
 local call = redis.call('GET', KEYS[1])
 if not call then return false end
@@ -121,13 +129,24 @@ if found[2] ~= ARGV[2] then
   redis.call('HSET', key, 'owner', ARGV[2])
   redis.call('SADD', ARGV[1] .. 'owned:' .. ARGV[2], call)
 end
-return found[1]
+return {found[1], redis.call('HINCRBY', key, 'epoch', 1)}
 """
-# KEYS: owners. ARGV: prefix, owner, ttl. Hands the calls of at most 10 lapsed owners per call.
+# KEYS: owners, the time of the latest keep-alive of any edge. ARGV: prefix, owner, ttl. Hands the
+# calls of at most 10 lapsed owners per call, each with a new epoch: {data, epoch, data, epoch...}.
+# An owner lapses only while the store answers: when no keep-alive at all got through for over half
+# a TTL (edges keep alive every third of one), the store was stalled or unreachable, and every
+# owner's deadline moves on by that gap instead of every owner counting as dead.
 _KEEP_ALIVE = (
     _NOW
     + """
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+local ttl = tonumber(ARGV[3])
+local last = tonumber(redis.call('GET', KEYS[2]))
+redis.call('SET', KEYS[2], tostring(now))
+if last and now - last > ttl / 2 then
+  local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 1, #all, 2 do redis.call('ZADD', KEYS[1], tonumber(all[i + 1]) + (now - last), all[i]) end
+end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
 local mine = ARGV[1] .. 'owned:' .. ARGV[2]
 local adopted = {}
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 10)) do
@@ -140,6 +159,7 @@ for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT',
       redis.call('HSET', key, 'owner', ARGV[2])
       redis.call('SADD', mine, call)
       table.insert(adopted, data)
+      table.insert(adopted, redis.call('HINCRBY', key, 'epoch', 1))
     end
   end
   redis.call('DEL', theirs)
@@ -174,6 +194,13 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
+
+
+def _with_epoch(data: bytes | str, epoch: int) -> CallState:
+    """A record as the store hands it to its new holder: with the epoch that holder fences with."""
+    state: CallState = json.loads(data)
+    state["epoch"] = int(epoch)
+    return state
 
 
 def with_password(url: str, password: str | None) -> str:
@@ -424,15 +451,17 @@ class RedisStore:
         return (Admission.ADMITTED, Admission.OVER_RATE, Admission.NO_CHANNEL, Admission.DUPLICATE)[verdict]
 
     async def save_call(
-        self, trunk: str, call: str, owner: str, record: CallState, dialogs: list[str], ttl: float
-    ) -> None:
+        self, trunk: str, call: str, owner: str, record: CallState, dialogs: list[str], ttl: float,
+        epoch: int = 0,
+    ) -> bool:  # fmt: skip
         keys = [f"{self.p}channels:{trunk}", f"{self.p}call:{call}", f"{self.p}owned:{owner}",
-                *(f"{self.p}dialog:{d}" for d in dialogs)]  # fmt: skip
-        await self._run(self._save(keys=keys, args=[call, json.dumps(record), owner, ttl]))
+                f"{self.p}ended:{call}", *(f"{self.p}dialog:{d}" for d in dialogs)]  # fmt: skip
+        args: list[str | float] = [call, json.dumps(record), owner, ttl, epoch, self.p]
+        return bool(await self._run(self._save(keys=keys, args=args)))
 
     async def adopt_call(self, dialog: str, owner: str) -> CallState | None:
-        data = await self._run(self._adopt(keys=[f"{self.p}dialog:{dialog}"], args=[self.p, owner]))
-        return json.loads(data) if data else None
+        found = await self._run(self._adopt(keys=[f"{self.p}dialog:{dialog}"], args=[self.p, owner]))
+        return _with_epoch(found[0], found[1]) if found else None
 
     async def end_call(self, trunk: str, call: str, owner: str, dialogs: list[str]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -442,8 +471,9 @@ class RedisStore:
             await self._run(pipe.execute())
 
     async def keep_alive(self, owner: str, ttl: float) -> list[CallState]:
-        adopted = await self._run(self._keep_alive(keys=[f"{self.p}owners"], args=[self.p, owner, ttl]))
-        return [json.loads(data) for data in adopted]
+        keys = [f"{self.p}owners", f"{self.p}owners-seen"]
+        adopted = await self._run(self._keep_alive(keys=keys, args=[self.p, owner, ttl]))
+        return [_with_epoch(adopted[i], adopted[i + 1]) for i in range(0, len(adopted), 2)]
 
     # -- fencing and the end of a call -------------------------------------------------------------
     async def bump_epoch(self, call: str) -> int | None:
@@ -451,12 +481,9 @@ class RedisStore:
         return None if epoch is None else int(epoch)
 
     async def call_epoch(self, call: str) -> int | None:
-        key = f"{self.p}call:{call}"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.exists(key)
-            pipe.hget(key, "epoch")
-            exists, epoch = await self._run(pipe.execute())
-        return int(epoch or 0) if exists else None
+        # One read: every record has an owner, so a missing owner is a missing record.
+        epoch, owner = await self._run(self.redis.hmget(f"{self.p}call:{call}", ["epoch", "owner"]))
+        return None if owner is None else int(epoch or 0)
 
     async def end_call_with_cdr(
         self, call: str, epoch: int, cdr_json: str, *, trunk: str = "", dialogs: Sequence[str] = ()

@@ -9,6 +9,7 @@ import time
 from trunkline.core.state import Admission
 from trunkline.edge.call import Call
 from trunkline.edge.context import EdgeContext
+from trunkline.edge.ending import refused_by_store
 from trunkline.edge.policy import Rejection
 from trunkline.sip.stack import Incoming
 
@@ -37,6 +38,7 @@ async def admit(ctx: EdgeContext, inc: Incoming, call: Call) -> bool:
     except Exception as exc:  # the store is down: no new calls (documented degraded mode)
         ctx.metrics.store("admit", time.monotonic() - started, ok=False)
         rejection = Rejection(503, "Service Unavailable", "store", str(exc), retry_after=5)
+        refused_by_store(ctx, call, 503, "store unavailable at admission")
     if rejection is not None:
         ctx.reject(inc, rejection, call.trunk.name, call.a.tag)
         return False

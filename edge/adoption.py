@@ -1,6 +1,8 @@
 """Calls held by other edges: the keep-alive that tells the store this edge lives, adopting the
-calls of edges that stopped saying so, and adopting a call whose in-dialog request came here while
-another edge holds it. A ringing call whose edge died gets its caller answered 503."""
+calls of edges that stopped saying so (while the store answered), and the explicit handover of a
+call whose in-dialog request came here while another edge holds it: the store raises the call's
+epoch, so the previous holder stands down at its next fenced write, timer or end (docs/failover.md).
+A ringing call whose edge died gets its caller answered 503 and its relay session released."""
 
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ def carry(ctx: EdgeContext, state: CallState) -> Call | None:
         event(log, logging.ERROR, "unusable call record", error=repr(exc))
         return None
     held = ctx.calls.get(call.key)
-    if held is not None:
+    if held is not None:  # handed back to this edge: hold it with the new epoch
+        held.epoch = max(held.epoch, call.epoch)
         return held
     ctx.media.adopt(call, state.get("media") or {})
     observing.adopted(ctx.traces, call)

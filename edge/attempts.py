@@ -16,7 +16,7 @@ from trunkline.core.state import aor_of
 from trunkline.edge.call import Call, Leg, MediaError
 from trunkline.edge.cdr import Attempt, Direction, HungUp
 from trunkline.edge.context import EdgeContext
-from trunkline.edge.ending import bye, finish
+from trunkline.edge.ending import bye, finish, stand_down
 from trunkline.edge.legs import ack_for, first_invite, new_tag, relay_response, response_for
 from trunkline.edge.observing import carrier_of
 from trunkline.edge.registrar import NatSource
@@ -67,6 +67,8 @@ async def route(
         ctx.stack.respond(response_for(inc.request, exc.status, exc.reason, call.a.tag))
         await finish(ctx, call, HungUp.EDGE, exc.status, reason=exc.reason)
         return
+    if ctx.media.snapshot(call):  # the relay session is in the record from the moment it exists
+        await ctx.save(call)
     async for target, number, parsed, hop in hops(ctx, call, targets):
         if call.cancelled:
             break
@@ -239,7 +241,10 @@ async def answered(ctx: EdgeContext, call: Call, invite: Request, response: Resp
     call.pending_ack["a"] = invite
     arm_limit(ctx, call)
     start_session_timer(ctx, call, response)
-    await ctx.save(call)  # before the caller hears of it: from now on any edge can end the call
+    if not await ctx.save(call):  # before the caller hears of it: from now on any edge can end the call
+        # Another edge found this one dead while the call rang and answered the caller 503.
+        ctx.spawn(bye(ctx, call, "b"))
+        stand_down(ctx, call, "taken over while ringing")
     if call.ended:
         return
     ctx.stack.respond(ok)  # the stack retransmits it until the ACK (or reports an ACK timeout)

@@ -98,6 +98,7 @@ class Call:
     limit_timer: TimerHandle | None = None
     counted: bool = False  # in the active calls gauge
     trace: NoTrace = NO_TRACE  # the call's trace here (its context is in `record`, for other edges)
+    epoch: int = 0  # the fencing epoch this edge holds the call with (raised by every handover)
 
     @property
     def key(self) -> str:
@@ -136,6 +137,7 @@ class Call:
             call.b = Leg(*leg_from_record(state["b"]))
         call.session_seconds = float(state["session_seconds"])
         call.session_refreshed = float(state["session_refreshed"])
+        call.epoch = int(state.get("epoch", 0))
         return call
 
     def leg(self, name: str) -> Leg:

@@ -1,4 +1,5 @@
-"""Call detail records: one JSON line per call, whatever way it ended.
+"""Call detail records: one JSON line per call, whatever way it ended (written only by the edge whose
+fenced end of the call succeeded: edge/ending.py).
 
 A sink is a file path (appended to, line-buffered, so a crash loses at most the line being written),
 `-` for standard output, or None to keep no records.
@@ -73,7 +74,11 @@ class CallRecord:
 
 
 class CdrSink:
-    def __init__(self, target: str | None):
+    """Where the embedded default writes JSON lines, and what every CDR says of where the edge runs
+    (`settings`: installation, namespace)."""
+
+    def __init__(self, target: str | None, settings: CdrSettings | None = None):
+        self.settings = settings or CdrSettings()
         self._out: IO[str] | None
         if target is None:
             self._out = None
@@ -97,6 +102,7 @@ def to_cdr(
     record: CallRecord,
     settings: CdrSettings,
     *,
+    trunk: str | None = None,
     source: str = "",
     transport: str = "udp",
     carrier: str | None = None,
@@ -109,11 +115,12 @@ def to_cdr(
     trace_id: str | None = None,
 ) -> Cdr:
     """The billing record (core/cdr.py) of an ended call, for `StateStore.end_call_with_cdr`. Values a
-    peer chose (numbers, statuses, causes) are bounded here so that a hostile one cannot fail the end."""
+    peer chose (numbers, statuses, causes) are bounded here so that a hostile one cannot fail the end.
+    `trunk`: the trunk as the store keys it (namespace/name), when the record holds only its name."""
     end = record.end if record.end is not None else record.setup
     return Cdr(
         call_id=record.call_id[:512], installation=settings.installation, namespace=settings.namespace,
-        trunk=record.trunk[:512], carrier=carrier, gateway=gateway,
+        trunk=(trunk or record.trunk)[:512], carrier=carrier, gateway=gateway,
         direction=CdrDirection(record.direction.value), caller=record.caller[:512] if record.caller else None,
         callee=record.callee[:512], source_address=source[:64], source_transport=transport[:8],
         invite_at=at(record.setup), ring_at=at(ring) if ring else None,

@@ -181,18 +181,21 @@ class EdgeContext:
             left = min(left, 2 * call.session_seconds + 32)
         return max(left, 1.0)
 
-    async def save(self, call: Call) -> None:
-        """Write the call where every edge finds it. Without the store the call goes on here only."""
+    async def save(self, call: Call) -> bool:
+        """Write the call where every edge finds it, fenced by its epoch. False when another edge
+        took the call over (or ended it): the caller stands down (`ending.stand_down`). Without the
+        store the call goes on here only (True)."""
         started = time.monotonic()
         try:
-            await self.store.save_call(call.counters, call.key, self.owner,
-                                       call.to_state(self.media.snapshot(call)), call.dialog_keys,
-                                       self.record_ttl(call))  # fmt: skip
+            saved = await self.store.save_call(call.counters, call.key, self.owner,
+                                               call.to_state(self.media.snapshot(call)), call.dialog_keys,
+                                               self.record_ttl(call), call.epoch)  # fmt: skip
         except Exception as exc:
             self.metrics.store("dialog", time.monotonic() - started, ok=False)
             event(log, logging.WARNING, "could not save call", call_id=call.key, error=str(exc))
-            return
+            return True
         self.metrics.store("dialog", time.monotonic() - started)
+        return saved
 
     async def follow_target(self, leg: Leg) -> None:
         """Send the callee's in-dialog requests where its remote target says (RFC 3263 for a host

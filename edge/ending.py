@@ -1,5 +1,9 @@
-"""Ending a call: BYE to a leg, the edge ending a call itself, and the end of every call (timers,
-channel, media, dialogs and the CDR), once."""
+"""Ending a call: BYE to a leg, the edge ending a call itself, the end of every call (timers,
+channel, media, dialogs and the CDR, once), and standing down from a call another edge took over.
+
+The end is fenced (`StateStore.end_call_with_cdr`): one atomic step in the store checks the call's
+epoch, ends it at most once and appends its CDR to the stream. An edge that lost the call (a newer
+epoch) or finds it ended by another edge stands down: it stops its timers and sends nothing."""
 
 from __future__ import annotations
 
@@ -7,14 +11,16 @@ import logging
 import time
 
 from trunkline.core.logs import event
+from trunkline.core.state import CallEnd
 from trunkline.edge.call import Call
-from trunkline.edge.cdr import HungUp
+from trunkline.edge.cdr import HungUp, to_cdr
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.observing import ended
 from trunkline.sip.stack import NoAnswer
 
 log = logging.getLogger("trunkline.edge")
 BYE_TIMEOUT = 32.0  # 64*T1: a BYE nobody answers by then is given up (its transaction ends too)
+END_RETRIES = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)  # an end the store did not take, tried again
 
 
 async def bye(ctx: EdgeContext, call: Call, leg_name: str) -> None:
@@ -45,36 +51,131 @@ async def bye(ctx: EdgeContext, call: Call, leg_name: str) -> None:
 
 
 async def expire(ctx: EdgeContext, call: Call, why: str) -> None:
-    """The edge ends an answered call: BYE both ways, CDR with `why`."""
+    """The edge ends an answered call (a timer, a dead relay): the fenced end first, then BYE both
+    ways only when this edge still held the call (or the store could not tell)."""
     if call.ended:
         return
-    event(log, logging.INFO, "call ended by the edge", call_id=call.key, why=why)
-    ctx.spawn(bye(ctx, call, "a"))
-    ctx.spawn(bye(ctx, call, "b"))
-    await finish(ctx, call, HungUp.EDGE, call.record.status, reason=why)
+    outcome = await finish(ctx, call, HungUp.EDGE, call.record.status, reason=why)
+    if outcome in (CallEnd.ENDED, None):
+        event(log, logging.INFO, "call ended by the edge", call_id=call.key, why=why)
+        ctx.spawn(bye(ctx, call, "a"))
+        ctx.spawn(bye(ctx, call, "b"))
 
 
-async def finish(ctx: EdgeContext, call: Call, hung_up: HungUp, status: int | None, reason: str = "") -> None:
+def stand_down(ctx: EdgeContext, call: Call, why: str) -> None:
+    """Another edge holds the call now (or ended it): forget it here without touching its dialogs,
+    its media or its channel, which are the new holder's."""
     if call.ended:
         return
     call.ended = True
+    _stop_timers(call)
+    ctx.calls.drop(call)
+    forget(ctx, call)
+    event(log, logging.INFO, "stood down from a call", call_id=call.key, why=why)
+
+
+def forget(ctx: EdgeContext, call: Call) -> None:
+    """This edge no longer holds the call: out of its active gauge, its trace here closed; the call's
+    outcome is the holder's to count."""
+    if call.counted:
+        call.counted = False
+        ctx.metrics.active.labels(call.trunk.name).dec()
+    call.trace.finish(call.record.status or 0, "", "taken over by another edge")
+    ctx.traces.drop(call.key, call.trace)
+
+
+async def still_held(ctx: EdgeContext, call: Call) -> bool:
+    """Whether this edge still holds `call` (no other edge took it over or ended it); when not, it
+    stands down. A store that does not answer cannot tell: the call goes on here."""
+    try:
+        epoch = await ctx.store.call_epoch(call.key)
+    except Exception:
+        return True
+    if epoch is not None and epoch <= call.epoch:
+        return True
+    stand_down(ctx, call, "ended elsewhere" if epoch is None else "taken over")
+    return False
+
+
+def _stop_timers(call: Call) -> None:
     for timer in (call.session_timer, call.limit_timer):
         if timer is not None:
             timer.cancel()
+
+
+async def finish(
+    ctx: EdgeContext, call: Call, hung_up: HungUp, status: int | None, reason: str = ""
+) -> CallEnd | None:
+    """End the call here: ENDED (its CDR is in the store's stream), LOST or ALREADY_ENDED (another
+    edge's: this one stood down), None when the store did not answer (the end is tried again in the
+    background, the call is over here all the same)."""
+    if call.ended:
+        return CallEnd.ALREADY_ENDED
+    call.ended = True
+    _stop_timers(call)
     call.record.end = ctx.clock()
     call.record.hung_up = hung_up
     call.record.status = status if status is not None else call.record.status
     call.record.reason = reason
     ctx.calls.drop(call)
     ctx.stack.stop_answer((call.a_invite.call_id, call.a.tag, call.a_invite.from_.tag or ""))
+    relay = ctx.media.snapshot(call).get("relay")
+    relay = relay if isinstance(relay, str) else None
+    source = f"{call.a.addr[0]}:{call.a.addr[1]}"
+    cdr = to_cdr(call.record, ctx.cdr.settings, trunk=call.counters, source=source,
+                 transport=call.a.transport, relay=relay).to_json()  # fmt: skip
     started = time.monotonic()
     try:
-        await ctx.store.end_call(call.counters, call.key, ctx.owner, call.dialog_keys)
+        outcome: CallEnd | None = await _end_in_store(ctx, call, cdr)
         ctx.metrics.store("release", time.monotonic() - started)
-    except Exception as exc:  # its TTL frees it when the store comes back
+    except Exception as exc:
         ctx.metrics.store("release", time.monotonic() - started, ok=False)
-        event(log, logging.WARNING, "could not release channel", trunk=call.trunk.name, error=str(exc))
+        event(log, logging.WARNING, "could not end the call in the store, trying again", call_id=call.key,
+              error=str(exc))  # fmt: skip
+        ctx.spawn(_end_later(ctx, call, cdr))
+        outcome = None
+    if outcome in (CallEnd.LOST, CallEnd.ALREADY_ENDED):
+        event(log, logging.INFO, "stood down from a call", call_id=call.key, why=str(outcome))
+        forget(ctx, call)
+        return outcome
     with call.trace.current():  # the relay's delete continues the call's trace
         await ctx.media.release(call)
     ended(ctx.metrics, ctx.traces, call)
-    ctx.cdr.write(call.record)
+    return outcome
+
+
+def refused_by_store(ctx: EdgeContext, call: Call, status: int, reason: str) -> None:
+    """A call turned away because the store did not answer its admission. The admission may still
+    have run (a reply lost, a script queued behind a stall): its end, with a CDR of the refusal, is
+    written once the store answers, so that no admitted record (and channel) outlives it and every
+    call placed has its record."""
+    call.ended = True
+    call.record.end, call.record.status = ctx.clock(), status
+    call.record.hung_up, call.record.reason = HungUp.EDGE, reason
+    source = f"{call.a.addr[0]}:{call.a.addr[1]}"
+    cdr = to_cdr(call.record, ctx.cdr.settings, trunk=call.counters, source=source,
+                 transport=call.a.transport).to_json()  # fmt: skip
+    ctx.spawn(_end_later(ctx, call, cdr))
+
+
+async def _end_in_store(ctx: EdgeContext, call: Call, cdr: str) -> CallEnd:
+    outcome = await ctx.store.end_call_with_cdr(call.key, call.epoch, cdr, trunk=call.counters,
+                                                dialogs=call.dialog_keys)  # fmt: skip
+    if outcome is CallEnd.ENDED:
+        ctx.cdr.write(call.record)  # the JSON lines file (--cdr) of the embedded default
+    return outcome
+
+
+async def _end_later(ctx: EdgeContext, call: Call, cdr: str) -> None:
+    """The store did not take the end: again until it does, so that a store outage loses no CDR (the
+    fence still decides: if another edge took the call over meanwhile, its end is the one that counts)."""
+    error = ""
+    for delay in END_RETRIES:
+        await ctx.sleep(delay)
+        try:
+            await _end_in_store(ctx, call, cdr)
+            return
+        except Exception as exc:
+            error = str(exc)
+    event(log, logging.ERROR, "call end never reached the store: its CDR is lost", call_id=call.key,
+          error=error)  # fmt: skip

@@ -9,10 +9,11 @@ from collections.abc import Awaitable, Callable
 
 from trunkline.core.logs import event
 from trunkline.core.models import Trunk
+from trunkline.core.state import CallEnd
 from trunkline.edge.call import Call, MediaError
 from trunkline.edge.cdr import Direction, HungUp
 from trunkline.edge.context import DialogId, EdgeContext
-from trunkline.edge.ending import bye, finish
+from trunkline.edge.ending import bye, finish, stand_down, still_held
 from trunkline.edge.legs import ack_for, in_dialog, relay_response
 from trunkline.edge.observing import first_line
 from trunkline.edge.session_timers import start_session_timer
@@ -97,18 +98,21 @@ async def on_ack_timeout(ctx: EdgeContext, dialog: DialogId) -> None:
     event(log, logging.WARNING, "caller never acknowledged the answer", call_id=call.key)
     if call.b and call.b.dialog and "a" in call.pending_ack:
         ctx.ack_b(call, call.pending_ack.pop("a"), None)
-    ctx.spawn(bye(ctx, call, "a"))
-    ctx.spawn(bye(ctx, call, "b"))
-    await finish(ctx, call, HungUp.EDGE, call.record.status)
+    if await finish(ctx, call, HungUp.EDGE, call.record.status) in (CallEnd.ENDED, None):
+        ctx.spawn(bye(ctx, call, "a"))
+        ctx.spawn(bye(ctx, call, "b"))
 
 
 async def on_request(ctx: EdgeContext, inc: Incoming, adopt: Adopt, authenticate: Authenticate) -> None:
-    """A request with a To tag: relayed to the other leg of its call (found here or, through `adopt`,
-    in the store), or 481. From an address that is not its party's, a PBX side's request must
-    authenticate as the call's trunk and a carrier side's is refused 403."""
+    """A request with a To tag: relayed to the other leg of its call (found here, unless another edge
+    took it over meanwhile, or handed over to this edge from the store through `adopt`), or 481. From
+    an address that is not its party's, a PBX side's request must authenticate as the call's trunk and
+    a carrier side's is refused 403."""
     req = inc.request
     dialog_id = (req.call_id, req.to.tag or "", req.from_.tag or "")
     found = ctx.calls.find(dialog_id)
+    if found is not None and not await still_held(ctx, found[0]):
+        found = None
     if found is None:
         found = await adopt(dialog_id)
         if found is not None:  # its trace began after this request came in: put it there too
@@ -182,5 +186,6 @@ async def _relay(
         call.pending_ack[leg_name] = out
     if req.method in ("INVITE", "UPDATE") and 200 <= answer.status < 300:
         start_session_timer(ctx, call, answer)
-    await ctx.save(call)  # the CSeqs and targets moved on
+    if not await ctx.save(call):  # the CSeqs and targets moved on
+        stand_down(ctx, call, "taken over")
     ctx.stack.respond(relay_response(req, answer, req.to.tag or "", ctx.local.contact(this.transport)))

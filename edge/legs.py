@@ -41,9 +41,15 @@ class Local:
     via_port: int
     contact_host: str
     contact_port: int
+    # False when requests leave by an address other edges share (`--service-listen`): an answer to
+    # the source address (RFC 3581) could reach another edge, one to Via's port reaches this one.
+    rport: bool = True
 
     def via(self, transport: str) -> Via:
-        return Via(transport.upper(), self.via_host, self.via_port, {"branch": new_branch(), "rport": None})
+        params: dict[str, str | None] = {"branch": new_branch()}
+        if self.rport:
+            params["rport"] = None
+        return Via(transport.upper(), self.via_host, self.via_port, params)
 
     def contact(self, transport: str, user: str = "trunkline") -> NameAddr:
         params: dict[str, str | None] = {} if transport == "udp" else {"transport": transport}

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from trunkline.core import grpc_tls, observability
 from trunkline.core.addresses import MediaAddressPolicy, is_loopback
+from trunkline.core.cdr import CdrSettings
 from trunkline.core.http import OpsServer
 from trunkline.core.logs import event
 from trunkline.core.manifests import ConfigSet, load
@@ -119,7 +120,7 @@ class EdgeComponent:
             here = HostPort(own_address(here.host), here.port)
         contact = advertise or here
         self.sockets = sockets
-        self.cdr = CdrSink(cdr)
+        self.cdr = CdrSink(cdr, CdrSettings.from_env(os.environ))
         options = options or EdgeOptions()
         self.limits = limits or SignallingLimits()
         options.contact_deny = self.limits.contact_deny
@@ -131,7 +132,7 @@ class EdgeComponent:
         self.edge = Edge(
             Directory(config),
             store or MemoryStore(),
-            Local(here.host, here.port, contact.host, contact.port),
+            Local(here.host, here.port, contact.host, contact.port, rport=sockets.service is None),
             self.cdr,
             media,
             options,
@@ -165,7 +166,9 @@ class EdgeComponent:
             await transport.listen_stream(here.host, 0, self.sockets.tls_context, sock=self.sockets.tls)
         if self.sockets.service is not None:
             # Peers send to the shared address; we send from it too (the UDP socket listened last is
-            # the one sending), while Via names our own socket so responses come back to us.
+            # the one sending: a peer or NAT that keeps to the address it first heard from finds any
+            # edge there), while Via names our own socket without rport, so that answers to our
+            # requests come back to us (RFC 3261 18.2.2), never to another edge behind the address.
             udp, tcp = self.sockets.service
             await transport.listen_udp(here.host, 0, sock=udp)
             await transport.listen_stream(here.host, 0, sock=tcp)
@@ -383,7 +386,8 @@ async def _serve(args: argparse.Namespace) -> int:
     if redis is not None:
         from trunkline.core.state_redis import RedisStore
 
-        store = RedisStore.from_target(redis)
+        # The CDR stream the installation's exporter reads (the runtime ConfigMap names it).
+        store = RedisStore.from_target(redis, cdr_stream=CdrSettings.from_env(os.environ).stream)
     secret = None
     if args.nonce_secret_file:
         try:

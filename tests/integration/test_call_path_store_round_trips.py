@@ -1,5 +1,5 @@
 """What one call costs Redis, watched with MONITOR on a real redis-server: an outbound call with digest
-auth writes in at most 4 round trips (nonce use, admission, the answered call, its end)."""
+auth writes in at most 4 round trips (nonce use, admission, the answered call, its end with its CDR)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,7 @@ def test_an_outbound_call_with_digest_auth_writes_in_four_round_trips(
     edge.start()
     carrier = sipp.uas(tmp_path / "carrier", "127.0.0.1", carrier_port)
     sipp.uac(tmp_path / "warm", edge.sip, "127.0.0.2", "+14155551234")  # scripts loaded, connections made
+    assert len(edge.wait_cdrs(1)) == 1  # its end (after the BYE's 200) is not counted below
     monitor = Monitor(redis.port)
     try:
         result = sipp.uac(tmp_path / "pbx", edge.sip, "127.0.0.3", "+14155551234", "-au", "acme",
@@ -87,11 +88,13 @@ def test_an_outbound_call_with_digest_auth_writes_in_four_round_trips(
     writes, reads = round_trips(monitor.commands())
     print(f"writes: {writes}\nreads: {reads}")
     # The nonce's first use (SET NX), admission (rate, channel, record: one script), the answered call
-    # (one script), its end (one MULTI..EXEC pipeline).
+    # (one script), its fenced end with its CDR (one script).
     assert writes == [
         "SET NX",
         "EVALSHA trunkline:cps:default/acme",
         "EVALSHA trunkline:channels:default/acme",
-        "MULTI",
+        "EVALSHA trunkline:call:" + writes[-1].rpartition(":")[2],
     ]
-    assert reads == ["GET", "GET"]  # the source's failed authentications, at each of the two INVITEs
+    # The source's failed authentications at each of the two INVITEs; the call's epoch at the BYE
+    # (does this edge still hold the call?).
+    assert reads == ["GET", "GET", "HMGET owner"]  # HMGET call epoch owner

@@ -125,7 +125,7 @@ async def test_a_call_is_admitted_found_by_its_dialogs_and_ended(store: StateSto
 
     answered = {**record, "answered": True}
     await store.save_call("acme", "c1", "edge-a", answered, ["c1|ours|theirs", "b1|b-ours|b-theirs"], ttl=5)
-    assert await store.adopt_call("b1|b-ours|b-theirs", "edge-b") == answered
+    assert await store.adopt_call("b1|b-ours|b-theirs", "edge-b") == {**answered, "epoch": 1}  # handed over
     assert await store.channels_in_use("acme") == 1
     await store.end_call("acme", "c1", "edge-b", ["c1|ours|theirs", "b1|b-ours|b-theirs"])
     assert await store.adopt_call("c1|ours|theirs", "edge-b") is None
@@ -245,3 +245,49 @@ async def test_a_call_whose_record_expired_still_gets_its_one_cdr(store: StateSt
     assert await store.end_call_with_cdr("c3", 0, '{"n":3}') is CallEnd.ENDED
     assert await store.end_call_with_cdr("c3", 0, '{"n":3}') is CallEnd.ALREADY_ENDED
     assert await _cdrs(store) == ['{"n":3}']
+
+
+async def test_a_save_is_fenced_by_the_epoch_and_the_end(store: StateStore) -> None:
+    assert await store.admit("acme", "c4", None, None, "edge-a", {"n": 4}, ttl=30) is Admission.ADMITTED
+    assert await store.save_call("acme", "c4", "edge-a", {"n": 4}, ["d4"], ttl=30, epoch=0)
+    handed = await store.adopt_call("d4", "edge-b")  # edge B gets a request of the call: handover
+    assert handed == {"n": 4, "epoch": 1}
+    assert not await store.save_call("acme", "c4", "edge-a", {"n": "stale"}, ["d4"], ttl=30, epoch=0)
+    assert await store.save_call("acme", "c4", "edge-b", {"n": "new"}, ["d4"], ttl=30, epoch=1)
+    assert await store.adopt_call("d4", "edge-a") == {"n": "new", "epoch": 2}  # and back again
+    assert await store.end_call_with_cdr("c4", 2, '{"by":"a"}', trunk="acme", dialogs=["d4"]) is CallEnd.ENDED
+    # A holder that did not hear of the end writes nothing back: the call stays ended.
+    assert not await store.save_call("acme", "c4", "edge-b", {"n": "late"}, ["d4"], ttl=30, epoch=5)
+    assert await store.adopt_call("d4", "edge-b") is None and await store.channels_in_use("acme") == 0
+
+
+async def test_the_calls_of_an_edge_go_on_with_a_new_epoch(store: StateStore) -> None:
+    assert await store.keep_alive("edge-a", ttl=0.5) == []
+    await store.save_call("acme", "c5", "edge-a", {"n": 5}, ["d5"], ttl=30)
+    deadline = asyncio.get_running_loop().time() + 10
+    adopted: list[dict[str, object]] = []
+    while not adopted and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)  # edge-b keeps alive more often than half edge-a's TTL
+        adopted = await store.keep_alive("edge-b", ttl=0.5)
+    assert adopted == [{"n": 5, "epoch": 1}]
+    assert await store.call_epoch("c5") == 1
+
+
+async def test_no_owner_lapses_while_no_keep_alive_got_through(redis_proc: RedisProcess) -> None:
+    """Nobody reached the store for longer than the owners' TTL (a Redis stall, a network cut): that
+    is not every edge dying, so the first edge back adopts nothing; a real lapse afterwards still counts."""
+    store = RedisStore.from_url(redis_proc.url, prefix="test:stall:")
+    try:
+        assert await store.keep_alive("edge-a", ttl=1.0) == []
+        assert await store.keep_alive("edge-b", ttl=1.0) == []
+        await store.save_call("acme", "c6", "edge-a", {"n": 6}, ["d6"], ttl=60)
+        await asyncio.sleep(1.5)  # no keep-alive at all for 1.5 TTL
+        assert await store.keep_alive("edge-b", ttl=1.0) == []
+        deadline = asyncio.get_running_loop().time() + 10
+        adopted: list[dict[str, object]] = []
+        while not adopted and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.2)  # edge-b goes on, edge-a stays silent: now it lapses
+            adopted = await store.keep_alive("edge-b", ttl=1.0)
+        assert adopted == [{"n": 6, "epoch": 1}]
+    finally:
+        await store.close()

@@ -74,6 +74,6 @@ async def test_replay_keys_auth_failures_bindings_dialogs() -> None:
     assert await store.bindings("sip:acme@edge") == []
 
     await store.save_call("acme", "c9", "edge-a", {"n": 1}, ["c9|x|y"], ttl=5)
-    assert await store.adopt_call("c9|x|y", "edge-b") == {"n": 1}
+    assert await store.adopt_call("c9|x|y", "edge-b") == {"n": 1, "epoch": 1}  # handed over
     clock.t += 6
     assert await store.adopt_call("c9|x|y", "edge-b") is None

@@ -1,0 +1,143 @@
+"""Exactly one CDR per call in PostgreSQL (edges -> Redis stream -> `trunkline cdr`), whatever fails:
+an edge SIGKILLed while its calls end, Redis stalled longer than the owners' TTL, an edge stopped
+longer than its TTL and then resumed (docs/failover.md "One holder per call")."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import sipp
+from tests.support.cdr_cluster import Cluster, Exporter, cdr_call_ids, clear_cdrs
+from tests.support.ports import free_port
+from tests.support.postgres import PostgresProcess, start_postgres
+from tests.support.redis_server import RedisProcess
+from tests.support.wait import wait_for
+
+STALL = 10.0  # seconds: longer than the owners' TTL (6 s)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresProcess]:
+    proc = start_postgres()
+    yield proc
+    proc.cleanup()
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path, redis: RedisProcess, carrier_port: int, postgres: PostgresProcess
+) -> Iterator[Cluster]:
+    clear_cdrs(postgres.dsn)
+    edges = Cluster(tmp_path, redis, carrier_port, service=f"127.0.0.10:{free_port()}")
+    exporter = Exporter(tmp_path / "exporter", redis.url, postgres.dsn).start()
+    yield edges
+    edges.stop()
+    exporter.stop()
+
+
+def one_each(dsn: str, calls: int, timeout: float = 40.0) -> Counter[str]:
+    """The CDR rows per Call-ID once `calls` calls have theirs (or the timeout passed)."""
+    wait_for(
+        lambda: len(set(cdr_call_ids(dsn))) >= calls, timeout=timeout, what=f"{calls} CDRs in PostgreSQL"
+    )
+    time.sleep(1.0)  # a duplicate would come with the same batch or the next one
+    return Counter(cdr_call_ids(dsn))
+
+
+def test_an_edge_killed_as_its_calls_end_leaves_one_cdr_per_call(
+    cluster: Cluster, tmp_path: Path, carrier_port: int, postgres: PostgresProcess
+) -> None:
+    calls = 6
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port)
+    try:
+        a = cluster.start("a")
+        assert cluster.service is not None
+        pbx = sipp.Background(lambda: sipp.uac(tmp_path / "pbx", cluster.service or "", "127.0.0.2",
+                                               "+442071234567", calls=calls, hold_ms=4000))  # fmt: skip
+        a.wait_busy(calls, timeout=30)
+        cluster.start("b")
+        deadline = time.monotonic() + 30
+        while cluster.stream_length() < 1:  # polled tightly: the kill must land while calls end
+            assert time.monotonic() < deadline, "no call ended"
+            time.sleep(0.01)
+        cluster.signal("a", signal.SIGKILL)  # right after a BYE: its neighbours are mid-end
+        pbx.result(timeout=90)  # some BYEs may get 481 (ended just before the kill): CDRs tell
+        per_call = one_each(postgres.dsn, calls)
+    finally:
+        sipp.stop(gateway)
+    assert len(per_call) == calls and set(per_call.values()) == {1}, per_call
+    wait_for(lambda: cluster.channels_in_use() == 0, timeout=20, what="every channel freed")
+
+
+def test_a_redis_stall_adopts_nothing_and_ends_nothing(
+    tmp_path: Path, redis: RedisProcess, carrier_port: int, postgres: PostgresProcess
+) -> None:
+    clear_cdrs(postgres.dsn)
+    cluster = Cluster(tmp_path, redis, carrier_port)  # each edge on its own address: calls on both
+    exporter = Exporter(tmp_path / "exporter", redis.url, postgres.dsn).start()
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port)
+    calls = 2
+    try:
+        a, b = cluster.start("a"), cluster.start("b")
+        runs = [
+            sipp.Background(lambda e=edge, n=name: sipp.uac(tmp_path / f"pbx-{n}", e.sip, "127.0.0.2",
+                                                            "+442071234567", calls=calls, hold_ms=22000))
+            for name, edge in (("a", a), ("b", b))
+        ]  # fmt: skip
+        a.wait_busy(calls, timeout=30)
+        b.wait_busy(calls, timeout=30)
+        assert redis.proc is not None
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(STALL)
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        results = [run.result(timeout=90) for run in runs]
+        per_call = one_each(postgres.dsn, 2 * calls)
+        gateway_out = sipp.stop(gateway, finish_within=5)
+    finally:
+        cluster.stop()
+        exporter.stop()
+    logs = a.output() + b.output()
+    assert all(r.ok for r in results), "".join(r.output for r in results) + logs
+    assert "call adopted" not in logs and "stood down" not in logs, logs
+    assert sipp.received(gateway_out, "BYE") == 2 * calls  # the callers' BYEs only: the edges sent none
+    assert len(per_call) == 2 * calls and set(per_call.values()) == {1}, per_call
+
+
+def test_an_edge_stopped_past_its_ttl_stands_down_and_its_calls_go_on_once(
+    tmp_path: Path, redis: RedisProcess, carrier_port: int, postgres: PostgresProcess
+) -> None:
+    clear_cdrs(postgres.dsn)
+    cluster = Cluster(tmp_path, redis, carrier_port)
+    exporter = Exporter(tmp_path / "exporter", redis.url, postgres.dsn).start()
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port)
+    calls = 3
+    try:
+        a, b = cluster.start("a"), cluster.start("b")
+        pbx = sipp.Background(lambda: sipp.uac(tmp_path / "pbx", a.sip, "127.0.0.2", "+442071234567",
+                                               calls=calls, hold_ms=20000))  # fmt: skip
+        a.wait_busy(calls, timeout=30)
+        cluster.signal("a", signal.SIGSTOP)
+        try:
+            wait_for(lambda: b.output().count("call adopted") >= calls, timeout=30, what="edge b adopts")
+        finally:
+            cluster.signal("a", signal.SIGCONT)
+        result = pbx.result(timeout=90)
+        per_call = one_each(postgres.dsn, calls)
+        gateway_out = sipp.stop(gateway, finish_within=5)
+    finally:
+        cluster.stop()
+        exporter.stop()
+    logs = a.output() + b.output()
+    assert result.ok, result.output + logs
+    assert b.output().count("call adopted") == calls, logs  # carried by exactly one other edge
+    assert a.output().count("stood down") >= calls, logs  # the resumed edge found it lost them
+    assert sipp.received(gateway_out, "BYE") == calls  # one BYE per call towards the callee
+    assert len(per_call) == calls and set(per_call.values()) == {1}, per_call

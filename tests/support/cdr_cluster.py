@@ -1,0 +1,115 @@
+"""Two `trunkline edge` processes over one Redis, with the `trunkline cdr` exporter writing to
+PostgreSQL: what the tests of "one CDR per call through failures" and `bench/soak.py` run.
+
+Each edge has its own SIP address (and, with `service`, a shared one too, as a Kubernetes Service
+gives pods); the exporter reads the store's CDR stream into the `trunkline_cdr` table."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from redis import Redis as SyncRedis
+
+from tests.support.ports import free_port
+from tests.support.processes import stop
+from tests.support.redis_server import RedisProcess
+from tests.support.trunkline_up import BIN, Up, manifests
+
+
+@dataclass
+class Exporter:
+    """`trunkline cdr --postgres`: the stream's CDRs into PostgreSQL, acknowledged once stored."""
+
+    workdir: Path
+    redis_url: str
+    dsn: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Exporter:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cmd = [BIN, "cdr", "--redis", self.redis_url, "--postgres", "--batch", "50", "--claim-idle", "1",
+               "--consumer", "exporter-test", "--http-listen", f"127.0.0.1:{free_port()}"]  # fmt: skip
+        env = {**os.environ, "TRUNKLINE_CDR_POSTGRES_DSN": self.dsn}
+        with (self.workdir / "exporter.log").open("ab") as out:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def output(self) -> str:
+        return (self.workdir / "exporter.log").read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+
+def cdr_call_ids(dsn: str) -> list[str]:
+    """The Call-IDs of the CDR rows in PostgreSQL (one per row: duplicates show as repeats)."""
+    try:
+        with psycopg.connect(dsn) as conn:
+            return [str(r[0]) for r in conn.execute("SELECT call_id FROM trunkline_cdr").fetchall()]
+    except (psycopg.errors.UndefinedTable, psycopg.OperationalError):
+        return []
+
+
+def clear_cdrs(dsn: str) -> None:
+    try:
+        with psycopg.connect(dsn) as conn:
+            conn.execute("DELETE FROM trunkline_cdr")
+    except psycopg.errors.UndefinedTable:
+        pass
+
+
+@dataclass
+class Cluster:
+    """Edges "a" and "b" (started on demand) sharing `redis`; `service`: their shared address."""
+
+    workdir: Path
+    redis: RedisProcess
+    carrier_port: int
+    service: str | None = None
+    extra: list[str] = field(default_factory=list)  # more flags for every edge
+    edges: dict[str, Up] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.text = manifests(self.carrier_port, free_port())
+        secret = self.workdir / "nonce-secret"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        secret.write_text("the same for every edge")
+        self.flags = ["--redis", self.redis.url, "--nonce-secret-file", str(secret), *self.extra]
+        if self.service:
+            self.flags += ["--service-listen", self.service]
+
+    def start(self, name: str) -> Up:
+        edge = Up(self.workdir / f"edge-{name}", self.text, [*self.flags, "--edge-id", f"edge-{name}"],
+                  command="edge").start()  # fmt: skip
+        self.edges[name] = edge
+        return edge
+
+    def signal(self, name: str, sig: signal.Signals) -> None:
+        proc = self.edges[name].proc
+        assert proc is not None
+        proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            proc.wait()
+
+    def stop(self) -> None:
+        for edge in self.edges.values():
+            if edge.proc is not None and edge.proc.poll() is None:
+                edge.proc.send_signal(signal.SIGCONT)
+                edge.stop()
+
+    def redis_client(self) -> SyncRedis:
+        return SyncRedis(host="127.0.0.1", port=self.redis.port, socket_timeout=5)
+
+    def stream_length(self) -> int:
+        with self.redis_client() as client:
+            return int(client.xlen("trunkline:cdr"))
+
+    def channels_in_use(self) -> int:
+        with self.redis_client() as client:
+            return int(client.zcard("trunkline:channels:default/acme"))
