@@ -536,8 +536,9 @@ def main() -> int:
     tracing_help = "IP ACL calls on edges tracing into a local Jaeger: off, ratio 1.0, 0.01"
     parser.add_argument("--tracing", action="store_true", help=tracing_help)
     parser.add_argument(
-        "--reference-trunkline", metavar="PATH",
-        help="another build's trunkline executable: its digest and IP ACL call ladders run in the same run",
+        "--reference-trunkline", metavar="PATH", action="append",
+        help="another build's trunkline executable (repeatable): its digest and IP ACL call ladders run "
+        "in the same run",
     )  # fmt: skip
     args = parser.parse_args()
     for binary in ("sipp", str(TRUNKLINE)) + (() if args.no_kamailio else (KAMAILIO,)):
@@ -575,18 +576,18 @@ def main() -> int:
         name = "trunkline calls, digest: 407 + INVITE/200/ACK/BYE"
         ladders.append(climb(Ladder(name, "calls"), edge, workdir / "edge-calls", PBX_AUTH_IP, "pbx_call.xml",
                              call_steps, seconds, [*call, *auth]))  # fmt: skip
-        if args.reference_trunkline:
+        for number, executable in enumerate(args.reference_trunkline or [], 1):
             ref_proc, ref_sip, _ = start_edge(
-                procs, workdir / "reference", uas_port, executable=args.reference_trunkline, flood_flags=False
+                procs, workdir / f"reference-{number}", uas_port, executable=executable, flood_flags=False
             )
             reference = Server(ref_proc, ref_sip, process_tree(ref_proc.pid))
-            print(f"reference edge ({args.reference_trunkline}): pid {ref_proc.pid} on {ref_sip}")
-            name = "reference calls, digest: 407 + INVITE/200/ACK/BYE"
-            ladders.append(climb(Ladder(name, "calls"), reference, workdir / "ref-calls", PBX_AUTH_IP,
+            print(f"reference {number} ({executable}): pid {ref_proc.pid} on {ref_sip}")
+            name = f"reference {number} calls, digest: 407 + INVITE/200/ACK/BYE"
+            ladders.append(climb(Ladder(name, "calls"), reference, workdir / f"ref-{number}-calls", PBX_AUTH_IP,
                                  "pbx_call.xml", call_steps, seconds, [*call, *auth]))  # fmt: skip
             if not args.only_calls:
-                name = "reference calls, IP ACL: INVITE/200/ACK/BYE"
-                ladders.append(climb(Ladder(name, "calls"), reference, workdir / "ref-acl", PBX_ACL_IP,
+                name = f"reference {number} calls, IP ACL: INVITE/200/ACK/BYE"
+                ladders.append(climb(Ladder(name, "calls"), reference, workdir / f"ref-{number}-acl", PBX_ACL_IP,
                                      "pbx_call.xml", call_steps, seconds, call))  # fmt: skip
         if args.redis:
             url = start_redis(procs, workdir / "redis")
