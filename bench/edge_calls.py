@@ -583,11 +583,12 @@ def main() -> int:
             reference = Server(ref_proc, ref_sip, process_tree(ref_proc.pid))
             print(f"reference {number} ({executable}): pid {ref_proc.pid} on {ref_sip}")
             name = f"reference {number} calls, digest: 407 + INVITE/200/ACK/BYE"
-            ladders.append(climb(Ladder(name, "calls"), reference, workdir / f"ref-{number}-calls", PBX_AUTH_IP,
+            where = workdir / f"ref-{number}"
+            ladders.append(climb(Ladder(name, "calls"), reference, where / "calls", PBX_AUTH_IP,
                                  "pbx_call.xml", call_steps, seconds, [*call, *auth]))  # fmt: skip
             if not args.only_calls:
                 name = f"reference {number} calls, IP ACL: INVITE/200/ACK/BYE"
-                ladders.append(climb(Ladder(name, "calls"), reference, workdir / f"ref-{number}-acl", PBX_ACL_IP,
+                ladders.append(climb(Ladder(name, "calls"), reference, where / "acl", PBX_ACL_IP,
                                      "pbx_call.xml", call_steps, seconds, call))  # fmt: skip
         if args.redis:
             url = start_redis(procs, workdir / "redis")
