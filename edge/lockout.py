@@ -56,10 +56,12 @@ class AuthFailures:
 
     def __init__(self, store: StateStore, window: float, policy: LockoutPolicy | None = None) -> None:
         self.store, self.window, self.policy = store, window, policy or LockoutPolicy()
+        self._clean: str | None = None  # a pair `verdict` found without failures: nothing to forget
 
     async def verdict(self, source: str, username: str) -> Lockout:
         pair, user = LockoutPolicy.keys(source, username)
         pair_count = await self.store.auth_failures(pair, self.window)
+        self._clean = pair if pair_count == 0 else None
         if pair_count >= self.policy.silence_after:
             return Lockout.SILENCE
         return self.policy.decide(pair_count, await self.store.auth_failures(user, self.window))
@@ -71,8 +73,11 @@ class AuthFailures:
         return await self.store.note_auth_failure(pair, self.window)
 
     async def succeeded(self, source: str, username: str) -> None:
-        """Forget this pair's failures (not the username's: a guesser elsewhere is still counted)."""
-        await self.store.clear_auth_failures(LockoutPolicy.keys(source, username)[0])
+        """Forget this pair's failures (not the username's: a guesser elsewhere is still counted); no
+        round trip when `verdict` found none."""
+        pair = LockoutPolicy.keys(source, username)[0]
+        if pair != self._clean:
+            await self.store.clear_auth_failures(pair)
 
 
 def challenge_realm(

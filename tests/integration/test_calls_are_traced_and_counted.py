@@ -163,7 +163,7 @@ def test_the_relay_process_continues_the_edge_process_trace(
     for key, value in FAST_EXPORT.items():  # both processes take this process's environment
         monkeypatch.setenv(key, value)
     relay = RelayProcess(tmp_path / "media", ["--otlp-endpoint", jaeger.otlp_grpc]).start()
-    flags = ["--media-relay", relay.target, "--otlp-endpoint", jaeger.otlp_grpc]
+    flags = ["--media-relay", relay.target, "--insecure-grpc", "--otlp-endpoint", jaeger.otlp_grpc]
     edge = Up(tmp_path / "edge", manifests(carrier_port, pbx_port), flags, command="edge").start()
     carrier = sipp.uas(tmp_path / "carrier", "127.0.0.1", carrier_port)
     try:
