@@ -23,6 +23,7 @@ PLURALS: dict[str, str] = {
     "Deployment": "deployments",
     "DaemonSet": "daemonsets",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "PodDisruptionBudget": "poddisruptionbudgets",
     "Event": "events",
     **{kind: model.PLURAL for kind, model in RESOURCE_KINDS.items()},
 }

@@ -158,6 +158,7 @@ def test_rbac_is_least_privilege() -> None:
         ("", "configmaps", "create", "*"), ("", "services", "create", "*"), ("", "secrets", "create", "*"),
         ("apps", "deployments", "create", "*"), ("apps", "daemonsets", "create", "*"),
         ("autoscaling", "horizontalpodautoscalers", "create", "*"),
+        ("policy", "poddisruptionbudgets", "create", "*"),
     }  # fmt: skip
     assert ("", "configmaps", "get", "tl-trunkline-platform") in data_plane
     # The only Secret it may read or change: the edges' nonce keys it writes itself.
@@ -169,6 +170,10 @@ def test_rbac_is_least_privilege() -> None:
         ("apps", "deployments", "patch", "tl-trunkline-cdr"),
         ("apps", "deployments", "delete", "tl-trunkline-cdr"),
     } <= data_plane
+    assert {r for r in data_plane if r[1] == "poddisruptionbudgets" and r[3] != "*"} == {
+        ("policy", "poddisruptionbudgets", "patch", "tl-trunkline-edge"),
+        ("policy", "poddisruptionbudgets", "patch", "tl-trunkline-media"),
+    }
     assert not any(verb in ("update", "*", "escalate", "bind") for _, _, verb, _ in watch | data_plane)
     # The control service may only read.
     control = rules(docs, "ClusterRole", "voice-tl-trunkline-control")
