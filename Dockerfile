@@ -1,28 +1,31 @@
 # One image for every component: `trunkline operator | control | edge | media | cdr`.
-FROM python:3.11-slim AS build
+# BASE: any Debian-like image with python3 (>= 3.11) and its venv module; tests/k8s/images.sh builds
+# one with mmdebstrap. WHEELS: a folder of the build context holding the trunkline wheel and every
+# dependency's, for builds without a package index (tests/k8s/images.sh); empty: build from the index.
+ARG BASE=python:3.11-slim
+FROM ${BASE} AS build
+ARG WHEELS=
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# Wheels are built in a throwaway stage, so no compiler or source tree ends up in the final image.
-RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
-    && rm -rf /var/lib/apt/lists/*
-COPY pyproject.toml README.md ./
-COPY trunkline/ trunkline/
-COPY core/ core/
-COPY sip/ sip/
-COPY edge/ edge/
-COPY media/ media/
-COPY control/ control/
-COPY operator/ operator/
-COPY cdr/ cdr/
-RUN pip wheel --wheel-dir /wheels .
+COPY . .
+# The install is a venv built in a throwaway stage: no compiler or source tree in the final image.
+RUN python3 -m venv /opt/trunkline \
+    && if [ -n "$WHEELS" ]; then \
+         /opt/trunkline/bin/pip install --no-index --find-links "/src/$WHEELS" trunkline; \
+       else \
+         apt-get update && apt-get install -y --no-install-recommends build-essential \
+         && /opt/trunkline/bin/pip install /src; \
+       fi \
+    && cd / && /opt/trunkline/bin/python -c 'import trunkline.cli'
 
-FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY --from=build /wheels /wheels
-RUN pip install /wheels/*.whl && rm -rf /wheels
-# The uid/gid the chart and the operator's pod specs run as (runAsUser: 10001).
-RUN groupadd --system --gid 10001 trunkline \
-    && useradd --system --uid 10001 --gid trunkline --no-create-home --home-dir /nonexistent trunkline
+FROM ${BASE}
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/trunkline/bin:/usr/local/bin:/usr/bin:/bin
+COPY --from=build /opt/trunkline /opt/trunkline
+# The uid/gid the chart and the operator's pod specs run as (runAsUser: 10001), with a read-only root
+# filesystem there: nothing here writes outside /tmp (an emptyDir in the pod specs).
+# Written directly: a minimal base has no groupadd/useradd.
+RUN echo 'trunkline:x:10001:' >> /etc/group \
+    && echo 'trunkline:x:10001:10001:trunkline:/nonexistent:/usr/sbin/nologin' >> /etc/passwd
 USER 10001:10001
 WORKDIR /tmp
 # SIP (UDP+TCP), SIP/TLS, control gRPC, media gRPC, HTTP health/metrics; RTP ports are configured.

@@ -430,6 +430,23 @@ def build_media_workload(platform: Platform, namespace: str, owner: dict[str, An
     )
 
 
+# ---------------------------------------------------------------- disruption budgets
+
+
+def build_disruption_budget(
+    platform: Platform, namespace: str, component: str, owner: dict[str, Any] | None = None
+) -> Manifest:
+    """At most one pod of `component` (edge or media) down at a time for a voluntary disruption (a node
+    drain, a cluster upgrade): the calls of a drained edge go on at the others, and a relay's calls lose
+    audio only until its replacement restores its sessions, so never all of them at once."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": object_metadata(platform, namespace, object_name(platform, component), component, owner),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(platform, component)}},
+    }
+
+
 # ---------------------------------------------------------------- CDR exporter
 
 
@@ -471,7 +488,9 @@ def build_data_plane(
         build_edge_deployment(platform, namespace, owner),
         *build_edge_services(platform, namespace, owner),
         build_edge_hpa(platform, namespace, owner),
+        build_disruption_budget(platform, namespace, "edge", owner),
         build_media_workload(platform, namespace, owner),
+        build_disruption_budget(platform, namespace, "media", owner),
         build_cdr_deployment(platform, namespace, owner),
     ]
     return [obj for obj in objects if obj is not None]

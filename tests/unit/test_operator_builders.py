@@ -51,7 +51,9 @@ def test_data_plane_is_complete_and_owned() -> None:
         ("Service", "trunkline-edge-udp"),
         ("Service", "trunkline-edge-tcp"),
         ("HorizontalPodAutoscaler", "trunkline-edge"),
+        ("PodDisruptionBudget", "trunkline-edge"),
         ("Deployment", "trunkline-media"),
+        ("PodDisruptionBudget", "trunkline-media"),
         ("Deployment", "trunkline-cdr"),
     ]
     for obj in objects:
@@ -138,6 +140,19 @@ def test_clusterip_services_carry_no_traffic_policy() -> None:
     for service in build_edge_services(platform(edge={"udpService": {"externalTrafficPolicy": "Local"}}), NS):
         assert service["spec"]["type"] == "ClusterIP"
         assert "externalTrafficPolicy" not in service["spec"]
+
+
+def test_edges_and_relays_have_a_disruption_budget_of_one_pod() -> None:
+    objects = build_data_plane(platform(), NS)
+    for component in ("edge", "media"):
+        name = f"trunkline-{component}"
+        [budget] = [
+            o for o in objects if o["kind"] == "PodDisruptionBudget" and o["metadata"]["name"] == name
+        ]
+        [workload] = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name]
+        assert budget["apiVersion"] == "policy/v1"
+        assert budget["spec"]["maxUnavailable"] == 1
+        assert budget["spec"]["selector"] == workload["spec"]["selector"]
 
 
 def test_hpa_owns_the_edge_replica_count() -> None:
