@@ -58,6 +58,22 @@ def test_the_ack_stops_the_retransmission_and_still_reaches_the_tu() -> None:
     assert [a for _, a in walk(layer, 100.0) if isinstance(a, Send | AckTimeout)] == []
 
 
+def test_a_dialog_that_ended_stops_its_2xx_and_leaves_nothing_behind() -> None:
+    layer = TransactionLayer()
+    answered(layer)
+    layer.stop_answer(("c1", "b1", "a1"))
+    assert [a for _, a in walk(layer, 100.0) if isinstance(a, Send | AckTimeout)] == []
+    assert layer.transactions == {} and layer._answers == {}
+    # Ended by its ACK or its timeout, a 2xx leaves no trace either (the per-dialog index included).
+    answered(layer)
+    layer.receive(message("ACK", "z9hG4bKack", to_tag="b1"), PEER, "udp", 1.0)
+    walk(layer, 100.0)
+    assert layer._answers == {}
+    answered(layer)
+    walk(layer, 100.0)
+    assert layer._answers == {}
+
+
 def test_an_ack_of_another_dialog_does_not_stop_it() -> None:
     layer = TransactionLayer()
     answered(layer)
