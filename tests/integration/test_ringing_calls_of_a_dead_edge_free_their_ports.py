@@ -37,7 +37,7 @@ def test_an_edge_killed_while_its_call_rings_leaves_no_relay_session(
 ) -> None:
     relay = RelayProcess(tmp_path / "relay").start()
     cluster = Cluster(tmp_path, redis, carrier_port, service=f"127.0.0.10:{free_port()}",
-                      extra=["--media-relay", relay.target])  # fmt: skip
+                      extra=["--media-relay", relay.target, "--insecure-grpc"])  # fmt: skip
     gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port, scenario="gateway_rings.xml")
     try:
         a = cluster.start("a")

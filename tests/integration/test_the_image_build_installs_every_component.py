@@ -10,19 +10,29 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from fnmatch import fnmatch
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def context_paths() -> list[str]:
+    """What `COPY . .` takes from a checkout: its top-level entries that .dockerignore does not name
+    (tests/k8s/images.sh builds its context from the same folders)."""
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    ignored = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return sorted(p.name for p in REPO.iterdir() if not any(fnmatch(p.name, pattern) for pattern in ignored))
+
+
 def copied_paths(dockerfile: str) -> list[str]:
-    """The sources of the build stage's `COPY <src>... <dest>` lines (not `COPY --from=`)."""
+    """The sources of the build stage's `COPY <src>... <dest>` lines (not `COPY --from=`); `.` is the
+    build context."""
     paths = []
     for line in dockerfile.splitlines():
         m = re.match(r"COPY\s+(?!--)(.+)\s+\S+$", line.strip())
         if m:
             paths += m.group(1).split()
-    return paths
+    return [entry for path in paths for entry in (context_paths() if path == "." else [path])]
 
 
 def test_the_dockerfile_copies_exactly_the_package_folders() -> None:
