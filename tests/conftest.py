@@ -15,6 +15,7 @@ import uvloop
 from tests.support.ports import free_port
 
 if TYPE_CHECKING:
+    from tests.support.jaeger import Jaeger
     from tests.support.redis_server import RedisProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +48,20 @@ def redis(tmp_path: Path) -> Iterator[RedisProcess]:
     proc = start_redis(tmp_path / "redis")
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def jaeger(tmp_path: Path) -> Iterator[Jaeger]:
+    """A real Jaeger (in-memory storage, loopback ports) of the test's own."""
+    from tests.support.jaeger import Jaeger, jaeger_binary
+
+    binary = jaeger_binary()
+    assert binary, "no jaeger binary: run scripts/jaeger.sh (scripts/test.sh does)"
+    server = Jaeger(tmp_path / "jaeger", binary).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

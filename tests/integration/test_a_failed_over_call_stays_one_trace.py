@@ -6,14 +6,13 @@ edge's call span, and its CDR names that trace."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support import sipp
-from tests.support.jaeger import Jaeger, jaeger_binary, parent_id, spans_by_service, tags
+from tests.support.jaeger import Jaeger, parent_id, spans_by_service, tags
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisProcess
 from tests.support.trunkline_up import Up, manifests
@@ -22,17 +21,6 @@ pytestmark = pytest.mark.integration
 
 SERVICE_IP = "127.0.0.10"
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_EXPORTER_OTLP_TIMEOUT": "3"}
-
-
-@pytest.fixture
-def jaeger(tmp_path: Path) -> Iterator[Jaeger]:
-    binary = jaeger_binary()
-    assert binary, "no jaeger binary: run scripts/jaeger.sh (scripts/test.sh does)"
-    server = Jaeger(tmp_path / "jaeger", binary).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _attempt_trace(jaeger: Jaeger, timeout: float = 30.0) -> tuple[str, str]:

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import sipp
-from tests.support.jaeger import Jaeger, jaeger_binary, parent_id, spans_by_service, tags
+from tests.support.jaeger import Jaeger, parent_id, spans_by_service, tags
 from tests.support.media_relay import RelayProcess
 from tests.support.processes import TRUNKLINE
 from tests.support.trunkline_up import Up, manifests
@@ -24,17 +24,6 @@ pytestmark = pytest.mark.integration
 
 # Short export delays: the test waits for spans in seconds, not minutes.
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_EXPORTER_OTLP_TIMEOUT": "3"}
-
-
-@pytest.fixture
-def jaeger(tmp_path: Path) -> Iterator[Jaeger]:
-    binary = jaeger_binary()
-    assert binary, "no jaeger binary: run scripts/jaeger.sh (scripts/test.sh does)"
-    server = Jaeger(tmp_path / "jaeger", binary).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

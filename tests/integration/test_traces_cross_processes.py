@@ -12,14 +12,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
-from tests.support.jaeger import Jaeger, jaeger_binary, parent_id, spans_by_service, tags
+from tests.support.jaeger import Jaeger, parent_id, spans_by_service, tags
 from tests.support.media_relay import BIN, RelayProcess
 
 pytestmark = pytest.mark.integration
@@ -29,17 +28,6 @@ CLIENT = ROOT / "tests" / "support" / "traced_rpc_client.py"
 # Short export delays and timeouts: the test waits for spans, and for drops, in seconds, not minutes.
 CALL_ID = "7f0c2a9e41@pbx.example"
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_EXPORTER_OTLP_TIMEOUT": "3"}
-
-
-@pytest.fixture
-def jaeger(tmp_path: Path) -> Iterator[Jaeger]:
-    binary = jaeger_binary()
-    assert binary, "no jaeger binary: run scripts/jaeger.sh (scripts/test.sh does)"
-    server = Jaeger(tmp_path / "jaeger", binary).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _env(**extra: str) -> dict[str, str]:
