@@ -138,9 +138,11 @@ async def finish(
         event(log, logging.INFO, "stood down from a call", call_id=call.key, why=str(outcome))
         forget(ctx, call)
         return outcome
-    with call.trace.current():  # the relay's delete continues the call's trace
-        await ctx.media.release(call)
-    ended(ctx.metrics, ctx.traces, call)
+    try:
+        with call.trace.current():  # the relay's delete continues the call's trace
+            await ctx.media.release(call)
+    finally:  # a relay that never answers, or the edge stopping, still ends the call's span
+        ended(ctx.metrics, ctx.traces, call)
     return outcome
 
 

@@ -124,6 +124,9 @@ def test_an_edge_stopped_past_its_ttl_stands_down_and_its_calls_go_on_once(
         pbx = sipp.Background(lambda: sipp.uac(tmp_path / "pbx", a.sip, "127.0.0.2", "+442071234567",
                                                calls=calls, hold_ms=20000))  # fmt: skip
         a.wait_busy(calls, timeout=30)
+        # Stopped only once every call is stored as answered: a call stored while ringing is failed
+        # (503) by its adopter, not carried on.
+        wait_for(lambda: cluster.answered_calls("a") >= calls, timeout=30, what="answered calls stored")
         cluster.signal("a", signal.SIGSTOP)
         try:
             wait_for(lambda: b.output().count("call adopted") >= calls, timeout=30, what="edge b adopts")

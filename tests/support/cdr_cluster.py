@@ -6,6 +6,7 @@ gives pods); the exporter reads the store's CDR stream into the `trunkline_cdr` 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -109,6 +110,17 @@ class Cluster:
     def stream_length(self) -> int:
         with self.redis_client() as client:
             return int(client.xlen("trunkline:cdr"))
+
+    def answered_calls(self, edge: str) -> int:
+        """Calls whose stored record says answered and held by `edge`: what another edge can carry on
+        (a call stored while ringing is answered 503 by its adopter instead)."""
+        count = 0
+        with self.redis_client() as client:
+            for key in client.scan_iter("trunkline:call:*", count=100):
+                owner, data = client.hmget(key, ["owner", "data"])
+                if owner == f"edge-{edge}".encode() and data and json.loads(data)["record"]["answer"]:
+                    count += 1
+        return count
 
     def channels_in_use(self) -> int:
         with self.redis_client() as client:

@@ -147,7 +147,8 @@ class Jaeger:
             if last is not None and until(last):
                 return last
             time.sleep(0.5)
-        raise AssertionError(f"trace {trace_id} never became complete; last seen: {json.dumps(last)[:3000]}")
+        seen = sorted(f"{s['processID']}:{s['operationName']}" for s in (last or {}).get("spans", []))
+        raise AssertionError(f"trace {trace_id} never became complete; spans seen: {seen}")
 
 
 def spans_by_service(trace: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
