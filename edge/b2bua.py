@@ -23,7 +23,17 @@ from prometheus_client import CollectorRegistry
 
 from trunkline.core.models import Trunk
 from trunkline.core.state import StateStore, StoreUnavailable
-from trunkline.edge import admission, adoption, attempts, auth, ending, in_dialog, new_call, observing
+from trunkline.edge import (
+    admission,
+    adoption,
+    attempts,
+    auth,
+    ending,
+    in_dialog,
+    new_call,
+    observing,
+    registrations,
+)
 from trunkline.edge.call import Call, MediaPlane
 from trunkline.edge.cdr import CdrSink, HungUp
 from trunkline.edge.context import DialogId, EdgeContext, EdgeOptions
@@ -228,5 +238,6 @@ class Edge:
         return True
 
     async def keep_alive(self) -> None:
-        """Tell the store this edge lives, and take over the calls of edges that stopped saying so."""
-        await adoption.keep_alive(self.ctx)
+        """Tell the store this edge lives, take over the calls of edges that stopped saying so, and
+        keep the registered contacts on /metrics current."""
+        await asyncio.gather(adoption.keep_alive(self.ctx), registrations.keep_counting(self.ctx))
