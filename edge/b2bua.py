@@ -33,6 +33,7 @@ from trunkline.edge import (
     new_call,
     observing,
     registrations,
+    trace_headers,
 )
 from trunkline.edge.call import Call, MediaPlane
 from trunkline.edge.cdr import CdrSink, HungUp
@@ -158,7 +159,8 @@ class Edge:
 
     async def _new_call(self, inc: Incoming) -> None:
         """Set up a call; whatever goes wrong inside, the caller gets an answer and nothing leaks."""
-        trace = observing.start_trace(self.traces, inc)
+        parent = trace_headers.trusted_parent(self.directory, inc)  # a peer's that asks for it, or None
+        trace = observing.start_trace(self.traces, inc, parent=parent)
         try:
             with trace.current():
                 await self._set_up(inc, trace)

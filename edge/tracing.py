@@ -13,8 +13,10 @@ it, with method or status, leg (a: the caller's side, b: the callee's), directio
 `trunkline ladder` rebuilds the message sequence chart from those events alone.
 
 Tracing off, `start_call()` returns NO_TRACE whose methods do nothing: one global read per call.
-Trace context never goes into SIP (topology hiding); `CallTrace.traceparent` is for the call's record
-in the shared store, so an edge that adopts the call after a failover continues the same trace.
+Trace context goes into SIP only for peers that ask for it (edge/trace_headers.py: their INVITEs'
+`traceparent` parents the call, ours to them carry `Attempt.headers()`); `CallTrace.traceparent` is
+for the call's record in the shared store, so an edge that adopts the call after a failover continues
+the same trace.
 """
 
 from __future__ import annotations
@@ -126,6 +128,18 @@ class Attempt(Step):
         """Use as `with trace.use_span(attempt.context()...)` to put gRPC calls under this attempt."""
         return self._span
 
+    def headers(self) -> list[tuple[str, str]]:
+        """`traceparent` (and `tracestate`, when the trace has one) naming this attempt as the parent
+        of what the peer does with the INVITE; none while not recording."""
+        if self._span is None:
+            return []
+        from opentelemetry import trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        carrier: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(carrier, context=trace.set_span_in_context(self._span))
+        return [(name, carrier[name]) for name in ("traceparent", "tracestate") if carrier.get(name)]
+
 
 NO_STEP = Step()
 NO_ATTEMPT = Attempt()
@@ -225,16 +239,18 @@ def start_call(
     transport: str,
     traceparent: str | None = None,
     name: str = "call",
+    tracestate: str | None = None,
 ) -> NoTrace:
     """The trace of a new call (NO_TRACE while tracing is off). `traceparent`: from the call's
-    record when this edge adopts a call another edge started, to continue that trace. `name`: the
+    record when this edge adopts a call another edge started, to continue that trace, or a trusted
+    peer's (with its `tracestate`: edge/trace_headers.py) to put the call under its span. `name`: the
     root span's (`call`; `REGISTER` for a registration). Attributes not known yet (an empty string:
     the trunk before authentication) are left out; `set()` adds them once known."""
     if not telemetry.enabled():
         return NO_TRACE
     from opentelemetry.trace import SpanKind
 
-    parent = _parent(traceparent) if traceparent else None
+    parent = _parent(traceparent, tracestate) if traceparent else None
     attributes = {
         key: value
         for key, value in {
@@ -266,10 +282,11 @@ def _tracer() -> Any:
     return _cached[0]
 
 
-def _parent(traceparent: str) -> Any:
+def _parent(traceparent: str, tracestate: str | None = None) -> Any:
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    return TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+    carrier = {"traceparent": traceparent, **({"tracestate": tracestate} if tracestate else {})}
+    return TraceContextTextMapPropagator().extract(carrier)
 
 
 def message_attributes(leg: str, direction: str, first_line: str, size: int, peer: str) -> dict[str, Any]:
