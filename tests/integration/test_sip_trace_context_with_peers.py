@@ -1,7 +1,8 @@
 """W3C trace context in SIP with peers that ask for it (`spec.tracing.traceparentHeader`), through a real
 edge process, SIPp and Jaeger: a PBX's `traceparent` parents the call's trace and the carrier's INVITE
-names the attempt span; from a trunk without the option it is ignored, and to a carrier without it
-nothing is sent; a malformed one starts a trace of the edge's own."""
+names the attempt span (and the other way for a carrier's call to a DID); from a trunk without the
+option it is ignored, and to a carrier without it nothing is sent; a malformed one starts a trace of
+the edge's own."""
 
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ pytestmark = pytest.mark.integration
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_EXPORTER_OTLP_TIMEOUT": "3"}
 
 
-def _manifests(traced_port: int, quiet_port: int) -> str:
+def _manifests(traced_port: int, quiet_port: int, pbx_port: int) -> str:
     """Trunk acme (ACL 127.0.0.2) and carrier pstn (default route) take part in trace context; trunk
     beta (ACL 127.0.0.3) and carrier quiet (+33) do not."""
-    docs = [json.loads(d) for d in manifests(traced_port, free_port()).split("\n---\n")]
+    docs = [json.loads(d) for d in manifests(traced_port, pbx_port).split("\n---\n")]
     tracing = {"traceparentHeader": True}
     for doc in docs:
         if doc["kind"] in ("Trunk", "Carrier"):
@@ -69,10 +70,12 @@ def _parts(traceparent: str) -> tuple[str, str, bool]:
     return trace_id, span_id, bool(int(flags, 16) & 1)
 
 
-def _call(edge: Up, workdir: Path, source: str, callee: str, traceparent: str) -> dict[str, Any]:
+def _call(
+    edge: Up, workdir: Path, source: str, callee: str, traceparent: str, caller: str = "+14155550100"
+) -> dict[str, Any]:
     before = len(edge.cdrs())
     result = sipp.uac(workdir, edge.sip, source, callee, "-key", "traceparent", traceparent,
-                      scenario=str(_pbx_scenario(workdir)))  # fmt: skip
+                      scenario=str(_pbx_scenario(workdir)), caller=caller)  # fmt: skip
     assert result.ok, result.output + edge.output()
     cdrs = edge.wait_cdrs(before + 1, timeout=20)
     assert len(cdrs) == before + 1, edge.output()
@@ -93,20 +96,27 @@ def test_trace_context_goes_to_and_comes_from_only_the_peers_that_ask(
 ) -> None:
     for key, value in FAST_EXPORT.items():
         monkeypatch.setenv(key, value)
-    traced_port, quiet_port = free_port(), free_port()
-    edge = Up(tmp_path / "edge", _manifests(traced_port, quiet_port),
+    traced_port, quiet_port, pbx_port = free_port(), free_port(), free_port()
+    edge = Up(tmp_path / "edge", _manifests(traced_port, quiet_port, pbx_port),
               ["--otlp-endpoint", jaeger.otlp_grpc], command="edge").start()  # fmt: skip
     pstn = sipp.uas(tmp_path / "pstn", "127.0.0.1", traced_port, "-trace_msg", "-m", "2")
     quiet = sipp.uas(tmp_path / "quiet", "127.0.0.1", quiet_port, "-trace_msg", "-m", "1")
+    pbx = sipp.uas(tmp_path / "pbx", "127.0.0.4", pbx_port, "-trace_msg", "-m", "1")
     pbx_trace, pbx_span = os.urandom(16).hex(), os.urandom(8).hex()
     sent = f"00-{pbx_trace}-{pbx_span}-01"
     try:
         trusted = _call(edge, tmp_path / "acme", "127.0.0.2", "+442071234567", sent)
         untrusted = _call(edge, tmp_path / "beta", "127.0.0.3", "+33123456789", sent)
         malformed = _call(edge, tmp_path / "junk", "127.0.0.2", "+442071234568", f"00-{pbx_trace}-zz-01")
+        # Inbound: pstn calls acme's DID; both ask, so the carrier's span parents the call and the
+        # PBX's INVITE names the attempt.
+        carrier_trace, carrier_span = os.urandom(16).hex(), os.urandom(8).hex()
+        inbound = _call(edge, tmp_path / "carrier", "127.0.0.1", "+14155550100",
+                        f"00-{carrier_trace}-{carrier_span}-01", caller="+442071234567")  # fmt: skip
     finally:
         pstn_out = sipp.stop(pstn, finish_within=20)
         quiet_out = sipp.stop(quiet, finish_within=20)
+        pbx_out = sipp.stop(pbx, finish_within=20)
         edge.stop()
 
     # acme asks: the call continues the PBX's trace, under the PBX's span.
@@ -130,3 +140,9 @@ def test_trace_context_goes_to_and_comes_from_only_the_peers_that_ask(
     junk = _root(jaeger, junk_trace)
     assert parent_id(junk["root"]) is None
     assert _parts(to_pstn[1]) == (junk_trace, junk["attempt"]["spanID"], True)
+
+    assert inbound["trace_id"] == carrier_trace and inbound["direction"] == "inbound", inbound
+    spans = _root(jaeger, carrier_trace)
+    assert parent_id(spans["root"]) == carrier_span
+    [to_pbx] = _received_traceparents(tmp_path / "pbx")
+    assert _parts(to_pbx) == (carrier_trace, spans["attempt"]["spanID"], True), pbx_out
