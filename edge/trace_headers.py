@@ -9,7 +9,8 @@ hostile until checked: exactly one `traceparent` of version 00, lower-case hex, 
 (`accepted`); `tracestate` is kept only when short (W3C: at most 32 members; 512 characters here).
 
 Out: the INVITE of an attempt toward such a peer (inbound calls: the trunk; outbound: the carrier
-whose gateway it is) carries the attempt span's context, so the peer's spans are its children.
+whose gateway it is) carries the attempt span's context (`headers`), so the peer's spans are its
+children.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from trunkline.core.models import Carrier, PeerTracing, Target
 from trunkline.edge.call import Call
 from trunkline.edge.cdr import Direction
 from trunkline.edge.directory import Directory
+from trunkline.edge.tracing import Attempt
 from trunkline.sip.message import Request
 from trunkline.sip.stack import Incoming
 
@@ -72,3 +74,17 @@ def sent_to_tracing_peer(call: Call, carriers: list[Carrier], target: Target) ->
         if any(gateway.uri == target.uri for gateway in carrier.spec.gateways):
             return carrier.spec.tracing.traceparentHeader
     return False
+
+
+def headers(attempt: Attempt) -> list[tuple[str, str]]:
+    """`traceparent` (and `tracestate`, when the trace has one) naming `attempt` as the parent of what
+    the peer does with its INVITE; none while not recording."""
+    span = attempt.context()
+    if span is None:
+        return []
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier, context=trace.set_span_in_context(span))
+    return [(name, carrier[name]) for name in (TRACEPARENT, TRACESTATE) if carrier.get(name)]

@@ -13,10 +13,8 @@ it, with method or status, leg (a: the caller's side, b: the callee's), directio
 `trunkline ladder` rebuilds the message sequence chart from those events alone.
 
 Tracing off, `start_call()` returns NO_TRACE whose methods do nothing: one global read per call.
-Trace context goes into SIP only for peers that ask for it (edge/trace_headers.py: their INVITEs'
-`traceparent` parents the call, ours to them carry `Attempt.headers()`); `CallTrace.traceparent` is
-for the call's record in the shared store, so an edge that adopts the call after a failover continues
-the same trace.
+Trace context goes into SIP only for peers that ask (edge/trace_headers.py). `CallTrace.traceparent`
+goes in the call's store record: an edge adopting the call after a failover continues its trace.
 """
 
 from __future__ import annotations
@@ -128,18 +126,6 @@ class Attempt(Step):
         """Use as `with trace.use_span(attempt.context()...)` to put gRPC calls under this attempt."""
         return self._span
 
-    def headers(self) -> list[tuple[str, str]]:
-        """`traceparent` (and `tracestate`, when the trace has one) naming this attempt as the parent
-        of what the peer does with the INVITE; none while not recording."""
-        if self._span is None:
-            return []
-        from opentelemetry import trace
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-        carrier: dict[str, str] = {}
-        TraceContextTextMapPropagator().inject(carrier, context=trace.set_span_in_context(self._span))
-        return [(name, carrier[name]) for name in ("traceparent", "tracestate") if carrier.get(name)]
-
 
 NO_STEP = Step()
 NO_ATTEMPT = Attempt()
@@ -242,10 +228,9 @@ def start_call(
     tracestate: str | None = None,
 ) -> NoTrace:
     """The trace of a new call (NO_TRACE while tracing is off). `traceparent`: from the call's
-    record when this edge adopts a call another edge started, to continue that trace, or a trusted
-    peer's (with its `tracestate`: edge/trace_headers.py) to put the call under its span. `name`: the
-    root span's (`call`; `REGISTER` for a registration). Attributes not known yet (an empty string:
-    the trunk before authentication) are left out; `set()` adds them once known."""
+    record when this edge adopts a call another edge started, or a trusted peer's (and `tracestate`),
+    to continue that trace. `name`: the root span's (`call`; `REGISTER` for a registration).
+    Attributes not known yet (the trunk before authentication) are left out; `set()` adds them."""
     if not telemetry.enabled():
         return NO_TRACE
     from opentelemetry.trace import SpanKind
@@ -283,10 +268,9 @@ def _tracer() -> Any:
 
 
 def _parent(traceparent: str, tracestate: str | None = None) -> Any:
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator as W3C
 
-    carrier = {"traceparent": traceparent, **({"tracestate": tracestate} if tracestate else {})}
-    return TraceContextTextMapPropagator().extract(carrier)
+    return W3C().extract({"traceparent": traceparent, **({"tracestate": tracestate} if tracestate else {})})
 
 
 def message_attributes(leg: str, direction: str, first_line: str, size: int, peer: str) -> dict[str, Any]:

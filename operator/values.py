@@ -199,9 +199,9 @@ PromDuration = Annotated[str, StringConstraints(pattern=r"^([0-9]+(ms|s|m|h))+$"
 class ServiceMonitorValues(Model):
     enabled: bool = Field(
         False,
-        description="Create a Prometheus Operator ServiceMonitor for /metrics of the control, edge, media and "
-        "CDR exporter pods, with the headless Service `<name>-metrics` over their http ports it selects. "
-        "Needs the monitoring.coreos.com CRDs in the cluster.",
+        description="Create a Prometheus Operator ServiceMonitor for /metrics of the control, edge, media "
+        "and CDR exporter pods, with the headless Service `<name>-metrics` over their http ports it "
+        "selects. Needs the monitoring.coreos.com CRDs in the cluster.",
     )
     interval: PromDuration = Field("30s", description="How often Prometheus scrapes each pod.")
     labels: dict[str, str] = Field(
@@ -241,7 +241,8 @@ class ChartValues(Model):
         description="Traces (OTLP), log format and Prometheus scraping of every pod.",
     )
     metrics: MetricsValues = Field(
-        default_factory=MetricsValues, description="Prometheus Operator scraping (chart only, not the platform)."
+        default_factory=MetricsValues,
+        description="Prometheus Operator scraping (chart only, not the platform).",
     )
     internalTls: InternalTlsValues = Field(
         default_factory=InternalTlsValues,

@@ -13,7 +13,7 @@ from opentelemetry.trace import SpanKind
 
 from tests.support.spans import memory_spans, tracing_off
 from trunkline.core.logs import JsonFormatter
-from trunkline.edge import tracing
+from trunkline.edge import trace_headers, tracing
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_an_attempt_names_itself_and_the_peers_tracestate_in_its_headers(spans: 
     call = tracing.start_call("c1", "acme", "outbound", "+1", "+2", "127.0.0.2:5060", "udp", parent,
                               tracestate="vendor=abc")  # fmt: skip
     attempt = call.attempt("127.0.0.1:5080", "udp")
-    headers = dict(attempt.headers())
+    headers = dict(trace_headers.headers(attempt))
     attempt.end()
     call.finish(200)
     [span] = [s for s in spans.get_finished_spans() if s.name == "attempt"]
@@ -141,4 +141,4 @@ def test_an_attempt_names_itself_and_the_peers_tracestate_in_its_headers(spans: 
 def test_no_headers_while_tracing_is_off() -> None:
     with tracing_off():
         call = tracing.start_call("c1", "acme", "outbound", "+1", "+2", "127.0.0.2:5060", "udp")
-        assert call.attempt("127.0.0.1:5080", "udp").headers() == []
+        assert trace_headers.headers(call.attempt("127.0.0.1:5080", "udp")) == []
