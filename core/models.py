@@ -173,6 +173,17 @@ class Numbering(Model):
     internationalPrefix: str = Field("00", pattern=r"^[0-9]{0,4}$", description="Exit code to strip.")
 
 
+class PeerTracing(Model):
+    """W3C trace context in SIP, for a peer that traces calls too (off: none ever goes into SIP)."""
+
+    traceparentHeader: bool = Field(
+        False,
+        description="Send `traceparent` (and `tracestate`) headers in the INVITEs to this peer, and take "
+        "a valid `traceparent` in its INVITEs as the parent of the call's trace. Accepted only from a "
+        "peer known by its source address (a carrier's inboundCidrs, a trunk's ipAcl).",
+    )
+
+
 class TrunkSpec(Model):
     auth: TrunkAuth = Field(default_factory=TrunkAuth)
     registration: Registration = Field(default_factory=Registration)
@@ -193,6 +204,7 @@ class TrunkSpec(Model):
     )
     numbering: Numbering | None = None
     flood: FloodLimits = Field(default_factory=FloodLimits)
+    tracing: PeerTracing = Field(default_factory=PeerTracing)
 
 
 class DIDSpec(Model):
@@ -216,6 +228,7 @@ class CarrierSpec(Model):
     auth: CarrierAuth | None = None
     numbering: Numbering | None = None
     flood: FloodLimits = Field(default_factory=FloodLimits)
+    tracing: PeerTracing = Field(default_factory=PeerTracing)
 
 
 class Condition(BaseModel):

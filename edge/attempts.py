@@ -23,6 +23,8 @@ from trunkline.edge.registrar import NatSource
 from trunkline.edge.resolver import Hop
 from trunkline.edge.routing import Next, after_final_response, inbound_targets, lookup_uri
 from trunkline.edge.session_timers import arm_limit, start_session_timer
+from trunkline.edge.trace_headers import headers as trace_headers
+from trunkline.edge.trace_headers import sent_to_tracing_peer
 from trunkline.edge.tracing import NO_ATTEMPT
 from trunkline.edge.tracing import Attempt as AttemptSpan
 from trunkline.sip.dialog import Dialog
@@ -83,6 +85,9 @@ async def route(
         span = call.trace.attempt(
             f"{hop.host}:{hop.port}", hop.transport, invite.call_id, target_uri=target.uri
         )
+        if span.recording and sent_to_tracing_peer(call, ctx.directory.carriers, target):
+            for name, value in trace_headers(span):
+                invite.add(name, value)
         ctx.traces.add(invite.call_id, call.trace, "b")
         with span.current():  # the relay's work for this attempt continues its span
             response = await try_target(ctx, call, invite, span)

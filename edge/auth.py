@@ -7,6 +7,7 @@ import logging
 
 from trunkline.core.logs import event
 from trunkline.core.models import Trunk
+from trunkline.edge import registrations
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.digest import DigestError, Outcome, parse_credentials
 from trunkline.edge.legs import new_tag, response_for, user_of
@@ -79,7 +80,9 @@ def challenge(ctx: EdgeContext, inc: Incoming, username: str, status: int, stale
     """A 401/407 of the same shape for every username, known or not (`challenge_realm`), with a
     nonce good only from this source. Without any digest trunk there is nothing to offer: 403."""
     trunks = ctx.directory.digest_trunks()
-    if not trunks:
+    if not trunks:  # a source in no trunk's IP ACL (nor a carrier's CIDRs), and no digest to offer
+        ctx.metrics.rejected("acl")
+        event(log, logging.DEBUG, "request rejected", rule="acl", source=inc.addr[0])
         ctx.answer(inc, 403, "Forbidden")
         return
     creds = ctx.directory.credentials(username)
@@ -108,3 +111,5 @@ async def on_register(ctx: EdgeContext, inc: Incoming) -> None:
     except SipParseError as exc:
         response = response_for(inc.request, exc.status, exc.reason, new_tag())
     ctx.stack.respond(response)
+    if response.status == 200:
+        await registrations.refresh_one(ctx, trunk, username)

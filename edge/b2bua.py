@@ -23,7 +23,18 @@ from prometheus_client import CollectorRegistry
 
 from trunkline.core.models import Trunk
 from trunkline.core.state import StateStore, StoreUnavailable
-from trunkline.edge import admission, adoption, attempts, auth, ending, in_dialog, new_call, observing
+from trunkline.edge import (
+    admission,
+    adoption,
+    attempts,
+    auth,
+    ending,
+    in_dialog,
+    new_call,
+    observing,
+    registrations,
+    trace_headers,
+)
 from trunkline.edge.call import Call, MediaPlane
 from trunkline.edge.cdr import CdrSink, HungUp
 from trunkline.edge.context import DialogId, EdgeContext, EdgeOptions
@@ -148,7 +159,8 @@ class Edge:
 
     async def _new_call(self, inc: Incoming) -> None:
         """Set up a call; whatever goes wrong inside, the caller gets an answer and nothing leaks."""
-        trace = observing.start_trace(self.traces, inc)
+        parent = trace_headers.trusted_parent(self.directory, inc)  # a peer's that asks for it, or None
+        trace = observing.start_trace(self.traces, inc, parent=parent)
         try:
             with trace.current():
                 await self._set_up(inc, trace)
@@ -228,5 +240,6 @@ class Edge:
         return True
 
     async def keep_alive(self) -> None:
-        """Tell the store this edge lives, and take over the calls of edges that stopped saying so."""
-        await adoption.keep_alive(self.ctx)
+        """Tell the store this edge lives, take over the calls of edges that stopped saying so, and
+        keep the registered contacts on /metrics current."""
+        await asyncio.gather(adoption.keep_alive(self.ctx), registrations.keep_counting(self.ctx))

@@ -47,6 +47,7 @@ class EdgeOptions:
     silence_after: int = 20  # ... and from here on, do not answer at all
     nonce_ttl: float = 300.0
     contact_deny: tuple[Network, ...] = ()  # REGISTER Contacts inside these are refused (--contact-deny)
+    count_registrations_every: float = 10.0  # seconds between two counts of the trunks' contacts (/metrics)
 
 
 class Calls:

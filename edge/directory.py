@@ -65,5 +65,9 @@ class Directory:
     def username_of(self, trunk: Trunk) -> str | None:
         return next((u for u, c in self._credentials.items() if c.trunk.key == trunk.key), None)
 
+    def registering(self) -> list[tuple[Trunk, str]]:
+        """(trunk, digest username) of every trunk whose PBXs register."""
+        return [(c.trunk, u) for u, c in self._credentials.items() if c.trunk.spec.registration.enabled]
+
     def digest_trunks(self) -> list[Trunk]:
         return [t for t in self.trunks.values() if t.spec.auth.digest is not None]

@@ -183,11 +183,16 @@ def rule_label(rule: str) -> str:
     return RULES.get(rule, rule)
 
 
-def start_trace(traces: Traces, inc: Incoming, name: str = "call") -> NoTrace:
+def start_trace(
+    traces: Traces, inc: Incoming, name: str = "call", parent: tuple[str, str | None] | None = None
+) -> NoTrace:
     """The trace of a new request (a call's INVITE, a REGISTER), with the request as its first
-    event (received before the trace existed)."""
+    event (received before the trace existed). `parent`: a trusted peer's trace context
+    (trace_headers.trusted_parent), to continue its trace."""
     req = inc.request
-    trace = tracing.start_call(req.call_id, "", "", "", "", _peer(inc.addr), inc.transport, name=name)
+    traceparent, tracestate = parent or (None, None)
+    trace = tracing.start_call(req.call_id, "", "", "", "", _peer(inc.addr), inc.transport, traceparent,
+                               name, tracestate)  # fmt: skip
     if trace.recording:
         traces.add(req.call_id, trace, "a")
         trace.message("a", "received", first_line(req), len(req.to_bytes()), _peer(inc.addr))

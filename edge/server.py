@@ -143,6 +143,7 @@ class EdgeComponent:
             stack=self.stack,
             metrics=metrics,
         )
+        self.edge.metrics.count_flood_drops(self._flood_drops)
         if isinstance(media, RelayMedia) and media.on_inactive is None:
             media.on_inactive = self.edge.end_call  # a relay session gone silent ends its call
         self._listening = False
@@ -181,6 +182,11 @@ class EdgeComponent:
 
     def ready(self) -> bool:
         return self._listening
+
+    def _flood_drops(self) -> int:
+        """Messages the flood guard dropped (`trunkline_rejections_total{rule="flood"}`)."""
+        guard = self.stack.flood_guard
+        return guard.counters.dropped_rate + guard.counters.dropped_cooldown if guard is not None else 0
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
         """The signalling defences' counters (flood guard, refused connections) on /metrics."""

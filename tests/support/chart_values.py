@@ -103,6 +103,9 @@ FIRST: dict[str, Any] = {
     "telemetry.scrapeAnnotations": False,
     "internalTls.certificateLifetimeSeconds": 86400,
     "networkPolicies.redisPodSelector": {"app": "redis9"},
+    "metrics.serviceMonitor.enabled": True,  # the e2e cluster gets a ServiceMonitor CRD for it
+    "metrics.serviceMonitor.interval": "17s",
+    "metrics.serviceMonitor.labels": {"release": "prom9"},
 }
 # Required fields (no default, so not in the coverage list) that FIRST's values need beside them.
 COMPANIONS: dict[str, Any] = {
@@ -286,6 +289,9 @@ CHECKS: dict[str, Check | Callable[[dict[str, dict[str, Any]]], bool]] = {
     "telemetry.samplerArg": ("ConfigMap/voip-runtime", {"OTEL_TRACES_SAMPLER_ARG": "0.25"}),
     "telemetry.resourceAttributes": ("ConfigMap/voip-runtime", "deployment.environment.name=staging9"),
     "telemetry.logFormat": ("ConfigMap/voip-runtime", {"TRUNKLINE_LOG_FORMAT": "text"}),
+    "metrics.serviceMonitor.enabled": lambda o: "ServiceMonitor/voip" in o and "Service/voip-metrics" in o,
+    "metrics.serviceMonitor.interval": ("ServiceMonitor/voip", {"interval": "17s"}),
+    "metrics.serviceMonitor.labels": ("ServiceMonitor/voip", {"labels": {"release": "prom9"}}),
     "telemetry.scrapeAnnotations": lambda o: (
         not any(holds(o[k], "prometheus.io/scrape") for k in (EDGE, CTL, MEDIA_DS))
     ),

@@ -281,3 +281,46 @@ def test_the_operator_reaches_redis_over_tls_with_the_ca_from_a_secret() -> None
     assert env["TRUNKLINE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "pw", "key": "password"}
     volume = next(v for v in pod["volumes"] if v["name"] == "redis-ca")
     assert volume["secret"] == {"secretName": "redis-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+
+
+def test_service_monitor_only_when_enabled_and_it_lists_every_data_plane_pod() -> None:
+    assert not find(render(), "ServiceMonitor") and not find(render(), "Service")  # off by default
+    docs = render(
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.serviceMonitor.interval=15s",
+        "metrics.serviceMonitor.labels.release=prom",
+        "httpPort=9090",
+    )
+    monitor = one(docs, "ServiceMonitor", "tl-trunkline")
+    service = one(docs, "Service", "tl-trunkline-metrics")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["voice"]}
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "http" and endpoint["path"] == "/metrics" and endpoint["interval"] == "15s"
+    # The monitor selects the metrics Service, ...
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert service["spec"]["clusterIP"] == "None"
+    http = {"name": "http", "port": 9090, "targetPort": "http", "protocol": "TCP"}
+    assert service["spec"]["ports"] == [http]
+    # ... which selects every pod the operator deploys (each with its `http` port), not the operator's.
+    selector = service["spec"]["selector"].items()
+    platform = platform_of(docs)
+    workloads = [o for o in build_data_plane(platform, "voice") if o["kind"] in ("Deployment", "DaemonSet")]
+    components = set()
+    for workload in workloads:
+        template = workload["spec"]["template"]
+        assert selector <= template["metadata"]["labels"].items(), workload["metadata"]["name"]
+        ports = template["spec"]["containers"][0]["ports"]
+        assert {"name": "http", "containerPort": 9090, "protocol": "TCP"} in ports
+        components.add(template["metadata"]["labels"]["app.kubernetes.io/component"])
+    assert components == {"control", "edge", "media", "cdr"}
+    operator = one(docs, "Deployment", "tl-trunkline-operator")["spec"]["template"]["spec"]["containers"][0]
+    assert "http" not in {port["name"] for port in operator["ports"]}
+
+
+@pytest.mark.parametrize("interval", ["", "30", "1 m", "5x"])
+def test_service_monitor_interval_must_be_a_prometheus_duration(interval: str) -> None:
+    result = helm("template", "tl", str(CHART), f"--set-string=metrics.serviceMonitor.interval={interval}",
+                  check=False)  # fmt: skip
+    assert result.returncode != 0 and "interval" in result.stderr
