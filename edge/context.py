@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 
+from trunkline.core.emergency import DEFAULT_COUNTRIES, installation_numbers
 from trunkline.core.logs import event
 from trunkline.core.state import StateStore
 from trunkline.edge.call import Call, Leg, MediaError, MediaPlane
@@ -47,6 +48,8 @@ class EdgeOptions:
     silence_after: int = 20  # ... and from here on, do not answer at all
     nonce_ttl: float = 300.0
     contact_deny: tuple[Network, ...] = ()  # REGISTER Contacts inside these are refused (--contact-deny)
+    # The installation's emergency numbers (--emergency-countries, --emergency-number).
+    emergency_numbers: frozenset[str] = installation_numbers(DEFAULT_COUNTRIES)
 
 
 class Calls:
