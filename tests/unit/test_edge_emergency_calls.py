@@ -12,6 +12,7 @@ from prometheus_client import generate_latest
 from pydantic import ValidationError
 
 from tests.support import edge_harness as world
+from tests.support.spans import memory_spans
 from trunkline.cdr.sinks import _COLUMNS, MIGRATIONS
 from trunkline.core import emergency as numbers
 from trunkline.core.cdr import Cdr, CdrSettings
@@ -213,3 +214,12 @@ async def test_a_store_that_fails_admits_emergency_calls_on_local_state(tmp_path
     # A stranger is challenged as ever: authentication is not bypassed.
     await h.stack.deliver(world.invite(to="999", source=world.STRANGER), world.STRANGER)
     assert h.stack.responses[-1].status == 407 and len(h.stack.requests("INVITE")) == 1
+
+
+async def test_the_call_trace_says_emergency(tmp_path: Path) -> None:
+    with memory_spans() as spans:
+        h = world.build(tmp_path)
+        call = await world.answered_call(h, to="911")
+        await h.stack.deliver(world.in_dialog("BYE", call.call_id, call.a_tag, 2), world.PBX)
+        roots = [s for s in spans.get_finished_spans() if s.parent is None and s.name == "call"]
+    assert [dict(s.attributes or {}).get("trunkline.emergency") for s in roots] == [True]
