@@ -23,10 +23,10 @@ def number_of(user: str | None, installation: Collection[str], trunk: Trunk) -> 
 
 def caller_of(trunk: Trunk, presented: str, dids: Iterable[str]) -> str:
     """The caller ID of an emergency call: what the policy allows or replaces it with, else the
-    number presented (in E.164 when it reads as one), never a refusal."""
+    number presented (when it reads as one: a peer's other text never goes on), never a refusal."""
     e164 = to_e164(presented, trunk.spec.numbering)
     caller, _ = check_caller_id(trunk, e164, dids)
-    return caller or e164 or presented[:64] or "anonymous"
+    return caller or e164 or "anonymous"
 
 
 def targets(number: str, carriers: Iterable[Carrier]) -> list[Target]:
