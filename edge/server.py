@@ -341,6 +341,7 @@ def media_policy_of(args: argparse.Namespace, sip_host: str) -> MediaAddressPoli
 async def _serve(args: argparse.Namespace) -> int:
     if not args.files and not args.control:
         raise ConfigError("give manifests (-f) or a control service (--control)")
+    numbers = emergency.from_arguments(args)  # before anything is bound
     try:
         redis = redis_target(args)
     except ValueError as exc:
@@ -413,7 +414,6 @@ async def _serve(args: argparse.Namespace) -> int:
         media = RelayMedia(picker=picker, lost_after=args.relay_lost_after, security=security, policy=policy)
     if args.max_call_duration <= 0:
         raise ConfigError("--max-call-duration: must be more than 0 seconds")
-    numbers = emergency.from_arguments(args)
     options = EdgeOptions(max_duration=args.max_call_duration, emergency_numbers=numbers)
     nameservers = [parse_hostport(d, "--dns", default_port=53) for d in args.dns or []]
     resolver = Resolver([(n.host, n.port) for n in nameservers]) if nameservers else None

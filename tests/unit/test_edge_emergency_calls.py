@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from tests.support import edge_harness as world
 from tests.support.spans import memory_spans
+from trunkline import cli
 from trunkline.cdr.sinks import _COLUMNS, MIGRATIONS
 from trunkline.core import emergency as numbers
 from trunkline.core.cdr import Cdr, CdrSettings
@@ -223,3 +224,17 @@ async def test_the_call_trace_says_emergency(tmp_path: Path) -> None:
         await h.stack.deliver(world.in_dialog("BYE", call.call_id, call.a_tag, 2), world.PBX)
         roots = [s for s in spans.get_finished_spans() if s.parent is None and s.name == "call"]
     assert [dict(s.attributes or {}).get("trunkline.emergency") for s in roots] == [True]
+
+
+@pytest.mark.parametrize(
+    ("command", "flags", "said"),
+    [("up", ["--emergency-countries", "Mars"], "unknown emergency country 'Mars'"),
+     ("edge", ["--emergency-number", "1x"], "'1x' is not 2 to 8 digits")],
+)  # fmt: skip
+def test_a_bad_emergency_flag_is_one_line_and_nothing_starts(
+    capsys: pytest.CaptureFixture[str], command: str, flags: list[str], said: str
+) -> None:
+    examples = str(Path(__file__).resolve().parents[2] / "examples")
+    assert cli.main([command, "-f", examples, "--sip-listen", "127.0.0.1:0", *flags]) == 1
+    out = capsys.readouterr()
+    assert said in out.out + out.err and "Traceback" not in out.out + out.err
