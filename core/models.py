@@ -206,7 +206,9 @@ class TrunkSpec(Model):
     )
     numbering: Numbering | None = None
     flood: FloodLimits = Field(default_factory=FloodLimits)
-    emergency: TrunkEmergency = Field(default_factory=TrunkEmergency)
+    emergency: TrunkEmergency = Field(
+        default_factory=TrunkEmergency, description="This trunk's emergency calls (docs/emergency.md)."
+    )
 
 
 class DIDSpec(Model):
