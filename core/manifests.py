@@ -249,6 +249,11 @@ def security_warnings(config: ConfigSet) -> list[ManifestProblem]:
         wide(trunk, "spec.auth.ipAcl", spec.auth.ipAcl, "lets in, without a challenge,")
     for carrier in config.carriers.values():
         wide(carrier, "spec.inboundCidrs", carrier.spec.inboundCidrs, "lets call our DIDs")
+    carriers = config.carriers.values()
+    if config.trunks and not any(c.spec.emergency or not c.spec.prefixes for c in carriers):
+        message = ("no Carrier can take emergency calls (911, 112, ...): mark one `spec.emergency: true` "
+                   "or give one no prefixes (the default route); docs/emergency.md")  # fmt: skip
+        warnings.append(ManifestProblem(None, "", f"warning: {message}"))
     return warnings
 
 

@@ -18,6 +18,8 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from trunkline.core.emergency import EMERGENCY_NUMBER_PATTERN, MAX_EMERGENCY_NUMBERS
+
 GROUP = "trunkline.io"
 VERSION = "v1alpha1"
 API_VERSION: Final = "trunkline.io/v1alpha1"
@@ -184,6 +186,17 @@ class PeerTracing(Model):
     )
 
 
+EmergencyNumber = Annotated[str, StringConstraints(pattern=EMERGENCY_NUMBER_PATTERN)]
+
+
+class TrunkEmergency(Model):
+    numbers: list[EmergencyNumber] = Field(
+        default_factory=list, max_length=MAX_EMERGENCY_NUMBERS,
+        description="Emergency numbers this trunk dials besides the installation's (2-8 digits, matched as "
+        "dialled, e.g. a PBX's \"9911\"): admitted past every limit and sent as dialled (docs/emergency.md).",
+    )  # fmt: skip
+
+
 class TrunkSpec(Model):
     auth: TrunkAuth = Field(default_factory=TrunkAuth)
     registration: Registration = Field(default_factory=Registration)
@@ -205,6 +218,9 @@ class TrunkSpec(Model):
     numbering: Numbering | None = None
     flood: FloodLimits = Field(default_factory=FloodLimits)
     tracing: PeerTracing = Field(default_factory=PeerTracing)
+    emergency: TrunkEmergency = Field(
+        default_factory=TrunkEmergency, description="This trunk's emergency calls (docs/emergency.md)."
+    )
 
 
 class DIDSpec(Model):
@@ -229,6 +245,10 @@ class CarrierSpec(Model):
     numbering: Numbering | None = None
     flood: FloodLimits = Field(default_factory=FloodLimits)
     tracing: PeerTracing = Field(default_factory=PeerTracing)
+    emergency: bool = Field(
+        False, description="Takes emergency calls (911, 112, ...), sent with the number as dialled; without "
+        "such a carrier they take the default route (docs/emergency.md).",
+    )  # fmt: skip
 
 
 class Condition(BaseModel):

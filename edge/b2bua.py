@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
+from trunkline.core.emergency import emergency_number
 from trunkline.core.models import Trunk
 from trunkline.core.state import StateStore, StoreUnavailable
 from trunkline.edge import (
@@ -41,7 +42,7 @@ from trunkline.edge.context import DialogId, EdgeContext, EdgeOptions
 from trunkline.edge.digest import DigestAuthenticator
 from trunkline.edge.direct_media import DirectMedia
 from trunkline.edge.directory import Directory
-from trunkline.edge.legs import ALLOW, Local, new_tag, response_for
+from trunkline.edge.legs import ALLOW, Local, new_tag, response_for, user_of
 from trunkline.edge.metrics import EdgeMetrics
 from trunkline.edge.observing import ObservedStack, Traces
 from trunkline.edge.resolver import Resolver
@@ -183,12 +184,19 @@ class Edge:
                 self.traces.drop(inc.request.call_id)
                 trace.finish(trace.last_status, reason="refused" if trace.last_status >= 300 else "")
 
+    def _refuse_draining(self, inc: Incoming) -> None:
+        response = response_for(inc.request, 503, "Service Unavailable (draining)", new_tag())
+        response.add("Retry-After", "5")
+        self.stack.respond(response)
+
     async def _set_up(self, inc: Incoming, trace: NoTrace) -> None:
         req, ctx = inc.request, self.ctx
-        if ctx.draining:
-            response = response_for(req, 503, "Service Unavailable (draining)", new_tag())
-            response.add("Retry-After", "5")
-            self.stack.respond(response)
+        # Before we know the trunk: any trunk's emergency number may be one (confirmed once planned).
+        maybe_emergency = emergency_number(
+            user_of(req.uri), ctx.options.emergency_numbers, self.directory.emergency_numbers
+        ) is not None  # fmt: skip
+        if ctx.draining and not maybe_emergency:
+            self._refuse_draining(inc)
             return
         carrier = self.directory.carrier_for_source(inc.addr[0])
         if carrier is not None and req.get("Proxy-Authorization") is None:
@@ -201,7 +209,9 @@ class Edge:
             trunk = self.directory.trunk_for_source(inc.addr[0])
             if trunk is None:
                 with trace.step("auth", sip__auth__method="digest") as step:
-                    who = await auth.authenticate(ctx, inc, "Proxy-Authorization", 407)
+                    who = await auth.authenticate(
+                        ctx, inc, "Proxy-Authorization", 407, store_optional=maybe_emergency
+                    )
                     step.set(sip__auth__outcome="ok" if who else "refused")
                 if who is None:
                     return
@@ -211,6 +221,9 @@ class Edge:
                     pass
             planned = new_call.outbound(ctx, inc, trunk)
         if planned is None:
+            return
+        if ctx.draining and not planned.emergency:
+            self._refuse_draining(inc)
             return
         observing.traced(self.traces, planned.call, trace)
         with trace.step("admission", trunk=planned.call.trunk.name) as step:

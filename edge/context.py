@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 
+from trunkline.core.emergency import DEFAULT_COUNTRIES, installation_numbers
 from trunkline.core.logs import event
 from trunkline.core.state import StateStore
 from trunkline.edge.call import Call, Leg, MediaError, MediaPlane
@@ -48,6 +49,8 @@ class EdgeOptions:
     nonce_ttl: float = 300.0
     contact_deny: tuple[Network, ...] = ()  # REGISTER Contacts inside these are refused (--contact-deny)
     count_registrations_every: float = 10.0  # seconds between two counts of the trunks' contacts (/metrics)
+    # The installation's emergency numbers (--emergency-countries, --emergency-number).
+    emergency_numbers: frozenset[str] = installation_numbers(DEFAULT_COUNTRIES)
 
 
 class Calls:

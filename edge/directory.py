@@ -32,6 +32,10 @@ class Directory:
         for did in config.dids.values():
             self._numbers.setdefault((did.metadata.namespace, did.spec.trunkRef), []).append(did.spec.number)
         self._credentials: dict[str, Credentials] = {}
+        # Every trunk's own emergency numbers: what may be an emergency call before we know the trunk.
+        self.emergency_numbers = frozenset(
+            n for trunk in config.trunks.values() for n in trunk.spec.emergency.numbers
+        )
         for trunk in config.trunks.values():
             digest = trunk.spec.auth.digest
             if digest is None:

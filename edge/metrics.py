@@ -96,6 +96,10 @@ class EdgeMetrics:
             "trunkline_sip_responses", "SIP responses, by request method, status class and direction",
             ["method", "status_class", "direction"], registry=registry,
         )  # fmt: skip
+        self.emergency = Counter(
+            "trunkline_emergency_calls", "Emergency calls ended, by trunk and outcome",
+            ["trunk", "outcome"], registry=registry,
+        )  # fmt: skip
         self.rejections = Rejections()
         registry.register(self.rejections)
         self.pdd = Histogram(
@@ -129,6 +133,9 @@ class EdgeMetrics:
         self.calls.labels(trunk, direction, outcome_of(status)).inc()
         if answered_for is not None:
             self.duration.labels(trunk, direction).observe(max(0.0, answered_for))
+
+    def emergency_ended(self, trunk: str, status: int) -> None:
+        self.emergency.labels(trunk, outcome_of(status)).inc()
 
     def request(self, method: str, direction: str) -> None:
         self.requests.labels(_one_of(method, METHODS), _one_of(direction, SIP_DIRECTIONS)).inc()

@@ -349,6 +349,9 @@ def build_edge_deployment(
     # challenge one pod issued is good at any other.
     args += ["--nonce-secret-file", f"{NONCE_MOUNT}/{NONCE_FILE}"]
     args += _media_deny_args(platform)
+    # Always explicit: an empty list means no country, not the edge's own default.
+    args += ["--emergency-countries", ",".join(edge.emergency.countries)]
+    args += [arg for number in edge.emergency.numbers for arg in ("--emergency-number", number)]
     volumes += ({"name": "nonce", "secret": {"secretName": object_name(platform, "nonce")}},)
     container_mounts.append({"name": "nonce", "mountPath": NONCE_MOUNT, "readOnly": True})
     container = _container(platform, namespace, "edge", args, ports, edge.resources)

@@ -20,6 +20,7 @@ from trunkline.operator.platform import (
     CdrExporter,
     Cidr,
     ContainerPort,
+    Emergency,
     HostPort,
     LogLevel,
     MediaKind,
@@ -155,6 +156,7 @@ class EdgeValues(Model):
         default_factory=lambda: ChartResources(requests={"cpu": "250m", "memory": "256Mi"})
     )
     nonceKeyRotationHours: NonceKeyRotationHours = 24
+    emergency: Emergency = Field(default_factory=Emergency)
 
 
 class MediaValues(Model):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from trunkline import __version__
-from trunkline.core import logs, observability
+from trunkline.core import emergency, logs, observability
 from trunkline.core.manifests import load, security_warnings
 from trunkline.core.net import ConfigError
 from trunkline.core.runner import run
@@ -58,7 +58,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         files=args.files, sip_listen=args.sip_listen, tls_listen=args.tls_listen, tls_cert=args.tls_cert,
         tls_key=args.tls_key, media_listen=args.media_listen, media_ports=args.media_ports,
         http_listen=args.http_listen, advertise=args.advertise, redis=args.redis, grace=args.grace,
-        cdr=args.cdr, relay=not args.no_relay,
+        cdr=args.cdr, relay=not args.no_relay, emergency_numbers=emergency.from_arguments(args),
     )  # fmt: skip
     return _run_async(lambda: up(opts))
 
@@ -175,6 +175,7 @@ def build_parser(log_level: str = "INFO") -> argparse.ArgumentParser:
         "--no-relay", action="store_true",
         help="no media anchoring: SDP keeps the parties' addresses (codec and SRTP rules still apply)",
     )  # fmt: skip
+    emergency.add_arguments(up)
     observability.add_arguments(up)
     up.set_defaults(run=cmd_up)
 

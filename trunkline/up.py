@@ -32,6 +32,7 @@ from trunkline.core.net import (
 from trunkline.core.runner import run_until_signalled
 from trunkline.core.state import MemoryStore
 from trunkline.core.state_redis import RedisStore
+from trunkline.edge.context import EdgeOptions
 from trunkline.edge.media import RelayMedia
 from trunkline.edge.metrics import EdgeMetrics
 from trunkline.edge.server import EdgeComponent, SipSockets
@@ -55,6 +56,7 @@ class UpOptions:
     grace: float = 30.0
     cdr: str | None = None
     relay: bool = True  # anchor media on the relay; False: SDP keeps the parties' addresses
+    emergency_numbers: frozenset[str] = EdgeOptions.emergency_numbers  # the installation's
 
 
 @dataclass
@@ -182,7 +184,10 @@ def build_components(
     policy = MediaAddressPolicy(allow_loopback=is_loopback(listeners.sip.host))
     relay = RelayMedia(lambda: media.target, policy=policy) if opts.relay else None
     metrics = EdgeMetrics(registry or CollectorRegistry())
-    edge = EdgeComponent(config, sockets, listeners.advertise, store, opts.cdr, relay, metrics=metrics)
+    options = EdgeOptions(emergency_numbers=opts.emergency_numbers)
+    edge = EdgeComponent(
+        config, sockets, listeners.advertise, store, opts.cdr, relay, options, metrics=metrics
+    )
     return [ConfigComponent(config), media, edge]
 
 

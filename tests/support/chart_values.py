@@ -79,6 +79,8 @@ FIRST: dict[str, Any] = {
     "edge.resources.requests": {"cpu": 2},
     "edge.resources.limits": {"memory": "777Mi"},
     "edge.nonceKeyRotationHours": 5,
+    "edge.emergency.countries": ["UK", "AU"],
+    "edge.emergency.numbers": ["9911", "19112"],
     "media.kind": "DaemonSet",
     "media.port": 9011,
     "media.portRange.start": 30000,
@@ -252,6 +254,10 @@ CHECKS: dict[str, Check | Callable[[dict[str, dict[str, Any]]], bool]] = {
     "edge.resources.requests": (EDGE, {"cpu": "2"}),
     "edge.resources.limits": (EDGE, {"memory": "777Mi"}),
     "edge.nonceKeyRotationHours": ("NonceDueAfter6h/", {"due": True}),  # 5 h, not 24 h
+    "edge.emergency.countries": lambda o: '"--emergency-countries", "UK,AU"' in json.dumps(o[EDGE]),
+    "edge.emergency.numbers": lambda o: all(
+        f'"--emergency-number", "{n}"' in json.dumps(o[EDGE]) for n in ("9911", "19112")
+    ),
     "media.kind": (MEDIA_DS, {"hostNetwork": True}),
     "media.port": (MEDIA_DS, "$(POD_IP):9011"),  # host network: the pod's address only
     "media.portRange.start": (MEDIA_DS, "30000-30999"),
