@@ -2,7 +2,8 @@
 gateway process per test, tests/support/challenging_gateway.py, and SIPp as the PBX): the edge
 answers 407 to the INVITE and 401 to its BYE with the Carrier's credentials, for MD5, SHA-256 and
 SHA-512-256 (with qop=auth, and MD5 without); refused credentials fail over to the next gateway;
-credentials go neither to a challenge for another realm nor to a trunk's PBX."""
+credentials go neither to a challenge for another realm nor to a trunk's PBX; SIPp's own digest check
+(`verifyauth`, MD5) takes our credentials."""
 
 from __future__ import annotations
 
@@ -158,3 +159,25 @@ def test_in_dialog_requests_toward_the_carrier_are_answered_too(tmp_path: Path, 
     acks = [s.cseq for s in gateway.of("ACK")]
     assert 3 in acks and 4 in acks, acks  # the re-INVITE's 407 (transaction layer) and its 200 (edge)
     assert cdr["hung_up"] == "callee", cdr
+
+
+@pytest.mark.parametrize(("password", "answered"), [(PASSWORD, True), ("not-what-sipp-has", False)])
+def test_sipp_verifies_the_md5_credentials(
+    tmp_path: Path, carrier_port: int, password: str, answered: bool
+) -> None:
+    """SIPp's own digest check (`verifyauth`) as the carrier: an implementation other than ours."""
+    text = with_carrier_auth(manifests(carrier_port, free_port())).replace(PASSWORD, password)
+    up = Up(tmp_path / "up", text).start()
+    carrier = sipp.uas(tmp_path / "carrier", "127.0.0.1", carrier_port, "-m", "1",
+                       scenario="carrier_challenges_md5.xml")  # fmt: skip
+    try:
+        if answered:
+            result = call_out(tmp_path, up)
+        else:
+            result = sipp.uac_expect(tmp_path / "pbx", up.sip, "127.0.0.2", "+442071234567", 403)
+        [cdr] = up.wait_cdrs(1, timeout=20)
+    finally:
+        carrier_out = sipp.stop(carrier, finish_within=10)
+        up.stop()
+    assert result.ok, result.output + carrier_out + up.output()
+    assert [a["status"] for a in cdr["attempts"]] == [401, 200 if answered else 403], cdr  # type: ignore[index]
