@@ -77,9 +77,9 @@ async def send_answering_challenges(
         invite = again
         response = await send(invite)
     carrier = ctx.directory.carrier_of_gateway(target_uri)
-    answered = response is not None and 200 <= response.status < 300
-    if answered and client is not None and client.last is not None and carrier is not None:
-        call.auth["b"] = LegAuth(carrier.key, hop.host, client)  # for the dialog's own challenges
+    if response is not None and 200 <= response.status < 300 and client is not None and carrier is not None:
+        # The dialog's own challenges are answered at this address only (the gateway's).
+        call.auth["b"] = LegAuth(carrier.key, hop.host, client)
     return invite, response, False
 
 
@@ -138,15 +138,15 @@ def leg_auth(ctx: EdgeContext, call: Call, leg_name: str) -> LegAuth | None:
     if carrier is None or client is None:
         return None
     kept = call.auth.get(leg_name)
-    if kept is not None and kept.carrier == carrier.key and kept.client.username == client.username:
-        kept.client.password, kept.client.realm = client.password, client.realm
-        auth = kept
-    else:
-        auth = LegAuth(carrier.key, leg.addr[0], client)
-        call.auth[leg_name] = auth
-    if leg.addr[0] != auth.host and leg.addr[0] not in gateway_hosts(carrier):
+    host = kept.host if kept is not None and kept.carrier == carrier.key else None
+    if leg.addr[0] != host and leg.addr[0] not in gateway_hosts(carrier):
         return None  # the dialog moved to an address that is not the carrier's gateway
-    return auth
+    if kept is None or host is None or kept.client.username != client.username:
+        kept = LegAuth(carrier.key, host or leg.addr[0], client)
+        call.auth[leg_name] = kept
+    else:  # the same dialog state (its last challenge, the nonce count) with today's secret
+        kept.client.password, kept.client.realm = client.password, client.realm
+    return kept
 
 
 def gateway_hosts(carrier: Carrier) -> set[str]:
