@@ -26,7 +26,9 @@ ALGORITHMS = ("SHA-512-256", "SHA-256", "MD5")
 MAX_CHALLENGES = 8  # header values read per response; the rest are ignored
 MAX_CHALLENGE_LENGTH = 2048  # a longer value is not read at all
 MAX_PARAM_LENGTH = 512  # realm, nonce, opaque: echoed back, so kept short
-_PRINTABLE = re.compile(r"[\x20-\x7e\x80-\U0010ffff]*\Z")  # no control characters in what we echo
+# What we echo and hash: no control characters, and no lone surrogates (bytes that were not UTF-8,
+# which the parser keeps as such and which cannot be encoded again).
+_PRINTABLE = re.compile(r"[\x20-\x7e\x80-\ud7ff\ue000-\U0010ffff]*\Z")
 
 
 class ChallengeError(ValueError):
@@ -81,7 +83,7 @@ def parse_challenge(value: str, proxy: bool, realm: str | None = None) -> Challe
     opaque = params.get("opaque")
     for text in (offered_realm, nonce, opaque or ""):
         if len(text) > MAX_PARAM_LENGTH or not _PRINTABLE.match(text):
-            raise ChallengeError("challenge parameter too long or with control characters")
+            raise ChallengeError("challenge parameter too long or not printable text")
     if realm is not None and offered_realm != realm:
         raise ChallengeError(f"realm {offered_realm!r} is not the configured {realm!r}")
     algorithm = params.get("algorithm", "MD5").upper()

@@ -146,8 +146,20 @@ def test_a_challenge_we_cannot_answer_is_a_clear_error(header: str) -> None:
 
 def test_control_characters_are_never_echoed() -> None:
     # The message parser refuses them already; the challenge reader does not count on it.
-    with pytest.raises(ChallengeError, match="control"):
+    with pytest.raises(ChallengeError, match="printable"):
         parse_challenge('Digest realm="carrier", nonce="n\\\x01"', proxy=True)
+
+
+def test_bytes_that_are_not_utf8_are_refused_not_hashed() -> None:
+    raw = (
+        b"SIP/2.0 407 Auth\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx\r\n"
+        b"From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>;tag=2\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n"
+        b'Proxy-Authenticate: Digest realm="carrier", nonce="n\xff\xfe"\r\nContent-Length: 0\r\n\r\n'
+    )
+    response = parse_message(raw)
+    assert isinstance(response, Response)
+    with pytest.raises(ChallengeError, match="printable"):
+        read_challenge(response)
 
 
 def test_no_challenge_header_and_not_a_challenge_status() -> None:
@@ -164,7 +176,7 @@ def test_only_the_first_challenges_are_read() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=3000))
+@given(st.text(max_size=3000) | st.binary(max_size=3000).map(lambda b: b.decode("utf-8", "surrogateescape")))
 def test_any_challenge_text_is_read_or_refused_never_crashes(text: str) -> None:
     try:
         picked = parse_challenge("Digest " + text, proxy=True)
