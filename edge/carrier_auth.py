@@ -19,7 +19,7 @@ from trunkline.core.models import Carrier
 from trunkline.edge.call import Call, Leg
 from trunkline.edge.cdr import Direction
 from trunkline.edge.context import EdgeContext
-from trunkline.edge.digest_client import ChallengeError, DigestClient, Tries
+from trunkline.edge.digest_client import ChallengeError, DigestClient, Tries, printable
 from trunkline.edge.resolver import Hop
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.headers import Via
@@ -45,6 +45,9 @@ def client_for(ctx: EdgeContext, carrier: Carrier | None) -> DigestClient | None
         return None
     credentials = ctx.directory.carrier_credentials(carrier)
     if credentials is None or carrier.spec.auth is None:
+        return None
+    if not printable(credentials[0]):  # it goes into a header: a line break would forge others
+        event(log, logging.WARNING, "carrier username not usable in a header", carrier=carrier.name)
         return None
     return DigestClient(*credentials, realm=carrier.spec.auth.realm)
 

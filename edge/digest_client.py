@@ -31,6 +31,11 @@ MAX_PARAM_LENGTH = 512  # realm, nonce, opaque: echoed back, so kept short
 _PRINTABLE = re.compile(r"[\x20-\x7e\x80-\ud7ff\ue000-\U0010ffff]*\Z")
 
 
+def printable(text: str) -> bool:
+    """May `text` go into a header we send (no control characters, nothing that is not UTF-8)?"""
+    return _PRINTABLE.match(text) is not None
+
+
 class ChallengeError(ValueError):
     """The response's challenge is not one we answer (the request fails as any final answer)."""
 
@@ -82,7 +87,7 @@ def parse_challenge(value: str, proxy: bool, realm: str | None = None) -> Challe
         raise ChallengeError("challenge without realm or nonce")
     opaque = params.get("opaque")
     for text in (offered_realm, nonce, opaque or ""):
-        if len(text) > MAX_PARAM_LENGTH or not _PRINTABLE.match(text):
+        if len(text) > MAX_PARAM_LENGTH or not printable(text):
             raise ChallengeError("challenge parameter too long or not printable text")
     if realm is not None and offered_realm != realm:
         raise ChallengeError(f"realm {offered_realm!r} is not the configured {realm!r}")

@@ -18,13 +18,13 @@ CHALLENGE = 'Proxy-Authenticate: Digest realm="carrier.example", nonce="abc", al
 WWW = 'WWW-Authenticate: Digest realm="carrier.example", nonce="def", qop="auth"'
 
 
-def with_credentials(h: world.Harness, tmp_path: Path) -> None:
+def with_credentials(h: world.Harness, tmp_path: Path, username: str = "trunk-acme") -> None:
     docs: list[dict[str, Any]] = world.manifest_docs()
     for doc in docs:
         if doc["kind"] == "Carrier":
             doc["spec"]["auth"] = {"credentialsSecret": "pstn-creds"}
     docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pstn-creds"},
-                 "stringData": {"username": "trunk-acme", "password": "carrier-pw"}})  # fmt: skip
+                 "stringData": {"username": username, "password": "carrier-pw"}})  # fmt: skip
     path = tmp_path / "with-credentials.yaml"
     path.write_text("\n---\n".join(json.dumps(d) for d in docs))
     config, problems = load([path])
@@ -118,3 +118,11 @@ async def test_an_unreadable_challenge_moves_the_call_to_the_next_gateway(tmp_pa
     assert [tx.addr for tx in invites] == world.GATEWAYS and credentials(invites[1]) == []
     await h.stack.reply(invites[1], 200, "Contact: <sip:gw@127.0.0.1:5072>")
     assert h.stack.statuses()[-1] == 200
+
+
+async def test_a_username_that_would_break_the_header_is_never_sent(tmp_path: Path) -> None:
+    h = world.build(tmp_path)
+    with_credentials(h, tmp_path, username="trunk\r\nX-Forged: yes")
+    await h.stack.deliver(world.invite(), world.PBX)
+    await h.stack.reply(h.stack.requests("INVITE")[0], 407, CHALLENGE)
+    assert len(h.stack.requests("INVITE")) == 1 and h.stack.statuses()[-1] == 407
