@@ -197,9 +197,7 @@ def hang_up_late_answer(
         dialog = Dialog.from_uac(invite, future.result())
     except SipParseError:
         return
-    ctx.stack.send_ack(
-        ack_for(dialog, ctx.local, leg.transport, invite.cseq.seq, None), leg.addr, leg.transport
-    )
+    ctx.stack.send_ack(ack_for(dialog, ctx.local, leg.transport, invite, None), leg.addr, leg.transport)
     bye = ctx.stack.request(
         dialog.create_request("BYE", ctx.local.via(leg.transport)), leg.addr, leg.transport
     )

@@ -75,7 +75,7 @@ def on_ack(ctx: EdgeContext, inc: Incoming) -> None:
     if other is call.b:
         ctx.ack_b(call, invite, req)
     else:
-        ack = ack_for(other.dialog, ctx.local, other.transport, invite.cseq.seq, req)
+        ack = ack_for(other.dialog, ctx.local, other.transport, invite, req)
         ctx.stack.send_ack(ack, other.addr, other.transport)
 
 

@@ -68,6 +68,8 @@ def test_a_challenged_call_is_answered_end_to_end(
     assert second.credentials is not None and f"algorithm={strongest}" in second.credentials
     acks = gateway.of("ACK")
     assert any(a.cseq == first.cseq and a.branch == first.branch for a in acks), acks  # the 407's ACK
+    [ack_of_2xx] = {(a.cseq, a.credentials) for a in acks if a.cseq == second.cseq}
+    assert ack_of_2xx[1] == second.credentials  # the 2xx's ACK carries the INVITE's credentials
     bye_challenged, bye_answered = gateway.of("BYE")
     assert (bye_challenged.answered, bye_answered.answered, bye_answered.good) == (401, 200, True)
     assert bye_answered.cseq == bye_challenged.cseq + 1 and bye_answered.call_id == first.call_id

@@ -98,8 +98,8 @@ class ChallengingGateway:
 
     def _answer(self, request: Request) -> bytes | None:
         branch = str(request.top_via.params.get("branch"))
-        if request.method == "ACK":
-            self._record(request, branch, None, False, 0)
+        if request.method == "ACK":  # its credentials kept as they came (RFC 3261 13.2.2.4)
+            self._record(request, branch, request.get("Proxy-Authorization"), False, 0)
             return None
         if branch in self._answers:  # a retransmission
             return self._answers[branch]
