@@ -210,8 +210,15 @@ def check_references(config: ConfigSet) -> list[ManifestProblem]:
 
     for carrier in config.carriers.values():
         auth = carrier.spec.auth
-        if auth and (carrier.metadata.namespace, auth.credentialsSecret) not in config.secrets:
+        if auth is None:
+            continue
+        secret = config.secrets.get((carrier.metadata.namespace, auth.credentialsSecret))
+        if secret is None:
             problem(carrier, "spec.auth.credentialsSecret", f"no Secret named {auth.credentialsSecret!r}")
+        elif not secret.get("username") or not secret.get("password"):
+            # The edge answers the carrier's challenges with both (docs/carriers.md).
+            problem(carrier, "spec.auth.credentialsSecret",
+                    f"Secret {secret.name!r} needs keys 'username' and 'password'")  # fmt: skip
     return problems
 
 

@@ -230,7 +230,16 @@ class DIDSpec(Model):
 
 
 class CarrierAuth(Model):
-    credentialsSecret: ObjectName
+    credentialsSecret: ObjectName = Field(
+        description="Name of a v1 Secret with keys username, password: the edge answers the carrier's "
+        "401/407 digest challenges (MD5, SHA-256, SHA-512-256) with them, toward its gateways only."
+    )
+    realm: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="Answer only challenges for this realm (default: any realm the gateways name).",
+    )
 
 
 class CarrierSpec(Model):

@@ -163,7 +163,7 @@ class EdgeContext:
     def ack_b(self, call: Call, invite: Request, body_from: Request | None) -> None:
         """ACK the callee's 2xx to `invite` (with the caller's ACK body when it carries the answer)."""
         assert call.b is not None and call.b.dialog is not None
-        ack = ack_for(call.b.dialog, self.local, call.b.transport, invite.cseq.seq, body_from)
+        ack = ack_for(call.b.dialog, self.local, call.b.transport, invite, body_from)
         call.last_b_ack = ack
         self.stack.send_ack(ack, call.b.addr, call.b.transport)
 

@@ -31,6 +31,8 @@ from trunkline.sip.ids import random_bytes
 _HASHES: dict[str, Callable[[bytes], hashlib._Hash]] = {
     "MD5": hashlib.md5,
     "SHA-256": hashlib.sha256,
+    # RFC 7616's SHA-512/256 (offered by some carriers); the server side does not offer it.
+    "SHA-512-256": lambda data: hashlib.new("sha512_256", data),
 }
 
 # RFC 3261 section 25.1 / RFC 7616 section 3.4:
@@ -49,7 +51,8 @@ class DigestError(ValueError):
 
 
 def parse_credentials(value: str) -> dict[str, str]:
-    """`Digest k=v, k="v"` -> {k: v}, keys lower-cased, quotes and quoted-pairs removed."""
+    """`Digest k=v, k="v"` -> {k: v}, keys lower-cased, quotes and quoted-pairs removed (a challenge
+    has the same grammar: edge/digest_client.py reads them with this too)."""
     scheme, _, rest = value.strip().partition(" ")
     if scheme.lower() != "digest":
         raise DigestError(f"scheme {scheme!r} is not Digest")
@@ -149,7 +152,7 @@ class DigestAuthenticator:
         nonce = self.make_nonce(realm, source)
         tail = ", stale=true" if stale else ""
         return [
-            f'Digest realm="{_quote(realm)}", nonce="{nonce}", algorithm={alg.value}, qop="auth"{tail}'
+            f'Digest realm="{quote(realm)}", nonce="{nonce}", algorithm={alg.value}, qop="auth"{tail}'
             for alg in algorithms
         ]
 
@@ -251,5 +254,5 @@ def digest_response(
     return hexdigest(f"{ha1}:{nonce}:{ha2}")
 
 
-def _quote(text: str) -> str:
+def quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')

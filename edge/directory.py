@@ -45,9 +45,27 @@ class Directory:
             password = config.secret_value(ns, digest.credentialsSecret, "password")
             if username and password:
                 self._credentials[username] = Credentials(trunk, username, password)
+        # What the edge answers a carrier's challenges with: (username, password) per carrier.
+        self._carrier_credentials: dict[tuple[str, str], tuple[str, str]] = {}
+        for carrier in self.carriers:
+            if carrier.spec.auth is None:
+                continue
+            ns, secret = carrier.metadata.namespace, carrier.spec.auth.credentialsSecret
+            username = config.secret_value(ns, secret, "username")
+            password = config.secret_value(ns, secret, "password")
+            if username and password:
+                self._carrier_credentials[carrier.key] = (username, password)
 
     def carrier_for_source(self, address: str) -> Carrier | None:
         return next((c for c in self.carriers if source_in(address, c.spec.inboundCidrs)), None)
+
+    def carrier_credentials(self, carrier: Carrier) -> tuple[str, str] | None:
+        """(username, password) from the Carrier's `spec.auth.credentialsSecret`, if it has them."""
+        return self._carrier_credentials.get(carrier.key)
+
+    def carrier_of_gateway(self, uri: str) -> Carrier | None:
+        """The carrier that lists `uri` as one of its gateways."""
+        return next((c for c in self.carriers if any(g.uri == uri for g in c.spec.gateways)), None)
 
     def trunk_for_source(self, address: str) -> Trunk | None:
         """The trunk whose IP ACL admits `address` without a challenge."""

@@ -88,3 +88,11 @@ def headers(attempt: Attempt) -> list[tuple[str, str]]:
     carrier: dict[str, str] = {}
     TraceContextTextMapPropagator().inject(carrier, context=trace.set_span_in_context(span))
     return [(name, carrier[name]) for name in (TRACEPARENT, TRACESTATE) if carrier.get(name)]
+
+
+def stamp(invite: Request, attempt: Attempt, call: Call, carriers: list[Carrier], target: Target) -> None:
+    """Put `attempt`'s trace context into its INVITE when the peer wants it; a resent INVITE (a
+    challenge answered) has its predecessor's replaced, as it is an attempt of its own."""
+    if attempt.recording and sent_to_tracing_peer(call, carriers, target):
+        for name, value in headers(attempt):
+            invite.set(name, value)

@@ -136,7 +136,10 @@ def carrier_problems(carrier: Carrier, config: ConfigSet) -> list[StatusProblem]
     auth = carrier.spec.auth
     if auth is None:
         return []
-    problem = _secret_problem(config, carrier.metadata.namespace, auth.credentialsSecret, ())
+    # The edge answers the carrier's digest challenges with both keys (docs/carriers.md).
+    problem = _secret_problem(
+        config, carrier.metadata.namespace, auth.credentialsSecret, ("username", "password")
+    )
     return [problem] if problem else []
 
 

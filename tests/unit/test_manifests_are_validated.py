@@ -163,6 +163,20 @@ def test_secret_without_password(tmp_path: Path) -> None:
     assert "needs keys 'username' and 'password'" in problem
 
 
+def test_a_carriers_secret_needs_username_and_password(tmp_path: Path) -> None:
+    carrier = """
+    apiVersion: trunkline.io/v1alpha1
+    kind: Carrier
+    metadata: {name: pstn}
+    spec:
+      gateways: [{uri: "sip:127.0.0.1:5090"}]
+      auth: {credentialsSecret: creds, realm: carrier.example}
+    """
+    assert problems_of(write(tmp_path, SECRET, carrier)) == []
+    [problem] = problems_of(write(tmp_path, SECRET.replace(", password: pw", ""), carrier))
+    assert "spec.auth.credentialsSecret: Secret 'creds' needs keys 'username' and 'password'" in problem
+
+
 def test_secret_data_must_be_base64(tmp_path: Path) -> None:
     secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: creds}\ndata: {username: '!!notbase64'}\n"
     [problem] = problems_of(write(tmp_path, secret))
