@@ -179,6 +179,8 @@ def _container(
         "envFrom": [{"configMapRef": {"name": object_name(platform, "runtime")}}],
         "ports": [*ports, {"name": "http", "containerPort": platform.httpPort, "protocol": "TCP"}],
         "readinessProbe": _probe("/readyz", 5),
+        # Up to 3 minutes to start on a busy node before liveness counts (a slow start is not a hang).
+        "startupProbe": {**_probe("/healthz", 5), "failureThreshold": 36},
         "livenessProbe": {**_probe("/healthz", 10), "failureThreshold": 3},
         "securityContext": {
             "allowPrivilegeEscalation": False,
