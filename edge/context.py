@@ -9,7 +9,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from trunkline.core.logs import event
 from trunkline.core.state import StateStore
+from trunkline.core.trunk_defaults import TrunkDefaults
 from trunkline.edge.call import Call, Leg, MediaError, MediaPlane
 from trunkline.edge.cdr import CdrSink
 from trunkline.edge.digest import DigestAuthenticator
@@ -47,6 +48,7 @@ class EdgeOptions:
     silence_after: int = 20  # ... and from here on, do not answer at all
     nonce_ttl: float = 300.0
     contact_deny: tuple[Network, ...] = ()  # REGISTER Contacts inside these are refused (--contact-deny)
+    trunk_defaults: TrunkDefaults = field(default_factory=TrunkDefaults)  # caps a trunk leaves unset
 
 
 class Calls:

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from trunkline.core.models import Model, ObjectName
+from trunkline.core.trunk_defaults import TrunkDefaults
 
 PLATFORM_KEY = "platform.yaml"
 
@@ -143,6 +144,7 @@ class Edge(Model):
         default_factory=lambda: Resources(requests={"cpu": "250m", "memory": "256Mi"})
     )
     nonceKeyRotationHours: NonceKeyRotationHours = 24
+    trunkDefaults: TrunkDefaults = Field(default_factory=TrunkDefaults)  # the edges' --default-* flags
 
 
 class MediaKind(StrEnum):

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints
 
 from trunkline.core.models import Model, ObjectName
+from trunkline.core.trunk_defaults import TrunkDefaults
 from trunkline.operator.platform import (
     DEFAULT_MEDIA_DENY_CIDRS,
     MEDIA_DENY_DESCRIPTION,
@@ -155,6 +156,11 @@ class EdgeValues(Model):
         default_factory=lambda: ChartResources(requests={"cpu": "250m", "memory": "256Mi"})
     )
     nonceKeyRotationHours: NonceKeyRotationHours = 24
+    trunkDefaults: TrunkDefaults = Field(
+        default_factory=TrunkDefaults,
+        description="Caps of a Trunk that leaves channels, callsPerSecond or outbound.allowedPrefixes unset "
+        '(docs/security.md); 0 / "+": unlimited, only when written down.',
+    )
 
 
 class MediaValues(Model):

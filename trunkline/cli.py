@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from trunkline import __version__
-from trunkline.core import logs, observability
+from trunkline.core import logs, observability, trunk_defaults
 from trunkline.core.manifests import load, security_warnings
 from trunkline.core.net import ConfigError
 from trunkline.core.runner import run
@@ -57,13 +57,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     try:  # the same flags, files and checks as the edge's and the relay's
         redis = redis_target(args)
+        defaults = trunk_defaults.from_arguments(args)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     opts = UpOptions(
         files=args.files, sip_listen=args.sip_listen, tls_listen=args.tls_listen, tls_cert=args.tls_cert,
         tls_key=args.tls_key, media_listen=args.media_listen, media_ports=args.media_ports,
         http_listen=args.http_listen, advertise=args.advertise, redis=redis, grace=args.grace,
-        cdr=args.cdr, relay=not args.no_relay,
+        cdr=args.cdr, relay=not args.no_relay, trunk_defaults=defaults,
     )  # fmt: skip
     return _run_async(lambda: up(opts))
 
@@ -178,6 +179,7 @@ def build_parser(log_level: str = "INFO") -> argparse.ArgumentParser:
         "--no-relay", action="store_true",
         help="no media anchoring: SDP keeps the parties' addresses (codec and SRTP rules still apply)",
     )  # fmt: skip
+    trunk_defaults.add_arguments(up)
     observability.add_arguments(up)
     up.set_defaults(run=cmd_up)
 

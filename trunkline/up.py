@@ -32,6 +32,8 @@ from trunkline.core.net import (
 from trunkline.core.runner import run_until_signalled
 from trunkline.core.state import MemoryStore
 from trunkline.core.state_redis import RedisStore, RedisTarget
+from trunkline.core.trunk_defaults import TrunkDefaults
+from trunkline.edge.context import EdgeOptions
 from trunkline.edge.media import RelayMedia
 from trunkline.edge.metrics import EdgeMetrics
 from trunkline.edge.server import EdgeComponent, SipSockets
@@ -55,6 +57,7 @@ class UpOptions:
     grace: float = 30.0
     cdr: str | None = None
     relay: bool = True  # anchor media on the relay; False: SDP keeps the parties' addresses
+    trunk_defaults: TrunkDefaults = field(default_factory=TrunkDefaults)  # --default-channels ...
 
 
 @dataclass
@@ -182,7 +185,10 @@ def build_components(
     policy = MediaAddressPolicy(allow_loopback=is_loopback(listeners.sip.host))
     relay = RelayMedia(lambda: media.target, policy=policy) if opts.relay else None
     metrics = EdgeMetrics(registry or CollectorRegistry())
-    edge = EdgeComponent(config, sockets, listeners.advertise, store, opts.cdr, relay, metrics=metrics)
+    options = EdgeOptions(trunk_defaults=opts.trunk_defaults)
+    edge = EdgeComponent(
+        config, sockets, listeners.advertise, store, opts.cdr, relay, options=options, metrics=metrics
+    )
     return [ConfigComponent(config), media, edge]
 
 

@@ -79,6 +79,9 @@ FIRST: dict[str, Any] = {
     "edge.resources.requests": {"cpu": 2},
     "edge.resources.limits": {"memory": "777Mi"},
     "edge.nonceKeyRotationHours": 5,
+    "edge.trunkDefaults.channels": 31,
+    "edge.trunkDefaults.callsPerSecond": 6.5,
+    "edge.trunkDefaults.allowedPrefixes": ["+49", "+33"],
     "media.kind": "DaemonSet",
     "media.port": 9011,
     "media.portRange.start": 30000,
@@ -249,6 +252,13 @@ CHECKS: dict[str, Check | Callable[[dict[str, dict[str, Any]]], bool]] = {
     "edge.resources.requests": (EDGE, {"cpu": "2"}),
     "edge.resources.limits": (EDGE, {"memory": "777Mi"}),
     "edge.nonceKeyRotationHours": ("NonceDueAfter6h/", {"due": True}),  # 5 h, not 24 h
+    "edge.trunkDefaults.channels": lambda o: '"--default-channels", "31"' in json.dumps(o[EDGE]),
+    "edge.trunkDefaults.callsPerSecond": lambda o: (
+        '"--default-calls-per-second", "6.5"' in json.dumps(o[EDGE])
+    ),
+    "edge.trunkDefaults.allowedPrefixes": lambda o: all(  # each prefix as one flag
+        f'"--default-allowed-prefix", "{prefix}"' in json.dumps(o[EDGE]) for prefix in ("+49", "+33")
+    ),
     "media.kind": (MEDIA_DS, {"hostNetwork": True}),
     "media.port": (MEDIA_DS, "$(POD_IP):9011"),  # host network: the pod's address only
     "media.portRange.start": (MEDIA_DS, "30000-30999"),
