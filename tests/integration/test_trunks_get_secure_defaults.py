@@ -57,6 +57,23 @@ def test_a_trunk_without_calls_per_second_is_held_to_5(tmp_path: Path) -> None:
     assert "over 5/s" in up.output()
 
 
+def test_unlimited_written_down_is_unlimited(tmp_path: Path) -> None:
+    """channels: 0, callsPerSecond: 0 and allowedPrefixes ["+"]: the burst above all goes through, to a
+    number no list names."""
+    carrier = free_port()
+    spec = {"channels": 0, "callsPerSecond": 0, "outbound": {"allowedPrefixes": ["+"]}}
+    up = Up(tmp_path / "up", manifests(carrier, free_port(), **spec), ["--no-relay"]).start()
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier)
+    try:
+        burst = sipp.uac(tmp_path / "burst", up.sip, "127.0.0.2", "+5511987654321", "-r", "50",
+                         calls=60, hold_ms=0)  # fmt: skip
+    finally:
+        sipp.stop(gateway)
+        up.stop()
+    assert burst.ok, burst.output + up.output()
+    assert "rule=callsPerSecond" not in up.output() and "rule=allowedPrefixes" not in up.output()
+
+
 def test_a_trunk_without_allowed_prefixes_calls_nowhere_until_the_platform_says(tmp_path: Path) -> None:
     carrier = free_port()
     text = manifests(carrier, free_port(), outbound={"callerId": "dids-only"})  # no allowedPrefixes
