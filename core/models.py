@@ -28,6 +28,8 @@ API_VERSION: Final = "trunkline.io/v1alpha1"
 E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
 # A prefix of E.164 numbers: '+' and 1 to 15 digits ("+44", "+1415").
 E164_PREFIX_PATTERN = r"^\+[0-9]{1,15}$"
+# What a trunk may call: a prefix, or "+" alone (every number: the explicit spelling of "anywhere").
+ALLOWED_PREFIX_PATTERN = r"^\+[0-9]{0,15}$"
 # sip:[user@]host[:port][;params] with host a name, IPv4 or [IPv6] (RFC 3261 section 19.1.1).
 SIP_URI_PATTERN = (
     r"^sips?:([^@\s;]+@)?"  # user part
@@ -39,6 +41,7 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)
 
 E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
 E164Prefix = Annotated[str, StringConstraints(pattern=E164_PREFIX_PATTERN)]
+AllowedPrefix = Annotated[str, StringConstraints(pattern=ALLOWED_PREFIX_PATTERN)]
 SipUri = Annotated[str, StringConstraints(pattern=SIP_URI_PATTERN, max_length=512)]
 ObjectName = Annotated[str, StringConstraints(pattern=NAME_PATTERN, min_length=1, max_length=253)]
 
@@ -118,8 +121,11 @@ class CallerIdAction(StrEnum):
 
 
 class Outbound(Model):
-    allowedPrefixes: list[E164Prefix] = Field(
-        default_factory=list, description="E.164 prefixes this trunk may call; empty: any number."
+    allowedPrefixes: list[AllowedPrefix] | None = Field(
+        None,
+        max_length=1024,
+        description='E.164 prefixes this trunk may call ("+": any number; []: none). Unset: the '
+        "platform's default (edge.trunkDefaults.allowedPrefixes; none unless set: outbound calls refused).",
     )
     callerId: CallerIdPolicy = CallerIdPolicy.DIDS_ONLY
     callerIdAction: CallerIdAction = CallerIdAction.REJECT
@@ -201,8 +207,16 @@ class TrunkSpec(Model):
     auth: TrunkAuth = Field(default_factory=TrunkAuth)
     registration: Registration = Field(default_factory=Registration)
     origination: list[Target] = Field(default_factory=list, max_length=64)
-    channels: int | None = Field(None, ge=1, description="Concurrent calls (in + out); unset: unlimited.")
-    callsPerSecond: float | None = Field(None, gt=0, description="New calls per second; unset: unlimited.")
+    channels: int | None = Field(
+        None, ge=0, le=1_000_000,
+        description="Concurrent calls (in + out); 0: unlimited. Unset: the platform's default "
+        "(edge.trunkDefaults.channels, 30).",
+    )  # fmt: skip
+    callsPerSecond: float | None = Field(
+        None, ge=0, le=100_000,
+        description="New calls per second; 0: unlimited. Unset: the platform's default "
+        "(edge.trunkDefaults.callsPerSecond, 5).",
+    )  # fmt: skip
     outbound: Outbound = Field(default_factory=Outbound)
     codecs: list[Codec] = Field(
         default_factory=lambda: [Codec.PCMU, Codec.PCMA], min_length=1,

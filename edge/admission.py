@@ -23,9 +23,11 @@ log = logging.getLogger("trunkline.edge")
 
 async def admit(ctx: EdgeContext, inc: Incoming, call: Call) -> bool:
     """True when the call may go on (and is held from now on); else the caller was answered 503."""
-    spec = call.trunk.spec
+    spec, defaults = call.trunk.spec, ctx.options.trunk_defaults
     emergency = call.record.emergency
-    channels, per_second = (None, None) if emergency else (spec.channels, spec.callsPerSecond)
+    channels, per_second = (
+        (None, None) if emergency else (defaults.channels_of(spec), defaults.calls_per_second_of(spec))
+    )
     rejection: Rejection | None = None
     started = time.monotonic()
     try:
@@ -34,14 +36,14 @@ async def admit(ctx: EdgeContext, inc: Incoming, call: Call) -> bool:
             call.to_state(ctx.media.snapshot(call)), ctx.options.max_duration + 60,
         )  # fmt: skip
         if verdict is Admission.OVER_RATE:
-            detail = f"over {spec.callsPerSecond}/s"
+            detail = f"over {per_second:g}/s"
             rejection = Rejection(503, "Service Unavailable", "callsPerSecond", detail, retry_after=1)
         elif verdict is Admission.DUPLICATE:
             # A second INVITE for a call in progress (here or at another edge), e.g. a new From-tag
             # to get past the channel cap: a merged request (RFC 3261 8.2.2.2).
             rejection = Rejection(482, "Loop Detected", "callId", "a call with this Call-ID is in progress")
         elif verdict is Admission.NO_CHANNEL:
-            detail = f"all {spec.channels} in use"
+            detail = f"all {channels} in use"
             rejection = Rejection(503, "Service Unavailable", "channels", detail, retry_after=5)
         ctx.metrics.store("admit", time.monotonic() - started)
     except Exception as exc:  # the store is down: no new calls (documented degraded mode)...

@@ -9,7 +9,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from trunkline.core.emergency import DEFAULT_COUNTRIES, installation_numbers
 from trunkline.core.logs import event
 from trunkline.core.state import StateStore
+from trunkline.core.trunk_defaults import TrunkDefaults
 from trunkline.edge.call import Call, Leg, MediaError, MediaPlane
 from trunkline.edge.cdr import CdrSink
 from trunkline.edge.digest import DigestAuthenticator
@@ -51,6 +52,7 @@ class EdgeOptions:
     count_registrations_every: float = 10.0  # seconds between two counts of the trunks' contacts (/metrics)
     # The installation's emergency numbers (--emergency-countries, --emergency-number).
     emergency_numbers: frozenset[str] = installation_numbers(DEFAULT_COUNTRIES)
+    trunk_defaults: TrunkDefaults = field(default_factory=TrunkDefaults)  # caps a trunk leaves unset
 
 
 class Calls:

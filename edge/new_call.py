@@ -72,7 +72,7 @@ def outbound(ctx: EdgeContext, inc: Incoming, trunk: Trunk) -> NewCall | None:
             inc, Rejection(484, "Address Incomplete", "number", f"{user_of(req.uri)!r}"), trunk.name, tag
         )
         return None
-    rejection = check_destination(trunk, number)
+    rejection = check_destination(trunk, number, ctx.options.trunk_defaults)
     if rejection:
         ctx.reject(inc, rejection, trunk.name, tag)
         return None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from trunkline.core import emergency, grpc_tls, observability
+from trunkline.core import emergency, grpc_tls, observability, trunk_defaults
 from trunkline.core.addresses import MediaAddressPolicy, is_loopback
 from trunkline.core.cdr import CdrSettings
 from trunkline.core.http import OpsServer
@@ -294,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--log-level", default=os.environ.get("TRUNKLINE_LOG_LEVEL", "INFO"))
     emergency.add_arguments(parser)
+    trunk_defaults.add_arguments(parser)
     grpc_tls.add_arguments(parser)
     observability.add_arguments(parser)
     return parser
@@ -420,7 +421,13 @@ async def _serve(args: argparse.Namespace) -> int:
         media = RelayMedia(picker=picker, lost_after=args.relay_lost_after, security=security, policy=policy)
     if args.max_call_duration <= 0:
         raise ConfigError("--max-call-duration: must be more than 0 seconds")
-    options = EdgeOptions(max_duration=args.max_call_duration, emergency_numbers=numbers)
+    try:
+        defaults = trunk_defaults.from_arguments(args)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    options = EdgeOptions(
+        max_duration=args.max_call_duration, emergency_numbers=numbers, trunk_defaults=defaults
+    )
     nameservers = [parse_hostport(d, "--dns", default_port=53) for d in args.dns or []]
     resolver = Resolver([(n.host, n.port) for n in nameservers]) if nameservers else None
     component = EdgeComponent(

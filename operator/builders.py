@@ -16,6 +16,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+from trunkline.core.trunk_defaults import TrunkDefaults
 from trunkline.operator.platform import MediaKind, Platform, Resources, ServiceSettings, ServiceType
 
 Manifest = dict[str, Any]
@@ -354,6 +355,7 @@ def build_edge_deployment(
     # Always explicit: an empty list means no country, not the edge's own default.
     args += ["--emergency-countries", ",".join(edge.emergency.countries)]
     args += [arg for number in edge.emergency.numbers for arg in ("--emergency-number", number)]
+    args += _trunk_default_args(edge.trunkDefaults)
     volumes += ({"name": "nonce", "secret": {"secretName": object_name(platform, "nonce")}},)
     container_mounts.append({"name": "nonce", "mountPath": NONCE_MOUNT, "readOnly": True})
     container = _container(platform, namespace, "edge", args, ports, edge.resources)
@@ -362,6 +364,13 @@ def build_edge_deployment(
     # With an HPA the replica count is the HPA's: leaving it out of our apply keeps us from fighting it.
     replicas = None if edge.autoscaling.enabled else edge.replicas
     return _workload(platform, namespace, "Deployment", "edge", template, owner, replicas)
+
+
+def _trunk_default_args(defaults: TrunkDefaults) -> list[str]:
+    """The caps of trunks that set none (edge.trunkDefaults), as the edge's flags."""
+    args = ["--default-channels", str(defaults.channels)]
+    args += ["--default-calls-per-second", f"{defaults.callsPerSecond:g}"]
+    return args + [a for prefix in defaults.allowedPrefixes for a in ("--default-allowed-prefix", prefix)]
 
 
 def build_edge_services(

@@ -29,6 +29,7 @@ from pydantic import (
 
 from trunkline.core.emergency import DEFAULT_COUNTRIES, EMERGENCY_NUMBERS, MAX_EMERGENCY_NUMBERS, Country
 from trunkline.core.models import EmergencyNumber, Model, ObjectName
+from trunkline.core.trunk_defaults import TrunkDefaults
 
 PLATFORM_KEY = "platform.yaml"
 
@@ -159,6 +160,7 @@ class Edge(Model):
     )
     nonceKeyRotationHours: NonceKeyRotationHours = 24
     emergency: Emergency = Field(default_factory=Emergency)
+    trunkDefaults: TrunkDefaults = Field(default_factory=TrunkDefaults)  # the edges' --default-* flags
 
 
 class MediaKind(StrEnum):

@@ -97,7 +97,7 @@ def trunk_problems(trunk: Trunk, config: ConfigSet) -> list[StatusProblem]:
         if problem:
             problems.append(problem)
     carriers = [c for (ns, _), c in config.carriers.items() if ns == namespace]
-    for prefix in trunk.spec.outbound.allowedPrefixes:
+    for prefix in trunk.spec.outbound.allowedPrefixes or []:
         # A carrier serves every number of `prefix` if one of its prefixes (or the default route) covers it.
         if not any(
             not c.spec.prefixes or any(prefix.startswith(p) for p in c.spec.prefixes) for c in carriers

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints
 
 from trunkline.core.models import Model, ObjectName
+from trunkline.core.trunk_defaults import TrunkDefaults
 from trunkline.operator.platform import (
     DEFAULT_MEDIA_DENY_CIDRS,
     MEDIA_DENY_DESCRIPTION,
@@ -157,6 +158,11 @@ class EdgeValues(Model):
     )
     nonceKeyRotationHours: NonceKeyRotationHours = 24
     emergency: Emergency = Field(default_factory=Emergency)
+    trunkDefaults: TrunkDefaults = Field(
+        default_factory=TrunkDefaults,
+        description="Caps of a Trunk that leaves channels, callsPerSecond or outbound.allowedPrefixes unset "
+        '(docs/security.md); 0 / "+": unlimited, only when written down.',
+    )
 
 
 class MediaValues(Model):

@@ -33,7 +33,10 @@ def test_problems_exit_1_naming_file_document_field(trunkline_bin: str, tmp_path
 
 def test_wide_open_trunk_warns_but_validates(trunkline_bin: str, tmp_path: Path) -> None:
     trunk = tmp_path / "open.yaml"
-    trunk.write_text("apiVersion: trunkline.io/v1alpha1\nkind: Trunk\nmetadata: {name: open}\nspec: {}\n")
+    trunk.write_text(
+        "apiVersion: trunkline.io/v1alpha1\nkind: Trunk\nmetadata: {name: open}\n"
+        "spec: {channels: 0, callsPerSecond: 0, outbound: {allowedPrefixes: ['+']}}\n"
+    )
     result = subprocess.run([trunkline_bin, "validate", "-f", str(tmp_path)], capture_output=True, text=True,
                             timeout=30)  # fmt: skip
     assert result.returncode == 0

@@ -81,6 +81,9 @@ FIRST: dict[str, Any] = {
     "edge.nonceKeyRotationHours": 5,
     "edge.emergency.countries": ["UK", "AU"],
     "edge.emergency.numbers": ["9911", "19112"],
+    "edge.trunkDefaults.channels": 31,
+    "edge.trunkDefaults.callsPerSecond": 6.5,
+    "edge.trunkDefaults.allowedPrefixes": ["+49", "+33"],
     "media.kind": "DaemonSet",
     "media.port": 9011,
     "media.portRange.start": 30000,
@@ -257,6 +260,13 @@ CHECKS: dict[str, Check | Callable[[dict[str, dict[str, Any]]], bool]] = {
     "edge.emergency.countries": lambda o: '"--emergency-countries", "UK,AU"' in json.dumps(o[EDGE]),
     "edge.emergency.numbers": lambda o: all(
         f'"--emergency-number", "{n}"' in json.dumps(o[EDGE]) for n in ("9911", "19112")
+    ),
+    "edge.trunkDefaults.channels": lambda o: '"--default-channels", "31"' in json.dumps(o[EDGE]),
+    "edge.trunkDefaults.callsPerSecond": lambda o: (
+        '"--default-calls-per-second", "6.5"' in json.dumps(o[EDGE])
+    ),
+    "edge.trunkDefaults.allowedPrefixes": lambda o: all(  # each prefix as one flag
+        f'"--default-allowed-prefix", "{prefix}"' in json.dumps(o[EDGE]) for prefix in ("+49", "+33")
     ),
     "media.kind": (MEDIA_DS, {"hostNetwork": True}),
     "media.port": (MEDIA_DS, "$(POD_IP):9011"),  # host network: the pod's address only
