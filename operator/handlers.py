@@ -53,6 +53,7 @@ CREDENTIAL_SECRET_TYPES = ("Opaque", "kubernetes.io/basic-auth")
 # The API server refuses an object we built from the platform (a bad quantity, label...): the
 # platform's fault, so a refusal like a model error. Other errors are the connection's or the RBAC's.
 REFUSING_STATUSES = (400, 422)
+UNCONVERTIBLE_OBJECT = ("failed to convert new object", "failed to create typed patch object")
 
 registry = kopf.OperatorRegistry()
 
@@ -179,7 +180,7 @@ class State:
         except ValueError as exc:  # a bad platform: keep running, the chart's owner must fix it
             refusal = str(exc)
         except ApiException as exc:
-            if exc.status not in REFUSING_STATUSES:  # unreachable, forbidden...: not the platform's fault
+            if not refused_by_api_server(exc):  # unreachable, forbidden...: not the platform's fault
                 log.error("platform %s/%s not applied: %s", namespace, name, api_error_message(exc))
                 return
             refusal = f"the API server refused an object: {api_error_message(exc)}"
@@ -221,6 +222,15 @@ class State:
                       meta["namespace"], meta["name"], exc.status, exc.reason)  # fmt: skip
             return
         self._refused = why
+
+
+def refused_by_api_server(exc: ApiException) -> bool:
+    """An object built from the platform is bad: 400/422, or the 500 server-side apply answers when a
+    field does not convert to its type (e.g. a CPU quantity "lots"): the same every time, so a refusal."""
+    if exc.status in REFUSING_STATUSES:
+        return True
+    message = api_error_message(exc)
+    return exc.status == 500 and any(marker in message for marker in UNCONVERTIBLE_OBJECT)
 
 
 def api_error_message(exc: ApiException) -> str:

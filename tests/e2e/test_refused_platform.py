@@ -165,6 +165,17 @@ def test_an_object_the_api_server_refuses_is_a_refusal_too(
     assert [e for e in refusals(k) if "metadata.annotations" in str(e["message"])]  # a new reason: an Event
 
 
+def test_a_quantity_server_side_apply_cannot_convert_is_a_refusal_too(
+    refused: tuple[Cluster, Path], tmp_path: Path
+) -> None:
+    # The model and the values schema take any quantity text; server-side apply answers 500 for "lots".
+    k, _ = refused
+    upgrade(k, "edge.autoscaling.minReplicas=5", "edge.resources.limits.cpu=lots")
+    wait_for(lambda: "quantities must match" in str((verdict(k) or {}).get("message")), "the new verdict", 60)
+    result = run_check(k, tmp_path, helm_test_args(k))
+    assert result.returncode == 1 and "quantities must match" in result.stderr, result
+
+
 def test_a_fixed_platform_passes_helm_test_once_control_answers(
     refused: tuple[Cluster, Path], tmp_path: Path, control: str
 ) -> None:

@@ -4,11 +4,14 @@ content."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from tests.unit.test_operator_status import CREDS, conditions, trunk_body
+from trunkline.operator.handlers import api_error_message, refused_by_api_server
 from trunkline.operator.platform_check import CheckFailed, judge
 from trunkline.operator.status import plan_statuses
 from trunkline.operator.verdict import STATUS_ANNOTATION, read_verdict, verdict, verdict_patch
@@ -74,3 +77,20 @@ def test_every_trunk_shows_the_platform_verdict() -> None:
     # An operator without --platform judges none: no such condition.
     (none,) = plan_statuses(objects, [CREDS], now=T1)
     assert "PlatformReady" not in conditions(none.status)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "refused"),
+    [
+        (422, 'Service "x" is invalid: metadata.annotations: Invalid value', True),
+        (400, "bad request", True),
+        (500, "failed to convert new object (ns/x; apps/v1, Kind=Deployment) to proper version", True),
+        (500, "etcdserver: request timed out", False),  # the server's trouble: no verdict on the platform
+        (403, "forbidden", False),
+    ],
+)
+def test_which_api_errors_are_the_platforms_fault(status: int, message: str, refused: bool) -> None:
+    exc = ApiException(status=status, reason="x")
+    exc.body = json.dumps({"kind": "Status", "message": message})
+    assert refused_by_api_server(exc) is refused
+    assert api_error_message(exc) == message
