@@ -1,6 +1,6 @@
 """Fetch, build, apply: the operator's two reconcilers, synchronous and free of kopf.
 
-- `reconcile_platform`: the platform ConfigMap -> the data plane (control, edge, media).
+- `apply_platform_configmap`: the platform ConfigMap -> the data plane (control, edge, media).
 - `sweep_namespace`: the Trunks, DIDs, Carriers and Secrets of a namespace -> their status.
   One resource's status depends on others (a DID on its trunk, a trunk on carriers and its Secret),
   so a change anywhere in a namespace re-checks all of it; only statuses that differ are written.
@@ -27,14 +27,6 @@ from trunkline.operator.status import StatusUpdate, now_rfc3339, plan_statuses
 from trunkline.operator.verdict import Verdict
 
 log = logging.getLogger(__name__)
-
-
-def reconcile_platform(kube: Kube, namespace: str, name: str) -> None:
-    """Apply the data plane the platform ConfigMap describes; ValueError when it is missing or bad."""
-    configmap = kube.get("v1", "ConfigMap", namespace, name)
-    if configmap is None:
-        raise ValueError(f"platform ConfigMap {namespace}/{name} not found")
-    apply_platform_configmap(kube, configmap)
 
 
 def apply_platform_configmap(kube: Kube, configmap: dict[str, Any]) -> None:
