@@ -5,6 +5,7 @@ content."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.unit.test_operator_status import CREDS, conditions, trunk_body
 from trunkline.operator.handlers import api_error_message, refused_by_api_server
-from trunkline.operator.platform_check import CheckFailed, judge
+from trunkline.operator.platform_check import CheckFailed, judge, wait_applied
 from trunkline.operator.status import plan_statuses
 from trunkline.operator.verdict import STATUS_ANNOTATION, read_verdict, verdict, verdict_patch
 
@@ -94,3 +95,9 @@ def test_which_api_errors_are_the_platforms_fault(status: int, message: str, ref
     exc.body = json.dumps({"kind": "Status", "message": message})
     assert refused_by_api_server(exc) is refused
     assert api_error_message(exc) == message
+
+
+def test_no_verdict_on_the_current_content_in_time_is_a_failure_that_says_so() -> None:
+    with pytest.raises(CheckFailed, match="has not applied platform voice/tl-platform as it is now"):
+        wait_applied(lambda: platform_configmap(), "voice/tl-platform", deadline=time.monotonic())
+    wait_applied(lambda: recorded(platform_configmap(), None), "voice/tl-platform", deadline=time.monotonic())
