@@ -30,6 +30,7 @@ from trunkline.core.models import (
     Trunk,
 )
 from trunkline.core.state import aor_of
+from trunkline.operator.verdict import Verdict
 
 # Reasons a resource is not Ready.
 MISSING_SECRET = "MissingSecret"
@@ -41,6 +42,7 @@ DRAINING = "Draining"
 RECONCILED = "Reconciled"
 
 DRAIN_ANNOTATION = "trunkline.io/drain-deadline"
+PLATFORM_READY = "PlatformReady"  # a Trunk's condition: the operator's verdict on the platform
 
 
 @dataclass(frozen=True)
@@ -208,9 +210,22 @@ def drain_problem(trunk: Trunk) -> StatusProblem | None:
     return StatusProblem(DRAINING, f"deleted: no new calls; live calls may last until {deadline}")
 
 
-def build_trunk_status(trunk: Trunk, config: ConfigSet, *, now: str) -> dict[str, Any]:
-    """Conditions only: the live counts are written apart (`counts_patch`), on their own schedule."""
-    return _status(trunk, trunk_problems(trunk, config), now, drain_problem(trunk))
+def build_trunk_status(
+    trunk: Trunk, config: ConfigSet, *, now: str, platform: Verdict | None = None
+) -> dict[str, Any]:
+    """Conditions only: the live counts are written apart (`counts_patch`), on their own schedule.
+    With the operator's verdict on the platform, also `PlatformReady`: whether the data plane that
+    carries the trunk's calls is deployed as the chart's values say (not part of Ready: a refused
+    upgrade leaves the previous data plane running)."""
+    status = _status(trunk, trunk_problems(trunk, config), now, drain_problem(trunk))
+    if platform is not None:
+        previous = {c.type: c for c in (trunk.status.conditions if trunk.status else [])}
+        message = "" if platform.applied else f"platform settings refused: {platform.message}"
+        generation = trunk.metadata.generation
+        status["conditions"].append(
+            _condition(PLATFORM_READY, platform.applied, platform.reason, message, generation, previous, now)
+        )
+    return status
 
 
 def build_did_status(
@@ -318,8 +333,10 @@ def plan_statuses(
     secrets: list[dict[str, Any]],
     *,
     now: str,
+    platform: Verdict | None = None,
 ) -> list[StatusUpdate]:
-    """The status writes one namespace needs: `objects` maps kind -> API bodies, `secrets` its Secrets.
+    """The status writes one namespace needs: `objects` maps kind -> API bodies, `secrets` its Secrets,
+    `platform` the operator's last verdict on the platform (None: no PlatformReady condition).
 
     A body the API server accepted but the model rejects gets an Invalid status and takes no part in
     the checks of the others; a Trunk being deleted takes no part either (its DIDs lose their trunk).
@@ -352,7 +369,7 @@ def plan_statuses(
     duplicates = duplicate_claims(config)
     for body, item in parsed:
         if isinstance(item, Trunk):
-            status = build_trunk_status(item, config, now=now)
+            status = build_trunk_status(item, config, now=now, platform=platform)
         elif isinstance(item, DID):
             status = build_did_status(item, config, now=now, duplicates=duplicates)
         else:

@@ -4,6 +4,7 @@
   trunkline up -f PATH...         the embedded default: control + edge + media in one process
   trunkline control|edge|media|cdr  one component per process, as run in Kubernetes
   trunkline operator              the Kubernetes operator (kopf)
+  trunkline platform-check        the chart's `helm test`: platform applied by the operator, control ready
 
 Every error a user can cause is one readable line and a non-zero exit, never a traceback.
 """
@@ -92,6 +93,10 @@ COMPONENTS = {
     "media": ("a media relay", "trunkline.media.server"),
     "operator": ("the Kubernetes operator (kopf)", "trunkline.operator.main"),
     "cdr": ("the CDR exporter (store stream -> JSON lines, PostgreSQL, webhook)", "trunkline.cdr.server"),
+    "platform-check": (
+        "helm test: is the platform applied and control ready",
+        "trunkline.operator.platform_check",
+    ),
 }
 
 

@@ -169,6 +169,7 @@ def test_rbac_is_least_privilege() -> None:
         *(f"tl-trunkline-grpc-{c}" for c in ("ca", "control", "edge", "media")),
     }
     assert ("", "configmaps", "get", "tl-trunkline-platform") in data_plane
+    assert ("", "configmaps", "patch", "tl-trunkline-platform") in data_plane  # its verdict, an annotation
     # ...and only to get and patch them.
     assert {r[2] for r in data_plane if r[1] == "secrets" and r[3] != "*"} == {"get", "patch"}
     # The operator may update and remove the CDR exporter's Deployment, and only that one by that name.
@@ -196,12 +197,25 @@ def test_namespace_scope_uses_roles() -> None:
     assert "--namespace=voice" in args and "--all-namespaces" not in args
 
 
-def test_helm_test_hook_checks_control() -> None:
-    pod = one(render(), "Pod")
+def test_helm_test_hook_checks_the_platform_and_control() -> None:
+    docs = render("operator.resyncSeconds=30")
+    pod = one(docs, "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    script = pod["spec"]["containers"][0]["command"][-1]
-    assert "http://tl-trunkline-control.voice.svc:8080/readyz" in script
-    compile(script, "helm-test", "exec")  # the Python it runs is valid
+    assert pod["spec"]["containers"][0]["args"] == [
+        "platform-check",
+        "--platform=voice/tl-trunkline-platform",
+        "--control-url=http://tl-trunkline-control.voice.svc:8080/readyz",
+        "--timeout=120",  # two resyncs and a minute
+    ]
+    # Its ServiceAccount reads the platform ConfigMap, and nothing else.
+    assert pod["spec"]["serviceAccountName"] == "tl-trunkline-test"
+    assert rules(docs, "Role", "tl-trunkline-test") == {("", "configmaps", "get", "tl-trunkline-platform")}
+    [binding] = [
+        d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "tl-trunkline-test"
+    ]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "tl-trunkline-test", "namespace": "voice"}
+    ]
 
 
 @pytest.mark.parametrize(
