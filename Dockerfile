@@ -9,6 +9,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY . .
 # The install is a venv built in a throwaway stage: no compiler or source tree in the final image.
+# Pruned after the install, as nothing runs them: the installer (pip, setuptools) and the Kubernetes
+# client's asyncio copy, kubernetes/aio (~70 MB; kopf speaks aiohttp, our code the synchronous client).
 RUN python3 -m venv /opt/trunkline \
     && if [ -n "$WHEELS" ]; then \
          /opt/trunkline/bin/pip install --no-index --find-links "/src/$WHEELS" trunkline; \
@@ -16,7 +18,9 @@ RUN python3 -m venv /opt/trunkline \
          apt-get update && apt-get install -y --no-install-recommends build-essential \
          && /opt/trunkline/bin/pip install /src; \
        fi \
-    && cd / && /opt/trunkline/bin/python -c 'import trunkline.cli'
+    && /opt/trunkline/bin/python -m pip uninstall --yes --quiet pip setuptools \
+    && rm -rf /opt/trunkline/lib/python3*/site-packages/kubernetes/aio \
+    && cd / && /opt/trunkline/bin/python -c 'import trunkline.cli, kubernetes, kopf'
 
 FROM ${BASE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/trunkline/bin:/usr/local/bin:/usr/bin:/bin

@@ -79,7 +79,10 @@ if ! podman image exists "$image"; then
     buildah build --quiet --pull=never --network=none --layers=false \
         --build-arg BASE="$base_image" --build-arg WHEELS=wheels -t "$image" "$ctx" >/dev/null
 fi
-log "image size: $(podman image inspect --format '{{.Size}}' "$image") bytes"
+log "image size: $(podman image inspect --format '{{.Size}}' "$image") bytes unpacked"
+oci="$out/${image#localhost/}.oci.tar"; oci="${oci//:/_}"
+[[ -s "$oci" ]] || podman save --quiet --format oci-archive -o "$oci" "$image"
+log "image size: $(stat -c %s "$oci") bytes compressed (the OCI archive: what a registry stores and pulls)"
 
 # ------------------------------------------------------------------ pause
 pause_image="localhost/pause:3.10"
