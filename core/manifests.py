@@ -212,6 +212,9 @@ def check_references(config: ConfigSet) -> list[ManifestProblem]:
         auth = carrier.spec.auth
         if auth and (carrier.metadata.namespace, auth.credentialsSecret) not in config.secrets:
             problem(carrier, "spec.auth.credentialsSecret", f"no Secret named {auth.credentialsSecret!r}")
+        registration = carrier.spec.registration
+        if registration.enabled and auth is None and registration.user is None:
+            problem(carrier, "spec.registration", "registering needs spec.auth (credentials) or a user")
     return problems
 
 

@@ -205,6 +205,30 @@ class CarrierAuth(Model):
     credentialsSecret: ObjectName
 
 
+class CarrierRegistration(Model):
+    """Outbound registration to the carrier (docs/carriers.md): one edge at a time keeps it alive."""
+
+    enabled: bool = False
+    registrar: SipUri | None = Field(None, description="Where to REGISTER; default: the gateways in order.")
+    expires: int = Field(600, ge=60, le=86400, description="Registration lifetime asked for (s).")
+    user: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9+._~!$&'()*=;,-]+$",
+        description="User part of the address of record; default: the credentials' username.",
+    )
+
+
+class CarrierHealth(Model):
+    """OPTIONS probes of each gateway (docs/carriers.md); routing skips gateways found down."""
+
+    interval: float = Field(10.0, ge=0.5, le=3600, description="Seconds between probes of a gateway.")
+    timeout: float = Field(2.0, gt=0, le=60, description="Seconds without an answer that fail a probe.")
+    failuresToDown: int = Field(3, ge=1, le=100, description="Failed probes in a row that mark it down.")
+    successesToUp: int = Field(2, ge=1, le=100, description="Answered probes in a row that mark it up.")
+
+
 class CarrierSpec(Model):
     gateways: list[Target] = Field(min_length=1, max_length=64)
     prefixes: list[E164Prefix] = Field(
@@ -216,6 +240,10 @@ class CarrierSpec(Model):
     auth: CarrierAuth | None = None
     numbering: Numbering | None = None
     flood: FloodLimits = Field(default_factory=FloodLimits)
+    registration: CarrierRegistration = Field(default_factory=CarrierRegistration)
+    health: CarrierHealth | None = Field(
+        None, description="Probe the gateways with OPTIONS; unset: no probes."
+    )
 
 
 class Condition(BaseModel):

@@ -79,7 +79,7 @@ def outbound(ctx: EdgeContext, inc: Incoming, trunk: Trunk) -> NewCall | None:
         ctx.reject(inc, rejection or Rejection(403, "Forbidden", "callerId"), trunk.name, tag)
         return None
     call = new_call(ctx, inc, trunk, Direction.OUTBOUND, caller, number, tag)
-    targets = outbound_targets(number, ctx.directory.carriers)
+    targets = outbound_targets(number, ctx.directory.carriers, down=ctx.gateways_down)
     return NewCall(call, caller, number, targets=[(t, number) for t in targets])
 
 
