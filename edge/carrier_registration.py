@@ -62,14 +62,18 @@ class Progress:
 
     @classmethod
     def from_state(cls, state: dict[str, Any] | None) -> Progress:
+        """The stored progress; fields of the wrong type (another version, a bad write) start afresh."""
         if not state:
             return cls()
-        names = {f.name for f in dataclasses.fields(cls)}
-        try:
-            found = cls(**{k: v for k, v in state.items() if k in names})
-        except TypeError:
-            return cls()
-        return found if isinstance(found.cseq, int) and isinstance(found.call_id, str) else cls()
+        progress = cls()
+        for name, default in dataclasses.asdict(progress).items():
+            value = state.get(name, default)
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if type(value) is not type(default):
+                return cls()
+            setattr(progress, name, value)
+        return progress
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,7 @@ class Upkeep:
                 await self.ctx.sleep(self.lease_ttl / 3)
 
     async def _register_round(self, carrier: Carrier, name: str, machine: CarrierRegistration) -> None:
-        was = machine.progress.registered(self.ctx.clock()), machine.progress.failures
+        was = machine.progress.registered_until, machine.progress.failures
         step = machine.handle_timer(self.ctx.clock())
         while step.request is not None and step.target is not None:
             if not await self._hold(name):
@@ -170,10 +170,10 @@ class Upkeep:
             now = self.ctx.clock()
             step = machine.receive(response, now) if response is not None else machine.no_answer(now)
         progress, now = machine.progress, self.ctx.clock()
-        state = {**progress.to_state(), "holder": self.ctx.owner, "registrar": str(machine.registrar)}
+        state = {**progress.to_state(), "holder": self.ctx.owner, "registrar_uri": str(machine.registrar)}
         ttl = max(progress.registered_until - now, 0) + machine.plan.expires + 2 * self.lease_ttl
         await self.ctx.store.put_upkeep(name, state, ttl)
-        if progress.registered(now) and not was[0]:
+        if progress.registered_until > was[0]:  # a 200 this round (a refresh too: one line per refresh)
             expires = round(progress.registered_until - now)
             event(log, logging.INFO, "carrier registered", carrier=carrier.name, edge=self.ctx.owner,
                   registrar=str(machine.registrar), expires=expires)  # fmt: skip

@@ -72,6 +72,8 @@ def test_a_new_holder_continues_the_binding_from_the_store() -> None:
     assert (again.call_id, again.cseq.seq) == (request.call_id, request.cseq.seq + 1)
     assert Progress.from_state({"cseq": "x", "call_id": "c"}) == Progress()
     assert Progress.from_state({"call_id": 5, "cseq": 1}).call_id == ""  # hostile state: start afresh
+    assert Progress.from_state({**stored, "registrar": "sip:x"}) == Progress()
+    assert Progress.from_state({**stored, "registered_until": 5, "holder": "edge-a"}).registered_until == 5.0
 
 
 def test_failures_back_off_exponentially_bounded_and_move_to_the_next_registrar() -> None:

@@ -1,0 +1,129 @@
+"""Carrier upkeep with real processes: two `trunkline edge` processes over Redis keep one registration
+to a challenging registrar (one edge at a time; SIGKILL the holder and the other takes over), the
+carrier's inbound call to the registered Contact reaches the DID's PBX, and a gateway that stops
+answering OPTIONS is marked down, skipped by calls and taken back when it answers again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.support.carrier_peer import CarrierPeer
+from tests.support.cdr_cluster import Cluster
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisProcess
+from tests.support.trunkline_up import Up
+from trunkline.sip.ua import UserAgent
+
+# The edges' shared address is on their own host address, as a pod's is: answers to their requests go
+# to Via's port at the source address (RFC 3261 18.2.2), which must be the edge's own socket.
+SERVICE_IP = "127.0.0.1"
+DID = "+14155550100"
+
+
+def manifests(gateways: list[int], pbx_port: int, carrier_spec: dict[str, Any]) -> str:
+    """Carrier `pstn` (gateways on 127.0.0.1, in priority order; calls from 127.0.0.1; credentials
+    trunk-7), trunk `acme` (IP ACL 127.0.0.2, origination 127.0.0.4:pbx_port) and its DID."""
+    origination = [{"uri": f"sip:127.0.0.4:{pbx_port}"}]
+    spec = {
+        "gateways": [
+            {"uri": f"sip:127.0.0.1:{port}", "priority": 10 * (i + 1)} for i, port in enumerate(gateways)
+        ],
+        "inboundCidrs": ["127.0.0.1/32"],
+        "auth": {"credentialsSecret": "pstn-creds"},
+        **carrier_spec,
+    }
+    docs = [
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": "pstn-creds", "labels": {"trunkline.io/credentials": ""}},
+         "stringData": {"username": "trunk-7", "password": "carrier-s3cret"}},
+        {"apiVersion": "trunkline.io/v1alpha1", "kind": "Carrier", "metadata": {"name": "pstn"},
+         "spec": spec},
+        {"apiVersion": "trunkline.io/v1alpha1", "kind": "Trunk", "metadata": {"name": "acme"},
+         "spec": {"auth": {"ipAcl": ["127.0.0.2/32"]}, "origination": origination}},
+        {"apiVersion": "trunkline.io/v1alpha1", "kind": "DID", "metadata": {"name": "main"},
+         "spec": {"number": DID, "trunkRef": "acme"}},
+    ]  # fmt: skip
+    return "\n---\n".join(json.dumps(d) for d in docs)
+
+
+async def wait_until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    """Poll `check` (run off the loop: it may block on HTTP) until truthy, with a generous deadline."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await asyncio.to_thread(check)
+        if last:
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def gauge(edge: Up, name: str, **labels: str) -> float | None:
+    """A sample of `name` with these labels on the edge's /metrics (None: not there)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{edge.http_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def test_one_edge_registers_and_the_other_takes_over_when_it_dies(
+    tmp_path: Path, redis: RedisProcess, pbx_port: int
+) -> None:
+    registrar = CarrierPeer(username="trunk-7", password="carrier-s3cret", grant=60)
+    pbx = UserAgent("127.0.0.4")
+    port = (await registrar.start())[1]
+    await pbx.start(pbx_port)
+    service = f"{SERVICE_IP}:{free_port()}"
+    cluster = Cluster(tmp_path, redis, port, service=service)
+    cluster.text = manifests([port], pbx_port, {"registration": {"enabled": True}})
+    try:
+        edges = {name: cluster.start(name) for name in ("a", "b")}
+        vias = {f"127.0.0.1:{edge.sip_port}": name for name, edge in edges.items()}
+        await wait_until(lambda: registrar.registered, "a first registration")
+        first = registrar.registered[0]
+        assert registrar.challenged >= 1  # the 401 was answered with the carrier's credentials
+        assert first.contact == f"sip:trunk-7@{service}" and first.expires == 60  # min(600, theirs)
+        holder = vias[first.via]
+        other = "b" if holder == "a" else "a"
+        for name in ("a", "b"):  # both edges show what the store says
+            shown = lambda n=name: gauge(edges[n], "trunkline_carrier_registered", carrier="pstn") == 1  # noqa: E731
+            await wait_until(shown, f"edge {name}'s registered gauge")
+        # Two lease renewals later, still only the holder has sent REGISTERs.
+        await asyncio.sleep(8)
+        assert {vias[r.via] for r in registrar.registered} == {holder}, registrar.registered
+
+        # The carrier's call to the registered Contact reaches the DID's PBX.
+        contact_host, contact_port = service.split(":")
+        status = await registrar.call(f"sip:{DID}@{service}", (contact_host, int(contact_port)),
+                                      from_user="+442071234567")  # fmt: skip
+        assert status == 200 and pbx.calls_answered == 1
+
+        count = len(registrar.registered)
+        killed = time.monotonic()
+        cluster.signal(holder, signal.SIGKILL)
+        await wait_until(lambda: len(registrar.registered) > count, "a registration by the other edge")
+        took = registrar.registered[-1].at - killed
+        print(f"registration taken over {took:.1f} s after its holder was killed")
+        again = registrar.registered[-1]
+        assert vias[again.via] == other
+        # The same binding goes on: same Call-ID, CSeq higher (RFC 3261 10.2.4).
+        assert again.call_id == first.call_id and again.cseq > registrar.registered[count - 1].cseq
+        assert took < 45, "the lease (10 s) and a renewal period should be all it takes"
+        assert re.search(r"carrier registered.*edge-" + other, cluster.edges[other].output())
+    finally:
+        cluster.stop()
+        await registrar.close()
+        await pbx.close()
