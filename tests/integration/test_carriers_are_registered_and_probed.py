@@ -127,3 +127,47 @@ async def test_one_edge_registers_and_the_other_takes_over_when_it_dies(
         cluster.stop()
         await registrar.close()
         await pbx.close()
+
+
+async def test_a_silent_gateway_is_marked_down_skipped_and_taken_back(tmp_path: Path, pbx_port: int) -> None:
+    first, second = CarrierPeer(), CarrierPeer()
+    ports = [(await first.start())[1], (await second.start())[1]]
+    uris = [f"sip:127.0.0.1:{port}" for port in ports]
+    health = {"interval": 0.5, "timeout": 1, "failuresToDown": 2, "successesToUp": 2}
+    edge = Up(tmp_path / "edge", manifests(ports, pbx_port, {"health": health}), command="edge").start()
+    pbx = UserAgent("127.0.0.2")
+    await pbx.start()
+    edge_addr = ("127.0.0.1", edge.sip_port)
+
+    async def call() -> int:
+        return await pbx.call(f"sip:+14155551234@{edge.sip}", edge_addr, from_user=DID)
+
+    def up(uri: str) -> float | None:
+        return gauge(edge, "trunkline_gateway_up", carrier="pstn", gateway=uri)
+
+    try:
+        for uri in uris:  # a probe's round trip shows once it is answered
+            probed = lambda u=uri: (gauge(edge, "trunkline_gateway_probe_seconds", gateway=u) or 0) > 0  # noqa: E731
+            await wait_until(probed, f"{uri} probed")
+            assert up(uri) == 1
+        assert first.options >= 1 and second.options >= 1
+        assert await call() == 200 and (first.invites, second.invites) == (1, 0)
+
+        first.silent = True  # stops answering anything
+        silenced = time.monotonic()
+        await wait_until(lambda: up(uris[0]) == 0, "the silent gateway marked down")
+        print(f"silent gateway marked down after {time.monotonic() - silenced:.1f} s (interval 0.5 s x 2)")
+        assert "gateway down" in edge.output()
+        placed = time.monotonic()
+        assert await call() == 200
+        print(f"call past the down gateway answered in {time.monotonic() - placed:.2f} s")
+        assert (first.invites, second.invites) == (1, 1)  # the down gateway was not even tried
+
+        first.silent = False
+        await wait_until(lambda: up(uris[0]) == 1, "the gateway taken back once it answers")
+        assert "gateway up" in edge.output()
+        assert await call() == 200 and (first.invites, second.invites) == (2, 1)
+    finally:
+        edge.stop()
+        for ua in (pbx, first, second):
+            await ua.close()
