@@ -11,6 +11,9 @@
   channel, registered contacts) into its status every `counts_interval`, writing only changes, and a
   drain waits for the trunk's calls. Without the store the operator knows no counts: the status has
   none, and a drain ends at once.
+- With the store, a daemon per Carrier reads its registration and gateway health as the edges keep
+  them (edge/upkeep.py) every `counts_interval` and asks for a sweep when they change: the Carrier's
+  `Registered` and `Degraded` conditions follow.
 Nothing here raises on a bad object: problems end up in status or in the log.
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,13 +33,15 @@ from pydantic import ValidationError
 
 from trunkline.core import telemetry
 from trunkline.core.models import API_VERSION, GROUP, VERSION, Secret, Trunk
-from trunkline.core.state import StateStore, StoreUnavailable, trunk_key
+from trunkline.core.state import StateStore, StoreUnavailable, trunk_key, upkeep_key
 from trunkline.core.state_redis import RedisStore
 from trunkline.operator.kube import Kube, connect
 from trunkline.operator.reconcile import reconcile_platform, sweep_namespace, warning_event
 from trunkline.operator.status import (
     DRAIN_ANNOTATION,
     CallCounts,
+    CarrierUpkeep,
+    carrier_upkeep,
     counts_patch,
     drain_deadline,
     drain_done,
@@ -102,11 +108,12 @@ class State:
     sweeper: Sweeper = field(init=False)
     _resync_task: asyncio.Task[None] | None = None
     _store_ok: bool = True
+    upkeep: dict[tuple[str, str], CarrierUpkeep] = field(default_factory=dict)  # by Carrier key
     _refused: str | None = None  # the reason last reported for the platform, while it is refused
 
     def start(self) -> None:
         self.kube = Kube(connect())
-        self.sweeper = Sweeper(lambda ns: sweep_namespace(self.kube, ns))
+        self.sweeper = Sweeper(lambda ns: sweep_namespace(self.kube, ns, dict(self.upkeep)))
         self._resync_task = asyncio.get_running_loop().create_task(self._resync_loop())
 
     async def stop(self) -> None:
@@ -131,6 +138,16 @@ class State:
             log.info("live counts available again")
         self._store_ok = True
         return CallCounts(calls, contacts)
+
+    async def read_upkeep(self, namespace: str, name: str) -> CarrierUpkeep | None:
+        """A Carrier's upkeep from the store; None when it cannot say."""
+        assert self.store is not None
+        try:
+            registration = await self.store.upkeep(upkeep_key("registration", namespace, name))
+            health = await self.store.upkeep(upkeep_key("health", namespace, name))
+        except StoreUnavailable:
+            return None
+        return carrier_upkeep(registration, health, time.time())
 
     async def write_counts(self, namespace: str, name: str, status: Any, counts: CallCounts | None) -> None:
         patch = counts_patch(status, counts)
@@ -269,6 +286,25 @@ async def live_counts(
             if counts is not None:  # else the store is out of reach: keep the last counts
                 await state.write_counts(namespace, name, body.get("status"), counts)
         await stopped.wait(state.counts_interval)
+
+
+@kopf.daemon(GROUP, VERSION, "carriers", id="carrier-upkeep", registry=registry)
+async def carrier_upkeep_daemon(
+    stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """Follow the Carrier's registration and gateway health in the store; a change asks for a sweep
+    of its namespace, which writes the conditions (one writer of the status: the sweep)."""
+    assert namespace is not None  # carriers are namespaced
+    state, key = _state(memo), (namespace, name)
+    try:
+        while not stopped and state.store is not None:
+            seen = await state.read_upkeep(namespace, name)
+            if seen is not None and seen != state.upkeep.get(key):
+                state.upkeep[key] = seen
+                state.sweeper.request(namespace)
+            await stopped.wait(state.counts_interval)
+    finally:
+        state.upkeep.pop(key, None)
 
 
 @kopf.on.event(GROUP, VERSION, "trunks", registry=registry)

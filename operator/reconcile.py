@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -23,7 +24,7 @@ from trunkline.operator.kube import Kube
 from trunkline.operator.network_policies import build_network_policies, stale_policies
 from trunkline.operator.nonce import nonce_secret_update
 from trunkline.operator.platform import Platform, parse_platform
-from trunkline.operator.status import StatusUpdate, now_rfc3339, plan_statuses
+from trunkline.operator.status import CarrierUpkeep, StatusUpdate, now_rfc3339, plan_statuses
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +104,16 @@ def warning_event(obj: dict[str, Any], reason: str, message: str, now: str) -> d
     }  # fmt: skip
 
 
-def sweep_namespace(kube: Kube, namespace: str) -> list[StatusUpdate]:
-    """Write the statuses that changed; return them."""
+def sweep_namespace(
+    kube: Kube, namespace: str, upkeep: Mapping[tuple[str, str], CarrierUpkeep] | None = None
+) -> list[StatusUpdate]:
+    """Write the statuses that changed; return them. `upkeep`: the Carriers' registration and gateway
+    health as last read from the edges' store."""
     objects = {kind: kube.list(API_VERSION, kind, namespace) for kind in RESOURCE_KINDS}
     if not any(objects.values()):
         return []  # e.g. a Secret changed in a namespace without trunkline resources
     secrets = kube.list("v1", "Secret", namespace)
-    updates = plan_statuses(objects, secrets, now=now_rfc3339())
+    updates = plan_statuses(objects, secrets, now=now_rfc3339(), upkeep=upkeep)
     written = []
     for update in updates:
         patch = {"status": update.status}

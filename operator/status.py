@@ -41,6 +41,11 @@ DRAINING = "Draining"
 RECONCILED = "Reconciled"
 
 DRAIN_ANNOTATION = "trunkline.io/drain-deadline"
+# A Carrier's upkeep, as the edges report it in the shared store (edge/upkeep.py).
+REGISTERED = "Registered"  # the condition, and its reason when True
+REGISTRATION_FAILED = "RegistrationFailed"
+NOT_REPORTED = "NotReported"
+GATEWAYS_DOWN = "GatewaysDown"
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,44 @@ class CallCounts:
 
 
 COUNT_FIELDS = ("activeCalls", "registeredContacts")
+
+
+@dataclass(frozen=True)
+class CarrierUpkeep:
+    """A Carrier's registration and gateway health as the edges keep them in the shared store."""
+
+    registered: bool | None = None  # None: no edge reported the registration (off, or not yet)
+    registration: str = ""  # where, until when, or why not
+    down: tuple[str, ...] = ()  # gateway URIs the probes found down
+
+
+def carrier_upkeep(
+    registration: Mapping[str, Any] | None, health: Mapping[str, Any] | None, now: float
+) -> CarrierUpkeep:
+    """Read the store's upkeep states (`upkeep_key("registration"|"health", ...)`, written by the
+    edges) defensively: a field of the wrong type reads as unknown, never as an error."""
+    registered, message = None, ""
+    if registration:
+        until, status = registration.get("registered_until"), registration.get("status")
+        where = str(registration.get("registrar_uri", ""))[:200]
+        if isinstance(until, int | float) and until > now:
+            registered = True
+            expiry = now_rfc3339(datetime.datetime.fromtimestamp(until, datetime.UTC))
+            message = f"registered at {where} until {expiry}"  # changes only with a refresh
+        elif isinstance(status, int):
+            registered = False
+            failures = registration.get("failures")
+            reason = str(registration.get("reason", ""))[:200]
+            message = f"last REGISTER to {where}: {status} {reason}".rstrip()
+            if isinstance(failures, int) and failures > 0:
+                message += f" ({failures} failure(s) in a row; retrying with back-off)"
+    gateways = (health or {}).get("gateways")
+    down: list[str] = []
+    if isinstance(gateways, Mapping):
+        down = sorted(
+            str(uri) for uri, g in gateways.items() if isinstance(g, Mapping) and g.get("up") is False
+        )
+    return CarrierUpkeep(registered, message, tuple(down))
 
 
 def now_rfc3339(clock: datetime.datetime | None = None) -> str:
@@ -145,14 +188,14 @@ def carrier_problems(carrier: Carrier, config: ConfigSet) -> list[StatusProblem]
 
 def _condition(
     type_: str,
-    status: bool,
+    status: bool | None,
     reason: str,
     message: str,
     generation: int | None,
     previous: dict[str, Condition],
     now: str,
 ) -> dict[str, Any]:
-    value = "True" if status else "False"
+    value = "Unknown" if status is None else "True" if status else "False"
     before = previous.get(type_)
     since = (
         before.lastTransitionTime if before and before.status == value and before.lastTransitionTime else now
@@ -170,16 +213,19 @@ def build_conditions(
     previous: list[Condition],
     now: str,
     not_ready: StatusProblem | None = None,
+    degraded: list[StatusProblem] | None = None,
 ) -> list[dict[str, Any]]:
-    """Ready and Degraded from a list of problems; `not_ready` is a reason to be unready that is no fault."""
+    """Ready and Degraded from a list of problems; `not_ready` is a reason to be unready that is no
+    fault, `degraded` faults that leave the resource ready (e.g. a gateway down)."""
     before = {c.type: c for c in previous}
-    message = "; ".join(p.message for p in problems)
-    first = problems[0].reason if problems else RECONCILED
+    faults = problems + (degraded or [])
+    message = "; ".join(p.message for p in faults)
+    first = faults[0].reason if faults else RECONCILED
     blocker = not_ready or (problems[0] if problems else None)
     return [
         _condition("Ready", blocker is None, blocker.reason if blocker else RECONCILED,
                    blocker.message if blocker else "", generation, before, now),
-        _condition("Degraded", bool(problems), first, message, generation, before, now),
+        _condition("Degraded", bool(faults), first, message, generation, before, now),
     ]  # fmt: skip
 
 
@@ -217,8 +263,34 @@ def build_did_status(
     return _status(did, did_problems(did, config, duplicates), now)
 
 
-def build_carrier_status(carrier: Carrier, config: ConfigSet, *, now: str) -> dict[str, Any]:
-    return _status(carrier, carrier_problems(carrier, config), now)
+def build_carrier_status(
+    carrier: Carrier, config: ConfigSet, *, now: str, upkeep: CarrierUpkeep | None = None
+) -> dict[str, Any]:
+    """Ready and Degraded (down gateways and a failing registration degrade it), and `Registered`
+    while `spec.registration` is on; `upkeep` None: the store's view is not known."""
+    live = upkeep or CarrierUpkeep()
+    degraded = []
+    if live.down:
+        degraded.append(StatusProblem(GATEWAYS_DOWN, "gateways down: " + ", ".join(live.down)))
+    registering = carrier.spec.registration.enabled
+    if registering and live.registered is False:
+        degraded.append(StatusProblem(REGISTRATION_FAILED, live.registration))
+    previous = carrier.status.conditions if carrier.status else []
+    generation = carrier.metadata.generation
+    problems = carrier_problems(carrier, config)
+    conditions = build_conditions(problems, generation, previous, now, degraded=degraded)
+    if registering:
+        reason = (
+            NOT_REPORTED
+            if live.registered is None
+            else REGISTERED
+            if live.registered
+            else REGISTRATION_FAILED
+        )
+        message = live.registration or "no edge has reported the registration yet"
+        before = {c.type: c for c in previous}
+        conditions.append(_condition(REGISTERED, live.registered, reason, message, generation, before, now))
+    return _generation_status(generation, conditions)
 
 
 def build_invalid_status(
@@ -315,6 +387,7 @@ def plan_statuses(
     secrets: list[dict[str, Any]],
     *,
     now: str,
+    upkeep: Mapping[tuple[str, str], CarrierUpkeep] | None = None,
 ) -> list[StatusUpdate]:
     """The status writes one namespace needs: `objects` maps kind -> API bodies, `secrets` its Secrets.
 
@@ -354,7 +427,7 @@ def plan_statuses(
             status = build_did_status(item, config, now=now, duplicates=duplicates)
         else:
             assert isinstance(item, Carrier)
-            status = build_carrier_status(item, config, now=now)
+            status = build_carrier_status(item, config, now=now, upkeep=(upkeep or {}).get(item.key))
         if _changed(body, status):
             updates.append(StatusUpdate(item.kind, item.name, status))
     return updates
