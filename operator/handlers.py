@@ -11,7 +11,7 @@
   channel, registered contacts) into its status every `counts_interval`, writing only changes, and a
   drain waits for the trunk's calls. Without the store the operator knows no counts: the status has
   none, and a drain ends at once.
-- With the store, a daemon per Carrier reads its registration and gateway health as the edges keep
+- With the store, a loop reads every Carrier's registration and gateway health as the edges keep
   them (edge/upkeep.py) every `counts_interval` and asks for a sweep when they change: the Carrier's
   `Registered` and `Degraded` conditions follow.
 Nothing here raises on a bad object: problems end up in status or in the log.
@@ -109,17 +109,23 @@ class State:
     _resync_task: asyncio.Task[None] | None = None
     _store_ok: bool = True
     upkeep: dict[tuple[str, str], CarrierUpkeep] = field(default_factory=dict)  # by Carrier key
+    carriers: set[tuple[str, str]] = field(default_factory=set)  # the Carriers seen, by key
+    _upkeep_task: asyncio.Task[None] | None = None
     _refused: str | None = None  # the reason last reported for the platform, while it is refused
 
     def start(self) -> None:
         self.kube = Kube(connect())
         self.sweeper = Sweeper(lambda ns: sweep_namespace(self.kube, ns, dict(self.upkeep)))
         self._resync_task = asyncio.get_running_loop().create_task(self._resync_loop())
+        if self.store is not None:
+            self._upkeep_task = asyncio.get_running_loop().create_task(self._upkeep_loop())
 
     async def stop(self) -> None:
         self.sweeper.cancel()
         if self._resync_task:
             self._resync_task.cancel()
+        if self._upkeep_task:
+            self._upkeep_task.cancel()
         if isinstance(self.store, RedisStore):
             await self.store.close()
 
@@ -148,6 +154,17 @@ class State:
         except StoreUnavailable:
             return None
         return carrier_upkeep(registration, health, time.time())
+
+    async def _upkeep_loop(self) -> None:
+        """Follow the Carriers' upkeep in the store; a change asks for a sweep of the namespace, which
+        writes the conditions (one writer of the status: the sweep)."""
+        while True:
+            for key in sorted(self.carriers):
+                seen = await self.read_upkeep(*key)
+                if seen is not None and key in self.carriers and seen != self.upkeep.get(key):
+                    self.upkeep[key] = seen
+                    self.sweeper.request(key[0])
+            await asyncio.sleep(self.counts_interval)
 
     async def write_counts(self, namespace: str, name: str, status: Any, counts: CallCounts | None) -> None:
         patch = counts_patch(status, counts)
@@ -288,23 +305,20 @@ async def live_counts(
         await stopped.wait(state.counts_interval)
 
 
-@kopf.daemon(GROUP, VERSION, "carriers", id="carrier-upkeep", registry=registry)
-async def carrier_upkeep_daemon(
-    stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+@kopf.on.event(GROUP, VERSION, "carriers", id="carrier-seen", registry=registry)
+async def carrier_seen(
+    event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Follow the Carrier's registration and gateway health in the store; a change asks for a sweep
-    of its namespace, which writes the conditions (one writer of the status: the sweep)."""
-    assert namespace is not None  # carriers are namespaced
-    state, key = _state(memo), (namespace, name)
-    try:
-        while not stopped and state.store is not None:
-            seen = await state.read_upkeep(namespace, name)
-            if seen is not None and seen != state.upkeep.get(key):
-                state.upkeep[key] = seen
-                state.sweeper.request(namespace)
-            await stopped.wait(state.counts_interval)
-    finally:
-        state.upkeep.pop(key, None)
+    """Keep the set of Carriers whose upkeep the store is read for (an event handler, not a daemon:
+    a kopf daemon would put a finalizer on every Carrier)."""
+    if namespace is None:
+        return
+    state = _state(memo)
+    if event.get("type") == "DELETED":
+        state.carriers.discard((namespace, name))
+        state.upkeep.pop((namespace, name), None)
+    else:
+        state.carriers.add((namespace, name))
 
 
 @kopf.on.event(GROUP, VERSION, "trunks", registry=registry)
