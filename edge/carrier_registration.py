@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trunkline.sip.digest_client import DigestError, authorization, parse_credentials
+from trunkline.sip.errors import SipParseError
 from trunkline.sip.headers import NameAddr
 from trunkline.sip.ids import new_call_id, new_tag, random_bytes
 from trunkline.sip.message import Request, Response
@@ -107,7 +108,7 @@ class CarrierRegistration:
         if self._pending is not None or now < self.wake_at:
             return Step(None, None, self.wake_at)
         self._challenges = 0
-        return self._send(now, None)
+        return self._send(None)
 
     def receive(self, response: Response, now: float) -> Step:
         """The final response to the REGISTER we sent."""
@@ -119,15 +120,18 @@ class CarrierRegistration:
             credentials = self._answer(response, header, str(sent.uri))
             if credentials is not None:
                 self._challenges += 1
-                return self._send(now, credentials)
+                return self._send(credentials)
         if response.status == 423 and self._challenges < MAX_CHALLENGES:
             minimum = _seconds(response.get("Min-Expires"))
             if minimum is not None and self.plan.expires < minimum <= 86400:
                 self.plan = dataclasses.replace(self.plan, expires=minimum)
                 self._challenges += 1
-                return self._send(now, None)
+                return self._send(None)
         if 200 <= response.status < 300:
-            granted = self._granted(response)
+            try:
+                granted = self._granted(response)
+            except SipParseError as exc:  # the registrar's mistake: a failure like any other
+                return self._failed(now, response.status, f"unreadable Contact: {exc}")
             if granted is not None and granted > 0:
                 self.progress.registered_until = now + granted
                 self.progress.failures, self.progress.status, self.progress.reason = 0, response.status, ""
@@ -144,15 +148,8 @@ class CarrierRegistration:
         self._pending = None
         return self._failed(now, 408, "no answer")
 
-    def unregister(self) -> Step:
-        """A REGISTER that removes our binding (Expires: 0), e.g. when registration is turned off."""
-        self._challenges = 0
-        step = self._send(self.wake_at, None, expires=0)
-        self.progress.registered_until = 0.0
-        return step
-
     # -- internals ----------------------------------------------------------------------------------
-    def _send(self, now: float, credentials: tuple[str, str] | None, expires: int | None = None) -> Step:
+    def _send(self, credentials: tuple[str, str] | None) -> Step:
         plan, registrar = self.plan, self.registrar
         self.progress.cseq += 1
         uri = SipUri(registrar.scheme, "", None, None, registrar.host, registrar.port, dict(registrar.params))
@@ -164,7 +161,7 @@ class CarrierRegistration:
         request.add("Call-ID", self.progress.call_id)
         request.add("CSeq", f"{self.progress.cseq} REGISTER")
         request.add("Contact", str(NameAddr(plan.contact)))
-        request.add("Expires", str(plan.expires if expires is None else expires))
+        request.add("Expires", str(plan.expires))
         if credentials is not None:
             request.add(*credentials)
         self._pending = request

@@ -102,10 +102,12 @@ class Upkeep:
 
     async def _send(self, request: Request, target: SipUri, timeout: float) -> Response | None:
         """One request in a client transaction: its final response, None without one in `timeout`."""
-        hops = await self.ctx.resolver.resolve(target, target.transport)
+        hops = await self.ctx.resolver.resolve(target, "udp")  # as outbound calls to gateways do
         if not hops:
             return None
         hop = hops[0]
+        if hop.transport == "tls" and hop.host != target.host.strip("[]"):
+            self.ctx.stack.verify_tls_name((hop.host, hop.port), target.host)  # RFC 5922
         request.add("Via", self.ctx.local.via(hop.transport), first=True)
         try:
             future = self.ctx.stack.request(request, (hop.host, hop.port), hop.transport)

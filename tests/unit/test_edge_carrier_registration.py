@@ -125,3 +125,11 @@ def test_a_200_that_does_not_bind_our_contact_is_a_failure_and_stray_answers_are
     assert not machine.progress.registered(1.0) and machine.progress.failures == 1
     assert machine.receive(answer(request, 200), 0.0).request is None  # no REGISTER pending: ignored
     assert not machine.progress.registered(1.0)
+
+
+def test_an_unreadable_contact_in_the_200_is_a_failure_not_a_crash() -> None:
+    machine = CarrierRegistration(plan())
+    request = sent(machine.handle_timer(0.0))
+    step = machine.receive(answer(request, 200, ("Contact", "<sip:broken")), 0.0)
+    assert step.request is None and machine.progress.failures == 1
+    assert machine.progress.reason.startswith("unreadable Contact")
