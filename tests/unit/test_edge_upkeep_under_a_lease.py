@@ -1,0 +1,82 @@
+"""The edge's upkeep driver over the in-memory stack: OPTIONS probes and REGISTER only while this
+edge holds the lease, state written to the store, routing and /metrics following it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+
+from tests.support import edge_harness as world
+from trunkline.core.state import upkeep_key
+from trunkline.edge.upkeep import Upkeep
+
+HEALTH = {"health": {"interval": 1, "timeout": 0.5, "failuresToDown": 2, "successesToUp": 1}}
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[list[asyncio.Future[None]]]:
+    tasks: list[asyncio.Future[None]] = []
+    yield tasks
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def metrics(h: world.Harness) -> str:
+    return generate_latest(h.edge.metrics.registry).decode()
+
+
+async def test_a_gateway_that_does_not_answer_probes_is_skipped_by_calls(
+    tmp_path: Path, running: list[asyncio.Future[None]]
+) -> None:
+    h = world.build(tmp_path, carrier=HEALTH)
+    lease = upkeep_key("health", "default", "pstn")
+    assert await h.store.hold_lease(lease, "edge-2", ttl=2.5)  # another edge probes for now
+    running.append(asyncio.ensure_future(Upkeep(h.edge.ctx, lease_ttl=3, observe_every=1).run()))
+    await h.stack.advance(2)
+    assert h.stack.requests("OPTIONS") == []
+    await h.stack.advance(1)  # its lease lapsed (t=2.5): this edge takes it at its next try (t=3)
+    for _ in range(3):  # the first gateway stays silent past the timeout each round
+        probes = h.stack.requests("OPTIONS")[-2:]
+        assert [tx.addr for tx in probes] == world.GATEWAYS
+        await h.stack.reply(probes[1], 200)
+        await h.stack.advance(1)  # the next round is due; every edge has read the store again
+    health = await h.store.upkeep(lease)
+    assert health is not None and health["holder"] == "edge-1"
+    assert health["gateways"]["sip:127.0.0.1:5071"]["up"] is False
+    assert h.edge.ctx.gateways_down[("default", "pstn")] == {"sip:127.0.0.1:5071"}
+    shown = metrics(h)
+    assert 'trunkline_gateway_up{carrier="pstn",gateway="sip:127.0.0.1:5071"} 0.0' in shown
+    assert 'trunkline_gateway_up{carrier="pstn",gateway="sip:127.0.0.1:5072"} 1.0' in shown
+    await h.stack.deliver(world.invite(), world.PBX)
+    assert [tx.addr for tx in h.stack.requests("INVITE")] == [world.GATEWAYS[1]]
+
+
+async def test_the_registration_is_kept_and_its_progress_stored(
+    tmp_path: Path, running: list[asyncio.Future[None]]
+) -> None:
+    h = world.build(tmp_path, carrier={"registration": {"enabled": True, "user": "trunk-7", "expires": 60}})
+    running.append(asyncio.ensure_future(Upkeep(h.edge.ctx, lease_ttl=3, observe_every=1).run()))
+    await h.stack.settle()
+    (first,) = h.stack.requests("REGISTER")
+    assert first.addr == world.GATEWAYS[0] and first.request.get("Expires") == "60"
+    assert str(first.request.contact[0].uri) == "sip:trunk-7@127.0.0.1:5060"  # the edge's Contact address
+    await h.stack.reply(first, 200, "Expires: 40")
+    state = await h.store.upkeep(upkeep_key("registration", "default", "pstn"))
+    assert state is not None and state["cseq"] == 1 and state["holder"] == "edge-1"
+    await h.stack.advance(1)
+    assert 'trunkline_carrier_registered{carrier="pstn"} 1.0' in metrics(h)
+    await h.stack.advance(19)  # refreshed halfway through what the registrar granted
+    refresh = h.stack.requests("REGISTER")[-1]
+    assert refresh is not first and refresh.request.call_id == first.request.call_id
+    assert refresh.request.cseq.seq == 2
+    await h.stack.reply(refresh, 403)  # refused: it backs off and tries the next registrar
+    await h.stack.advance(2)
+    retry = h.stack.requests("REGISTER")[-1]
+    assert retry.addr == world.GATEWAYS[1] and retry.request.cseq.seq == 3
+    state = await h.store.upkeep(upkeep_key("registration", "default", "pstn"))
+    assert state is not None and state["failures"] == 1 and state["status"] == 403
