@@ -67,3 +67,19 @@ class Directory:
 
     def digest_trunks(self) -> list[Trunk]:
         return [t for t in self.trunks.values() if t.spec.auth.digest is not None]
+
+    def carrier_credentials(self, carrier: Carrier) -> tuple[str | None, str | None]:
+        """(username, password) from the Secret the Carrier's `spec.auth` names; Nones without."""
+        if carrier.spec.auth is None:
+            return None, None
+        ns, secret = carrier.metadata.namespace, carrier.spec.auth.credentialsSecret
+        return self.config.secret_value(ns, secret, "username"), self.config.secret_value(
+            ns, secret, "password"
+        )
+
+    def registration_user(self, carrier: Carrier) -> str | None:
+        """The user we register to `carrier` as (the Contact's user), or None when not registering."""
+        registration = carrier.spec.registration
+        if not registration.enabled:
+            return None
+        return registration.user or self.carrier_credentials(carrier)[0]

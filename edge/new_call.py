@@ -32,9 +32,16 @@ class NewCall:
     targets: list[tuple[Target, str]] | None = None  # outbound: the carriers to try, in order
 
 
-def inbound(ctx: EdgeContext, inc: Incoming, numbering: Numbering | None) -> NewCall | None:
+def inbound(
+    ctx: EdgeContext, inc: Incoming, numbering: Numbering | None, contact_user: str | None = None
+) -> NewCall | None:
+    """`contact_user`: the user we register to this carrier as. A call sent to that Contact as it was
+    bound names the DID in To rather than in the Request-URI (docs/carriers.md)."""
     req, tag = inc.request, new_tag()
-    number = to_e164(user_of(req.uri) or "", numbering)
+    dialled = user_of(req.uri) or ""
+    if contact_user is not None and dialled == contact_user:
+        dialled = user_of(req.to.uri) or ""
+    number = to_e164(dialled, numbering)
     did = ctx.directory.did(number) if number else None
     trunk = ctx.directory.trunk_of(did) if did else None
     if did is None or trunk is None:

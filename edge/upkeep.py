@@ -124,12 +124,8 @@ class Upkeep:
     # -- registration -------------------------------------------------------------------------------
     def _plan(self, carrier: Carrier) -> RegistrationPlan | None:
         spec, ctx = carrier.spec.registration, self.ctx
-        username = password = None
-        if carrier.spec.auth is not None:
-            secret = carrier.spec.auth.credentialsSecret
-            username = ctx.directory.config.secret_value(carrier.metadata.namespace, secret, "username")
-            password = ctx.directory.config.secret_value(carrier.metadata.namespace, secret, "password")
-        user = spec.user or username
+        username, password = ctx.directory.carrier_credentials(carrier)
+        user = ctx.directory.registration_user(carrier)
         if not user:
             return None
         registrars = [spec.registrar] if spec.registrar else [g.uri for g in carrier.spec.gateways]

@@ -110,6 +110,11 @@ async def test_one_edge_registers_and_the_other_takes_over_when_it_dies(
         status = await registrar.call(f"sip:{DID}@{service}", (contact_host, int(contact_port)),
                                       from_user="+442071234567")  # fmt: skip
         assert status == 200 and pbx.calls_answered == 1
+        # ... and so does one sent to the Contact exactly as bound, naming the DID in To.
+        status = await registrar.call(first.contact, (contact_host, int(contact_port)),
+                                      from_user="+442071234567", to=f"sip:{DID}@carrier.test")  # fmt: skip
+        assert status == 200 and pbx.calls_answered == 2
+        assert pbx.last_invite is not None and pbx.last_invite.uri.user == DID  # type: ignore[union-attr]
 
         count = len(registrar.registered)
         killed = time.monotonic()
