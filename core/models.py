@@ -262,6 +262,20 @@ class ResourceStatus(BaseModel):
     registeredContacts: int | None = Field(None, ge=0)
 
 
+class GatewayStatus(BaseModel):
+    """One gateway as the health probes last saw it (Carrier `spec.health`)."""
+
+    uri: str
+    state: Literal["Up", "Down"]
+    lastTransitionTime: str | None = None
+    lastStatus: int | None = Field(None, description="The last probe's final status; 408: no answer.")
+    latencyMs: int | None = Field(None, ge=0, description="Round trip of the last answered probe.")
+
+
+class CarrierStatus(ResourceStatus):
+    gateways: list[GatewayStatus] | None = Field(None, max_length=64)
+
+
 class Metadata(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -278,6 +292,7 @@ class Resource(BaseModel):
 
     KIND: ClassVar[str]
     PLURAL: ClassVar[str]
+    STATUS: ClassVar[type[ResourceStatus]] = ResourceStatus
     SHORT_NAMES: ClassVar[list[str]] = []
 
     apiVersion: Literal["trunkline.io/v1alpha1"] = API_VERSION
@@ -318,8 +333,10 @@ class Carrier(Resource):
     KIND = "Carrier"
     PLURAL = "carriers"
     SHORT_NAMES = ["car"]
+    STATUS = CarrierStatus
     kind: Literal["Carrier"] = "Carrier"
     spec: CarrierSpec
+    status: CarrierStatus | None = None
 
 
 RESOURCE_KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (Trunk, DID, Carrier)}

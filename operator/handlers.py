@@ -161,8 +161,11 @@ class State:
         while True:
             for key in sorted(self.carriers):
                 seen = await self.read_upkeep(*key)
-                if seen is not None and key in self.carriers and seen != self.upkeep.get(key):
-                    self.upkeep[key] = seen
+                if seen is None or key not in self.carriers:
+                    continue
+                before = self.upkeep.get(key)
+                self.upkeep[key] = seen  # a new round trip alone shows at the next sweep (resync)
+                if before is None or seen.significant() != before.significant():
                     self.sweeper.request(key[0])
             await asyncio.sleep(self.counts_interval)
 

@@ -66,12 +66,39 @@ COUNT_FIELDS = ("activeCalls", "registeredContacts")
 
 
 @dataclass(frozen=True)
+class GatewaySeen:
+    """One gateway as the probing edge last wrote it."""
+
+    uri: str
+    up: bool
+    changed_at: float = 0.0  # seconds since the epoch of the last up/down change (0: never)
+    status: int = 0  # the last probe's final status (0: none yet)
+    latency: float = 0.0  # the last answered probe's round trip, seconds
+
+
+@dataclass(frozen=True)
 class CarrierUpkeep:
     """A Carrier's registration and gateway health as the edges keep them in the shared store."""
 
     registered: bool | None = None  # None: no edge reported the registration (off, or not yet)
     registration: str = ""  # where, until when, or why not
-    down: tuple[str, ...] = ()  # gateway URIs the probes found down
+    gateways: tuple[GatewaySeen, ...] = ()
+
+    @property
+    def down(self) -> tuple[str, ...]:
+        return tuple(sorted(g.uri for g in self.gateways if not g.up))
+
+    def significant(self) -> tuple[object, ...]:
+        """What is worth a status write at once (a probe's round trip alone waits for the resync)."""
+        return (self.registered, self.registration, tuple((g.uri, g.up, g.status) for g in self.gateways))
+
+
+def _at(seconds: float) -> str:
+    return now_rfc3339(datetime.datetime.fromtimestamp(seconds, datetime.UTC))
+
+
+def _number(value: object, default: float = 0.0) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
 def carrier_upkeep(
@@ -85,8 +112,7 @@ def carrier_upkeep(
         where = str(registration.get("registrar_uri", ""))[:200]
         if isinstance(until, int | float) and until > now:
             registered = True
-            expiry = now_rfc3339(datetime.datetime.fromtimestamp(until, datetime.UTC))
-            message = f"registered at {where} until {expiry}"  # changes only with a refresh
+            message = f"registered at {where} until {_at(until)}"  # changes only with a refresh
         elif isinstance(status, int):
             registered = False
             failures = registration.get("failures")
@@ -94,13 +120,38 @@ def carrier_upkeep(
             message = f"last REGISTER to {where}: {status} {reason}".rstrip()
             if isinstance(failures, int) and failures > 0:
                 message += f" ({failures} failure(s) in a row; retrying with back-off)"
-    gateways = (health or {}).get("gateways")
-    down: list[str] = []
-    if isinstance(gateways, Mapping):
-        down = sorted(
-            str(uri) for uri, g in gateways.items() if isinstance(g, Mapping) and g.get("up") is False
-        )
-    return CarrierUpkeep(registered, message, tuple(down))
+    stored = (health or {}).get("gateways")
+    gateways: list[GatewaySeen] = []
+    if isinstance(stored, Mapping):
+        for uri, g in list(stored.items())[:64]:
+            if isinstance(g, Mapping) and isinstance(g.get("up"), bool):
+                seen = GatewaySeen(str(uri)[:512], g["up"], _number(g.get("changed_at")),
+                                   int(_number(g.get("status"))), _number(g.get("latency")))  # fmt: skip
+                gateways.append(seen)
+    return CarrierUpkeep(registered, message, tuple(gateways))
+
+
+def gateway_statuses(carrier: Carrier, live: CarrierUpkeep) -> list[dict[str, Any]] | None:
+    """`status.gateways`: each probed gateway of the spec, in its order (None: no probes)."""
+    if carrier.spec.health is None:
+        return None
+    seen = {g.uri: g for g in live.gateways}
+    shown = []
+    for gateway in carrier.spec.gateways:
+        g = seen.get(gateway.uri)
+        if g is None:
+            continue
+        entry: dict[str, Any] = {"uri": g.uri, "state": "Up" if g.up else "Down"}
+        if g.changed_at > 0:
+            entry["lastTransitionTime"] = now_rfc3339(
+                datetime.datetime.fromtimestamp(g.changed_at, datetime.UTC)
+            )
+        if g.status:
+            entry["lastStatus"] = g.status
+        if g.latency > 0:
+            entry["latencyMs"] = round(g.latency * 1000)
+        shown.append(entry)
+    return shown or None
 
 
 def now_rfc3339(clock: datetime.datetime | None = None) -> str:
@@ -290,7 +341,9 @@ def build_carrier_status(
         message = live.registration or "no edge has reported the registration yet"
         before = {c.type: c for c in previous}
         conditions.append(_condition(REGISTERED, live.registered, reason, message, generation, before, now))
-    return _generation_status(generation, conditions)
+    status = _generation_status(generation, conditions)
+    status["gateways"] = gateway_statuses(carrier, live)  # None removes a list no longer kept
+    return status
 
 
 def build_invalid_status(

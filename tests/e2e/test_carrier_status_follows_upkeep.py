@@ -66,7 +66,7 @@ def k(operator_log: tuple[Cluster, Path]) -> Cluster:
 
 CARRIER = {
     "apiVersion": "trunkline.io/v1alpha1", "kind": "Carrier", "metadata": {"name": "pstn"},
-    "spec": {"gateways": [{"uri": "sip:127.0.0.1:5999"}, {"uri": "sip:127.0.0.1:5998"}],
+    "spec": {"gateways": [{"uri": "sip:127.0.0.1:5999"}, {"uri": "sip:127.0.0.1:5998"}], "prefixes": ["+1"],
              "auth": {"credentialsSecret": "pstn-creds"}, "registration": {"enabled": True},
              "health": {"interval": 5}},
 }  # fmt: skip
@@ -111,6 +111,14 @@ def test_a_gateway_down_degrades_the_carrier_until_it_is_back(k: Cluster, redis:
     report(redis, "health", k.ns, down)
     k.wait_condition("carrier", "pstn", ("True", "GatewaysDown"), "Degraded")
     assert "gateways down: sip:127.0.0.1:5999" in message(k, "Degraded")
+    shown = (k.get("carrier", "pstn") or {})["status"]["gateways"]
+    assert shown == [
+        {"uri": "sip:127.0.0.1:5999", "state": "Down", "lastStatus": 408},
+        {"uri": "sip:127.0.0.1:5998", "state": "Up"},
+    ]
+    header, row = k.cp.kubectl("get", "carrier", "pstn", "-n", k.ns).stdout.splitlines()
+    columns = dict(zip(header.split(), row.split(), strict=True))
+    assert (columns["READY"], columns["REGISTERED"], columns["DEGRADED"]) == ("True", "True", "True")
     report(redis, "health", k.ns, {"gateways": {"sip:127.0.0.1:5999": {"up": True}}})
     k.wait_condition("carrier", "pstn", ("False", "Reconciled"), "Degraded")
 

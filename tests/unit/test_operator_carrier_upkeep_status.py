@@ -6,7 +6,13 @@ from typing import Any
 
 from tests.unit.test_operator_status import T0, T1, carrier_body, conditions, config
 from trunkline.core.models import Carrier
-from trunkline.operator.status import CarrierUpkeep, build_carrier_status, carrier_upkeep, plan_statuses
+from trunkline.operator.status import (
+    CarrierUpkeep,
+    GatewaySeen,
+    build_carrier_status,
+    carrier_upkeep,
+    plan_statuses,
+)
 
 NOW = 1_800_000_000.0
 
@@ -59,7 +65,7 @@ def test_registered_condition_follows_the_registration() -> None:
 
 def test_a_down_gateway_degrades_the_carrier_through_the_sweep() -> None:
     objects: dict[str, list[dict[str, Any]]] = {"Carrier": [carrier_body("pstn", [])]}
-    down = {("ns", "pstn"): CarrierUpkeep(down=("sip:gw.example.net",))}
+    down = {("ns", "pstn"): CarrierUpkeep(gateways=(GatewaySeen("sip:gw.example.net", False),))}
     (update,) = plan_statuses(objects, [], now=T0, upkeep=down)
     assert conditions(update.status)["Degraded"] == ("True", "GatewaysDown")
     assert conditions(update.status)["Ready"] == ("True", "Reconciled")
@@ -68,3 +74,28 @@ def test_a_down_gateway_degrades_the_carrier_through_the_sweep() -> None:
     assert plan_statuses(objects, [], now=T1, upkeep=down) == []  # nothing new: nothing written
     (back,) = plan_statuses(objects, [], now=T1, upkeep={})
     assert conditions(back.status)["Degraded"] == ("False", "Reconciled")
+
+
+def test_status_lists_each_probed_gateway() -> None:
+    body = carrier_body("pstn", [])
+    body["spec"]["gateways"] = [{"uri": "sip:gw1"}, {"uri": "sip:gw2"}, {"uri": "sip:gw3"}]
+    body["spec"]["health"] = {"interval": 5}
+    health = {"gateways": {
+        "sip:gw2": {"up": True, "changed_at": 0.0, "status": 200, "latency": 0.0123},
+        "sip:gw1": {"up": False, "changed_at": NOW, "status": 408, "latency": 0.02},
+        "sip:gone": {"up": True},
+    }}  # fmt: skip
+    status = build_carrier_status(Carrier.model_validate(body), config(), now=T0,
+                                  upkeep=carrier_upkeep(None, health, NOW))  # fmt: skip
+    assert status["gateways"] == [
+        {"uri": "sip:gw1", "state": "Down", "lastTransitionTime": "2027-01-15T08:00:00Z", "lastStatus": 408,
+         "latencyMs": 20},
+        {"uri": "sip:gw2", "state": "Up", "lastStatus": 200, "latencyMs": 12},
+    ]  # fmt: skip
+    Carrier.model_validate({**body, "status": status})  # the model (and so the CRD) takes it
+    quicker = {
+        "gateways": {**health["gateways"], "sip:gw2": {**health["gateways"]["sip:gw2"], "latency": 0.001}}
+    }
+    assert carrier_upkeep(None, quicker, NOW).significant() == carrier_upkeep(None, health, NOW).significant()
+    no_probes = build_carrier_status(Carrier.model_validate(carrier_body("x", [])), config(), now=T0)
+    assert no_probes["gateways"] is None
