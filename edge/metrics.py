@@ -150,6 +150,11 @@ class EdgeMetrics:
         """A carrier's registration (None: not registering) and gateways' (up, probe seconds)."""
         if registered is not None:
             self.carrier_registered.labels(carrier).set(1.0 if registered else 0.0)
+        else:  # not registering (any more)
+            try:
+                self.carrier_registered.remove(carrier)
+            except KeyError:
+                pass
         for gateway, (up, seconds) in (gateways or {}).items():
             self.gateway_up.labels(carrier, gateway).set(1.0 if up else 0.0)
             self.gateway_probe.labels(carrier, gateway).set(max(0.0, seconds))

@@ -41,9 +41,13 @@ class Upkeep:
 
     async def run(self) -> None:
         while True:
-            self._start_tasks()
-            with contextlib.suppress(StoreUnavailable):
+            try:
+                self._start_tasks()
                 await self._observe()
+            except StoreUnavailable:
+                pass  # routing keeps the last view; the next round tries again
+            except Exception:
+                log.exception("carrier upkeep round failed")
             await self.ctx.sleep(self.observe_every)
 
     async def stop(self) -> None:

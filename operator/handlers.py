@@ -47,6 +47,7 @@ from trunkline.operator.status import (
     drain_done,
     now_rfc3339,
     registration_aor,
+    upkeep_changes,
 )
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class State:
     _resync_task: asyncio.Task[None] | None = None
     _store_ok: bool = True
     upkeep: dict[tuple[str, str], CarrierUpkeep] = field(default_factory=dict)  # by Carrier key
-    carriers: set[tuple[str, str]] = field(default_factory=set)  # the Carriers seen, by key
+    carriers: dict[tuple[str, str], str] = field(default_factory=dict)  # the Carriers seen: key -> uid
     _upkeep_task: asyncio.Task[None] | None = None
     _refused: str | None = None  # the reason last reported for the platform, while it is refused
 
@@ -167,7 +168,25 @@ class State:
                 self.upkeep[key] = seen  # a new round trip alone shows at the next sweep (resync)
                 if before is None or seen.significant() != before.significant():
                     self.sweeper.request(key[0])
+                if before is not None:
+                    await self._post_changes(key, upkeep_changes(before, seen))
             await asyncio.sleep(self.counts_interval)
+
+    async def _post_changes(self, key: tuple[str, str], changes: list[tuple[str, str, str]]) -> None:
+        """An Event on the Carrier per gateway up/down and registration gained/lost."""
+        if not changes:
+            return
+        uid = self.carriers.get(key)
+        if uid is None:
+            return  # deleted meanwhile
+        carrier = {"apiVersion": API_VERSION, "kind": "Carrier",
+                   "metadata": {"namespace": key[0], "name": key[1], "uid": uid}}  # fmt: skip
+        try:
+            for event_type, reason, message in changes:
+                event = warning_event(carrier, reason, message, now_rfc3339(), event_type)
+                await asyncio.to_thread(self.kube.create, event)
+        except ApiException as exc:
+            log.error("Carrier %s/%s: cannot post an Event: %s %s", *key, exc.status, exc.reason)
 
     async def write_counts(self, namespace: str, name: str, status: Any, counts: CallCounts | None) -> None:
         patch = counts_patch(status, counts)
@@ -310,7 +329,7 @@ async def live_counts(
 
 @kopf.on.event(GROUP, VERSION, "carriers", id="carrier-seen", registry=registry)
 async def carrier_seen(
-    event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
     """Keep the set of Carriers whose upkeep the store is read for (an event handler, not a daemon:
     a kopf daemon would put a finalizer on every Carrier)."""
@@ -318,10 +337,10 @@ async def carrier_seen(
         return
     state = _state(memo)
     if event.get("type") == "DELETED":
-        state.carriers.discard((namespace, name))
+        state.carriers.pop((namespace, name), None)
         state.upkeep.pop((namespace, name), None)
     else:
-        state.carriers.add((namespace, name))
+        state.carriers[(namespace, name)] = str(body.get("metadata", {}).get("uid", ""))
 
 
 @kopf.on.event(GROUP, VERSION, "trunks", registry=registry)

@@ -83,8 +83,10 @@ def certificates(
     return list(updates)
 
 
-def warning_event(obj: dict[str, Any], reason: str, message: str, now: str) -> dict[str, Any]:
-    """A Warning Event about `obj` (`kubectl describe`, `kubectl get events` show it)."""
+def warning_event(
+    obj: dict[str, Any], reason: str, message: str, now: str, event_type: str = "Warning"
+) -> dict[str, Any]:
+    """A Warning (or Normal) Event about `obj` (`kubectl describe`, `kubectl get events` show it)."""
     meta = obj["metadata"]
     return {
         "apiVersion": "v1",
@@ -94,7 +96,7 @@ def warning_event(obj: dict[str, Any], reason: str, message: str, now: str) -> d
             "apiVersion": obj.get("apiVersion", "v1"), "kind": obj.get("kind", "ConfigMap"),
             "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid", ""),
         },
-        "type": "Warning",
+        "type": event_type,
         "reason": reason,
         "message": message[:1024],
         "firstTimestamp": now,

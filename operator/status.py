@@ -131,6 +131,26 @@ def carrier_upkeep(
     return CarrierUpkeep(registered, message, tuple(gateways))
 
 
+def upkeep_changes(before: CarrierUpkeep, after: CarrierUpkeep) -> list[tuple[str, str, str]]:
+    """The Events a change of upkeep is worth: (Normal|Warning, reason, message) per gateway that went
+    up or down and per registration gained or lost."""
+    changes = []
+    was = {g.uri: g.up for g in before.gateways}
+    for g in after.gateways:
+        if was.get(g.uri, True) != g.up:  # a gateway starts up (edge/gateway_health.py)
+            if g.up:
+                changes.append(("Normal", "GatewayUp", f"gateway {g.uri} answers its probes again"))
+            else:
+                changes.append(
+                    ("Warning", "GatewayDown", f"gateway {g.uri} is down (last status {g.status})")
+                )
+    if after.registered is True and before.registered is not True:
+        changes.append(("Normal", REGISTERED, after.registration))
+    elif after.registered is False and before.registered is not False:
+        changes.append(("Warning", REGISTRATION_FAILED, after.registration))
+    return changes
+
+
 def gateway_statuses(carrier: Carrier, live: CarrierUpkeep) -> list[dict[str, Any]] | None:
     """`status.gateways`: each probed gateway of the spec, in its order (None: no probes)."""
     if carrier.spec.health is None:

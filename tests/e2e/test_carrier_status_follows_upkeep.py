@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.redis_server import RedisProcess, start_redis
+from tests.support.wait import wait_for
 from trunkline.core.state import upkeep_key
 from trunkline.core.state_redis import RedisStore
 
@@ -77,6 +78,14 @@ SECRET = {
 }  # fmt: skip
 
 
+def events(k: Cluster) -> list[tuple[str, str]]:
+    """(type, reason) of the Events about Carrier pstn, oldest first."""
+    found = k.cp.kubectl("get", "events", "-n", k.ns, "--field-selector", "involvedObject.kind=Carrier",
+                         "-o", "json").stdout  # fmt: skip
+    items = sorted(json.loads(found)["items"], key=lambda e: e.get("firstTimestamp") or "")
+    return [(e["type"], e["reason"]) for e in items if e["involvedObject"]["name"] == "pstn"]
+
+
 def message(k: Cluster, type_: str) -> str:
     for c in ((k.get("carrier", "pstn") or {}).get("status") or {}).get("conditions", []):
         if c["type"] == type_:
@@ -102,6 +111,8 @@ def test_registered_follows_what_the_holder_edge_reports(k: Cluster, redis: Redi
     report(redis, "registration", k.ns, registered)
     k.wait_condition("carrier", "pstn", ("True", "Registered"), "Registered")
     k.wait_condition("carrier", "pstn", ("False", "Reconciled"), "Degraded")
+    wait_for(lambda: ("Normal", "Registered") in events(k)[1:], "an Event for the registration regained")
+    assert ("Warning", "RegistrationFailed") in events(k)
 
 
 def test_a_gateway_down_degrades_the_carrier_until_it_is_back(k: Cluster, redis: RedisProcess) -> None:
@@ -121,6 +132,8 @@ def test_a_gateway_down_degrades_the_carrier_until_it_is_back(k: Cluster, redis:
     assert (columns["READY"], columns["REGISTERED"], columns["DEGRADED"]) == ("True", "True", "True")
     report(redis, "health", k.ns, {"gateways": {"sip:127.0.0.1:5999": {"up": True}}})
     k.wait_condition("carrier", "pstn", ("False", "Reconciled"), "Degraded")
+    wait_for(lambda: ("Normal", "GatewayUp") in events(k), "an Event for the gateway back up")
+    assert ("Warning", "GatewayDown") in events(k)
 
 
 def test_operator_never_crashed(operator_log: tuple[Cluster, Path]) -> None:

@@ -99,3 +99,25 @@ def test_status_lists_each_probed_gateway() -> None:
     assert carrier_upkeep(None, quicker, NOW).significant() == carrier_upkeep(None, health, NOW).significant()
     no_probes = build_carrier_status(Carrier.model_validate(carrier_body("x", [])), config(), now=T0)
     assert no_probes["gateways"] is None
+
+
+def test_events_for_each_gateway_and_registration_change() -> None:
+    from trunkline.operator.status import upkeep_changes
+
+    up, down = GatewaySeen("sip:gw1", True, status=200), GatewaySeen("sip:gw1", False, status=408)
+    other = GatewaySeen("sip:gw2", True)
+    before = CarrierUpkeep(True, "registered", (up, other))
+    assert upkeep_changes(before, before) == []
+    after = CarrierUpkeep(False, "last REGISTER: 403 Forbidden", (down, other))
+    assert upkeep_changes(before, after) == [
+        ("Warning", "GatewayDown", "gateway sip:gw1 is down (last status 408)"),
+        ("Warning", "RegistrationFailed", "last REGISTER: 403 Forbidden"),
+    ]
+    assert upkeep_changes(after, before) == [
+        ("Normal", "GatewayUp", "gateway sip:gw1 answers its probes again"),
+        ("Normal", "Registered", "registered"),
+    ]
+    # Probes start from up: a gateway first reported down went down; one first reported up did not move.
+    assert upkeep_changes(CarrierUpkeep(), CarrierUpkeep(gateways=(down, other))) == [
+        ("Warning", "GatewayDown", "gateway sip:gw1 is down (last status 408)")
+    ]
