@@ -173,6 +173,16 @@ class StateStore(Protocol):
         """The upkeep state `name`, or None when nobody wrote it within its TTL."""
         ...
 
+    async def count_call_failure(self, name: str, gateway: str, failed: bool, ttl: float) -> int:
+        """Count a call to `gateway` that failed (408, 5xx, no answer) in a row in `name` and return
+        the count, or reset it (`failed` False: the gateway answered) and return 0. Forgotten after
+        `ttl` seconds without news."""
+        ...
+
+    async def call_failures(self, name: str) -> dict[str, int]:
+        """The gateways' calls failed in a row, as `count_call_failure` keeps them."""
+        ...
+
     def now(self) -> float: ...
 
 
@@ -216,6 +226,7 @@ class MemoryStore:
     _ended_expiry: list[tuple[float, str]] = field(default_factory=list)
     _leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> (owner, until)
     _upkeep: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)  # name -> (state, until)
+    _call_failures: dict[str, tuple[dict[str, int], float]] = field(default_factory=dict)
     # The CDR stream: the embedded default has no exporter, so this only bounds what tests can read.
     cdr_stream: deque[str] = field(default_factory=lambda: deque(maxlen=10_000))
 
@@ -432,4 +443,20 @@ class MemoryStore:
         if found is None or found[1] <= self.clock():
             self._upkeep.pop(name, None)
             return None
+        return dict(found[0])
+
+    async def count_call_failure(self, name: str, gateway: str, failed: bool, ttl: float) -> int:
+        counts = (await self.call_failures(name)) if name in self._call_failures else {}
+        if failed:
+            counts[gateway] = counts.get(gateway, 0) + 1
+        else:
+            counts.pop(gateway, None)
+        self._call_failures[name] = (counts, self.clock() + ttl)
+        return counts.get(gateway, 0)
+
+    async def call_failures(self, name: str) -> dict[str, int]:
+        found = self._call_failures.get(name)
+        if found is None or found[1] <= self.clock():
+            self._call_failures.pop(name, None)
+            return {}
         return dict(found[0])

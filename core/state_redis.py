@@ -208,6 +208,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
 
+# KEYS[1] = failure counts (hash: gateway -> calls failed in a row). ARGV: gateway, failed (1/0), ttl ms.
+_COUNT_CALL_FAILURE = """
+local n = 0
+if ARGV[2] == '1' then n = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+else redis.call('HDEL', KEYS[1], ARGV[1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return n
+"""
+
 
 def _with_epoch(data: bytes | str, epoch: int) -> CallState:
     """A record as the store hands it to its new holder: with the epoch that holder fences with."""
@@ -357,6 +366,7 @@ class RedisStore:
         self._end_with_cdr = client.register_script(_END_WITH_CDR)
         self._hold_lease = client.register_script(_HOLD_LEASE)
         self._release_lease = client.register_script(_RELEASE_LEASE)
+        self._count_call_failure = client.register_script(_COUNT_CALL_FAILURE)
 
     @classmethod
     def from_url(
@@ -530,3 +540,11 @@ class RedisStore:
         except ValueError:
             return None
         return found if isinstance(found, dict) else None
+
+    async def count_call_failure(self, name: str, gateway: str, failed: bool, ttl: float) -> int:
+        args = [gateway, 1 if failed else 0, max(1, int(ttl * 1000))]
+        return int(await self._run(self._count_call_failure(keys=[f"{self.p}{name}"], args=args)))
+
+    async def call_failures(self, name: str) -> dict[str, int]:
+        raw: dict[bytes, bytes] = await self._run(self.redis.hgetall(f"{self.p}{name}"))
+        return {k.decode(errors="replace"): int(v) for k, v in raw.items() if v.isdigit()}

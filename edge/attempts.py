@@ -25,6 +25,7 @@ from trunkline.edge.routing import Next, after_final_response, inbound_targets, 
 from trunkline.edge.session_timers import arm_limit, start_session_timer
 from trunkline.edge.tracing import NO_ATTEMPT
 from trunkline.edge.tracing import Attempt as AttemptSpan
+from trunkline.edge.upkeep import call_ended
 from trunkline.sip.dialog import Dialog
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.message import Request, Response
@@ -91,6 +92,8 @@ async def route(
         carrier = carrier_of(ctx.directory.carriers, target)
         if carrier:
             ctx.metrics.attempt(carrier, target.uri, attempt_outcome(call, response))
+            if not call.cancelled:  # 408/5xx/no answer in a row take a probed gateway down
+                call_ended(ctx, target.uri, response.status if response else None)
         if response is None or response.status >= 300:  # this attempt's Call-ID is done with
             ctx.traces.drop(invite.call_id, call.trace)
         if response is None:

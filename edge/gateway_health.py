@@ -1,7 +1,8 @@
 """Gateway health (Carrier `spec.health`): the up/down hysteresis of each gateway, pure.
 
-A gateway starts up; `failuresToDown` failed probes in a row take it down, `successesToUp` answered
-ones in a row bring it back. Any final response to OPTIONS is an answer (the gateway is there, even a
+A gateway starts up; `failuresToDown` failed probes in a row take it down (so do that many calls in
+a row that it failed with 408 or 5xx or left unanswered), `successesToUp` answered probes in a row
+bring it back. Any final response to OPTIONS is an answer (the gateway is there, even a
 405 or 404 says so) except 408 and 5xx; no answer within `timeout` is a failure. The state is plain
 data for the shared store (`to_state` / `from_state`), so every edge routes on the prober's view.
 """
@@ -41,6 +42,14 @@ class GatewayHealth:
             self.up, self.changed_at = False, now
             return True
         return False
+
+    def take_down(self, now: float) -> bool:
+        """Calls failed `failuresToDown` times in a row: down as if its probes had failed; probes
+        bring it back. True when it was up."""
+        if not self.up:
+            return False
+        self.up, self.changed_at, self.successes = False, now, 0
+        return True
 
     def to_state(self) -> dict[str, Any]:
         return asdict(self)

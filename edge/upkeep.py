@@ -21,7 +21,7 @@ from trunkline.core.models import Carrier
 from trunkline.core.state import StoreUnavailable, upkeep_key
 from trunkline.edge.carrier_registration import CarrierRegistration, Progress, RegistrationPlan
 from trunkline.edge.context import EdgeContext
-from trunkline.edge.gateway_health import NO_ANSWER, GatewayHealth, down_gateways
+from trunkline.edge.gateway_health import NO_ANSWER, GatewayHealth, answered, down_gateways
 from trunkline.sip.headers import NameAddr
 from trunkline.sip.ids import new_call_id, new_tag
 from trunkline.sip.message import Request, Response
@@ -30,6 +30,7 @@ from trunkline.sip.uri import SipUri, parse_uri
 log = logging.getLogger("trunkline.edge")
 Key = tuple[str, str]
 REQUEST_TIMEOUT = 4.0  # seconds a REGISTER may take before it counts as unanswered
+CALL_FAILURES_TTL = 3600.0  # a gateway's calls failed in a row are forgotten after this long
 
 
 class Upkeep:
@@ -206,6 +207,7 @@ class Upkeep:
                         event(log, logging.INFO if states[uri].up else logging.WARNING,
                               "gateway up" if states[uri].up else "gateway down", carrier=carrier.name,
                               gateway=uri, status=status)  # fmt: skip
+                await self._calls_failed(carrier, spec.failuresToDown, states, now)
                 record = {"holder": self.ctx.owner, "gateways": {u: s.to_state() for u, s in states.items()}}
                 await self.ctx.store.put_upkeep(name, record, 3 * spec.interval + 2 * self.lease_ttl)
                 await self._wait_holding(name, due)
@@ -215,6 +217,18 @@ class Upkeep:
                 log.exception("gateway probes of %s/%s failed", *key)
                 states = None
                 await self.ctx.sleep(spec.interval)
+
+    async def _calls_failed(
+        self, carrier: Carrier, failures: int, states: dict[str, GatewayHealth], now: float
+    ) -> None:
+        """Take down the gateways that failed `failures` calls in a row (counted by every edge)."""
+        name = upkeep_key("calls", *carrier.key)
+        for uri, count in (await self.ctx.store.call_failures(name)).items():
+            if count >= failures and uri in states:
+                await self.ctx.store.count_call_failure(name, uri, False, CALL_FAILURES_TTL)
+                if states[uri].take_down(now):
+                    event(log, logging.WARNING, "gateway down", carrier=carrier.name, gateway=uri,
+                          calls_failed=count)  # fmt: skip
 
     async def _options(self, gateway: str, timeout: float) -> tuple[int, float]:
         """Probe one gateway: (final status or 408 without one, round trip seconds)."""
@@ -258,3 +272,19 @@ class Upkeep:
             if key not in seen:
                 ctx.metrics.forget_carrier(carrier_name, uris)
         self._seen = seen
+
+
+def call_ended(ctx: EdgeContext, gateway: str, status: int | None) -> None:
+    """A call attempt to `gateway` ended with `status` (None: no answer): counted in a row for the
+    carrier whose gateways are probed when it failed (408, 5xx, no answer), reset otherwise."""
+    probed = [c for c in ctx.directory.carriers if c.spec.health]
+    carrier = next((c for c in probed if any(g.uri == gateway for g in c.spec.gateways)), None)
+    if carrier is None:
+        return
+    failed = status is None or not answered(status)
+    ctx.spawn(_count_call(ctx, upkeep_key("calls", *carrier.key), gateway, failed))
+
+
+async def _count_call(ctx: EdgeContext, name: str, gateway: str, failed: bool) -> None:
+    with contextlib.suppress(StoreUnavailable):  # one count less: routing goes on either way
+        await ctx.store.count_call_failure(name, gateway, failed, CALL_FAILURES_TTL)

@@ -317,3 +317,16 @@ async def test_upkeep_state_is_shared_and_lapses(store: StateStore) -> None:
     assert await store.upkeep(name) == {"registered": True, "cseq": 7}
     await asyncio.sleep(0.7)
     assert await store.upkeep(name) is None
+
+
+async def test_calls_failed_in_a_row_are_counted_per_gateway_and_reset(store: StateStore) -> None:
+    name = upkeep_key("calls", "default", "pstn")
+    assert await store.call_failures(name) == {}
+    assert await store.count_call_failure(name, "sip:a", True, ttl=0.5) == 1
+    assert await store.count_call_failure(name, "sip:a", True, ttl=0.5) == 2
+    assert await store.count_call_failure(name, "sip:b", True, ttl=0.5) == 1
+    assert await store.call_failures(name) == {"sip:a": 2, "sip:b": 1}
+    assert await store.count_call_failure(name, "sip:a", False, ttl=0.5) == 0
+    assert await store.call_failures(name) == {"sip:b": 1}
+    await asyncio.sleep(0.7)
+    assert await store.call_failures(name) == {}

@@ -80,3 +80,33 @@ async def test_the_registration_is_kept_and_its_progress_stored(
     assert retry.addr == world.GATEWAYS[1] and retry.request.cseq.seq == 3
     state = await h.store.upkeep(upkeep_key("registration", "default", "pstn"))
     assert state is not None and state["failures"] == 1 and state["status"] == 403
+
+
+async def test_calls_failed_in_a_row_take_a_probed_gateway_down(
+    tmp_path: Path, running: list[asyncio.Future[None]]
+) -> None:
+    health = {"health": {"interval": 1, "timeout": 0.5, "failuresToDown": 2, "successesToUp": 3}}
+    h = world.build(tmp_path, carrier=health)
+    running.append(asyncio.ensure_future(Upkeep(h.edge.ctx, lease_ttl=3, observe_every=1).run()))
+
+    async def answer_probes() -> None:
+        for tx in h.stack.requests("OPTIONS")[-2:]:
+            await h.stack.reply(tx, 200)
+
+    await h.stack.settle()
+    await answer_probes()
+    for _ in range(2):  # the first gateway fails each call with 503; the second answers
+        await h.stack.deliver(world.invite(), world.PBX)
+        await h.stack.reply(h.stack.requests("INVITE")[-1], 503)
+        await h.stack.reply(h.stack.requests("INVITE")[-1], 200, "Contact: <sip:gw@127.0.0.1:5072>")
+    counted = await h.store.call_failures(upkeep_key("calls", "default", "pstn"))
+    assert counted == {"sip:127.0.0.1:5071": 2}
+    await h.stack.advance(1)  # the next probe round (answered) finds the calls' count
+    await answer_probes()
+    await h.stack.advance(1)
+    await answer_probes()
+    assert h.edge.ctx.gateways_down[("default", "pstn")] == {"sip:127.0.0.1:5071"}
+    assert await h.store.call_failures(upkeep_key("calls", "default", "pstn")) == {}  # counted once
+    before = len(h.stack.requests("INVITE"))
+    await h.stack.deliver(world.invite(), world.PBX)
+    assert [tx.addr for tx in h.stack.requests("INVITE")[before:]] == [world.GATEWAYS[1]]
