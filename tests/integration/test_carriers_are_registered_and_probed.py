@@ -177,3 +177,32 @@ async def test_a_silent_gateway_is_marked_down_skipped_and_taken_back(tmp_path: 
         edge.stop()
         for ua in (pbx, first, second):
             await ua.close()
+
+
+async def test_a_gateway_that_fails_calls_in_a_row_is_taken_down(tmp_path: Path, pbx_port: int) -> None:
+    first, second = CarrierPeer(), CarrierPeer()
+    ports = [(await first.start())[1], (await second.start())[1]]
+    uri = f"sip:127.0.0.1:{ports[0]}"
+    health = {"interval": 0.5, "timeout": 1, "failuresToDown": 2, "successesToUp": 100}
+    edge = Up(tmp_path / "edge", manifests(ports, pbx_port, {"health": health}), command="edge").start()
+    pbx = UserAgent("127.0.0.2")
+    await pbx.start()
+    first.refuse_calls = 503  # it answers its probes, but no call gets through it
+    try:
+        for _ in range(2):  # each fails over to the second gateway
+            assert (
+                await pbx.call(f"sip:+14155551234@{edge.sip}", ("127.0.0.1", edge.sip_port), from_user=DID)
+                == 200
+            )
+        assert (first.invites, second.invites) == (2, 2)
+        down = lambda: gauge(edge, "trunkline_gateway_up", carrier="pstn", gateway=uri) == 0  # noqa: E731
+        await wait_until(down, "the gateway that failed two calls in a row marked down")
+        assert "calls_failed=2" in edge.output() and first.options >= 1
+        assert (
+            await pbx.call(f"sip:+14155551234@{edge.sip}", ("127.0.0.1", edge.sip_port), from_user=DID) == 200
+        )
+        assert (first.invites, second.invites) == (2, 3)  # not tried any more
+    finally:
+        edge.stop()
+        for ua in (pbx, first, second):
+            await ua.close()

@@ -45,6 +45,7 @@ class CarrierPeer(UserAgent):
         self.options = 0
         self.invites = 0
         self.silent = False  # answer nothing at all (a dead gateway)
+        self.refuse_calls: int | None = None  # answer INVITEs with this status (OPTIONS still 200)
 
     def contact(self) -> str | None:
         """The Contact the last accepted REGISTER bound (None before any)."""
@@ -62,6 +63,9 @@ class CarrierPeer(UserAgent):
             self.invites += 1
         if method == "REGISTER":
             self._register(inc.request)
+            return
+        if method == "INVITE" and self.refuse_calls is not None:
+            self._respond(inc.request.create_response(self.refuse_calls, to_tag="refused"))
             return
         super()._on_request(inc)
 
