@@ -85,11 +85,13 @@ class Upkeep:
                 with contextlib.suppress(Exception):
                     await self.ctx.store.release_lease(name, self.ctx.owner)
 
-    async def _hold(self, name: str) -> bool:
+    async def _hold(self, name: str) -> bool | None:
+        """Take or renew the lease: True held, False another edge holds it, None the store did not
+        answer (do nothing now; what this edge knows is kept, a hiccup costs no extra REGISTER)."""
         try:
             held = await self.ctx.store.hold_lease(name, self.ctx.owner, self.lease_ttl)
         except StoreUnavailable:
-            held = False
+            return None
         if held and name not in self._held:
             event(log, logging.INFO, "upkeep lease taken", lease=name, edge=self.ctx.owner)
         (self._held.add if held else self._held.discard)(name)
@@ -143,8 +145,9 @@ class Upkeep:
         while (carrier := self._carrier(key)) is not None and carrier.spec.registration.enabled:
             try:
                 plan = self._plan(carrier)
-                if plan is None or not await self._hold(name):
-                    machine = None
+                held = await self._hold(name) if plan is not None else False
+                if not held or plan is None:
+                    machine = machine if held is None else None
                     await self.ctx.sleep(self.lease_ttl / 3)
                     continue
                 if machine is None:
@@ -190,8 +193,9 @@ class Upkeep:
         states: dict[str, GatewayHealth] | None = None
         while (carrier := self._carrier(key)) is not None and (spec := carrier.spec.health) is not None:
             try:
-                if not await self._hold(name):
-                    states = None
+                held = await self._hold(name)
+                if not held:
+                    states = states if held is None else None
                     await self.ctx.sleep(min(spec.interval, self.lease_ttl / 3))
                     continue
                 if states is None:

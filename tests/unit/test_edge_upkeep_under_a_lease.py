@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from tests.support import edge_harness as world
-from trunkline.core.state import upkeep_key
+from trunkline.core.state import StoreUnavailable, upkeep_key
 from trunkline.edge.upkeep import Upkeep
 
 HEALTH = {"health": {"interval": 1, "timeout": 0.5, "failuresToDown": 2, "successesToUp": 1}}
@@ -110,3 +110,22 @@ async def test_calls_failed_in_a_row_take_a_probed_gateway_down(
     before = len(h.stack.requests("INVITE"))
     await h.stack.deliver(world.invite(), world.PBX)
     assert [tx.addr for tx in h.stack.requests("INVITE")[before:]] == [world.GATEWAYS[1]]
+
+
+async def test_a_store_hiccup_costs_no_extra_register(
+    tmp_path: Path, running: list[asyncio.Future[None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = world.build(tmp_path, carrier={"registration": {"enabled": True, "user": "trunk-7", "expires": 600}})
+    running.append(asyncio.ensure_future(Upkeep(h.edge.ctx, lease_ttl=3, observe_every=1).run()))
+    await h.stack.settle()
+    await h.stack.reply(h.stack.requests("REGISTER")[0], 200)
+    hold = h.store.hold_lease
+
+    async def unavailable(name: str, owner: str, ttl: float) -> bool:
+        raise StoreUnavailable("redis: TimeoutError")
+
+    monkeypatch.setattr(h.store, "hold_lease", unavailable)
+    await h.stack.advance(5)
+    monkeypatch.setattr(h.store, "hold_lease", hold)
+    await h.stack.advance(5)
+    assert len(h.stack.requests("REGISTER")) == 1  # the binding is good for 600 s: nothing to send
