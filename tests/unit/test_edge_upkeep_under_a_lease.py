@@ -129,3 +129,16 @@ async def test_a_store_hiccup_costs_no_extra_register(
     monkeypatch.setattr(h.store, "hold_lease", hold)
     await h.stack.advance(5)
     assert len(h.stack.requests("REGISTER")) == 1  # the binding is good for 600 s: nothing to send
+
+
+async def test_a_registrar_named_in_the_spec_is_used_instead_of_the_gateways(
+    tmp_path: Path, running: list[asyncio.Future[None]]
+) -> None:
+    spec = {"registration": {"enabled": True, "user": "trunk-7", "registrar": "sip:127.0.0.9:5999"}}
+    h = world.build(tmp_path, carrier=spec)
+    running.append(asyncio.ensure_future(Upkeep(h.edge.ctx, lease_ttl=3, observe_every=1).run()))
+    await h.stack.settle()
+    (register,) = h.stack.requests("REGISTER")
+    assert register.addr == ("127.0.0.9", 5999) and str(register.request.uri) == "sip:127.0.0.9:5999"
+    assert str(register.request.to.uri) == "sip:trunk-7@127.0.0.9"
+    assert register.request.get("Expires") == "600"  # the default
