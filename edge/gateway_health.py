@@ -14,6 +14,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from trunkline.core.models import CarrierHealth
+from trunkline.sip.headers import NameAddr
+from trunkline.sip.ids import new_call_id, new_tag
+from trunkline.sip.message import Request
+from trunkline.sip.uri import SipUri
 
 NO_ANSWER = 408  # the status a probe without an answer counts as
 
@@ -82,3 +86,15 @@ def usable(uris: Collection[str], down: Collection[str]) -> list[str]:
     try a gateway the probes doubt than to fail the call at once)."""
     alive = [u for u in uris if u not in down]
     return alive or list(uris)
+
+
+def options_request(target: SipUri, contact_host: str, contact_port: int) -> Request:
+    """A probe of `target` (the driver adds Via), from the edges' Contact address."""
+    request = Request("OPTIONS", target)
+    request.add("Max-Forwards", "70")
+    me = SipUri("sip", "", "trunkline", None, contact_host, contact_port, {})
+    request.add("From", str(NameAddr(me, None, {"tag": new_tag()})))
+    request.add("To", str(NameAddr(target)))
+    request.add("Call-ID", new_call_id())
+    request.add("CSeq", "1 OPTIONS")
+    return request

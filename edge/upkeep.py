@@ -21,9 +21,7 @@ from trunkline.core.models import Carrier
 from trunkline.core.state import StoreUnavailable, upkeep_key
 from trunkline.edge.carrier_registration import CarrierRegistration, Progress, RegistrationPlan
 from trunkline.edge.context import EdgeContext
-from trunkline.edge.gateway_health import NO_ANSWER, GatewayHealth, answered, down_gateways
-from trunkline.sip.headers import NameAddr
-from trunkline.sip.ids import new_call_id, new_tag
+from trunkline.edge.gateway_health import NO_ANSWER, GatewayHealth, answered, down_gateways, options_request
 from trunkline.sip.message import Request, Response
 from trunkline.sip.uri import SipUri, parse_uri
 
@@ -142,9 +140,16 @@ class Upkeep:
 
     async def _register(self, key: Key, name: str) -> None:
         machine: CarrierRegistration | None = None
+        warned = False  # about a registration that cannot be done, once until it can
         while (carrier := self._carrier(key)) is not None and carrier.spec.registration.enabled:
             try:
                 plan = self._plan(carrier)
+                if plan is None and not warned:
+                    why = "no spec.registration.user nor credentials, or no SIP URI to register at"
+                    event(
+                        log, logging.WARNING, "carrier registration impossible", carrier=carrier.name, why=why
+                    )
+                warned = plan is None
                 held = await self._hold(name) if plan is not None else False
                 if not held or plan is None:
                     machine = machine if held is None else None
@@ -239,14 +244,7 @@ class Upkeep:
         target = parse_uri(gateway)
         if not isinstance(target, SipUri):
             return NO_ANSWER, 0.0
-        local = self.ctx.local
-        request = Request("OPTIONS", target)
-        request.add("Max-Forwards", "70")
-        me = SipUri("sip", "", "trunkline", None, local.contact_host, local.contact_port, {})
-        request.add("From", str(NameAddr(me, None, {"tag": new_tag()})))
-        request.add("To", str(NameAddr(target)))
-        request.add("Call-ID", new_call_id())
-        request.add("CSeq", "1 OPTIONS")
+        request = options_request(target, self.ctx.local.contact_host, self.ctx.local.contact_port)
         started = time.monotonic()
         response = await self._send(request, target, timeout)
         return (response.status if response is not None else NO_ANSWER), time.monotonic() - started
