@@ -14,6 +14,7 @@ from trunkline.core.logs import event
 from trunkline.core.models import DID, Target, Trunk
 from trunkline.core.state import aor_of
 from trunkline.edge.call import Call, Leg, MediaError
+from trunkline.edge.call_failures import call_ended
 from trunkline.edge.cdr import Attempt, Direction, HungUp
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.ending import bye, finish, stand_down
@@ -25,7 +26,6 @@ from trunkline.edge.routing import Next, after_final_response, inbound_targets, 
 from trunkline.edge.session_timers import arm_limit, start_session_timer
 from trunkline.edge.tracing import NO_ATTEMPT
 from trunkline.edge.tracing import Attempt as AttemptSpan
-from trunkline.edge.upkeep import call_ended
 from trunkline.sip.dialog import Dialog
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.message import Request, Response

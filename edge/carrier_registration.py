@@ -15,12 +15,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from trunkline.core.models import Carrier
+from trunkline.edge.directory import Directory
 from trunkline.sip.digest_client import DigestError, authorization, parse_credentials
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.headers import NameAddr
 from trunkline.sip.ids import new_call_id, new_tag, random_bytes
 from trunkline.sip.message import Request, Response
-from trunkline.sip.uri import SipUri
+from trunkline.sip.uri import SipUri, parse_uri
 
 BACKOFF_FIRST = 2.0  # seconds after the first failure; doubled per failure in a row
 BACKOFF_MAX = 300.0
@@ -41,6 +43,22 @@ class RegistrationPlan:
 
     def aor(self, registrar: SipUri) -> SipUri:
         return SipUri(registrar.scheme, "", self.user, None, registrar.host, None, {})
+
+
+def plan_for(
+    carrier: Carrier, directory: Directory, contact_host: str, contact_port: int
+) -> RegistrationPlan | None:
+    """The Carrier's registration with the edges' Contact address; None when it cannot be done (no
+    user nor credentials, or no SIP URI to register at)."""
+    spec = carrier.spec.registration
+    username, password = directory.carrier_credentials(carrier)
+    user = directory.registration_user(carrier)
+    registrars = [spec.registrar] if spec.registrar else [g.uri for g in carrier.spec.gateways]
+    uris = tuple(u for u in (parse_uri(r) for r in registrars) if isinstance(u, SipUri))
+    if not user or not uris:
+        return None
+    contact = SipUri("sip", "", user, None, contact_host, contact_port, {})
+    return RegistrationPlan(uris, user, contact, spec.expires, username, password)
 
 
 @dataclass
@@ -127,6 +145,9 @@ class CarrierRegistration:
                 self.plan = dataclasses.replace(self.plan, expires=minimum)
                 self._challenges += 1
                 return self._send(None)
+        if 200 <= response.status < 300 and self.plan.expires == 0:  # unregistered
+            self.progress.registered_until, self.progress.status = 0.0, response.status
+            return Step(None, None, self.wake_at)
         if 200 <= response.status < 300:
             try:
                 granted = self._granted(response)
@@ -147,6 +168,12 @@ class CarrierRegistration:
             return Step(None, None, self.wake_at)
         self._pending = None
         return self._failed(now, 408, "no answer")
+
+    def unregister(self) -> Step:
+        """A REGISTER that removes our binding (Expires: 0): registration was turned off."""
+        self._challenges, self._pending = 0, None
+        self.plan = dataclasses.replace(self.plan, expires=0)
+        return self._send(None)
 
     # -- internals ----------------------------------------------------------------------------------
     def _send(self, credentials: tuple[str, str] | None) -> Step:

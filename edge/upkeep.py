@@ -15,20 +15,27 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from trunkline.core.logs import event
 from trunkline.core.models import Carrier
 from trunkline.core.state import StoreUnavailable, upkeep_key
-from trunkline.edge.carrier_registration import CarrierRegistration, Progress, RegistrationPlan
+from trunkline.edge.call_failures import CALL_FAILURES_TTL
+from trunkline.edge.carrier_registration import (
+    CarrierRegistration,
+    Progress,
+    RegistrationPlan,
+    Step,
+    plan_for,
+)
 from trunkline.edge.context import EdgeContext
-from trunkline.edge.gateway_health import NO_ANSWER, GatewayHealth, answered, down_gateways, options_request
+from trunkline.edge.gateway_health import NO_ANSWER, GatewayHealth, down_gateways, options_request
 from trunkline.sip.message import Request, Response
 from trunkline.sip.uri import SipUri, parse_uri
 
 log = logging.getLogger("trunkline.edge")
 Key = tuple[str, str]
 REQUEST_TIMEOUT = 4.0  # seconds a REGISTER may take before it counts as unanswered
-CALL_FAILURES_TTL = 3600.0  # a gateway's calls failed in a row are forgotten after this long
 
 
 class Upkeep:
@@ -95,15 +102,13 @@ class Upkeep:
         (self._held.add if held else self._held.discard)(name)
         return held
 
-    async def _wait_holding(self, name: str, until: float) -> bool:
-        """Sleep until `until` (store clock) renewing the lease; False as soon as it is lost."""
-        while True:
-            left = until - self.ctx.clock()
-            if left <= 0:
-                return True
+    async def _wait_holding(self, name: str, until: float, same: Callable[[], bool]) -> None:
+        """Sleep until `until` (store clock) renewing the lease; back early when it is lost or the
+        work is no longer `same` (the configuration changed)."""
+        while (left := until - self.ctx.clock()) > 0:
             await self.ctx.sleep(min(left, self.lease_ttl / 3))
-            if not await self._hold(name):
-                return False
+            if not await self._hold(name) or not same():
+                return
 
     async def _send(self, request: Request, target: SipUri, timeout: float) -> Response | None:
         """One request in a client transaction: its final response, None without one in `timeout`."""
@@ -127,23 +132,21 @@ class Upkeep:
             return None
 
     # -- registration -------------------------------------------------------------------------------
-    def _plan(self, carrier: Carrier) -> RegistrationPlan | None:
-        spec, ctx = carrier.spec.registration, self.ctx
-        username, password = ctx.directory.carrier_credentials(carrier)
-        user = ctx.directory.registration_user(carrier)
-        if not user:
+    def _plan(self, key: Key) -> RegistrationPlan | None:
+        carrier, local = self._carrier(key), self.ctx.local
+        if carrier is None or not carrier.spec.registration.enabled:
             return None
-        registrars = [spec.registrar] if spec.registrar else [g.uri for g in carrier.spec.gateways]
-        uris = tuple(u for u in (parse_uri(r) for r in registrars) if isinstance(u, SipUri))
-        contact = SipUri("sip", "", user, None, ctx.local.contact_host, ctx.local.contact_port, {})
-        return RegistrationPlan(uris, user, contact, spec.expires, username, password) if uris else None
+        return plan_for(carrier, self.ctx.directory, local.contact_host, local.contact_port)
+
+    def _plan_is(self, key: Key, plan: RegistrationPlan) -> bool:
+        return self._plan(key) == plan
 
     async def _register(self, key: Key, name: str) -> None:
         machine: CarrierRegistration | None = None
         warned = False  # about a registration that cannot be done, once until it can
         while (carrier := self._carrier(key)) is not None and carrier.spec.registration.enabled:
             try:
-                plan = self._plan(carrier)
+                plan = self._plan(key)
                 if plan is None and not warned:
                     why = "no spec.registration.user nor credentials, or no SIP URI to register at"
                     event(
@@ -162,17 +165,19 @@ class Upkeep:
                 elif plan != machine.given:  # the Carrier or its Secret changed
                     machine = CarrierRegistration(plan, machine.progress)
                 await self._register_round(carrier, name, machine)
-                await self._wait_holding(name, machine.wake_at)
+                await self._wait_holding(name, machine.wake_at, partial(self._plan_is, key, machine.given))
             except StoreUnavailable:
                 await self.ctx.sleep(self.lease_ttl / 3)
             except Exception:
                 log.exception("carrier registration of %s/%s failed", *key)
                 machine = None
                 await self.ctx.sleep(self.lease_ttl / 3)
+        if machine is not None and name in self._held and machine.progress.registered(self.ctx.clock()):
+            await self._exchange(name, machine, machine.unregister())  # the carrier stops calling us
+            event(log, logging.INFO, "carrier unregistered", carrier=key[1], status=machine.progress.status)
 
-    async def _register_round(self, carrier: Carrier, name: str, machine: CarrierRegistration) -> None:
-        was = machine.progress.registered_until, machine.progress.failures
-        step = machine.handle_timer(self.ctx.clock())
+    async def _exchange(self, name: str, machine: CarrierRegistration, step: Step) -> None:
+        """Send the machine's REGISTERs (an answered challenge is another) until it has none."""
         while step.request is not None and step.target is not None:
             if not await self._hold(name):
                 machine.no_answer(self.ctx.clock())
@@ -180,6 +185,10 @@ class Upkeep:
             response = await self._send(step.request, step.target, REQUEST_TIMEOUT)
             now = self.ctx.clock()
             step = machine.receive(response, now) if response is not None else machine.no_answer(now)
+
+    async def _register_round(self, carrier: Carrier, name: str, machine: CarrierRegistration) -> None:
+        was = machine.progress.registered_until, machine.progress.failures
+        await self._exchange(name, machine, machine.handle_timer(self.ctx.clock()))
         progress, now = machine.progress, self.ctx.clock()
         state = {**progress.to_state(), "holder": self.ctx.owner, "registrar_uri": str(machine.registrar)}
         ttl = max(progress.registered_until - now, 0) + machine.plan.expires + 2 * self.lease_ttl
@@ -219,7 +228,7 @@ class Upkeep:
                 await self._calls_failed(carrier, spec.failuresToDown, states, now)
                 record = {"holder": self.ctx.owner, "gateways": {u: s.to_state() for u, s in states.items()}}
                 await self.ctx.store.put_upkeep(name, record, 3 * spec.interval + 2 * self.lease_ttl)
-                await self._wait_holding(name, due)
+                await self._wait_holding(name, due, lambda: self._carrier(key) == carrier)
             except StoreUnavailable:
                 await self.ctx.sleep(min(spec.interval, self.lease_ttl / 3))
             except Exception:
@@ -234,7 +243,7 @@ class Upkeep:
         name = upkeep_key("calls", *carrier.key)
         for uri, count in (await self.ctx.store.call_failures(name)).items():
             if count >= failures and uri in states:
-                await self.ctx.store.count_call_failure(name, uri, False, CALL_FAILURES_TTL)
+                await self.ctx.store.count_call_failure(name, uri, False, CALL_FAILURES_TTL)  # once
                 if states[uri].take_down(now):
                     event(log, logging.WARNING, "gateway down", carrier=carrier.name, gateway=uri,
                           calls_failed=count)  # fmt: skip
@@ -274,19 +283,3 @@ class Upkeep:
             if key not in seen:
                 ctx.metrics.forget_carrier(carrier_name, uris)
         self._seen = seen
-
-
-def call_ended(ctx: EdgeContext, gateway: str, status: int | None) -> None:
-    """A call attempt to `gateway` ended with `status` (None: no answer): counted in a row for the
-    carrier whose gateways are probed when it failed (408, 5xx, no answer), reset otherwise."""
-    probed = [c for c in ctx.directory.carriers if c.spec.health]
-    carrier = next((c for c in probed if any(g.uri == gateway for g in c.spec.gateways)), None)
-    if carrier is None:
-        return
-    failed = status is None or not answered(status)
-    ctx.spawn(_count_call(ctx, upkeep_key("calls", *carrier.key), gateway, failed))
-
-
-async def _count_call(ctx: EdgeContext, name: str, gateway: str, failed: bool) -> None:
-    with contextlib.suppress(StoreUnavailable):  # one count less: routing goes on either way
-        await ctx.store.count_call_failure(name, gateway, failed, CALL_FAILURES_TTL)

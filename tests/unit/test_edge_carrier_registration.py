@@ -133,3 +133,17 @@ def test_an_unreadable_contact_in_the_200_is_a_failure_not_a_crash() -> None:
     step = machine.receive(answer(request, 200, ("Contact", "<sip:broken")), 0.0)
     assert step.request is None and machine.progress.failures == 1
     assert machine.progress.reason.startswith("unreadable Contact")
+
+
+def test_unregistering_sends_expires_zero_and_answers_a_challenge() -> None:
+    machine = CarrierRegistration(plan())
+    registered = sent(machine.handle_timer(0.0))
+    machine.receive(answer(registered, 200), 0.0)
+    bye = sent(machine.unregister())
+    assert bye.get("Expires") == "0" and bye.call_id == registered.call_id and bye.cseq.seq == 2
+    server = DigestAuthenticator(b"k", clock=lambda: 0.0)
+    challenge = ("WWW-Authenticate", server.challenges("carrier", [DigestAlgorithm.MD5])[0])
+    again = sent(machine.receive(answer(bye, 401, challenge), 1.0))
+    assert again.get("Expires") == "0" and again.get("Authorization")
+    assert machine.receive(answer(again, 200), 1.0).request is None
+    assert not machine.progress.registered(1.0) and machine.progress.failures == 0

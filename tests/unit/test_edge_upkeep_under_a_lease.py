@@ -142,3 +142,21 @@ async def test_a_registrar_named_in_the_spec_is_used_instead_of_the_gateways(
     assert register.addr == ("127.0.0.9", 5999) and str(register.request.uri) == "sip:127.0.0.9:5999"
     assert str(register.request.to.uri) == "sip:trunk-7@127.0.0.9"
     assert register.request.get("Expires") == "600"  # the default
+
+
+async def test_turning_registration_off_unregisters_and_gives_the_lease_up(
+    tmp_path: Path, running: list[asyncio.Future[None]]
+) -> None:
+    h = world.build(tmp_path, carrier={"registration": {"enabled": True, "user": "trunk-7"}})
+    running.append(asyncio.ensure_future(Upkeep(h.edge.ctx, lease_ttl=3, observe_every=1).run()))
+    await h.stack.settle()
+    await h.stack.reply(h.stack.requests("REGISTER")[0], 200)
+    h.edge.directory = world.build(tmp_path, owner="edge-off").edge.directory  # registration: off
+    await h.stack.advance(1)
+    last = h.stack.requests("REGISTER")[-1]
+    assert len(h.stack.requests("REGISTER")) == 2 and last.request.get("Expires") == "0"
+    await h.stack.reply(last, 200)
+    await h.stack.advance(2)
+    lease = upkeep_key("registration", "default", "pstn")
+    assert await h.store.hold_lease(lease, "edge-2", ttl=5)  # given up: another edge may take it
+    assert 'trunkline_carrier_registered{carrier="pstn"}' not in metrics(h)
