@@ -298,17 +298,20 @@ def start_redis(procs: Processes, workdir: Path) -> str:
 
 def start_edge(
     procs: Processes, workdir: Path, carrier_port: int, extra: list[str] | None = None,
-    env: dict[str, str] | None = None, executable: str = str(TRUNKLINE), flood_flags: bool = True,
+    env: dict[str, str] | None = None, executable: str = str(TRUNKLINE), current_flags: bool = True,
 ) -> tuple[subprocess.Popen[bytes], str, str]:  # fmt: skip
     """`executable`: another installation's `trunkline` (a reference build, `--reference-trunkline`),
-    which may predate the flood flags (`flood_flags=False`)."""
+    which may predate the flood and trunk-default flags (`current_flags=False`; before those, a trunk
+    without caps was unlimited anyway)."""
     workdir.mkdir(parents=True)
     (workdir / "manifests.yaml").write_text(manifests(carrier_port, free_port()))
     sip, http = f"{HOST}:{free_port()}", f"{HOST}:{free_port()}"
     # Default log level (INFO, one line per call), as in production; the log goes to a file.
     # The digest PBX (127.0.0.3) is in no ACL: lift the per-source flood budget (50/s), or it would
     # measure the flood guard rather than the call path (bench/flood.py is the flood's benchmark).
-    flood = ["--flood-rate", "1000000", "--flood-bytes", "1000000000"] if flood_flags else []
+    flood = ["--flood-rate", "1000000", "--flood-bytes", "1000000000"] if current_flags else []
+    # The test trunk sets no caps: lift the defaults (30 channels, 5 calls/s) to measure the edge.
+    flood += ["--default-channels", "0", "--default-calls-per-second", "0"] if current_flags else []
     args = [executable, "edge", "-f", "manifests.yaml", "--sip-listen", sip, "--http-listen", http,
             "--grace", "1", *flood, *(extra or [])]  # fmt: skip
     saved = dict(os.environ)
@@ -578,7 +581,7 @@ def main() -> int:
                              call_steps, seconds, [*call, *auth]))  # fmt: skip
         for number, executable in enumerate(args.reference_trunkline or [], 1):
             ref_proc, ref_sip, _ = start_edge(
-                procs, workdir / f"reference-{number}", uas_port, executable=executable, flood_flags=False
+                procs, workdir / f"reference-{number}", uas_port, executable=executable, current_flags=False
             )
             reference = Server(ref_proc, ref_sip, process_tree(ref_proc.pid))
             print(f"reference {number} ({executable}): pid {ref_proc.pid} on {ref_sip}")

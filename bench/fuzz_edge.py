@@ -439,7 +439,8 @@ def start_up(workdir: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
     trunkline = str(Path(sys.executable).parent / "trunkline")
     proc = subprocess.Popen(
         [trunkline, "up", "-f", str(workdir / "manifests.yaml"), "--sip-listen", f"127.0.0.1:{sip}",
-         "--http-listen", f"127.0.0.1:{http}", "--grace", "1"],
+         "--http-listen", f"127.0.0.1:{http}", "--grace", "1",
+         "--default-channels", "0", "--default-calls-per-second", "0"],  # the trunk's caps: not fuzzed
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     deadline = time.monotonic() + 30

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     exporter = Exporter(work / "exporter", redis.url, postgres.dsn).start()
     carrier_port = free_port()
     cluster = Cluster(work, redis, carrier_port, service=f"127.0.0.10:{free_port()}",
-                      extra=["--media-relay", relay.target, "--insecure-grpc"])  # fmt: skip
+                      extra=["--media-relay", relay.target, "--insecure-grpc",  # and no trunk caps:
+                             "--default-channels", "0", "--default-calls-per-second", "0"])  # fmt: skip
     gateway_cmd = [_sipp(), "-sn", "uas", "-i", "127.0.0.1", "-p", str(carrier_port), "-nostdin"]
     gateway = subprocess.Popen(gateway_cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     total = max(1, int(args.rate * args.minutes * 60))

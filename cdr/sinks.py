@@ -173,12 +173,14 @@ CREATE INDEX {TABLE}_trunk_end_at ON {TABLE} (namespace, trunk, end_at);
 CREATE INDEX {TABLE}_end_at ON {TABLE} (end_at);
 """,
     ),
+    # Rows written before it read false: no emergency call was flagged then.
+    (2, f"ALTER TABLE {TABLE} ADD COLUMN emergency boolean NOT NULL DEFAULT false;"),
 ]
 _COLUMNS = [
     "id", "call_id", "installation", "namespace", "trunk", "carrier", "gateway", "direction", "caller",
     "callee", "source_address", "source_transport", "invite_at", "ring_at", "answer_at", "end_at",
     "duration_seconds", "billable_seconds", "final_status", "q850_cause", "hangup_side", "hangup_reason",
-    "attempts", "codec", "relay", "media", "trace_id",
+    "attempts", "codec", "relay", "media", "trace_id", "emergency",
 ]  # fmt: skip
 _INSERT = (
     f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_COLUMNS))}) "

@@ -119,6 +119,7 @@ class Cdr(BaseModel):
     relay: str | None = Field(default=None, max_length=256)  # the media relay that carried the call
     media: MediaFigures | None = None
     trace_id: str | None = Field(default=None, max_length=64)
+    emergency: bool = False  # an emergency number was dialled (docs/emergency.md)
 
     @model_validator(mode="before")
     @classmethod

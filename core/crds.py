@@ -82,12 +82,15 @@ def _condition_path(type_: str) -> str:
     return f'.status.conditions[?(@.type=="{type_}")].status'
 
 
+_PLATFORM_READY = '.status.conditions[?(@.type=="PlatformReady")].status'
 _COLUMNS: dict[str, list[dict[str, Any]]] = {
     "Trunk": [
         {"name": "Ready", "type": "string", "jsonPath": _READY},
         {"name": "Active", "type": "integer", "jsonPath": ".status.activeCalls"},
         {"name": "Registered", "type": "integer", "jsonPath": ".status.registeredContacts"},
         {"name": "Channels", "type": "integer", "jsonPath": ".spec.channels"},
+        # `-o wide`: the operator's verdict on the platform that deploys the data plane (operator/verdict.py).
+        {"name": "Platform", "type": "string", "priority": 1, "jsonPath": _PLATFORM_READY},
     ],
     "DID": [
         {"name": "Number", "type": "string", "jsonPath": ".spec.number"},

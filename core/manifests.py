@@ -209,23 +209,34 @@ def check_references(config: ConfigSet) -> list[ManifestProblem]:
         usernames[username] = trunk
 
     for carrier in config.carriers.values():
-        auth = carrier.spec.auth
-        if auth and (carrier.metadata.namespace, auth.credentialsSecret) not in config.secrets:
-            problem(carrier, "spec.auth.credentialsSecret", f"no Secret named {auth.credentialsSecret!r}")
-        registration = carrier.spec.registration
+        auth, registration = carrier.spec.auth, carrier.spec.registration
         if registration.enabled and auth is None and registration.user is None:
             problem(carrier, "spec.registration", "registering needs spec.auth (credentials) or a user")
+        if auth is None:
+            continue
+        secret = config.secrets.get((carrier.metadata.namespace, auth.credentialsSecret))
+        if secret is None:
+            problem(carrier, "spec.auth.credentialsSecret", f"no Secret named {auth.credentialsSecret!r}")
+        elif not secret.get("username") or not secret.get("password"):
+            # The edge answers the carrier's challenges with both (docs/carriers.md).
+            problem(carrier, "spec.auth.credentialsSecret",
+                    f"Secret {secret.name!r} needs keys 'username' and 'password'")  # fmt: skip
     return problems
 
 
 # An ACL or carrier network wider than this admits too many strangers without a challenge.
 _WIDEST_PREFIX = {4: 16, 6: 32}
+# Ranges that international revenue share fraud lives on: global services with no country (satellite
+# +881, international networks +882/+883) and international premium rate (+979).
+HIGH_RISK_PREFIXES = ("+881", "+882", "+883", "+979")
 
 
 def security_warnings(config: ConfigSet) -> list[ManifestProblem]:
     """Valid but wide-open settings (docs/security.md): `trunkline validate` prints them, they do not
-    fail it. A Trunk without channels, callsPerSecond or outbound.allowedPrefixes is unlimited; a
-    stolen credential on it can place calls to premium-rate numbers anywhere, as fast as it likes."""
+    fail it. A Trunk that writes down "unlimited" (channels: 0, callsPerSecond: 0) or lets callers
+    reach every number ("+") or a high-risk range: a stolen credential on it can place calls to
+    premium-rate numbers, as fast as it likes. Unset caps are not warned about: the platform's
+    defaults hold them (core/trunk_defaults.py)."""
     warnings: list[ManifestProblem] = []
 
     def warn(item: Resource, path: str, message: str) -> None:
@@ -239,19 +250,32 @@ def security_warnings(config: ConfigSet) -> list[ManifestProblem]:
 
     for trunk in config.trunks.values():
         spec = trunk.spec
-        if spec.channels is None:
-            warn(trunk, "spec.channels", "not set: unlimited concurrent calls (e.g. channels: 30)")
-        if spec.callsPerSecond is None:
-            warn(trunk, "spec.callsPerSecond", "not set: unlimited call rate (e.g. callsPerSecond: 5)")
-        if not spec.outbound.allowedPrefixes:
-            warn(trunk, "spec.outbound.allowedPrefixes",
-                 "empty: this trunk may call any number in the world, premium-rate included; "
-                 "list the countries it needs (e.g. [\"+1\", \"+44\"])")  # fmt: skip
+        if spec.channels == 0:
+            warn(trunk, "spec.channels", "0: unlimited concurrent calls (e.g. channels: 30)")
+        if spec.callsPerSecond == 0:
+            warn(trunk, "spec.callsPerSecond", "0: unlimited call rate (e.g. callsPerSecond: 5)")
+        for prefix in spec.outbound.allowedPrefixes or []:
+            risky = [r for r in HIGH_RISK_PREFIXES if r.startswith(prefix) or prefix.startswith(r)]
+            if prefix == "+":
+                warn(trunk, "spec.outbound.allowedPrefixes",
+                     "\"+\": this trunk may call any number in the world, premium-rate included; "
+                     "list the countries it needs (e.g. [\"+1\", \"+44\"])")  # fmt: skip
+            elif risky:
+                warn(
+                    trunk,
+                    "spec.outbound.allowedPrefixes",
+                    f"{prefix} opens {', '.join(risky)}: ranges of international premium-rate fraud",
+                )
         if spec.auth.digest is not None and spec.auth.digest.allowRfc2069:
             warn(trunk, "spec.auth.digest.allowRfc2069", "true: credentials without qop=auth are accepted")
         wide(trunk, "spec.auth.ipAcl", spec.auth.ipAcl, "lets in, without a challenge,")
     for carrier in config.carriers.values():
         wide(carrier, "spec.inboundCidrs", carrier.spec.inboundCidrs, "lets call our DIDs")
+    carriers = config.carriers.values()
+    if config.trunks and not any(c.spec.emergency or not c.spec.prefixes for c in carriers):
+        message = ("no Carrier can take emergency calls (911, 112, ...): mark one `spec.emergency: true` "
+                   "or give one no prefixes (the default route); docs/emergency.md")  # fmt: skip
+        warnings.append(ManifestProblem(None, "", f"warning: {message}"))
     return warnings
 
 

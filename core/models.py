@@ -18,6 +18,8 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from trunkline.core.emergency import EMERGENCY_NUMBER_PATTERN, MAX_EMERGENCY_NUMBERS
+
 GROUP = "trunkline.io"
 VERSION = "v1alpha1"
 API_VERSION: Final = "trunkline.io/v1alpha1"
@@ -26,6 +28,8 @@ API_VERSION: Final = "trunkline.io/v1alpha1"
 E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
 # A prefix of E.164 numbers: '+' and 1 to 15 digits ("+44", "+1415").
 E164_PREFIX_PATTERN = r"^\+[0-9]{1,15}$"
+# What a trunk may call: a prefix, or "+" alone (every number: the explicit spelling of "anywhere").
+ALLOWED_PREFIX_PATTERN = r"^\+[0-9]{0,15}$"
 # sip:[user@]host[:port][;params] with host a name, IPv4 or [IPv6] (RFC 3261 section 19.1.1).
 SIP_URI_PATTERN = (
     r"^sips?:([^@\s;]+@)?"  # user part
@@ -37,6 +41,7 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)
 
 E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
 E164Prefix = Annotated[str, StringConstraints(pattern=E164_PREFIX_PATTERN)]
+AllowedPrefix = Annotated[str, StringConstraints(pattern=ALLOWED_PREFIX_PATTERN)]
 SipUri = Annotated[str, StringConstraints(pattern=SIP_URI_PATTERN, max_length=512)]
 ObjectName = Annotated[str, StringConstraints(pattern=NAME_PATTERN, min_length=1, max_length=253)]
 
@@ -116,8 +121,11 @@ class CallerIdAction(StrEnum):
 
 
 class Outbound(Model):
-    allowedPrefixes: list[E164Prefix] = Field(
-        default_factory=list, description="E.164 prefixes this trunk may call; empty: any number."
+    allowedPrefixes: list[AllowedPrefix] | None = Field(
+        None,
+        max_length=1024,
+        description='E.164 prefixes this trunk may call ("+": any number; []: none). Unset: the '
+        "platform's default (edge.trunkDefaults.allowedPrefixes; none unless set: outbound calls refused).",
     )
     callerId: CallerIdPolicy = CallerIdPolicy.DIDS_ONLY
     callerIdAction: CallerIdAction = CallerIdAction.REJECT
@@ -173,12 +181,42 @@ class Numbering(Model):
     internationalPrefix: str = Field("00", pattern=r"^[0-9]{0,4}$", description="Exit code to strip.")
 
 
+class PeerTracing(Model):
+    """W3C trace context in SIP, for a peer that traces calls too (off: none ever goes into SIP)."""
+
+    traceparentHeader: bool = Field(
+        False,
+        description="Send `traceparent` (and `tracestate`) headers in the INVITEs to this peer, and take "
+        "a valid `traceparent` in its INVITEs as the parent of the call's trace. Accepted only from a "
+        "peer known by its source address (a carrier's inboundCidrs, a trunk's ipAcl).",
+    )
+
+
+EmergencyNumber = Annotated[str, StringConstraints(pattern=EMERGENCY_NUMBER_PATTERN)]
+
+
+class TrunkEmergency(Model):
+    numbers: list[EmergencyNumber] = Field(
+        default_factory=list, max_length=MAX_EMERGENCY_NUMBERS,
+        description="Emergency numbers this trunk dials besides the installation's (2-8 digits, matched as "
+        "dialled, e.g. a PBX's \"9911\"): admitted past every limit and sent as dialled (docs/emergency.md).",
+    )  # fmt: skip
+
+
 class TrunkSpec(Model):
     auth: TrunkAuth = Field(default_factory=TrunkAuth)
     registration: Registration = Field(default_factory=Registration)
     origination: list[Target] = Field(default_factory=list, max_length=64)
-    channels: int | None = Field(None, ge=1, description="Concurrent calls (in + out); unset: unlimited.")
-    callsPerSecond: float | None = Field(None, gt=0, description="New calls per second; unset: unlimited.")
+    channels: int | None = Field(
+        None, ge=0, le=1_000_000,
+        description="Concurrent calls (in + out); 0: unlimited. Unset: the platform's default "
+        "(edge.trunkDefaults.channels, 30).",
+    )  # fmt: skip
+    callsPerSecond: float | None = Field(
+        None, ge=0, le=100_000,
+        description="New calls per second; 0: unlimited. Unset: the platform's default "
+        "(edge.trunkDefaults.callsPerSecond, 5).",
+    )  # fmt: skip
     outbound: Outbound = Field(default_factory=Outbound)
     codecs: list[Codec] = Field(
         default_factory=lambda: [Codec.PCMU, Codec.PCMA], min_length=1,
@@ -193,6 +231,10 @@ class TrunkSpec(Model):
     )
     numbering: Numbering | None = None
     flood: FloodLimits = Field(default_factory=FloodLimits)
+    tracing: PeerTracing = Field(default_factory=PeerTracing)
+    emergency: TrunkEmergency = Field(
+        default_factory=TrunkEmergency, description="This trunk's emergency calls (docs/emergency.md)."
+    )
 
 
 class DIDSpec(Model):
@@ -202,7 +244,16 @@ class DIDSpec(Model):
 
 
 class CarrierAuth(Model):
-    credentialsSecret: ObjectName
+    credentialsSecret: ObjectName = Field(
+        description="Name of a v1 Secret with keys username, password: the edge answers the carrier's "
+        "401/407 digest challenges (MD5, SHA-256, SHA-512-256) with them, toward its gateways only."
+    )
+    realm: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="Answer only challenges for this realm (default: any realm the gateways name).",
+    )
 
 
 class CarrierRegistration(Model):
@@ -244,6 +295,11 @@ class CarrierSpec(Model):
     health: CarrierHealth | None = Field(
         None, description="Probe the gateways with OPTIONS; unset: no probes."
     )
+    tracing: PeerTracing = Field(default_factory=PeerTracing)
+    emergency: bool = Field(
+        False, description="Takes emergency calls (911, 112, ...), sent with the number as dialled; without "
+        "such a carrier they take the default route (docs/emergency.md).",
+    )  # fmt: skip
 
 
 class Condition(BaseModel):

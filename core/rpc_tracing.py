@@ -79,39 +79,29 @@ class _ClientUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
             return call
 
 
+async def _opening(continuation: Any, details: Any, request: Any) -> Any:
+    """A streaming call: a short CLIENT span marks its opening and hands its context on, rather than
+    one open as long as the stream (an event watch lives as long as the relay)."""
+    if not _in_span():
+        return await continuation(details, request)
+    name, _, _ = _names(details.method)
+    with _tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=_attributes(details.method)):
+        return await continuation(_details(details, _with_traceparent(details.metadata)), request)
+
+
 class _ClientUnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        if not _in_span():
-            return await continuation(details, request)
-        # A stream (event watch) lives as long as the relay: a short span marks its opening and
-        # hands its context on, rather than one open for hours.
-        name, _, _ = _names(details.method)
-        with _tracer.start_as_current_span(
-            name, kind=SpanKind.CLIENT, attributes=_attributes(details.method)
-        ):
-            return await continuation(_details(details, _with_traceparent(details.metadata)), request)
+        return await _opening(continuation, details, request)
 
 
 class _ClientStreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        if not _in_span():
-            return await continuation(details, requests)
-        name, _, _ = _names(details.method)
-        with _tracer.start_as_current_span(
-            name, kind=SpanKind.CLIENT, attributes=_attributes(details.method)
-        ):
-            return await continuation(_details(details, _with_traceparent(details.metadata)), requests)
+        return await _opening(continuation, details, requests)
 
 
 class _ClientStreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        if not _in_span():
-            return await continuation(details, requests)
-        name, _, _ = _names(details.method)
-        with _tracer.start_as_current_span(
-            name, kind=SpanKind.CLIENT, attributes=_attributes(details.method)
-        ):
-            return await continuation(_details(details, _with_traceparent(details.metadata)), requests)
+        return await _opening(continuation, details, requests)
 
 
 def client_interceptors() -> list[Any]:

@@ -13,8 +13,9 @@ from functools import partial
 from trunkline.core.logs import event
 from trunkline.core.models import DID, Target, Trunk
 from trunkline.core.state import aor_of
+from trunkline.edge import call_failures, trace_headers
 from trunkline.edge.call import Call, Leg, MediaError
-from trunkline.edge.call_failures import call_ended
+from trunkline.edge.carrier_auth import send_answering_challenges
 from trunkline.edge.cdr import Attempt, Direction, HungUp
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.ending import bye, finish, stand_down
@@ -77,34 +78,42 @@ async def route(
         max_forwards = (offer.max_forwards or 70) - 1
         invite = first_invite(ctx.local, hop.transport, request_uri, caller, number, max_forwards, offer)
         invite.body = offer_body
-        call.b_invite, call.b_provisional = invite, False
-        call.b = Leg((hop.host, hop.port), hop.transport, tag=invite.from_.tag or "")
-        attempt = Attempt(target.uri)
-        call.record.attempts.append(attempt)
-        span = call.trace.attempt(
-            f"{hop.host}:{hop.port}", hop.transport, invite.call_id, target_uri=target.uri
+        invite, response, refused = await send_answering_challenges(
+            ctx, call, target.uri, hop, invite, partial(attempt, ctx, call, target, hop)
         )
-        ctx.traces.add(invite.call_id, call.trace, "b")
-        with span.current():  # the relay's work for this attempt continues its span
-            response = await try_target(ctx, call, invite, span)
-        attempt.status = response.status if response else None
-        span.end(None if response is None or response.status < 300 else str(response.status))
-        carrier = carrier_of(ctx.directory.carriers, target)
-        if carrier:
-            ctx.metrics.attempt(carrier, target.uri, attempt_outcome(call, response))
-            if not call.cancelled:  # 408/5xx/no answer in a row take a probed gateway down
-                call_ended(ctx, target.uri, response.status if response else None)
-        if response is None or response.status >= 300:  # this attempt's Call-ID is done with
-            ctx.traces.drop(invite.call_id, call.trace)
         if response is None:
             continue  # no answer: next target
         last = response
         if 200 <= response.status < 300:
             await answered(ctx, call, invite, response)
             return
+        if refused:
+            continue  # the carrier does not take our credentials here: its next gateway may
         if after_final_response(response.status) is Next.RELAY:
             break
     await failed(ctx, inc, call, last)
+
+
+async def attempt(ctx: EdgeContext, call: Call, target: Target, hop: Hop, invite: Request) -> Response | None:
+    """One INVITE to one hop, in the CDR and the trace as an attempt of its own (a challenged INVITE
+    and the one answering it are two)."""
+    call.b_invite, call.b_provisional = invite, False
+    call.b = Leg((hop.host, hop.port), hop.transport, tag=invite.from_.tag or "")
+    record = Attempt(target.uri)
+    call.record.attempts.append(record)
+    span = call.trace.attempt(f"{hop.host}:{hop.port}", hop.transport, invite.call_id, target_uri=target.uri)
+    trace_headers.stamp(invite, span, call, ctx.directory.carriers, target)
+    ctx.traces.add(invite.call_id, call.trace, "b")
+    with span.current():  # the relay's work for this attempt continues its span
+        response = await try_target(ctx, call, invite, span)
+    record.status = response.status if response else None
+    span.end(None if response is None or response.status < 300 else str(response.status))
+    if carrier := carrier_of(ctx.directory.carriers, target):
+        ctx.metrics.attempt(carrier, target.uri, attempt_outcome(call, response))
+        call_failures.call_ended(ctx, call, target.uri, response)  # in a row: a probed gateway down
+    if response is None or response.status >= 300:  # this attempt's Call-ID is done with
+        ctx.traces.drop(invite.call_id, call.trace)
+    return response
 
 
 async def hops(
@@ -190,9 +199,7 @@ def hang_up_late_answer(
         dialog = Dialog.from_uac(invite, future.result())
     except SipParseError:
         return
-    ctx.stack.send_ack(
-        ack_for(dialog, ctx.local, leg.transport, invite.cseq.seq, None), leg.addr, leg.transport
-    )
+    ctx.stack.send_ack(ack_for(dialog, ctx.local, leg.transport, invite, None), leg.addr, leg.transport)
     bye = ctx.stack.request(
         dialog.create_request("BYE", ctx.local.via(leg.transport)), leg.addr, leg.transport
     )

@@ -4,9 +4,12 @@ and REGISTER (authenticated, then handed to the registrar)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from trunkline.core.logs import event
 from trunkline.core.models import Trunk
+from trunkline.edge import registrations
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.digest import DigestError, Outcome, parse_credentials
 from trunkline.edge.legs import new_tag, response_for, user_of
@@ -16,11 +19,28 @@ from trunkline.sip.errors import SipParseError
 from trunkline.sip.stack import Incoming
 
 log = logging.getLogger("trunkline.edge")
+T = TypeVar("T")
 
 
-async def authenticate(ctx: EdgeContext, inc: Incoming, header: str, status: int) -> tuple[Trunk, str] | None:
+async def _store_or(work: Awaitable[T], fallback: T, optional: bool) -> T:
+    """A store step of authentication; when `optional` (an emergency number was dialled), a store
+    that does not answer counts as `fallback` instead of failing the request: the credentials are
+    still checked, only lockout counting and nonce replay protection are skipped meanwhile."""
+    if not optional:
+        return await work
+    try:
+        return await work
+    except Exception as exc:
+        event(log, logging.WARNING, "emergency call authenticated without the store", error=str(exc))
+        return fallback
+
+
+async def authenticate(
+    ctx: EdgeContext, inc: Incoming, header: str, status: int, store_optional: bool = False
+) -> tuple[Trunk, str] | None:
     """(trunk, username) for a request that proved itself, else None after answering it (or, for a
-    (source, username) that keeps failing, after ending its transaction unanswered)."""
+    (source, username) that keeps failing, after ending its transaction unanswered).
+    `store_optional`: the store not answering does not fail it (`_store_or`)."""
     req, source, options = inc.request, inc.addr[0], ctx.options
     params: dict[str, str] | None = None
     raw = req.get(header)
@@ -33,14 +53,14 @@ async def authenticate(ctx: EdgeContext, inc: Incoming, header: str, status: int
     username = (params or {}).get("username", "") or hint
     policy = LockoutPolicy(options.lockout_after, options.silence_after)
     failures = AuthFailures(ctx.store, options.auth_window, policy)
-    verdict = await failures.verdict(source, username)
+    verdict = await _store_or(failures.verdict(source, username), Lockout.ANSWER, store_optional)
     if verdict is Lockout.SILENCE:
         ctx.metrics.rejected("lockout")
         ctx.stack.discard(inc.key)  # no answer, and no transaction left to retransmit one
         return None
     if verdict is Lockout.FORBID:
         ctx.metrics.rejected("lockout")
-        await failures.failed(source, username)  # hammering counts too
+        await _store_or(failures.failed(source, username), 0, store_optional)  # hammering counts too
         ctx.answer(inc, 403, "Forbidden (too many failed authentications)")
         return None
     if params is None:
@@ -57,16 +77,17 @@ async def authenticate(ctx: EdgeContext, inc: Incoming, header: str, status: int
                                    allow_rfc2069=digest.allowRfc2069)  # fmt: skip
         outcome = verdict_.outcome
         if verdict_.ok:
-            if not await ctx.store.first_use(verdict_.replay_key, options.nonce_ttl * 2):
+            first = ctx.store.first_use(verdict_.replay_key, options.nonce_ttl * 2)
+            if not await _store_or(first, True, store_optional):
                 challenge(ctx, inc, creds.username, status, stale=True)
                 return None
-            await failures.succeeded(source, creds.username)
+            await _store_or(failures.succeeded(source, creds.username), None, store_optional)
             ctx.stack.vouch(source)
             return creds.trunk, creds.username
     if outcome is Outcome.STALE:
         challenge(ctx, inc, username, status, stale=True)
         return None
-    count = await failures.failed(source, username)
+    count = await _store_or(failures.failed(source, username), 0, store_optional)
     ctx.metrics.rejected("digest")
     event(log, logging.WARNING, "auth failed", source=source, username=username,
           realm=params.get("realm", ""), uri=params.get("uri", ""), why=outcome.value,
@@ -79,7 +100,9 @@ def challenge(ctx: EdgeContext, inc: Incoming, username: str, status: int, stale
     """A 401/407 of the same shape for every username, known or not (`challenge_realm`), with a
     nonce good only from this source. Without any digest trunk there is nothing to offer: 403."""
     trunks = ctx.directory.digest_trunks()
-    if not trunks:
+    if not trunks:  # a source in no trunk's IP ACL (nor a carrier's CIDRs), and no digest to offer
+        ctx.metrics.rejected("acl")
+        event(log, logging.DEBUG, "request rejected", rule="acl", source=inc.addr[0])
         ctx.answer(inc, 403, "Forbidden")
         return
     creds = ctx.directory.credentials(username)
@@ -108,3 +131,5 @@ async def on_register(ctx: EdgeContext, inc: Incoming) -> None:
     except SipParseError as exc:
         response = response_for(inc.request, exc.status, exc.reason, new_tag())
     ctx.stack.respond(response)
+    if response.status == 200:
+        await registrations.refresh_one(ctx, trunk, username)

@@ -21,16 +21,28 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
+from trunkline.core.emergency import emergency_number
 from trunkline.core.models import Trunk
 from trunkline.core.state import StateStore, StoreUnavailable
-from trunkline.edge import admission, adoption, attempts, auth, ending, in_dialog, new_call, observing
+from trunkline.edge import (
+    admission,
+    adoption,
+    attempts,
+    auth,
+    ending,
+    in_dialog,
+    new_call,
+    observing,
+    registrations,
+    trace_headers,
+)
 from trunkline.edge.call import Call, MediaPlane
 from trunkline.edge.cdr import CdrSink, HungUp
 from trunkline.edge.context import DialogId, EdgeContext, EdgeOptions
 from trunkline.edge.digest import DigestAuthenticator
 from trunkline.edge.direct_media import DirectMedia
 from trunkline.edge.directory import Directory
-from trunkline.edge.legs import ALLOW, Local, new_tag, response_for
+from trunkline.edge.legs import ALLOW, Local, new_tag, response_for, user_of
 from trunkline.edge.metrics import EdgeMetrics
 from trunkline.edge.observing import ObservedStack, Traces
 from trunkline.edge.resolver import Resolver
@@ -148,7 +160,8 @@ class Edge:
 
     async def _new_call(self, inc: Incoming) -> None:
         """Set up a call; whatever goes wrong inside, the caller gets an answer and nothing leaks."""
-        trace = observing.start_trace(self.traces, inc)
+        parent = trace_headers.trusted_parent(self.directory, inc)  # a peer's that asks for it, or None
+        trace = observing.start_trace(self.traces, inc, parent=parent)
         try:
             with trace.current():
                 await self._set_up(inc, trace)
@@ -171,12 +184,19 @@ class Edge:
                 self.traces.drop(inc.request.call_id)
                 trace.finish(trace.last_status, reason="refused" if trace.last_status >= 300 else "")
 
+    def _refuse_draining(self, inc: Incoming) -> None:
+        response = response_for(inc.request, 503, "Service Unavailable (draining)", new_tag())
+        response.add("Retry-After", "5")
+        self.stack.respond(response)
+
     async def _set_up(self, inc: Incoming, trace: NoTrace) -> None:
         req, ctx = inc.request, self.ctx
-        if ctx.draining:
-            response = response_for(req, 503, "Service Unavailable (draining)", new_tag())
-            response.add("Retry-After", "5")
-            self.stack.respond(response)
+        # Before we know the trunk: any trunk's emergency number may be one (confirmed once planned).
+        maybe_emergency = emergency_number(
+            user_of(req.uri), ctx.options.emergency_numbers, self.directory.emergency_numbers
+        ) is not None  # fmt: skip
+        if ctx.draining and not maybe_emergency:
+            self._refuse_draining(inc)
             return
         carrier = self.directory.carrier_for_source(inc.addr[0])
         if carrier is not None and req.get("Proxy-Authorization") is None:
@@ -191,7 +211,9 @@ class Edge:
             trunk = self.directory.trunk_for_source(inc.addr[0])
             if trunk is None:
                 with trace.step("auth", sip__auth__method="digest") as step:
-                    who = await auth.authenticate(ctx, inc, "Proxy-Authorization", 407)
+                    who = await auth.authenticate(
+                        ctx, inc, "Proxy-Authorization", 407, store_optional=maybe_emergency
+                    )
                     step.set(sip__auth__outcome="ok" if who else "refused")
                 if who is None:
                     return
@@ -201,6 +223,9 @@ class Edge:
                     pass
             planned = new_call.outbound(ctx, inc, trunk)
         if planned is None:
+            return
+        if ctx.draining and not planned.emergency:
+            self._refuse_draining(inc)
             return
         observing.traced(self.traces, planned.call, trace)
         with trace.step("admission", trunk=planned.call.trunk.name) as step:
@@ -230,5 +255,6 @@ class Edge:
         return True
 
     async def keep_alive(self) -> None:
-        """Tell the store this edge lives, and take over the calls of edges that stopped saying so."""
-        await adoption.keep_alive(self.ctx)
+        """Tell the store this edge lives, take over the calls of edges that stopped saying so, and
+        keep the registered contacts on /metrics current."""
+        await asyncio.gather(adoption.keep_alive(self.ctx), registrations.keep_counting(self.ctx))

@@ -6,7 +6,7 @@ Shared by every room of the edge; imports nothing of the edge but the record and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from trunkline.core.models import Trunk
 from trunkline.core.state import CallState, trunk_key
@@ -27,6 +27,9 @@ from trunkline.sip.dialog import Dialog
 from trunkline.sip.message import Request
 from trunkline.sip.stack import TimerHandle
 from trunkline.sip.transaction import Addr
+
+if TYPE_CHECKING:
+    from trunkline.edge.carrier_auth import LegAuth
 
 
 class MediaError(Exception):
@@ -99,6 +102,9 @@ class Call:
     counted: bool = False  # in the active calls gauge
     trace: NoTrace = NO_TRACE  # the call's trace here (its context is in `record`, for other edges)
     epoch: int = 0  # the fencing epoch this edge holds the call with (raised by every handover)
+    # Leg name -> its credentials toward a carrier that challenged (kept here only: an edge adopting
+    # the call starts afresh with the carrier's next challenge).
+    auth: dict[str, LegAuth] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

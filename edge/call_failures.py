@@ -7,15 +7,21 @@ from __future__ import annotations
 import contextlib
 
 from trunkline.core.state import StoreUnavailable, upkeep_key
+from trunkline.edge.call import Call
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.gateway_health import answered
+from trunkline.sip.message import Response
 
 CALL_FAILURES_TTL = 3600.0  # a gateway's calls failed in a row are forgotten after this long
 
 
-def call_ended(ctx: EdgeContext, gateway: str, status: int | None) -> None:
-    """A call attempt to `gateway` ended with `status` (None: no answer): counted in a row for the
-    carrier whose gateways are probed when it failed (408, 5xx, no answer), reset otherwise."""
+def call_ended(ctx: EdgeContext, call: Call, gateway: str, response: Response | None) -> None:
+    """A call's attempt to `gateway` ended with `response` (None: no answer): counted in a row for
+    the carrier whose gateways are probed when it failed (408, 5xx, no answer), reset otherwise. The
+    caller's CANCEL says nothing about the gateway."""
+    if call.cancelled:
+        return
+    status = response.status if response is not None else None
     probed = [c for c in ctx.directory.carriers if c.spec.health]
     carrier = next((c for c in probed if any(g.uri == gateway for g in c.spec.gateways)), None)
     if carrier is None:

@@ -16,18 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from trunkline.core.models import Carrier
+from trunkline.edge.digest_client import ChallengeError, DigestClient, Tries
 from trunkline.edge.directory import Directory
-from trunkline.sip.digest_client import DigestError, authorization, parse_credentials
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.headers import NameAddr
-from trunkline.sip.ids import new_call_id, new_tag, random_bytes
+from trunkline.sip.ids import new_call_id, new_tag
 from trunkline.sip.message import Request, Response
 from trunkline.sip.uri import SipUri, parse_uri
 
 BACKOFF_FIRST = 2.0  # seconds after the first failure; doubled per failure in a row
 BACKOFF_MAX = 300.0
 REFRESH_MARGIN = 60.0  # a long registration is refreshed this long before it ends
-MAX_CHALLENGES = 2  # answered challenges per attempt (a second one may be stale=true)
+MAX_INTERVAL_RETRIES = 2  # REGISTERs sent again with a registrar's Min-Expires (423) per attempt
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class RegistrationPlan:
     expires: int
     username: str | None = None  # credentials for 401/407; None: a challenge is a failure
     password: str | None = None
+    realm: str | None = None  # the Carrier's `spec.auth.realm`: a challenge for another is a failure
 
     def aor(self, registrar: SipUri) -> SipUri:
         return SipUri(registrar.scheme, "", self.user, None, registrar.host, None, {})
@@ -51,14 +52,15 @@ def plan_for(
     """The Carrier's registration with the edges' Contact address; None when it cannot be done (no
     user nor credentials, or no SIP URI to register at)."""
     spec = carrier.spec.registration
-    username, password = directory.carrier_credentials(carrier)
+    username, password = directory.carrier_credentials(carrier) or (None, None)
     user = directory.registration_user(carrier)
     registrars = [spec.registrar] if spec.registrar else [g.uri for g in carrier.spec.gateways]
     uris = tuple(u for u in (parse_uri(r) for r in registrars) if isinstance(u, SipUri))
     if not user or not uris:
         return None
     contact = SipUri("sip", "", user, None, contact_host, contact_port, {})
-    return RegistrationPlan(uris, user, contact, spec.expires, username, password)
+    realm = carrier.spec.auth.realm if carrier.spec.auth else None
+    return RegistrationPlan(uris, user, contact, spec.expires, username, password, realm)
 
 
 @dataclass
@@ -114,8 +116,14 @@ class CarrierRegistration:
         self.progress.registrar %= max(1, len(plan.registrars))
         self.wake_at = 0.0
         self._pending: Request | None = None
-        self._challenges = 0
-        self._nonce_counts: dict[str, int] = {}
+        self._retries = 0  # after a 423, this attempt
+        self._tries = Tries()  # challenges answered, this attempt: once, and once more when stale
+        # Our credentials and the registrar's last challenge (nonce counts go on across refreshes).
+        self._client = (
+            DigestClient(plan.username, plan.password, plan.realm)
+            if plan.username and plan.password
+            else None
+        )
 
     @property
     def registrar(self) -> SipUri:
@@ -125,7 +133,7 @@ class CarrierRegistration:
         """Time passed: register (or refresh) when due."""
         if self._pending is not None or now < self.wake_at:
             return Step(None, None, self.wake_at)
-        self._challenges = 0
+        self._retries, self._tries = 0, Tries()
         return self._send(None)
 
     def receive(self, response: Response, now: float) -> Step:
@@ -133,17 +141,15 @@ class CarrierRegistration:
         sent, self._pending = self._pending, None
         if sent is None or response.cseq.seq != sent.cseq.seq or response.call_id != sent.call_id:
             return Step(None, None, self.wake_at)
-        if response.status in (401, 407) and self._challenges < MAX_CHALLENGES:
-            header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
-            credentials = self._answer(response, header, str(sent.uri))
+        if response.status in (401, 407):
+            credentials = self._answer(response, str(sent.uri))
             if credentials is not None:
-                self._challenges += 1
                 return self._send(credentials)
-        if response.status == 423 and self._challenges < MAX_CHALLENGES:
+        if response.status == 423 and self._retries < MAX_INTERVAL_RETRIES:
             minimum = _seconds(response.get("Min-Expires"))
             if minimum is not None and self.plan.expires < minimum <= 86400:
                 self.plan = dataclasses.replace(self.plan, expires=minimum)
-                self._challenges += 1
+                self._retries += 1
                 return self._send(None)
         if 200 <= response.status < 300 and self.plan.expires == 0:  # unregistered
             self.progress.registered_until, self.progress.status = 0.0, response.status
@@ -171,7 +177,7 @@ class CarrierRegistration:
 
     def unregister(self) -> Step:
         """A REGISTER that removes our binding (Expires: 0): registration was turned off."""
-        self._challenges, self._pending = 0, None
+        self._retries, self._tries, self._pending = 0, Tries(), None
         self.plan = dataclasses.replace(self.plan, expires=0)
         return self._send(None)
 
@@ -194,24 +200,18 @@ class CarrierRegistration:
         self._pending = request
         return Step(request, registrar, self.wake_at)
 
-    def _answer(self, response: Response, header: str, uri: str) -> tuple[str, str] | None:
-        plan = self.plan
-        if plan.username is None or plan.password is None:
+    def _answer(self, response: Response, uri: str) -> tuple[str, str] | None:
+        """The credentials answering a 401/407, or None: no credentials, a challenge we do not
+        answer (edge/digest_client.py), or one more than once per attempt (twice when stale)."""
+        if self._client is None:
             return None
-        for challenge in response.get_all(header)[:8]:
-            try:
-                nonce = _nonce(challenge)
-                count = self._nonce_counts.get(nonce, 0) + 1
-                value = authorization(
-                    challenge, "REGISTER", uri, plan.username, plan.password, count, random_bytes(8).hex()
-                )
-            except DigestError:
-                continue
-            if len(self._nonce_counts) > 16:
-                self._nonce_counts.clear()
-            self._nonce_counts[nonce] = count
-            return ("Authorization" if header == "WWW-Authenticate" else "Proxy-Authorization", value)
-        return None
+        try:
+            challenge = self._client.challenge_of(response)
+        except ChallengeError:
+            return None
+        if not self._tries.may_answer(challenge):
+            return None
+        return (challenge.answer_header, self._client.authorization(challenge, "REGISTER", uri))
 
     def _granted(self, response: Response) -> int | None:
         """Seconds the registrar keeps our binding: our Contact's expires, else Expires, else ours;
@@ -240,10 +240,6 @@ def _seconds(text: str | None) -> int | None:
     if text is None or not text.strip().isdigit() or len(text.strip()) > 10:
         return None
     return int(text.strip())
-
-
-def _nonce(challenge: str) -> str:
-    return parse_credentials(challenge).get("nonce", "")[:256]
 
 
 def _same_contact(a: SipUri, b: SipUri) -> bool:

@@ -61,6 +61,7 @@ class CallRecord:
     reason: str = ""
     trace_id: str | None = None  # the call's trace (None: not traced), so a CDR leads to it
     traceparent: str | None = None  # the call's span: an edge adopting the call continues under it
+    emergency: bool = False  # dialled an emergency number: admitted past every limit (docs/emergency.md)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -132,6 +133,7 @@ def to_cdr(
         hangup_side=HangupSide(record.hung_up.value), hangup_reason=record.reason[:256], codec=codec,
         relay=relay, media=media, trace_id=trace_id or record.trace_id,
         attempts=[CdrAttempt(target=a.target[:512], status=_status(a.status)) for a in record.attempts[:64]],
+        emergency=record.emergency,
     )  # fmt: skip
 
 

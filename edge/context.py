@@ -9,14 +9,16 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 
+from trunkline.core.emergency import DEFAULT_COUNTRIES, installation_numbers
 from trunkline.core.logs import event
 from trunkline.core.state import StateStore
+from trunkline.core.trunk_defaults import TrunkDefaults
 from trunkline.edge.call import Call, Leg, MediaError, MediaPlane
 from trunkline.edge.cdr import CdrSink
 from trunkline.edge.digest import DigestAuthenticator
@@ -47,6 +49,10 @@ class EdgeOptions:
     silence_after: int = 20  # ... and from here on, do not answer at all
     nonce_ttl: float = 300.0
     contact_deny: tuple[Network, ...] = ()  # REGISTER Contacts inside these are refused (--contact-deny)
+    count_registrations_every: float = 10.0  # seconds between two counts of the trunks' contacts (/metrics)
+    # The installation's emergency numbers (--emergency-countries, --emergency-number).
+    emergency_numbers: frozenset[str] = installation_numbers(DEFAULT_COUNTRIES)
+    trunk_defaults: TrunkDefaults = field(default_factory=TrunkDefaults)  # caps a trunk leaves unset
 
 
 class Calls:
@@ -161,7 +167,7 @@ class EdgeContext:
     def ack_b(self, call: Call, invite: Request, body_from: Request | None) -> None:
         """ACK the callee's 2xx to `invite` (with the caller's ACK body when it carries the answer)."""
         assert call.b is not None and call.b.dialog is not None
-        ack = ack_for(call.b.dialog, self.local, call.b.transport, invite.cseq.seq, body_from)
+        ack = ack_for(call.b.dialog, self.local, call.b.transport, invite, body_from)
         call.last_b_ack = ack
         self.stack.send_ack(ack, call.b.addr, call.b.transport)
 

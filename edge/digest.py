@@ -14,6 +14,7 @@ tied to a web framework; SIP needs the server side over its own header grammar.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import re
 import struct
@@ -24,11 +25,52 @@ from enum import Enum
 
 from trunkline.core.models import DigestAlgorithm
 from trunkline.edge.nonce_keys import NonceKeys
-from trunkline.sip.digest_client import DigestError, digest_response, parse_credentials
 from trunkline.sip.flood import source_group
 from trunkline.sip.ids import random_bytes
 
-__all__ = ["DigestAuthenticator", "DigestError", "Outcome", "Verdict", "digest_response", "parse_credentials"]
+_HASHES: dict[str, Callable[[bytes], hashlib._Hash]] = {
+    "MD5": hashlib.md5,
+    "SHA-256": hashlib.sha256,
+    # RFC 7616's SHA-512/256 (offered by some carriers); the server side does not offer it.
+    "SHA-512-256": lambda data: hashlib.new("sha512_256", data),
+}
+
+# RFC 3261 section 25.1 / RFC 7616 section 3.4:
+#   credentials     = "Digest" LWS digest-response
+#   digest-response = dig-resp *(COMMA dig-resp)
+#   dig-resp        = username / realm / nonce / digest-uri / dresponse / algorithm / cnonce / opaque
+#                     / message-qop / nonce-count / auth-param
+#   auth-param      = auth-param-name EQUAL ( token / quoted-string )
+#   quoted-string   = SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE
+_PARAM = re.compile(r'\s*([A-Za-z0-9_.!%*+`\'~-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]*)\s*(?:,|$)')
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+class DigestError(ValueError):
+    """The Authorization header is not digest credentials we can read (answer with a new challenge)."""
+
+
+def parse_credentials(value: str) -> dict[str, str]:
+    """`Digest k=v, k="v"` -> {k: v}, keys lower-cased, quotes and quoted-pairs removed (a challenge
+    has the same grammar: edge/digest_client.py reads them with this too)."""
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "digest":
+        raise DigestError(f"scheme {scheme!r} is not Digest")
+    params: dict[str, str] = {}
+    pos, rest = 0, rest.strip()
+    for match in _PARAM.finditer(rest):  # each match must begin where the last one ended
+        if match.start() != pos or match.end() == pos:
+            break
+        name, raw = match.groups()
+        if raw.startswith('"'):
+            raw = raw[1:-1]
+            if "\\" in raw:
+                raw = _QUOTED_PAIR.sub(r"\1", raw)
+        params[name.lower()] = raw
+        pos = match.end()
+    if pos < len(rest):
+        raise DigestError(f"cannot read digest parameters at {rest[pos : pos + 20]!r}")
+    return params
 
 
 class Outcome(Enum):
@@ -110,7 +152,7 @@ class DigestAuthenticator:
         nonce = self.make_nonce(realm, source)
         tail = ", stale=true" if stale else ""
         return [
-            f'Digest realm="{_quote(realm)}", nonce="{nonce}", algorithm={alg.value}, qop="auth"{tail}'
+            f'Digest realm="{quote(realm)}", nonce="{nonce}", algorithm={alg.value}, qop="auth"{tail}'
             for alg in algorithms
         ]
 
@@ -187,5 +229,30 @@ def same_target(digest_uri: str, request_uri: str) -> bool:
     )
 
 
-def _quote(text: str) -> str:
+def digest_response(
+    algorithm: str,
+    username: str,
+    realm: str,
+    password: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    qop: str | None = "auth",
+    nc: str = "",
+    cnonce: str = "",
+) -> str:
+    """RFC 7616 section 3.4.1 (qop=auth) and RFC 2069 (no qop) response, lower-case hex."""
+    h = _HASHES[algorithm.upper()]
+
+    def hexdigest(text: str) -> str:
+        return h(text.encode("utf-8")).hexdigest()
+
+    ha1 = hexdigest(f"{username}:{realm}:{password}")
+    ha2 = hexdigest(f"{method}:{uri}")
+    if qop:
+        return hexdigest(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+    return hexdigest(f"{ha1}:{nonce}:{ha2}")
+
+
+def quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')

@@ -32,6 +32,10 @@ class Directory:
         for did in config.dids.values():
             self._numbers.setdefault((did.metadata.namespace, did.spec.trunkRef), []).append(did.spec.number)
         self._credentials: dict[str, Credentials] = {}
+        # Every trunk's own emergency numbers: what may be an emergency call before we know the trunk.
+        self.emergency_numbers = frozenset(
+            n for trunk in config.trunks.values() for n in trunk.spec.emergency.numbers
+        )
         for trunk in config.trunks.values():
             digest = trunk.spec.auth.digest
             if digest is None:
@@ -41,9 +45,27 @@ class Directory:
             password = config.secret_value(ns, digest.credentialsSecret, "password")
             if username and password:
                 self._credentials[username] = Credentials(trunk, username, password)
+        # What the edge answers a carrier's challenges with: (username, password) per carrier.
+        self._carrier_credentials: dict[tuple[str, str], tuple[str, str]] = {}
+        for carrier in self.carriers:
+            if carrier.spec.auth is None:
+                continue
+            ns, secret = carrier.metadata.namespace, carrier.spec.auth.credentialsSecret
+            username = config.secret_value(ns, secret, "username")
+            password = config.secret_value(ns, secret, "password")
+            if username and password:
+                self._carrier_credentials[carrier.key] = (username, password)
 
     def carrier_for_source(self, address: str) -> Carrier | None:
         return next((c for c in self.carriers if source_in(address, c.spec.inboundCidrs)), None)
+
+    def carrier_credentials(self, carrier: Carrier) -> tuple[str, str] | None:
+        """(username, password) from the Carrier's `spec.auth.credentialsSecret`, if it has them."""
+        return self._carrier_credentials.get(carrier.key)
+
+    def carrier_of_gateway(self, uri: str) -> Carrier | None:
+        """The carrier that lists `uri` as one of its gateways."""
+        return next((c for c in self.carriers if any(g.uri == uri for g in c.spec.gateways)), None)
 
     def trunk_for_source(self, address: str) -> Trunk | None:
         """The trunk whose IP ACL admits `address` without a challenge."""
@@ -65,21 +87,17 @@ class Directory:
     def username_of(self, trunk: Trunk) -> str | None:
         return next((u for u, c in self._credentials.items() if c.trunk.key == trunk.key), None)
 
+    def registering(self) -> list[tuple[Trunk, str]]:
+        """(trunk, digest username) of every trunk whose PBXs register."""
+        return [(c.trunk, u) for u, c in self._credentials.items() if c.trunk.spec.registration.enabled]
+
     def digest_trunks(self) -> list[Trunk]:
         return [t for t in self.trunks.values() if t.spec.auth.digest is not None]
-
-    def carrier_credentials(self, carrier: Carrier) -> tuple[str | None, str | None]:
-        """(username, password) from the Secret the Carrier's `spec.auth` names; Nones without."""
-        if carrier.spec.auth is None:
-            return None, None
-        ns, secret = carrier.metadata.namespace, carrier.spec.auth.credentialsSecret
-        return self.config.secret_value(ns, secret, "username"), self.config.secret_value(
-            ns, secret, "password"
-        )
 
     def registration_user(self, carrier: Carrier) -> str | None:
         """The user we register to `carrier` as (the Contact's user), or None when not registering."""
         registration = carrier.spec.registration
         if not registration.enabled:
             return None
-        return registration.user or self.carrier_credentials(carrier)[0]
+        credentials = self.carrier_credentials(carrier)
+        return registration.user or (credentials[0] if credentials else None)

@@ -7,12 +7,14 @@ epoch) or finds it ended by another edge stands down: it stops its timers and se
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from trunkline.core.logs import event
 from trunkline.core.state import CallEnd
 from trunkline.edge.call import Call
+from trunkline.edge.carrier_auth import request_on_leg
 from trunkline.edge.cdr import HungUp, to_cdr
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.observing import ended
@@ -32,11 +34,11 @@ async def bye(ctx: EdgeContext, call: Call, leg_name: str) -> None:
     # This transaction's messages go on its own span: the call's may be over before the answer.
     previous = ctx.traces.get(request.call_id)
     ctx.traces.add(request.call_id, step, leg_name)
-    future = ctx.stack.request(request, leg.addr, leg.transport)
+    future = asyncio.ensure_future(request_on_leg(ctx, call, leg_name, request))  # challenges answered
     answered = False
     try:
         if await ctx.wait_at_most(future, BYE_TIMEOUT):
-            step.set(sip__status_code=future.result().status)
+            step.set(sip__status_code=future.result()[1].status)
             answered = True
             return
         future.cancel()  # whatever comes later is of no interest

@@ -40,7 +40,7 @@ def call_record_to_data(record: CallRecord) -> dict[str, Any]:
         "call_id": record.call_id, "trunk": record.trunk, "direction": record.direction.value,
         "caller": record.caller, "callee": record.callee, "setup": record.setup, "answer": record.answer,
         "status": record.status, "attempts": [[a.target, a.status] for a in record.attempts],
-        "trace_id": record.trace_id, "traceparent": record.traceparent,
+        "trace_id": record.trace_id, "traceparent": record.traceparent, "emergency": record.emergency,
     }  # fmt: skip
 
 
@@ -49,7 +49,7 @@ def call_record_from_data(data: dict[str, Any]) -> CallRecord:
         data["call_id"], data["trunk"], Direction(data["direction"]), data["caller"], data["callee"],
         data["setup"], data["answer"], None, data["status"], HungUp.NOBODY,
         [Attempt(target, status) for target, status in data["attempts"]], "",
-        _short(data.get("trace_id")), _short(data.get("traceparent")),
+        _short(data.get("trace_id")), _short(data.get("traceparent")), data.get("emergency") is True,
     )  # fmt: skip
 
 

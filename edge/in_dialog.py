@@ -11,6 +11,7 @@ from trunkline.core.logs import event
 from trunkline.core.models import Trunk
 from trunkline.core.state import CallEnd
 from trunkline.edge.call import Call, MediaError
+from trunkline.edge.carrier_auth import request_on_leg
 from trunkline.edge.cdr import Direction, HungUp
 from trunkline.edge.context import DialogId, EdgeContext
 from trunkline.edge.ending import bye, finish, stand_down, still_held
@@ -74,7 +75,7 @@ def on_ack(ctx: EdgeContext, inc: Incoming) -> None:
     if other is call.b:
         ctx.ack_b(call, invite, req)
     else:
-        ack = ack_for(other.dialog, ctx.local, other.transport, invite.cseq.seq, req)
+        ack = ack_for(other.dialog, ctx.local, other.transport, invite, req)
         ctx.stack.send_ack(ack, other.addr, other.transport)
 
 
@@ -173,7 +174,7 @@ async def _relay(
             ctx.answer(inc, exc.status, exc.reason, req.to.tag)
             return
     try:
-        answer = await ctx.stack.request(out, other.addr, other.transport)
+        out, answer = await request_on_leg(ctx, call, other_name, out)  # a carrier's challenge answered
     except NoAnswer:
         ctx.answer(inc, 408, "Request Timeout", req.to.tag)
         return

@@ -136,9 +136,13 @@ def in_dialog(dialog: Dialog, method: str, local: Local, transport: str, source:
 
 
 def ack_for(
-    dialog: Dialog, local: Local, transport: str, invite_seq: int, body_from: Message | None
+    dialog: Dialog, local: Local, transport: str, invite: Request, body_from: Message | None
 ) -> Request:
-    ack = dialog.create_request("ACK", local.via(transport), cseq=invite_seq)
+    """The ACK of a 2xx to `invite`: its CSeq and (RFC 3261 13.2.2.4) the same credentials."""
+    ack = dialog.create_request("ACK", local.via(transport), cseq=invite.cseq.seq)
+    for name in ("Authorization", "Proxy-Authorization"):
+        for value in invite.get_all(name):
+            ack.add(name, value)
     if body_from is not None and body_from.body:
         copy_passed(body_from, ack)
     return ack

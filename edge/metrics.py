@@ -8,9 +8,11 @@ class, direction, outcome, rule, store operation); anything else becomes `other`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 METHODS = frozenset(
     {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "UPDATE", "INFO", "PRACK", "REFER",
@@ -52,6 +54,26 @@ def outcome_of(status: int) -> str:
     return "failed"
 
 
+class Rejections(Collector):
+    """`trunkline_rejections_total{rule}`: requests refused, by rule. Every rule of the closed set is
+    served (0 until it moves), so a rate over any of them exists from the first scrape. `flood` is
+    read from the flood guard's own counters at scrape time: the guard drops messages before parsing,
+    and counting there costs nothing per packet."""
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(sorted(RULES | {"other"}), 0)
+        self.flood: Callable[[], int] = lambda: 0  # messages the flood guard dropped (set by the edge)
+
+    def add(self, rule: str) -> None:
+        self.counts[_one_of(rule, RULES)] += 1
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("trunkline_rejections", "Requests refused, by rule", labels=["rule"])
+        for rule, count in self.counts.items():
+            family.add_metric([rule], count + (self.flood() if rule == "flood" else 0))
+        yield family
+
+
 class EdgeMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -65,6 +87,7 @@ class EdgeMetrics:
         self.registrations = Gauge(
             "trunkline_registrations", "Registered contacts, by trunk", ["trunk"], registry=registry
         )
+        self._registered: set[str] = set()  # trunks with a registrations series
         self.requests = Counter(
             "trunkline_sip_requests", "SIP requests, by method and direction (received, sent)",
             ["method", "direction"], registry=registry,
@@ -73,9 +96,12 @@ class EdgeMetrics:
             "trunkline_sip_responses", "SIP responses, by request method, status class and direction",
             ["method", "status_class", "direction"], registry=registry,
         )  # fmt: skip
-        self.rejections = Counter(
-            "trunkline_rejections", "Requests refused by a policy rule", ["rule"], registry=registry
-        )
+        self.emergency = Counter(
+            "trunkline_emergency_calls", "Emergency calls ended, by trunk and outcome",
+            ["trunk", "outcome"], registry=registry,
+        )  # fmt: skip
+        self.rejections = Rejections()
+        registry.register(self.rejections)
         self.pdd = Histogram(
             "trunkline_post_dial_delay_seconds", "INVITE sent to the first ringing or final response",
             ["trunk"], buckets=PDD_BUCKETS, registry=registry,
@@ -121,6 +147,9 @@ class EdgeMetrics:
         if answered_for is not None:
             self.duration.labels(trunk, direction).observe(max(0.0, answered_for))
 
+    def emergency_ended(self, trunk: str, status: int) -> None:
+        self.emergency.labels(trunk, outcome_of(status)).inc()
+
     def request(self, method: str, direction: str) -> None:
         self.requests.labels(_one_of(method, METHODS), _one_of(direction, SIP_DIRECTIONS)).inc()
 
@@ -130,7 +159,7 @@ class EdgeMetrics:
         ).inc()
 
     def rejected(self, rule: str) -> None:
-        self.rejections.labels(_one_of(rule, RULES)).inc()
+        self.rejections.add(rule)
 
     def post_dial_delay(self, trunk: str, seconds: float) -> None:
         self.pdd.labels(trunk).observe(max(0.0, seconds))
@@ -169,12 +198,27 @@ class EdgeMetrics:
             except KeyError:
                 pass
 
-    def count_registrations(self, trunk: str, read: Callable[[], int]) -> None:
-        """Registered contacts of `trunk`, read from the registrar at each scrape."""
-        self.registrations.labels(trunk).set_function(lambda: float(read()))
+    def count_flood_drops(self, read: Callable[[], int]) -> None:
+        """`rule="flood"` reads the flood guard's dropped messages from `read` at each scrape."""
+        self.rejections.flood = read
+
+    def set_registrations(self, counts: dict[str, int]) -> None:
+        """Registered contacts of each trunk with registration on (edge/registrations.py counts them);
+        a trunk no longer among them loses its series, so the label set follows the configuration."""
+        for trunk in self._registered - counts.keys():
+            self.registrations.remove(trunk)
+        for trunk, count in counts.items():
+            self.registrations.labels(trunk).set(count)
+        self._registered = set(counts)
+
+    def set_registered(self, trunk: str, count: int) -> None:
+        """One trunk's registered contacts (just after a REGISTER changed them)."""
+        self._registered.add(trunk)
+        self.registrations.labels(trunk).set(count)
 
     def forget_trunk(self, trunk: str) -> None:
         """A trunk left the configuration: drop its gauge series (counters stay until restart)."""
+        self._registered.discard(trunk)
         for gauge in (self.active, self.registrations):
             try:
                 gauge.remove(trunk)

@@ -1,6 +1,7 @@
 """A new INVITE: which way it goes (inbound from a carrier to a DID, outbound from a trunk to a
 number) and whether the trunk's policy lets it (destination, caller ID). Returns the call to admit
-and route, or None after answering the caller."""
+and route, or None after answering the caller. An emergency number (edge/emergency.py) skips the
+policy and the E.164 normalisation: it is routed as dialled."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 
 from trunkline.core.logs import event
 from trunkline.core.models import DID, Numbering, Target, Trunk
+from trunkline.edge import emergency
 from trunkline.edge.call import Call, Leg
 from trunkline.edge.cdr import CallRecord, Direction
 from trunkline.edge.context import EdgeContext
@@ -30,6 +32,10 @@ class NewCall:
     callee: str
     did: DID | None = None  # inbound: its targets are gathered once the call is admitted
     targets: list[tuple[Target, str]] | None = None  # outbound: the carriers to try, in order
+
+    @property
+    def emergency(self) -> bool:
+        return self.call.record.emergency
 
 
 def inbound(
@@ -64,13 +70,16 @@ def inbound(
 
 def outbound(ctx: EdgeContext, inc: Incoming, trunk: Trunk) -> NewCall | None:
     req, tag = inc.request, new_tag()
+    dialled = emergency.number_of(user_of(req.uri), ctx.options.emergency_numbers, trunk)
+    if dialled is not None:
+        return _emergency(ctx, inc, trunk, dialled, tag)
     number = to_e164(user_of(req.uri) or "", trunk.spec.numbering)
     if number is None:
         ctx.reject(
             inc, Rejection(484, "Address Incomplete", "number", f"{user_of(req.uri)!r}"), trunk.name, tag
         )
         return None
-    rejection = check_destination(trunk, number)
+    rejection = check_destination(trunk, number, ctx.options.trunk_defaults)
     if rejection:
         ctx.reject(inc, rejection, trunk.name, tag)
         return None
@@ -88,6 +97,23 @@ def outbound(ctx: EdgeContext, inc: Incoming, trunk: Trunk) -> NewCall | None:
     call = new_call(ctx, inc, trunk, Direction.OUTBOUND, caller, number, tag)
     targets = outbound_targets(number, ctx.directory.carriers, down=ctx.gateways_down)
     return NewCall(call, caller, number, targets=[(t, number) for t in targets])
+
+
+def _emergency(ctx: EdgeContext, inc: Incoming, trunk: Trunk, dialled: str, tag: str) -> NewCall:
+    """An emergency call: no destination or caller-ID refusal, the number kept as dialled."""
+    req = inc.request
+    pai = req.get("P-Asserted-Identity")
+    try:
+        presented = parse_uri(pai.strip().lstrip("<").split(">")[0]) if pai else req.from_.uri
+    except SipParseError:  # a bad P-Asserted-Identity does not stop an emergency call: From it is
+        presented = req.from_.uri
+    caller = emergency.caller_of(trunk, user_of(presented) or "", ctx.directory.numbers_of(trunk))
+    event(log, logging.WARNING, "emergency call", trunk=trunk.name, number=dialled, caller=caller,
+          source=inc.addr[0], call_id=req.call_id)  # fmt: skip
+    call = new_call(ctx, inc, trunk, Direction.OUTBOUND, caller, dialled, tag)
+    call.record.emergency = True
+    targets = emergency.targets(dialled, ctx.directory.carriers)
+    return NewCall(call, caller, dialled, targets=[(t, dialled) for t in targets])
 
 
 def new_call(

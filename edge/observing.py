@@ -10,9 +10,11 @@ call not sampled, the cost per message is one empty-dict lookup and the counters
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from trunkline.core.logs import event
 from trunkline.core.models import Carrier, Target
 from trunkline.edge import tracing
 from trunkline.edge.call import Call
@@ -29,6 +31,8 @@ from trunkline.sip.stack import (
     TimerHandle,
 )
 from trunkline.sip.transaction import Addr, Timers, TxKey
+
+log = logging.getLogger("trunkline.edge")
 
 
 class Observer(Protocol):
@@ -183,11 +187,16 @@ def rule_label(rule: str) -> str:
     return RULES.get(rule, rule)
 
 
-def start_trace(traces: Traces, inc: Incoming, name: str = "call") -> NoTrace:
+def start_trace(
+    traces: Traces, inc: Incoming, name: str = "call", parent: tuple[str, str | None] | None = None
+) -> NoTrace:
     """The trace of a new request (a call's INVITE, a REGISTER), with the request as its first
-    event (received before the trace existed)."""
+    event (received before the trace existed). `parent`: a trusted peer's trace context
+    (trace_headers.trusted_parent), to continue its trace."""
     req = inc.request
-    trace = tracing.start_call(req.call_id, "", "", "", "", _peer(inc.addr), inc.transport, name=name)
+    traceparent, tracestate = parent or (None, None)
+    trace = tracing.start_call(req.call_id, "", "", "", "", _peer(inc.addr), inc.transport, traceparent,
+                               name, tracestate)  # fmt: skip
     if trace.recording:
         traces.add(req.call_id, trace, "a")
         trace.message("a", "received", first_line(req), len(req.to_bytes()), _peer(inc.addr))
@@ -201,6 +210,8 @@ def traced(traces: Traces, call: Call, trace: NoTrace) -> None:
     record.trace_id, record.traceparent = trace.trace_id, trace.traceparent
     trace.set(trunk=call.trunk.name, direction=record.direction.value, sip__caller=record.caller,
               sip__callee=record.callee)  # fmt: skip
+    if record.emergency:
+        trace.set(emergency=True)
 
 
 def adopted(traces: Traces, call: Call) -> None:
@@ -232,6 +243,10 @@ def ended(metrics: EdgeMetrics, traces: Traces, call: Call) -> None:
         call.counted = False
         answered_for = record.end - record.answer if record.end and record.answer else None
         metrics.call_ended(call.trunk.name, record.direction.value, status, answered_for)
+        if record.emergency:
+            metrics.emergency_ended(call.trunk.name, status)
+            event(log, logging.WARNING, "emergency call ended", trunk=call.trunk.name, call_id=call.key,
+                  number=record.callee, status=status, hung_up=record.hung_up.value)  # fmt: skip
     call.trace.finish(status, record.hung_up.value, record.reason)
     traces.drop(call.key, call.trace)  # a BYE still under way keeps its own (ending.bye)
     if call.b_invite is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from trunkline.core.models import CallerIdAction, CallerIdPolicy, Trunk
+from trunkline.core.trunk_defaults import EVERY_NUMBER, TrunkDefaults
 from trunkline.edge.numbers import matches_prefix
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -42,12 +43,17 @@ def source_in(address: str, cidrs: Sequence[str]) -> bool:
     return any(ip in net for net in _networks(tuple(cidrs)) if net.version == ip.version)
 
 
-def check_destination(trunk: Trunk, number: str) -> Rejection | None:
-    """Geo-permissions: an empty list allows every number."""
-    allowed = trunk.spec.outbound.allowedPrefixes
-    if allowed and not matches_prefix(number, allowed):
-        return Rejection(403, "Forbidden", "allowedPrefixes", f"{number} is outside {','.join(allowed)}")
-    return None
+def check_destination(trunk: Trunk, number: str, defaults: TrunkDefaults | None = None) -> Rejection | None:
+    """Geo-permissions: the trunk's list, else the platform's default list; "+" allows every number,
+    an empty list none."""
+    allowed = (defaults or TrunkDefaults()).allowed_prefixes_of(trunk.spec)
+    if EVERY_NUMBER in allowed or matches_prefix(number, allowed):
+        return None
+    if not allowed:
+        detail = f"{number}: the trunk may call no number (no outbound.allowedPrefixes, no platform default)"
+    else:
+        detail = f"{number} is outside {','.join(allowed)}"
+    return Rejection(403, "Forbidden", "allowedPrefixes", detail)
 
 
 def check_caller_id(

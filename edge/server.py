@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from trunkline.core import grpc_tls, observability
+from trunkline.core import emergency, grpc_tls, observability, trunk_defaults
 from trunkline.core.addresses import MediaAddressPolicy, is_loopback
 from trunkline.core.cdr import CdrSettings
 from trunkline.core.http import OpsServer
@@ -144,6 +144,7 @@ class EdgeComponent:
             stack=self.stack,
             metrics=metrics,
         )
+        self.edge.metrics.count_flood_drops(self._flood_drops)
         if isinstance(media, RelayMedia) and media.on_inactive is None:
             media.on_inactive = self.edge.end_call  # a relay session gone silent ends its call
         self._listening = False
@@ -185,6 +186,11 @@ class EdgeComponent:
 
     def ready(self) -> bool:
         return self._listening
+
+    def _flood_drops(self) -> int:
+        """Messages the flood guard dropped (`trunkline_rejections_total{rule="flood"}`)."""
+        guard = self.stack.flood_guard
+        return guard.counters.dropped_rate + guard.counters.dropped_cooldown if guard is not None else 0
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
         """The signalling defences' counters (flood guard, refused connections) on /metrics."""
@@ -294,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse REGISTER Contacts inside this network, e.g. the pod and service CIDRs (repeatable)",
     )  # fmt: skip
     parser.add_argument("--log-level", default=os.environ.get("TRUNKLINE_LOG_LEVEL", "INFO"))
+    emergency.add_arguments(parser)
+    trunk_defaults.add_arguments(parser)
     grpc_tls.add_arguments(parser)
     observability.add_arguments(parser)
     return parser
@@ -347,6 +355,7 @@ def media_policy_of(args: argparse.Namespace, sip_host: str) -> MediaAddressPoli
 async def _serve(args: argparse.Namespace) -> int:
     if not args.files and not args.control:
         raise ConfigError("give manifests (-f) or a control service (--control)")
+    numbers = emergency.from_arguments(args)  # before anything is bound
     try:
         redis = redis_target(args)
     except ValueError as exc:
@@ -419,7 +428,13 @@ async def _serve(args: argparse.Namespace) -> int:
         media = RelayMedia(picker=picker, lost_after=args.relay_lost_after, security=security, policy=policy)
     if args.max_call_duration <= 0:
         raise ConfigError("--max-call-duration: must be more than 0 seconds")
-    options = EdgeOptions(max_duration=args.max_call_duration)
+    try:
+        defaults = trunk_defaults.from_arguments(args)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    options = EdgeOptions(
+        max_duration=args.max_call_duration, emergency_numbers=numbers, trunk_defaults=defaults
+    )
     nameservers = [parse_hostport(d, "--dns", default_port=53) for d in args.dns or []]
     resolver = Resolver([(n.host, n.port) for n in nameservers]) if nameservers else None
     component = EdgeComponent(

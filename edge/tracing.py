@@ -13,8 +13,8 @@ it, with method or status, leg (a: the caller's side, b: the callee's), directio
 `trunkline ladder` rebuilds the message sequence chart from those events alone.
 
 Tracing off, `start_call()` returns NO_TRACE whose methods do nothing: one global read per call.
-Trace context never goes into SIP (topology hiding); `CallTrace.traceparent` is for the call's record
-in the shared store, so an edge that adopts the call after a failover continues the same trace.
+Trace context goes into SIP only for peers that ask (edge/trace_headers.py). `CallTrace.traceparent`
+goes in the call's store record: an edge adopting the call after a failover continues its trace.
 """
 
 from __future__ import annotations
@@ -225,16 +225,17 @@ def start_call(
     transport: str,
     traceparent: str | None = None,
     name: str = "call",
+    tracestate: str | None = None,
 ) -> NoTrace:
     """The trace of a new call (NO_TRACE while tracing is off). `traceparent`: from the call's
-    record when this edge adopts a call another edge started, to continue that trace. `name`: the
-    root span's (`call`; `REGISTER` for a registration). Attributes not known yet (an empty string:
-    the trunk before authentication) are left out; `set()` adds them once known."""
+    record when this edge adopts a call another edge started, or a trusted peer's (and `tracestate`),
+    to continue that trace. `name`: the root span's (`call`; `REGISTER` for a registration).
+    Attributes not known yet (the trunk before authentication) are left out; `set()` adds them."""
     if not telemetry.enabled():
         return NO_TRACE
     from opentelemetry.trace import SpanKind
 
-    parent = _parent(traceparent) if traceparent else None
+    parent = _parent(traceparent, tracestate) if traceparent else None
     attributes = {
         key: value
         for key, value in {
@@ -266,10 +267,10 @@ def _tracer() -> Any:
     return _cached[0]
 
 
-def _parent(traceparent: str) -> Any:
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+def _parent(traceparent: str, tracestate: str | None = None) -> Any:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator as W3C
 
-    return TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+    return W3C().extract({"traceparent": traceparent, **({"tracestate": tracestate} if tracestate else {})})
 
 
 def message_attributes(leg: str, direction: str, first_line: str, size: int, peer: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+from trunkline.core.trunk_defaults import TrunkDefaults
 from trunkline.operator.platform import MediaKind, Platform, Resources, ServiceSettings, ServiceType
 
 Manifest = dict[str, Any]
@@ -179,6 +180,8 @@ def _container(
         "envFrom": [{"configMapRef": {"name": object_name(platform, "runtime")}}],
         "ports": [*ports, {"name": "http", "containerPort": platform.httpPort, "protocol": "TCP"}],
         "readinessProbe": _probe("/readyz", 5),
+        # Up to 3 minutes to start on a busy node before liveness counts (a slow start is not a hang).
+        "startupProbe": {**_probe("/healthz", 5), "failureThreshold": 36},
         "livenessProbe": {**_probe("/healthz", 10), "failureThreshold": 3},
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -349,6 +352,10 @@ def build_edge_deployment(
     # challenge one pod issued is good at any other.
     args += ["--nonce-secret-file", f"{NONCE_MOUNT}/{NONCE_FILE}"]
     args += _media_deny_args(platform)
+    # Always explicit: an empty list means no country, not the edge's own default.
+    args += ["--emergency-countries", ",".join(edge.emergency.countries)]
+    args += [arg for number in edge.emergency.numbers for arg in ("--emergency-number", number)]
+    args += _trunk_default_args(edge.trunkDefaults)
     volumes += ({"name": "nonce", "secret": {"secretName": object_name(platform, "nonce")}},)
     container_mounts.append({"name": "nonce", "mountPath": NONCE_MOUNT, "readOnly": True})
     container = _container(platform, namespace, "edge", args, ports, edge.resources)
@@ -357,6 +364,13 @@ def build_edge_deployment(
     # With an HPA the replica count is the HPA's: leaving it out of our apply keeps us from fighting it.
     replicas = None if edge.autoscaling.enabled else edge.replicas
     return _workload(platform, namespace, "Deployment", "edge", template, owner, replicas)
+
+
+def _trunk_default_args(defaults: TrunkDefaults) -> list[str]:
+    """The caps of trunks that set none (edge.trunkDefaults), as the edge's flags."""
+    args = ["--default-channels", str(defaults.channels)]
+    args += ["--default-calls-per-second", f"{defaults.callsPerSecond:g}"]
+    return args + [a for prefix in defaults.allowedPrefixes for a in ("--default-allowed-prefix", prefix)]
 
 
 def build_edge_services(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -36,7 +37,7 @@ from trunkline.core.models import API_VERSION, GROUP, VERSION, Secret, Trunk
 from trunkline.core.state import StateStore, StoreUnavailable, trunk_key, upkeep_key
 from trunkline.core.state_redis import RedisStore
 from trunkline.operator.kube import Kube, connect
-from trunkline.operator.reconcile import reconcile_platform, sweep_namespace, warning_event
+from trunkline.operator.reconcile import apply_platform_configmap, sweep_namespace, warning_event
 from trunkline.operator.status import (
     DRAIN_ANNOTATION,
     CallCounts,
@@ -49,11 +50,17 @@ from trunkline.operator.status import (
     registration_aor,
     upkeep_changes,
 )
+from trunkline.operator.verdict import MESSAGE_LIMIT, Verdict, verdict, verdict_patch
 
 log = logging.getLogger(__name__)
 
 FINALIZER = "trunkline.io/drain"
 CREDENTIAL_SECRET_TYPES = ("Opaque", "kubernetes.io/basic-auth")
+
+# The API server refuses an object we built from the platform (a bad quantity, label...): the
+# platform's fault, so a refusal like a model error. Other errors are the connection's or the RBAC's.
+REFUSING_STATUSES = (400, 422)
+UNCONVERTIBLE_OBJECT = ("failed to convert new object", "failed to create typed patch object")
 
 registry = kopf.OperatorRegistry()
 
@@ -113,10 +120,14 @@ class State:
     carriers: dict[tuple[str, str], str] = field(default_factory=dict)  # the Carriers seen: key -> uid
     _upkeep_task: asyncio.Task[None] | None = None
     _refused: str | None = None  # the reason last reported for the platform, while it is refused
+    # The last verdict on the platform (None: none yet, or no --platform): the Trunks' PlatformReady.
+    platform_verdict: Verdict | None = None
 
     def start(self) -> None:
         self.kube = Kube(connect())
-        self.sweeper = Sweeper(lambda ns: sweep_namespace(self.kube, ns, dict(self.upkeep)))
+        self.sweeper = Sweeper(
+            lambda ns: sweep_namespace(self.kube, ns, self.platform_verdict, dict(self.upkeep))
+        )
         self._resync_task = asyncio.get_running_loop().create_task(self._resync_loop())
         if self.store is not None:
             self._upkeep_task = asyncio.get_running_loop().create_task(self._upkeep_loop())
@@ -210,37 +221,83 @@ class State:
             await asyncio.sleep(self.resync)
 
     async def apply_platform(self, namespace: str, name: str) -> None:
+        """Apply the platform, then record the verdict on its ConfigMap (operator/verdict.py)."""
+        try:
+            configmap = await asyncio.to_thread(self.kube.get, "v1", "ConfigMap", namespace, name)
+        except ApiException as exc:
+            log.error("platform %s/%s not applied: %s %s", namespace, name, exc.status, exc.reason)
+            return
+        if configmap is None:  # nothing to record a verdict or an Event on
+            log.error("platform %s/%s not applied: the ConfigMap is not found", namespace, name)
+            return
+        refusal: str | None = None
         try:
             attributes = {"k8s.namespace.name": namespace, "k8s.configmap.name": name}
             with telemetry.span("reconcile platform", attributes):
-                await asyncio.to_thread(reconcile_platform, self.kube, namespace, name)
+                await asyncio.to_thread(apply_platform_configmap, self.kube, configmap)
         except ValueError as exc:  # a bad platform: keep running, the chart's owner must fix it
-            log.error("platform %s/%s not applied: %s", namespace, name, exc)
-            await self._report_refusal(namespace, name, str(exc))
+            refusal = str(exc)
         except ApiException as exc:
-            log.error("platform %s/%s not applied: %s %s", namespace, name, exc.status, exc.reason)
-        else:
+            if not refused_by_api_server(exc):  # unreachable, forbidden...: not the platform's fault
+                log.error("platform %s/%s not applied: %s", namespace, name, api_error_message(exc))
+                return
+            refusal = f"the API server refused an object: {api_error_message(exc)}"
+        if refusal is None:
             self._refused = None
+        else:
+            log.error("platform %s/%s not applied: %s", namespace, name, refusal)
+            await self._report_refusal(configmap, refusal)
+        await self._record_verdict(configmap, verdict(configmap, refusal))
 
-    async def _report_refusal(self, namespace: str, name: str, why: str) -> None:
+    async def _record_verdict(self, configmap: dict[str, Any], new: Verdict) -> None:
+        before, self.platform_verdict = self.platform_verdict, new
+        if before is None or (before.applied, before.message) != (new.applied, new.message):
+            for namespace in sorted(self.sweeper.known):  # their Trunks' PlatformReady condition
+                self.sweeper.request(namespace)
+        patch = verdict_patch(configmap, new)
+        if patch is None:
+            return
+        meta = configmap["metadata"]
+        try:
+            await asyncio.to_thread(
+                self.kube.merge_patch, "v1", "ConfigMap", meta["namespace"], meta["name"], patch
+            )
+        except ApiException as exc:
+            log.error("platform %s/%s: cannot record its status: %s %s",
+                      meta["namespace"], meta["name"], exc.status, exc.reason)  # fmt: skip
+
+    async def _report_refusal(self, configmap: dict[str, Any], why: str) -> None:
         """A Warning Event on the platform ConfigMap (`kubectl describe configmap`, `kubectl get events`),
         once per distinct reason rather than every resync."""
         if why == self._refused:
             return
-        try:
-            configmap = await asyncio.to_thread(self.kube.get, "v1", "ConfigMap", namespace, name)
-        except ApiException as exc:
-            log.error("platform %s/%s: cannot read it: %s %s", namespace, name, exc.status, exc.reason)
-            return
-        if configmap is None:
-            return
+        meta = configmap["metadata"]
         event = warning_event(configmap, "PlatformRefused", f"data plane not deployed: {why}", now_rfc3339())
         try:
             await asyncio.to_thread(self.kube.create, event)
         except ApiException as exc:
-            log.error("platform %s/%s: cannot post an Event: %s %s", namespace, name, exc.status, exc.reason)
+            log.error("platform %s/%s: cannot post an Event: %s %s",
+                      meta["namespace"], meta["name"], exc.status, exc.reason)  # fmt: skip
             return
         self._refused = why
+
+
+def refused_by_api_server(exc: ApiException) -> bool:
+    """An object built from the platform is bad: 400/422, or the 500 server-side apply answers when a
+    field does not convert to its type (e.g. a CPU quantity "lots"): the same every time, so a refusal."""
+    if exc.status in REFUSING_STATUSES:
+        return True
+    message = api_error_message(exc)
+    return exc.status == 500 and any(marker in message for marker in UNCONVERTIBLE_OBJECT)
+
+
+def api_error_message(exc: ApiException) -> str:
+    """The API server's own words (its Status `message`: which object, which field), bounded."""
+    try:
+        message = json.loads(exc.body or "")["message"]
+    except (ValueError, KeyError, TypeError):
+        message = f"{exc.status} {exc.reason}"
+    return str(message)[:MESSAGE_LIMIT]
 
 
 def _state(memo: Any) -> State:

@@ -27,7 +27,9 @@ from pydantic import (
     model_validator,
 )
 
-from trunkline.core.models import Model, ObjectName
+from trunkline.core.emergency import DEFAULT_COUNTRIES, EMERGENCY_NUMBERS, MAX_EMERGENCY_NUMBERS, Country
+from trunkline.core.models import EmergencyNumber, Model, ObjectName
+from trunkline.core.trunk_defaults import TrunkDefaults
 
 PLATFORM_KEY = "platform.yaml"
 
@@ -126,6 +128,20 @@ class EdgeTls(Model):
     secretName: ObjectName = Field(description="A kubernetes.io/tls Secret: tls.crt, tls.key.")
 
 
+class Emergency(Model):
+    """The installation's emergency numbers (docs/emergency.md): those of its countries, plus its own."""
+
+    countries: list[Country] = Field(
+        default_factory=lambda: list(DEFAULT_COUNTRIES), max_length=len(EMERGENCY_NUMBERS),
+        description="Countries or regions whose emergency numbers every trunk may dial past its limits: "
+        + "; ".join(f"{c} {', '.join(n)}" for c, n in EMERGENCY_NUMBERS.items()) + ".",
+    )  # fmt: skip
+    numbers: list[EmergencyNumber] = Field(
+        default_factory=list, max_length=MAX_EMERGENCY_NUMBERS,
+        description="More emergency numbers for every trunk (2-8 digits, as dialled).",
+    )  # fmt: skip
+
+
 class Edge(Model):
     replicas: int = Field(2, ge=1, description="Ignored when autoscaling is enabled.")
     sipPort: ContainerPort = 5060
@@ -143,6 +159,8 @@ class Edge(Model):
         default_factory=lambda: Resources(requests={"cpu": "250m", "memory": "256Mi"})
     )
     nonceKeyRotationHours: NonceKeyRotationHours = 24
+    emergency: Emergency = Field(default_factory=Emergency)
+    trunkDefaults: TrunkDefaults = Field(default_factory=TrunkDefaults)  # the edges' --default-* flags
 
 
 class MediaKind(StrEnum):

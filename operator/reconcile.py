@@ -1,6 +1,6 @@
 """Fetch, build, apply: the operator's two reconcilers, synchronous and free of kopf.
 
-- `reconcile_platform`: the platform ConfigMap -> the data plane (control, edge, media).
+- `apply_platform_configmap`: the platform ConfigMap -> the data plane (control, edge, media).
 - `sweep_namespace`: the Trunks, DIDs, Carriers and Secrets of a namespace -> their status.
   One resource's status depends on others (a DID on its trunk, a trunk on carriers and its Secret),
   so a change anywhere in a namespace re-checks all of it; only statuses that differ are written.
@@ -25,15 +25,15 @@ from trunkline.operator.network_policies import build_network_policies, stale_po
 from trunkline.operator.nonce import nonce_secret_update
 from trunkline.operator.platform import Platform, parse_platform
 from trunkline.operator.status import CarrierUpkeep, StatusUpdate, now_rfc3339, plan_statuses
+from trunkline.operator.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
 
-def reconcile_platform(kube: Kube, namespace: str, name: str) -> None:
-    """Apply the data plane the platform ConfigMap describes; ValueError when it is missing or bad."""
-    configmap = kube.get("v1", "ConfigMap", namespace, name)
-    if configmap is None:
-        raise ValueError(f"platform ConfigMap {namespace}/{name} not found")
+def apply_platform_configmap(kube: Kube, configmap: dict[str, Any]) -> None:
+    """Apply the data plane of this (fetched) platform ConfigMap; ValueError when its platform is bad,
+    ApiException when the API server refuses an object or cannot be reached."""
+    namespace, name = configmap["metadata"]["namespace"], configmap["metadata"]["name"]
     platform = parse_platform(configmap.get("data"))
     owner = owner_reference("v1", "ConfigMap", name, configmap["metadata"]["uid"])
     # The edges' nonce keys and every component's certificate before the pods: a pod cannot start
@@ -107,15 +107,18 @@ def warning_event(
 
 
 def sweep_namespace(
-    kube: Kube, namespace: str, upkeep: Mapping[tuple[str, str], CarrierUpkeep] | None = None
+    kube: Kube,
+    namespace: str,
+    platform: Verdict | None = None,
+    upkeep: Mapping[tuple[str, str], CarrierUpkeep] | None = None,
 ) -> list[StatusUpdate]:
-    """Write the statuses that changed; return them. `upkeep`: the Carriers' registration and gateway
-    health as last read from the edges' store."""
+    """Write the statuses that changed (`platform`: the last verdict on it, for the Trunks; `upkeep`:
+    the Carriers' registration and gateway health as last read from the edges' store); return them."""
     objects = {kind: kube.list(API_VERSION, kind, namespace) for kind in RESOURCE_KINDS}
     if not any(objects.values()):
         return []  # e.g. a Secret changed in a namespace without trunkline resources
     secrets = kube.list("v1", "Secret", namespace)
-    updates = plan_statuses(objects, secrets, now=now_rfc3339(), upkeep=upkeep)
+    updates = plan_statuses(objects, secrets, now=now_rfc3339(), platform=platform, upkeep=upkeep)
     written = []
     for update in updates:
         patch = {"status": update.status}

@@ -30,6 +30,7 @@ from trunkline.core.models import (
     Trunk,
 )
 from trunkline.core.state import aor_of
+from trunkline.operator.verdict import Verdict
 
 # Reasons a resource is not Ready.
 MISSING_SECRET = "MissingSecret"
@@ -46,6 +47,7 @@ REGISTERED = "Registered"  # the condition, and its reason when True
 REGISTRATION_FAILED = "RegistrationFailed"
 NOT_REPORTED = "NotReported"
 GATEWAYS_DOWN = "GatewaysDown"
+PLATFORM_READY = "PlatformReady"  # a Trunk's condition: the operator's verdict on the platform
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ def trunk_problems(trunk: Trunk, config: ConfigSet) -> list[StatusProblem]:
         if problem:
             problems.append(problem)
     carriers = [c for (ns, _), c in config.carriers.items() if ns == namespace]
-    for prefix in trunk.spec.outbound.allowedPrefixes:
+    for prefix in trunk.spec.outbound.allowedPrefixes or []:
         # A carrier serves every number of `prefix` if one of its prefixes (or the default route) covers it.
         if not any(
             not c.spec.prefixes or any(prefix.startswith(p) for p in c.spec.prefixes) for c in carriers
@@ -250,7 +252,10 @@ def carrier_problems(carrier: Carrier, config: ConfigSet) -> list[StatusProblem]
     auth = carrier.spec.auth
     if auth is None:
         return []
-    problem = _secret_problem(config, carrier.metadata.namespace, auth.credentialsSecret, ())
+    # The edge answers the carrier's digest challenges with both keys (docs/carriers.md).
+    problem = _secret_problem(
+        config, carrier.metadata.namespace, auth.credentialsSecret, ("username", "password")
+    )
     return [problem] if problem else []
 
 
@@ -322,9 +327,22 @@ def drain_problem(trunk: Trunk) -> StatusProblem | None:
     return StatusProblem(DRAINING, f"deleted: no new calls; live calls may last until {deadline}")
 
 
-def build_trunk_status(trunk: Trunk, config: ConfigSet, *, now: str) -> dict[str, Any]:
-    """Conditions only: the live counts are written apart (`counts_patch`), on their own schedule."""
-    return _status(trunk, trunk_problems(trunk, config), now, drain_problem(trunk))
+def build_trunk_status(
+    trunk: Trunk, config: ConfigSet, *, now: str, platform: Verdict | None = None
+) -> dict[str, Any]:
+    """Conditions only: the live counts are written apart (`counts_patch`), on their own schedule.
+    With the operator's verdict on the platform, also `PlatformReady`: whether the data plane that
+    carries the trunk's calls is deployed as the chart's values say (not part of Ready: a refused
+    upgrade leaves the previous data plane running)."""
+    status = _status(trunk, trunk_problems(trunk, config), now, drain_problem(trunk))
+    if platform is not None:
+        previous = {c.type: c for c in (trunk.status.conditions if trunk.status else [])}
+        message = "" if platform.applied else f"platform settings refused: {platform.message}"
+        generation = trunk.metadata.generation
+        status["conditions"].append(
+            _condition(PLATFORM_READY, platform.applied, platform.reason, message, generation, previous, now)
+        )
+    return status
 
 
 def build_did_status(
@@ -461,8 +479,10 @@ def plan_statuses(
     *,
     now: str,
     upkeep: Mapping[tuple[str, str], CarrierUpkeep] | None = None,
+    platform: Verdict | None = None,
 ) -> list[StatusUpdate]:
-    """The status writes one namespace needs: `objects` maps kind -> API bodies, `secrets` its Secrets.
+    """The status writes one namespace needs: `objects` maps kind -> API bodies, `secrets` its Secrets,
+    `platform` the operator's last verdict on the platform (None: no PlatformReady condition).
 
     A body the API server accepted but the model rejects gets an Invalid status and takes no part in
     the checks of the others; a Trunk being deleted takes no part either (its DIDs lose their trunk).
@@ -495,7 +515,7 @@ def plan_statuses(
     duplicates = duplicate_claims(config)
     for body, item in parsed:
         if isinstance(item, Trunk):
-            status = build_trunk_status(item, config, now=now)
+            status = build_trunk_status(item, config, now=now, platform=platform)
         elif isinstance(item, DID):
             status = build_did_status(item, config, now=now, duplicates=duplicates)
         else:

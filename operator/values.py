@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints
 
 from trunkline.core.models import Model, ObjectName
+from trunkline.core.trunk_defaults import TrunkDefaults
 from trunkline.operator.platform import (
     DEFAULT_MEDIA_DENY_CIDRS,
     MEDIA_DENY_DESCRIPTION,
@@ -20,6 +21,7 @@ from trunkline.operator.platform import (
     CdrExporter,
     Cidr,
     ContainerPort,
+    Emergency,
     HostPort,
     LogLevel,
     MediaKind,
@@ -155,6 +157,12 @@ class EdgeValues(Model):
         default_factory=lambda: ChartResources(requests={"cpu": "250m", "memory": "256Mi"})
     )
     nonceKeyRotationHours: NonceKeyRotationHours = 24
+    emergency: Emergency = Field(default_factory=Emergency)
+    trunkDefaults: TrunkDefaults = Field(
+        default_factory=TrunkDefaults,
+        description="Caps of a Trunk that leaves channels, callsPerSecond or outbound.allowedPrefixes unset "
+        '(docs/security.md); 0 / "+": unlimited, only when written down.',
+    )
 
 
 class MediaValues(Model):
@@ -192,6 +200,28 @@ def _redis_pods() -> NetworkPolicies:
     return NetworkPolicies(redisPodSelector={"app.kubernetes.io/name": "redis"})
 
 
+# A Prometheus duration as the ServiceMonitor's `interval` takes it: 30s, 1m, 1m30s, 500ms.
+PromDuration = Annotated[str, StringConstraints(pattern=r"^([0-9]+(ms|s|m|h))+$", max_length=16)]
+
+
+class ServiceMonitorValues(Model):
+    enabled: bool = Field(
+        False,
+        description="Create a Prometheus Operator ServiceMonitor for /metrics of the control, edge, media "
+        "and CDR exporter pods, with the headless Service `<name>-metrics` over their http ports it "
+        "selects. Needs the monitoring.coreos.com CRDs in the cluster.",
+    )
+    interval: PromDuration = Field("30s", description="How often Prometheus scrapes each pod.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra labels on the ServiceMonitor, e.g. the one a Prometheus selects monitors by.",
+    )
+
+
+class MetricsValues(Model):
+    serviceMonitor: ServiceMonitorValues = Field(default_factory=ServiceMonitorValues)
+
+
 class ChartValues(Model):
     fullnameOverride: str = Field(
         "", max_length=40, description="Name prefix of every object (default: <release>-trunkline)."
@@ -217,6 +247,10 @@ class ChartValues(Model):
     telemetry: Telemetry = Field(
         default_factory=Telemetry,
         description="Traces (OTLP), log format and Prometheus scraping of every pod.",
+    )
+    metrics: MetricsValues = Field(
+        default_factory=MetricsValues,
+        description="Prometheus Operator scraping (chart only, not the platform).",
     )
     internalTls: InternalTlsValues = Field(
         default_factory=InternalTlsValues,
@@ -244,6 +278,7 @@ APPLIES_TO = {
     "mediaDenyCidrs": "edge (488) and media (refused session) pods",
     "cdr": "CDR exporter Deployment, edge pods (stream)",
     "telemetry": "control, edge, media, CDR exporter pods (env, annotations)",
+    "metrics": "ServiceMonitor and metrics Service (chart)",
     "internalTls": "certificate Secrets (or Certificates), control, edge, media pods",
     "networkPolicies": "NetworkPolicies of control, media, edge and Redis",
 }

@@ -4,6 +4,7 @@
   trunkline up -f PATH...         the embedded default: control + edge + media in one process
   trunkline control|edge|media|cdr  one component per process, as run in Kubernetes
   trunkline operator              the Kubernetes operator (kopf)
+  trunkline platform-check        the chart's `helm test`: platform applied by the operator, control ready
 
 Every error a user can cause is one readable line and a non-zero exit, never a traceback.
 """
@@ -18,10 +19,11 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from trunkline import __version__
-from trunkline.core import logs, observability
+from trunkline.core import emergency, logs, observability, trunk_defaults
 from trunkline.core.manifests import load, security_warnings
 from trunkline.core.net import ConfigError
 from trunkline.core.runner import run
+from trunkline.core.state_redis import add_redis_arguments, redis_target
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,11 +56,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from trunkline.up import UpOptions, up
 
+    try:  # the same flags, files and checks as the edge's and the relay's
+        redis = redis_target(args)
+        defaults = trunk_defaults.from_arguments(args)
+        numbers = emergency.from_arguments(args)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     opts = UpOptions(
         files=args.files, sip_listen=args.sip_listen, tls_listen=args.tls_listen, tls_cert=args.tls_cert,
         tls_key=args.tls_key, media_listen=args.media_listen, media_ports=args.media_ports,
-        http_listen=args.http_listen, advertise=args.advertise, redis=args.redis, grace=args.grace,
-        cdr=args.cdr, relay=not args.no_relay,
+        http_listen=args.http_listen, advertise=args.advertise, redis=redis, grace=args.grace,
+        cdr=args.cdr, relay=not args.no_relay, emergency_numbers=numbers, trunk_defaults=defaults,
     )  # fmt: skip
     return _run_async(lambda: up(opts))
 
@@ -85,6 +93,10 @@ COMPONENTS = {
     "media": ("a media relay", "trunkline.media.server"),
     "operator": ("the Kubernetes operator (kopf)", "trunkline.operator.main"),
     "cdr": ("the CDR exporter (store stream -> JSON lines, PostgreSQL, webhook)", "trunkline.cdr.server"),
+    "platform-check": (
+        "helm test: is the platform applied and control ready",
+        "trunkline.operator.platform_check",
+    ),
 }
 
 
@@ -164,9 +176,7 @@ def build_parser(log_level: str = "INFO") -> argparse.ArgumentParser:
     up.add_argument(
         "--advertise", metavar="HOST[:PORT]", help="address written into SIP and SDP, if not the listen one"
     )
-    up.add_argument(
-        "--redis", metavar="URL", help="shared state in Redis instead of memory (redis://, sentinel)"
-    )
+    add_redis_arguments(up, "shared state in Redis instead of memory (redis://, rediss://, sentinel://)")
     up.add_argument(
         "--grace", type=float, default=30.0, metavar="SECONDS", help="how long live calls may finish"
     )
@@ -175,6 +185,8 @@ def build_parser(log_level: str = "INFO") -> argparse.ArgumentParser:
         "--no-relay", action="store_true",
         help="no media anchoring: SDP keeps the parties' addresses (codec and SRTP rules still apply)",
     )  # fmt: skip
+    emergency.add_arguments(up)
+    trunk_defaults.add_arguments(up)
     observability.add_arguments(up)
     up.set_defaults(run=cmd_up)
 

@@ -31,7 +31,9 @@ from trunkline.core.net import (
 )
 from trunkline.core.runner import run_until_signalled
 from trunkline.core.state import MemoryStore
-from trunkline.core.state_redis import RedisStore
+from trunkline.core.state_redis import RedisStore, RedisTarget
+from trunkline.core.trunk_defaults import TrunkDefaults
+from trunkline.edge.context import EdgeOptions
 from trunkline.edge.media import RelayMedia
 from trunkline.edge.metrics import EdgeMetrics
 from trunkline.edge.server import EdgeComponent, SipSockets
@@ -51,10 +53,12 @@ class UpOptions:
     media_ports: str = "20000-20999"
     http_listen: str = "127.0.0.1:8080"
     advertise: str | None = None
-    redis: str | None = None
+    redis: RedisTarget | None = None  # --redis, with --redis-password-file and --redis-ca
     grace: float = 30.0
     cdr: str | None = None
     relay: bool = True  # anchor media on the relay; False: SDP keeps the parties' addresses
+    emergency_numbers: frozenset[str] = EdgeOptions.emergency_numbers  # the installation's
+    trunk_defaults: TrunkDefaults = field(default_factory=TrunkDefaults)  # --default-channels ...
 
 
 @dataclass
@@ -175,14 +179,17 @@ def build_components(
 ) -> list[Component]:
     """The components of one process; the edge's call metrics go on `registry` (what /metrics serves)."""
     sockets = SipSockets(listeners.sip_udp, listeners.sip_tcp, listeners.tls, listeners.tls_context)
-    store = RedisStore.from_url(opts.redis) if opts.redis else MemoryStore()
+    store = RedisStore.from_target(opts.redis) if opts.redis else MemoryStore()
     advertise = listeners.advertise.host if listeners.advertise else None
     media = MediaComponent(listeners.media_host, listeners.media_ports, advertise)
     # On loopback (the usual `up`) the parties' SDP names loopback addresses too.
     policy = MediaAddressPolicy(allow_loopback=is_loopback(listeners.sip.host))
     relay = RelayMedia(lambda: media.target, policy=policy) if opts.relay else None
     metrics = EdgeMetrics(registry or CollectorRegistry())
-    edge = EdgeComponent(config, sockets, listeners.advertise, store, opts.cdr, relay, metrics=metrics)
+    options = EdgeOptions(emergency_numbers=opts.emergency_numbers, trunk_defaults=opts.trunk_defaults)
+    edge = EdgeComponent(
+        config, sockets, listeners.advertise, store, opts.cdr, relay, options=options, metrics=metrics
+    )
     return [ConfigComponent(config), media, edge]
 
 

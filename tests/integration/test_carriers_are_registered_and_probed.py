@@ -47,7 +47,8 @@ def manifests(gateways: list[int], pbx_port: int, carrier_spec: dict[str, Any]) 
         {"apiVersion": "trunkline.io/v1alpha1", "kind": "Carrier", "metadata": {"name": "pstn"},
          "spec": spec},
         {"apiVersion": "trunkline.io/v1alpha1", "kind": "Trunk", "metadata": {"name": "acme"},
-         "spec": {"auth": {"ipAcl": ["127.0.0.2/32"]}, "origination": origination}},
+         "spec": {"auth": {"ipAcl": ["127.0.0.2/32"]}, "origination": origination,
+                  "outbound": {"allowedPrefixes": ["+1"]}}},
         {"apiVersion": "trunkline.io/v1alpha1", "kind": "DID", "metadata": {"name": "main"},
          "spec": {"number": DID, "trunkRef": "acme"}},
     ]  # fmt: skip

@@ -31,7 +31,7 @@ from tests.support.postgres import PostgresProcess, start_postgres
 from tests.support.redis_server import RedisProcess
 from tests.support.wait import wait_for
 from trunkline.cdr.exporter import Exporter, ExporterSettings
-from trunkline.cdr.sinks import SIGNATURE_HEADER, JsonLinesSink, WebhookSink
+from trunkline.cdr.sinks import MIGRATIONS, SIGNATURE_HEADER, JsonLinesSink, PostgresSink, WebhookSink
 from trunkline.core.cdr import Cdr, Direction, HangupSide, billable_seconds
 from trunkline.core.state import CallEnd
 from trunkline.core.state_redis import RedisStore
@@ -176,7 +176,7 @@ async def test_an_exporter_killed_mid_batch_loses_and_duplicates_nothing(
         row = conn.execute(
             "SELECT trunk, namespace, billable_seconds, direction, hangup_side FROM trunkline_cdr LIMIT 1"
         ).fetchone()
-    assert versions == [(1,)]
+    assert versions == [(v,) for v, _ in MIGRATIONS]
     assert row == ("acme", "tenant-a", 61, "outbound", "caller")
 
 
@@ -214,6 +214,39 @@ async def test_a_sink_outage_mid_write_loses_nothing(
     assert len(found) == 700
     assert set(found) == ids
     assert exporter.proc is not None and exporter.proc.returncode == 0  # SIGTERM: a clean stop
+
+
+async def test_rows_of_an_older_schema_read_not_emergency_once_migrated(postgres: PostgresProcess) -> None:
+    """A database the first schema made, with a row in it: the exporter adds the `emergency` column
+    (migration 2), the old row reads false and a new emergency CDR lands true."""
+    clear(postgres.dsn)
+    old = make_cdr(1)
+    with psycopg.connect(postgres.dsn) as conn:
+        conn.execute(
+            "CREATE TABLE trunkline_cdr_migrations "
+            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(MIGRATIONS[0][1])
+        conn.execute("INSERT INTO trunkline_cdr_migrations (version) VALUES (1)")
+        conn.execute(
+            "INSERT INTO trunkline_cdr (id, call_id, installation, namespace, trunk, direction, callee, "
+            "source_address, source_transport, invite_at, end_at, duration_seconds, billable_seconds, "
+            "hangup_side, hangup_reason, attempts) VALUES (%s, 'old', '', '', 'acme', 'outbound', "
+            "'+15550000001', '', 'udp', now(), now(), 1, 1, 'caller', '', '[]')",
+            (old.id,),
+        )
+    new = make_cdr(2).model_copy(update={"callee": "911", "emergency": True})
+    sink = PostgresSink(postgres.dsn)
+    await sink.open()
+    try:
+        await sink.write([new])
+    finally:
+        await sink.close()
+    with psycopg.connect(postgres.dsn) as conn:
+        found = dict(conn.execute("SELECT callee, emergency FROM trunkline_cdr").fetchall())
+        versions = conn.execute("SELECT version FROM trunkline_cdr_migrations ORDER BY version").fetchall()
+    assert found == {"+15550000001": False, "911": True}
+    assert versions == [(v,) for v, _ in MIGRATIONS]
 
 
 async def test_the_webhook_gets_signed_batches_through_failures(redis: RedisProcess, tmp_path: Path) -> None:

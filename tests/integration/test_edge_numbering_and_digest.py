@@ -134,9 +134,14 @@ def test_a_trunks_realm_and_algorithms_are_what_the_challenge_offers(tmp_path: P
             assert 'realm="voice.example"' in challenge and "algorithm=SHA-256" in challenge
             md5 = register(sock, edge, 2, answer(challenge, "MD5", "voice.example", uri))
             assert md5.status in (401, 403), up.output()  # MD5 is not offered on this trunk
-            again = register(sock, edge, 3)
+            [challenge] = md5.get_all("WWW-Authenticate")
+            # The trunk's name is the realm only when none is set: an answer for it is refused.
+            default_realm = register(sock, edge, 3, answer(challenge, "SHA-256", "acme", uri))
+            assert default_realm.status in (401, 403), up.output()
+            again = register(sock, edge, 4)
             [challenge] = again.get_all("WWW-Authenticate")
-            ok = register(sock, edge, 4, answer(challenge, "SHA-256", "voice.example", uri))
+            ok = register(sock, edge, 5, answer(challenge, "SHA-256", "voice.example", uri))
             assert ok.status == 200, up.output()
+            assert 'why="algorithm not offered"' in up.output() and 'why="wrong realm"' in up.output()
     finally:
         up.stop()

@@ -1,12 +1,13 @@
 """Redis with a password (requirepass) and over TLS only (tls-port, no plaintext port), with real
-redis-server processes: the right password and CA work, from the client and from `trunkline edge` and
-`trunkline media` given --redis-password-file and --redis-ca; no password, a wrong one, plaintext to the
-TLS port and a server certificate the client does not trust are refused."""
+redis-server processes: the right password and CA work, from the client and from `trunkline edge`,
+`media` and `up` given --redis-password-file and --redis-ca; no password, a wrong one, plaintext to
+the TLS port and a server certificate the client does not trust are refused."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tests.support.certs import write_self_signed
 from tests.support.media_relay import RelayProcess
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisProcess
-from tests.support.trunkline_up import Up, manifests
+from tests.support.trunkline_up import BIN, Up, manifests
 from tests.support.wait import wait_for
 from trunkline.core.state_redis import (
     RedisStore,
@@ -151,6 +152,27 @@ async def test_a_wrong_password_file_keeps_the_edge_out(tls_redis: TlsRedis, tmp
         assert await client.zscore("trunkline:owners", "edge-wrong") is None
     finally:
         await client.aclose()
+
+
+async def test_up_uses_redis_over_tls_with_auth(tls_redis: TlsRedis, tmp_path: Path) -> None:
+    """`trunkline up --redis` takes the same --redis-password-file and --redis-ca as the edge."""
+    client = tls_redis.target().connect(timeout=5)
+    up = Up(tmp_path / "up", manifests(free_port(), free_port()), tls_redis.flags).start()
+    try:
+
+        async def keeping_alive() -> bool:  # the embedded edge's keep-alive: AUTH over TLS worked
+            return bool(await client.zcard("trunkline:owners"))
+
+        await wait_async(keeping_alive, "up's keep-alive in Redis", up.output)
+    finally:
+        up.stop()
+        await client.aclose()
+    missing = subprocess.run(
+        [BIN, "up", "-f", str(tmp_path / "up" / "manifests.yaml"), "--sip-listen", f"127.0.0.1:{free_port()}",
+         "--redis", tls_redis.server.url, "--redis-password-file", str(tmp_path / "none")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode == 1 and "--redis-password-file" in missing.stderr, missing.stderr
 
 
 async def wait_async(

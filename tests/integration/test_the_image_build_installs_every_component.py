@@ -78,7 +78,7 @@ def test_the_wheel_built_like_the_image_runs_every_component(tmp_path: Path) -> 
         command = [python, "-c", "from trunkline.cli import main; main()", *args]
         return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
 
-    for component in ("control", "edge", "media", "operator", "cdr"):
+    for component in ("control", "edge", "media", "operator", "cdr", "platform-check"):  # the helm test too
         run = trunkline(component, "--help")
         assert run.returncode == 0 and "usage: trunkline" in run.stdout, run.stdout + run.stderr
     validate = trunkline("validate", "-f", str(REPO / "examples"))

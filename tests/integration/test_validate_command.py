@@ -33,11 +33,23 @@ def test_problems_exit_1_naming_file_document_field(trunkline_bin: str, tmp_path
 
 def test_wide_open_trunk_warns_but_validates(trunkline_bin: str, tmp_path: Path) -> None:
     trunk = tmp_path / "open.yaml"
-    trunk.write_text("apiVersion: trunkline.io/v1alpha1\nkind: Trunk\nmetadata: {name: open}\nspec: {}\n")
+    trunk.write_text(
+        "apiVersion: trunkline.io/v1alpha1\nkind: Trunk\nmetadata: {name: open}\n"
+        "spec: {channels: 0, callsPerSecond: 0, outbound: {allowedPrefixes: ['+']}}\n"
+    )
     result = subprocess.run([trunkline_bin, "validate", "-f", str(tmp_path)], capture_output=True, text=True,
                             timeout=30)  # fmt: skip
     assert result.returncode == 0
     lines = result.stdout.splitlines()
-    assert len(lines) == 4 and lines[-1] == "ok: 1 trunk(s), 0 DID(s), 0 carrier(s), 0 secret(s)"
-    assert all("warning: " in line for line in lines[:3])
+    assert len(lines) == 5 and lines[-1] == "ok: 1 trunk(s), 0 DID(s), 0 carrier(s), 0 secret(s)"
+    assert all("warning: " in line for line in lines[:4])
     assert any("spec.outbound.allowedPrefixes" in line and "any number" in line for line in lines)
+    assert any("no Carrier can take emergency calls" in line for line in lines)
+    # A carrier marked for emergency calls (even one serving only some prefixes) silences that one.
+    (tmp_path / "psap.yaml").write_text(
+        "apiVersion: trunkline.io/v1alpha1\nkind: Carrier\nmetadata: {name: psap}\n"
+        "spec: {gateways: [{uri: 'sip:127.0.0.1:5090'}], prefixes: ['+1'], emergency: true}\n"
+    )
+    result = subprocess.run([trunkline_bin, "validate", "-f", str(tmp_path)], capture_output=True, text=True,
+                            timeout=30)  # fmt: skip
+    assert result.returncode == 0 and "emergency" not in result.stdout, result.stdout

@@ -79,6 +79,11 @@ FIRST: dict[str, Any] = {
     "edge.resources.requests": {"cpu": 2},
     "edge.resources.limits": {"memory": "777Mi"},
     "edge.nonceKeyRotationHours": 5,
+    "edge.emergency.countries": ["UK", "AU"],
+    "edge.emergency.numbers": ["9911", "19112"],
+    "edge.trunkDefaults.channels": 31,
+    "edge.trunkDefaults.callsPerSecond": 6.5,
+    "edge.trunkDefaults.allowedPrefixes": ["+49", "+33"],
     "media.kind": "DaemonSet",
     "media.port": 9011,
     "media.portRange.start": 30000,
@@ -103,6 +108,9 @@ FIRST: dict[str, Any] = {
     "telemetry.scrapeAnnotations": False,
     "internalTls.certificateLifetimeSeconds": 86400,
     "networkPolicies.redisPodSelector": {"app": "redis9"},
+    "metrics.serviceMonitor.enabled": True,  # the e2e cluster gets a ServiceMonitor CRD for it
+    "metrics.serviceMonitor.interval": "17s",
+    "metrics.serviceMonitor.labels": {"release": "prom9"},
 }
 # Required fields (no default, so not in the coverage list) that FIRST's values need beside them.
 COMPANIONS: dict[str, Any] = {
@@ -249,6 +257,17 @@ CHECKS: dict[str, Check | Callable[[dict[str, dict[str, Any]]], bool]] = {
     "edge.resources.requests": (EDGE, {"cpu": "2"}),
     "edge.resources.limits": (EDGE, {"memory": "777Mi"}),
     "edge.nonceKeyRotationHours": ("NonceDueAfter6h/", {"due": True}),  # 5 h, not 24 h
+    "edge.emergency.countries": lambda o: '"--emergency-countries", "UK,AU"' in json.dumps(o[EDGE]),
+    "edge.emergency.numbers": lambda o: all(
+        f'"--emergency-number", "{n}"' in json.dumps(o[EDGE]) for n in ("9911", "19112")
+    ),
+    "edge.trunkDefaults.channels": lambda o: '"--default-channels", "31"' in json.dumps(o[EDGE]),
+    "edge.trunkDefaults.callsPerSecond": lambda o: (
+        '"--default-calls-per-second", "6.5"' in json.dumps(o[EDGE])
+    ),
+    "edge.trunkDefaults.allowedPrefixes": lambda o: all(  # each prefix as one flag
+        f'"--default-allowed-prefix", "{prefix}"' in json.dumps(o[EDGE]) for prefix in ("+49", "+33")
+    ),
     "media.kind": (MEDIA_DS, {"hostNetwork": True}),
     "media.port": (MEDIA_DS, "$(POD_IP):9011"),  # host network: the pod's address only
     "media.portRange.start": (MEDIA_DS, "30000-30999"),
@@ -286,6 +305,9 @@ CHECKS: dict[str, Check | Callable[[dict[str, dict[str, Any]]], bool]] = {
     "telemetry.samplerArg": ("ConfigMap/voip-runtime", {"OTEL_TRACES_SAMPLER_ARG": "0.25"}),
     "telemetry.resourceAttributes": ("ConfigMap/voip-runtime", "deployment.environment.name=staging9"),
     "telemetry.logFormat": ("ConfigMap/voip-runtime", {"TRUNKLINE_LOG_FORMAT": "text"}),
+    "metrics.serviceMonitor.enabled": lambda o: "ServiceMonitor/voip" in o and "Service/voip-metrics" in o,
+    "metrics.serviceMonitor.interval": ("ServiceMonitor/voip", {"interval": "17s"}),
+    "metrics.serviceMonitor.labels": ("ServiceMonitor/voip", {"labels": {"release": "prom9"}}),
     "telemetry.scrapeAnnotations": lambda o: (
         not any(holds(o[k], "prometheus.io/scrape") for k in (EDGE, CTL, MEDIA_DS))
     ),

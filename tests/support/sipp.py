@@ -57,6 +57,25 @@ def uac(
     return SippResult(proc.returncode, proc.stdout[-3000:] + proc.stderr[-2000:] + errors)
 
 
+def uac_process(
+    workdir: Path,
+    target: str,
+    ip: str,
+    callee: str,
+    *extra: str,
+    calls: int = 1,
+    hold_ms: int = 200,
+    caller: str = "+14155550100",
+) -> subprocess.Popen[str]:
+    """A SIPp UAC placing `calls` pbx_call.xml calls as a process of its own: end it with `stop`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [_sipp(), "-sf", str(SCENARIOS / "pbx_call.xml"), target, "-i", ip, "-p", "0", "-s", callee,
+         "-key", "caller", caller, "-d", str(hold_ms), "-m", str(calls), "-nostdin", *extra],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
 class Background:
     """A SIPp run (`uac`, `uac_expect`) in a thread, for a call held while the test does something else."""
 

@@ -169,6 +169,7 @@ def test_rbac_is_least_privilege() -> None:
         *(f"tl-trunkline-grpc-{c}" for c in ("ca", "control", "edge", "media")),
     }
     assert ("", "configmaps", "get", "tl-trunkline-platform") in data_plane
+    assert ("", "configmaps", "patch", "tl-trunkline-platform") in data_plane  # its verdict, an annotation
     # ...and only to get and patch them.
     assert {r[2] for r in data_plane if r[1] == "secrets" and r[3] != "*"} == {"get", "patch"}
     # The operator may update and remove the CDR exporter's Deployment, and only that one by that name.
@@ -196,12 +197,25 @@ def test_namespace_scope_uses_roles() -> None:
     assert "--namespace=voice" in args and "--all-namespaces" not in args
 
 
-def test_helm_test_hook_checks_control() -> None:
-    pod = one(render(), "Pod")
+def test_helm_test_hook_checks_the_platform_and_control() -> None:
+    docs = render("operator.resyncSeconds=30")
+    pod = one(docs, "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    script = pod["spec"]["containers"][0]["command"][-1]
-    assert "http://tl-trunkline-control.voice.svc:8080/readyz" in script
-    compile(script, "helm-test", "exec")  # the Python it runs is valid
+    assert pod["spec"]["containers"][0]["args"] == [
+        "platform-check",
+        "--platform=voice/tl-trunkline-platform",
+        "--control-url=http://tl-trunkline-control.voice.svc:8080/readyz",
+        "--timeout=120",  # two resyncs and a minute
+    ]
+    # Its ServiceAccount reads the platform ConfigMap, and nothing else.
+    assert pod["spec"]["serviceAccountName"] == "tl-trunkline-test"
+    assert rules(docs, "Role", "tl-trunkline-test") == {("", "configmaps", "get", "tl-trunkline-platform")}
+    [binding] = [
+        d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "tl-trunkline-test"
+    ]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "tl-trunkline-test", "namespace": "voice"}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -281,3 +295,46 @@ def test_the_operator_reaches_redis_over_tls_with_the_ca_from_a_secret() -> None
     assert env["TRUNKLINE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "pw", "key": "password"}
     volume = next(v for v in pod["volumes"] if v["name"] == "redis-ca")
     assert volume["secret"] == {"secretName": "redis-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+
+
+def test_service_monitor_only_when_enabled_and_it_lists_every_data_plane_pod() -> None:
+    assert not find(render(), "ServiceMonitor") and not find(render(), "Service")  # off by default
+    docs = render(
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.serviceMonitor.interval=15s",
+        "metrics.serviceMonitor.labels.release=prom",
+        "httpPort=9090",
+    )
+    monitor = one(docs, "ServiceMonitor", "tl-trunkline")
+    service = one(docs, "Service", "tl-trunkline-metrics")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["voice"]}
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "http" and endpoint["path"] == "/metrics" and endpoint["interval"] == "15s"
+    # The monitor selects the metrics Service, ...
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert service["spec"]["clusterIP"] == "None"
+    http = {"name": "http", "port": 9090, "targetPort": "http", "protocol": "TCP"}
+    assert service["spec"]["ports"] == [http]
+    # ... which selects every pod the operator deploys (each with its `http` port), not the operator's.
+    selector = service["spec"]["selector"].items()
+    platform = platform_of(docs)
+    workloads = [o for o in build_data_plane(platform, "voice") if o["kind"] in ("Deployment", "DaemonSet")]
+    components = set()
+    for workload in workloads:
+        template = workload["spec"]["template"]
+        assert selector <= template["metadata"]["labels"].items(), workload["metadata"]["name"]
+        ports = template["spec"]["containers"][0]["ports"]
+        assert {"name": "http", "containerPort": 9090, "protocol": "TCP"} in ports
+        components.add(template["metadata"]["labels"]["app.kubernetes.io/component"])
+    assert components == {"control", "edge", "media", "cdr"}
+    operator = one(docs, "Deployment", "tl-trunkline-operator")["spec"]["template"]["spec"]["containers"][0]
+    assert "http" not in {port["name"] for port in operator["ports"]}
+
+
+@pytest.mark.parametrize("interval", ["", "30", "1 m", "5x"])
+def test_service_monitor_interval_must_be_a_prometheus_duration(interval: str) -> None:
+    result = helm("template", "tl", str(CHART), f"--set-string=metrics.serviceMonitor.interval={interval}",
+                  check=False)  # fmt: skip
+    assert result.returncode != 0 and "interval" in result.stderr

@@ -16,6 +16,7 @@ from trunkline.control.server import build_parser as control_parser
 from trunkline.edge.server import build_parser as edge_parser
 from trunkline.media.server import build_parser as media_parser
 from trunkline.operator.main import build_parser as operator_parser
+from trunkline.operator.platform_check import build_parser as platform_check_parser
 
 EXAMPLES = str(Path(__file__).resolve().parents[2] / "examples")
 
@@ -30,6 +31,7 @@ def command_parsers() -> dict[str, argparse.ArgumentParser]:
         media=media_parser(),
         operator=operator_parser(),
         cdr=cdr_parser(),
+        **{"platform-check": platform_check_parser()},
     )
     assert set(parsers) == {"validate", "up", "ladder", *cli.COMPONENTS}
     return parsers
@@ -54,7 +56,9 @@ def exit_code(capsys: pytest.CaptureFixture[str], *words: str) -> tuple[int, str
     return code, out, err
 
 
-@pytest.mark.parametrize("command", ["validate", "up", "control", "edge", "media", "operator"])
+@pytest.mark.parametrize(
+    "command", ["validate", "up", "control", "edge", "media", "operator", "platform-check"]
+)
 def test_help_with_the_global_flag_anywhere(capsys: pytest.CaptureFixture[str], command: str) -> None:
     for words in (
         [command, "--help"],
@@ -66,7 +70,9 @@ def test_help_with_the_global_flag_anywhere(capsys: pytest.CaptureFixture[str], 
         assert code == 0 and "usage:" in out, words
 
 
-@pytest.mark.parametrize("command", ["validate", "up", "control", "edge", "media", "operator"])
+@pytest.mark.parametrize(
+    "command", ["validate", "up", "control", "edge", "media", "operator", "platform-check"]
+)
 def test_a_bad_value_for_each_typed_flag_is_a_usage_error(
     capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
@@ -82,7 +88,9 @@ def test_a_bad_value_for_each_typed_flag_is_a_usage_error(
     assert checked or command == "validate"
 
 
-@pytest.mark.parametrize("command", ["validate", "up", "control", "edge", "media", "operator"])
+@pytest.mark.parametrize(
+    "command", ["validate", "up", "control", "edge", "media", "operator", "platform-check"]
+)
 def test_unknown_flags_and_missing_values(capsys: pytest.CaptureFixture[str], command: str) -> None:
     code, _, err = exit_code(capsys, command, "--no-such-flag")
     assert code == 2 and "error" in err
@@ -123,3 +131,12 @@ def test_a_bad_level_in_the_environment_is_one_line(
     monkeypatch.setenv("TRUNKLINE_LOG_LEVEL", "chatty")
     code, _, err = exit_code(capsys, "validate", "-f", EXAMPLES)
     assert code == 2 and "$TRUNKLINE_LOG_LEVEL" in err and err.count("\n") == 1
+
+
+def test_platform_check_without_a_cluster_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    code, _, err = exit_code(capsys, "platform-check", "--platform", "ns/name", "--timeout", "1")
+    assert code == 1 and err.startswith("FAILED:") and err.count("\n") == 1

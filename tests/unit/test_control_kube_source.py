@@ -196,14 +196,14 @@ def test_rejected_object_is_logged_and_skipped_never_raised(caplog: pytest.LogCa
     with caplog.at_level(logging.ERROR):
         config.apply("DID", "ADDED", bad_new)
         # A good object turned bad keeps its last good version (as a refused reload of files does).
-        config.apply("Trunk", "MODIFIED", trunk(secret=None, channels=0))
+        config.apply("Trunk", "MODIFIED", trunk(secret=None, channels=-1))
     assert keys(store) == {("Trunk", NS, "acme")}
     stored = store.get("Trunk", NS, "acme")
     assert isinstance(stored, Trunk) and stored.spec.channels is None
     assert "skipping DID tenant-a/bad" in caplog.text and "spec.number" in caplog.text
     assert "skipping Trunk tenant-a/acme" in caplog.text and "spec.channels" in caplog.text
     # ... also across a fresh list; a rejected object never seen before stays out.
-    config.relist("Trunk", [trunk(secret=None, channels=0)])
+    config.relist("Trunk", [trunk(secret=None, channels=-1)])
     config.relist("DID", [bad_new])
     assert keys(store) == {("Trunk", NS, "acme")}
 

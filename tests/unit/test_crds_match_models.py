@@ -51,6 +51,8 @@ def test_validation_rules_reach_the_schema() -> None:
     assert acl == {"type": "string", "format": "cidr"}
     assert trunk["properties"]["transport"]["enum"] == ["udp", "tcp", "tls"]
     assert trunk["properties"]["transport"]["default"] == "udp"
-    assert trunk["properties"]["channels"]["minimum"] == 1
+    assert trunk["properties"]["channels"]["minimum"] == 0  # 0: unlimited, written down
     cps = trunk["properties"]["callsPerSecond"]
-    assert cps["minimum"] == 0 and cps["exclusiveMinimum"] is True
+    assert cps["minimum"] == 0 and "exclusiveMinimum" not in cps
+    prefixes = trunk["properties"]["outbound"]["properties"]["allowedPrefixes"]
+    assert "default" not in prefixes and prefixes["items"]["pattern"] == r"^\+[0-9]{0,15}$"

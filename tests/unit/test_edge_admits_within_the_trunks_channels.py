@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support import edge_harness as world
+from trunkline.core.trunk_defaults import TrunkDefaults
+from trunkline.edge.context import EdgeOptions
 
 
 async def test_a_call_beyond_the_channels_gets_503_until_one_is_free(tmp_path: Path) -> None:
@@ -58,3 +60,32 @@ async def test_a_second_invite_with_a_known_call_id_and_another_from_tag_is_482(
     assert other_edge.stack.responses[-1].status == 482
     assert len(h.stack.requests("INVITE")) == 1 and other_edge.stack.requests("INVITE") == []
     assert await h.store.channels_in_use(h.edge.ctx.calls.get("same").counters) == 1  # type: ignore[union-attr]
+
+
+async def test_a_trunk_without_caps_is_held_to_the_default_rate_and_channels(tmp_path: Path) -> None:
+    """No `channels`, no `callsPerSecond`: 5 calls/s and 30 channels (TrunkDefaults), not unlimited."""
+    h = world.build(tmp_path)
+    for _ in range(5):  # the bucket holds one second of the default rate
+        await world.answered_call(h)
+    await h.stack.deliver(world.invite(call_id="sixth"), world.PBX)
+    assert (h.stack.responses[-1].status, h.stack.responses[-1].get("Retry-After")) == (503, "1")
+    while h.edge.active_calls < 30:
+        await h.stack.advance(0.25)  # a token comes every fifth of a second
+        await world.answered_call(h)
+    await h.stack.advance(2.0)
+    await h.stack.deliver(world.invite(call_id="thirty-first"), world.PBX)
+    refused = h.stack.responses[-1]
+    assert (refused.status, refused.get("Retry-After"), refused.call_id) == (503, "5", "thirty-first")
+
+
+async def test_zero_written_down_is_unlimited_and_the_platform_default_applies(tmp_path: Path) -> None:
+    h = world.build(tmp_path, channels=0, callsPerSecond=0)
+    for _ in range(40):  # no rate, no channel cap: all at the same instant
+        await world.answered_call(h)
+    assert h.edge.active_calls == 40
+    options = EdgeOptions(trunk_defaults=TrunkDefaults(channels=2, callsPerSecond=0))
+    h = world.build(tmp_path, options=options, owner="edge-2")
+    for _ in range(2):
+        await world.answered_call(h)
+    await h.stack.deliver(world.invite(call_id="third"), world.PBX)
+    assert (h.stack.responses[-1].status, h.stack.responses[-1].get("Retry-After")) == (503, "5")

@@ -13,7 +13,7 @@ from opentelemetry.trace import SpanKind
 
 from tests.support.spans import memory_spans, tracing_off
 from trunkline.core.logs import JsonFormatter
-from trunkline.edge import tracing
+from trunkline.edge import trace_headers, tracing
 
 
 @pytest.fixture
@@ -117,3 +117,28 @@ def test_an_unsampled_call_costs_the_shared_no_op(spans: InMemorySpanExporter) -
     assert call is tracing.NO_TRACE
     call.finish(200)
     assert spans.get_finished_spans() == ()
+
+
+def test_an_attempt_names_itself_and_the_peers_tracestate_in_its_headers(spans: InMemorySpanExporter) -> None:
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    call = tracing.start_call("c1", "acme", "outbound", "+1", "+2", "127.0.0.2:5060", "udp", parent,
+                              tracestate="vendor=abc")  # fmt: skip
+    attempt = call.attempt("127.0.0.1:5080", "udp")
+    headers = dict(trace_headers.headers(attempt))
+    attempt.end()
+    call.finish(200)
+    [span] = [s for s in spans.get_finished_spans() if s.name == "attempt"]
+    assert headers["traceparent"].split("-")[1:3] == [
+        f"{span.context.trace_id:032x}",
+        f"{span.context.span_id:016x}",
+    ]
+    assert headers["traceparent"].split("-")[1] == "4bf92f3577b34da6a3ce929d0e0e4736"  # the peer's trace
+    assert headers["tracestate"] == "vendor=abc"
+    [root] = [s for s in spans.get_finished_spans() if s.name == "call"]
+    assert root.parent is not None and root.parent.span_id == 0x00F067AA0BA902B7
+
+
+def test_no_headers_while_tracing_is_off() -> None:
+    with tracing_off():
+        call = tracing.start_call("c1", "acme", "outbound", "+1", "+2", "127.0.0.2:5060", "udp")
+        assert trace_headers.headers(call.attempt("127.0.0.1:5080", "udp")) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from trunkline.core.models import DigestAlgorithm
 from trunkline.edge.carrier_registration import (
     BACKOFF_MAX,
@@ -103,11 +105,24 @@ def test_a_challenge_without_credentials_or_a_repeated_one_fails() -> None:
     assert step.request is None and anonymous.progress.status == 401
     machine = CarrierRegistration(plan())
     request = sent(machine.handle_timer(0.0))
-    for _ in range(2):  # a first challenge and one more (stale nonce) are answered
-        request = sent(machine.receive(answer(request, 407, ("Proxy-Authenticate", challenge[1])), 0.0))
-        assert request.get("Proxy-Authorization")
+    proxy = server.challenges("carrier", [DigestAlgorithm.MD5])[0]
+    request = sent(machine.receive(answer(request, 407, ("Proxy-Authenticate", proxy)), 0.0))
+    assert request.get("Proxy-Authorization")
+    stale = server.challenges("carrier", [DigestAlgorithm.MD5], stale=True)[0]
+    request = sent(machine.receive(answer(request, 401, ("WWW-Authenticate", stale)), 0.0))
+    assert request.get("Authorization")  # a stale nonce is answered once more
     step = machine.receive(answer(request, 401, challenge), 0.0)
-    assert step.request is None and machine.progress.failures == 1
+    assert step.request is None and machine.progress.failures == 1  # then the credentials are refused
+    again = sent(machine.handle_timer(machine.wake_at))  # the next attempt answers afresh
+    assert sent(machine.receive(answer(again, 401, challenge), machine.wake_at)).get("Authorization")
+
+
+def test_a_challenge_for_another_realm_than_the_carriers_is_not_answered() -> None:
+    server = DigestAuthenticator(b"k", clock=lambda: 0.0)
+    machine = CarrierRegistration(dataclasses.replace(plan(), realm="carrier.example"))
+    challenge = ("WWW-Authenticate", server.challenges("elsewhere", [DigestAlgorithm.SHA256])[0])
+    step = machine.receive(answer(sent(machine.handle_timer(0.0)), 401, challenge), 0.0)
+    assert step.request is None and machine.progress.status == 401
 
 
 def test_interval_too_brief_takes_the_registrars_minimum() -> None:

@@ -31,7 +31,8 @@ def test_calls_requests_rejections_and_histograms_move() -> None:
     metrics.attempt("telco", "gw1", "answered")
     metrics.store("admit", 0.002)
     metrics.store("admit", 0.5, ok=False)
-    metrics.count_registrations("acme", lambda: 3)
+    metrics.set_registrations({"acme": 3, "beta": 1})
+    metrics.count_flood_drops(lambda: 7)
     s = _samples(registry)
     assert s[("trunkline_active_calls", (("trunk", "acme"),))] == 1
     assert (
@@ -50,7 +51,15 @@ def test_calls_requests_rejections_and_histograms_move() -> None:
     assert s[("trunkline_carrier_attempts_total", key)] == 1
     assert s[("trunkline_store_operation_seconds_count", (("operation", "admit"),))] == 2
     assert s[("trunkline_store_errors_total", (("operation", "admit"),))] == 1
+    assert s[("trunkline_rejections_total", (("rule", "flood"),))] == 7  # read from the flood guard
+    assert s[("trunkline_rejections_total", (("rule", "acl"),))] == 0  # every rule served from the start
     assert s[("trunkline_registrations", (("trunk", "acme"),))] == 3
+    metrics.set_registrations({"acme": 2})  # beta left the registering trunks: its series goes
+    s = _samples(registry)
+    assert s[("trunkline_registrations", (("trunk", "acme"),))] == 2
+    assert ("trunkline_registrations", (("trunk", "beta"),)) not in s
+    metrics.set_registered("beta", 4)
+    assert _samples(registry)[("trunkline_registrations", (("trunk", "beta"),))] == 4
     metrics.forget_trunk("acme")
     assert ("trunkline_registrations", (("trunk", "acme"),)) not in _samples(registry)
 

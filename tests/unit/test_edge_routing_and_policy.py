@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from trunkline.core.models import DID, Carrier, Numbering, Target, Trunk
+from trunkline.core.trunk_defaults import TrunkDefaults
 from trunkline.edge.numbers import to_e164
 from trunkline.edge.policy import check_caller_id, check_destination, source_in
 from trunkline.edge.routing import Next, after_final_response, carriers_for, inbound_targets, order_targets
@@ -115,7 +116,15 @@ def test_geo_permissions() -> None:
     assert check_destination(t, "+442071234567") is None
     rejection = check_destination(t, "+881612345678")
     assert rejection is not None and rejection.status == 403 and rejection.rule == "allowedPrefixes"
-    assert check_destination(trunk(), "+881612345678") is None  # empty list: anywhere
+    # Unset: the platform's default list, which is empty unless given: no number at all.
+    unset = check_destination(trunk(), "+14155550100")
+    assert unset is not None and unset.status == 403 and "may call no number" in unset.detail
+    home = TrunkDefaults(allowedPrefixes=["+1"])
+    assert check_destination(trunk(), "+14155550100", home) is None
+    assert check_destination(trunk(), "+442071234567", home) is not None
+    # Written down: "+" is any number, [] none, whatever the platform's default.
+    assert check_destination(trunk(outbound={"allowedPrefixes": ["+"]}), "+881612345678") is None
+    assert check_destination(trunk(outbound={"allowedPrefixes": []}), "+14155550100", home) is not None
 
 
 def test_caller_id_policy() -> None:

@@ -92,7 +92,8 @@ def test_bad_did_fields_are_named(tmp_path: Path, edit: tuple[str, str], field: 
         ),
         ("transport: carrier-pigeon", "spec.transport", "'udp', 'tcp' or 'tls'"),
         ("codecs: [MP3]", "spec.codecs[0]", "Input should be"),
-        ("channels: 0", "spec.channels", "greater than or equal to 1"),
+        ("channels: -1", "spec.channels", "greater than or equal to 0"),
+        ("callsPerSecond: -0.5", "spec.callsPerSecond", "greater than or equal to 0"),
         ("outbound: {allowedPrefixes: ['44']}", "spec.outbound.allowedPrefixes[0]", "should match pattern"),
         ("media: {srtp: maybe}", "spec.media.srtp", "'disabled', 'optional' or 'required'"),
     ],
@@ -161,6 +162,20 @@ def test_secret_without_password(tmp_path: Path) -> None:
     secret = SECRET.replace(", password: pw", "")
     [problem] = problems_of(write(tmp_path, secret, TRUNK))
     assert "needs keys 'username' and 'password'" in problem
+
+
+def test_a_carriers_secret_needs_username_and_password(tmp_path: Path) -> None:
+    carrier = """
+    apiVersion: trunkline.io/v1alpha1
+    kind: Carrier
+    metadata: {name: pstn}
+    spec:
+      gateways: [{uri: "sip:127.0.0.1:5090"}]
+      auth: {credentialsSecret: creds, realm: carrier.example}
+    """
+    assert problems_of(write(tmp_path, SECRET, carrier)) == []
+    [problem] = problems_of(write(tmp_path, SECRET.replace(", password: pw", ""), carrier))
+    assert "spec.auth.credentialsSecret: Secret 'creds' needs keys 'username' and 'password'" in problem
 
 
 def test_secret_data_must_be_base64(tmp_path: Path) -> None:

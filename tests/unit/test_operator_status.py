@@ -138,6 +138,9 @@ def test_carrier_with_missing_credentials() -> None:
         "False",
         "MissingSecret",
     )
+    no_password = config(secret_body("us-creds", username="u"))
+    status = build_carrier_status(Carrier.model_validate(body), no_password, now=T0)
+    assert conditions(status)["Ready"] == ("False", "MissingSecret")
     ok = config(secret_body("us-creds", username="u", password="p"))
     assert conditions(build_carrier_status(Carrier.model_validate(body), ok, now=T0))["Ready"][0] == "True"
 

@@ -30,6 +30,7 @@ app.kubernetes.io/component: operator
 {{- define "trunkline.platformName" -}}{{ include "trunkline.fullname" . }}-platform{{- end -}}
 {{- define "trunkline.operatorName" -}}{{ include "trunkline.fullname" . }}-operator{{- end -}}
 {{- define "trunkline.controlName" -}}{{ include "trunkline.fullname" . }}-control{{- end -}}
+{{- define "trunkline.testName" -}}{{ include "trunkline.fullname" . }}-test{{- end -}}
 
 {{/* The Redis the edges share, as one URL (operator --redis); the password comes apart, from its Secret. */}}
 {{- define "trunkline.redisUrl" -}}

@@ -1,0 +1,204 @@
+"""Emergency calls through real processes (`trunkline up` / `trunkline edge`, SIPp PBX and carriers,
+Redis): a PBX dialling 911 (or the trunk's own 9911) gets through with the trunk's channels full,
+with allowedPrefixes that exclude the number, with a caller ID the policy refuses, while the edge
+drains and while Redis is dead or stalled; the carrier gets the number as dialled. Normal calls in
+the same situations are still refused, and the CDR, log and metrics flag the emergency calls."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import sipp
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisProcess
+from tests.support.sipp import SCENARIOS
+from tests.support.trunkline_up import Up, manifests
+
+NOT_A_DID = "+14155559999"  # the trunk's caller-ID policy (dids-only, reject) refuses it
+
+
+def answering(workdir: Path, port: int) -> subprocess.Popen[str]:
+    """A carrier UAS that checks each INVITE's Request-URI is an emergency number as dialled: any
+    other (a normalised +911..., a normal number) is written in its error log (`misdialled`)."""
+    text = (SCENARIOS / "carrier_uas.xml").read_text()
+    checked = (
+        '<recv request="INVITE" crlf="true"><action>'
+        '<ereg regexp="^INVITE sip:(911|9911)@" search_in="msg" check_it="true" assign_to="dialled"/>'
+        '</action></recv><Reference variables="dialled"/>'
+    )
+    text = text.replace('<recv request="INVITE" crlf="true"/>', checked)
+    scenario = sipp.write_scenario(workdir, "emergency_uas.xml", text)
+    return sipp.uas(workdir, "127.0.0.1", port, scenario=str(scenario))
+
+
+def misdialled(workdir: Path) -> str:
+    """What `answering` in `workdir` found not dialled as it should be ('' when every INVITE was)."""
+    errors = "".join(p.read_text(errors="replace") for p in workdir.glob("*_errors.log"))
+    return errors if "Failed regexp match" in errors else ""
+
+
+def trunk_manifests(carrier_port: int, psap_port: int | None) -> str:
+    """Trunk `acme` with one channel, only +44 allowed, 9911 as its own emergency number; the
+    default-route carrier `pstn`, and with `psap_port` a carrier marked for emergency calls."""
+    text = manifests(carrier_port, free_port(), channels=1, outbound={"allowedPrefixes": ["+44"]},
+                     emergency={"numbers": ["9911"]})  # fmt: skip
+    if psap_port is None:
+        return text
+    psap = {"apiVersion": "trunkline.io/v1alpha1", "kind": "Carrier", "metadata": {"name": "psap"},
+            "spec": {"gateways": [{"uri": f"sip:127.0.0.1:{psap_port}"}], "prefixes": ["+999"],
+                     "emergency": True}}  # fmt: skip
+    return text + "\n---\n" + json.dumps(psap)
+
+
+def held_call(tmp_path: Path, up: Up, hold_ms: int) -> sipp.Background:
+    """A normal call that holds the trunk's one channel."""
+    held = sipp.Background(
+        lambda: sipp.uac(tmp_path / "held", up.sip, "127.0.0.2", "+442071234567", hold_ms=hold_ms)
+    )
+    up.wait_busy(1)
+    return held
+
+
+def emergency_cdrs(up: Up, count: int, timeout: float) -> list[dict[str, object]]:
+    """The records flagged emergency, once `count` of them are written (or the timeout passed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = sorted((r for r in up.cdrs() if r["emergency"]), key=lambda r: str(r["callee"]))
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def test_past_channels_prefixes_and_caller_id_to_the_emergency_carrier(
+    tmp_path: Path, carrier_port: int
+) -> None:
+    psap_port = free_port()
+    pstn = sipp.uas(tmp_path / "pstn", "127.0.0.1", carrier_port)
+    psap = answering(tmp_path / "psap", psap_port)
+    up = Up(tmp_path / "up", trunk_manifests(carrier_port, psap_port)).start()
+    try:
+        held = held_call(tmp_path, up, hold_ms=20000)  # long enough for what follows on a slow machine
+        # 911 (the installation's, NANP) and 9911 (the trunk's own) with the only channel taken, a
+        # number outside allowedPrefixes and (911) a caller ID the policy refuses.
+        full = sipp.uac_expect(tmp_path / "full", up.sip, "127.0.0.2", "+442071234568", 503)
+        e911 = sipp.uac(tmp_path / "911", up.sip, "127.0.0.2", "911", caller=NOT_A_DID)
+        e9911 = sipp.uac(tmp_path / "9911", up.sip, "127.0.0.2", "9911")
+        # The same policies refuse normal calls as before.
+        outside = sipp.uac_expect(tmp_path / "outside", up.sip, "127.0.0.2", "+15551230000", 403)
+        bad_caller = sipp.uac_expect(tmp_path / "caller", up.sip, "127.0.0.2", "+442071234569", 403,
+                                     caller=NOT_A_DID)  # fmt: skip
+        normal = held.result(timeout=60)
+        cdrs = emergency_cdrs(up, 2, timeout=30)
+        held_cdr = [c for c in up.wait_cdrs(3) if not c["emergency"]]
+        metrics = up.metrics()
+    finally:
+        psap_out = sipp.stop(psap)
+        pstn_out = sipp.stop(pstn)
+        up.stop()
+    log = up.output()
+    assert full.ok and outside.ok and bad_caller.ok, full.output + outside.output + bad_caller.output + log
+    for rule in ("rule=channels", "rule=allowedPrefixes", "rule=callerId"):
+        assert rule in log, log
+    assert e911.ok, e911.output + psap_out + log
+    assert e9911.ok, e9911.output + psap_out + log
+    assert normal.ok, normal.output + log
+    assert sipp.received(psap_out, "INVITE") == 2, psap_out  # both, as dialled, to the emergency carrier
+    assert misdialled(tmp_path / "psap") == ""
+    assert sipp.received(pstn_out, "INVITE") == 1, pstn_out  # only the held normal call
+    # The channel was taken all along: the held call ended after both emergency calls began.
+    assert len(held_cdr) == 1 and all(str(held_cdr[0]["end"]) > str(c["setup"]) for c in cdrs), held_cdr
+    assert [(c["callee"], c["caller"], c["status"]) for c in cdrs] == [
+        ("911", NOT_A_DID, 200), ("9911", "+14155550100", 200)
+    ], cdrs  # fmt: skip
+    assert 'trunkline_emergency_calls_total{outcome="answered",trunk="acme"} 2.0' in metrics, metrics
+    assert "emergency call" in log and "number=911" in log, log
+
+
+def test_while_the_edge_drains(tmp_path: Path, carrier_port: int) -> None:
+    psap_port = free_port()
+    pstn = sipp.uas(tmp_path / "pstn", "127.0.0.1", carrier_port)
+    psap = answering(tmp_path / "psap", psap_port)
+    up = Up(tmp_path / "up", trunk_manifests(carrier_port, psap_port), ["--grace", "60"]).start()
+    assert up.proc is not None
+    try:
+        held = held_call(tmp_path, up, hold_ms=20000)  # keeps the draining process up
+        up.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while "signal received" not in up.output():
+            assert time.monotonic() < deadline, up.output()
+            time.sleep(0.1)
+        refused = sipp.uac_expect(tmp_path / "refused", up.sip, "127.0.0.2", "+442071234568", 503)
+        e911 = sipp.uac(tmp_path / "911", up.sip, "127.0.0.2", "911")
+        normal = held.result(timeout=60)
+        code = up.proc.wait(timeout=60)  # the drain ends once both calls are over
+        drained = up.cdrs()
+    finally:
+        psap_out = sipp.stop(psap)
+        sipp.stop(pstn)
+        up.stop()
+    log = up.output()
+    assert refused.ok, refused.output + log
+    assert e911.ok, e911.output + psap_out + log
+    assert misdialled(tmp_path / "psap") == ""
+    assert normal.ok, normal.output + log
+    assert code == 0, log
+    emergency_cdr = [c for c in drained if c["emergency"]]
+    held_cdr = [c for c in drained if not c["emergency"]]
+    assert [(c["callee"], c["status"]) for c in emergency_cdr] == [("911", 200)], drained
+    assert len(held_cdr) == 1 and str(held_cdr[0]["end"]) > str(emergency_cdr[0]["setup"]), drained
+
+
+@pytest.fixture
+def edge(tmp_path: Path, redis: RedisProcess, carrier_port: int) -> Iterator[Up]:
+    """An edge on Redis, without an emergency carrier: emergency calls take the default route."""
+    up = Up(tmp_path / "edge", trunk_manifests(carrier_port, None), ["--redis", redis.url], command="edge")
+    yield up.start()
+    up.stop()
+
+
+@pytest.mark.parametrize("trouble", ["dead", "stalled"])
+def test_while_redis_is_down(
+    trouble: str, edge: Up, redis: RedisProcess, tmp_path: Path, carrier_port: int
+) -> None:
+    pstn = answering(tmp_path / "pstn", carrier_port)  # the default route, asked for 911 as dialled
+    assert redis.proc is not None
+    try:
+        if trouble == "dead":
+            redis.stop(kill=True)
+        else:
+            redis.proc.send_signal(signal.SIGSTOP)  # connections stay open, nothing answers
+        refused = sipp.uac_expect(tmp_path / "refused", edge.sip, "127.0.0.2", "+442071234567", 503)
+        by_acl = sipp.uac(tmp_path / "acl", edge.sip, "127.0.0.2", "911")
+        # A digest trunk's PBX authenticates as ever (an unauthenticated stranger gets nothing).
+        by_digest = sipp.uac(
+            tmp_path / "digest", edge.sip, "127.0.0.3", "911", "-au", "acme", "-ap", "s3cret-acme"
+        )
+        stranger = sipp.uac_expect(tmp_path / "stranger", edge.sip, "127.0.0.3", "911", 407)
+        if trouble == "dead":
+            redis.start()  # the same port, empty
+        else:
+            redis.proc.send_signal(signal.SIGCONT)
+        # The ends were kept and retried: their CDRs arrive once the store answers again.
+        cdrs = emergency_cdrs(edge, 2, timeout=90)
+    finally:
+        if trouble == "stalled" and redis.proc.poll() is None:
+            redis.proc.send_signal(signal.SIGCONT)
+        pstn_out = sipp.stop(pstn)
+    log = edge.output()
+    assert refused.ok, refused.output + log
+    assert "rule=store" in log, log
+    assert by_acl.ok, by_acl.output + pstn_out + log
+    assert by_digest.ok, by_digest.output + pstn_out + log
+    assert stranger.ok, stranger.output + log
+    assert sipp.received(pstn_out, "INVITE") == 2, pstn_out
+    assert misdialled(tmp_path / "pstn") == ""
+    assert [(c["callee"], c["status"], c["hung_up"]) for c in cdrs] == [("911", 200, "caller")] * 2, log
+    assert "emergency call admitted without the store" in log, log
+    assert edge.proc is not None and edge.proc.poll() is None
