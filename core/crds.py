@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from trunkline.core.models import DID, GROUP, VERSION, Carrier, Resource, ResourceStatus, Trunk
+from trunkline.core.models import DID, GROUP, VERSION, Carrier, Resource, Trunk
 
 # Keys of pydantic's JSON Schema that a structural CRD schema may carry over as they are.
 _KEPT = {
@@ -67,8 +67,8 @@ def _spec_schema(model: type[Resource]) -> dict[str, Any]:
     return structural(full, full.get("$defs", {}))
 
 
-def _status_schema() -> dict[str, Any]:
-    full = ResourceStatus.model_json_schema()
+def _status_schema(model: type[Resource]) -> dict[str, Any]:
+    full = model.STATUS.model_json_schema()
     schema = structural(full, full.get("$defs", {}))
     # kopf keeps its handler progress under status.kopf; keep it from being pruned.
     schema["properties"]["kopf"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
@@ -76,6 +76,12 @@ def _status_schema() -> dict[str, Any]:
 
 
 _READY = '.status.conditions[?(@.type=="Ready")].status'
+
+
+def _condition_path(type_: str) -> str:
+    return f'.status.conditions[?(@.type=="{type_}")].status'
+
+
 _PLATFORM_READY = '.status.conditions[?(@.type=="PlatformReady")].status'
 _COLUMNS: dict[str, list[dict[str, Any]]] = {
     "Trunk": [
@@ -94,6 +100,16 @@ _COLUMNS: dict[str, list[dict[str, Any]]] = {
     "Carrier": [
         {"name": "Prefixes", "type": "string", "jsonPath": ".spec.prefixes"},
         {"name": "Ready", "type": "string", "jsonPath": _READY},
+        {
+            "name": "Registered",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Registered")].status',
+        },
+        {
+            "name": "Degraded",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Degraded")].status',
+        },
     ],
 }
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
@@ -132,7 +148,7 @@ def build_crd(model: type[Resource]) -> dict[str, Any]:
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
                                 "spec": _spec_schema(model),
-                                "status": _status_schema(),
+                                "status": _status_schema(model),
                             },
                         }
                     },

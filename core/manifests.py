@@ -209,7 +209,9 @@ def check_references(config: ConfigSet) -> list[ManifestProblem]:
         usernames[username] = trunk
 
     for carrier in config.carriers.values():
-        auth = carrier.spec.auth
+        auth, registration = carrier.spec.auth, carrier.spec.registration
+        if registration.enabled and auth is None and registration.user is None:
+            problem(carrier, "spec.registration", "registering needs spec.auth (credentials) or a user")
         if auth is None:
             continue
         secret = config.secrets.get((carrier.metadata.namespace, auth.credentialsSecret))

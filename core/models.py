@@ -256,6 +256,30 @@ class CarrierAuth(Model):
     )
 
 
+class CarrierRegistration(Model):
+    """Outbound registration to the carrier (docs/carriers.md): one edge at a time keeps it alive."""
+
+    enabled: bool = False
+    registrar: SipUri | None = Field(None, description="Where to REGISTER; default: the gateways in order.")
+    expires: int = Field(600, ge=60, le=86400, description="Registration lifetime asked for (s).")
+    user: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9+._~!$&'()*=;,-]+$",
+        description="User part of the address of record; default: the credentials' username.",
+    )
+
+
+class CarrierHealth(Model):
+    """OPTIONS probes of each gateway (docs/carriers.md); routing skips gateways found down."""
+
+    interval: float = Field(10.0, ge=0.5, le=3600, description="Seconds between probes of a gateway.")
+    timeout: float = Field(2.0, gt=0, le=60, description="Seconds without an answer that fail a probe.")
+    failuresToDown: int = Field(3, ge=1, le=100, description="Failed probes in a row that mark it down.")
+    successesToUp: int = Field(2, ge=1, le=100, description="Answered probes in a row that mark it up.")
+
+
 class CarrierSpec(Model):
     gateways: list[Target] = Field(min_length=1, max_length=64)
     prefixes: list[E164Prefix] = Field(
@@ -267,6 +291,10 @@ class CarrierSpec(Model):
     auth: CarrierAuth | None = None
     numbering: Numbering | None = None
     flood: FloodLimits = Field(default_factory=FloodLimits)
+    registration: CarrierRegistration = Field(default_factory=CarrierRegistration)
+    health: CarrierHealth | None = Field(
+        None, description="Probe the gateways with OPTIONS; unset: no probes."
+    )
     tracing: PeerTracing = Field(default_factory=PeerTracing)
     emergency: bool = Field(
         False, description="Takes emergency calls (911, 112, ...), sent with the number as dialled; without "
@@ -290,6 +318,20 @@ class ResourceStatus(BaseModel):
     registeredContacts: int | None = Field(None, ge=0)
 
 
+class GatewayStatus(BaseModel):
+    """One gateway as the health probes last saw it (Carrier `spec.health`)."""
+
+    uri: str
+    state: Literal["Up", "Down"]
+    lastTransitionTime: str | None = None
+    lastStatus: int | None = Field(None, description="The last probe's final status; 408: no answer.")
+    latencyMs: int | None = Field(None, ge=0, description="Round trip of the last answered probe.")
+
+
+class CarrierStatus(ResourceStatus):
+    gateways: list[GatewayStatus] | None = Field(None, max_length=64)
+
+
 class Metadata(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -306,6 +348,7 @@ class Resource(BaseModel):
 
     KIND: ClassVar[str]
     PLURAL: ClassVar[str]
+    STATUS: ClassVar[type[ResourceStatus]] = ResourceStatus
     SHORT_NAMES: ClassVar[list[str]] = []
 
     apiVersion: Literal["trunkline.io/v1alpha1"] = API_VERSION
@@ -346,8 +389,10 @@ class Carrier(Resource):
     KIND = "Carrier"
     PLURAL = "carriers"
     SHORT_NAMES = ["car"]
+    STATUS = CarrierStatus
     kind: Literal["Carrier"] = "Carrier"
     spec: CarrierSpec
+    status: CarrierStatus | None = None
 
 
 RESOURCE_KINDS: dict[str, type[Resource]] = {cls.KIND: cls for cls in (Trunk, DID, Carrier)}

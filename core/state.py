@@ -154,7 +154,41 @@ class StateStore(Protocol):
         hold a newer epoch). Stale epoch: LOST; ended before: ALREADY_ENDED; neither writes anything."""
         ...
 
+    # -- upkeep: work one edge of all does for the installation (carrier registration, gateway probes)
+    async def hold_lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Take the lease `name` for `owner` when nobody holds it, or renew it when `owner` does; it
+        lapses after `ttl` seconds without renewal. False: another owner holds it."""
+        ...
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease up, only when `owner` holds it."""
+        ...
+
+    async def put_upkeep(self, name: str, state: dict[str, Any], ttl: float) -> None:
+        """Publish the upkeep state `name` (e.g. a carrier's registration) for every edge and the
+        operator to read; it is forgotten after `ttl` seconds unless written again."""
+        ...
+
+    async def upkeep(self, name: str) -> dict[str, Any] | None:
+        """The upkeep state `name`, or None when nobody wrote it within its TTL."""
+        ...
+
+    async def count_call_failure(self, name: str, gateway: str, failed: bool, ttl: float) -> int:
+        """Count a call to `gateway` that failed (408, 5xx, no answer) in a row in `name` and return
+        the count, or reset it (`failed` False: the gateway answered) and return 0. Forgotten after
+        `ttl` seconds without news."""
+        ...
+
+    async def call_failures(self, name: str) -> dict[str, int]:
+        """The gateways' calls failed in a row, as `count_call_failure` keeps them."""
+        ...
+
     def now(self) -> float: ...
+
+
+def upkeep_key(kind: str, namespace: str, name: str) -> str:
+    """The lease and state name of one kind of upkeep ("registration", "health") of one Carrier."""
+    return f"upkeep:{kind}:{namespace}/{name}"
 
 
 @dataclass
@@ -190,6 +224,9 @@ class MemoryStore:
     _owners: dict[str, float] = field(default_factory=dict)  # owner -> lives until
     _ended: dict[str, float] = field(default_factory=dict)  # call -> marker lives until
     _ended_expiry: list[tuple[float, str]] = field(default_factory=list)
+    _leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> (owner, until)
+    _upkeep: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)  # name -> (state, until)
+    _call_failures: dict[str, tuple[dict[str, int], float]] = field(default_factory=dict)
     # The CDR stream: the embedded default has no exporter, so this only bounds what tests can read.
     cdr_stream: deque[str] = field(default_factory=lambda: deque(maxlen=10_000))
 
@@ -384,3 +421,42 @@ class MemoryStore:
         if trunk:
             self._channels.get(trunk, {}).pop(call, None)
         return CallEnd.ENDED
+
+    async def hold_lease(self, name: str, owner: str, ttl: float) -> bool:
+        now = self.clock()
+        held = self._leases.get(name)
+        if held is not None and held[0] != owner and held[1] > now:
+            return False
+        self._leases[name] = (owner, now + ttl)
+        return True
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        held = self._leases.get(name)
+        if held is not None and held[0] == owner:
+            del self._leases[name]
+
+    async def put_upkeep(self, name: str, state: dict[str, Any], ttl: float) -> None:
+        self._upkeep[name] = (dict(state), self.clock() + ttl)
+
+    async def upkeep(self, name: str) -> dict[str, Any] | None:
+        found = self._upkeep.get(name)
+        if found is None or found[1] <= self.clock():
+            self._upkeep.pop(name, None)
+            return None
+        return dict(found[0])
+
+    async def count_call_failure(self, name: str, gateway: str, failed: bool, ttl: float) -> int:
+        counts = (await self.call_failures(name)) if name in self._call_failures else {}
+        if failed:
+            counts[gateway] = counts.get(gateway, 0) + 1
+        else:
+            counts.pop(gateway, None)
+        self._call_failures[name] = (counts, self.clock() + ttl)
+        return counts.get(gateway, 0)
+
+    async def call_failures(self, name: str) -> dict[str, int]:
+        found = self._call_failures.get(name)
+        if found is None or found[1] <= self.clock():
+            self._call_failures.pop(name, None)
+            return {}
+        return dict(found[0])

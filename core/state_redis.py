@@ -195,6 +195,28 @@ if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
 
+# KEYS[1] = lease. ARGV: owner, ttl ms. Take a free lease or renew our own; 0 when another holds it.
+_HOLD_LEASE = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+# KEYS[1] = lease. ARGV: owner. Only its holder deletes it.
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+# KEYS[1] = failure counts (hash: gateway -> calls failed in a row). ARGV: gateway, failed (1/0), ttl ms.
+_COUNT_CALL_FAILURE = """
+local n = 0
+if ARGV[2] == '1' then n = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+else redis.call('HDEL', KEYS[1], ARGV[1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return n
+"""
+
 
 def _with_epoch(data: bytes | str, epoch: int) -> CallState:
     """A record as the store hands it to its new holder: with the epoch that holder fences with."""
@@ -342,6 +364,9 @@ class RedisStore:
         self._keep_alive = client.register_script(_KEEP_ALIVE)
         self._bump_epoch = client.register_script(_BUMP_EPOCH)
         self._end_with_cdr = client.register_script(_END_WITH_CDR)
+        self._hold_lease = client.register_script(_HOLD_LEASE)
+        self._release_lease = client.register_script(_RELEASE_LEASE)
+        self._count_call_failure = client.register_script(_COUNT_CALL_FAILURE)
 
     @classmethod
     def from_url(
@@ -494,3 +519,32 @@ class RedisStore:
                                  1 if trunk else 0]  # fmt: skip
         verdict = int(await self._run(self._end_with_cdr(keys=keys, args=args)))
         return (CallEnd.ENDED, CallEnd.LOST, CallEnd.ALREADY_ENDED)[verdict]
+
+    # -- upkeep ------------------------------------------------------------------------------------
+    async def hold_lease(self, name: str, owner: str, ttl: float) -> bool:
+        ms = max(1, int(ttl * 1000))
+        return bool(await self._run(self._hold_lease(keys=[f"{self.p}lease:{name}"], args=[owner, ms])))
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self._run(self._release_lease(keys=[f"{self.p}lease:{name}"], args=[owner]))
+
+    async def put_upkeep(self, name: str, state: dict[str, Any], ttl: float) -> None:
+        await self._run(self.redis.set(f"{self.p}{name}", json.dumps(state), px=max(1, int(ttl * 1000))))
+
+    async def upkeep(self, name: str) -> dict[str, Any] | None:
+        raw = await self._run(self.redis.get(f"{self.p}{name}"))
+        if raw is None:
+            return None
+        try:
+            found = json.loads(raw)
+        except ValueError:
+            return None
+        return found if isinstance(found, dict) else None
+
+    async def count_call_failure(self, name: str, gateway: str, failed: bool, ttl: float) -> int:
+        args = [gateway, 1 if failed else 0, max(1, int(ttl * 1000))]
+        return int(await self._run(self._count_call_failure(keys=[f"{self.p}{name}"], args=args)))
+
+    async def call_failures(self, name: str) -> dict[str, int]:
+        raw: dict[bytes, bytes] = await self._run(self.redis.hgetall(f"{self.p}{name}"))
+        return {k.decode(errors="replace"): int(v) for k, v in raw.items() if v.isdigit()}

@@ -13,7 +13,7 @@ from functools import partial
 from trunkline.core.logs import event
 from trunkline.core.models import DID, Target, Trunk
 from trunkline.core.state import aor_of
-from trunkline.edge import trace_headers
+from trunkline.edge import call_failures, trace_headers
 from trunkline.edge.call import Call, Leg, MediaError
 from trunkline.edge.carrier_auth import send_answering_challenges
 from trunkline.edge.cdr import Attempt, Direction, HungUp
@@ -108,9 +108,9 @@ async def attempt(ctx: EdgeContext, call: Call, target: Target, hop: Hop, invite
         response = await try_target(ctx, call, invite, span)
     record.status = response.status if response else None
     span.end(None if response is None or response.status < 300 else str(response.status))
-    carrier = carrier_of(ctx.directory.carriers, target)
-    if carrier:
+    if carrier := carrier_of(ctx.directory.carriers, target):
         ctx.metrics.attempt(carrier, target.uri, attempt_outcome(call, response))
+        call_failures.call_ended(ctx, call, target.uri, response)  # in a row: a probed gateway down
     if response is None or response.status >= 300:  # this attempt's Call-ID is done with
         ctx.traces.drop(invite.call_id, call.trace)
     return response

@@ -105,6 +105,8 @@ class EdgeContext:
         self.auth, self.resolver, self.owner = auth, resolver, owner
         self.calls = Calls()
         self.draining = False
+        # Gateways the health probes found down, by carrier key (edge/upkeep.py keeps it from the store).
+        self.gateways_down: dict[tuple[str, str], frozenset[str]] = {}
         self.metrics = EdgeMetrics(CollectorRegistry())  # the Edge puts one on the process's registry
         self.traces = Traces()
         self._tasks: set[asyncio.Future[None]] = set()

@@ -93,3 +93,11 @@ class Directory:
 
     def digest_trunks(self) -> list[Trunk]:
         return [t for t in self.trunks.values() if t.spec.auth.digest is not None]
+
+    def registration_user(self, carrier: Carrier) -> str | None:
+        """The user we register to `carrier` as (the Contact's user), or None when not registering."""
+        registration = carrier.spec.registration
+        if not registration.enabled:
+            return None
+        credentials = self.carrier_credentials(carrier)
+        return registration.user or (credentials[0] if credentials else None)

@@ -121,6 +121,19 @@ class EdgeMetrics:
         self.store_errors = Counter(
             "trunkline_store_errors", "Shared store operations that failed", ["operation"], registry=registry
         )
+        # Carrier upkeep (edge/upkeep.py), as the shared store says: the same on every edge.
+        self.carrier_registered = Gauge(
+            "trunkline_carrier_registered", "1 while the carrier holds our registration", ["carrier"],
+            registry=registry,
+        )  # fmt: skip
+        self.gateway_up = Gauge(
+            "trunkline_gateway_up", "1 while the gateway answers its health probes", ["carrier", "gateway"],
+            registry=registry,
+        )  # fmt: skip
+        self.gateway_probe = Gauge(
+            "trunkline_gateway_probe_seconds", "Round trip of the gateway's last answered OPTIONS probe",
+            ["carrier", "gateway"], registry=registry,
+        )  # fmt: skip
 
     def call_started(self, trunk: str) -> None:
         self.active.labels(trunk).inc()
@@ -159,6 +172,31 @@ class EdgeMetrics:
         self.store_latency.labels(operation).observe(max(0.0, seconds))
         if not ok:
             self.store_errors.labels(operation).inc()
+
+    def upkeep_seen(
+        self, carrier: str, registered: bool | None, gateways: dict[str, tuple[bool, float]] | None
+    ) -> None:
+        """A carrier's registration (None: not registering) and gateways' (up, probe seconds)."""
+        if registered is not None:
+            self.carrier_registered.labels(carrier).set(1.0 if registered else 0.0)
+        else:  # not registering (any more)
+            try:
+                self.carrier_registered.remove(carrier)
+            except KeyError:
+                pass
+        for gateway, (up, seconds) in (gateways or {}).items():
+            self.gateway_up.labels(carrier, gateway).set(1.0 if up else 0.0)
+            self.gateway_probe.labels(carrier, gateway).set(max(0.0, seconds))
+
+    def forget_carrier(self, carrier: str, gateways: list[str]) -> None:
+        """A carrier (or its registration or probes) left the configuration: drop its series."""
+        series: list[tuple[Gauge, tuple[str, ...]]] = [(self.carrier_registered, (carrier,))]
+        series += [(m, (carrier, g)) for g in gateways for m in (self.gateway_up, self.gateway_probe)]
+        for gauge, labels in series:
+            try:
+                gauge.remove(*labels)
+            except KeyError:
+                pass
 
     def count_flood_drops(self, read: Callable[[], int]) -> None:
         """`rule="flood"` reads the flood guard's dropped messages from `read` at each scrape."""

@@ -38,9 +38,16 @@ class NewCall:
         return self.call.record.emergency
 
 
-def inbound(ctx: EdgeContext, inc: Incoming, numbering: Numbering | None) -> NewCall | None:
+def inbound(
+    ctx: EdgeContext, inc: Incoming, numbering: Numbering | None, contact_user: str | None = None
+) -> NewCall | None:
+    """`contact_user`: the user we register to this carrier as. A call sent to that Contact as it was
+    bound names the DID in To rather than in the Request-URI (docs/carriers.md)."""
     req, tag = inc.request, new_tag()
-    number = to_e164(user_of(req.uri) or "", numbering)
+    dialled = user_of(req.uri) or ""
+    if contact_user is not None and dialled == contact_user:
+        dialled = user_of(req.to.uri) or ""
+    number = to_e164(dialled, numbering)
     did = ctx.directory.did(number) if number else None
     trunk = ctx.directory.trunk_of(did) if did else None
     if did is None or trunk is None:
@@ -88,7 +95,7 @@ def outbound(ctx: EdgeContext, inc: Incoming, trunk: Trunk) -> NewCall | None:
         ctx.reject(inc, rejection or Rejection(403, "Forbidden", "callerId"), trunk.name, tag)
         return None
     call = new_call(ctx, inc, trunk, Direction.OUTBOUND, caller, number, tag)
-    targets = outbound_targets(number, ctx.directory.carriers)
+    targets = outbound_targets(number, ctx.directory.carriers, down=ctx.gateways_down)
     return NewCall(call, caller, number, targets=[(t, number) for t in targets])
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Protocol, TypeVar
 
@@ -80,9 +80,18 @@ def order_targets(targets: Sequence[Target], rng: random.Random | None = None) -
 
 
 def outbound_targets(
-    number: str, carriers: Iterable[Carrier], rng: random.Random | None = None
+    number: str,
+    carriers: Iterable[Carrier],
+    rng: random.Random | None = None,
+    down: Mapping[tuple[str, str], Collection[str]] | None = None,
 ) -> list[Target]:
+    """The gateways of the carriers for `number`, ordered; those the health probes found `down` (by
+    carrier key, gateway URIs) are skipped, unless every one is down: then all are tried in order."""
     gateways = [gw for carrier in carriers_for(number, carriers) for gw in carrier.spec.gateways]
+    if down:
+        matched = carriers_for(number, carriers)
+        alive = [gw for c in matched for gw in c.spec.gateways if gw.uri not in down.get(c.key, ())]
+        gateways = alive or gateways
     return order_targets(gateways, rng)
 
 

@@ -49,6 +49,7 @@ from trunkline.edge.media import RelayMedia
 from trunkline.edge.metrics import EdgeMetrics
 from trunkline.edge.nonce_keys import NonceKeys
 from trunkline.edge.resolver import Resolver
+from trunkline.edge.upkeep import Upkeep
 from trunkline.sip.flood import DEFAULT_BYTES, DEFAULT_COOLDOWN, DEFAULT_RATE, Budget
 from trunkline.sip.stack import SipStack
 from trunkline.sip.transport import (
@@ -148,6 +149,8 @@ class EdgeComponent:
             media.on_inactive = self.edge.end_call  # a relay session gone silent ends its call
         self._listening = False
         self._keep_alive: asyncio.Future[None] | None = None
+        self.upkeep = Upkeep(self.edge.ctx)  # carrier registration and gateway probes
+        self._upkeep: asyncio.Future[None] | None = None
 
     def reconfigure(self, config: ConfigSet) -> None:
         """Apply a new configuration: calls in progress keep the trunk they started with."""
@@ -174,6 +177,7 @@ class EdgeComponent:
             await transport.listen_udp(here.host, 0, sock=udp)
             await transport.listen_stream(here.host, 0, sock=tcp)
         self._keep_alive = asyncio.ensure_future(self.edge.keep_alive())
+        self._upkeep = asyncio.ensure_future(self.upkeep.run())
         self._listening = True
         service = self.sockets.service[0].getsockname()[:2] if self.sockets.service else None
         event(
@@ -201,6 +205,9 @@ class EdgeComponent:
     async def stop(self) -> None:
         if self._keep_alive is not None:
             self._keep_alive.cancel()
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+            await self.upkeep.stop()
         await self.stack.close()
         if isinstance(self.edge.media, RelayMedia):
             await self.edge.media.close()

@@ -11,6 +11,9 @@
   channel, registered contacts) into its status every `counts_interval`, writing only changes, and a
   drain waits for the trunk's calls. Without the store the operator knows no counts: the status has
   none, and a drain ends at once.
+- With the store, a loop reads every Carrier's registration and gateway health as the edges keep
+  them (edge/upkeep.py) every `counts_interval` and asks for a sweep when they change: the Carrier's
+  `Registered` and `Degraded` conditions follow.
 Nothing here raises on a bad object: problems end up in status or in the log.
 """
 
@@ -20,6 +23,7 @@ import asyncio
 import datetime
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,18 +34,21 @@ from pydantic import ValidationError
 
 from trunkline.core import telemetry
 from trunkline.core.models import API_VERSION, GROUP, VERSION, Secret, Trunk
-from trunkline.core.state import StateStore, StoreUnavailable, trunk_key
+from trunkline.core.state import StateStore, StoreUnavailable, trunk_key, upkeep_key
 from trunkline.core.state_redis import RedisStore
 from trunkline.operator.kube import Kube, connect
 from trunkline.operator.reconcile import apply_platform_configmap, sweep_namespace, warning_event
 from trunkline.operator.status import (
     DRAIN_ANNOTATION,
     CallCounts,
+    CarrierUpkeep,
+    carrier_upkeep,
     counts_patch,
     drain_deadline,
     drain_done,
     now_rfc3339,
     registration_aor,
+    upkeep_changes,
 )
 from trunkline.operator.verdict import MESSAGE_LIMIT, Verdict, verdict, verdict_patch
 
@@ -109,19 +116,28 @@ class State:
     sweeper: Sweeper = field(init=False)
     _resync_task: asyncio.Task[None] | None = None
     _store_ok: bool = True
+    upkeep: dict[tuple[str, str], CarrierUpkeep] = field(default_factory=dict)  # by Carrier key
+    carriers: dict[tuple[str, str], str] = field(default_factory=dict)  # the Carriers seen: key -> uid
+    _upkeep_task: asyncio.Task[None] | None = None
     _refused: str | None = None  # the reason last reported for the platform, while it is refused
     # The last verdict on the platform (None: none yet, or no --platform): the Trunks' PlatformReady.
     platform_verdict: Verdict | None = None
 
     def start(self) -> None:
         self.kube = Kube(connect())
-        self.sweeper = Sweeper(lambda ns: sweep_namespace(self.kube, ns, self.platform_verdict))
+        self.sweeper = Sweeper(
+            lambda ns: sweep_namespace(self.kube, ns, self.platform_verdict, dict(self.upkeep))
+        )
         self._resync_task = asyncio.get_running_loop().create_task(self._resync_loop())
+        if self.store is not None:
+            self._upkeep_task = asyncio.get_running_loop().create_task(self._upkeep_loop())
 
     async def stop(self) -> None:
         self.sweeper.cancel()
         if self._resync_task:
             self._resync_task.cancel()
+        if self._upkeep_task:
+            self._upkeep_task.cancel()
         if isinstance(self.store, RedisStore):
             await self.store.close()
 
@@ -140,6 +156,48 @@ class State:
             log.info("live counts available again")
         self._store_ok = True
         return CallCounts(calls, contacts)
+
+    async def read_upkeep(self, namespace: str, name: str) -> CarrierUpkeep | None:
+        """A Carrier's upkeep from the store; None when it cannot say."""
+        assert self.store is not None
+        try:
+            registration = await self.store.upkeep(upkeep_key("registration", namespace, name))
+            health = await self.store.upkeep(upkeep_key("health", namespace, name))
+        except StoreUnavailable:
+            return None
+        return carrier_upkeep(registration, health, time.time())
+
+    async def _upkeep_loop(self) -> None:
+        """Follow the Carriers' upkeep in the store; a change asks for a sweep of the namespace, which
+        writes the conditions (one writer of the status: the sweep)."""
+        while True:
+            for key in sorted(self.carriers):
+                seen = await self.read_upkeep(*key)
+                if seen is None or key not in self.carriers:
+                    continue
+                before = self.upkeep.get(key)
+                self.upkeep[key] = seen  # a new round trip alone shows at the next sweep (resync)
+                if before is None or seen.significant() != before.significant():
+                    self.sweeper.request(key[0])
+                if before is not None:
+                    await self._post_changes(key, upkeep_changes(before, seen))
+            await asyncio.sleep(self.counts_interval)
+
+    async def _post_changes(self, key: tuple[str, str], changes: list[tuple[str, str, str]]) -> None:
+        """An Event on the Carrier per gateway up/down and registration gained/lost."""
+        if not changes:
+            return
+        uid = self.carriers.get(key)
+        if uid is None:
+            return  # deleted meanwhile
+        carrier = {"apiVersion": API_VERSION, "kind": "Carrier",
+                   "metadata": {"namespace": key[0], "name": key[1], "uid": uid}}  # fmt: skip
+        try:
+            for event_type, reason, message in changes:
+                event = warning_event(carrier, reason, message, now_rfc3339(), event_type)
+                await asyncio.to_thread(self.kube.create, event)
+        except ApiException as exc:
+            log.error("Carrier %s/%s: cannot post an Event: %s %s", *key, exc.status, exc.reason)
 
     async def write_counts(self, namespace: str, name: str, status: Any, counts: CallCounts | None) -> None:
         patch = counts_patch(status, counts)
@@ -324,6 +382,22 @@ async def live_counts(
             if counts is not None:  # else the store is out of reach: keep the last counts
                 await state.write_counts(namespace, name, body.get("status"), counts)
         await stopped.wait(state.counts_interval)
+
+
+@kopf.on.event(GROUP, VERSION, "carriers", id="carrier-seen", registry=registry)
+async def carrier_seen(
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """Keep the set of Carriers whose upkeep the store is read for (an event handler, not a daemon:
+    a kopf daemon would put a finalizer on every Carrier)."""
+    if namespace is None:
+        return
+    state = _state(memo)
+    if event.get("type") == "DELETED":
+        state.carriers.pop((namespace, name), None)
+        state.upkeep.pop((namespace, name), None)
+    else:
+        state.carriers[(namespace, name)] = str(body.get("metadata", {}).get("uid", ""))
 
 
 @kopf.on.event(GROUP, VERSION, "trunks", registry=registry)

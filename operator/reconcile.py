@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -23,7 +24,7 @@ from trunkline.operator.kube import Kube
 from trunkline.operator.network_policies import build_network_policies, stale_policies
 from trunkline.operator.nonce import nonce_secret_update
 from trunkline.operator.platform import Platform, parse_platform
-from trunkline.operator.status import StatusUpdate, now_rfc3339, plan_statuses
+from trunkline.operator.status import CarrierUpkeep, StatusUpdate, now_rfc3339, plan_statuses
 from trunkline.operator.verdict import Verdict
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,10 @@ def certificates(
     return list(updates)
 
 
-def warning_event(obj: dict[str, Any], reason: str, message: str, now: str) -> dict[str, Any]:
-    """A Warning Event about `obj` (`kubectl describe`, `kubectl get events` show it)."""
+def warning_event(
+    obj: dict[str, Any], reason: str, message: str, now: str, event_type: str = "Warning"
+) -> dict[str, Any]:
+    """A Warning (or Normal) Event about `obj` (`kubectl describe`, `kubectl get events` show it)."""
     meta = obj["metadata"]
     return {
         "apiVersion": "v1",
@@ -93,7 +96,7 @@ def warning_event(obj: dict[str, Any], reason: str, message: str, now: str) -> d
             "apiVersion": obj.get("apiVersion", "v1"), "kind": obj.get("kind", "ConfigMap"),
             "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid", ""),
         },
-        "type": "Warning",
+        "type": event_type,
         "reason": reason,
         "message": message[:1024],
         "firstTimestamp": now,
@@ -103,13 +106,19 @@ def warning_event(obj: dict[str, Any], reason: str, message: str, now: str) -> d
     }  # fmt: skip
 
 
-def sweep_namespace(kube: Kube, namespace: str, platform: Verdict | None = None) -> list[StatusUpdate]:
-    """Write the statuses that changed (`platform`: the last verdict on it, for the Trunks); return them."""
+def sweep_namespace(
+    kube: Kube,
+    namespace: str,
+    platform: Verdict | None = None,
+    upkeep: Mapping[tuple[str, str], CarrierUpkeep] | None = None,
+) -> list[StatusUpdate]:
+    """Write the statuses that changed (`platform`: the last verdict on it, for the Trunks; `upkeep`:
+    the Carriers' registration and gateway health as last read from the edges' store); return them."""
     objects = {kind: kube.list(API_VERSION, kind, namespace) for kind in RESOURCE_KINDS}
     if not any(objects.values()):
         return []  # e.g. a Secret changed in a namespace without trunkline resources
     secrets = kube.list("v1", "Secret", namespace)
-    updates = plan_statuses(objects, secrets, now=now_rfc3339(), platform=platform)
+    updates = plan_statuses(objects, secrets, now=now_rfc3339(), platform=platform, upkeep=upkeep)
     written = []
     for update in updates:
         patch = {"status": update.status}

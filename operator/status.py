@@ -42,6 +42,11 @@ DRAINING = "Draining"
 RECONCILED = "Reconciled"
 
 DRAIN_ANNOTATION = "trunkline.io/drain-deadline"
+# A Carrier's upkeep, as the edges report it in the shared store (edge/upkeep.py).
+REGISTERED = "Registered"  # the condition, and its reason when True
+REGISTRATION_FAILED = "RegistrationFailed"
+NOT_REPORTED = "NotReported"
+GATEWAYS_DOWN = "GatewaysDown"
 PLATFORM_READY = "PlatformReady"  # a Trunk's condition: the operator's verdict on the platform
 
 
@@ -60,6 +65,115 @@ class CallCounts:
 
 
 COUNT_FIELDS = ("activeCalls", "registeredContacts")
+
+
+@dataclass(frozen=True)
+class GatewaySeen:
+    """One gateway as the probing edge last wrote it."""
+
+    uri: str
+    up: bool
+    changed_at: float = 0.0  # seconds since the epoch of the last up/down change (0: never)
+    status: int = 0  # the last probe's final status (0: none yet)
+    latency: float = 0.0  # the last answered probe's round trip, seconds
+
+
+@dataclass(frozen=True)
+class CarrierUpkeep:
+    """A Carrier's registration and gateway health as the edges keep them in the shared store."""
+
+    registered: bool | None = None  # None: no edge reported the registration (off, or not yet)
+    registration: str = ""  # where, until when, or why not
+    gateways: tuple[GatewaySeen, ...] = ()
+
+    @property
+    def down(self) -> tuple[str, ...]:
+        return tuple(sorted(g.uri for g in self.gateways if not g.up))
+
+    def significant(self) -> tuple[object, ...]:
+        """What is worth a status write at once (a probe's round trip alone waits for the resync)."""
+        return (self.registered, self.registration, tuple((g.uri, g.up, g.status) for g in self.gateways))
+
+
+def _at(seconds: float) -> str:
+    return now_rfc3339(datetime.datetime.fromtimestamp(seconds, datetime.UTC))
+
+
+def _number(value: object, default: float = 0.0) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+
+
+def carrier_upkeep(
+    registration: Mapping[str, Any] | None, health: Mapping[str, Any] | None, now: float
+) -> CarrierUpkeep:
+    """Read the store's upkeep states (`upkeep_key("registration"|"health", ...)`, written by the
+    edges) defensively: a field of the wrong type reads as unknown, never as an error."""
+    registered, message = None, ""
+    if registration:
+        until, status = registration.get("registered_until"), registration.get("status")
+        where = str(registration.get("registrar_uri", ""))[:200]
+        if isinstance(until, int | float) and until > now:
+            registered = True
+            message = f"registered at {where} until {_at(until)}"  # changes only with a refresh
+        elif isinstance(status, int):
+            registered = False
+            failures = registration.get("failures")
+            reason = str(registration.get("reason", ""))[:200]
+            message = f"last REGISTER to {where}: {status} {reason}".rstrip()
+            if isinstance(failures, int) and failures > 0:
+                message += f" ({failures} failure(s) in a row; retrying with back-off)"
+    stored = (health or {}).get("gateways")
+    gateways: list[GatewaySeen] = []
+    if isinstance(stored, Mapping):
+        for uri, g in list(stored.items())[:64]:
+            if isinstance(g, Mapping) and isinstance(g.get("up"), bool):
+                seen = GatewaySeen(str(uri)[:512], g["up"], _number(g.get("changed_at")),
+                                   int(_number(g.get("status"))), _number(g.get("latency")))  # fmt: skip
+                gateways.append(seen)
+    return CarrierUpkeep(registered, message, tuple(gateways))
+
+
+def upkeep_changes(before: CarrierUpkeep, after: CarrierUpkeep) -> list[tuple[str, str, str]]:
+    """The Events a change of upkeep is worth: (Normal|Warning, reason, message) per gateway that went
+    up or down and per registration gained or lost."""
+    changes = []
+    was = {g.uri: g.up for g in before.gateways}
+    for g in after.gateways:
+        if was.get(g.uri, True) != g.up:  # a gateway starts up (edge/gateway_health.py)
+            if g.up:
+                changes.append(("Normal", "GatewayUp", f"gateway {g.uri} answers its probes again"))
+            else:
+                changes.append(
+                    ("Warning", "GatewayDown", f"gateway {g.uri} is down (last status {g.status})")
+                )
+    if after.registered is True and before.registered is not True:
+        changes.append(("Normal", REGISTERED, after.registration))
+    elif after.registered is False and before.registered is not False:
+        changes.append(("Warning", REGISTRATION_FAILED, after.registration))
+    return changes
+
+
+def gateway_statuses(carrier: Carrier, live: CarrierUpkeep) -> list[dict[str, Any]] | None:
+    """`status.gateways`: each probed gateway of the spec, in its order (None: no probes)."""
+    if carrier.spec.health is None:
+        return None
+    seen = {g.uri: g for g in live.gateways}
+    shown = []
+    for gateway in carrier.spec.gateways:
+        g = seen.get(gateway.uri)
+        if g is None:
+            continue
+        entry: dict[str, Any] = {"uri": g.uri, "state": "Up" if g.up else "Down"}
+        if g.changed_at > 0:
+            entry["lastTransitionTime"] = now_rfc3339(
+                datetime.datetime.fromtimestamp(g.changed_at, datetime.UTC)
+            )
+        if g.status:
+            entry["lastStatus"] = g.status
+        if g.latency > 0:
+            entry["latencyMs"] = round(g.latency * 1000)
+        shown.append(entry)
+    return shown or None
 
 
 def now_rfc3339(clock: datetime.datetime | None = None) -> str:
@@ -150,14 +264,14 @@ def carrier_problems(carrier: Carrier, config: ConfigSet) -> list[StatusProblem]
 
 def _condition(
     type_: str,
-    status: bool,
+    status: bool | None,
     reason: str,
     message: str,
     generation: int | None,
     previous: dict[str, Condition],
     now: str,
 ) -> dict[str, Any]:
-    value = "True" if status else "False"
+    value = "Unknown" if status is None else "True" if status else "False"
     before = previous.get(type_)
     since = (
         before.lastTransitionTime if before and before.status == value and before.lastTransitionTime else now
@@ -175,16 +289,19 @@ def build_conditions(
     previous: list[Condition],
     now: str,
     not_ready: StatusProblem | None = None,
+    degraded: list[StatusProblem] | None = None,
 ) -> list[dict[str, Any]]:
-    """Ready and Degraded from a list of problems; `not_ready` is a reason to be unready that is no fault."""
+    """Ready and Degraded from a list of problems; `not_ready` is a reason to be unready that is no
+    fault, `degraded` faults that leave the resource ready (e.g. a gateway down)."""
     before = {c.type: c for c in previous}
-    message = "; ".join(p.message for p in problems)
-    first = problems[0].reason if problems else RECONCILED
+    faults = problems + (degraded or [])
+    message = "; ".join(p.message for p in faults)
+    first = faults[0].reason if faults else RECONCILED
     blocker = not_ready or (problems[0] if problems else None)
     return [
         _condition("Ready", blocker is None, blocker.reason if blocker else RECONCILED,
                    blocker.message if blocker else "", generation, before, now),
-        _condition("Degraded", bool(problems), first, message, generation, before, now),
+        _condition("Degraded", bool(faults), first, message, generation, before, now),
     ]  # fmt: skip
 
 
@@ -235,8 +352,36 @@ def build_did_status(
     return _status(did, did_problems(did, config, duplicates), now)
 
 
-def build_carrier_status(carrier: Carrier, config: ConfigSet, *, now: str) -> dict[str, Any]:
-    return _status(carrier, carrier_problems(carrier, config), now)
+def build_carrier_status(
+    carrier: Carrier, config: ConfigSet, *, now: str, upkeep: CarrierUpkeep | None = None
+) -> dict[str, Any]:
+    """Ready and Degraded (down gateways and a failing registration degrade it), and `Registered`
+    while `spec.registration` is on; `upkeep` None: the store's view is not known."""
+    live = upkeep or CarrierUpkeep()
+    degraded = []
+    if live.down:
+        degraded.append(StatusProblem(GATEWAYS_DOWN, "gateways down: " + ", ".join(live.down)))
+    registering = carrier.spec.registration.enabled
+    if registering and live.registered is False:
+        degraded.append(StatusProblem(REGISTRATION_FAILED, live.registration))
+    previous = carrier.status.conditions if carrier.status else []
+    generation = carrier.metadata.generation
+    problems = carrier_problems(carrier, config)
+    conditions = build_conditions(problems, generation, previous, now, degraded=degraded)
+    if registering:
+        reason = (
+            NOT_REPORTED
+            if live.registered is None
+            else REGISTERED
+            if live.registered
+            else REGISTRATION_FAILED
+        )
+        message = live.registration or "no edge has reported the registration yet"
+        before = {c.type: c for c in previous}
+        conditions.append(_condition(REGISTERED, live.registered, reason, message, generation, before, now))
+    status = _generation_status(generation, conditions)
+    status["gateways"] = gateway_statuses(carrier, live)  # None removes a list no longer kept
+    return status
 
 
 def build_invalid_status(
@@ -333,6 +478,7 @@ def plan_statuses(
     secrets: list[dict[str, Any]],
     *,
     now: str,
+    upkeep: Mapping[tuple[str, str], CarrierUpkeep] | None = None,
     platform: Verdict | None = None,
 ) -> list[StatusUpdate]:
     """The status writes one namespace needs: `objects` maps kind -> API bodies, `secrets` its Secrets,
@@ -374,7 +520,7 @@ def plan_statuses(
             status = build_did_status(item, config, now=now, duplicates=duplicates)
         else:
             assert isinstance(item, Carrier)
-            status = build_carrier_status(item, config, now=now)
+            status = build_carrier_status(item, config, now=now, upkeep=(upkeep or {}).get(item.key))
         if _changed(body, status):
             updates.append(StatusUpdate(item.kind, item.name, status))
     return updates

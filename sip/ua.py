@@ -155,14 +155,16 @@ class UserAgent:
         hold: float = 0.1,
         from_user: str = "ua",
         during: Callable[[Response], Awaitable[None]] | None = None,
+        to: str | None = None,
     ) -> int:
-        """INVITE, ACK the 2xx, wait `hold` (or run `during(answer)`), BYE. Returns the final status."""
+        """INVITE, ACK the 2xx, wait `hold` (or run `during(answer)`), BYE. Returns the final status.
+        `to`: the To URI when it is not the target (e.g. a call to a registered Contact)."""
         uri = parse_uri(target)
         invite = Request("INVITE", uri)
         invite.add("Via", self._via(transport))
         invite.add("Max-Forwards", "70")
         invite.add("From", str(NameAddr(parse_uri(f"sip:{from_user}@{self.host}"), None, {"tag": new_tag()})))
-        invite.add("To", f"<{uri}>")
+        invite.add("To", f"<{to or uri}>")
         invite.add("Call-ID", new_tag() + "@" + self.host)
         invite.add("CSeq", "1 INVITE")
         invite.add("Contact", str(self._contact(transport)))

@@ -17,6 +17,7 @@ from trunkline.core.state import (
     StateStore,
     StoreUnavailable,
     aor_of,
+    upkeep_key,
 )
 from trunkline.core.state_redis import RedisStore
 
@@ -291,3 +292,41 @@ async def test_no_owner_lapses_while_no_keep_alive_got_through(redis_proc: Redis
         assert adopted == [{"n": 6, "epoch": 1}]
     finally:
         await store.close()
+
+
+async def test_a_lease_has_one_holder_until_it_lapses_or_is_released(store: StateStore) -> None:
+    name = upkeep_key("registration", "default", "pstn")
+    assert await store.hold_lease(name, "edge-a", ttl=0.5)
+    assert not await store.hold_lease(name, "edge-b", ttl=5)
+    assert await store.hold_lease(name, "edge-a", ttl=0.5)  # renewed by its holder
+    await store.release_lease(name, "edge-b")  # not b's to release
+    assert not await store.hold_lease(name, "edge-b", ttl=5)
+    await asyncio.sleep(0.7)  # a's holder vanished: the lease lapses
+    assert await store.hold_lease(name, "edge-b", ttl=5)
+    assert not await store.hold_lease(name, "edge-a", ttl=5)
+    await store.release_lease(name, "edge-b")
+    assert await store.hold_lease(name, "edge-a", ttl=5)
+    holders = await asyncio.gather(*(store.hold_lease("contended", f"e{i}", ttl=5) for i in range(20)))
+    assert holders.count(True) == 1
+
+
+async def test_upkeep_state_is_shared_and_lapses(store: StateStore) -> None:
+    name = upkeep_key("health", "default", "pstn")
+    assert await store.upkeep(name) is None
+    await store.put_upkeep(name, {"registered": True, "cseq": 7}, ttl=0.5)
+    assert await store.upkeep(name) == {"registered": True, "cseq": 7}
+    await asyncio.sleep(0.7)
+    assert await store.upkeep(name) is None
+
+
+async def test_calls_failed_in_a_row_are_counted_per_gateway_and_reset(store: StateStore) -> None:
+    name = upkeep_key("calls", "default", "pstn")
+    assert await store.call_failures(name) == {}
+    assert await store.count_call_failure(name, "sip:a", True, ttl=0.5) == 1
+    assert await store.count_call_failure(name, "sip:a", True, ttl=0.5) == 2
+    assert await store.count_call_failure(name, "sip:b", True, ttl=0.5) == 1
+    assert await store.call_failures(name) == {"sip:a": 2, "sip:b": 1}
+    assert await store.count_call_failure(name, "sip:a", False, ttl=0.5) == 0
+    assert await store.call_failures(name) == {"sip:b": 1}
+    await asyncio.sleep(0.7)
+    assert await store.call_failures(name) == {}

@@ -30,7 +30,8 @@ ORIGINATION = ("127.0.0.4", 5080)
 STRANGER = ("127.0.0.9", 5060)  # neither: must authenticate
 
 
-def manifest_docs(**trunk_spec: Any) -> list[dict[str, Any]]:
+def manifest_docs(carrier: dict[str, Any] | None = None, **trunk_spec: Any) -> list[dict[str, Any]]:
+    """The world's manifests; `carrier`: more fields of the carrier's spec (e.g. health)."""
     spec: dict[str, Any] = {
         "auth": {"digest": {"credentialsSecret": "acme-creds"}, "ipAcl": ["127.0.0.2/32"]},
         "origination": [{"uri": "sip:127.0.0.4:5080"}],
@@ -42,7 +43,7 @@ def manifest_docs(**trunk_spec: Any) -> list[dict[str, Any]]:
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "acme-creds"},
          "stringData": {"username": "acme", "password": "s3cret-acme"}},
         {"apiVersion": "trunkline.io/v1alpha1", "kind": "Carrier", "metadata": {"name": "pstn"},
-         "spec": {"gateways": gateways, "inboundCidrs": ["127.0.0.1/32"]}},
+         "spec": {"gateways": gateways, "inboundCidrs": ["127.0.0.1/32"], **(carrier or {})}},
         {"apiVersion": "trunkline.io/v1alpha1", "kind": "Trunk", "metadata": {"name": "acme"}, "spec": spec},
         {"apiVersion": "trunkline.io/v1alpha1", "kind": "DID", "metadata": {"name": "main"},
          "spec": {"number": "+14155550100", "trunkRef": "acme"}},
@@ -74,10 +75,11 @@ def build(
     options: EdgeOptions | None = None,
     store: MemoryStore | None = None,
     owner: str = "edge-1",
+    carrier: dict[str, Any] | None = None,
     **trunk_spec: Any,
 ) -> Harness:
     path = tmp_path / f"manifests-{owner}.yaml"
-    path.write_text("\n---\n".join(json.dumps(d) for d in manifest_docs(**trunk_spec)))
+    path.write_text("\n---\n".join(json.dumps(d) for d in manifest_docs(carrier, **trunk_spec)))
     config, problems = load([path])
     assert problems == []
     stack = FakeStack()

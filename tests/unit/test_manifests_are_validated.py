@@ -189,3 +189,21 @@ def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
     found = problems_of(tmp_path / "nope.yaml", tmp_path / "empty")
     assert found == [f"{tmp_path / 'nope.yaml'}: no such file or folder",
                      f"{tmp_path / 'empty'}: folder holds no *.yaml or *.yml file"]  # fmt: skip
+
+
+def test_carrier_registration_and_health_fields(tmp_path: Path) -> None:
+    carrier = """
+    apiVersion: trunkline.io/v1alpha1
+    kind: Carrier
+    metadata: {name: pstn}
+    spec:
+      gateways: [{uri: "sip:gw.example.net"}]
+      registration: {enabled: true}
+    """
+    [problem] = problems_of(write(tmp_path, carrier))
+    assert "spec.registration: registering needs spec.auth (credentials) or a user" in problem
+    with_user = carrier.replace("{enabled: true}", '{enabled: true, user: "4420", expires: 120}')
+    healthy = with_user.rstrip() + "\n      health: {interval: 1, failuresToDown: 2}\n"
+    assert problems_of(write(tmp_path, healthy, name="ok.yaml")) == []
+    too_short = with_user.replace("expires: 120", "expires: 30")
+    assert any("registration.expires" in p for p in problems_of(write(tmp_path, too_short, name="bad.yaml")))
