@@ -18,7 +18,7 @@ from trunkline.edge.cdr import Attempt, Direction, HungUp
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.ending import bye, finish, stand_down
 from trunkline.edge.legs import ack_for, first_invite, new_tag, relay_response, response_for
-from trunkline.edge.observing import carrier_of
+from trunkline.edge.observing import carrier_key, carrier_of, carrier_with, host_port
 from trunkline.edge.registrar import NatSource
 from trunkline.edge.resolver import Hop
 from trunkline.edge.routing import Next, after_final_response, inbound_targets, lookup_uri
@@ -78,7 +78,7 @@ async def route(
         invite.body = offer_body
         call.b_invite, call.b_provisional = invite, False
         call.b = Leg((hop.host, hop.port), hop.transport, tag=invite.from_.tag or "")
-        attempt = Attempt(target.uri)
+        attempt = Attempt(target.uri, gateway=host_port(hop.host, hop.port))
         call.record.attempts.append(attempt)
         span = call.trace.attempt(
             f"{hop.host}:{hop.port}", hop.transport, invite.call_id, target_uri=target.uri
@@ -97,6 +97,9 @@ async def route(
             continue  # no answer: next target
         last = response
         if 200 <= response.status < 300:
+            took = carrier_with(ctx.directory.carriers, target)
+            if took is not None:  # outbound: the carrier gateway that answered (inbound: set at the INVITE)
+                call.record.carrier, call.record.gateway = carrier_key(took), attempt.gateway
             await answered(ctx, call, invite, response)
             return
         if after_final_response(response.status) is Next.RELAY:

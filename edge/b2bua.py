@@ -184,7 +184,7 @@ class Edge:
                 "auth", sip__auth__method="carrier-cidr", sip__auth__outcome="ok", carrier=carrier.name
             ):
                 pass
-            planned = new_call.inbound(ctx, inc, carrier.spec.numbering)
+            planned = new_call.inbound(ctx, inc, carrier)
         else:
             trunk = self.directory.trunk_for_source(inc.addr[0])
             if trunk is None:

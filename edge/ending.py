@@ -8,6 +8,7 @@ epoch) or finds it ended by another edge stands down: it stops its timers and se
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from trunkline.core.logs import event
@@ -21,6 +22,10 @@ from trunkline.sip.stack import NoAnswer
 log = logging.getLogger("trunkline.edge")
 BYE_TIMEOUT = 32.0  # 64*T1: a BYE nobody answers by then is given up (its transaction ends too)
 END_RETRIES = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)  # an end the store did not take, tried again
+# TEST ONLY: `before` or `after` holds every end of a call there (logging "test pause at the CDR
+# write") so that a test can SIGKILL the edge at that exact point. Unset (always, outside tests): inert.
+TEST_PAUSE_AT_CDR = os.environ.get("TRUNKLINE_TEST_PAUSE_AT_CDR", "")
+TEST_PAUSE_SECONDS = 3600.0
 
 
 async def bye(ctx: EdgeContext, call: Call, leg_name: str) -> None:
@@ -161,11 +166,20 @@ def refused_by_store(ctx: EdgeContext, call: Call, status: int, reason: str) -> 
 
 
 async def _end_in_store(ctx: EdgeContext, call: Call, cdr: str) -> CallEnd:
+    if TEST_PAUSE_AT_CDR == "before":
+        await _test_pause(ctx, call, "before")
     outcome = await ctx.store.end_call_with_cdr(call.key, call.epoch, cdr, trunk=call.counters,
                                                 dialogs=call.dialog_keys)  # fmt: skip
+    if TEST_PAUSE_AT_CDR == "after":
+        await _test_pause(ctx, call, f"after ({outcome})")
     if outcome is CallEnd.ENDED:
         ctx.cdr.write(call.record)  # the JSON lines file (--cdr) of the embedded default
     return outcome
+
+
+async def _test_pause(ctx: EdgeContext, call: Call, where: str) -> None:
+    event(log, logging.WARNING, "test pause at the CDR write", at=where, call_id=call.key)
+    await ctx.sleep(TEST_PAUSE_SECONDS)
 
 
 async def _end_later(ctx: EdgeContext, call: Call, cdr: str) -> None:

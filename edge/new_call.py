@@ -8,12 +8,13 @@ import logging
 from dataclasses import dataclass
 
 from trunkline.core.logs import event
-from trunkline.core.models import DID, Numbering, Target, Trunk
+from trunkline.core.models import DID, Carrier, Target, Trunk
 from trunkline.edge.call import Call, Leg
 from trunkline.edge.cdr import CallRecord, Direction
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.legs import new_tag, user_of
 from trunkline.edge.numbers import to_e164
+from trunkline.edge.observing import carrier_key, host_port
 from trunkline.edge.policy import Rejection, check_caller_id, check_destination
 from trunkline.edge.routing import outbound_targets
 from trunkline.sip.errors import SipParseError
@@ -32,8 +33,9 @@ class NewCall:
     targets: list[tuple[Target, str]] | None = None  # outbound: the carriers to try, in order
 
 
-def inbound(ctx: EdgeContext, inc: Incoming, numbering: Numbering | None) -> NewCall | None:
-    req, tag = inc.request, new_tag()
+def inbound(ctx: EdgeContext, inc: Incoming, carrier: Carrier) -> NewCall | None:
+    """A call from `carrier` (known by the INVITE's source address) to one of our DIDs."""
+    req, tag, numbering = inc.request, new_tag(), carrier.spec.numbering
     number = to_e164(user_of(req.uri) or "", numbering)
     did = ctx.directory.did(number) if number else None
     trunk = ctx.directory.trunk_of(did) if did else None
@@ -52,6 +54,7 @@ def inbound(ctx: EdgeContext, inc: Incoming, numbering: Numbering | None) -> New
     # CDR in E.164.
     caller = to_e164(user_of(req.from_.uri) or "", numbering) or (user_of(req.from_.uri) or "anonymous")
     call = new_call(ctx, inc, trunk, Direction.INBOUND, caller, did.spec.number, tag)
+    call.record.carrier, call.record.gateway = carrier_key(carrier), host_port(inc.addr[0], inc.addr[1])
     return NewCall(call, caller, did.spec.number, did=did)
 
 

@@ -57,6 +57,12 @@ def cdr_call_ids(dsn: str) -> list[str]:
         return []
 
 
+def cdr_rows(dsn: str, *columns: str) -> list[tuple[object, ...]]:
+    """The named columns of every CDR row in PostgreSQL."""
+    with psycopg.connect(dsn) as conn:
+        return list(conn.execute(f"SELECT {', '.join(columns)} FROM trunkline_cdr").fetchall())
+
+
 def clear_cdrs(dsn: str) -> None:
     try:
         with psycopg.connect(dsn) as conn:
@@ -74,10 +80,11 @@ class Cluster:
     carrier_port: int
     service: str | None = None
     extra: list[str] = field(default_factory=list)  # more flags for every edge
+    pbx_port: int = 0  # where inbound calls go (0: nowhere in particular)
     edges: dict[str, Up] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.text = manifests(self.carrier_port, free_port())
+        self.text = manifests(self.carrier_port, self.pbx_port or free_port())
         secret = self.workdir / "nonce-secret"
         self.workdir.mkdir(parents=True, exist_ok=True)
         secret.write_text("the same for every edge")
@@ -85,9 +92,10 @@ class Cluster:
         if self.service:
             self.flags += ["--service-listen", self.service]
 
-    def start(self, name: str) -> Up:
+    def start(self, name: str, env: dict[str, str] | None = None) -> Up:
+        """Edge `name` (its id edge-<name>), with `env` added to its environment."""
         edge = Up(self.workdir / f"edge-{name}", self.text, [*self.flags, "--edge-id", f"edge-{name}"],
-                  command="edge").start()  # fmt: skip
+                  command="edge", env=env or {}).start()  # fmt: skip
         self.edges[name] = edge
         return edge
 
