@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from trunkline.core.logs import event
 from trunkline.core.state import CallEnd
@@ -109,12 +110,22 @@ def _stop_timers(call: Call) -> None:
 
 
 async def finish(
-    ctx: EdgeContext, call: Call, hung_up: HungUp, status: int | None, reason: str = ""
+    ctx: EdgeContext,
+    call: Call,
+    hung_up: HungUp,
+    status: int | None,
+    reason: str = "",
+    then: Callable[[], None] | None = None,
 ) -> CallEnd | None:
     """End the call here: ENDED (its CDR is in the store's stream), LOST or ALREADY_ENDED (another
     edge's: this one stood down), None when the store did not answer (the end is tried again in the
-    background, the call is over here all the same)."""
+    background, the call is over here all the same). `then` runs once the store has the end (or
+    could not take it), before the media is released: what must not happen before (the 200 to a BYE:
+    an edge that dies before the end is stored leaves the BYE unanswered, so the caller sends it again
+    and the edge it reaches ends the call then, instead of the call running on to its limits)."""
     if call.ended:
+        if then is not None:
+            then()
         return CallEnd.ALREADY_ENDED
     call.ended = True
     _stop_timers(call)
@@ -139,6 +150,8 @@ async def finish(
               error=str(exc))  # fmt: skip
         ctx.spawn(_end_later(ctx, call, cdr))
         outcome = None
+    if then is not None:
+        then()
     if outcome in (CallEnd.LOST, CallEnd.ALREADY_ENDED):
         event(log, logging.INFO, "stood down from a call", call_id=call.key, why=str(outcome))
         forget(ctx, call)
