@@ -115,8 +115,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--stall-every", type=float, default=300.0, metavar="SECONDS")
     parser.add_argument("--stall", type=float, default=10.0, metavar="SECONDS", help="Redis SIGSTOP length")
     parser.add_argument("--max-call-duration", type=float, default=30.0, metavar="SECONDS",
-                        help="the edges' limit: a call whose edge was killed between the caller's BYE and "
-                             "its CDR write ends there, on the edge that adopted it")  # fmt: skip
+                        help="the edges' limit (a safety net: a call whose every end was lost with a killed "
+                             "edge ends there, on the edge that adopted it, and still gets its CDR)")  # fmt: skip
     parser.add_argument("--settle", type=float, default=120.0, metavar="SECONDS",
                         help="at most this long after the last call for CDRs and releases")  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=None, help="default: a new temporary folder")

@@ -17,7 +17,7 @@ import psycopg
 from redis import Redis as SyncRedis
 
 from tests.support.ports import free_port
-from tests.support.processes import stop
+from tests.support.processes import http_ready, stop, wait_started
 from tests.support.redis_server import RedisProcess
 from tests.support.trunkline_up import BIN, Up, manifests
 
@@ -33,11 +33,15 @@ class Exporter:
 
     def start(self) -> Exporter:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        http = f"127.0.0.1:{free_port()}"
         cmd = [BIN, "cdr", "--redis", self.redis_url, "--postgres", "--batch", "50", "--claim-idle", "1",
-               "--consumer", "exporter-test", "--http-listen", f"127.0.0.1:{free_port()}"]  # fmt: skip
+               "--consumer", "exporter-test", "--http-listen", http]  # fmt: skip
         env = {**os.environ, "TRUNKLINE_CDR_POSTGRES_DSN": self.dsn}
         with (self.workdir / "exporter.log").open("ab") as out:
             self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # Up before the test goes on: an exporter that could not start fails here, with its log.
+        wait_started(self.proc, lambda: http_ready(f"http://{http}/healthz"), "trunkline cdr", self.output,
+                     timeout=30)  # fmt: skip
         return self
 
     def output(self) -> str:
