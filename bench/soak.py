@@ -115,8 +115,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--stall-every", type=float, default=300.0, metavar="SECONDS")
     parser.add_argument("--stall", type=float, default=10.0, metavar="SECONDS", help="Redis SIGSTOP length")
     parser.add_argument("--max-call-duration", type=float, default=30.0, metavar="SECONDS",
-                        help="the edges' limit (a safety net: a call whose every end was lost with a killed "
-                             "edge ends there, on the edge that adopted it, and still gets its CDR)")  # fmt: skip
+                        help="the edges' limit (a safety net: a call whose every end was lost with a "
+                             "killed edge ends there, on the edge that adopted it, with a CDR)")  # fmt: skip
     parser.add_argument("--settle", type=float, default=120.0, metavar="SECONDS",
                         help="at most this long after the last call for CDRs and releases")  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=None, help="default: a new temporary folder")
@@ -138,8 +138,8 @@ def run(argv: list[str] | None = None) -> Figures:
     cluster = Cluster(work, redis, carrier_port, service=f"127.0.0.10:{free_port()}",
                       extra=["--media-relay", relay.target, "--insecure-grpc",
                              "--max-call-duration", str(args.max_call_duration)])  # fmt: skip
-    gateway_cmd = [_sipp(), "-sn", "uas", "-i", "127.0.0.1", "-p", str(carrier_port), "-nostdin",
-                   "-trace_err", "-trace_stat"]  # fmt: skip
+    gateway_cmd = [_sipp(), "-sf", str(SCENARIOS / "gateway_answers_via.xml"), "-i", "127.0.0.1",
+                   "-p", str(carrier_port), "-nostdin", "-trace_err", "-trace_stat"]  # fmt: skip
     gateway_dir = work / "gateway"
     gateway_dir.mkdir(exist_ok=True)
     with (gateway_dir / "gateway.log").open("w") as out:

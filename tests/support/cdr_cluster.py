@@ -96,10 +96,16 @@ class Cluster:
         if self.service:
             self.flags += ["--service-listen", self.service]
 
+    @property
+    def host(self) -> str:
+        """Each edge's own SIP address's IP: the shared address's, when there is one, so that a peer
+        answering at Via's port reaches the edge that asked (docs/failover.md)."""
+        return self.service.rsplit(":", 1)[0] if self.service else "127.0.0.1"
+
     def start(self, name: str, env: dict[str, str] | None = None) -> Up:
         """Edge `name` (its id edge-<name>), with `env` added to its environment."""
         edge = Up(self.workdir / f"edge-{name}", self.text, [*self.flags, "--edge-id", f"edge-{name}"],
-                  command="edge", env=env or {}).start()  # fmt: skip
+                  command="edge", env=env or {}, host=self.host).start()  # fmt: skip
         self.edges[name] = edge
         return edge
 

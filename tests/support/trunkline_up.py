@@ -51,6 +51,7 @@ class Up:
     extra: list[str] = field(default_factory=list)
     command: str = "up"  # or "edge": the same flags for what this needs
     env: dict[str, str] = field(default_factory=dict)  # added to the process's environment
+    host: str = "127.0.0.1"  # the SIP listening address's IP
     sip_port: int = 0
     http_port: int = 0
     proc: subprocess.Popen[str] | None = None
@@ -61,7 +62,7 @@ class Up:
 
     @property
     def sip(self) -> str:
-        return f"127.0.0.1:{self.sip_port}"
+        return f"{self.host}:{self.sip_port}"
 
     def start(self) -> Up:
         self.workdir.mkdir(parents=True, exist_ok=True)
