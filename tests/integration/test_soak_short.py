@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench import soak
 
 
+@pytest.mark.timeout(600)  # about 150 s; the suite's 300 s default leaves too little on a loaded machine
 def test_a_short_soak_leaves_one_cdr_per_call_and_nothing_behind(tmp_path: Path) -> None:
     figures = soak.run(["--minutes", "2", "--rate", "1", "--kill-every", "30", "--stall-every", "60",
                         "--workdir", str(tmp_path)])  # fmt: skip
