@@ -13,14 +13,13 @@ from functools import partial
 from trunkline.core.logs import event
 from trunkline.core.models import DID, Target, Trunk
 from trunkline.core.state import aor_of
-from trunkline.edge import call_failures, trace_headers
+from trunkline.edge import call_failures, observing, trace_headers
 from trunkline.edge.call import Call, Leg, MediaError
 from trunkline.edge.carrier_auth import send_answering_challenges
 from trunkline.edge.cdr import Attempt, Direction, HungUp
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.ending import bye, finish, stand_down
 from trunkline.edge.legs import ack_for, first_invite, new_tag, relay_response, response_for
-from trunkline.edge.observing import carrier_of
 from trunkline.edge.registrar import NatSource
 from trunkline.edge.resolver import Hop
 from trunkline.edge.routing import Next, after_final_response, inbound_targets, lookup_uri
@@ -85,6 +84,7 @@ async def route(
             continue  # no answer: next target
         last = response
         if 200 <= response.status < 300:
+            observing.answered_by(call, ctx.directory.carriers, target)
             await answered(ctx, call, invite, response)
             return
         if refused:
@@ -99,7 +99,7 @@ async def attempt(ctx: EdgeContext, call: Call, target: Target, hop: Hop, invite
     and the one answering it are two)."""
     call.b_invite, call.b_provisional = invite, False
     call.b = Leg((hop.host, hop.port), hop.transport, tag=invite.from_.tag or "")
-    record = Attempt(target.uri)
+    record = Attempt(target.uri, gateway=observing.host_port(hop.host, hop.port))
     call.record.attempts.append(record)
     span = call.trace.attempt(f"{hop.host}:{hop.port}", hop.transport, invite.call_id, target_uri=target.uri)
     trace_headers.stamp(invite, span, call, ctx.directory.carriers, target)
@@ -108,7 +108,7 @@ async def attempt(ctx: EdgeContext, call: Call, target: Target, hop: Hop, invite
         response = await try_target(ctx, call, invite, span)
     record.status = response.status if response else None
     span.end(None if response is None or response.status < 300 else str(response.status))
-    if carrier := carrier_of(ctx.directory.carriers, target):
+    if carrier := observing.carrier_of(ctx.directory.carriers, target):
         ctx.metrics.attempt(carrier, target.uri, attempt_outcome(call, response))
         call_failures.call_ended(ctx, call, target.uri, response)  # in a row: a probed gateway down
     if response is None or response.status >= 300:  # this attempt's Call-ID is done with

@@ -204,9 +204,7 @@ class Edge:
                 "auth", sip__auth__method="carrier-cidr", sip__auth__outcome="ok", carrier=carrier.name
             ):
                 pass
-            planned = new_call.inbound(
-                ctx, inc, carrier.spec.numbering, self.directory.registration_user(carrier)
-            )
+            planned = new_call.inbound(ctx, inc, carrier, self.directory.registration_user(carrier))
         else:
             trunk = self.directory.trunk_for_source(inc.addr[0])
             if trunk is None:

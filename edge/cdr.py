@@ -43,6 +43,7 @@ class HungUp(StrEnum):
 class Attempt:
     target: str
     status: int | None = None  # None: no answer (timeout, transport error)
+    gateway: str | None = None  # the address the INVITE went to ("host:port"), the target resolved
 
 
 @dataclass
@@ -62,6 +63,10 @@ class CallRecord:
     trace_id: str | None = None  # the call's trace (None: not traced), so a CDR leads to it
     traceparent: str | None = None  # the call's span: an edge adopting the call continues under it
     emergency: bool = False  # dialled an emergency number: admitted past every limit (docs/emergency.md)
+    # The carrier's side of the call (namespace/name, host:port): outbound, the carrier gateway that
+    # answered; inbound, the carrier and address the INVITE came from. None: no carrier involved.
+    carrier: str | None = None
+    gateway: str | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -106,8 +111,6 @@ def to_cdr(
     trunk: str | None = None,
     source: str = "",
     transport: str = "udp",
-    carrier: str | None = None,
-    gateway: str | None = None,
     ring: float | None = None,
     q850_cause: int | None = None,
     codec: str | None = None,
@@ -121,7 +124,8 @@ def to_cdr(
     end = record.end if record.end is not None else record.setup
     return Cdr(
         call_id=record.call_id[:512], installation=settings.installation, namespace=settings.namespace,
-        trunk=(trunk or record.trunk)[:512], carrier=carrier, gateway=gateway,
+        trunk=(trunk or record.trunk)[:512], carrier=_bounded(record.carrier, 253),
+        gateway=_bounded(record.gateway, 256),
         direction=CdrDirection(record.direction.value), caller=record.caller[:512] if record.caller else None,
         callee=record.callee[:512], source_address=source[:64], source_transport=transport[:8],
         invite_at=at(record.setup), ring_at=at(ring) if ring else None,
@@ -132,12 +136,17 @@ def to_cdr(
         q850_cause=q850_cause if q850_cause is not None and 0 <= q850_cause <= 127 else None,
         hangup_side=HangupSide(record.hung_up.value), hangup_reason=record.reason[:256], codec=codec,
         relay=relay, media=media, trace_id=trace_id or record.trace_id,
-        attempts=[CdrAttempt(target=a.target[:512], status=_status(a.status)) for a in record.attempts[:64]],
         emergency=record.emergency,
+        attempts=[CdrAttempt(target=a.target[:512], status=_status(a.status),
+                             gateway=_bounded(a.gateway, 256)) for a in record.attempts[:64]],
     )  # fmt: skip
 
 
 _MAX_SECONDS = 2**31 - 1  # the record's bound (a PostgreSQL integer)
+
+
+def _bounded(value: str | None, limit: int) -> str | None:
+    return value[:limit] if value else None
 
 
 def _status(status: int | None) -> int | None:

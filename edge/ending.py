@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+from collections.abc import Callable
 
 from trunkline.core.logs import event
 from trunkline.core.state import CallEnd
@@ -23,6 +25,10 @@ from trunkline.sip.stack import NoAnswer
 log = logging.getLogger("trunkline.edge")
 BYE_TIMEOUT = 32.0  # 64*T1: a BYE nobody answers by then is given up (its transaction ends too)
 END_RETRIES = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)  # an end the store did not take, tried again
+# TEST ONLY: `before` or `after` holds every end of a call there (logging "test pause at the CDR
+# write") so that a test can SIGKILL the edge at that exact point. Unset (always, outside tests): inert.
+TEST_PAUSE_AT_CDR = os.environ.get("TRUNKLINE_TEST_PAUSE_AT_CDR", "")
+TEST_PAUSE_SECONDS = 3600.0
 
 
 async def bye(ctx: EdgeContext, call: Call, leg_name: str) -> None:
@@ -106,12 +112,22 @@ def _stop_timers(call: Call) -> None:
 
 
 async def finish(
-    ctx: EdgeContext, call: Call, hung_up: HungUp, status: int | None, reason: str = ""
+    ctx: EdgeContext,
+    call: Call,
+    hung_up: HungUp,
+    status: int | None,
+    reason: str = "",
+    then: Callable[[], None] | None = None,
 ) -> CallEnd | None:
     """End the call here: ENDED (its CDR is in the store's stream), LOST or ALREADY_ENDED (another
     edge's: this one stood down), None when the store did not answer (the end is tried again in the
-    background, the call is over here all the same)."""
+    background, the call is over here all the same). `then` runs once the store has the end (or
+    could not take it), before the media is released: what must not happen before (the 200 to a BYE:
+    an edge that dies before the end is stored leaves the BYE unanswered, so the caller sends it again
+    and the edge it reaches ends the call then, instead of the call running on to its limits)."""
     if call.ended:
+        if then is not None:
+            then()
         return CallEnd.ALREADY_ENDED
     call.ended = True
     _stop_timers(call)
@@ -136,6 +152,8 @@ async def finish(
               error=str(exc))  # fmt: skip
         ctx.spawn(_end_later(ctx, call, cdr))
         outcome = None
+    if then is not None:
+        then()
     if outcome in (CallEnd.LOST, CallEnd.ALREADY_ENDED):
         event(log, logging.INFO, "stood down from a call", call_id=call.key, why=str(outcome))
         forget(ctx, call)
@@ -163,11 +181,20 @@ def refused_by_store(ctx: EdgeContext, call: Call, status: int, reason: str) -> 
 
 
 async def _end_in_store(ctx: EdgeContext, call: Call, cdr: str) -> CallEnd:
+    if TEST_PAUSE_AT_CDR == "before":
+        await _test_pause(ctx, call, "before")
     outcome = await ctx.store.end_call_with_cdr(call.key, call.epoch, cdr, trunk=call.counters,
                                                 dialogs=call.dialog_keys)  # fmt: skip
+    if TEST_PAUSE_AT_CDR == "after":
+        await _test_pause(ctx, call, f"after ({outcome})")
     if outcome is CallEnd.ENDED:
         ctx.cdr.write(call.record)  # the JSON lines file (--cdr) of the embedded default
     return outcome
+
+
+async def _test_pause(ctx: EdgeContext, call: Call, where: str) -> None:
+    event(log, logging.WARNING, "test pause at the CDR write", at=where, call_id=call.key)
+    await ctx.sleep(TEST_PAUSE_SECONDS)
 
 
 async def _end_later(ctx: EdgeContext, call: Call, cdr: str) -> None:

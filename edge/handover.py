@@ -41,16 +41,28 @@ def call_record_to_data(record: CallRecord) -> dict[str, Any]:
         "caller": record.caller, "callee": record.callee, "setup": record.setup, "answer": record.answer,
         "status": record.status, "attempts": [[a.target, a.status] for a in record.attempts],
         "trace_id": record.trace_id, "traceparent": record.traceparent, "emergency": record.emergency,
+        # Beside "attempts", not in it: an edge of the previous release still reads these records.
+        "attempt_gateways": [a.gateway for a in record.attempts],
+        "carrier": record.carrier, "gateway": record.gateway,
     }  # fmt: skip
 
 
 def call_record_from_data(data: dict[str, Any]) -> CallRecord:
+    gateways = data.get("attempt_gateways")
+    gateways = gateways if isinstance(gateways, list) else []
     return CallRecord(
         data["call_id"], data["trunk"], Direction(data["direction"]), data["caller"], data["callee"],
         data["setup"], data["answer"], None, data["status"], HungUp.NOBODY,
-        [Attempt(target, status) for target, status in data["attempts"]], "",
+        [Attempt(target, status, _text(gateways[n] if n < len(gateways) else None, 256))
+         for n, (target, status) in enumerate(data["attempts"])], "",
         _short(data.get("trace_id")), _short(data.get("traceparent")), data.get("emergency") is True,
+        _text(data.get("carrier"), 253), _text(data.get("gateway"), 256),
     )  # fmt: skip
+
+
+def _text(value: Any, limit: int) -> str | None:
+    """A carrier or gateway from a record (absent in an older edge's record; bounded like the CDR)."""
+    return value if isinstance(value, str) and len(value) <= limit else None
 
 
 def _short(value: Any) -> str | None:

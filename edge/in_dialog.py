@@ -158,10 +158,10 @@ async def _relay(
         await ctx.follow_target(this)
     other_name = call.other(leg_name)
     other = call.leg(other_name)
-    if req.method == "BYE":
-        ctx.answer(inc, 200, None, req.to.tag)
+    if req.method == "BYE":  # answered once the end is stored: see ending.finish
         ctx.spawn(bye(ctx, call, other_name))
-        await finish(ctx, call, HungUp.CALLER if leg_name == "a" else HungUp.CALLEE, call.record.status)
+        await finish(ctx, call, HungUp.CALLER if leg_name == "a" else HungUp.CALLEE, call.record.status,
+                     then=lambda: ctx.answer(inc, 200, None, req.to.tag))  # fmt: skip
         return
     if other.dialog is None:
         ctx.answer(inc, 481, "Call/Transaction Does Not Exist", req.to.tag)

@@ -9,13 +9,14 @@ import logging
 from dataclasses import dataclass
 
 from trunkline.core.logs import event
-from trunkline.core.models import DID, Numbering, Target, Trunk
+from trunkline.core.models import DID, Carrier, Target, Trunk
 from trunkline.edge import emergency
 from trunkline.edge.call import Call, Leg
 from trunkline.edge.cdr import CallRecord, Direction
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.legs import new_tag, user_of
 from trunkline.edge.numbers import to_e164
+from trunkline.edge.observing import carrier_key, host_port
 from trunkline.edge.policy import Rejection, check_caller_id, check_destination
 from trunkline.edge.routing import outbound_targets
 from trunkline.sip.errors import SipParseError
@@ -39,11 +40,12 @@ class NewCall:
 
 
 def inbound(
-    ctx: EdgeContext, inc: Incoming, numbering: Numbering | None, contact_user: str | None = None
+    ctx: EdgeContext, inc: Incoming, carrier: Carrier, contact_user: str | None = None
 ) -> NewCall | None:
-    """`contact_user`: the user we register to this carrier as. A call sent to that Contact as it was
-    bound names the DID in To rather than in the Request-URI (docs/carriers.md)."""
-    req, tag = inc.request, new_tag()
+    """A call from `carrier` (known by the INVITE's source address) to one of our DIDs. `contact_user`:
+    the user we register to this carrier as; a call sent to that Contact as it was bound names the DID
+    in To rather than in the Request-URI (docs/carriers.md)."""
+    req, tag, numbering = inc.request, new_tag(), carrier.spec.numbering
     dialled = user_of(req.uri) or ""
     if contact_user is not None and dialled == contact_user:
         dialled = user_of(req.to.uri) or ""
@@ -65,6 +67,7 @@ def inbound(
     # CDR in E.164.
     caller = to_e164(user_of(req.from_.uri) or "", numbering) or (user_of(req.from_.uri) or "anonymous")
     call = new_call(ctx, inc, trunk, Direction.INBOUND, caller, did.spec.number, tag)
+    call.record.carrier, call.record.gateway = carrier_key(carrier), host_port(inc.addr[0], inc.addr[1])
     return NewCall(call, caller, did.spec.number, did=did)
 
 

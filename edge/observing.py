@@ -257,7 +257,31 @@ def ended(metrics: EdgeMetrics, traces: Traces, call: Call) -> None:
 
 def carrier_of(carriers: list[Carrier], target: Target) -> str:
     """The configured carrier a target is a gateway of ('' for a trunk's target or a contact)."""
+    carrier = carrier_with(carriers, target)
+    return carrier.name if carrier is not None else ""
+
+
+def carrier_with(carriers: list[Carrier], target: Target) -> Carrier | None:
+    """The configured carrier a target is a gateway of (None for a trunk's target or a contact)."""
     for carrier in carriers:
         if any(gateway.uri == target.uri for gateway in carrier.spec.gateways):
-            return carrier.name
-    return ""
+            return carrier
+    return None
+
+
+def answered_by(call: Call, carriers: list[Carrier], target: Target) -> None:
+    """An outbound call's answer: the carrier and gateway of its last attempt go into its record (an
+    inbound call's are set from its INVITE)."""
+    took = carrier_with(carriers, target)
+    if took is not None and call.record.attempts:
+        call.record.carrier, call.record.gateway = carrier_key(took), call.record.attempts[-1].gateway
+
+
+def carrier_key(carrier: Carrier) -> str:
+    """A carrier as CDRs name it: namespace/name."""
+    return f"{carrier.metadata.namespace}/{carrier.metadata.name}"
+
+
+def host_port(host: str, port: int) -> str:
+    """An address as CDRs name it: 192.0.2.1:5060, [2001:db8::1]:5060."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"

@@ -1,19 +1,21 @@
 """Exactly one CDR per call in PostgreSQL (edges -> Redis stream -> `trunkline cdr`), whatever fails:
-an edge SIGKILLed while its calls end, Redis stalled longer than the owners' TTL, an edge stopped
-longer than its TTL and then resumed (docs/failover.md "One holder per call")."""
+an edge SIGKILLed while its calls end (anywhere, and right before or right after its CDR write),
+Redis stalled longer than the owners' TTL, an edge stopped longer than its TTL and then resumed
+(docs/failover.md "One holder per call"). And what the rows say of the carrier side of a call."""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import sipp
-from tests.support.cdr_cluster import Cluster, Exporter, cdr_call_ids, clear_cdrs
+from tests.support.cdr_cluster import Cluster, Exporter, cdr_call_ids, cdr_rows, clear_cdrs
 from tests.support.ports import free_port
 from tests.support.postgres import PostgresProcess, start_postgres
 from tests.support.redis_server import RedisProcess
@@ -41,11 +43,13 @@ def cluster(
     exporter.stop()
 
 
-def one_each(dsn: str, calls: int, timeout: float = 40.0) -> Counter[str]:
-    """The CDR rows per Call-ID once `calls` calls have theirs (or the timeout passed)."""
-    wait_for(
-        lambda: len(set(cdr_call_ids(dsn))) >= calls, timeout=timeout, what=f"{calls} CDRs in PostgreSQL"
-    )
+def one_each(dsn: str, calls: int, timeout: float = 40.0, logs: Callable[[], str] = str) -> Counter[str]:
+    """The CDR rows per Call-ID once `calls` calls have theirs (failing with `logs()` after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while len(rows := Counter(cdr_call_ids(dsn))) < calls:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{len(rows)} of {calls} calls have a CDR after {timeout:.0f} s: {rows}\n{logs()}")
+        time.sleep(0.2)
     time.sleep(1.0)  # a duplicate would come with the same batch or the next one
     return Counter(cdr_call_ids(dsn))
 
@@ -144,3 +148,85 @@ def test_an_edge_stopped_past_its_ttl_stands_down_and_its_calls_go_on_once(
     assert a.output().count("stood down") >= calls, logs  # the resumed edge found it lost them
     assert sipp.received(gateway_out, "BYE") == calls  # one BYE per call towards the callee
     assert len(per_call) == calls and set(per_call.values()) == {1}, per_call
+
+
+def test_the_rows_name_the_carrier_and_the_gateway(
+    tmp_path: Path, redis: RedisProcess, carrier_port: int, pbx_port: int, postgres: PostgresProcess
+) -> None:
+    """Outbound: the Carrier (namespace/name) and the gateway address that answered; inbound: the
+    Carrier the INVITE came from (by its source CIDR) and that source."""
+    clear_cdrs(postgres.dsn)
+    cluster = Cluster(tmp_path, redis, carrier_port, pbx_port=pbx_port)
+    exporter = Exporter(tmp_path / "exporter", redis.url, postgres.dsn).start()
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port)
+    pbx = sipp.uas(tmp_path / "pbx-uas", "127.0.0.4", pbx_port)
+    try:
+        edge = cluster.start("a")
+        outbound = sipp.uac(tmp_path / "pbx", edge.sip, "127.0.0.2", "+442071234567")
+        inbound = sipp.uac(tmp_path / "carrier", edge.sip, "127.0.0.1", "+14155550100",
+                           caller="+442071234567")  # fmt: skip
+        one_each(postgres.dsn, 2)
+    finally:
+        sipp.stop(gateway)
+        sipp.stop(pbx)
+        cluster.stop()
+        exporter.stop()
+    assert outbound.ok and inbound.ok, outbound.output + inbound.output + edge.output()
+    rows = {r[0]: r[1:] for r in cdr_rows(postgres.dsn, "direction", "carrier", "gateway", "attempts")}
+    out_carrier, out_gateway, out_attempts = rows["outbound"]
+    assert (out_carrier, out_gateway) == ("default/pstn", f"127.0.0.1:{carrier_port}")
+    assert out_attempts == [{"target": f"sip:127.0.0.1:{carrier_port}", "status": 200,
+                             "gateway": f"127.0.0.1:{carrier_port}"}]  # fmt: skip
+    in_carrier, in_gateway, in_attempts = rows["inbound"]
+    assert in_carrier == "default/pstn" and re.fullmatch(r"127\.0\.0\.1:\d+", str(in_gateway)), rows
+    assert [a["gateway"] for a in in_attempts] == [f"127.0.0.4:{pbx_port}"]  # the PBX it went to
+
+
+PAUSED = re.compile(r'msg="test pause at the CDR write" .*call_id=(\S+)')
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_an_edge_killed_at_its_cdr_write_leaves_one_cdr_per_call(
+    where: str, tmp_path: Path, redis: RedisProcess, carrier_port: int, postgres: PostgresProcess
+) -> None:
+    """Edge a holds every end of a call right before (or right after) its fenced CDR write and is
+    SIGKILLed there, with the caller's BYE not yet answered (an edge answers a BYE once the end is
+    stored). Before: the call is still in the store; the caller sends its BYE again, edge b (started
+    behind the same address once a is dead) takes the call over and ends it: one CDR, b's, with the
+    caller's hang-up and not a run to the maximum duration. After: the record is in the stream and the
+    call gone from the store: one CDR, a's; the BYE sent again finds no call."""
+    clear_cdrs(postgres.dsn)
+    cluster = Cluster(tmp_path, redis, carrier_port, service=f"127.0.0.10:{free_port()}",
+                      extra=["--max-call-duration", "60"])  # fmt: skip
+    exporter = Exporter(tmp_path / "exporter", redis.url, postgres.dsn).start()
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port)
+    calls = 3
+    try:
+        # b only once a is dead: with both behind the address, the PBX's BYEs might all reach b.
+        a = cluster.start("a", env={"TRUNKLINE_TEST_PAUSE_AT_CDR": where})
+        service = cluster.service or ""
+        pbx = sipp.Background(lambda: sipp.uac(tmp_path / "pbx", service, "127.0.0.2", "+442071234567",
+                                               calls=calls, hold_ms=4000, timeout=90))  # fmt: skip
+        a.wait_busy(calls, timeout=30)
+        paused = wait_for(lambda: PAUSED.search((a.workdir / "trunkline.log").read_text(errors="replace")),
+                          timeout=60, what="edge a paused at a CDR write")  # fmt: skip
+        cluster.signal("a", signal.SIGKILL)  # a's end of that call stops exactly there
+        b = cluster.start("b")
+        per_call = one_each(postgres.dsn, calls, timeout=90,
+                            logs=lambda: a.output() + b.output() + exporter.output())  # fmt: skip
+        result = pbx.result(timeout=120)
+        rows = cdr_rows(postgres.dsn, "call_id", "hangup_side", "hangup_reason", "billable_seconds")
+        wait_for(lambda: cluster.channels_in_use() == 0, timeout=30, what="every channel freed")
+    finally:
+        sipp.stop(gateway)
+        cluster.stop()
+        exporter.stop()
+    logs = a.output() + b.output()
+    assert len(per_call) == calls and set(per_call.values()) == {1}, f"{per_call}\n{logs}"
+    ends = {str(r[0]): r[1:] for r in rows}
+    side, reason, billable = ends[paused.group(1)]
+    # The caller hung up: ended by a BYE (a's, or the one sent again to b), billed to about then.
+    assert (side, reason) == ("caller", ""), f"{ends}\n{logs}"
+    assert isinstance(billable, int) and billable < 40, f"{ends}\n{logs}"
+    if where == "before":  # the BYE sent again was b's to take: the call was not over in the store
+        assert "call adopted" in b.output() and result.ok, result.output + logs

@@ -17,7 +17,7 @@ import psycopg
 from redis import Redis as SyncRedis
 
 from tests.support.ports import free_port
-from tests.support.processes import stop
+from tests.support.processes import http_ready, stop, wait_started
 from tests.support.redis_server import RedisProcess
 from tests.support.trunkline_up import BIN, Up, manifests
 
@@ -33,11 +33,15 @@ class Exporter:
 
     def start(self) -> Exporter:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        http = f"127.0.0.1:{free_port()}"
         cmd = [BIN, "cdr", "--redis", self.redis_url, "--postgres", "--batch", "50", "--claim-idle", "1",
-               "--consumer", "exporter-test", "--http-listen", f"127.0.0.1:{free_port()}"]  # fmt: skip
+               "--consumer", "exporter-test", "--http-listen", http]  # fmt: skip
         env = {**os.environ, "TRUNKLINE_CDR_POSTGRES_DSN": self.dsn}
         with (self.workdir / "exporter.log").open("ab") as out:
             self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # Up before the test goes on: an exporter that could not start fails here, with its log.
+        wait_started(self.proc, lambda: http_ready(f"http://{http}/healthz"), "trunkline cdr", self.output,
+                     timeout=30)  # fmt: skip
         return self
 
     def output(self) -> str:
@@ -57,6 +61,12 @@ def cdr_call_ids(dsn: str) -> list[str]:
         return []
 
 
+def cdr_rows(dsn: str, *columns: str) -> list[tuple[object, ...]]:
+    """The named columns of every CDR row in PostgreSQL."""
+    with psycopg.connect(dsn) as conn:
+        return list(conn.execute(f"SELECT {', '.join(columns)} FROM trunkline_cdr").fetchall())
+
+
 def clear_cdrs(dsn: str) -> None:
     try:
         with psycopg.connect(dsn) as conn:
@@ -74,10 +84,11 @@ class Cluster:
     carrier_port: int
     service: str | None = None
     extra: list[str] = field(default_factory=list)  # more flags for every edge
+    pbx_port: int = 0  # where inbound calls go (0: nowhere in particular)
     edges: dict[str, Up] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.text = manifests(self.carrier_port, free_port())
+        self.text = manifests(self.carrier_port, self.pbx_port or free_port())
         secret = self.workdir / "nonce-secret"
         self.workdir.mkdir(parents=True, exist_ok=True)
         secret.write_text("the same for every edge")
@@ -85,9 +96,16 @@ class Cluster:
         if self.service:
             self.flags += ["--service-listen", self.service]
 
-    def start(self, name: str) -> Up:
+    @property
+    def host(self) -> str:
+        """Each edge's own SIP address's IP: the shared address's, when there is one, so that a peer
+        answering at Via's port reaches the edge that asked (docs/failover.md)."""
+        return self.service.rsplit(":", 1)[0] if self.service else "127.0.0.1"
+
+    def start(self, name: str, env: dict[str, str] | None = None) -> Up:
+        """Edge `name` (its id edge-<name>), with `env` added to its environment."""
         edge = Up(self.workdir / f"edge-{name}", self.text, [*self.flags, "--edge-id", f"edge-{name}"],
-                  command="edge").start()  # fmt: skip
+                  command="edge", env=env or {}, host=self.host).start()  # fmt: skip
         self.edges[name] = edge
         return edge
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import urllib.request
@@ -49,6 +50,8 @@ class Up:
     manifest_text: str
     extra: list[str] = field(default_factory=list)
     command: str = "up"  # or "edge": the same flags for what this needs
+    env: dict[str, str] = field(default_factory=dict)  # added to the process's environment
+    host: str = "127.0.0.1"  # the SIP listening address's IP
     sip_port: int = 0
     http_port: int = 0
     proc: subprocess.Popen[str] | None = None
@@ -59,7 +62,7 @@ class Up:
 
     @property
     def sip(self) -> str:
-        return f"127.0.0.1:{self.sip_port}"
+        return f"{self.host}:{self.sip_port}"
 
     def start(self) -> Up:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +73,7 @@ class Up:
             [BIN, self.command, "-f", str(self.workdir / "manifests.yaml"), "--sip-listen", self.sip,
              "--http-listen", f"127.0.0.1:{self.http_port}", "--cdr", str(self.cdr_path), "--grace", "2",
              *self.extra],
-            stdout=self.log, stderr=subprocess.STDOUT, text=True,
+            stdout=self.log, stderr=subprocess.STDOUT, text=True, env={**os.environ, **self.env},
         )  # fmt: skip
         ready = f"http://127.0.0.1:{self.http_port}/readyz"
         wait_started(self.proc, lambda: http_ready(ready), f"trunkline {self.command}", self.output)

@@ -5,12 +5,16 @@ into the store's stream, and the JSON lines file only on the edge whose end coun
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.support import edge_harness as world
+from tests.support.fake_stack import FakeStack
 from trunkline.core.cdr import CdrSettings
-from trunkline.core.state import MemoryStore
+from trunkline.core.state import CallEnd, MemoryStore
 from trunkline.edge.context import EdgeOptions
 
 REFRESHED = "Session-Expires: 90;refresher=uac"
@@ -105,3 +109,30 @@ async def test_the_cdr_says_where_the_edge_runs_and_where_the_call_came_from(tmp
     assert cdr["source_address"] == f"{world.PBX[0]}:{world.PBX[1]}" and cdr["source_transport"] == "udp"
     assert cdr["trunk"] == "default/acme" and cdr["billable_seconds"] == 0
     assert (cdr["installation"], cdr["namespace"]) == ("trunkline", "voice")
+
+
+class HeldEnd(MemoryStore):
+    """A store whose end of a call waits until `release` is set: an edge killed meanwhile has not
+    ended the call."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__(clock=clock)
+        self.release = asyncio.Event()
+
+    async def end_call_with_cdr(self, *args: Any, **kwargs: Any) -> CallEnd:
+        await self.release.wait()
+        return await super().end_call_with_cdr(*args, **kwargs)
+
+
+async def test_a_bye_is_answered_only_once_the_end_is_stored(tmp_path: Path) -> None:
+    """So that an edge dying before its CDR write leaves the BYE to be sent again to another edge."""
+    h = world.build(tmp_path, EdgeOptions(), store=HeldEnd(FakeStack().clock))
+    assert isinstance(h.store, HeldEnd)
+    call = await world.answered_call(h, REFRESHED)
+    answered = len(h.stack.responses)
+    await h.stack.deliver(world.in_dialog("BYE", call.call_id, call.a_tag, 2), world.PBX)
+    assert [tx.addr for tx in h.stack.requests("BYE")] == [world.GATEWAYS[0]]  # the callee's BYE left
+    assert len(h.stack.responses) == answered and cdrs(h) == []  # the caller's BYE not answered yet
+    h.store.release.set()
+    await h.stack.settle()
+    assert h.stack.responses[-1].status == 200 and len(cdrs(h)) == 1
