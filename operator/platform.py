@@ -185,8 +185,11 @@ class PortRange(Model):
 
 
 # The relay's advertised (SDP) address setting: trunkline.core.media_advertise.
+# The schema carries the grammar's outline; the validator gives the message naming the choices.
 MediaAdvertise = Annotated[
-    str, StringConstraints(pattern=media_advertise.PATTERN), AfterValidator(media_advertise.validated)
+    str,
+    AfterValidator(media_advertise.validated),
+    WithJsonSchema({"type": "string", "pattern": media_advertise.PATTERN}),
 ]
 MEDIA_ADVERTISE_DESCRIPTION = (
     "Address the relays write into SDP: podIP (the pod's; the node's on the host network), "
