@@ -125,7 +125,7 @@ class NodeAddress:
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{pod}.", "namespace": namespace},
+            "metadata": {"generateName": f"{pod[:200]}.", "namespace": namespace},
             "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod, "namespace": namespace},
             "reason": EVENT_REASON,
             "message": reason[:1000],
