@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.support.helm import render
 from tests.support.media_relay import RelayProcess, media_ports
 from tests.support.ports import free_port
 from trunkline.media.v1 import media_pb2, media_pb2_grpc
@@ -75,7 +76,9 @@ class Relays:
         self.started: list[RelayProcess] = []
         self.low = media_ports(40)[0]
 
-    def start(self, name: str, node_name: str, setting: str) -> tuple[RelayProcess, int]:
+    def start(
+        self, name: str, node_name: str, setting: str, env: dict[str, str] | None = None
+    ) -> tuple[RelayProcess, int]:
         http = free_port()
         low = self.low + 10 * len(self.started)
         relay = RelayProcess(
@@ -84,7 +87,10 @@ class Relays:
             ports=(low, low + 9),
         )
         self.started.append(relay)
-        return relay.start(timeout=60), http
+        with pytest.MonkeyPatch.context() as patch:  # the relay process inherits it
+            for var, value in (env or {}).items():
+                patch.setenv(var, value)
+            return relay.start(timeout=60), http
 
     def stop(self) -> None:
         for relay in self.started:
@@ -159,3 +165,57 @@ def test_a_node_without_the_address_is_refused_until_it_has_one(
     response = asyncio.run(create_session(relay, "s2"))
     assert response.leg_a.address == "127.0.0.9"
     assert readyz(junk_http)[0] == 503  # still junk: still refused
+
+
+def test_the_charts_rbac_is_what_the_relay_needs(
+    control_plane: ControlPlane, relays: Relays, tmp_path: Path
+) -> None:
+    """The relay as its ServiceAccount (a token, not the admin): refused without the chart's roles,
+    served with them; its Event goes through them too."""
+    cp = control_plane
+    put_node(cp, "media-node-c", {"InternalIP": "127.0.0.10", "ExternalIP": "127.0.0.11"})
+    put_node(cp, "media-node-d", {"InternalIP": "127.0.0.12"})
+    docs = render("media.kind=DaemonSet", "media.advertise=nodeExternalIP", namespace="relays")
+    account = next(
+        d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "tl-trunkline-media"
+    )
+    roles = [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+             and d["metadata"]["name"].endswith("tl-trunkline-media")]  # fmt: skip
+    assert {d["kind"] for d in roles} == {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    cp.kubectl("create", "namespace", "relays")
+    cp.kubectl("apply", "-n", "relays", "-f", "-", input=json.dumps(account))
+    token = cp.kubectl("create", "token", "tl-trunkline-media", "-n", "relays").stdout.strip()
+    admin = json.loads(cp.kubeconfig.read_text())
+    admin["users"] = [{"name": "relay", "user": {"token": token}}]
+    admin["contexts"][0]["context"]["user"] = "relay"
+    kubeconfig = tmp_path / "relay-kubeconfig"
+    kubeconfig.write_text(json.dumps(admin))
+    env = {"KUBECONFIG": str(kubeconfig), "POD_NAMESPACE": "relays", "POD_NAME": "tl-trunkline-media-d"}
+
+    relay, http = relays.start("as-its-account", "media-node-c", "nodeExternalIP", env)
+    status, body = readyz(http)
+    assert status == 503 and "not allowed to get node media-node-c (HTTP 403" in body, body
+
+    cp.kubectl(
+        "apply",
+        "-n",
+        "relays",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": roles}),
+    )
+    until(
+        lambda: readyz(http)[0] == 200, "the relay to read its Node", lambda: readyz(http)[1] + relay.output()
+    )
+    assert asyncio.run(create_session(relay, "s1")).leg_a.address == "127.0.0.11"
+
+    # No ExternalIP on that Node: the Event on the relay's pod, written with the chart's Role.
+    bare, bare_http = relays.start("bare-node", "media-node-d", "nodeExternalIP", env)
+    assert readyz(bare_http)[0] == 503
+
+    def event_written() -> bool:
+        out = cp.kubectl("get", "events", "-n", "relays", "-o", "json").stdout
+        return any(e["reason"] == "MediaAddressUnusable" and "media-node-d" in e["message"]
+                   for e in json.loads(out)["items"])  # fmt: skip
+
+    until(event_written, "the Event written as the relay's account", bare.output)
