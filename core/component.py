@@ -7,7 +7,7 @@ stop() (release everything). `busy()` is the live work a drain waits for (calls,
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class Component(Protocol):
@@ -22,3 +22,10 @@ class Component(Protocol):
     async def drain(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class ExplainsReadiness(Protocol):
+    """A component that can say why it is not ready (shown by /readyz)."""
+
+    def why_not_ready(self) -> str | None: ...

@@ -15,13 +15,18 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from trunkline.core.component import Component
+from trunkline.core.component import Component, ExplainsReadiness
 from trunkline.core.telemetry import TelemetryCollector
 from trunkline.core.version import package_version
 
 
 def _as_float(read: Callable[[], bool | int]) -> float:
     return float(read())
+
+
+def _not_ready(component: Component) -> str:
+    reason = component.why_not_ready() if isinstance(component, ExplainsReadiness) else None
+    return f"not ready ({reason})" if reason else "not ready"
 
 
 class OpsServer:
@@ -62,7 +67,7 @@ class OpsServer:
         return web.Response(text="ok\n")
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        lines = [f"{c.name}: {'ready' if c.ready() else 'not ready'}" for c in self.components]
+        lines = [f"{c.name}: {'ready' if c.ready() else _not_ready(c)}" for c in self.components]
         ok = not self.draining and all(c.ready() for c in self.components)
         if self.draining:
             lines.append("draining")

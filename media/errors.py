@@ -41,6 +41,10 @@ class Draining(LocalError):
     """The relay is draining and accepts no new sessions."""
 
 
+class NoMediaAddress(LocalError):
+    """The relay has no usable address to write into SDP (its Node gives none yet)."""
+
+
 class RemoteError(MediaError):
     """Another process failed: a relay worker, or the control service."""
 

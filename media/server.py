@@ -1,11 +1,15 @@
 """The media relay process: `trunkline media --listen HOST:PORT --media-listen HOST --media-ports LO-HI
-[--control HOST:PORT] [--redis URL --relay-id ID] [--http-listen HOST:PORT]`.
+[--advertise SETTING] [--control HOST:PORT] [--redis URL --relay-id ID] [--http-listen HOST:PORT]`.
 
 One MediaServer is the MediaRelay gRPC service (with health checking) in this process, and the packet
 engines in worker processes (one per core by default). With --control it registers with the control
 service and heartbeats its load there. With --redis it keeps its sessions there and, started again
 under the same --relay-id, brings them back on their ports before it serves (see `trunkline.media`).
 With --http-listen it serves /healthz, /readyz and /metrics.
+
+--advertise may name the address through the pod or its Node (trunkline.core.media_advertise): the
+relay resolves it at start, and until it has a usable one it refuses sessions, is not ready (/readyz
+says why), does not register with control, and retries every ADDRESS_RETRY seconds.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterator, Sequence
@@ -28,11 +33,14 @@ from trunkline.core import grpc_tls, observability, runner
 from trunkline.core.addresses import MediaAddressPolicy, is_loopback
 from trunkline.core.grpc_tls import GrpcSecurity
 from trunkline.core.http import OpsServer
+from trunkline.core.media_advertise import AdvertiseMode, UnusableAddress
+from trunkline.core.media_advertise import parse as parse_advertise
 from trunkline.core.net import ConfigError, tcp_listener
 from trunkline.core.rpc import GrpcServer, parse_hostport, parse_range, run_until_signal
 from trunkline.core.state_redis import RedisTarget, add_redis_arguments, redis_target
 from trunkline.media.engine import EngineReport, LatchPolicy
 from trunkline.media.errors import LocalError, PortInUse, RemoteError, SessionExists
+from trunkline.media.node_address import NodeAddress
 from trunkline.media.pool import EnginePool
 from trunkline.media.records import LOAD_TIMEOUT, REPORT_INTERVAL, UNAVAILABLE, SessionRecord, SessionRecords
 from trunkline.media.service import (
@@ -48,7 +56,10 @@ from trunkline.media.v1 import media_pb2, media_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a DNS subdomain: safe in a URL path
+
 RESTORE_BIND_WAIT = 2.0  # seconds a restored session waits for its ports (the dead run's engines let go)
+ADDRESS_RETRY = 10.0  # seconds between attempts to resolve an unusable advertised address
 
 
 class MediaServer:
@@ -56,6 +67,7 @@ class MediaServer:
 
     workers: engine processes (0: one engine in a thread of this process, for tests and `up`).
     advertise: the address written into SDP, when not the media bind address.
+    node_address: resolves the advertised address at start instead (wins over `advertise`).
     redis: keep the sessions there under `relay_id`, which must then be stable across restarts.
     security: mTLS for its gRPC server and its control client (default: plaintext, loopback only).
     """
@@ -76,6 +88,7 @@ class MediaServer:
         min_timeout: float = DEFAULT_MIN_INACTIVITY_TIMEOUT,
         max_sessions_per_caller: int = DEFAULT_MAX_SESSIONS_PER_CALLER,
         security: GrpcSecurity | None = None,
+        node_address: NodeAddress | None = None,
     ) -> None:
         if redis and not relay_id:
             raise ValueError("keeping sessions in Redis needs a relay id that stays the same across restarts")
@@ -91,6 +104,9 @@ class MediaServer:
             self.pool, advertise or media_host, inactivity_timeout, self._draining, self.records,
             address_policy, min_timeout, max_sessions_per_caller,
         )  # fmt: skip
+        self.node_address = node_address
+        if node_address is not None:
+            self.service.address_problem = "the advertised address is not resolved yet"
         self.security = security or GrpcSecurity.insecure_loopback()
         self.grpc = GrpcServer(
             listen,
@@ -115,8 +131,18 @@ class MediaServer:
         return RelayLoad(self.pool.capacity, self.pool.active, self.service.draining)
 
     def ready(self) -> bool:
-        """Engines up, gRPC serving, not draining."""
-        return self.serving and not self.service.draining and self.pool.running()
+        """Engines up, gRPC serving, not draining, an address to advertise."""
+        return (
+            self.serving
+            and not self.service.draining
+            and self.pool.running()
+            and self.service.address_problem is None
+        )
+
+    def why_not_ready(self) -> str | None:
+        """What /readyz says: the advertised address's problem, when there is one."""
+        problem = self.service.address_problem
+        return f"no usable media address: {problem}" if problem is not None else None
 
     async def start(self) -> None:
         """Start engines, bring back this relay's sessions from Redis, then serve gRPC; OSError
@@ -138,6 +164,39 @@ class MediaServer:
         self._tasks.append(asyncio.create_task(self._report(), name="engine-reports"))
         if self.records is not None:
             self._tasks.append(asyncio.create_task(self.records.run(self._restore), name="session-records"))
+        if self.node_address is not None and not await self._resolve_address():
+            await self.grpc.set_serving(False)
+            self._tasks.append(asyncio.create_task(self._resolve_until_usable(), name="media-address"))
+            return  # registered with control once the address is usable
+        self._register()
+
+    async def _resolve_address(self) -> bool:
+        """One attempt: True when the advertised address is set, else the problem is logged and shown."""
+        assert self.node_address is not None
+        try:
+            address = await self.node_address.resolve()
+        except UnusableAddress as exc:
+            if self.service.address_problem != str(exc):
+                log.error("relay %s refuses sessions: no usable media address: %s (retrying every %g s)",
+                          self.relay_id, exc, ADDRESS_RETRY)  # fmt: skip
+            self.service.address_problem = str(exc)
+            await self.node_address.report(str(exc))
+            return False
+        self.service.media_address = address
+        self.service.address_problem = None
+        log.info("relay %s advertises %s (%s)", self.relay_id, address, self.node_address.spec)
+        return True
+
+    async def _resolve_until_usable(self) -> None:
+        while True:
+            await asyncio.sleep(ADDRESS_RETRY)
+            if await self._resolve_address():
+                if not self.service.draining:
+                    await self.grpc.set_serving(True)
+                self._register()
+                return
+
+    def _register(self) -> None:
         if self.control:
             host, _ = parse_hostport(self.grpc.listen)
             self.registration = RelayRegistration(
@@ -247,6 +306,9 @@ class MediaReadiness:
     def ready(self) -> bool:
         return self.server.ready()
 
+    def why_not_ready(self) -> str | None:
+        return self.server.why_not_ready()
+
     def busy(self) -> int:
         return self.server.pool.active
 
@@ -312,8 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--media-listen", default="127.0.0.1", metavar="HOST", help="address media binds on")
     parser.add_argument("--media-ports", default="20000-20999", metavar="LO-HI", help="media port range")
     parser.add_argument(
-        "--advertise", metavar="HOST", help="address written into SDP (default: --media-listen)"
-    )
+        "--advertise", metavar="SETTING",
+        help="address written into SDP: an IP address, podIP ($POD_IP), nodeInternalIP, nodeExternalIP or "
+        "nodeAnnotation:KEY (of this pod's Node, read from the API) (default: --media-listen)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--node-name", default=os.environ.get("NODE_NAME"),
+        help="this relay's Node, for the node-based --advertise settings (default: $NODE_NAME)",
+    )  # fmt: skip
     parser.add_argument(
         "--control", metavar="HOST:PORT", default=os.environ.get("TRUNKLINE_CONTROL_ADDRESS"),
         help="control service to register with (default: $TRUNKLINE_CONTROL_ADDRESS)",
@@ -367,11 +435,29 @@ def address_policy_of(args: argparse.Namespace) -> MediaAddressPolicy:
     )
 
 
+def advertise_of(args: argparse.Namespace) -> tuple[str | None, NodeAddress | None]:
+    """--advertise as a literal address, or the resolver of a pod- or node-based setting; ValueError
+    for a bad setting or node name."""
+    if args.advertise is None:
+        return None, None
+    spec = parse_advertise(args.advertise)
+    if spec.mode is AdvertiseMode.ADDRESS:
+        return spec.value, None
+    if args.node_name is not None and not NODE_NAME.match(args.node_name):
+        raise ValueError(f"--node-name {args.node_name[:64]!r} is not a node name")
+    pod = (os.environ.get("POD_NAMESPACE", ""), os.environ.get("POD_NAME", ""))
+    version = 6 if ":" in args.media_listen else 4
+    return None, NodeAddress(
+        spec, version, args.node_name, os.environ.get("POD_IP"), pod if all(pod) else None
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         ports = parse_range(args.media_ports)
+        advertise, node_address = advertise_of(args)
         parse_hostport(args.listen)
         if args.control:
             parse_hostport(args.control)
@@ -402,10 +488,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def serve() -> None:
         # Built inside the running loop: grpc.aio binds its server to the loop it is created on.
         server = MediaServer(
-            args.listen, args.media_listen, ports, max(args.workers, 1), args.advertise, args.control,
+            args.listen, args.media_listen, ports, max(args.workers, 1), advertise, args.control,
             args.relay_id, args.inactivity_timeout, redis=redis, address_policy=address_policy,
             min_timeout=args.min_inactivity_timeout, max_sessions_per_caller=args.max_sessions_per_caller,
-            security=security,
+            security=security, node_address=node_address,
         )  # fmt: skip
         ops = None
         if http is not None:

@@ -22,6 +22,7 @@ from trunkline.media.errors import (
     Draining,
     InvalidRequest,
     LocalError,
+    NoMediaAddress,
     PortsExhausted,
     RemoteError,
     SessionExists,
@@ -65,6 +66,7 @@ STATUS: dict[type[LocalError], grpc.StatusCode] = {
     SessionExists: grpc.StatusCode.ALREADY_EXISTS,
     PortsExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Draining: grpc.StatusCode.UNAVAILABLE,
+    NoMediaAddress: grpc.StatusCode.UNAVAILABLE,  # another relay can take the session
 }
 EVENT_KINDS = {"timeout": media_pb2.SessionEvent.INACTIVITY_TIMEOUT}
 
@@ -207,6 +209,7 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
         self._sessions_of: dict[str, int] = {}  # caller -> sessions it holds
         self.records = records  # with Redis: what a restarted relay restores
         self.media_address = media_address  # what goes into SDP
+        self.address_problem: str | None = None  # set: no usable media_address, sessions refused
         self.default_timeout = default_timeout
         self.draining = False
         self._drained = False  # DRAINED was published
@@ -231,6 +234,8 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
     ) -> media_pb2.CreateSessionResponse:
         if self.draining:
             raise Draining("the relay is draining")
+        if self.address_problem is not None:
+            raise NoMediaAddress(f"this relay has no usable media address: {self.address_problem}")
         if not SESSION_ID.match(request.session_id):
             raise InvalidRequest("session_id must be 1-128 letters, digits or -_.:@")
         policy = self.address_policy

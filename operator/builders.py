@@ -16,6 +16,8 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+from trunkline.core import media_advertise
+from trunkline.core.media_advertise import AdvertiseMode
 from trunkline.core.trunk_defaults import TrunkDefaults
 from trunkline.operator.platform import MediaKind, Platform, Resources, ServiceSettings, ServiceType
 
@@ -231,7 +233,7 @@ def _pod_template(
         },
         "containers": [container],
         "volumes": [TMP_VOLUME, *volumes],
-        # Only control reads the API; the others carry no token.
+        # Only control (and relays with a node-based advertise) read the API; the others carry no token.
         "automountServiceAccountToken": service_account is not None,
         # Edges drain their dialogs (they live in Redis, any pod can take them over) before they go.
         "terminationGracePeriodSeconds": 60,
@@ -425,20 +427,29 @@ def _media_deny_args(platform: Platform) -> list[str]:
 def build_media_workload(platform: Platform, namespace: str, owner: dict[str, Any] | None = None) -> Manifest:
     media = platform.media
     daemon = media.kind is MediaKind.DAEMON_SET
+    advertise = media_advertise.parse(media.advertise)
     args = [
         # On the host network, gRPC on the pod's (the node's) address only, not on every interface.
         "--listen", f"$(POD_IP):{media.port}" if daemon else f"0.0.0.0:{media.port}",
         "--media-listen", "0.0.0.0",
         "--media-ports", str(media.portRange),
-        # The pod's address (the node's, on the host network) is what SDP names.
-        "--advertise", "$(POD_IP)",
+        # What SDP names: the pod's address (the node's, on the host network), or a setting the relay
+        # resolves at start from its Node (docs/kubernetes.md), or a literal address.
+        "--advertise", "$(POD_IP)" if advertise.mode is AdvertiseMode.POD_IP else str(advertise),
         # Its name at control and in Redis, where a restarted container finds its sessions again
         # (same pod, same address, same ports). Probes: --http-listen from the runtime ConfigMap.
         "--relay-id", "$(POD_NAME)",
         *_media_deny_args(platform),
     ]  # fmt: skip
     container = _container(platform, namespace, "media", args, [_port("grpc", media.port)], media.resources)
-    template = _pod_template(platform, namespace, "media", container, host_network=daemon)
+    service_account = None
+    if advertise.needs_node:  # it reads its Node: the only relays with an API token
+        node_name = {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+        container["env"].append(node_name)
+        service_account = media.serviceAccountName
+    template = _pod_template(
+        platform, namespace, "media", container, service_account=service_account, host_network=daemon
+    )
     return _workload(
         platform, namespace, media.kind.value, "media", template, owner, None if daemon else media.replicas
     )

@@ -27,7 +27,9 @@ from pydantic import (
     model_validator,
 )
 
+from trunkline.core import media_advertise
 from trunkline.core.emergency import DEFAULT_COUNTRIES, EMERGENCY_NUMBERS, MAX_EMERGENCY_NUMBERS, Country
+from trunkline.core.media_advertise import AdvertiseMode
 from trunkline.core.models import EmergencyNumber, Model, ObjectName
 from trunkline.core.trunk_defaults import TrunkDefaults
 
@@ -182,12 +184,46 @@ class PortRange(Model):
         return f"{self.start}-{self.end}"
 
 
+# The relay's advertised (SDP) address setting: trunkline.core.media_advertise.
+# The schema carries the grammar's outline; the validator gives the message naming the choices.
+MediaAdvertise = Annotated[
+    str,
+    AfterValidator(media_advertise.validated),
+    WithJsonSchema({"type": "string", "pattern": media_advertise.PATTERN}),
+]
+MEDIA_ADVERTISE_DESCRIPTION = (
+    "Address the relays write into SDP: podIP (the pod's; the node's on the host network), "
+    "nodeInternalIP or nodeExternalIP (the Node's, from the API: DaemonSet only), nodeAnnotation:<key> "
+    "(an IP address written on each Node, e.g. a 1:1 NAT address: DaemonSet only) or an IP address "
+    "(one relay only). A relay without a usable address refuses sessions and is not ready "
+    "(docs/kubernetes.md)."
+)
+
+
 class Media(Model):
     kind: MediaKind = MediaKind.DEPLOYMENT
     replicas: int = Field(2, ge=1, description="Deployment only.")
     port: ContainerPort = Field(9001, description="gRPC: media sessions from the edges.")
     portRange: PortRange = Field(default_factory=PortRange)
     resources: Resources = Field(default_factory=Resources)
+    advertise: MediaAdvertise = Field(media_advertise.POD_IP, description=MEDIA_ADVERTISE_DESCRIPTION)
+    serviceAccountName: ObjectName | None = Field(
+        None,
+        description="The relays' ServiceAccount, allowed to get nodes: needed by the node-based advertise.",
+    )
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Self:
+        spec = media_advertise.parse(self.advertise)
+        if spec.needs_node and self.kind is not MediaKind.DAEMON_SET:
+            raise ValueError(f"media.advertise {spec} needs kind DaemonSet (relays on the nodes' network)")
+        if spec.needs_node and self.serviceAccountName is None:
+            raise ValueError(f"media.advertise {spec} needs media.serviceAccountName (allowed to get nodes)")
+        if spec.mode is AdvertiseMode.ADDRESS and self.kind is MediaKind.DEPLOYMENT and self.replicas > 1:
+            raise ValueError(
+                "media.advertise: one address for several relays; set replicas 1 or use a node mode"
+            )
+        return self
 
 
 class Sentinel(Model):

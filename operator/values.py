@@ -16,6 +16,7 @@ from trunkline.core.models import Model, ObjectName
 from trunkline.core.trunk_defaults import TrunkDefaults
 from trunkline.operator.platform import (
     DEFAULT_MEDIA_DENY_CIDRS,
+    MEDIA_ADVERTISE_DESCRIPTION,
     MEDIA_DENY_DESCRIPTION,
     Autoscaling,
     CdrExporter,
@@ -24,6 +25,7 @@ from trunkline.operator.platform import (
     Emergency,
     HostPort,
     LogLevel,
+    MediaAdvertise,
     MediaKind,
     NetworkPolicies,
     NonceKeyRotationHours,
@@ -174,6 +176,11 @@ class MediaValues(Model):
     portRange: PortRange = Field(default_factory=PortRange, description="RTP/RTCP ports, one per call leg.")
     resources: ChartResources = Field(
         default_factory=lambda: ChartResources(requests={"cpu": "250m", "memory": "128Mi"})
+    )
+    advertise: MediaAdvertise = Field(
+        "podIP",
+        description=MEDIA_ADVERTISE_DESCRIPTION + " The node modes get the relays a ServiceAccount with a "
+        "ClusterRole to get nodes, and to write Events on their pods.",
     )
 
 

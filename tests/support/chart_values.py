@@ -90,6 +90,7 @@ FIRST: dict[str, Any] = {
     "media.portRange.end": 30999,
     "media.resources.requests": {"cpu": "0.5"},
     "media.resources.limits": {"memory": "555Mi"},
+    "media.advertise": "nodeAnnotation:example.net/public-ip",
     "mediaDenyCidrs": ["10.42.0.0/16", "fd00:42::/64"],
     "cdr.replicas": 3,
     "cdr.stream": "billing:cdr9",
@@ -125,8 +126,9 @@ SECOND: dict[str, Any] = {
     "redis.sentinel.addresses": ["s1.example:26379"],
     "edge.replicas": 4,
     "edge.autoscaling.enabled": False,
-    "media.replicas": 6,
     "media.kind": "Deployment",
+    "media.advertise": "192.0.2.9",  # a literal address: one relay (a node mode needs the DaemonSet)
+    "media.replicas": 1,
     "cdr.enabled": False,
     "operator.namespaces": ["tenant9"],  # not in FIRST: the e2e installs FIRST, without that namespace
     "internalTls.issuer": "cert-manager",  # the e2e cluster has no cert-manager
@@ -274,6 +276,14 @@ CHECKS: dict[str, Check | Callable[[dict[str, dict[str, Any]]], bool]] = {
     "media.portRange.end": (MEDIA_DS, "30000-30999"),
     "media.resources.requests": (MEDIA_DS, {"cpu": "0.5"}),
     "media.resources.limits": (MEDIA_DS, {"memory": "555Mi"}),
+    "media.advertise": lambda o: (  # read from the Node: a token, its name, the right to get nodes
+        '"--advertise", "nodeAnnotation:example.net/public-ip"' in json.dumps(o[MEDIA_DS])
+        and holds(o[MEDIA_DS], {"serviceAccountName": "voip-media", "automountServiceAccountToken": True})
+        and holds(o[MEDIA_DS], {"fieldRef": {"fieldPath": "spec.nodeName"}})
+        and holds(o["ClusterRole/voice-voip-media"], {"resources": ["nodes"], "verbs": ["get"]})
+        and holds(o["ClusterRoleBinding/voice-voip-media"], {"name": "voip-media", "namespace": "voice"})
+        and "ServiceAccount/voip-media" in o
+    ),
     "mediaDenyCidrs": lambda o: all(  # each network as one flag, for the edge and the relay
         f'"--media-deny-cidr", "{cidr}"' in json.dumps(o[k])
         for k in (EDGE, MEDIA_DS)
@@ -323,7 +333,13 @@ SECOND_CHECKS: dict[str, Callable[[dict[str, dict[str, Any]]], bool]] = {
     "redis.sentinel.masterName": lambda o: holds(o["ConfigMap/voip-runtime"], "primary9"),
     "edge.replicas": lambda o: o[EDGE]["spec"]["replicas"] == 4,
     "edge.autoscaling.enabled": lambda o: "HorizontalPodAutoscaler/voip-edge" not in o,
-    "media.replicas": lambda o: o["Deployment/voip-media"]["spec"]["replicas"] == 6,
+    "media.replicas": lambda o: o["Deployment/voip-media"]["spec"]["replicas"] == 1,
+    # A literal address: written as is, no token, no right to read nodes.
+    "media.advertise": lambda o: (
+        '"--advertise", "192.0.2.9"' in json.dumps(o["Deployment/voip-media"])
+        and holds(o["Deployment/voip-media"], {"automountServiceAccountToken": False})
+        and "ClusterRole/voice-voip-media" not in o
+    ),
     "cdr.enabled": lambda o: CDR not in o and not holds(o["ConfigMap/voip-runtime"], "TRUNKLINE_CDR_STREAM"),
     "operator.namespaces": lambda o: (
         o["Role/voice-voip-operator"]["metadata"]["namespace"] == "tenant9"

@@ -134,3 +134,27 @@ def test_the_exporter_takes_its_sinks_secrets_from_secrets(monkeypatch: pytest.M
     assert [sink.name for sink in build_sinks(parsed, env)] == ["postgres", "webhook"]
     with pytest.raises(ValueError, match="at least one sink"):
         Platform.model_validate({"cdr": {"jsonl": False}})
+
+
+@pytest.mark.parametrize(
+    ("media", "advertised"),
+    [
+        ({}, "10.1.2.3"),  # $(POD_IP), as the kubelet expands it: a literal
+        ({"kind": "DaemonSet", "advertise": "nodeAnnotation:trunkline.io/media-address",
+          "serviceAccountName": "relays"}, "nodeAnnotation:trunkline.io/media-address"),
+    ],
+)  # fmt: skip
+def test_the_relay_resolves_the_advertise_setting_it_is_given(
+    media: dict[str, Any], advertised: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trunkline.media.server import advertise_of
+
+    args, env = containers(Platform.model_validate({"media": media}))["media"]
+    args = [arg.replace("$(POD_IP)", "10.1.2.3") for arg in args]
+    env |= {"NODE_NAME": "worker-1", "POD_NAME": "tl-media-x1", "POD_NAMESPACE": "voice"}
+    literal, resolver = advertise_of(parse("media", args, env, monkeypatch))
+    if resolver is None:
+        assert literal == advertised
+    else:
+        assert str(resolver.spec) == advertised and resolver.node_name == "worker-1"
+        assert resolver.pod == ("voice", "tl-media-x1")

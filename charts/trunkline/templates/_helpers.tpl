@@ -30,6 +30,9 @@ app.kubernetes.io/component: operator
 {{- define "trunkline.platformName" -}}{{ include "trunkline.fullname" . }}-platform{{- end -}}
 {{- define "trunkline.operatorName" -}}{{ include "trunkline.fullname" . }}-operator{{- end -}}
 {{- define "trunkline.controlName" -}}{{ include "trunkline.fullname" . }}-control{{- end -}}
+{{- define "trunkline.mediaName" -}}{{ include "trunkline.fullname" . }}-media{{- end -}}
+{{/* "true" when the relays read their Node (media.advertise nodeInternalIP, nodeExternalIP, nodeAnnotation:). */}}
+{{- define "trunkline.mediaReadsNode" -}}{{ hasPrefix "node" .Values.media.advertise }}{{- end -}}
 {{- define "trunkline.testName" -}}{{ include "trunkline.fullname" . }}-test{{- end -}}
 
 {{/* The Redis the edges share, as one URL (operator --redis); the password comes apart, from its Secret. */}}
@@ -81,6 +84,10 @@ model's shape here.
 {{- $_ := set $edge "tls" (omit .Values.edge.tls "enabled") -}}
 {{- end -}}
 {{- $control := merge (dict "serviceAccountName" (include "trunkline.controlName" .)) .Values.control -}}
+{{- $media := .Values.media -}}
+{{- if eq (include "trunkline.mediaReadsNode" .) "true" -}}
+{{- $media = merge (dict "serviceAccountName" (include "trunkline.mediaName" .)) .Values.media -}}
+{{- end -}}
 {{- $platform := dict
   "name" (include "trunkline.fullname" .)
   "image" (include "trunkline.image" .)
@@ -91,7 +98,7 @@ model's shape here.
   "redis" $redis
   "control" $control
   "edge" $edge
-  "media" .Values.media
+  "media" $media
   "mediaDenyCidrs" .Values.mediaDenyCidrs
   "cdr" .Values.cdr
   "telemetry" .Values.telemetry
