@@ -268,7 +268,8 @@ async def test_a_relay_killed_mid_call_is_gone_around_and_no_longer_picked(plane
     assert status == 200, plane.logs()
     cdrs = plane.edge.wait_cdrs(2)
     assert [c["status"] for c in cdrs] == [200, 200], cdrs
-    assert "media relay refused a session" in plane.edge.output()
+    # The second call went to the survivor either way: through a refusal by the dead relay ("media
+    # relay refused a session"), or, on a slow machine, because control had already dropped it.
 
     async def dropped() -> bool:  # the dead relay's heartbeats stopped: control offers only the other
         picked = await plane.pick()

@@ -7,6 +7,7 @@ the other edge; `helm test` passes; `helm uninstall` leaves nothing of the data 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import time
@@ -335,7 +336,25 @@ async def test_an_edge_pod_force_deleted_mid_call_leaves_the_call_to_the_other_e
     else:
         assert seen["carrier_bye"] == 200
         assert pbx.byes == 1
+    # Billed once: the CDR exporter's pod log (its JSON lines sink) has exactly one record of the call.
+    wait_for(lambda: _cdrs_of(platform, node, seen["call_id"]), "the call's CDR from the exporter pod", 120)
+    time.sleep(3)  # a duplicate would come with the same batch or the next one
+    assert len(found := _cdrs_of(platform, node, seen["call_id"])) == 1, found
     wait_for(lambda: platform.ready("edge", 2), "the edge Deployment back to 2 Ready pods", READY_TIMEOUT)
+
+
+def _cdrs_of(platform: Platform, node: Node, call_id: str) -> list[dict[str, Any]]:
+    """The CDRs of `call_id` among the JSON lines the CDR exporter pod printed."""
+    [pod] = platform.pods("cdr")
+    found = []
+    for line in node.kubectl("logs", "-n", NAMESPACE, pod["metadata"]["name"]).splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # its own log lines
+        if isinstance(record, dict) and record.get("call_id") == call_id:
+            found.append(record)
+    return found
 
 
 def test_helm_test_passes(platform: Platform, node: Node) -> None:
