@@ -22,7 +22,7 @@ _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
 _CACHE_LIMIT = 4096  # (key, value) pairs kept; a call's unique values (ids) churn it, so cleared whole
 
-_pair_cache: dict[tuple[str, type, Any], bytes] = {}
+_pair_cache: dict[tuple[int, str, type, Any], bytes] = {}  # -> the whole KeyValue field
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_fixed32 = struct.Struct("<I").pack
 _pack_double = struct.Struct("<d").pack
@@ -75,22 +75,21 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
     if not attributes:
         return b""
     cache = _pair_cache
-    parts = []
+    fields = []
     for key, value in attributes.items():
         try:
-            pair = (key, type(value), value)  # the type: True == 1 == 1.0 as keys
-            body = cache.get(pair)
+            pair = (tag, key, type(value), value)  # the type: True == 1 == 1.0 as keys
+            field = cache.get(pair)
         except TypeError:  # an unhashable value (a list): encode it every time
-            pair, body = None, None
-        if body is None:
-            body = _key_value(key, value)
+            pair, field = None, None
+        if field is None:
+            field = _field(tag, _key_value(key, value))
             if pair is not None:
                 if len(cache) >= _CACHE_LIMIT:
                     cache.clear()
-                cache[pair] = body
-        parts.append(body)
-    tag_byte = bytes((tag,))
-    return b"".join(tag_byte + _varint(len(body)) + body for body in parts)
+                cache[pair] = field
+        fields.append(field)
+    return b"".join(fields)
 
 
 def _span(span: Any) -> bytes:
