@@ -281,9 +281,14 @@ def _add_message(span: Any, attributes: dict[str, Any]) -> None:
     if add is None:  # not the SDK's span (a test double): the public way
         span.add_event(MESSAGE_EVENT, attributes)
         return
-    from opentelemetry.sdk.trace import Event
+    if not _event_class:
+        from opentelemetry.sdk.trace import Event
 
-    add(Event(MESSAGE_EVENT, attributes))
+        _event_class.append(Event)
+    add(_event_class[0](MESSAGE_EVENT, attributes))
+
+
+_event_class: list[Any] = []  # the SDK's Event, imported once tracing is on
 
 
 def message_attributes(leg: str, direction: str, first_line: str, size: int, peer: str) -> dict[str, Any]:
