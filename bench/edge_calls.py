@@ -471,7 +471,13 @@ def compare(ours: Ladder | None, ref: Ladder | None, ours_label: str, ref_label:
                   f"{ref_label} {theirs:.2f} s, ratio {mine / theirs:.2f}")  # fmt: skip
 
 
-TRACING_MODES = [("off", None), ("ratio 1.0", "1.0"), ("ratio 0.01", "0.01")]  # (label, sampler ratio)
+# (label, sampler ratio, OTLP protocol)
+TRACING_MODES = [
+    ("off", None, None),
+    ("ratio 1.0", "1.0", "grpc"),
+    ("ratio 1.0 over OTLP/HTTP", "1.0", "http/protobuf"),
+    ("ratio 0.01", "0.01", "grpc"),
+]
 
 
 def tracing_ladders(
@@ -487,10 +493,13 @@ def tracing_ladders(
     assert jaeger.proc is not None
     procs.procs.append(("jaeger", jaeger.proc, []))
     ladders = []
-    for label, ratio in TRACING_MODES:
-        extra = ["--otlp-endpoint", jaeger.otlp_grpc] if ratio else []
+    for label, ratio, protocol in TRACING_MODES:
+        endpoint = jaeger.otlp_http if protocol == "http/protobuf" else jaeger.otlp_grpc
+        extra = ["--otlp-endpoint", endpoint] if ratio else []
         # The sampler decides per call, at the call's root span; the rest of an unsampled call is free.
         env = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": ratio} if ratio else {}
+        if protocol:
+            env["OTEL_EXPORTER_OTLP_PROTOCOL"] = protocol
         where = workdir / f"edge-tracing-{label.replace(' ', '-')}"
         proc, sip, _ = start_edge(procs, where, uas_port, extra, env)
         print(f"trunkline edge, tracing {label}: pid {proc.pid} on {sip}")
@@ -519,6 +528,8 @@ def report(ladders: list[Ladder]) -> None:
     untraced = by_name.get("trunkline calls, IP ACL, tracing off")
     compare_cpu(by_name.get("trunkline calls, IP ACL, tracing ratio 1.0"), untraced, "traced (1.0)",
                 "untraced", "target: <= 1.15")  # fmt: skip
+    compare_cpu(by_name.get("trunkline calls, IP ACL, tracing ratio 1.0 over OTLP/HTTP"), untraced,
+                "traced (1.0, OTLP/HTTP)", "untraced", "target: <= 1.15")  # fmt: skip
     compare_cpu(by_name.get("trunkline calls, IP ACL, tracing ratio 0.01"), untraced, "traced (0.01)",
                 "untraced", "target: <= 1.03")  # fmt: skip
     for ladder in ladders:

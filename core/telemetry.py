@@ -179,14 +179,12 @@ def shutdown(timeout: float = 5.0) -> None:
 
 
 def _exporter(settings: TelemetrySettings) -> SpanExporter:
+    from trunkline.core.otlp_export import GrpcSpanExporter, HttpSpanExporter
+
     url = settings.traces_url
     if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-
-        return GrpcExporter(endpoint=url, insecure=url is not None and url.startswith("http://"))
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-
-    return HttpExporter(endpoint=url)
+        return GrpcSpanExporter(endpoint=url, insecure=url is not None and url.startswith("http://"))
+    return HttpSpanExporter(endpoint=url)
 
 
 def _counting_processor(exporter: SpanExporter) -> Any:

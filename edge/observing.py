@@ -96,7 +96,7 @@ class ObservedStack:
         found = self.traces.get(message.call_id)
         if found is not None:
             trace, leg = found
-            trace.message(leg, direction, first_line(message), len(message.to_bytes()), _peer(addr))
+            trace.message(leg, direction, first_line(message), message.wire_size(), _peer(addr))
 
     # -- network -> edge ---------------------------------------------------------------------------
     def bind(
@@ -199,7 +199,7 @@ def start_trace(
                                name, tracestate)  # fmt: skip
     if trace.recording:
         traces.add(req.call_id, trace, "a")
-        trace.message("a", "received", first_line(req), len(req.to_bytes()), _peer(inc.addr))
+        trace.message("a", "received", first_line(req), req.wire_size(), _peer(inc.addr))
     return trace
 
 

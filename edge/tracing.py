@@ -25,10 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from trunkline.core import telemetry
-
-MESSAGE_EVENT = "sip.message"
-LEGS = ("a", "b")
-DIRECTIONS = ("received", "sent")
+from trunkline.edge.trace_messages import add_message, message_attributes
 
 
 class NoTrace:
@@ -81,7 +78,7 @@ class Step:
 
     def message(self, leg: str, direction: str, first_line: str, size: int, peer: str = "") -> None:
         if self._span is not None:
-            self._span.add_event(MESSAGE_EVENT, message_attributes(leg, direction, first_line, size, peer))
+            add_message(self._span, message_attributes(leg, direction, first_line, size, peer))
 
     @contextmanager
     def current(self) -> Iterator[None]:
@@ -152,7 +149,7 @@ class CallTrace(NoTrace):
         status = attributes.get("sip.status_code", 0)
         if leg == "a" and direction == "sent" and status >= 200:
             self.last_status = status
-        self.span.add_event(MESSAGE_EVENT, attributes)
+        add_message(self.span, attributes)
 
     @contextmanager
     def step(self, name: str, **attributes: Any) -> Iterator[Step]:
@@ -271,21 +268,6 @@ def _parent(traceparent: str, tracestate: str | None = None) -> Any:
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator as W3C
 
     return W3C().extract({"traceparent": traceparent, **({"tracestate": tracestate} if tracestate else {})})
-
-
-def message_attributes(leg: str, direction: str, first_line: str, size: int, peer: str) -> dict[str, Any]:
-    """The event attributes of one SIP message from its first line (`INVITE sip:...` or
-    `SIP/2.0 180 Ringing`); bounded: method and reason phrase are cut to 32 characters."""
-    attrs: dict[str, Any] = {"sip.leg": leg, "sip.direction": direction, "sip.size": size}
-    if first_line.startswith("SIP/2.0 "):
-        code, _, reason = first_line[8:].partition(" ")
-        attrs["sip.status_code"] = int(code) if code.isdigit() else 0
-        attrs["sip.reason"] = reason[:32]
-    else:
-        attrs["sip.method"] = first_line.partition(" ")[0][:32]
-    if peer:
-        attrs["sip.peer"] = peer
-    return attrs
 
 
 def _attributes(values: dict[str, Any]) -> dict[str, Any]:

@@ -319,6 +319,16 @@ class Message:
 
     __bytes__ = to_bytes
 
+    def wire_size(self) -> int:
+        """`len(self.to_bytes())` without writing the message (a traced call's events give each
+        message's size: about a tenth of what tracing cost per call when it serialized them)."""
+        size = _utf8_len(self.start_line()) + 4 + len(self._body)  # CRLF after it, CRLF before the body
+        for name, value in zip(self._names, self._values, strict=True):
+            size += _utf8_len(name) + _utf8_len(value if type(value) is str else str(value)) + 4
+        if "content-length" not in self._keys:
+            size += len(f"Content-Length: {len(self._body)}\r\n")
+        return size
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.start_line()!r}>"
 
@@ -431,6 +441,11 @@ class Response(Message):
 
     def start_line(self) -> str:
         return f"{SIP_VERSION} {self.status} {self.reason}"
+
+
+def _utf8_len(text: str) -> int:
+    """Bytes of `text` as to_bytes() writes it (ASCII, the usual case, without encoding it)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
 
 
 def _parse_call_id(text: str) -> str:

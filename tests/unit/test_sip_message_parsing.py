@@ -129,3 +129,28 @@ def test_stream_framer_bounds() -> None:
         f.feed(b"INVITE sip:a SIP/2.0\r\nContent-Length: 5000\r\n\r\n")
     with pytest.raises(SipParseError):
         StreamFramer().feed(b"OPTIONS sip:a SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n")  # no Content-Length
+
+
+def test_wire_size_is_the_serialized_length_without_serializing() -> None:
+    """edge/observing.py gives each traced message's size from wire_size(): it must equal what
+    to_bytes() writes, for structured (mutated) headers, non-ASCII text and every RFC 4475 vector."""
+    import pathlib
+
+    m = parse_message(INVITE)
+    messages: list[Request | Response] = [
+        m,
+        m.create_response(180, "Ringing"),
+        m.create_response(200, "Ça va"),
+    ]
+    m.via[0].params["received"] = "192.0.2.9"  # a structured value, written from its object
+    m.add("Subject", "réunion \udcff")  # UTF-8 and a surrogate-escaped byte
+    m.set("Content-Length")  # to_bytes() adds one
+    fixtures = pathlib.Path(__file__).parent.parent / "fixtures" / "rfc4475"
+    for path in sorted(fixtures.glob("*.dat")):
+        try:
+            messages.append(parse_message(path.read_bytes()))
+        except SipParseError:
+            continue
+    assert len(messages) > 20
+    for message in messages:
+        assert message.wire_size() == len(message.to_bytes())
