@@ -148,12 +148,19 @@ class EdgeComponent:
         if isinstance(media, RelayMedia) and media.on_inactive is None:
             media.on_inactive = self.edge.end_call  # a relay session gone silent ends its call
         self._listening = False
+        self._configured = True  # see expect_configuration
         self._keep_alive: asyncio.Future[None] | None = None
         self.upkeep = Upkeep(self.edge.ctx)  # carrier registration and gateway probes
         self._upkeep: asyncio.Future[None] | None = None
 
+    def expect_configuration(self) -> None:
+        """The configuration comes from control: not ready (no calls from the Service) until its first
+        snapshot is applied, or an edge just started turns callers away as strangers."""
+        self._configured = False
+
     def reconfigure(self, config: ConfigSet) -> None:
         """Apply a new configuration: calls in progress keep the trunk they started with."""
+        self._configured = True
         self.edge.directory = Directory(config)
         guard = self.stack.flood_guard
         if guard is not None:  # new networks, same default budget and counters
@@ -185,7 +192,12 @@ class EdgeComponent:
         )
 
     def ready(self) -> bool:
-        return self._listening
+        return self._listening and self._configured
+
+    def why_not_ready(self) -> str | None:
+        if not self._configured:
+            return "no configuration from control yet"
+        return None if self._listening else "not listening yet"
 
     def _flood_drops(self) -> int:
         """Messages the flood guard dropped (`trunkline_rejections_total{rule="flood"}`)."""
@@ -457,6 +469,7 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.control:
         from trunkline.control.client import ConfigMirror
 
+        component.expect_configuration()
         mirror = ConfigMirror(args.control, kinds=["Trunk", "DID", "Carrier", "Secret"],
                               on_change=lambda _: component.reconfigure(mirror.config_set()),
                               security=security)  # fmt: skip

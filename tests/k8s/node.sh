@@ -58,6 +58,15 @@ up() {
     : > "$state/pids"
     for s in "${sysctls[@]}"; do echo "$s $(sysctl -n "$s" 2>/dev/null || echo -)"; done > "$state/sysctls"
 
+    # The pod network must be ours alone: another bridge on it (podman's default network is also
+    # 10.88.0.0/16, made by a first `podman run`) takes the route, and pods become unreachable.
+    local taken
+    taken="$(ip -o route show "$pod_cidr" | awk '$3 != "cni0" {print $3}')"
+    if [[ -n "$taken" ]]; then
+        log "$pod_cidr is already routed through $taken (podman's default network?); remove it first:" \
+            "ip link delete $taken"
+        exit 1
+    fi
     # -- the bridge first: kubelet refuses a loopback node IP and this VM has no dummy device.
     if ! ip link show cni0 >/dev/null 2>&1; then
         ip link add cni0 type bridge
