@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.redis_server import RedisProcess, start_redis
+
 from .cluster import DEFAULT_BIN_DIR, ControlPlane, ControlPlaneError, ensure_binaries
 
 HERE = Path(__file__).resolve().parent
@@ -39,3 +41,11 @@ def control_plane() -> Iterator[ControlPlane]:
     with ControlPlane() as cp, pytest.MonkeyPatch.context() as mp:
         mp.setenv("KUBECONFIG", str(cp.kubeconfig))
         yield cp
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """One redis-server per module (the e2e level's operators read live counts and upkeep from it)."""
+    proc = start_redis(tmp_path_factory.mktemp("redis"))
+    yield proc
+    proc.stop()

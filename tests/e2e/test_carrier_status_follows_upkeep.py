@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.redis_server import RedisProcess, start_redis
+from tests.support.redis_server import RedisProcess
 from tests.support.wait import wait_for
 from trunkline.core.state import upkeep_key
 from trunkline.core.state_redis import RedisStore
@@ -39,13 +39,6 @@ def report(redis: RedisProcess, kind: str, namespace: str, state: dict[str, Any]
             await store.close()
 
     asyncio.run(run())
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    proc = start_redis(tmp_path_factory.mktemp("redis"))
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import pytest
 
-from tests.support.redis_server import RedisProcess, start_redis
+from tests.support.redis_server import RedisProcess
 from tests.support.wait import wait_for
 from trunkline.core.state import Binding, aor_of, trunk_key
 from trunkline.core.state_redis import RedisStore
@@ -66,13 +66,6 @@ def counts(k: Cluster, name: str = "acme") -> tuple[int, int] | None:
 
 def wait_counts(k: Cluster, expected: tuple[int, int], timeout: float = 15) -> None:
     wait_for(lambda: counts(k) == expected, f"trunk acme counts {expected}", timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    proc = start_redis(tmp_path_factory.mktemp("redis"))
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture(scope="module")
