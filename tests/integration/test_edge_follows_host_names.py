@@ -78,5 +78,5 @@ def test_a_gateway_and_its_contact_given_by_host_name(dns: DnsServer, tmp_path: 
     assert sipp.received(gateway_out, "BYE") == 1, gateway_out
     [cdr] = cdrs
     assert cdr["hung_up"] == "caller" and cdr["attempts"] == [
-        {"target": f"sip:gw.test:{port}", "status": 200}
+        {"target": f"sip:gw.test:{port}", "status": 200, "gateway": f"127.0.0.5:{port}"}  # resolved
     ]
