@@ -16,6 +16,7 @@ import pytest
 from tests.support.certs import write_plane_certs
 from tests.support.media_relay import BIN, RelayProcess, media_ports
 from tests.support.ports import free_port
+from tests.support.processes import http_ready
 from tests.support.trunkline_up import Up, manifests
 from tests.support.wait import wait_for
 from trunkline.control.client import RelayPicker
@@ -288,10 +289,11 @@ def test_an_edge_with_a_relay_certificate_gets_no_configuration(tmp_path: Path, 
         good.stop()
     relay_flags = plane.flags["relay/relay-a"]
     wrong = Up(tmp_path / "wrong", manifests(free_port(), free_port()),
-               ["--control", plane.control, *relay_flags], command="edge").start()  # fmt: skip
+               ["--control", plane.control, *relay_flags], command="edge").start(ready=False)  # fmt: skip
     try:
         wait_for(lambda: "PERMISSION_DENIED" in wrong.output(), "control refusing the edge's watch")
         assert "configuration applied" not in wrong.output()
+        assert not http_ready(f"http://127.0.0.1:{wrong.http_port}/readyz")  # its Service sends it nothing
     finally:
         wrong.stop()
 
