@@ -10,23 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from trunkline.core.models import SrtpMode
-from trunkline.edge.call import Call, MediaError
-from trunkline.edge.sdp_rules import apply_codecs, audio_stream, has_keys, not_acceptable
-from trunkline.sip.errors import SipParseError
-from trunkline.sip.sdp import parse_sdp
+from trunkline.edge.call import Call
+from trunkline.edge.sdp_rules import apply_codecs, has_keys, not_acceptable, parse_audio_offer
 
 
 class DirectMedia:
     """The MediaPlane of an edge without a relay: SDP checked and filtered, addresses untouched."""
 
     async def rewrite(self, call: Call, sdp: bytes, from_leg: str) -> bytes:
-        try:
-            sd = parse_sdp(sdp)
-        except SipParseError as exc:
-            raise MediaError(488, f"Not Acceptable Here ({exc.reason})") from None
-        audio = audio_stream(sd)
-        if audio is None:
-            raise not_acceptable("no audio stream")
+        sd, audio = parse_audio_offer(sdp)
         apply_codecs(audio, [c.value for c in call.trunk.spec.codecs])
         if call.trunk.spec.media.srtp is SrtpMode.REQUIRED and not has_keys(audio):
             raise not_acceptable("SRTP required: without a media relay both parties must offer keys")

@@ -51,15 +51,13 @@ from trunkline.edge.cdr import Direction
 from trunkline.edge.sdp_rules import (
     SRTP_SUITE,
     apply_codecs,
-    audio_stream,
     check_addresses,
     hold_direction,
     is_hold,
-    not_acceptable,
+    parse_audio_offer,
 )
 from trunkline.media.v1 import media_pb2, media_pb2_grpc
-from trunkline.sip.errors import SipParseError
-from trunkline.sip.sdp import SdpMedia, SessionDescription, parse_sdp
+from trunkline.sip.sdp import SdpMedia, SessionDescription
 
 log = logging.getLogger("trunkline.edge.media")
 
@@ -177,13 +175,7 @@ class RelayMedia:
             await self.picker.close()
 
     async def rewrite(self, call: Call, sdp: bytes, from_leg: str) -> bytes:
-        try:
-            sd = parse_sdp(sdp)
-        except SipParseError as exc:
-            raise MediaError(488, f"Not Acceptable Here ({exc.reason})") from None
-        audio = audio_stream(sd)
-        if audio is None:
-            raise not_acceptable("no audio stream")
+        sd, audio = parse_audio_offer(sdp)
         to_leg = "b" if from_leg == "a" else "a"
         hold = call.key in self._sessions and is_hold(sd, audio)  # a first offer has no address to keep
         check_addresses(self.policy, sd, hold_ok=hold)

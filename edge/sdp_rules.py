@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from trunkline.core.addresses import MediaAddressPolicy
 from trunkline.edge.call import MediaError
-from trunkline.sip.sdp import SdpMedia, SessionDescription
+from trunkline.sip.errors import SipParseError
+from trunkline.sip.sdp import SdpMedia, SessionDescription, parse_sdp
 
 SRTP_SUITE = "AES_CM_128_HMAC_SHA1_80"
 TELEPHONE_EVENT = "telephone-event"
@@ -27,6 +28,18 @@ def not_acceptable(why: str) -> MediaError:
 def audio_stream(sd: SessionDescription) -> SdpMedia | None:
     """The first audio stream that is not refused (port 0)."""
     return next((m for m in sd.media if m.kind == "audio" and m.port != 0), None)
+
+
+def parse_audio_offer(sdp: bytes) -> tuple[SessionDescription, SdpMedia]:
+    """The SDP and its audio stream, or the 488 for an offer without one (or that does not parse)."""
+    try:
+        sd = parse_sdp(sdp)
+    except SipParseError as exc:
+        raise not_acceptable(exc.reason) from None
+    audio = audio_stream(sd)
+    if audio is None:
+        raise not_acceptable("no audio stream")
+    return sd, audio
 
 
 def connection_of(sd: SessionDescription, audio: SdpMedia) -> str | None:

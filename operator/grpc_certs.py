@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidSignature
 
 from trunkline.core import pki
 from trunkline.core.pki import Identity, KeyPair
-from trunkline.operator.builders import MANAGER, Manifest, object_name, selector_labels
+from trunkline.operator.builders import Manifest, object_metadata, object_name
 from trunkline.operator.platform import Platform
 
 ROLES = {"control": "control", "edge": "edge", "media": "relay"}
@@ -47,19 +47,6 @@ def ca_secret_name(platform: Platform) -> str:
 
 def secret_name(platform: Platform, component: str) -> str:
     return object_name(platform, f"grpc-{component}")
-
-
-def _metadata(
-    platform: Platform, namespace: str, name: str, component: str, owner: dict[str, Any] | None
-) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "name": name,
-        "namespace": namespace,
-        "labels": {**selector_labels(platform, component), "app.kubernetes.io/managed-by": MANAGER},
-    }
-    if owner:
-        meta["ownerReferences"] = [owner]
-    return meta
 
 
 def _decode(secret: dict[str, Any] | None, key: str) -> bytes | None:
@@ -103,7 +90,7 @@ def ca_secret_update(
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(platform, namespace, ca_secret_name(platform), "grpc-ca", owner),
+        "metadata": object_metadata(platform, namespace, ca_secret_name(platform), "grpc-ca", owner),
         "type": "Opaque",
         "data": _encode({"ca.crt": ca.cert_pem, "ca.key": ca.key_pem}),
     }
@@ -134,7 +121,7 @@ def cert_secret_update(
     ):
         return None
     pair = pki.issue(ca, wanted, lifetime, now)
-    metadata = _metadata(platform, namespace, secret_name(platform, component), component, owner)
+    metadata = object_metadata(platform, namespace, secret_name(platform, component), component, owner)
     metadata["annotations"] = {NOT_AFTER: pki.validity(pair.cert_pem)[1].isoformat()}
     return {
         "apiVersion": "v1",
@@ -210,7 +197,7 @@ def cert_manager_certificates(
             {
                 "apiVersion": "cert-manager.io/v1",
                 "kind": "Certificate",
-                "metadata": _metadata(
+                "metadata": object_metadata(
                     platform, namespace, secret_name(platform, component), component, owner
                 ),
                 "spec": spec,
