@@ -121,6 +121,38 @@ def test_past_channels_prefixes_and_caller_id_to_the_emergency_carrier(
     assert "emergency call" in log and "number=911" in log, log
 
 
+@pytest.mark.parametrize("psap_fails", ["503", "403", "not running"])
+def test_the_normal_route_when_every_emergency_carrier_fails(
+    psap_fails: str, tmp_path: Path, carrier_port: int
+) -> None:
+    psap_port = free_port()
+    pstn = answering(tmp_path / "pstn", carrier_port)  # the default route, asked for 911 as dialled
+    psap = None
+    if psap_fails != "not running":  # else nothing listens there: no answer at all
+        psap = sipp.uas_status(tmp_path / "psap", "127.0.0.1", psap_port, int(psap_fails), "Refused")
+    up = Up(tmp_path / "up", trunk_manifests(carrier_port, psap_port)).start()
+    try:
+        e911 = sipp.uac(tmp_path / "911", up.sip, "127.0.0.2", "911")  # outside allowedPrefixes
+        [cdr] = emergency_cdrs(up, 1, timeout=30)
+    finally:
+        psap_out = sipp.stop(psap) if psap is not None else ""
+        pstn_out = sipp.stop(pstn)
+        up.stop()
+    log = up.output()
+    assert e911.ok, e911.output + psap_out + pstn_out + log
+    if psap is not None:
+        assert sipp.received(psap_out, "INVITE") == 1, psap_out
+    assert sipp.received(pstn_out, "INVITE") == 1, pstn_out
+    assert misdialled(tmp_path / "pstn") == ""
+    assert (cdr["callee"], cdr["status"], cdr["emergency"]) == ("911", 200, True), cdr
+    attempts = cdr["attempts"]
+    assert isinstance(attempts, list), cdr
+    expected_psap = None if psap is None else int(psap_fails)
+    assert [(a["target"], a["status"]) for a in attempts] == [
+        (f"sip:127.0.0.1:{psap_port}", expected_psap), (f"sip:127.0.0.1:{carrier_port}", 200)
+    ], cdr  # fmt: skip
+
+
 def test_while_the_edge_drains(tmp_path: Path, carrier_port: int) -> None:
     psap_port = free_port()
     pstn = sipp.uas(tmp_path / "pstn", "127.0.0.1", carrier_port)

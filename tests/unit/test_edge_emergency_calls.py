@@ -103,12 +103,24 @@ def test_the_platform_passes_the_installation_numbers_to_every_edge() -> None:
 
 
 # -- route, caller ID, validate --------------------------------------------------------------------
-def test_emergency_calls_go_to_the_emergency_carriers_else_the_default_route() -> None:
+def test_emergency_calls_go_to_the_emergency_carriers_then_the_default_route() -> None:
     pstn, uk = carrier("pstn", 5071), carrier("uk", 5072, prefixes=["+44"])
     psap = carrier("psap", 5073, prefixes=["+1"], emergency=True)
-    assert [t.uri for t in emergency.targets("911", [pstn, uk, psap])] == ["sip:127.0.0.1:5073"]
+    assert [t.uri for t in emergency.targets("911", [pstn, uk, psap])] == [
+        "sip:127.0.0.1:5073", "sip:127.0.0.1:5071"
+    ]  # fmt: skip
     assert [t.uri for t in emergency.targets("911", [uk, pstn])] == ["sip:127.0.0.1:5071"]
     assert emergency.targets("911", [uk]) == []  # nothing can take it: the caller gets the failure
+    # An emergency carrier that is also the default route is not tried twice.
+    both = carrier("both", 5074, emergency=True)
+    assert [t.uri for t in emergency.targets("911", [both, uk])] == ["sip:127.0.0.1:5074"]
+
+
+def test_an_emergency_call_moves_on_after_any_failure() -> None:
+    for status in (403, 404, 486, 503, 603):
+        assert emergency.tries_next(True, status)
+    assert not emergency.tries_next(False, 403) and not emergency.tries_next(False, 486)
+    assert emergency.tries_next(False, 503)
 
 
 def test_the_caller_id_policy_replaces_but_never_refuses() -> None:
