@@ -104,6 +104,9 @@ class EdgeContext:
         self.local, self.cdr, self.media, self.options = local, cdr, media, options
         self.auth, self.resolver, self.owner = auth, resolver, owner
         self.calls = Calls()
+        # Emergency calls admitted while the store did not answer: their records are written once it
+        # answers again (edge/late_records.py), so that another edge can adopt them.
+        self.unstored: dict[str, Call] = {}
         self.draining = False
         # Gateways the health probes found down, by carrier key (edge/upkeep.py keeps it from the store).
         self.gateways_down: dict[tuple[str, str], frozenset[str]] = {}

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis as redis_client
 
 from tests.support import sipp
 from tests.support.ports import free_port
@@ -234,3 +235,82 @@ def test_while_redis_is_down(
     assert [(c["callee"], c["status"], c["hung_up"]) for c in cdrs] == [("911", 200, "caller")] * 2, log
     assert "emergency call admitted without the store" in log, log
     assert edge.proc is not None and edge.proc.poll() is None
+
+
+def stored_dialogs(url: str, timeout: float) -> int:
+    """How many dialog keys (each leg's, of live calls) the store holds, once there are 2 (the
+    emergency call's caller and callee legs) or the timeout passed."""
+    client = redis_client.Redis.from_url(url, socket_timeout=2)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                found = len(client.keys("trunkline:dialog:*"))
+            except redis_client.RedisError:
+                found = 0
+            if found >= 2 or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("trouble", ["dead", "stalled"])
+def test_admitted_without_the_store_then_adopted_by_another_edge(
+    trouble: str, redis: RedisProcess, tmp_path: Path, carrier_port: int
+) -> None:
+    service = f"127.0.0.10:{free_port()}"  # both edges' address, as a Kubernetes Service gives pods
+    secret = tmp_path / "nonce-secret"
+    secret.write_text("the same for every edge")
+    text = trunk_manifests(carrier_port, None)
+    flags = ["--redis", redis.url, "--nonce-secret-file", str(secret), "--service-listen", service]
+    pstn = answering(tmp_path / "pstn", carrier_port)
+    a = Up(tmp_path / "a", text, [*flags, "--edge-id", "edge-a"], command="edge").start()
+    b: Up | None = None
+    assert redis.proc is not None
+    try:
+        if trouble == "dead":
+            redis.stop(kill=True)
+        else:
+            redis.proc.send_signal(signal.SIGSTOP)
+        # Held long enough for the store to come back, the second edge to start and the first to die.
+        pbx = sipp.Background(lambda: sipp.uac(tmp_path / "pbx", service, "127.0.0.2", "911",
+                                               hold_ms=45000, timeout=120))  # fmt: skip
+        a.wait_busy(1, timeout=30)
+        if trouble == "dead":
+            redis.start()  # the same port, empty
+        else:
+            redis.proc.send_signal(signal.SIGCONT)
+        # Stalled, the writes queued in Redis may land by themselves: this edge's own write is waited for.
+        deadline = time.monotonic() + 30
+        while "record of a call admitted without the store written" not in a.output():
+            assert time.monotonic() < deadline, a.output()
+            time.sleep(0.2)
+        dialogs = stored_dialogs(redis.url, timeout=30)
+        assert dialogs == 2, a.output()
+        b = Up(tmp_path / "b", text, [*flags, "--edge-id", "edge-b"], command="edge").start()
+        assert a.proc is not None
+        a.proc.kill()
+        a.proc.wait()
+        result = pbx.result(timeout=150)  # the PBX's BYE, through the second edge, to the carrier
+        cdrs = b.wait_cdrs(1, timeout=30)
+    finally:
+        if trouble == "stalled" and redis.proc.poll() is None:
+            redis.proc.send_signal(signal.SIGCONT)
+        pstn_out = sipp.stop(pstn)
+        for edge in (a, b):
+            if edge is not None:
+                edge.stop()
+    assert "emergency call admitted without the store" in a.output(), a.output()
+    assert b is not None
+    assert result.ok, result.output + pstn_out + b.output()
+    assert sipp.received(pstn_out, "BYE") == 1, pstn_out
+    assert "call adopted" in b.output(), b.output()
+    assert [(c["callee"], c["emergency"], c["status"], c["hung_up"]) for c in cdrs] == [
+        ("911", True, 200, "caller")
+    ], cdrs  # fmt: skip
+    client = redis_client.Redis.from_url(redis.url, socket_timeout=2)
+    try:
+        assert client.xlen("trunkline:cdr") == 1  # one CDR in the store's stream too
+    finally:
+        client.close()
