@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -314,3 +315,63 @@ def test_admitted_without_the_store_then_adopted_by_another_edge(
         assert client.xlen("trunkline:cdr") == 1  # one CDR in the store's stream too
     finally:
         client.close()
+
+
+def replayed(edge: Up, source: str, messages: str) -> list[str]:
+    """The first lines of the edge's answers to an INVITE for 911 from `source` that carries the first
+    Proxy-Authorization a PBX sent in `messages` (its SIPp message trace): a replay, on a new Call-ID."""
+    credentials = next(line for line in messages.splitlines() if line.startswith("Proxy-Authorization:"))
+    host, port = edge.sip.split(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        sock.settimeout(1.0)
+        local = sock.getsockname()
+        request = (
+            f"INVITE sip:911@{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {local[0]}:{local[1]};branch=z9hG4bK-replay-{time.monotonic_ns()}\r\n"
+            f"From: <sip:+14155550100@{local[0]}>;tag=replay\r\nTo: <sip:911@{host}>\r\n"
+            f"Call-ID: replay-{time.monotonic_ns()}\r\nCSeq: 2 INVITE\r\n"
+            f"Contact: <sip:pbx@{local[0]}:{local[1]}>\r\nMax-Forwards: 70\r\n"
+            f"{credentials}\r\nContent-Length: 0\r\n\r\n"
+        )
+        sock.sendto(request.encode(), (host, int(port)))
+        answers: list[str] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(a.split(" ")[1] >= "200" for a in answers):
+            try:
+                data = sock.recv(65535).decode(errors="replace")
+            except TimeoutError:
+                continue
+            status_line = data.split("\r\n", 1)[0]
+            stale = "stale=true" in data.lower()
+            answers.append(status_line + (" stale" if stale else ""))
+        return answers
+
+
+def test_lockout_and_replays_hold_while_redis_is_down(
+    edge: Up, redis: RedisProcess, tmp_path: Path, carrier_port: int
+) -> None:
+    pstn = answering(tmp_path / "pstn", carrier_port)
+    try:
+        redis.stop(kill=True)
+        # A guesser: every call one wrong password (answered 407), until its source and username are
+        # locked out (the default lockout: 10 failures in the window) and answered 403.
+        # One call at a time (-l 1): each failure is counted before the next call's verdict.
+        guesser = sipp.uac(tmp_path / "guesser", edge.sip, "127.0.0.3", "911", "-au", "acme", "-ap", "wrong",
+                           "-l", "1", calls=12, timeout=60)  # fmt: skip
+        # The PBX, elsewhere, with the right password: its call goes through.
+        pbx = sipp.uac(tmp_path / "pbx", edge.sip, "127.0.0.4", "911", "-au", "acme", "-ap", "s3cret-acme",
+                       "-trace_msg")  # fmt: skip
+        messages = "".join(p.read_text(errors="replace") for p in (tmp_path / "pbx").glob("*_messages.log"))
+        # Its credentials replayed from its own address (nonces are bound to it): refused as stale.
+        answers = replayed(edge, "127.0.0.4", messages)
+    finally:
+        pstn_out = sipp.stop(pstn)
+    log = edge.output()
+    assert not guesser.ok
+    assert "403 Forbidden (too many failed authentications)" in guesser.output, guesser.output + log
+    assert pbx.ok, pbx.output + pstn_out + log
+    assert any(a.startswith("SIP/2.0 407") and a.endswith("stale") for a in answers), answers
+    assert not any(a.startswith(("SIP/2.0 18", "SIP/2.0 2")) for a in answers), answers
+    assert sipp.received(pstn_out, "INVITE") == 1, pstn_out  # the PBX's call only
+    assert "emergency call authenticated on this edge's own lockout state" in log, log
