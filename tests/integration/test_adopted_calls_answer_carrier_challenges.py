@@ -59,13 +59,13 @@ def test_the_adopting_edge_answers_the_carriers_challenge_to_its_bye(
         with ChallengingGateway(port, USER, PASSWORD, host=GATEWAY_IP) as gateway:
             # Held long enough for the second edge to start and the first to die.
             pbx = sipp.Background(lambda: sipp.uac(tmp_path / "pbx", service, "127.0.0.2", "+442071234567",
-                                                   hold_ms=25000, timeout=90))  # fmt: skip
+                                                   hold_ms=40000, timeout=120))  # fmt: skip
             a.wait_busy(1, timeout=30)
             b = Up(tmp_path / "b", text, [*flags, "--edge-id", "edge-b"], command="edge").start()
             assert a.proc is not None
             a.proc.kill()
             a.proc.wait()
-            result = pbx.result(timeout=120)  # the PBX's BYE, through the second edge
+            result = pbx.result(timeout=150)  # the PBX's BYE, through the second edge
             cdrs = b.wait_cdrs(1, timeout=30)
             wait_for(lambda: len(gateway.of("BYE")) >= 2, "the BYE sent again with credentials", timeout=10)
     finally:

@@ -276,7 +276,7 @@ def test_admitted_without_the_store_then_adopted_by_another_edge(
             redis.proc.send_signal(signal.SIGSTOP)
         # Held long enough for the store to come back, the second edge to start and the first to die.
         pbx = sipp.Background(lambda: sipp.uac(tmp_path / "pbx", service, "127.0.0.2", "911",
-                                               hold_ms=45000, timeout=120))  # fmt: skip
+                                               hold_ms=60000, timeout=150))  # fmt: skip
         a.wait_busy(1, timeout=30)
         if trouble == "dead":
             redis.start()  # the same port, empty
@@ -293,7 +293,7 @@ def test_admitted_without_the_store_then_adopted_by_another_edge(
         assert a.proc is not None
         a.proc.kill()
         a.proc.wait()
-        result = pbx.result(timeout=150)  # the PBX's BYE, through the second edge, to the carrier
+        result = pbx.result(timeout=180)  # the PBX's BYE, through the second edge, to the carrier
         cdrs = b.wait_cdrs(1, timeout=30)
     finally:
         if trouble == "stalled" and redis.proc.poll() is None:
