@@ -29,6 +29,7 @@ async def admit(ctx: EdgeContext, inc: Incoming, call: Call) -> bool:
         (None, None) if emergency else (defaults.channels_of(spec), defaults.calls_per_second_of(spec))
     )
     rejection: Rejection | None = None
+    stored = True
     started = time.monotonic()
     try:
         verdict = await ctx.store.admit(
@@ -53,6 +54,7 @@ async def admit(ctx: EdgeContext, inc: Incoming, call: Call) -> bool:
         elif emergency:  # ... but an emergency call: held here alone; its end reaches the store later
             event(log, logging.WARNING, "emergency call admitted without the store", call_id=call.key,
                   trunk=call.trunk.name, error=str(exc))  # fmt: skip
+            stored = False
         else:
             rejection = Rejection(503, "Service Unavailable", "store", str(exc), retry_after=5)
             refused_by_store(ctx, call, 503, "store unavailable at admission")
@@ -60,5 +62,7 @@ async def admit(ctx: EdgeContext, inc: Incoming, call: Call) -> bool:
         ctx.reject(inc, rejection, call.trunk.name, call.a.tag)
         return False
     ctx.calls.hold(call)
+    if not stored:  # its record is written once the store answers (edge/late_records.py)
+        ctx.unstored[call.key] = call
     ctx.calls.add_dialog((inc.request.call_id, call.a.tag, inc.request.from_.tag or ""), call, "a")
     return True

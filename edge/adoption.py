@@ -15,6 +15,7 @@ from trunkline.edge.call import Call
 from trunkline.edge.cdr import HungUp
 from trunkline.edge.context import DialogId, EdgeContext
 from trunkline.edge.ending import finish
+from trunkline.edge.late_records import write_unstored
 from trunkline.edge.legs import response_for
 from trunkline.edge.session_timers import arm_limit, arm_session_expiry
 
@@ -80,6 +81,7 @@ async def keep_alive(ctx: EdgeContext) -> None:
         try:
             for state in await ctx.store.keep_alive(ctx.owner, ctx.options.owner_ttl):
                 carry(ctx, state)
+            await write_unstored(ctx)  # the store answers again: calls admitted without it
         except Exception as exc:
             event(log, logging.WARNING, "store keep-alive failed", error=str(exc))
         await ctx.sleep(interval)

@@ -13,7 +13,7 @@ from functools import partial
 from trunkline.core.logs import event
 from trunkline.core.models import DID, Target, Trunk
 from trunkline.core.state import aor_of
-from trunkline.edge import call_failures, observing, trace_headers
+from trunkline.edge import call_failures, emergency, observing, trace_headers
 from trunkline.edge.call import Call, Leg, MediaError
 from trunkline.edge.carrier_auth import send_answering_challenges
 from trunkline.edge.cdr import Attempt, Direction, HungUp
@@ -22,7 +22,7 @@ from trunkline.edge.ending import bye, finish, stand_down
 from trunkline.edge.legs import ack_for, first_invite, new_tag, relay_response, response_for
 from trunkline.edge.registrar import NatSource
 from trunkline.edge.resolver import Hop
-from trunkline.edge.routing import Next, after_final_response, inbound_targets, lookup_uri
+from trunkline.edge.routing import inbound_targets, lookup_uri
 from trunkline.edge.session_timers import arm_limit, start_session_timer
 from trunkline.edge.tracing import NO_ATTEMPT
 from trunkline.edge.tracing import Attempt as AttemptSpan
@@ -89,7 +89,7 @@ async def route(
             return
         if refused:
             continue  # the carrier does not take our credentials here: its next gateway may
-        if after_final_response(response.status) is Next.RELAY:
+        if not emergency.tries_next(call.record.emergency, response.status):
             break
     await failed(ctx, inc, call, last)
 

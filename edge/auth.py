@@ -4,7 +4,7 @@ and REGISTER (authenticated, then handed to the registrar)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from trunkline.core.logs import event
@@ -22,17 +22,25 @@ log = logging.getLogger("trunkline.edge")
 T = TypeVar("T")
 
 
-async def _store_or(work: Awaitable[T], fallback: T, optional: bool) -> T:
+async def _store_or_local(remote: Awaitable[T], local: Callable[[], Awaitable[T]], optional: bool) -> T:
     """A store step of authentication; when `optional` (an emergency number was dialled), a store
-    that does not answer counts as `fallback` instead of failing the request: the credentials are
-    still checked, only lockout counting and nonce replay protection are skipped meanwhile."""
+    that does not answer has the step done on this edge's own bounded state instead (`local`,
+    edge/local_auth.py): the lockout and the nonce replay check still hold, per edge, meanwhile."""
     if not optional:
-        return await work
+        return await remote
     try:
-        return await work
+        return await remote
     except Exception as exc:
-        event(log, logging.WARNING, "emergency call authenticated without the store", error=str(exc))
-        return fallback
+        event(log, logging.WARNING, "emergency call authenticated on this edge's own lockout state",
+              error=str(exc))  # fmt: skip
+        return await local()
+
+
+async def _first_use(ctx: EdgeContext, key: str, ttl: float, emergency: bool) -> bool:
+    """The store's replay check; an emergency call's nonce is marked on this edge too, so that it is
+    known here should it be replayed once the store is gone (and one used meanwhile is refused)."""
+    stored = await ctx.store.first_use(key, ttl)
+    return (await ctx.local_auth.first_use(key, ttl) if emergency else True) and stored
 
 
 async def authenticate(
@@ -40,7 +48,7 @@ async def authenticate(
 ) -> tuple[Trunk, str] | None:
     """(trunk, username) for a request that proved itself, else None after answering it (or, for a
     (source, username) that keeps failing, after ending its transaction unanswered).
-    `store_optional`: the store not answering does not fail it (`_store_or`)."""
+    `store_optional`: the store not answering does not fail it (`_store_or_local`)."""
     req, source, options = inc.request, inc.addr[0], ctx.options
     params: dict[str, str] | None = None
     raw = req.get(header)
@@ -53,14 +61,18 @@ async def authenticate(
     username = (params or {}).get("username", "") or hint
     policy = LockoutPolicy(options.lockout_after, options.silence_after)
     failures = AuthFailures(ctx.store, options.auth_window, policy)
-    verdict = await _store_or(failures.verdict(source, username), Lockout.ANSWER, store_optional)
+    local = AuthFailures(ctx.local_auth, options.auth_window, policy)
+    verdict = await _store_or_local(failures.verdict(source, username),
+                                    lambda: local.verdict(source, username), store_optional)  # fmt: skip
     if verdict is Lockout.SILENCE:
         ctx.metrics.rejected("lockout")
         ctx.stack.discard(inc.key)  # no answer, and no transaction left to retransmit one
         return None
     if verdict is Lockout.FORBID:
         ctx.metrics.rejected("lockout")
-        await _store_or(failures.failed(source, username), 0, store_optional)  # hammering counts too
+        # Hammering counts too.
+        await _store_or_local(failures.failed(source, username), lambda: local.failed(source, username),
+                              store_optional)  # fmt: skip
         ctx.answer(inc, 403, "Forbidden (too many failed authentications)")
         return None
     if params is None:
@@ -77,17 +89,25 @@ async def authenticate(
                                    allow_rfc2069=digest.allowRfc2069)  # fmt: skip
         outcome = verdict_.outcome
         if verdict_.ok:
-            first = ctx.store.first_use(verdict_.replay_key, options.nonce_ttl * 2)
-            if not await _store_or(first, True, store_optional):
+            key, ttl = verdict_.replay_key, options.nonce_ttl * 2
+            first = await _store_or_local(
+                _first_use(ctx, key, ttl, store_optional), lambda: ctx.local_auth.first_use(key, ttl),
+                store_optional,
+            )  # fmt: skip
+            if not first:
                 challenge(ctx, inc, creds.username, status, stale=True)
                 return None
-            await _store_or(failures.succeeded(source, creds.username), None, store_optional)
+            await _store_or_local(
+                failures.succeeded(source, creds.username), lambda: local.succeeded(source, creds.username),
+                store_optional,
+            )  # fmt: skip
             ctx.stack.vouch(source)
             return creds.trunk, creds.username
     if outcome is Outcome.STALE:
         challenge(ctx, inc, username, status, stale=True)
         return None
-    count = await _store_or(failures.failed(source, username), 0, store_optional)
+    count = await _store_or_local(failures.failed(source, username), lambda: local.failed(source, username),
+                                  store_optional)  # fmt: skip
     ctx.metrics.rejected("digest")
     event(log, logging.WARNING, "auth failed", source=source, username=username,
           realm=params.get("realm", ""), uri=params.get("uri", ""), why=outcome.value,

@@ -20,7 +20,8 @@ from trunkline.edge.call import Call, Leg
 from trunkline.edge.cdr import Direction
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.digest_client import ChallengeError, DigestClient, Tries, printable
-from trunkline.edge.resolver import Hop
+from trunkline.edge.observing import carrier_key
+from trunkline.edge.resolver import Hop, ip_literal
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.headers import Via
 from trunkline.sip.message import Request, Response
@@ -126,7 +127,7 @@ def resend(request: Request, via: Via, seq: int, header: str, credentials: str) 
     return again
 
 
-def leg_auth(ctx: EdgeContext, call: Call, leg_name: str) -> LegAuth | None:
+async def leg_auth(ctx: EdgeContext, call: Call, leg_name: str) -> LegAuth | None:
     """Credentials for in-dialog requests on a leg facing a carrier, kept on the call for the dialog."""
     leg = call.leg(leg_name)
     facing_carrier = (leg_name == "b") == (call.direction is Direction.OUTBOUND)
@@ -135,14 +136,16 @@ def leg_auth(ctx: EdgeContext, call: Call, leg_name: str) -> LegAuth | None:
     carrier: Carrier | None = None
     if call.direction is Direction.OUTBOUND and call.record.attempts:
         carrier = ctx.directory.carrier_of_gateway(call.record.attempts[-1].target)
-    if carrier is None:  # inbound, or a call adopted: a gateway naming the leg's address
+    elif call.record.carrier:  # inbound: the carrier the call came from, by its CDR name
+        carrier = next((c for c in ctx.directory.carriers if carrier_key(c) == call.record.carrier), None)
+    if carrier is None:  # a gateway naming the leg's address
         carrier = next((c for c in ctx.directory.carriers if leg.addr[0] in gateway_hosts(c)), None)
     client = client_for(ctx, carrier)
     if carrier is None or client is None:
         return None
     kept = call.auth.get(leg_name)
     host = kept.host if kept is not None and kept.carrier == carrier.key else None
-    if leg.addr[0] != host and leg.addr[0] not in gateway_hosts(carrier):
+    if leg.addr[0] != host and not await is_gateway_address(ctx, carrier, leg.addr[0], leg.transport):
         return None  # the dialog moved to an address that is not the carrier's gateway
     if kept is None or host is None or kept.client.username != client.username:
         kept = LegAuth(carrier.key, host or leg.addr[0], client)
@@ -150,6 +153,24 @@ def leg_auth(ctx: EdgeContext, call: Call, leg_name: str) -> LegAuth | None:
     else:  # the same dialog state (its last challenge, the nonce count) with today's secret
         kept.client.password, kept.client.realm = client.password, client.realm
     return kept
+
+
+async def is_gateway_address(ctx: EdgeContext, carrier: Carrier, address: str, transport: str) -> bool:
+    """Whether `address` is one of the carrier's gateways: named literally, or what a gateway's host
+    name resolves to now (edge/resolver.py). An edge that adopted the call never saw the challenge the
+    dialog was set up with, so the carrier's gateways are all it can go by."""
+    if address in gateway_hosts(carrier):
+        return True
+    for gateway in carrier.spec.gateways:
+        try:
+            uri = parse_uri(gateway.uri)
+        except SipParseError:
+            continue
+        if not isinstance(uri, SipUri) or ip_literal(uri.host) is not None:
+            continue  # a literal address: checked above
+        if any(hop.host == address for hop in await ctx.resolver.resolve(uri, transport)):
+            return True
+    return False
 
 
 def gateway_hosts(carrier: Carrier) -> set[str]:
@@ -173,7 +194,7 @@ async def request_on_leg(
     answer = await ctx.stack.request(request, leg.addr, leg.transport)
     if answer.status not in CHALLENGES or request.method in ("CANCEL", "ACK") or leg.dialog is None:
         return request, answer
-    auth = leg_auth(ctx, call, leg_name)
+    auth = await leg_auth(ctx, call, leg_name)
     tries = Tries()
     while auth is not None and answer.status in CHALLENGES and leg.dialog is not None:
         again = answer_challenge(ctx, request, answer, auth.client, tries, leg.dialog.local_seq + 1,

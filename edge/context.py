@@ -24,6 +24,7 @@ from trunkline.edge.cdr import CdrSink
 from trunkline.edge.digest import DigestAuthenticator
 from trunkline.edge.directory import Directory
 from trunkline.edge.legs import Local, ack_for, new_tag, response_for
+from trunkline.edge.local_auth import LocalAuthState
 from trunkline.edge.metrics import EdgeMetrics
 from trunkline.edge.observing import Traces, rule_label
 from trunkline.edge.policy import Rejection
@@ -104,6 +105,12 @@ class EdgeContext:
         self.local, self.cdr, self.media, self.options = local, cdr, media, options
         self.auth, self.resolver, self.owner = auth, resolver, owner
         self.calls = Calls()
+        # Emergency calls admitted while the store did not answer: their records are written once it
+        # answers again (edge/late_records.py), so that another edge can adopt them.
+        self.unstored: dict[str, Call] = {}
+        # Lockout counters and used nonces of this edge alone, for emergency calls while the store
+        # does not answer (edge/auth.py).
+        self.local_auth = LocalAuthState()
         self.draining = False
         # Gateways the health probes found down, by carrier key (edge/upkeep.py keeps it from the store).
         self.gateways_down: dict[tuple[str, str], frozenset[str]] = {}

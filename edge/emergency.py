@@ -12,7 +12,7 @@ from trunkline.core.emergency import emergency_number
 from trunkline.core.models import Carrier, Target, Trunk
 from trunkline.edge.numbers import to_e164
 from trunkline.edge.policy import check_caller_id
-from trunkline.edge.routing import order_targets, outbound_targets
+from trunkline.edge.routing import Next, after_final_response, order_targets, outbound_targets
 
 
 def number_of(user: str | None, installation: Collection[str], trunk: Trunk) -> str | None:
@@ -30,8 +30,17 @@ def caller_of(trunk: Trunk, presented: str, dids: Iterable[str]) -> str:
 
 
 def targets(number: str, carriers: Iterable[Carrier]) -> list[Target]:
-    """The gateways of the carriers marked `emergency: true` (by priority and weight, as one list);
-    without any, the normal route of the number as dialled (the default route)."""
+    """The gateways of the carriers marked `emergency: true` (by priority and weight, as one list),
+    then, should they all fail, the normal route of the number as dialled (the default route's
+    gateways; a carrier marked for emergencies is not tried twice)."""
     carriers = list(carriers)
     marked = [gw for carrier in carriers if carrier.spec.emergency for gw in carrier.spec.gateways]
-    return order_targets(marked) if marked else outbound_targets(number, carriers)
+    normal = outbound_targets(number, [c for c in carriers if not c.spec.emergency])
+    return order_targets(marked) + normal
+
+
+def tries_next(call_is_emergency: bool, status: int) -> bool:
+    """Whether a final failure moves the call on to its next target. An emergency call is given up
+    only once every route failed: a 403, 404 or 486 from one carrier is no reason to leave the caller
+    without help while another carrier may take the call."""
+    return call_is_emergency or after_final_response(status) is Next.TRY_NEXT

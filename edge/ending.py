@@ -94,7 +94,10 @@ def forget(ctx: EdgeContext, call: Call) -> None:
 
 async def still_held(ctx: EdgeContext, call: Call) -> bool:
     """Whether this edge still holds `call` (no other edge took it over or ended it); when not, it
-    stands down. A store that does not answer cannot tell: the call goes on here."""
+    stands down. A store that does not answer cannot tell: the call goes on here. Nor can one that
+    has no record of a call admitted without it yet (edge/late_records.py): no other edge holds it."""
+    if call.key in ctx.unstored:
+        return True
     try:
         epoch = await ctx.store.call_epoch(call.key)
     except Exception:
@@ -136,6 +139,7 @@ async def finish(
     call.record.status = status if status is not None else call.record.status
     call.record.reason = reason
     ctx.calls.drop(call)
+    ctx.unstored.pop(call.key, None)  # its end carries its CDR to the store; no record to write
     ctx.stack.stop_answer((call.a_invite.call_id, call.a.tag, call.a_invite.from_.tag or ""))
     relay = ctx.media.snapshot(call).get("relay")
     relay = relay if isinstance(relay, str) else None

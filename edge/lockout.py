@@ -7,9 +7,20 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
-from trunkline.core.state import StateStore
 from trunkline.sip.flood import source_group
+
+
+class AuthCounters(Protocol):
+    """The failure counters of the shared store (`StateStore`), or this edge's own while the store
+    does not answer an emergency call (`edge/local_auth.py`)."""
+
+    async def note_auth_failure(self, source: str, window: float) -> int: ...
+
+    async def auth_failures(self, source: str, window: float) -> int: ...
+
+    async def clear_auth_failures(self, source: str) -> None: ...
 
 
 class Lockout(Enum):
@@ -54,7 +65,7 @@ class AuthFailures:
     transaction exists), calls `failed` after a failure and `succeeded` after a success.
     """
 
-    def __init__(self, store: StateStore, window: float, policy: LockoutPolicy | None = None) -> None:
+    def __init__(self, store: AuthCounters, window: float, policy: LockoutPolicy | None = None) -> None:
         self.store, self.window, self.policy = store, window, policy or LockoutPolicy()
         self._clean: str | None = None  # a pair `verdict` found without failures: nothing to forget
 

@@ -24,6 +24,7 @@ from trunkline.edge import emergency
 from trunkline.edge.cdr import CallRecord, Direction, to_cdr
 from trunkline.edge.context import EdgeOptions
 from trunkline.edge.handover import call_record_from_data, call_record_to_data
+from trunkline.edge.late_records import write_unstored
 from trunkline.operator.builders import build_edge_deployment
 from trunkline.operator.platform import Platform
 
@@ -103,12 +104,24 @@ def test_the_platform_passes_the_installation_numbers_to_every_edge() -> None:
 
 
 # -- route, caller ID, validate --------------------------------------------------------------------
-def test_emergency_calls_go_to_the_emergency_carriers_else_the_default_route() -> None:
+def test_emergency_calls_go_to_the_emergency_carriers_then_the_default_route() -> None:
     pstn, uk = carrier("pstn", 5071), carrier("uk", 5072, prefixes=["+44"])
     psap = carrier("psap", 5073, prefixes=["+1"], emergency=True)
-    assert [t.uri for t in emergency.targets("911", [pstn, uk, psap])] == ["sip:127.0.0.1:5073"]
+    assert [t.uri for t in emergency.targets("911", [pstn, uk, psap])] == [
+        "sip:127.0.0.1:5073", "sip:127.0.0.1:5071"
+    ]  # fmt: skip
     assert [t.uri for t in emergency.targets("911", [uk, pstn])] == ["sip:127.0.0.1:5071"]
     assert emergency.targets("911", [uk]) == []  # nothing can take it: the caller gets the failure
+    # An emergency carrier that is also the default route is not tried twice.
+    both = carrier("both", 5074, emergency=True)
+    assert [t.uri for t in emergency.targets("911", [both, uk])] == ["sip:127.0.0.1:5074"]
+
+
+def test_an_emergency_call_moves_on_after_any_failure() -> None:
+    for status in (403, 404, 486, 503, 603):
+        assert emergency.tries_next(True, status)
+    assert not emergency.tries_next(False, 403) and not emergency.tries_next(False, 486)
+    assert emergency.tries_next(False, 503)
 
 
 def test_the_caller_id_policy_replaces_but_never_refuses() -> None:
@@ -215,6 +228,38 @@ async def test_a_store_that_fails_admits_emergency_calls_on_local_state(tmp_path
     # A stranger is challenged as ever: authentication is not bypassed.
     await h.stack.deliver(world.invite(to="999", source=world.STRANGER), world.STRANGER)
     assert h.stack.responses[-1].status == 407 and len(h.stack.requests("INVITE")) == 1
+
+
+async def test_the_record_of_a_call_admitted_without_the_store_is_written_once_it_answers(
+    tmp_path: Path,
+) -> None:
+    h = world.build(tmp_path)
+
+    async def broken(*args: object, **kwargs: object) -> object:
+        raise ConnectionError("store down")
+
+    for name in ("admit", "save_call"):
+        setattr(h.store, name, broken)
+    live = await world.answered_call(h, to="911")
+    ended = await world.answered_call(h, to="911")
+    ctx = h.edge.ctx
+    assert set(ctx.unstored) == {live.call_id, ended.call_id}
+    await write_unstored(ctx)  # still down: kept for the next keep-alive
+    assert set(ctx.unstored) == {live.call_id, ended.call_id}
+    for name in ("admit", "save_call"):
+        delattr(h.store, name)  # the store answers again
+    # Before the record is written, the store knows nothing of the call: it is still this edge's.
+    await h.stack.deliver(world.in_dialog("BYE", ended.call_id, ended.a_tag, 2), world.PBX)
+    bye_answer = h.stack.responses[-1]
+    assert (bye_answer.cseq.method, bye_answer.status) == ("BYE", 200) and set(ctx.unstored) == {live.call_id}
+    await write_unstored(ctx)
+    assert ctx.unstored == {}
+    call = ctx.calls.get(live.call_id)
+    assert call is not None and await h.store.channels_in_use(call.counters) == 1  # the ended one's: none
+    # The record is every call's: another edge finds it by either leg's dialog, answered, with its legs.
+    state = await h.store.adopt_call(call.dialog_keys[1], "edge-2")
+    assert state is not None and state["record"]["emergency"] and state["record"]["answer"], state
+    assert await h.store.adopt_call("|".join((ended.call_id, ended.a_tag, "caller")), "edge-2") is None
 
 
 async def test_the_call_trace_says_emergency(tmp_path: Path) -> None:
