@@ -36,6 +36,7 @@ from trunkline.core import telemetry
 from trunkline.core.models import API_VERSION, GROUP, VERSION, Secret, Trunk
 from trunkline.core.state import StateStore, StoreUnavailable, trunk_key, upkeep_key
 from trunkline.core.state_redis import RedisStore
+from trunkline.operator.addresses import Addresses
 from trunkline.operator.kube import Kube, connect
 from trunkline.operator.reconcile import apply_platform_configmap, sweep_namespace, warning_event
 from trunkline.operator.status import (
@@ -122,11 +123,16 @@ class State:
     _refused: str | None = None  # the reason last reported for the platform, while it is refused
     # The last verdict on the platform (None: none yet, or no --platform): the Trunks' PlatformReady.
     platform_verdict: Verdict | None = None
+    # What the last applied platform found about addresses: the Trunks' SipAddressReady and
+    # MediaAddressReady (kept through a refusal: they describe the data plane still running).
+    addresses: Addresses | None = None
 
     def start(self) -> None:
         self.kube = Kube(connect())
         self.sweeper = Sweeper(
-            lambda ns: sweep_namespace(self.kube, ns, self.platform_verdict, dict(self.upkeep))
+            lambda ns: sweep_namespace(
+                self.kube, ns, self.platform_verdict, dict(self.upkeep), self.addresses
+            )
         )
         self._resync_task = asyncio.get_running_loop().create_task(self._resync_loop())
         if self.store is not None:
@@ -234,7 +240,8 @@ class State:
         try:
             attributes = {"k8s.namespace.name": namespace, "k8s.configmap.name": name}
             with telemetry.span("reconcile platform", attributes):
-                await asyncio.to_thread(apply_platform_configmap, self.kube, configmap)
+                found = await asyncio.to_thread(apply_platform_configmap, self.kube, configmap)
+            self._record_addresses(found)
         except ValueError as exc:  # a bad platform: keep running, the chart's owner must fix it
             refusal = str(exc)
         except ApiException as exc:
@@ -248,6 +255,15 @@ class State:
             log.error("platform %s/%s not applied: %s", namespace, name, refusal)
             await self._report_refusal(configmap, refusal)
         await self._record_verdict(configmap, verdict(configmap, refusal))
+
+    def _record_addresses(self, found: Addresses) -> None:
+        before, self.addresses = self.addresses, found
+        if before != found:  # their Trunks' address conditions
+            for check in (found.sip, found.media):
+                if check.ready is not True:
+                    log.warning("%s: %s", check.reason, check.message)
+            for namespace in sorted(self.sweeper.known):
+                self.sweeper.request(namespace)
 
     async def _record_verdict(self, configmap: dict[str, Any], new: Verdict) -> None:
         before, self.platform_verdict = self.platform_verdict, new

@@ -181,10 +181,22 @@ def test_rbac_is_least_privilege() -> None:
         ("policy", "poddisruptionbudgets", "patch", "tl-trunkline-edge"),
         ("policy", "poddisruptionbudgets", "patch", "tl-trunkline-media"),
     }
+    # Of the Services it reads one: the UDP Service, for its load-balancer address.
+    assert {r for r in data_plane if r[1] == "services" and r[2] == "get"} == {
+        ("", "services", "get", "tl-trunkline-edge-udp")
+    }
     assert not any(verb in ("update", "*", "escalate", "bind") for _, _, verb, _ in watch | data_plane)
+    assert not find(docs, "ClusterRole", "voice-tl-trunkline-media-operator")  # no Node is read
     # The control service may only read.
     control = rules(docs, "ClusterRole", "voice-tl-trunkline-control")
     assert {verb for _, _, verb, _ in control} == {"get", "list", "watch"}
+
+
+def test_the_operator_lists_nodes_only_for_relays_that_read_theirs() -> None:
+    docs = render("media.kind=DaemonSet", "media.advertise=nodeExternalIP")
+    assert rules(docs, "ClusterRole", "voice-tl-trunkline-media-operator") == {("", "nodes", "list", "*")}
+    [subject] = one(docs, "ClusterRoleBinding", "voice-tl-trunkline-media-operator")["subjects"]
+    assert subject == {"kind": "ServiceAccount", "name": "tl-trunkline-operator", "namespace": "voice"}
 
 
 def test_namespace_scope_uses_roles() -> None:
