@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trunkline.core import media_advertise
+from trunkline.core.addresses import BROADCAST
 from trunkline.core.media_advertise import AdvertiseMode, UnusableAddress
 from trunkline.operator.platform import MediaKind, Platform
 
@@ -33,6 +34,7 @@ NO_NODES = "NoNodes"
 NODES_UNREADABLE = "NodesUnreadable"
 
 MAX_HOSTNAME = 253
+MAX_IP_TEXT = 64
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*\.?$")
 MAX_NODES = 10000  # looked at (a cluster has at most 5000)
@@ -80,12 +82,22 @@ def ingress_host(service: dict[str, Any] | None) -> str:
     first = entries[0]
     ip, hostname = first.get("ip"), first.get("hostname")
     if isinstance(ip, str) and ip:
-        return media_advertise.media_address(ip, "its load-balancer IP")
+        return _reachable_ip(ip[:MAX_IP_TEXT])
     if isinstance(hostname, str) and hostname:
         if len(hostname) > MAX_HOSTNAME or not HOSTNAME.match(hostname):
             raise UnusableAddress(f"its load-balancer host name {hostname[:64]!r} is not a DNS name")
         return hostname.rstrip(".").lower()
     raise UnusableAddress("its load-balancer ingress has neither an ip nor a hostname")
+
+
+def _reachable_ip(text: str) -> str:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise UnusableAddress(f"its load-balancer IP {text!r} is not an IP address") from None
+    if address.is_unspecified or address.is_multicast or address == BROADCAST:
+        raise UnusableAddress(f"its load-balancer IP {address} cannot be reached (unspecified or multicast)")
+    return str(address)
 
 
 def with_port(host: str, port: int) -> str:

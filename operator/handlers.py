@@ -36,7 +36,7 @@ from trunkline.core import telemetry
 from trunkline.core.models import API_VERSION, GROUP, VERSION, Secret, Trunk
 from trunkline.core.state import StateStore, StoreUnavailable, trunk_key, upkeep_key
 from trunkline.core.state_redis import RedisStore
-from trunkline.operator.addresses import Addresses
+from trunkline.operator.addresses import MEDIA_ADDRESS_READY, SIP_ADDRESS_READY, Addresses
 from trunkline.operator.kube import Kube, connect
 from trunkline.operator.reconcile import apply_platform_configmap, sweep_namespace, warning_event
 from trunkline.operator.status import (
@@ -126,6 +126,7 @@ class State:
     # What the last applied platform found about addresses: the Trunks' SipAddressReady and
     # MediaAddressReady (kept through a refusal: they describe the data plane still running).
     addresses: Addresses | None = None
+    _addresses_reported: dict[str, str] = field(default_factory=dict)  # condition -> message posted
 
     def start(self) -> None:
         self.kube = Kube(connect())
@@ -242,6 +243,7 @@ class State:
             with telemetry.span("reconcile platform", attributes):
                 found = await asyncio.to_thread(apply_platform_configmap, self.kube, configmap)
             self._record_addresses(found)
+            await self._report_addresses(configmap, found)
         except ValueError as exc:  # a bad platform: keep running, the chart's owner must fix it
             refusal = str(exc)
         except ApiException as exc:
@@ -264,6 +266,25 @@ class State:
                     log.warning("%s: %s", check.reason, check.message)
             for namespace in sorted(self.sweeper.known):
                 self.sweeper.request(namespace)
+
+    async def _report_addresses(self, configmap: dict[str, Any], found: Addresses) -> None:
+        """A Warning Event on the platform ConfigMap per address problem, once until it changes or is
+        solved (a problem that comes back is posted again)."""
+        for kind, check in ((SIP_ADDRESS_READY, found.sip), (MEDIA_ADDRESS_READY, found.media)):
+            if check.ready is not False:
+                self._addresses_reported.pop(kind, None)
+                continue
+            if self._addresses_reported.get(kind) == check.message:
+                continue
+            event = warning_event(configmap, check.reason, check.message, now_rfc3339())
+            try:
+                await asyncio.to_thread(self.kube.create, event)
+            except ApiException as exc:
+                meta = configmap["metadata"]
+                log.error("platform %s/%s: cannot post an Event: %s %s",
+                          meta["namespace"], meta["name"], exc.status, exc.reason)  # fmt: skip
+                continue
+            self._addresses_reported[kind] = check.message
 
     async def _record_verdict(self, configmap: dict[str, Any], new: Verdict) -> None:
         before, self.platform_verdict = self.platform_verdict, new

@@ -79,6 +79,13 @@ def set_ingress(k: Cluster, ingress: list[dict[str, str]] | None) -> None:
                  "-p", json.dumps(patch))  # fmt: skip
 
 
+def events(k: Cluster, reason: str) -> list[dict[str, Any]]:
+    """The Warning Events of that reason on the platform ConfigMap."""
+    out = k.cp.kubectl("get", "events", "-n", k.ns, "-o", "json").stdout
+    return [e for e in json.loads(out)["items"]
+            if e["reason"] == reason and e["involvedObject"]["name"] == f"{PREFIX}-platform"]  # fmt: skip
+
+
 def advertised(k: Cluster) -> str | None:
     edge = k.get("deployment", EDGE)
     if edge is None:
@@ -95,6 +102,9 @@ def test_without_a_load_balancer_address_no_edge_is_deployed_and_the_trunk_says_
     assert service["spec"]["externalTrafficPolicy"] == "Local"  # the chart's default: callers' addresses
     assert k.get("deployment", EDGE) is None  # never an internal name advertised to the outside
     assert k.get("deployment", f"{PREFIX}-control") is not None  # the rest is deployed
+    # `kubectl get events` says it too, once (not at every resync).
+    [event] = wait_for(lambda: events(k, "ServiceAddressPending"), "the Event on the platform", TIMEOUT)
+    assert event["type"] == "Warning" and f"Service {UDP} has no load-balancer address" in event["message"]
 
 
 def test_the_edges_advertise_the_services_address_and_roll_when_it_changes(k: Cluster) -> None:
@@ -116,11 +126,14 @@ def test_the_edges_advertise_the_services_address_and_roll_when_it_changes(k: Cl
     set_ingress(k, None)
     wait_condition(k, "SipAddressReady", "False", "ServiceAddressPending")
     assert advertised(k) == "sip-lb.example.net:5060"
+    wait_for(lambda: len(events(k, "ServiceAddressPending")) == 2, "a new Event for a new outage", TIMEOUT)
 
 
 def test_a_node_without_an_external_ip_is_a_media_address_condition(k: Cluster) -> None:
     message = wait_condition(k, "MediaAddressReady", "False", "NodeAddressMissing")
     assert f"node {NODE} has no usable ExternalIP" in message
+    [event] = wait_for(lambda: events(k, "NodeAddressMissing"), "the Event on the platform", TIMEOUT)
+    assert f"node {NODE} has no usable ExternalIP" in event["message"]
     put_node(k.cp, NODE, {"InternalIP": "127.0.0.20", "ExternalIP": "127.0.0.21"})
 
     def ours_resolved() -> tuple[str, str, str] | None:
