@@ -350,3 +350,17 @@ def test_service_monitor_interval_must_be_a_prometheus_duration(interval: str) -
     result = helm("template", "tl", str(CHART), f"--set-string=metrics.serviceMonitor.interval={interval}",
                   check=False)  # fmt: skip
     assert result.returncode != 0 and "interval" in result.stderr
+
+
+def test_the_edges_address_from_the_load_balancer_through_the_chart() -> None:
+    # Empty edge.advertise with a LoadBalancer, or serviceExternal: the operator reads the Service.
+    for sets in (("edge.udpService.type=LoadBalancer",),
+                 ("edge.udpService.type=LoadBalancer", "edge.advertise=serviceExternal")):  # fmt: skip
+        assert platform_of(render(*sets)).edge.advertise_from_service, sets
+    assert not platform_of(render()).edge.advertise_from_service  # ClusterIP: its cluster name
+    named = render("edge.udpService.type=LoadBalancer", "edge.advertise=sip.example.net")
+    assert not platform_of(named).edge.advertise_from_service
+    # The values schema cannot tie the two values together: the operator refuses the platform.
+    configmap = one(render("edge.advertise=serviceExternal"), "ConfigMap", "tl-trunkline-platform")
+    with pytest.raises(ValueError, match=r"needs edge\.udpService\.type LoadBalancer"):
+        parse_platform(configmap["data"])
