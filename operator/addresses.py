@@ -48,6 +48,9 @@ DAEMONSET_TOLERATED = frozenset({
 })  # fmt: skip
 # What media binds (builders: --media-listen 0.0.0.0): the address family a node must give.
 MEDIA_IP_VERSION = 4
+# While the edges wait for their load balancer's address, the platform is re-applied this often (at
+# most), so they are deployed soon after the cloud writes it rather than at the next resync.
+ADDRESS_RECHECK = 10.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,11 @@ class Addresses:
 
     sip: AddressCheck
     media: AddressCheck
+
+    def next_apply(self, resync: float) -> float:
+        """Seconds until the platform is applied again."""
+        waiting = self.sip.reason in (SERVICE_ADDRESS_PENDING, SERVICE_ADDRESS_UNUSABLE)
+        return min(resync, ADDRESS_RECHECK) if waiting else resync
 
 
 def cluster_address(platform: Platform, namespace: str) -> str:

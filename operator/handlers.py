@@ -220,12 +220,18 @@ class State:
                 log.error("Trunk %s/%s: cannot write counts: %s %s", namespace, name, exc.status, exc.reason)
 
     async def _resync_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time()
         while True:
             if self.platform:
                 await self.apply_platform(*self.platform)
-            for namespace in sorted(self.sweeper.known):
-                self.sweeper.request(namespace)
-            await asyncio.sleep(self.resync)
+            if loop.time() >= next_sweep:
+                for namespace in sorted(self.sweeper.known):
+                    self.sweeper.request(namespace)
+                next_sweep = loop.time() + self.resync
+            # Sooner while the edges wait for their load balancer's address (operator/addresses.py).
+            found = self.addresses
+            await asyncio.sleep(found.next_apply(self.resync) if found else self.resync)
 
     async def apply_platform(self, namespace: str, name: str) -> None:
         """Apply the platform, then record the verdict on its ConfigMap (operator/verdict.py)."""

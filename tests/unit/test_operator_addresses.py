@@ -217,3 +217,13 @@ def test_the_hpa_scales_on_active_calls_beside_cpu() -> None:
         platform(edge={"autoscaling": {"metric": "memory"}})
     with pytest.raises(ValidationError):
         platform(edge={"autoscaling": {"activeCallsPerPod": 0}})
+
+
+def test_the_platform_is_applied_again_sooner_while_the_edges_wait_for_their_address() -> None:
+    media = AddressCheck(True, "PodIP", "")
+    waiting = Addresses(AddressCheck(False, "ServiceAddressPending", ""), media)
+    assert waiting.next_apply(60.0) == 10.0 and waiting.next_apply(5.0) == 5.0
+    assert Addresses(AddressCheck(False, "ServiceAddressUnusable", ""), media).next_apply(60.0) == 10.0
+    assert Addresses(AddressCheck(True, "LoadBalancer", ""), media).next_apply(60.0) == 60.0
+    nodes_missing = Addresses(AddressCheck(True, "LoadBalancer", ""), AddressCheck(False, "NoNodes", ""))
+    assert nodes_missing.next_apply(60.0) == 60.0  # the relays recheck their Node themselves
