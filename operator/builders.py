@@ -19,7 +19,15 @@ from urllib.parse import quote
 from trunkline.core import media_advertise
 from trunkline.core.media_advertise import AdvertiseMode
 from trunkline.core.trunk_defaults import TrunkDefaults
-from trunkline.operator.platform import MediaKind, Platform, Resources, ServiceSettings, ServiceType
+from trunkline.operator.addresses import cluster_address
+from trunkline.operator.platform import (
+    ACTIVE_CALLS_METRIC,
+    MediaKind,
+    Platform,
+    Resources,
+    ServiceSettings,
+    ServiceType,
+)
 
 Manifest = dict[str, Any]
 
@@ -75,8 +83,12 @@ def control_address(platform: Platform, namespace: str) -> str:
     return f"{object_name(platform, 'control')}.{namespace}.svc:{platform.control.port}"
 
 
-def edge_service_address(platform: Platform, namespace: str) -> str:
-    return f"{object_name(platform, 'edge-udp')}.{namespace}.svc:{platform.edge.udpService.port}"
+def edge_advertise(platform: Platform, namespace: str) -> str | None:
+    """What the edges advertise by the platform alone: edge.advertise, or the UDP Service's cluster name;
+    None when it is the Service's load-balancer address, which only the API knows (operator/addresses.py)."""
+    if platform.edge.advertise_from_service:
+        return None
+    return platform.edge.advertise or cluster_address(platform, namespace)
 
 
 # ---------------------------------------------------------------- runtime settings
@@ -88,7 +100,6 @@ def runtime_env(platform: Platform, namespace: str) -> dict[str, str]:
         "TRUNKLINE_CONTROL_ADDRESS": control_address(platform, namespace),
         "TRUNKLINE_HTTP_LISTEN": f"0.0.0.0:{platform.httpPort}",
         "TRUNKLINE_LOG_LEVEL": platform.logLevel,
-        "TRUNKLINE_EDGE_ADVERTISE": platform.edge.advertise or edge_service_address(platform, namespace),
         # What a CDR says it came from (core/cdr.py), and where the edges write CDRs as calls end.
         "TRUNKLINE_INSTALLATION": platform.name,
         "TRUNKLINE_NAMESPACE": namespace,
@@ -337,9 +348,15 @@ def build_control_service(
 
 
 def build_edge_deployment(
-    platform: Platform, namespace: str, owner: dict[str, Any] | None = None
-) -> Manifest:
+    platform: Platform, namespace: str, owner: dict[str, Any] | None = None, advertise: str | None = None
+) -> Manifest | None:
+    """`advertise`: the address peers reach the edges at, when the platform leaves it to the UDP
+    Service's load balancer; None there: no Deployment (yet), rather than edges naming an address
+    no peer outside can reach."""
     edge = platform.edge
+    advertise = edge_advertise(platform, namespace) or advertise
+    if advertise is None:
+        return None
     args = ["--sip-listen", f"0.0.0.0:{edge.sipPort}"]
     ports = [_port("sip-udp", edge.sipPort, "UDP"), _port("sip-tcp", edge.sipPort)]
     volumes: tuple[dict[str, Any], ...] = ()
@@ -362,6 +379,8 @@ def build_edge_deployment(
     container_mounts.append({"name": "nonce", "mountPath": NONCE_MOUNT, "readOnly": True})
     container = _container(platform, namespace, "edge", args, ports, edge.resources)
     container["volumeMounts"] += container_mounts
+    # In the pod template, not the runtime ConfigMap: a new load-balancer address rolls the edges only.
+    container["env"].append({"name": "TRUNKLINE_EDGE_ADVERTISE", "value": advertise})
     template = _pod_template(platform, namespace, "edge", container, volumes=volumes)
     # With an HPA the replica count is the HPA's: leaving it out of our apply keeps us from fighting it.
     replicas = None if edge.autoscaling.enabled else edge.replicas
@@ -399,6 +418,13 @@ def build_edge_hpa(
     if not scaling.enabled:
         return None
     target = {"type": "Utilization", "averageUtilization": scaling.targetCPUUtilizationPercentage}
+    metrics: list[dict[str, Any]] = [{"type": "Resource", "resource": {"name": "cpu", "target": target}}]
+    if scaling.metric == "activeCalls":
+        # Per pod, from the custom-metrics API (prometheus-adapter: docs/kubernetes.md). CPU stays beside
+        # it: the HPA follows the larger proposal, and still scales up on CPU if the adapter is down.
+        calls = {"type": "AverageValue", "averageValue": str(scaling.activeCallsPerPod)}
+        pods = {"metric": {"name": ACTIVE_CALLS_METRIC}, "target": calls}
+        metrics.insert(0, {"type": "Pods", "pods": pods})
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -411,7 +437,7 @@ def build_edge_hpa(
             },
             "minReplicas": scaling.minReplicas,
             "maxReplicas": scaling.maxReplicas,
-            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": target}}],
+            "metrics": metrics,
         },
     }
 
@@ -503,14 +529,16 @@ def build_cdr_deployment(
 
 
 def build_data_plane(
-    platform: Platform, namespace: str, owner: dict[str, Any] | None = None
+    platform: Platform, namespace: str, owner: dict[str, Any] | None = None, edge_address: str | None = None
 ) -> list[Manifest]:
-    """Every object of the data plane, in apply order (the ConfigMap before the pods that read it)."""
+    """Every object of the data plane, in apply order (the ConfigMap before the pods that read it).
+    `edge_address`: the UDP Service's load-balancer address, when the edges advertise it (unknown:
+    no edge Deployment)."""
     objects = [
         build_runtime_configmap(platform, namespace, owner),
         build_control_deployment(platform, namespace, owner),
         build_control_service(platform, namespace, owner),
-        build_edge_deployment(platform, namespace, owner),
+        build_edge_deployment(platform, namespace, owner, edge_address),
         *build_edge_services(platform, namespace, owner),
         build_edge_hpa(platform, namespace, owner),
         build_disruption_budget(platform, namespace, "edge", owner),

@@ -36,6 +36,7 @@ from trunkline.core import telemetry
 from trunkline.core.models import API_VERSION, GROUP, VERSION, Secret, Trunk
 from trunkline.core.state import StateStore, StoreUnavailable, trunk_key, upkeep_key
 from trunkline.core.state_redis import RedisStore
+from trunkline.operator.addresses import MEDIA_ADDRESS_READY, SIP_ADDRESS_READY, Addresses
 from trunkline.operator.kube import Kube, connect
 from trunkline.operator.reconcile import apply_platform_configmap, sweep_namespace, warning_event
 from trunkline.operator.status import (
@@ -122,11 +123,17 @@ class State:
     _refused: str | None = None  # the reason last reported for the platform, while it is refused
     # The last verdict on the platform (None: none yet, or no --platform): the Trunks' PlatformReady.
     platform_verdict: Verdict | None = None
+    # What the last applied platform found about addresses: the Trunks' SipAddressReady and
+    # MediaAddressReady (kept through a refusal: they describe the data plane still running).
+    addresses: Addresses | None = None
+    _addresses_reported: dict[str, str] = field(default_factory=dict)  # condition -> message posted
 
     def start(self) -> None:
         self.kube = Kube(connect())
         self.sweeper = Sweeper(
-            lambda ns: sweep_namespace(self.kube, ns, self.platform_verdict, dict(self.upkeep))
+            lambda ns: sweep_namespace(
+                self.kube, ns, self.platform_verdict, dict(self.upkeep), self.addresses
+            )
         )
         self._resync_task = asyncio.get_running_loop().create_task(self._resync_loop())
         if self.store is not None:
@@ -213,12 +220,18 @@ class State:
                 log.error("Trunk %s/%s: cannot write counts: %s %s", namespace, name, exc.status, exc.reason)
 
     async def _resync_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time()
         while True:
             if self.platform:
                 await self.apply_platform(*self.platform)
-            for namespace in sorted(self.sweeper.known):
-                self.sweeper.request(namespace)
-            await asyncio.sleep(self.resync)
+            if loop.time() >= next_sweep:
+                for namespace in sorted(self.sweeper.known):
+                    self.sweeper.request(namespace)
+                next_sweep = loop.time() + self.resync
+            # Sooner while the edges wait for their load balancer's address (operator/addresses.py).
+            found = self.addresses
+            await asyncio.sleep(found.next_apply(self.resync) if found else self.resync)
 
     async def apply_platform(self, namespace: str, name: str) -> None:
         """Apply the platform, then record the verdict on its ConfigMap (operator/verdict.py)."""
@@ -234,7 +247,9 @@ class State:
         try:
             attributes = {"k8s.namespace.name": namespace, "k8s.configmap.name": name}
             with telemetry.span("reconcile platform", attributes):
-                await asyncio.to_thread(apply_platform_configmap, self.kube, configmap)
+                found = await asyncio.to_thread(apply_platform_configmap, self.kube, configmap)
+            self._record_addresses(found)
+            await self._report_addresses(configmap, found)
         except ValueError as exc:  # a bad platform: keep running, the chart's owner must fix it
             refusal = str(exc)
         except ApiException as exc:
@@ -248,6 +263,34 @@ class State:
             log.error("platform %s/%s not applied: %s", namespace, name, refusal)
             await self._report_refusal(configmap, refusal)
         await self._record_verdict(configmap, verdict(configmap, refusal))
+
+    def _record_addresses(self, found: Addresses) -> None:
+        before, self.addresses = self.addresses, found
+        if before != found:  # their Trunks' address conditions
+            for check in (found.sip, found.media):
+                if check.ready is not True:
+                    log.warning("%s: %s", check.reason, check.message)
+            for namespace in sorted(self.sweeper.known):
+                self.sweeper.request(namespace)
+
+    async def _report_addresses(self, configmap: dict[str, Any], found: Addresses) -> None:
+        """A Warning Event on the platform ConfigMap per address problem, once until it changes or is
+        solved (a problem that comes back is posted again)."""
+        for kind, check in ((SIP_ADDRESS_READY, found.sip), (MEDIA_ADDRESS_READY, found.media)):
+            if check.ready is not False:
+                self._addresses_reported.pop(kind, None)
+                continue
+            if self._addresses_reported.get(kind) == check.message:
+                continue
+            event = warning_event(configmap, check.reason, check.message, now_rfc3339())
+            try:
+                await asyncio.to_thread(self.kube.create, event)
+            except ApiException as exc:
+                meta = configmap["metadata"]
+                log.error("platform %s/%s: cannot post an Event: %s %s",
+                          meta["namespace"], meta["name"], exc.status, exc.reason)  # fmt: skip
+                continue
+            self._addresses_reported[kind] = check.message
 
     async def _record_verdict(self, configmap: dict[str, Any], new: Verdict) -> None:
         before, self.platform_verdict = self.platform_verdict, new

@@ -27,6 +27,7 @@ PLURALS: dict[str, str] = {
     "Certificate": "certificates",  # cert-manager.io/v1
     "PodDisruptionBudget": "poddisruptionbudgets",
     "Event": "events",
+    "Node": "nodes",
     **{kind: model.PLURAL for kind, model in RESOURCE_KINDS.items()},
 }
 
@@ -86,7 +87,8 @@ class Kube:
             raise
         return result
 
-    def list(self, api_version: str, kind: str, namespace: str) -> list[dict[str, Any]]:
+    def list(self, api_version: str, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        """Every object of a namespace (None: of a cluster-scoped kind)."""
         items: list[dict[str, Any]] = self._call("GET", path(api_version, kind, namespace))["items"]
         return items
 

@@ -104,11 +104,24 @@ class Resources(Model):
     limits: dict[str, Quantity] = Field(default_factory=dict)
 
 
+# The edge's gauge of calls in progress (edge/metrics.py), as the custom-metrics API serves it per pod.
+ACTIVE_CALLS_METRIC = "trunkline_active_calls"
+
+
 class Autoscaling(Model):
     enabled: bool = True
     minReplicas: int = Field(2, ge=1)
     maxReplicas: int = Field(10, ge=1)
     targetCPUUtilizationPercentage: int = Field(70, ge=1, le=100)
+    metric: Literal["cpu", "activeCalls"] = Field(
+        "cpu",
+        description="cpu: CPU utilisation alone; activeCalls: also the edges' calls in progress per pod "
+        f"({ACTIVE_CALLS_METRIC} through the custom-metrics API, e.g. prometheus-adapter: "
+        "docs/kubernetes.md), the HPA taking the larger of the two proposals.",
+    )
+    activeCallsPerPod: int = Field(
+        50, ge=1, le=100000, description="activeCalls: the average calls in progress per edge pod to keep."
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> Self:
@@ -144,14 +157,23 @@ class Emergency(Model):
     )  # fmt: skip
 
 
+# edge.advertise: the UDP Service's load-balancer address, as the operator reads it from the Service.
+SERVICE_EXTERNAL = "serviceExternal"
+EDGE_ADVERTISE_DESCRIPTION = (
+    "HOST[:PORT] peers reach the edges at (the load balancer's name): written in Contact and Record-Route "
+    f"so any edge takes a call's next request. {SERVICE_EXTERNAL}: the UDP Service's load-balancer "
+    "address (status.loadBalancer.ingress), read by the operator, which rolls the edges when it changes "
+    "and deploys them only once there is one. Unset: that too with a LoadBalancer UDP Service, else the "
+    "UDP Service's cluster name."
+)
+
+
 class Edge(Model):
     replicas: int = Field(2, ge=1, description="Ignored when autoscaling is enabled.")
     sipPort: ContainerPort = 5060
     advertise: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9.\-\[\]:]+$",
-        description="HOST[:PORT] peers reach the edges at (the load balancer's name): written in Contact and "
-        "Record-Route so any edge takes a call's next request. Unset: the UDP Service's cluster name.",
-    )  # fmt: skip
+        None, pattern=r"^[A-Za-z0-9.\-\[\]:]+$", description=EDGE_ADVERTISE_DESCRIPTION
+    )
     tls: EdgeTls | None = None
     # Two Services: a cloud load balancer cannot mix UDP and TCP, nor health-check UDP.
     udpService: ServiceSettings = Field(default_factory=ServiceSettings)
@@ -163,6 +185,22 @@ class Edge(Model):
     nonceKeyRotationHours: NonceKeyRotationHours = 24
     emergency: Emergency = Field(default_factory=Emergency)
     trunkDefaults: TrunkDefaults = Field(default_factory=TrunkDefaults)  # the edges' --default-* flags
+
+    @model_validator(mode="after")
+    def _service_has_an_external_address(self) -> Self:
+        if self.advertise == SERVICE_EXTERNAL and self.udpService.type is not ServiceType.LOAD_BALANCER:
+            raise ValueError(
+                f"edge.advertise {SERVICE_EXTERNAL} needs edge.udpService.type LoadBalancer (only a load "
+                "balancer has an address of its own); behind your own balancer set edge.advertise to it"
+            )
+        return self
+
+    @property
+    def advertise_from_service(self) -> bool:
+        """The edges advertise the UDP Service's load-balancer address, once the operator has read it."""
+        if self.advertise is None:
+            return self.udpService.type is ServiceType.LOAD_BALANCER
+        return self.advertise == SERVICE_EXTERNAL
 
 
 class MediaKind(StrEnum):

@@ -17,8 +17,10 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from trunkline.core import media_advertise
 from trunkline.core.models import API_VERSION, RESOURCE_KINDS
 from trunkline.operator import grpc_certs
+from trunkline.operator.addresses import Addresses, media_address, sip_address
 from trunkline.operator.builders import build_data_plane, object_name, owner_reference, stale_objects
 from trunkline.operator.kube import Kube
 from trunkline.operator.network_policies import build_network_policies, stale_policies
@@ -30,11 +32,17 @@ from trunkline.operator.verdict import Verdict
 log = logging.getLogger(__name__)
 
 
-def apply_platform_configmap(kube: Kube, configmap: dict[str, Any]) -> None:
-    """Apply the data plane of this (fetched) platform ConfigMap; ValueError when its platform is bad,
-    ApiException when the API server refuses an object or cannot be reached."""
+def apply_platform_configmap(kube: Kube, configmap: dict[str, Any]) -> Addresses:
+    """Apply the data plane of this (fetched) platform ConfigMap and say where peers reach it;
+    ValueError when its platform is bad, ApiException when the API server refuses an object or cannot
+    be reached."""
     namespace, name = configmap["metadata"]["namespace"], configmap["metadata"]["name"]
     platform = parse_platform(configmap.get("data"))
+    service = None
+    if platform.edge.advertise_from_service:
+        service = kube.get("v1", "Service", namespace, object_name(platform, "edge-udp"))
+    edge_address, sip = sip_address(platform, namespace, service)
+    media = media_address(platform, read_nodes(kube, platform))
     owner = owner_reference("v1", "ConfigMap", name, configmap["metadata"]["uid"])
     # The edges' nonce keys and every component's certificate before the pods: a pod cannot start
     # without its Secrets.
@@ -50,7 +58,7 @@ def apply_platform_configmap(kube: Kube, configmap: dict[str, Any]) -> None:
             # No cert-manager (its CRD) in this cluster: say so, and deploy the rest all the same.
             log.error("cannot write Certificate %s: cert-manager is not installed (internalTls.issuer)",
                       obj["metadata"]["name"])  # fmt: skip
-    objects = build_data_plane(platform, namespace, owner)
+    objects = build_data_plane(platform, namespace, owner, edge_address)
     if platform.networkPolicies.enabled:
         selector = platform.networkPolicies.redisPodSelector
         objects += build_network_policies(platform, namespace, selector, owner)
@@ -61,6 +69,19 @@ def apply_platform_configmap(kube: Kube, configmap: dict[str, Any]) -> None:
         *stale_policies(platform, namespace),
     ]:
         kube.delete(api_version, kind, ns, obj_name)
+    return Addresses(sip, media)
+
+
+def read_nodes(kube: Kube, platform: Platform) -> list[dict[str, Any]] | None:
+    """The cluster's Nodes when the relays take their address from theirs, else []; None when they
+    cannot be read (the condition says so; the data plane is applied all the same)."""
+    if not media_advertise.parse(platform.media.advertise).needs_node:
+        return []
+    try:
+        return kube.list("v1", "Node", None)
+    except ApiException as exc:
+        log.error("cannot list the Nodes for the relays' media addresses: %s %s", exc.status, exc.reason)
+        return None
 
 
 def certificates(
@@ -111,14 +132,18 @@ def sweep_namespace(
     namespace: str,
     platform: Verdict | None = None,
     upkeep: Mapping[tuple[str, str], CarrierUpkeep] | None = None,
+    addresses: Addresses | None = None,
 ) -> list[StatusUpdate]:
-    """Write the statuses that changed (`platform`: the last verdict on it, for the Trunks; `upkeep`:
-    the Carriers' registration and gateway health as last read from the edges' store); return them."""
+    """Write the statuses that changed (`platform`: the last verdict on it, and `addresses` what the
+    last apply found, for the Trunks; `upkeep`: the Carriers' registration and gateway health as last
+    read from the edges' store); return them."""
     objects = {kind: kube.list(API_VERSION, kind, namespace) for kind in RESOURCE_KINDS}
     if not any(objects.values()):
         return []  # e.g. a Secret changed in a namespace without trunkline resources
     secrets = kube.list("v1", "Secret", namespace)
-    updates = plan_statuses(objects, secrets, now=now_rfc3339(), platform=platform, upkeep=upkeep)
+    updates = plan_statuses(
+        objects, secrets, now=now_rfc3339(), platform=platform, upkeep=upkeep, addresses=addresses
+    )
     written = []
     for update in updates:
         patch = {"status": update.status}

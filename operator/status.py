@@ -30,7 +30,8 @@ from trunkline.core.models import (
     Trunk,
 )
 from trunkline.core.state import aor_of
-from trunkline.operator.verdict import Verdict
+from trunkline.operator.addresses import MEDIA_ADDRESS_READY, SIP_ADDRESS_READY, Addresses
+from trunkline.operator.verdict import MESSAGE_LIMIT, Verdict
 
 # Reasons a resource is not Ready.
 MISSING_SECRET = "MissingSecret"
@@ -328,20 +329,33 @@ def drain_problem(trunk: Trunk) -> StatusProblem | None:
 
 
 def build_trunk_status(
-    trunk: Trunk, config: ConfigSet, *, now: str, platform: Verdict | None = None
+    trunk: Trunk,
+    config: ConfigSet,
+    *,
+    now: str,
+    platform: Verdict | None = None,
+    addresses: Addresses | None = None,
 ) -> dict[str, Any]:
     """Conditions only: the live counts are written apart (`counts_patch`), on their own schedule.
     With the operator's verdict on the platform, also `PlatformReady`: whether the data plane that
     carries the trunk's calls is deployed as the chart's values say (not part of Ready: a refused
-    upgrade leaves the previous data plane running)."""
+    upgrade leaves the previous data plane running). With what the last apply found about addresses,
+    also `SipAddressReady` and `MediaAddressReady`: whether peers outside get an address for the edges
+    and for every relay (operator/addresses.py)."""
     status = _status(trunk, trunk_problems(trunk, config), now, drain_problem(trunk))
+    previous = {c.type: c for c in (trunk.status.conditions if trunk.status else [])}
+    generation = trunk.metadata.generation
     if platform is not None:
-        previous = {c.type: c for c in (trunk.status.conditions if trunk.status else [])}
         message = "" if platform.applied else f"platform settings refused: {platform.message}"
-        generation = trunk.metadata.generation
         status["conditions"].append(
             _condition(PLATFORM_READY, platform.applied, platform.reason, message, generation, previous, now)
         )
+    if addresses is not None:
+        for type_, check in ((SIP_ADDRESS_READY, addresses.sip), (MEDIA_ADDRESS_READY, addresses.media)):
+            message = check.message[:MESSAGE_LIMIT]
+            status["conditions"].append(
+                _condition(type_, check.ready, check.reason, message, generation, previous, now)
+            )
     return status
 
 
@@ -480,9 +494,11 @@ def plan_statuses(
     now: str,
     upkeep: Mapping[tuple[str, str], CarrierUpkeep] | None = None,
     platform: Verdict | None = None,
+    addresses: Addresses | None = None,
 ) -> list[StatusUpdate]:
     """The status writes one namespace needs: `objects` maps kind -> API bodies, `secrets` its Secrets,
-    `platform` the operator's last verdict on the platform (None: no PlatformReady condition).
+    `platform` the operator's last verdict on the platform (None: no PlatformReady condition),
+    `addresses` what its last apply found (None: no address conditions).
 
     A body the API server accepted but the model rejects gets an Invalid status and takes no part in
     the checks of the others; a Trunk being deleted takes no part either (its DIDs lose their trunk).
@@ -515,7 +531,7 @@ def plan_statuses(
     duplicates = duplicate_claims(config)
     for body, item in parsed:
         if isinstance(item, Trunk):
-            status = build_trunk_status(item, config, now=now, platform=platform)
+            status = build_trunk_status(item, config, now=now, platform=platform, addresses=addresses)
         elif isinstance(item, DID):
             status = build_did_status(item, config, now=now, duplicates=duplicates)
         else:

@@ -16,6 +16,7 @@ from trunkline.core.models import Model, ObjectName
 from trunkline.core.trunk_defaults import TrunkDefaults
 from trunkline.operator.platform import (
     DEFAULT_MEDIA_DENY_CIDRS,
+    EDGE_ADVERTISE_DESCRIPTION,
     MEDIA_ADVERTISE_DESCRIPTION,
     MEDIA_DENY_DESCRIPTION,
     Autoscaling,
@@ -145,8 +146,7 @@ class EdgeValues(Model):
     sipPort: ContainerPort = Field(5060, description="Container port for SIP over UDP and TCP.")
     advertise: Empty | Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.\-\[\]:]+$")] = Field(
         "",
-        description="HOST[:PORT] peers reach the edges at (the load balancer's name), written in Contact and "
-        "Record-Route so any edge takes a call's next request. Empty: the UDP Service's cluster name.",
+        description=EDGE_ADVERTISE_DESCRIPTION.replace("Unset:", "Empty:"),
     )
     tls: EdgeTlsValues = Field(default_factory=EdgeTlsValues)
     udpService: ServiceSettings = Field(

@@ -27,6 +27,8 @@ VALUES = (
     "media.kind=DaemonSet",
     "edge.udpService.type=LoadBalancer",
     "edge.tcpService.type=LoadBalancer",
+    # Named: left empty, the edges wait for the load balancer's address (test_addresses_from_the_api.py).
+    "edge.advertise=sip.example.net:5060",
     "edge.autoscaling.enabled=false",
     "edge.tls.enabled=true",
     "redis.sentinel.addresses={sentinel-0:26379,sentinel-1:26379}",

@@ -76,6 +76,8 @@ FIRST: dict[str, Any] = {
     "edge.autoscaling.minReplicas": 3,
     "edge.autoscaling.maxReplicas": 7,
     "edge.autoscaling.targetCPUUtilizationPercentage": 55,
+    "edge.autoscaling.metric": "activeCalls",
+    "edge.autoscaling.activeCallsPerPod": 41,
     "edge.resources.requests": {"cpu": 2},
     "edge.resources.limits": {"memory": "777Mi"},
     "edge.nonceKeyRotationHours": 5,
@@ -240,7 +242,7 @@ CHECKS: dict[str, Check | Callable[[dict[str, dict[str, Any]]], bool]] = {
     "control.resources.requests": (CTL, {"cpu": "101m"}),
     "control.resources.limits": (CTL, {"memory": "301Mi"}),
     "edge.sipPort": (EDGE, "0.0.0.0:5070"),
-    "edge.advertise": ("ConfigMap/voip-runtime", "sip.example.net:5080"),
+    "edge.advertise": (EDGE, {"name": "TRUNKLINE_EDGE_ADVERTISE", "value": "sip.example.net:5080"}),
     "edge.tls.enabled": (EDGE, "--tls-listen"),
     "edge.tls.port": (EDGE, "0.0.0.0:5071"),
     "edge.tls.servicePort": ("Service/voip-edge-tcp", 5091),
@@ -256,6 +258,14 @@ CHECKS: dict[str, Check | Callable[[dict[str, dict[str, Any]]], bool]] = {
     "edge.autoscaling.minReplicas": ("HorizontalPodAutoscaler/voip-edge", {"minReplicas": 3}),
     "edge.autoscaling.maxReplicas": ("HorizontalPodAutoscaler/voip-edge", 7),
     "edge.autoscaling.targetCPUUtilizationPercentage": ("HorizontalPodAutoscaler/voip-edge", 55),
+    "edge.autoscaling.metric": (
+        "HorizontalPodAutoscaler/voip-edge",
+        {"type": "Pods", "pods": {"metric": {"name": "trunkline_active_calls"}}},
+    ),
+    "edge.autoscaling.activeCallsPerPod": (
+        "HorizontalPodAutoscaler/voip-edge",
+        {"target": {"type": "AverageValue", "averageValue": "41"}},
+    ),
     "edge.resources.requests": (EDGE, {"cpu": "2"}),
     "edge.resources.limits": (EDGE, {"memory": "777Mi"}),
     "edge.nonceKeyRotationHours": ("NonceDueAfter6h/", {"due": True}),  # 5 h, not 24 h

@@ -181,10 +181,22 @@ def test_rbac_is_least_privilege() -> None:
         ("policy", "poddisruptionbudgets", "patch", "tl-trunkline-edge"),
         ("policy", "poddisruptionbudgets", "patch", "tl-trunkline-media"),
     }
+    # Of the Services it reads one: the UDP Service, for its load-balancer address.
+    assert {r for r in data_plane if r[1] == "services" and r[2] == "get"} == {
+        ("", "services", "get", "tl-trunkline-edge-udp")
+    }
     assert not any(verb in ("update", "*", "escalate", "bind") for _, _, verb, _ in watch | data_plane)
+    assert not find(docs, "ClusterRole", "voice-tl-trunkline-media-operator")  # no Node is read
     # The control service may only read.
     control = rules(docs, "ClusterRole", "voice-tl-trunkline-control")
     assert {verb for _, _, verb, _ in control} == {"get", "list", "watch"}
+
+
+def test_the_operator_lists_nodes_only_for_relays_that_read_theirs() -> None:
+    docs = render("media.kind=DaemonSet", "media.advertise=nodeExternalIP")
+    assert rules(docs, "ClusterRole", "voice-tl-trunkline-media-operator") == {("", "nodes", "list", "*")}
+    [subject] = one(docs, "ClusterRoleBinding", "voice-tl-trunkline-media-operator")["subjects"]
+    assert subject == {"kind": "ServiceAccount", "name": "tl-trunkline-operator", "namespace": "voice"}
 
 
 def test_namespace_scope_uses_roles() -> None:
@@ -338,3 +350,17 @@ def test_service_monitor_interval_must_be_a_prometheus_duration(interval: str) -
     result = helm("template", "tl", str(CHART), f"--set-string=metrics.serviceMonitor.interval={interval}",
                   check=False)  # fmt: skip
     assert result.returncode != 0 and "interval" in result.stderr
+
+
+def test_the_edges_address_from_the_load_balancer_through_the_chart() -> None:
+    # Empty edge.advertise with a LoadBalancer, or serviceExternal: the operator reads the Service.
+    for sets in (("edge.udpService.type=LoadBalancer",),
+                 ("edge.udpService.type=LoadBalancer", "edge.advertise=serviceExternal")):  # fmt: skip
+        assert platform_of(render(*sets)).edge.advertise_from_service, sets
+    assert not platform_of(render()).edge.advertise_from_service  # ClusterIP: its cluster name
+    named = render("edge.udpService.type=LoadBalancer", "edge.advertise=sip.example.net")
+    assert not platform_of(named).edge.advertise_from_service
+    # The values schema cannot tie the two values together: the operator refuses the platform.
+    configmap = one(render("edge.advertise=serviceExternal"), "ConfigMap", "tl-trunkline-platform")
+    with pytest.raises(ValueError, match=r"needs edge\.udpService\.type LoadBalancer"):
+        parse_platform(configmap["data"])

@@ -130,7 +130,12 @@ def test_edge_services_are_split_by_protocol() -> None:
         ("sip-tcp", 5080, "sip-tcp"),
         ("sip-tls", 5061, "sip-tls"),
     ]
-    container = pod_spec(build_edge_deployment(p, NS))["containers"][0]
+    # A LoadBalancer and no edge.advertise: the edges advertise its address, once the operator has it.
+    assert build_edge_deployment(p, NS) is None
+    edge = build_edge_deployment(p, NS, advertise="192.0.2.7:5060")
+    assert edge is not None
+    container = pod_spec(edge)["containers"][0]
+    assert {"name": "TRUNKLINE_EDGE_ADVERTISE", "value": "192.0.2.7:5060"} in container["env"]
     assert {port["name"] for port in container["ports"]} == {"sip-udp", "sip-tcp", "sip-tls", "http"}
     assert "--tls-listen" in container["args"]
 
