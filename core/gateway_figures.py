@@ -48,18 +48,30 @@ def attempt_counts(gateway: str, seized: bool, post_dial_delay: float | None) ->
     return counts
 
 
+MAX_GATEWAYS = 64  # a Carrier's gateways at most (CarrierSpec): what a read without a list keeps
+MAX_URI = 512
+
+
 def window(
-    buckets: Sequence[Mapping[str, int]], minutes: int, gateways: Collection[str]
+    buckets: Sequence[Mapping[str, int]], minutes: int, gateways: Collection[str] | None = None
 ) -> dict[str, GatewayFigures]:
-    """The figures of `gateways` over the first `minutes` buckets (newest first, as the store reads
-    them); a field of another gateway or of no known kind is ignored, a negative count reads as 0."""
+    """The figures over the first `minutes` buckets (newest first, as the store reads them) of
+    `gateways` (None: of any gateway, at most MAX_GATEWAYS of them: whoever reads without the
+    Carrier's list still gets a bounded answer). A field of another gateway or of no known kind is
+    ignored, a negative count reads as 0."""
     sums: dict[str, dict[str, int]] = {}
     for bucket in buckets[: max(0, minutes)]:
         for key, count in bucket.items():
             uri, _, kind = key.rpartition(" ")
-            if uri in gateways and kind in ("a", "s", "p", "d"):
-                found = sums.setdefault(uri, {})
-                found[kind] = found.get(kind, 0) + max(0, count)
+            known = uri in gateways if gateways is not None else 0 < len(uri) <= MAX_URI
+            if not known or kind not in ("a", "s", "p", "d"):
+                continue
+            found = sums.get(uri)
+            if found is None:
+                if len(sums) >= MAX_GATEWAYS:
+                    continue
+                found = sums[uri] = {}
+            found[kind] = found.get(kind, 0) + max(0, count)
     return {
         uri: GatewayFigures(s.get("a", 0), s.get("s", 0), s.get("p", 0), s.get("d", 0))
         for uri, s in sums.items()
