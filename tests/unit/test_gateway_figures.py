@@ -7,6 +7,8 @@ import asyncio
 import random
 from collections.abc import Coroutine
 
+from prometheus_client import CollectorRegistry
+
 from trunkline.core.gateway_figures import (
     FIGURES_TTL,
     LONG_WINDOW,
@@ -19,6 +21,7 @@ from trunkline.core.gateway_figures import (
 from trunkline.core.models import Carrier, CarrierRouting, Target
 from trunkline.core.state import MemoryStore, StoreUnavailable, upkeep_key
 from trunkline.edge.gateway_figures import FigureRecorder
+from trunkline.edge.metrics import EdgeMetrics
 from trunkline.edge.routing import by_quality, outbound_targets
 from trunkline.sip.message import Response
 
@@ -135,3 +138,13 @@ async def test_the_recorder_never_waits_drops_when_too_much_is_pending_and_count
     failing.attempt_ended(pstn, B, None, None)
     await asyncio.gather(*held)
     assert len(dropped) == 2 and failing.pending == 0  # the store's failure is a dropped figure
+
+
+def test_dropped_figures_show_on_the_edges_metrics() -> None:
+    registry = CollectorRegistry()
+    metrics = EdgeMetrics(registry)
+    recorder = FigureRecorder(
+        FailingStore(), lambda work: work.close(), metrics.figure_dropped, max_pending=0
+    )
+    recorder.attempt_ended(carrier(CarrierRouting.PRIORITY, A), A, None, None)
+    assert registry.get_sample_value("trunkline_gateway_figures_dropped_total") == 1.0
