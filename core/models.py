@@ -351,6 +351,12 @@ class GatewayStatus(BaseModel):
     pdd60m: float | None = Field(
         None, ge=0, description="Mean seconds from INVITE to its first 18x or 2xx, last 60 minutes."
     )
+    pdd5mP90: float | None = Field(
+        None, ge=0, description="90 % of the last 5 minutes' post-dial delays were within this (s)."
+    )
+    pdd60mP90: float | None = Field(
+        None, ge=0, description="90 % of the last 60 minutes' post-dial delays were within this (s)."
+    )
 
 
 class CarrierStatus(ResourceStatus):

@@ -205,12 +205,15 @@ def gateway_statuses(carrier: Carrier, live: CarrierUpkeep) -> list[dict[str, An
 
 
 def quality_fields(figures: GatewayFigures, suffix: str) -> dict[str, Any]:
-    """`attempts<suffix>`, and `asr<suffix>` (a ratio) and `pdd<suffix>` (seconds) when known."""
+    """`attempts<suffix>`, and `asr<suffix>` (a ratio), `pdd<suffix>` and `pdd<suffix>P90` (seconds)
+    when known."""
     fields: dict[str, Any] = {f"attempts{suffix}": figures.attempts}
     if figures.asr is not None:
         fields[f"asr{suffix}"] = round(figures.asr, 3)
     if figures.pdd is not None:
         fields[f"pdd{suffix}"] = round(figures.pdd, 3)
+    if figures.pdd_p90 is not None:
+        fields[f"pdd{suffix}P90"] = figures.pdd_p90
     return fields
 
 

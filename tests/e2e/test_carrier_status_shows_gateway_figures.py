@@ -103,6 +103,7 @@ def test_status_shows_the_figures_of_real_calls(
     assert (second["attempts5m"], second["asr5m"], second["asr60m"]) == (CALLS, 1.0, 1.0)
     # INVITE to its 180: at least the gateway's pause (a loaded machine only adds to it).
     assert RING_AFTER <= second["pdd5m"] < 10 and second["pdd60m"] == second["pdd5m"]
+    assert RING_AFTER <= second["pdd5mP90"] == second["pdd60mP90"]  # a histogram bucket's bound
     print(f"status.gateways: {json.dumps([first, second])}")
 
 

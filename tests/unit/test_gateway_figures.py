@@ -13,6 +13,7 @@ from trunkline.core.gateway_figures import (
     FIGURES_TTL,
     LONG_WINDOW,
     MAX_PDD_MS,
+    PDD_BOUNDS_MS,
     SHORT_WINDOW,
     GatewayFigures,
     attempt_counts,
@@ -37,9 +38,26 @@ class Clock:
 
 
 def test_one_attempt_counts_attempt_seizure_and_delay() -> None:
-    assert attempt_counts(A, True, 0.25) == {f"{A} a": 1, f"{A} s": 1, f"{A} p": 1, f"{A} d": 250}
+    assert attempt_counts(A, True, 0.25) == {
+        f"{A} a": 1,
+        f"{A} s": 1,
+        f"{A} p": 1,
+        f"{A} d": 250,
+        f"{A} h0": 1,
+    }
     assert attempt_counts(A, False, None) == {f"{A} a": 1}
-    assert attempt_counts(A, False, 1e9)[f"{A} d"] == MAX_PDD_MS  # an outlier cannot blow a sum up
+    outlier = attempt_counts(A, False, 1e9)
+    assert outlier[f"{A} d"] == MAX_PDD_MS and outlier[f"{A} h{len(PDD_BOUNDS_MS)}"] == 1  # a sum stays sane
+    assert f"{A} h2" in attempt_counts(A, False, 0.7)  # 500 ms < 700 ms <= 1000 ms
+
+
+def test_the_90th_percentile_is_the_bound_of_its_histogram_bucket() -> None:
+    buckets = [attempt_counts(A, True, 0.1) for _ in range(9)] + [attempt_counts(A, True, 3.0)]
+    assert window(buckets, 10, {A})[A].pdd_p90 == 0.25  # 9 of 10 within 250 ms
+    slower = [*buckets, attempt_counts(A, True, 3.0)]
+    assert window(slower, 11, {A})[A].pdd_p90 == 4.0  # 9 of 11 is under 90 %: the 3 s bucket's bound
+    assert window([attempt_counts(A, True, 1e9)], 1, {A})[A].pdd_p90 == MAX_PDD_MS / 1000
+    assert GatewayFigures(5, 0).pdd_p90 is None
 
 
 def test_figures_over_a_window_ignore_other_gateways_and_junk() -> None:
@@ -131,7 +149,7 @@ async def test_the_recorder_never_waits_drops_when_too_much_is_pending_and_count
     await asyncio.gather(*held)
     assert recorder.pending == 0
     found = window(await store.counts_per_minute(upkeep_key("figures", "ns", "pstn"), 1), 1, {A, B})
-    assert found == {A: GatewayFigures(2, 2, 2, 200)}
+    assert found == {A: GatewayFigures(2, 2, 2, 200, (2, 0, 0, 0, 0, 0, 0, 0, 0))}
 
     failing = FigureRecorder(FailingStore(), lambda work: held.append(work), lambda: dropped.append(1))
     held.clear()

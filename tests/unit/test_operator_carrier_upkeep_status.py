@@ -152,6 +152,12 @@ def test_status_shows_each_gateways_answer_seizure_ratio_and_post_dial_delay() -
         "lastStatus": 200,
         **status["gateways"][0],
     }
+    # With the histogram the edges write, the 90th percentile too.
+    timed = [{"sip:gw1 a": 2, "sip:gw1 p": 2, "sip:gw1 d": 900, "sip:gw1 h2": 2}]
+    live = carrier_upkeep(None, None, NOW, timed)
+    (entry,) = build_carrier_status(Carrier.model_validate(body), config(), now=T0, upkeep=live)["gateways"]
+    assert (entry["pdd5m"], entry["pdd5mP90"], entry["pdd60mP90"]) == (0.45, 1.0, 1.0)
+    Carrier.model_validate({**body, "status": {"gateways": [entry]}})
 
 
 def test_figures_of_a_hostile_store_stay_bounded() -> None:
