@@ -88,24 +88,22 @@ def by_quality(
     the others keep their places, and so do ties (a stable sort)."""
     result = list(ordered)
 
-    def ranked(item: W) -> GatewayFigures | None:
+    def asr(item: W) -> float | None:
+        """The item's ratio, None when it has too few attempts to be ranked."""
         found = figures.get(uri_of(item))
-        return found if found is not None and found.attempts >= minimum else None
+        return found.asr if found is not None and found.attempts >= minimum else None
 
     start = 0
     while start < len(result):
         end = start
         while end < len(result) and result[end].priority == result[start].priority:
             end += 1
-        places = [i for i in range(start, end) if ranked(result[i]) is not None]
-        best_first = sorted((result[i] for i in places), key=lambda item: -((ranked(item) or _NONE).asr or 0))
+        places = [i for i in range(start, end) if asr(result[i]) is not None]
+        best_first = sorted((result[i] for i in places), key=lambda item: -(asr(item) or 0.0))
         for place, item in zip(places, best_first, strict=True):
             result[place] = item
         start = end
     return result
-
-
-_NONE = GatewayFigures()
 
 
 def outbound_targets(
