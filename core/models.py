@@ -280,6 +280,14 @@ class CarrierHealth(Model):
     successesToUp: int = Field(2, ge=1, le=100, description="Answered probes in a row that mark it up.")
 
 
+class CarrierRouting(StrEnum):
+    PRIORITY = "priority"  # priority, then weight (RFC 2782)
+    QUALITY = "quality"  # within a priority, the best 5-minute answer-seizure ratio first
+
+
+QUALITY_MIN_ATTEMPTS = 10  # 5-minute attempts a gateway needs before `routing: quality` ranks it
+
+
 class CarrierSpec(Model):
     gateways: list[Target] = Field(min_length=1, max_length=64)
     prefixes: list[E164Prefix] = Field(
@@ -294,6 +302,12 @@ class CarrierSpec(Model):
     registration: CarrierRegistration = Field(default_factory=CarrierRegistration)
     health: CarrierHealth | None = Field(
         None, description="Probe the gateways with OPTIONS; unset: no probes."
+    )
+    routing: CarrierRouting = Field(
+        CarrierRouting.PRIORITY,
+        description="priority: by priority, then weight. quality: within a priority, gateways with at "
+        f"least {QUALITY_MIN_ATTEMPTS} attempts in the last 5 minutes are tried by answer-seizure ratio, "
+        "best first (docs/carriers.md).",
     )
     tracing: PeerTracing = Field(default_factory=PeerTracing)
     emergency: bool = Field(
@@ -319,13 +333,30 @@ class ResourceStatus(BaseModel):
 
 
 class GatewayStatus(BaseModel):
-    """One gateway as the health probes last saw it (Carrier `spec.health`)."""
+    """One gateway as the health probes last saw it (Carrier `spec.health`), and its answer-seizure
+    ratio and post-dial delay over the last 5 and 60 minutes (absent without attempts)."""
 
     uri: str
-    state: Literal["Up", "Down"]
+    state: Literal["Up", "Down"] | None = Field(None, description="Absent without `spec.health`.")
     lastTransitionTime: str | None = None
     lastStatus: int | None = Field(None, description="The last probe's final status; 408: no answer.")
     latencyMs: int | None = Field(None, ge=0, description="Round trip of the last answered probe.")
+    attempts5m: int | None = Field(None, ge=0, description="INVITEs sent in the last 5 minutes.")
+    attempts60m: int | None = Field(None, ge=0, description="INVITEs sent in the last 60 minutes.")
+    asr5m: float | None = Field(None, ge=0, le=1, description="Answered / attempts, last 5 minutes.")
+    asr60m: float | None = Field(None, ge=0, le=1, description="Answered / attempts, last 60 minutes.")
+    pdd5m: float | None = Field(
+        None, ge=0, description="Mean seconds from INVITE to its first 18x or 2xx, last 5 minutes."
+    )
+    pdd60m: float | None = Field(
+        None, ge=0, description="Mean seconds from INVITE to its first 18x or 2xx, last 60 minutes."
+    )
+    pdd5mP90: float | None = Field(
+        None, ge=0, description="90 % of the last 5 minutes' post-dial delays were within this (s)."
+    )
+    pdd60mP90: float | None = Field(
+        None, ge=0, description="90 % of the last 60 minutes' post-dial delays were within this (s)."
+    )
 
 
 class CarrierStatus(ResourceStatus):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -183,7 +183,21 @@ class StateStore(Protocol):
         """The gateways' calls failed in a row, as `count_call_failure` keeps them."""
         ...
 
+    # -- figures per minute: attempts, seizures and post-dial delay of each Carrier gateway ----------
+    async def count_per_minute(self, name: str, counts: Mapping[str, int], ttl: float) -> None:
+        """Add `counts` (field -> increment) into the bucket `name` of the current minute (store clock),
+        one step; each minute's bucket is forgotten `ttl` seconds after its last write."""
+        ...
+
+    async def counts_per_minute(self, name: str, minutes: int) -> list[dict[str, int]]:
+        """The buckets `name` of the last `minutes` minutes (at most MAX_MINUTES), the current minute
+        first; a minute nobody counted in is an empty dict."""
+        ...
+
     def now(self) -> float: ...
+
+
+MAX_MINUTES = 120  # the most minute buckets one read returns: bounded cost
 
 
 def upkeep_key(kind: str, namespace: str, name: str) -> str:
@@ -227,6 +241,8 @@ class MemoryStore:
     _leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> (owner, until)
     _upkeep: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)  # name -> (state, until)
     _call_failures: dict[str, tuple[dict[str, int], float]] = field(default_factory=dict)
+    # name -> minute -> (counts, forgotten at)
+    _minutes: dict[str, dict[int, tuple[dict[str, int], float]]] = field(default_factory=dict)
     # The CDR stream: the embedded default has no exporter, so this only bounds what tests can read.
     cdr_stream: deque[str] = field(default_factory=lambda: deque(maxlen=10_000))
 
@@ -460,3 +476,23 @@ class MemoryStore:
             self._call_failures.pop(name, None)
             return {}
         return dict(found[0])
+
+    async def count_per_minute(self, name: str, counts: Mapping[str, int], ttl: float) -> None:
+        now = self.clock()
+        buckets = self._minutes.setdefault(name, {})
+        for minute in [m for m, (_, until) in buckets.items() if until <= now]:
+            del buckets[minute]
+        minute = int(now // 60)
+        found = buckets.get(minute, ({}, 0.0))[0]
+        for key, increment in counts.items():
+            found[key] = found.get(key, 0) + increment
+        buckets[minute] = (found, now + ttl)
+
+    async def counts_per_minute(self, name: str, minutes: int) -> list[dict[str, int]]:
+        now = self.clock()
+        buckets, minute = self._minutes.get(name, {}), int(now // 60)
+        shown = []
+        for ago in range(max(0, min(minutes, MAX_MINUTES))):
+            found = buckets.get(minute - ago)
+            shown.append(dict(found[0]) if found is not None and found[1] > now else {})
+        return shown

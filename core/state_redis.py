@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from trunkline.core.state import (
     CDR_STREAM_MAXLEN,
     ENDED_TTL,
+    MAX_MINUTES,
     Admission,
     Binding,
     CallEnd,
@@ -217,6 +218,41 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return n
 """
 
+# Figures per minute: KEYS[1] = the name; the minute's hash is `<name>:<minute>` (server clock).
+# ARGV: ttl seconds, then field, increment pairs.
+_COUNT_PER_MINUTE = (
+    _NOW
+    + """
+local key = KEYS[1] .. ':' .. string.format('%d', math.floor(now / 60))
+for i = 2, #ARGV, 2 do redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', key, ARGV[1])
+return 1
+"""
+)
+# KEYS[1] = the name. ARGV: minutes. Reads only (a replica can answer): the buckets, newest first.
+_COUNTS_PER_MINUTE = (
+    _NOW
+    + """
+local minute = math.floor(now / 60)
+local found = {}
+for ago = 0, tonumber(ARGV[1]) - 1 do
+  found[ago + 1] = redis.call('HGETALL', KEYS[1] .. ':' .. string.format('%d', minute - ago))
+end
+return found
+"""
+)
+
+
+def _counts(flat: Sequence[bytes]) -> dict[str, int]:
+    """An HGETALL reply as counts; a field that is not a number (not ours) is left out."""
+    counts = {}
+    for i in range(0, len(flat) - 1, 2):
+        try:
+            counts[flat[i].decode(errors="replace")] = int(flat[i + 1])
+        except ValueError:
+            continue
+    return counts
+
 
 def _with_epoch(data: bytes | str, epoch: int) -> CallState:
     """A record as the store hands it to its new holder: with the epoch that holder fences with."""
@@ -367,6 +403,8 @@ class RedisStore:
         self._hold_lease = client.register_script(_HOLD_LEASE)
         self._release_lease = client.register_script(_RELEASE_LEASE)
         self._count_call_failure = client.register_script(_COUNT_CALL_FAILURE)
+        self._count_per_minute = client.register_script(_COUNT_PER_MINUTE)
+        self._counts_per_minute = client.register_script(_COUNTS_PER_MINUTE)
 
     @classmethod
     def from_url(
@@ -548,3 +586,17 @@ class RedisStore:
     async def call_failures(self, name: str) -> dict[str, int]:
         raw: dict[bytes, bytes] = await self._run(self.redis.hgetall(f"{self.p}{name}"))
         return {k.decode(errors="replace"): int(v) for k, v in raw.items() if v.isdigit()}
+
+    # -- figures per minute ------------------------------------------------------------------------
+    async def count_per_minute(self, name: str, counts: Mapping[str, int], ttl: float) -> None:
+        args: list[str | int] = [max(1, int(ttl))]
+        for key, increment in counts.items():
+            args += [key, int(increment)]
+        await self._run(self._count_per_minute(keys=[f"{self.p}{name}"], args=args))
+
+    async def counts_per_minute(self, name: str, minutes: int) -> list[dict[str, int]]:
+        minutes = max(0, min(minutes, MAX_MINUTES))
+        if not minutes:
+            return []
+        found = await self._run(self._counts_per_minute(keys=[f"{self.p}{name}"], args=[minutes]))
+        return [_counts(flat) for flat in found]

@@ -13,7 +13,7 @@ from functools import partial
 from trunkline.core.logs import event
 from trunkline.core.models import DID, Target, Trunk
 from trunkline.core.state import aor_of
-from trunkline.edge import call_failures, emergency, observing, trace_headers
+from trunkline.edge import attempt_ends, emergency, observing, trace_headers
 from trunkline.edge.call import Call, Leg, MediaError
 from trunkline.edge.carrier_auth import send_answering_challenges
 from trunkline.edge.cdr import Attempt, Direction, HungUp
@@ -97,7 +97,7 @@ async def route(
 async def attempt(ctx: EdgeContext, call: Call, target: Target, hop: Hop, invite: Request) -> Response | None:
     """One INVITE to one hop, in the CDR and the trace as an attempt of its own (a challenged INVITE
     and the one answering it are two)."""
-    call.b_invite, call.b_provisional = invite, False
+    call.b_invite, call.b_provisional, call.b_post_dial_delay = invite, False, None
     call.b = Leg((hop.host, hop.port), hop.transport, tag=invite.from_.tag or "")
     record = Attempt(target.uri, gateway=observing.host_port(hop.host, hop.port))
     call.record.attempts.append(record)
@@ -108,9 +108,8 @@ async def attempt(ctx: EdgeContext, call: Call, target: Target, hop: Hop, invite
         response = await try_target(ctx, call, invite, span)
     record.status = response.status if response else None
     span.end(None if response is None or response.status < 300 else str(response.status))
-    if carrier := observing.carrier_of(ctx.directory.carriers, target):
-        ctx.metrics.attempt(carrier, target.uri, attempt_outcome(call, response))
-        call_failures.call_ended(ctx, call, target.uri, response)  # in a row: a probed gateway down
+    if carrier := observing.carrier_with(ctx.directory.carriers, target):
+        attempt_ends.attempt_ended(ctx, call, carrier, target.uri, response)  # metrics, store
     if response is None or response.status >= 300:  # this attempt's Call-ID is done with
         ctx.traces.drop(invite.call_id, call.trace)
     return response
@@ -134,14 +133,6 @@ async def hops(
             yield target, number, parsed, hop
 
 
-def attempt_outcome(call: Call, response: Response | None) -> str:
-    if call.cancelled:
-        return "cancelled"
-    if response is None:
-        return "timeout"
-    return "answered" if 200 <= response.status < 300 else "rejected"
-
-
 async def try_target(
     ctx: EdgeContext, call: Call, invite: Request, span: AttemptSpan = NO_ATTEMPT
 ) -> Response | None:
@@ -157,6 +148,8 @@ async def try_target(
         if status > 100 and not timed:
             timed.append(True)
             ctx.metrics.post_dial_delay(call.trunk.name, time.monotonic() - sent)
+        if call.b_post_dial_delay is None and (180 <= status < 190 or 200 <= status < 300):
+            call.b_post_dial_delay = time.monotonic() - sent  # the gateway's figures: ringing or answer
 
     def provisional(response: Response) -> None:
         post_dial_delay(response.status)

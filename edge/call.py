@@ -91,6 +91,7 @@ class Call:
     b: Leg | None = None
     b_invite: Request | None = None
     b_provisional: bool = False
+    b_post_dial_delay: float | None = None  # the attempt's INVITE to its first 18x or 2xx, seconds
     cancelled: bool = False
     ended: bool = False
     pending_ack: dict[str, Request] = field(default_factory=dict)  # leg the ACK comes from -> INVITE sent

@@ -16,6 +16,7 @@ from typing import TypeVar
 from prometheus_client import CollectorRegistry
 
 from trunkline.core.emergency import DEFAULT_COUNTRIES, installation_numbers
+from trunkline.core.gateway_figures import GatewayFigures
 from trunkline.core.logs import event
 from trunkline.core.state import StateStore
 from trunkline.core.trunk_defaults import TrunkDefaults
@@ -23,6 +24,7 @@ from trunkline.edge.call import Call, Leg, MediaError, MediaPlane
 from trunkline.edge.cdr import CdrSink
 from trunkline.edge.digest import DigestAuthenticator
 from trunkline.edge.directory import Directory
+from trunkline.edge.gateway_figures import FigureRecorder
 from trunkline.edge.legs import Local, ack_for, new_tag, response_for
 from trunkline.edge.local_auth import LocalAuthState
 from trunkline.edge.metrics import EdgeMetrics
@@ -114,9 +116,13 @@ class EdgeContext:
         self.draining = False
         # Gateways the health probes found down, by carrier key (edge/upkeep.py keeps it from the store).
         self.gateways_down: dict[tuple[str, str], frozenset[str]] = {}
+        # Gateway figures of the last minutes (core/gateway_figures.py) of the Carriers that route by
+        # them (`routing: quality`), by carrier key: edge/upkeep.py keeps them from the store.
+        self.gateway_quality: dict[tuple[str, str], dict[str, GatewayFigures]] = {}
         self.metrics = EdgeMetrics(CollectorRegistry())  # the Edge puts one on the process's registry
         self.traces = Traces()
         self._tasks: set[asyncio.Future[None]] = set()
+        self.figures = FigureRecorder(store, self.spawn, lambda: self.metrics.figure_dropped())
 
     @property
     def directory(self) -> Directory:

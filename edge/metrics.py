@@ -121,6 +121,10 @@ class EdgeMetrics:
         self.store_errors = Counter(
             "trunkline_store_errors", "Shared store operations that failed", ["operation"], registry=registry
         )
+        self.figures_dropped = Counter(
+            "trunkline_gateway_figures_dropped", "Attempts left out of the store's gateway figures "
+            "(store failing or too slow)", registry=registry,
+        )  # fmt: skip
         # Carrier upkeep (edge/upkeep.py), as the shared store says: the same on every edge.
         self.carrier_registered = Gauge(
             "trunkline_carrier_registered", "1 while the carrier holds our registration", ["carrier"],
@@ -166,6 +170,9 @@ class EdgeMetrics:
 
     def attempt(self, carrier: str, gateway: str, outcome: str) -> None:
         self.attempts.labels(carrier, gateway, _one_of(outcome, ATTEMPT_OUTCOMES)).inc()
+
+    def figure_dropped(self) -> None:
+        self.figures_dropped.inc()
 
     def store(self, operation: str, seconds: float, ok: bool = True) -> None:
         operation = _one_of(operation, STORE_OPERATIONS)

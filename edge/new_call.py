@@ -98,7 +98,8 @@ def outbound(ctx: EdgeContext, inc: Incoming, trunk: Trunk) -> NewCall | None:
         ctx.reject(inc, rejection or Rejection(403, "Forbidden", "callerId"), trunk.name, tag)
         return None
     call = new_call(ctx, inc, trunk, Direction.OUTBOUND, caller, number, tag)
-    targets = outbound_targets(number, ctx.directory.carriers, down=ctx.gateways_down)
+    carriers = ctx.directory.carriers
+    targets = outbound_targets(number, carriers, down=ctx.gateways_down, quality=ctx.gateway_quality)
     return NewCall(call, caller, number, targets=[(t, number) for t in targets])
 
 

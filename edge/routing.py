@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Protocol, TypeVar
 
-from trunkline.core.models import DID, Carrier, Target, Trunk
+from trunkline.core.gateway_figures import GatewayFigures
+from trunkline.core.models import DID, QUALITY_MIN_ATTEMPTS, Carrier, CarrierRouting, Target, Trunk
 from trunkline.sip.uri import SipUri
 
 
@@ -79,20 +80,55 @@ def order_targets(targets: Sequence[Target], rng: random.Random | None = None) -
     return weighted_order(targets, rng or _RNG)
 
 
+def by_quality(
+    ordered: Sequence[W], uri_of: Callable[[W], str], figures: Mapping[str, GatewayFigures], minimum: int
+) -> list[W]:
+    """`ordered` (priorities ascending) with, within each priority, the items whose `figures` count at
+    least `minimum` attempts sorted by answer-seizure ratio, best first, among the places they hold;
+    the others keep their places, and so do ties (a stable sort)."""
+    result = list(ordered)
+
+    def asr(item: W) -> float | None:
+        """The item's ratio, None when it has too few attempts to be ranked."""
+        found = figures.get(uri_of(item))
+        return found.asr if found is not None and found.attempts >= minimum else None
+
+    start = 0
+    while start < len(result):
+        end = start
+        while end < len(result) and result[end].priority == result[start].priority:
+            end += 1
+        places = [i for i in range(start, end) if asr(result[i]) is not None]
+        best_first = sorted((result[i] for i in places), key=lambda item: -(asr(item) or 0.0))
+        for place, item in zip(places, best_first, strict=True):
+            result[place] = item
+        start = end
+    return result
+
+
 def outbound_targets(
     number: str,
     carriers: Iterable[Carrier],
     rng: random.Random | None = None,
     down: Mapping[tuple[str, str], Collection[str]] | None = None,
+    quality: Mapping[tuple[str, str], Mapping[str, GatewayFigures]] | None = None,
 ) -> list[Target]:
     """The gateways of the carriers for `number`, ordered; those the health probes found `down` (by
-    carrier key, gateway URIs) are skipped, unless every one is down: then all are tried in order."""
-    gateways = [gw for carrier in carriers_for(number, carriers) for gw in carrier.spec.gateways]
+    carrier key, gateway URIs) are skipped, unless every one is down: then all are tried in order.
+    The gateways of a carrier with `routing: quality` are then ranked by their `quality` figures (by
+    carrier key: the last 5 minutes') within their priority (`by_quality`)."""
+    matched = carriers_for(number, carriers)
+    gateways = [gw for carrier in matched for gw in carrier.spec.gateways]
     if down:
-        matched = carriers_for(number, carriers)
         alive = [gw for c in matched for gw in c.spec.gateways if gw.uri not in down.get(c.key, ())]
         gateways = alive or gateways
-    return order_targets(gateways, rng)
+    ordered = order_targets(gateways, rng)
+    if quality:
+        figures = {uri: found for c in matched if c.spec.routing is CarrierRouting.QUALITY
+                   for uri, found in quality.get(c.key, {}).items()}  # fmt: skip
+        if figures:
+            ordered = by_quality(ordered, lambda t: t.uri, figures, QUALITY_MIN_ATTEMPTS)
+    return ordered
 
 
 def inbound_targets(trunk: Trunk, did: DID, rng: random.Random | None = None) -> list[Target]:

@@ -5,7 +5,8 @@ is edge/carrier_registration.py); per Carrier with `spec.health`, a task probes 
 OPTIONS (hysteresis in edge/gateway_health.py). Each task works only while its edge holds the lease
 `upkeep:<kind>:<carrier>` (renewed every third of `lease_ttl`): when that edge dies, another edge's
 task takes the lease within `lease_ttl` and carries on from the state in the store. Every edge reads
-that state every `observe_every` seconds: routing skips down gateways, /metrics shows it all.
+that state every `observe_every` seconds: routing skips down gateways, /metrics shows it all; and the
+5-minute gateway figures of the Carriers with `routing: quality`, which rank their gateways.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 
+from trunkline.core.gateway_figures import SHORT_WINDOW, GatewayFigures, window
 from trunkline.core.logs import event
-from trunkline.core.models import Carrier
+from trunkline.core.models import Carrier, CarrierRouting
 from trunkline.core.state import StoreUnavailable, upkeep_key
 from trunkline.edge.call_failures import CALL_FAILURES_TTL
 from trunkline.edge.carrier_registration import (
@@ -263,7 +265,11 @@ class Upkeep:
         ctx, now = self.ctx, self.ctx.clock()
         seen: dict[Key, tuple[str, list[str]]] = {}
         down: dict[Key, frozenset[str]] = {}
+        quality: dict[Key, dict[str, GatewayFigures]] = {}
         for carrier in ctx.directory.carriers:
+            if carrier.spec.routing is CarrierRouting.QUALITY:
+                buckets = await ctx.store.counts_per_minute(upkeep_key("figures", *carrier.key), SHORT_WINDOW)
+                quality[carrier.key] = window(buckets, SHORT_WINDOW, {g.uri for g in carrier.spec.gateways})
             registered: bool | None = None
             gateways: dict[str, tuple[bool, float]] | None = None
             if carrier.spec.registration.enabled:
@@ -278,7 +284,7 @@ class Upkeep:
             if registered is not None or gateways is not None:
                 ctx.metrics.upkeep_seen(carrier.name, registered, gateways)
                 seen[carrier.key] = (carrier.name, list(gateways or ()))
-        ctx.gateways_down = down
+        ctx.gateways_down, ctx.gateway_quality = down, quality
         for key, (carrier_name, uris) in self._seen.items():
             if key not in seen:
                 ctx.metrics.forget_carrier(carrier_name, uris)

@@ -13,7 +13,8 @@
   none, and a drain ends at once.
 - With the store, a loop reads every Carrier's registration and gateway health as the edges keep
   them (edge/upkeep.py) every `counts_interval` and asks for a sweep when they change: the Carrier's
-  `Registered` and `Degraded` conditions follow.
+  `Registered` and `Degraded` conditions follow. It reads the gateways' figures too (answer-seizure
+  ratio, post-dial delay: core/gateway_figures.py); new values of those show at the next resync.
 Nothing here raises on a bad object: problems end up in status or in the log.
 """
 
@@ -33,6 +34,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from trunkline.core import telemetry
+from trunkline.core.gateway_figures import LONG_WINDOW
 from trunkline.core.models import API_VERSION, GROUP, VERSION, Secret, Trunk
 from trunkline.core.state import StateStore, StoreUnavailable, trunk_key, upkeep_key
 from trunkline.core.state_redis import RedisStore
@@ -170,9 +172,10 @@ class State:
         try:
             registration = await self.store.upkeep(upkeep_key("registration", namespace, name))
             health = await self.store.upkeep(upkeep_key("health", namespace, name))
+            figures = await self.store.counts_per_minute(upkeep_key("figures", namespace, name), LONG_WINDOW)
         except StoreUnavailable:
             return None
-        return carrier_upkeep(registration, health, time.time())
+        return carrier_upkeep(registration, health, time.time(), figures)
 
     async def _upkeep_loop(self) -> None:
         """Follow the Carriers' upkeep in the store; a change asks for a sweep of the namespace, which

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import datetime
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from trunkline.core.gateway_figures import LONG_WINDOW, SHORT_WINDOW, GatewayFigures, window
 from trunkline.core.manifests import ConfigSet
 from trunkline.core.models import (
     CREDENTIALS_LABEL,
@@ -80,20 +81,33 @@ class GatewaySeen:
 
 
 @dataclass(frozen=True)
+class GatewayQuality:
+    """One gateway's figures (core/gateway_figures.py) over the last 5 and 60 minutes."""
+
+    uri: str
+    short: GatewayFigures  # the last 5 minutes (no attempts: all 0)
+    long: GatewayFigures  # the last 60 minutes: at least one attempt
+
+
+@dataclass(frozen=True)
 class CarrierUpkeep:
-    """A Carrier's registration and gateway health as the edges keep them in the shared store."""
+    """A Carrier's registration, gateway health and gateway figures as the edges keep them in the
+    shared store."""
 
     registered: bool | None = None  # None: no edge reported the registration (off, or not yet)
     registration: str = ""  # where, until when, or why not
     gateways: tuple[GatewaySeen, ...] = ()
+    quality: tuple[GatewayQuality, ...] = ()
 
     @property
     def down(self) -> tuple[str, ...]:
         return tuple(sorted(g.uri for g in self.gateways if not g.up))
 
     def significant(self) -> tuple[object, ...]:
-        """What is worth a status write at once (a probe's round trip alone waits for the resync)."""
-        return (self.registered, self.registration, tuple((g.uri, g.up, g.status) for g in self.gateways))
+        """What is worth a status write at once (a probe's round trip alone, or new figures of a
+        gateway already shown, wait for the resync: calls would otherwise write the status each round)."""
+        health = tuple((g.uri, g.up, g.status) for g in self.gateways)
+        return (self.registered, self.registration, health, tuple(q.uri for q in self.quality))
 
 
 def _at(seconds: float) -> str:
@@ -105,10 +119,14 @@ def _number(value: object, default: float = 0.0) -> float:
 
 
 def carrier_upkeep(
-    registration: Mapping[str, Any] | None, health: Mapping[str, Any] | None, now: float
+    registration: Mapping[str, Any] | None,
+    health: Mapping[str, Any] | None,
+    now: float,
+    figures: Sequence[Mapping[str, int]] = (),
 ) -> CarrierUpkeep:
     """Read the store's upkeep states (`upkeep_key("registration"|"health", ...)`, written by the
-    edges) defensively: a field of the wrong type reads as unknown, never as an error."""
+    edges) and per-minute gateway figures (`upkeep_key("figures", ...)`, newest minute first)
+    defensively: a field of the wrong type reads as unknown, never as an error."""
     registered, message = None, ""
     if registration:
         until, status = registration.get("registered_until"), registration.get("status")
@@ -131,7 +149,12 @@ def carrier_upkeep(
                 seen = GatewaySeen(str(uri)[:512], g["up"], _number(g.get("changed_at")),
                                    int(_number(g.get("status"))), _number(g.get("latency")))  # fmt: skip
                 gateways.append(seen)
-    return CarrierUpkeep(registered, message, tuple(gateways))
+    short = window(figures, SHORT_WINDOW)
+    quality = tuple(
+        GatewayQuality(uri, short.get(uri, GatewayFigures()), long)
+        for uri, long in window(figures, LONG_WINDOW).items()
+    )
+    return CarrierUpkeep(registered, message, tuple(gateways), quality)
 
 
 def upkeep_changes(before: CarrierUpkeep, after: CarrierUpkeep) -> list[tuple[str, str, str]]:
@@ -155,26 +178,44 @@ def upkeep_changes(before: CarrierUpkeep, after: CarrierUpkeep) -> list[tuple[st
 
 
 def gateway_statuses(carrier: Carrier, live: CarrierUpkeep) -> list[dict[str, Any]] | None:
-    """`status.gateways`: each probed gateway of the spec, in its order (None: no probes)."""
-    if carrier.spec.health is None:
-        return None
-    seen = {g.uri: g for g in live.gateways}
+    """`status.gateways`: each gateway of the spec, in its order, that was probed (`spec.health`) or
+    had attempts in the last 60 minutes (None: none)."""
+    seen = {g.uri: g for g in live.gateways} if carrier.spec.health is not None else {}
+    figures = {q.uri: q for q in live.quality}
     shown = []
     for gateway in carrier.spec.gateways:
-        g = seen.get(gateway.uri)
-        if g is None:
+        g, q = seen.get(gateway.uri), figures.get(gateway.uri)
+        if g is None and q is None:
             continue
-        entry: dict[str, Any] = {"uri": g.uri, "state": "Up" if g.up else "Down"}
-        if g.changed_at > 0:
-            entry["lastTransitionTime"] = now_rfc3339(
-                datetime.datetime.fromtimestamp(g.changed_at, datetime.UTC)
-            )
-        if g.status:
-            entry["lastStatus"] = g.status
-        if g.latency > 0:
-            entry["latencyMs"] = round(g.latency * 1000)
+        entry: dict[str, Any] = {"uri": gateway.uri}
+        if g is not None:
+            entry["state"] = "Up" if g.up else "Down"
+            if g.changed_at > 0:
+                entry["lastTransitionTime"] = now_rfc3339(
+                    datetime.datetime.fromtimestamp(g.changed_at, datetime.UTC)
+                )
+            if g.status:
+                entry["lastStatus"] = g.status
+            if g.latency > 0:
+                entry["latencyMs"] = round(g.latency * 1000)
+        if q is not None:
+            entry.update(quality_fields(q.short, "5m"))
+            entry.update(quality_fields(q.long, "60m"))
         shown.append(entry)
     return shown or None
+
+
+def quality_fields(figures: GatewayFigures, suffix: str) -> dict[str, Any]:
+    """`attempts<suffix>`, and `asr<suffix>` (a ratio), `pdd<suffix>` and `pdd<suffix>P90` (seconds)
+    when known."""
+    fields: dict[str, Any] = {f"attempts{suffix}": figures.attempts}
+    if figures.asr is not None:
+        fields[f"asr{suffix}"] = round(figures.asr, 3)
+    if figures.pdd is not None:
+        fields[f"pdd{suffix}"] = round(figures.pdd, 3)
+    if figures.pdd_p90 is not None:
+        fields[f"pdd{suffix}P90"] = figures.pdd_p90
+    return fields
 
 
 def now_rfc3339(clock: datetime.datetime | None = None) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.redis_server import RedisProcess, start_redis
 from trunkline.core.state import (
+    MAX_MINUTES,
     Admission,
     Binding,
     CallEnd,
@@ -330,3 +331,26 @@ async def test_calls_failed_in_a_row_are_counted_per_gateway_and_reset(store: St
     assert await store.call_failures(name) == {"sip:b": 1}
     await asyncio.sleep(0.7)
     assert await store.call_failures(name) == {}
+
+
+def _summed(buckets: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for bucket in buckets:
+        for key, count in bucket.items():
+            total[key] = total.get(key, 0) + count
+    return total
+
+
+async def test_counts_per_minute_add_up_in_the_current_minute_and_expire(store: StateStore) -> None:
+    name = upkeep_key("figures", "default", "pstn")
+    assert await store.counts_per_minute(name, 5) == [{}] * 5
+    await store.count_per_minute(name, {"sip:a a": 1, "sip:a s": 1, "sip:a d": 180}, ttl=1)
+    await store.count_per_minute(name, {"sip:a a": 1, "sip:b a": 1}, ttl=1)
+    found = await store.counts_per_minute(name, 5)
+    assert len(found) == 5
+    assert sum(1 for bucket in found if bucket) <= 2  # a minute may have turned between the writes
+    assert _summed(found) == {"sip:a a": 2, "sip:a s": 1, "sip:a d": 180, "sip:b a": 1}
+    assert len(await store.counts_per_minute(name, 10_000)) == MAX_MINUTES  # bounded reads
+    assert await store.counts_per_minute(name, 0) == []
+    await asyncio.sleep(1.6)
+    assert _summed(await store.counts_per_minute(name, 5)) == {}

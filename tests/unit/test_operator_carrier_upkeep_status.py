@@ -121,3 +121,46 @@ def test_events_for_each_gateway_and_registration_change() -> None:
     assert upkeep_changes(CarrierUpkeep(), CarrierUpkeep(gateways=(down, other))) == [
         ("Warning", "GatewayDown", "gateway sip:gw1 is down (last status 408)")
     ]
+
+
+def test_status_shows_each_gateways_answer_seizure_ratio_and_post_dial_delay() -> None:
+    body = carrier_body("pstn", [])
+    body["spec"]["gateways"] = [{"uri": "sip:gw1"}, {"uri": "sip:gw2"}, {"uri": "sip:gw3"}]
+    now_minute = {"sip:gw1 a": 4, "sip:gw1 s": 3, "sip:gw1 p": 4, "sip:gw1 d": 2000, "sip:other a": 9}
+    old_minute = {"sip:gw2 a": 2, "sip:gw2 p": 1, "sip:gw2 d": 4000, "sip:gw1 a": 6, "junk": 1}
+    figures = [now_minute, {}, {}, {}, {}, {}, old_minute]  # gw2's attempts are 6 minutes old
+    live = carrier_upkeep(None, None, NOW, figures)
+    status = build_carrier_status(Carrier.model_validate(body), config(), now=T0, upkeep=live)
+    assert status["gateways"] == [  # no probes: no state; gw3 had no attempts: not shown
+        {"uri": "sip:gw1", "attempts5m": 4, "asr5m": 0.75, "pdd5m": 0.5,
+         "attempts60m": 10, "asr60m": 0.3, "pdd60m": 0.5},
+        {"uri": "sip:gw2", "attempts5m": 0, "attempts60m": 2, "asr60m": 0.0, "pdd60m": 4.0},
+    ]  # fmt: skip
+    Carrier.model_validate({**body, "status": status})  # the model (and so the CRD) takes it
+    # New figures of gateways already shown wait for the resync; a gateway newly shown does not.
+    more = carrier_upkeep(None, None, NOW, [{**now_minute, "sip:gw1 a": 40}, *figures[1:]])
+    assert more.significant() == live.significant()
+    assert carrier_upkeep(None, None, NOW, [now_minute]).significant() != live.significant()
+    # With probes, each entry has both.
+    body["spec"]["health"] = {"interval": 5}
+    health = {"gateways": {"sip:gw1": {"up": True, "status": 200}}}
+    both = build_carrier_status(Carrier.model_validate(body), config(), now=T0,
+                                upkeep=carrier_upkeep(None, health, NOW, figures))  # fmt: skip
+    assert both["gateways"][0] == {
+        "uri": "sip:gw1",
+        "state": "Up",
+        "lastStatus": 200,
+        **status["gateways"][0],
+    }
+    # With the histogram the edges write, the 90th percentile too.
+    timed = [{"sip:gw1 a": 2, "sip:gw1 p": 2, "sip:gw1 d": 900, "sip:gw1 h2": 2}]
+    live = carrier_upkeep(None, None, NOW, timed)
+    (entry,) = build_carrier_status(Carrier.model_validate(body), config(), now=T0, upkeep=live)["gateways"]
+    assert (entry["pdd5m"], entry["pdd5mP90"], entry["pdd60mP90"]) == (0.45, 1.0, 1.0)
+    Carrier.model_validate({**body, "status": {"gateways": [entry]}})
+
+
+def test_figures_of_a_hostile_store_stay_bounded() -> None:
+    junk = [{f"sip:gw{i} a": 1 for i in range(500)} | {"x" * 600 + " a": 1, " a": 5}]
+    live = carrier_upkeep(None, None, NOW, junk)
+    assert len(live.quality) == 64 and all(len(q.uri) <= 512 and q.uri for q in live.quality)
