@@ -7,6 +7,8 @@ On a machine others share, the load moves between two ladders run one after the 
 run side by side (one SIPp carrier UAS behind them) and each round runs one SIPp step per scenario
 (digest calls, IP ACL calls, REGISTER with digest) on each edge, the order swapped every round. Per
 step: CPU ms per call (or REGISTER) of each edge and their ratio; then the median ratio per scenario.
+With `--kamailio`, each round also runs the call scenario without credentials through Kamailio (the
+stateful proxy of bench/edge_calls.py) and prints each call scenario's ratio to it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from bench.edge_calls import (
     process_tree,
     run_sipp_step,
     start_edge,
+    start_kamailio,
     start_redis,
     takes_current_flags,
 )
@@ -58,6 +61,7 @@ def main() -> int:
     parser.add_argument(
         "--redis", action="store_true", help="both edges on a redis-server store (each its own)"
     )
+    parser.add_argument("--kamailio", action="store_true", help="and Kamailio (plain calls) each round")
     parser.add_argument("--only", choices=sorted(SCENARIO_RUNS), action="append", help="this scenario only")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="edge-ab-"))
@@ -73,8 +77,14 @@ def main() -> int:
             kwargs = {} if executable is None else {
                 "executable": executable, "current_flags": takes_current_flags(executable)
             }  # fmt: skip
-            proc, sip, _ = start_edge(procs, workdir / label, uas_port, extra, **kwargs)  # type: ignore[arg-type]
+            proc, sip, _ = start_edge(procs, workdir / label, uas_port, extra, **kwargs)
             edges[label] = Server(proc, sip, process_tree(proc.pid))
+        kamailio: Server | None = None
+        if args.kamailio:
+            kamailio_proc, address = start_kamailio(procs, workdir / "kamailio", uas_port)
+            kamailio = Server(kamailio_proc, address, process_tree(kamailio_proc.pid))
+        kamailio_ms: list[float] = []
+        to_kamailio: dict[str, list[float]] = {}
         print(
             f"{'round':>5} {'scenario':<16} {'this ms':>8} {'ref ms':>8} {'ratio':>6}   (ok this/ref)",
             flush=True,
@@ -98,10 +108,23 @@ def main() -> int:
                 ratios.setdefault(name, []).append(ratio)
                 print(f"{round_:>5} {name:<16} {ms['this']:>8.2f} {ms['reference']:>8.2f} {ratio:>6.2f}   "
                       f"({ok['this']} / {ok['reference']})", flush=True)  # fmt: skip
+                if scenario == "pbx_call.xml":
+                    to_kamailio.setdefault(name, []).append(ms["this"])
+            if kamailio is not None:
+                where = workdir / f"kamailio-{round_}"
+                step = run_sipp_step(where, kamailio.address, PBX_AUTH_IP, "pbx_call.xml", args.rate,
+                                     args.seconds, kamailio.pids, CALL)  # fmt: skip
+                kamailio_ms.append(step.per_1000(step.server_cpu))
+                print(f"{round_:>5} {'kamailio calls':<16} {kamailio_ms[-1]:>8.2f}   "
+                      f"({step.ok}/{step.attempts})", flush=True)  # fmt: skip
         print()
         for name, values in ratios.items():
             print(f"median ratio this/reference, {name}: {statistics.median(values):.2f} "
                   f"({', '.join(f'{v:.2f}' for v in values)})")  # fmt: skip
+        for name, values in to_kamailio.items() if kamailio_ms else ():
+            per_round = [v / k for v, k in zip(values, kamailio_ms, strict=False) if k]
+            print(f"median ratio this/kamailio, {name}: {statistics.median(per_round):.2f} "
+                  f"({', '.join(f'{v:.2f}' for v in per_round)})")  # fmt: skip
     except KeyboardInterrupt:
         return 130
     finally:

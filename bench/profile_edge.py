@@ -62,8 +62,8 @@ def top_entries(raw: Path, top: int = TOP) -> tuple[list[tuple[str, float]], lis
         for frame in set(frames):
             cumulative[frame] += count
     share = 100.0 / total if total else 0.0
-    # The frames under every sample (the entry point, the event loop's run) say nothing: left out.
-    inner = [(f, n) for f, n in cumulative.most_common() if n < 0.95 * total]
+    # The frames under (almost) every sample, the entry point and the event loop's run, say nothing.
+    inner = [(f, n) for f, n in cumulative.most_common() if n < 0.9 * total]
     return [(f, n * share) for f, n in own.most_common(top)], [(f, n * share) for f, n in inner[:top]]
 
 
