@@ -50,7 +50,7 @@ SCENARIO_RUNS = {
 }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -63,7 +63,7 @@ def main() -> int:
     )
     parser.add_argument("--kamailio", action="store_true", help="and Kamailio (plain calls) each round")
     parser.add_argument("--only", choices=sorted(SCENARIO_RUNS), action="append", help="this scenario only")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="edge-ab-"))
     procs = Processes()
     ratios: dict[str, list[float]] = {}
