@@ -537,6 +537,19 @@ def report(ladders: list[Ladder]) -> None:
             print(f"  {ladder.name}: stopped at {ladder.stopped}")
 
 
+def _rates(text: str) -> list[int]:
+    return [int(r) for r in text.split(",") if r.strip()]
+
+
+def takes_current_flags(executable: str) -> bool:
+    """Whether another build's edge takes the flood and trunk-default flags (a build of today's main
+    does, and without them would cap the benchmark at the default 5 calls/s)."""
+    shown = subprocess.run(
+        [executable, "edge", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    return "--default-calls-per-second" in shown.stdout
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -554,13 +567,16 @@ def main() -> int:
         help="another build's trunkline executable (repeatable): its digest and IP ACL call ladders run "
         "in the same run",
     )  # fmt: skip
+    steps_help = "comma-separated rates instead of the default ladder (a loaded machine: the low steps only)"
+    parser.add_argument("--call-steps", type=_rates, metavar="R1,R2,...", help=steps_help)
+    parser.add_argument("--register-steps", type=_rates, metavar="R1,R2,...", help=steps_help)
     args = parser.parse_args()
     for binary in ("sipp", str(TRUNKLINE)) + (() if args.no_kamailio else (KAMAILIO,)):
         if not shutil.which(binary):
             print(f"missing: {binary}")
             return 2
-    call_steps = QUICK_CALL_STEPS if args.quick else CALL_STEPS
-    register_steps = QUICK_REGISTER_STEPS if args.quick else REGISTER_STEPS
+    call_steps = args.call_steps or (QUICK_CALL_STEPS if args.quick else CALL_STEPS)
+    register_steps = args.register_steps or (QUICK_REGISTER_STEPS if args.quick else REGISTER_STEPS)
     seconds = QUICK_STEP_SECONDS if args.quick else STEP_SECONDS
 
     # SIGTERM (e.g. CI cancelling) and SIGINT unwind through the finally below. SIGINT is set
@@ -592,7 +608,11 @@ def main() -> int:
                              call_steps, seconds, [*call, *auth]))  # fmt: skip
         for number, executable in enumerate(args.reference_trunkline or [], 1):
             ref_proc, ref_sip, _ = start_edge(
-                procs, workdir / f"reference-{number}", uas_port, executable=executable, current_flags=False
+                procs,
+                workdir / f"reference-{number}",
+                uas_port,
+                executable=executable,
+                current_flags=takes_current_flags(executable),
             )
             reference = Server(ref_proc, ref_sip, process_tree(ref_proc.pid))
             print(f"reference {number} ({executable}): pid {ref_proc.pid} on {ref_sip}")

@@ -22,8 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_valida
 def _clean(value: Any) -> Any:
     """Strings as every sink takes them: no NUL (PostgreSQL text and jsonb refuse it), valid UTF-8
     (SIP values kept through surrogateescape would fail JSON encoding)."""
-    if isinstance(value, str):
+    if type(value) is str:
+        if value.isascii():  # the usual case (no surrogate to replace): one C-level check
+            return value.replace("\x00", "") if "\x00" in value else value
         return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, str):  # a str subclass (an enum's value)
+        return _clean(str(value))
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
     if isinstance(value, list):

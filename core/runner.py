@@ -8,6 +8,7 @@ import signal
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
+from trunkline.core import heap
 from trunkline.core.component import Component
 from trunkline.core.http import OpsServer
 from trunkline.core.logs import event
@@ -33,9 +34,12 @@ async def run_until_signalled(
     ops: OpsServer,
     grace: float,
     started: asyncio.Event | None = None,
+    settle_heap: bool = False,
 ) -> int:
     """Start everything; on the first signal stop taking new work and wait up to `grace` seconds for
-    live work to end; a second signal cuts the wait short. Returns the process exit code (0)."""
+    live work to end; a second signal cuts the wait short. Returns the process exit code (0).
+    `settle_heap`: freeze what start-up allocated and space out young collections (core/heap.py);
+    for a process of its own, not one that hosts other work (tests)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     hurry = asyncio.Event()
@@ -52,6 +56,8 @@ async def run_until_signalled(
             await component.start()
             running.append(component)
         await ops.start()
+        if settle_heap:
+            heap.settle()
         event(log, logging.INFO, "ready", components=",".join(c.name for c in components))
         if started:
             started.set()

@@ -87,6 +87,10 @@ class StateStore(Protocol):
 
     async def auth_failures(self, source: str, window: float) -> int: ...
 
+    async def auth_failures_of(self, sources: Sequence[str], window: float) -> list[int]:
+        """`auth_failures` of each source, in one round trip (the lockout asks two per request)."""
+        ...
+
     async def clear_auth_failures(self, source: str) -> None: ...
 
     async def put_binding(self, aor: str, binding: Binding) -> None: ...
@@ -220,12 +224,16 @@ class _Call:
     epoch: int = 0
 
 
+_PURGE_MIN = 64
+
+
 @dataclass
 class MemoryStore:
     """All state in this process's memory: for `trunkline up` and tests. Not shared between processes."""
 
     clock: Callable[[], float] = time.monotonic
     _channels: dict[str, dict[str, float]] = field(default_factory=dict)
+    _purge_at: dict[str, int] = field(default_factory=dict)  # channels of a trunk that trigger a purge
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
     _seen: dict[str, float] = field(default_factory=dict)
     # (expiry, key) of `_seen`, oldest first: expired keys leave in O(log n) each, never by a full scan
@@ -254,19 +262,31 @@ class MemoryStore:
         calls = self._channels.setdefault(trunk, {})
         for call in [c for c, expiry in calls.items() if expiry <= now]:
             del calls[call]
+        self._purge_at[trunk] = max(_PURGE_MIN, 2 * len(calls))
+        return calls
+
+    def _channels_of(self, trunk: str) -> dict[str, float]:
+        """A trunk's channels, expired ones included until they double in number since the last purge
+        (calls release theirs; only a lost edge's expire): a full pass per call cost O(live calls)."""
+        calls = self._channels.get(trunk)
+        if calls is None or len(calls) >= self._purge_at.get(trunk, _PURGE_MIN):
+            return self._live_channels(trunk)
         return calls
 
     async def acquire_channel(self, trunk: str, call: str, limit: int | None, ttl: float) -> bool:
-        calls = self._live_channels(trunk)
-        if call not in calls and limit is not None and len(calls) >= limit:
-            return False
-        calls[call] = self.clock() + ttl
+        calls, now = self._channels_of(trunk), self.clock()
+        if limit is not None and calls.get(call, now) <= now and len(calls) >= limit:
+            calls = self._live_channels(trunk)  # at the limit: count only the live ones
+            if call not in calls and len(calls) >= limit:
+                return False
+        calls[call] = now + ttl
         return True
 
     async def refresh_channel(self, trunk: str, call: str, ttl: float) -> None:
-        calls = self._live_channels(trunk)
-        if call in calls:
-            calls[call] = self.clock() + ttl
+        calls = self._channels_of(trunk)
+        now = self.clock()
+        if calls.get(call, now) > now:  # live (an expired channel is not brought back)
+            calls[call] = now + ttl
 
     async def release_channel(self, trunk: str, call: str) -> None:
         self._channels.get(trunk, {}).pop(call, None)
@@ -310,6 +330,9 @@ class MemoryStore:
     async def auth_failures(self, source: str, window: float) -> int:
         since = self.clock() - window
         return sum(1 for t in self._failures.get(source, []) if t > since)
+
+    async def auth_failures_of(self, sources: Sequence[str], window: float) -> list[int]:
+        return [await self.auth_failures(source, window) for source in sources]
 
     async def clear_auth_failures(self, source: str) -> None:
         self._failures.pop(source, None)

@@ -473,6 +473,12 @@ class RedisStore:
         value = await self._run(self.redis.get(f"{self.p}authfail:{source}"))
         return int(value or 0)
 
+    async def auth_failures_of(self, sources: Sequence[str], window: float) -> list[int]:
+        if not sources:
+            return []
+        values = await self._run(self.redis.mget([f"{self.p}authfail:{source}" for source in sources]))
+        return [int(value or 0) for value in values]
+
     async def clear_auth_failures(self, source: str) -> None:
         await self._run(self.redis.delete(f"{self.p}authfail:{source}"))
 

@@ -106,6 +106,9 @@ class Call:
     # Leg name -> its credentials toward a carrier that challenged (kept here only: an edge adopting
     # the call starts afresh with the carrier's next challenge).
     auth: dict[str, LegAuth] = field(default_factory=dict)
+    # The caller's INVITE as the call's record holds it, written once: every save of the call (set-up,
+    # answer, refreshes) wrote it again, its SDP included.
+    invite_data: str | None = field(default=None, repr=False)
 
     @property
     def key(self) -> str:
@@ -124,8 +127,10 @@ class Call:
 
     def to_state(self, media: dict[str, Any]) -> CallState:
         b = self.b
+        if self.invite_data is None:
+            self.invite_data = invite_to_data(self.a_invite)
         return {
-            "version": VERSION, "trunk": trunk_to_data(self.trunk), "invite": invite_to_data(self.a_invite),
+            "version": VERSION, "trunk": trunk_to_data(self.trunk), "invite": self.invite_data,
             "a": leg_to_record(self.a.addr, self.a.transport, self.a.tag, self.a.dialog),
             "b": leg_to_record(b.addr, b.transport, b.tag, b.dialog) if b else None,
             "record": call_record_to_data(self.record), "session_seconds": self.session_seconds,

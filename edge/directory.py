@@ -7,6 +7,7 @@ DID belongs to, what a trunk's numbers are. Rebuilt whenever the configuration c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final, cast
 
 from trunkline.core.manifests import ConfigSet
 from trunkline.core.models import DID, Carrier, Trunk
@@ -20,9 +21,24 @@ class Credentials:
     password: str
 
 
+# Which carrier and which trunk a source address is, asked on every new request (an address parsed and
+# tested against every CIDR each time): remembered per directory, for this many addresses at most (a
+# flood of spoofed sources empties the memo, it never grows past this).
+SOURCE_MEMO = 4096
+_UNKNOWN: Final = object()
+
+
+def _remember(memo: dict[str, object], address: str, found: object) -> None:
+    if len(memo) >= SOURCE_MEMO:
+        memo.clear()
+    memo[address] = found
+
+
 class Directory:
     def __init__(self, config: ConfigSet):
         self.config = config
+        self._carrier_by_source: dict[str, object] = {}
+        self._trunk_by_source: dict[str, object] = {}
         # Trunks are namespaced (two namespaces may both have an `acme`); numbers and digest
         # usernames are global, like the phone network and the edge's one realm space.
         self.trunks: dict[tuple[str, str], Trunk] = dict(config.trunks)
@@ -57,7 +73,11 @@ class Directory:
                 self._carrier_credentials[carrier.key] = (username, password)
 
     def carrier_for_source(self, address: str) -> Carrier | None:
-        return next((c for c in self.carriers if source_in(address, c.spec.inboundCidrs)), None)
+        found = self._carrier_by_source.get(address, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = next((c for c in self.carriers if source_in(address, c.spec.inboundCidrs)), None)
+            _remember(self._carrier_by_source, address, found)
+        return cast(Carrier | None, found)
 
     def carrier_credentials(self, carrier: Carrier) -> tuple[str, str] | None:
         """(username, password) from the Carrier's `spec.auth.credentialsSecret`, if it has them."""
@@ -69,7 +89,11 @@ class Directory:
 
     def trunk_for_source(self, address: str) -> Trunk | None:
         """The trunk whose IP ACL admits `address` without a challenge."""
-        return next((t for t in self.trunks.values() if source_in(address, t.spec.auth.ipAcl)), None)
+        found = self._trunk_by_source.get(address, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = next((t for t in self.trunks.values() if source_in(address, t.spec.auth.ipAcl)), None)
+            _remember(self._trunk_by_source, address, found)
+        return cast(Trunk | None, found)
 
     def credentials(self, username: str) -> Credentials | None:
         return self._credentials.get(username)

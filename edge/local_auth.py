@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 MAX_FAILURE_KEYS = 10_000  # (source, username) pairs and usernames, each with its recent failures
 MAX_FAILURES_PER_KEY = 64  # more than any lockout threshold: the count only has to reach it
@@ -41,6 +41,9 @@ class LocalAuthState:
     async def auth_failures(self, source: str, window: float) -> int:
         since = self.clock() - window
         return sum(1 for at in self._failures.get(source, ()) if at > since)
+
+    async def auth_failures_of(self, sources: Sequence[str], window: float) -> list[int]:
+        return [await self.auth_failures(source, window) for source in sources]
 
     async def clear_auth_failures(self, source: str) -> None:
         self._failures.pop(source, None)

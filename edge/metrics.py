@@ -96,6 +96,10 @@ class EdgeMetrics:
             "trunkline_sip_responses", "SIP responses, by request method, status class and direction",
             ["method", "status_class", "direction"], registry=registry,
         )  # fmt: skip
+        # Every message counts once: its series (closed label sets, never removed) are looked up once
+        # each rather than through `labels()`, which takes a lock and checks the labels every time.
+        self._request_series: dict[tuple[str, str], Counter] = {}
+        self._response_series: dict[tuple[str, str, str], Counter] = {}
         self.emergency = Counter(
             "trunkline_emergency_calls", "Emergency calls ended, by trunk and outcome",
             ["trunk", "outcome"], registry=registry,
@@ -155,12 +159,18 @@ class EdgeMetrics:
         self.emergency.labels(trunk, outcome_of(status)).inc()
 
     def request(self, method: str, direction: str) -> None:
-        self.requests.labels(_one_of(method, METHODS), _one_of(direction, SIP_DIRECTIONS)).inc()
+        key = (_one_of(method, METHODS), _one_of(direction, SIP_DIRECTIONS))
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = self.requests.labels(*key)
+        series.inc()
 
     def response(self, method: str, status: int, direction: str) -> None:
-        self.responses.labels(
-            _one_of(method, METHODS), status_class(status), _one_of(direction, SIP_DIRECTIONS)
-        ).inc()
+        key = (_one_of(method, METHODS), status_class(status), _one_of(direction, SIP_DIRECTIONS))
+        series = self._response_series.get(key)
+        if series is None:
+            series = self._response_series[key] = self.responses.labels(*key)
+        series.inc()
 
     def rejected(self, rule: str) -> None:
         self.rejections.add(rule)

@@ -475,7 +475,9 @@ async def _serve(args: argparse.Namespace) -> int:
                               security=security)  # fmt: skip
         mirror_task = asyncio.create_task(mirror.run())
     try:
-        return await run_until_signalled([component], OpsServer(http, [component], registry), args.grace)
+        return await run_until_signalled(
+            [component], OpsServer(http, [component], registry), args.grace, settle_heap=True
+        )
     finally:
         if mirror_task is not None:
             mirror_task.cancel()

@@ -217,10 +217,9 @@ class Message:
         if cached is not None:
             return cast(T, cached)
         keys = self._keys
-        try:
-            i = keys.index(key)
-        except ValueError:
+        if key not in keys:  # (not index's ValueError: responses have no Max-Forwards, read on each)
             return None
+        i = keys.index(key)
         if keys.count(key) > 1:
             raise SipParseError(f"Bad Request: more than one {display_name(key)}")
         v = self._values[i]

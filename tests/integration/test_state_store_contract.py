@@ -81,8 +81,12 @@ async def test_replay_keys_and_auth_failures(store: StateStore) -> None:
     assert await store.first_use("n1:00000001", ttl=0.3)
     assert [await store.note_auth_failure("203.0.113.9", 60) for _ in range(3)] == [1, 2, 3]
     assert await store.auth_failures("203.0.113.9", 60) == 3
+    assert await store.note_auth_failure("auth-user|alice", 60) == 1
+    assert await store.auth_failures_of(["203.0.113.9", "auth-user|alice", "nobody"], 60) == [3, 1, 0]
+    assert await store.auth_failures_of([], 60) == []
     await store.clear_auth_failures("203.0.113.9")
     assert await store.auth_failures("203.0.113.9", 60) == 0
+    assert await store.auth_failures_of(["203.0.113.9", "auth-user|alice"], 60) == [0, 1]
 
 
 async def test_bindings_and_dialogs(store: StateStore) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.support import edge_harness as world
 from trunkline.core.state import MemoryStore
+from trunkline.edge.call import Call
 from trunkline.edge.context import EdgeOptions
 
 
@@ -65,3 +66,16 @@ async def test_the_caller_of_a_ringing_call_of_a_dead_edge_gets_503(tmp_path: Pa
         assert isinstance(two.store, MemoryStore) and two.edge.active_calls == 0
     finally:
         keep_alive.cancel()
+
+
+async def test_the_record_holds_the_callers_invite_written_once(tmp_path: Path) -> None:
+    one, _ = pair(tmp_path)
+    answered = await world.answered_call(one)
+    held = one.edge.ctx.calls.get(answered.call_id)
+    assert held is not None and held.invite_data is not None
+    written = held.invite_data
+    stored = one.store._calls[answered.call_id].record
+    assert stored["invite"] is written  # the set-up's write and the answer's: one serialization
+    assert held.to_state({})["invite"] is written
+    adopted = Call.from_state(stored)
+    assert adopted.a_invite.to_bytes() == held.a_invite.to_bytes()

@@ -214,7 +214,8 @@ async def test_a_store_that_fails_admits_emergency_calls_on_local_state(tmp_path
     async def broken(*args: object, **kwargs: object) -> object:
         raise ConnectionError("store down")
 
-    for name in ("admit", "auth_failures", "first_use", "note_auth_failure", "clear_auth_failures"):
+    for name in ("admit", "auth_failures", "auth_failures_of", "first_use", "note_auth_failure",
+                 "clear_auth_failures"):  # fmt: skip
         setattr(h.store, name, broken)
     await h.stack.deliver(world.invite(), world.PBX)
     assert h.stack.responses[-1].status == 503

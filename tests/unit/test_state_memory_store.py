@@ -29,6 +29,24 @@ async def test_channels_cap_release_and_expire() -> None:
     assert await store.acquire_channel("other", "x", None, ttl=30)  # unlimited
 
 
+async def test_expired_channels_never_count_and_are_purged_as_they_pile_up() -> None:
+    clock = Clock()
+    store = MemoryStore(clock=clock)
+    for i in range(1000):  # channels whose edge vanished: never released, they expire
+        assert await store.acquire_channel("acme", f"lost-{i}", None, ttl=30)
+    clock.t += 31
+    assert await store.acquire_channel("acme", "new", 1, ttl=30)  # the expired ones do not count
+    assert not await store.acquire_channel("acme", "newer", 1, ttl=30)
+    await store.refresh_channel("acme", "lost-1", ttl=30)  # an expired channel is not brought back
+    assert await store.channels_in_use("acme") == 1
+    for i in range(10_000):  # without a limit, lapsed channels are purged as they double, not kept
+        await store.acquire_channel("busy", f"c{i}", None, ttl=30)
+        if i % 2:
+            await store.release_channel("busy", f"c{i - 1}")
+        clock.t += 0.01
+    assert len(store._channels["busy"]) < 2 * await store.channels_in_use("busy") + 64
+
+
 async def test_call_rate() -> None:
     clock = Clock()
     store = MemoryStore(clock=clock)
