@@ -12,7 +12,10 @@ Every SIP message sent or received on either leg is a `sip.message` event on the
 it, with method or status, leg (a: the caller's side, b: the callee's), direction, size and peer:
 `trunkline ladder` rebuilds the message sequence chart from those events alone.
 
-Tracing off, `start_call()` returns NO_TRACE whose methods do nothing: one global read per call.
+Tracing off, `start_call()` returns NO_TRACE whose methods do nothing: one global read per call; a
+call the sampler leaves out gets NO_TRACE too (one sampling decision, nothing else). The spans are
+core/lean_spans.py's LeanSpans, not the SDK's (measured: the SDK's span objects were most of what a
+traced call cost; bench/README-edge.md).
 Trace context goes into SIP only for peers that ask (edge/trace_headers.py). `CallTrace.traceparent`
 goes in the call's store record: an edge adopting the call after a failover continues its trace.
 """
@@ -25,7 +28,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from trunkline.core import telemetry
-from trunkline.edge.trace_messages import add_message, message_attributes
+from trunkline.core.lean_spans import LeanSpan, Recorder
+from trunkline.edge.trace_messages import message
+from trunkline.edge.trace_messages import message_attributes as message_attributes
 
 
 class NoTrace:
@@ -62,10 +67,23 @@ class NoTrace:
         pass
 
 
+@contextmanager
+def _current(span: LeanSpan) -> Iterator[None]:
+    """`span` is the current span inside (what `trace.use_span` does, without its exception
+    handling: our callers end their spans themselves)."""
+    from opentelemetry import context, trace
+
+    token = context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
 class Step:
     """A child span (auth, admission, routing, an in-dialog transaction); NO_STEP when off."""
 
-    def __init__(self, span: Any = None) -> None:
+    def __init__(self, span: LeanSpan | None = None) -> None:
         self._span = span
 
     @property
@@ -78,7 +96,7 @@ class Step:
 
     def message(self, leg: str, direction: str, first_line: str, size: int, peer: str = "") -> None:
         if self._span is not None:
-            add_message(self._span, message_attributes(leg, direction, first_line, size, peer))
+            self._span.message(message(leg, direction, first_line, size, peer))
 
     @contextmanager
     def current(self) -> Iterator[None]:
@@ -86,9 +104,7 @@ class Step:
         if self._span is None:
             yield
             return
-        from opentelemetry import trace
-
-        with trace.use_span(self._span, end_on_exit=False):
+        with _current(self._span):
             yield
 
     def end(self, error: str | None = None) -> None:
@@ -104,7 +120,7 @@ class Step:
 class Attempt(Step):
     """One INVITE toward a target (CLIENT span); `answered()` records the post-dial delay."""
 
-    def __init__(self, span: Any = None) -> None:
+    def __init__(self, span: LeanSpan | None = None) -> None:
         super().__init__(span)
         self._started = time.monotonic()
         self._first = False
@@ -119,7 +135,7 @@ class Attempt(Step):
         if status >= 200:
             self._span.set_attribute("sip.status_code", status)
 
-    def context(self) -> Any:
+    def context(self) -> LeanSpan | None:
         """Use as `with trace.use_span(attempt.context()...)` to put gRPC calls under this attempt."""
         return self._span
 
@@ -134,31 +150,27 @@ class CallTrace(NoTrace):
 
     recording = True
 
-    def __init__(self, span: Any) -> None:
-        from opentelemetry import trace
-
+    def __init__(self, span: LeanSpan, recorder: Recorder) -> None:
         self.span = span
-        self._tracer = _tracer()
-        self._context = trace.set_span_in_context(span)
-        context = span.get_span_context()
+        self._recorder = recorder
+        context = span.context
         self.trace_id = format(context.trace_id, "032x")
         self.traceparent = f"00-{self.trace_id}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
     def message(self, leg: str, direction: str, first_line: str, size: int, peer: str = "") -> None:
-        attributes = message_attributes(leg, direction, first_line, size, peer)
-        status = attributes.get("sip.status_code", 0)
-        if leg == "a" and direction == "sent" and status >= 200:
-            self.last_status = status
-        add_message(self.span, attributes)
+        event = message(leg, direction, first_line, size, peer)
+        if event[3] and leg == "a" and direction == "sent" and event[4] >= 200:
+            self.last_status = event[4]
+        self.span.message(event)
 
     @contextmanager
     def step(self, name: str, **attributes: Any) -> Iterator[Step]:
         """A child span around a phase of the call (auth, admission, routing); current inside."""
-        from opentelemetry import trace
+        from opentelemetry.trace import SpanKind
 
-        span = self._tracer.start_span(name, context=self._context, attributes=_attributes(attributes))
+        span = self._recorder.start_child(self.span, name, SpanKind.INTERNAL, _attributes(attributes))
         step = Step(span)
-        with trace.use_span(span, end_on_exit=False):
+        with _current(span):
             try:
                 yield step
             except BaseException as exc:
@@ -175,24 +187,21 @@ class CallTrace(NoTrace):
         if b_call_id:
             attrs["sip.b_call_id"] = b_call_id
             self.span.set_attribute("sip.b_call_id", b_call_id)
-        span = self._tracer.start_span(
-            "attempt", context=self._context, kind=SpanKind.CLIENT, attributes=attrs
-        )
-        return Attempt(span)
+        return Attempt(self._recorder.start_child(self.span, "attempt", SpanKind.CLIENT, attrs))
 
     def transaction(self, method: str, leg: str) -> Step:
         """A span for an in-dialog transaction (re-INVITE, UPDATE, BYE, INFO) started on `leg`."""
-        attrs = {"sip.method": method, "sip.leg": leg}
-        return Step(self._tracer.start_span(method, context=self._context, attributes=attrs))
+        from opentelemetry.trace import SpanKind
+
+        attrs: dict[str, Any] = {"sip.method": method, "sip.leg": leg}
+        return Step(self._recorder.start_child(self.span, method, SpanKind.INTERNAL, attrs))
 
     def set(self, **attributes: Any) -> None:
         self.span.set_attributes(_attributes(attributes))
 
     @contextmanager
     def current(self) -> Iterator[None]:
-        from opentelemetry import trace
-
-        with trace.use_span(self.span, end_on_exit=False):
+        with _current(self.span):
             yield
 
     def finish(self, status: int, hangup_side: str = "", reason: str = "") -> None:
@@ -232,6 +241,7 @@ def start_call(
         return NO_TRACE
     from opentelemetry.trace import SpanKind
 
+    recorder = _recorder()
     parent = _parent(traceparent, tracestate) if traceparent else None
     attributes = {
         key: value
@@ -246,21 +256,20 @@ def start_call(
         }.items()
         if value
     }
-    span = _tracer().start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
-    if not span.is_recording():
+    span = recorder.start_root(name, SpanKind.SERVER, attributes, parent)
+    if span is None:
         return NO_TRACE  # not sampled: the rest of the call costs nothing either
-    return CallTrace(span)
+    return CallTrace(span, recorder)
 
 
-_cached: list[Any] = []
+_cached: list[Recorder] = []
 
 
-def _tracer() -> Any:
-    """The edge's tracer, made once (get_tracer builds a new object per call)."""
-    if not _cached:
-        from opentelemetry import trace
-
-        _cached.append(trace.get_tracer("trunkline.edge"))
+def _recorder() -> Recorder:
+    """The edge's span recorder for the current tracer provider, made once per provider."""
+    provider = telemetry.provider()
+    if not _cached or _cached[0].provider is not provider:
+        _cached[:] = [Recorder(provider, "trunkline.edge")]
     return _cached[0]
 
 
