@@ -549,6 +549,7 @@ def main() -> int:
     parser.add_argument("--only-calls", action="store_true", help="only the digest call ladder(s)")
     tracing_help = "IP ACL calls on edges tracing into a local Jaeger: off, ratio 1.0, 0.01"
     parser.add_argument("--tracing", action="store_true", help=tracing_help)
+    parser.add_argument("--only-tracing", action="store_true", help="only the tracing ladders")
     parser.add_argument(
         "--reference-trunkline", metavar="PATH", action="append",
         help="another build's trunkline executable (repeatable): its digest and IP ACL call ladders run "
@@ -587,6 +588,10 @@ def main() -> int:
         rss_start = rss_mib(edge_proc.pid)
         auth = ["-au", USER, "-ap", PASSWORD]
         call = ["-s", CALLEE, "-key", "caller", CALLER]
+        if args.tracing and args.only_tracing:
+            ladders += tracing_ladders(procs, workdir, uas_port, call_steps, seconds, call)
+            report(ladders)
+            return 0
         name = "trunkline calls, digest: 407 + INVITE/200/ACK/BYE"
         ladders.append(climb(Ladder(name, "calls"), edge, workdir / "edge-calls", PBX_AUTH_IP, "pbx_call.xml",
                              call_steps, seconds, [*call, *auth]))  # fmt: skip

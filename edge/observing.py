@@ -70,8 +70,10 @@ class Traces:
 
 
 def first_line(message: Message) -> str:
+    """What a trace event keeps of the first line: a request's method (its URI is not kept, and
+    reading `Request.uri` would parse it), a response's `SIP/2.0 code reason`."""
     if isinstance(message, Request):
-        return f"{message.method} {message.uri} SIP/2.0"
+        return message.method
     assert isinstance(message, Response)
     return f"SIP/2.0 {message.status} {message.reason}"
 
