@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, TracerProvider
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util import types
+
+if TYPE_CHECKING:  # the SDK is imported once tracing is on (core/telemetry.py), not before
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event, TracerProvider
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 MESSAGE_EVENT = "sip.message"
 _NOT_REMOTE = False
@@ -59,6 +61,8 @@ class Recorder:
     __slots__ = ("max_attributes", "max_events", "processor", "provider", "random_ids", "resource", "scope")
 
     def __init__(self, provider: TracerProvider, scope: str) -> None:
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
         self.provider = provider
         self.processor: Any = provider._active_span_processor  # the processors' fan-out
         self.resource: Resource = provider.resource
@@ -183,6 +187,8 @@ class LeanSpan(trace.Span):
         if len(self.messages) + len(self.other_events) >= self._recorder.max_events:
             self.dropped_events += 1
             return
+        from opentelemetry.sdk.trace import Event
+
         self.other_events.append(Event(name, dict(attributes or {}), timestamp or time.time_ns()))
 
     def update_name(self, name: str) -> None:
@@ -228,6 +234,8 @@ class LeanSpan(trace.Span):
     @property
     def events(self) -> Sequence[Event]:
         """Every event, in time order (built on demand: the encoder reads `messages` directly)."""
+        from opentelemetry.sdk.trace import Event
+
         built = [Event(MESSAGE_EVENT, message_attributes(m), at) for at, m in self.messages]
         return sorted(built + self.other_events, key=lambda e: e.timestamp)
 

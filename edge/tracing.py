@@ -27,6 +27,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from trunkline.core import telemetry
 from trunkline.core.lean_spans import LeanSpan, Recorder
 from trunkline.edge.trace_messages import message
@@ -71,13 +75,11 @@ class NoTrace:
 def _current(span: LeanSpan) -> Iterator[None]:
     """`span` is the current span inside (what `trace.use_span` does, without its exception
     handling: our callers end their spans themselves)."""
-    from opentelemetry import context, trace
-
-    token = context.attach(trace.set_span_in_context(span))
+    token = otel_context.attach(trace.set_span_in_context(span))
     try:
         yield
     finally:
-        context.detach(token)
+        otel_context.detach(token)
 
 
 class Step:
@@ -110,8 +112,6 @@ class Step:
     def end(self, error: str | None = None) -> None:
         if self._span is not None:
             if error:
-                from opentelemetry.trace import Status, StatusCode
-
                 self._span.set_status(Status(StatusCode.ERROR, error))
             self._span.end()
             self._span = None
@@ -166,23 +166,21 @@ class CallTrace(NoTrace):
     @contextmanager
     def step(self, name: str, **attributes: Any) -> Iterator[Step]:
         """A child span around a phase of the call (auth, admission, routing); current inside."""
-        from opentelemetry.trace import SpanKind
-
         span = self._recorder.start_child(self.span, name, SpanKind.INTERNAL, _attributes(attributes))
         step = Step(span)
-        with _current(span):
-            try:
-                yield step
-            except BaseException as exc:
-                step.end(type(exc).__name__)
-                raise
+        token = otel_context.attach(trace.set_span_in_context(span))  # _current's, inlined: per step
+        try:
+            yield step
+        except BaseException as exc:
+            step.end(type(exc).__name__)
+            raise
+        finally:
+            otel_context.detach(token)
         step.end()
 
     def attempt(self, target: str, transport: str, b_call_id: str = "", **attributes: Any) -> Attempt:
         """A CLIENT span for one INVITE to `target`; `b_call_id`: the callee leg's Call-ID (also set
         on the call's span, so `trunkline ladder` finds the call by either leg's Call-ID)."""
-        from opentelemetry.trace import SpanKind
-
         attrs = {"server.address": target, "network.transport": transport.lower(), **_attributes(attributes)}
         if b_call_id:
             attrs["sip.b_call_id"] = b_call_id
@@ -191,8 +189,6 @@ class CallTrace(NoTrace):
 
     def transaction(self, method: str, leg: str) -> Step:
         """A span for an in-dialog transaction (re-INVITE, UPDATE, BYE, INFO) started on `leg`."""
-        from opentelemetry.trace import SpanKind
-
         attrs: dict[str, Any] = {"sip.method": method, "sip.leg": leg}
         return Step(self._recorder.start_child(self.span, method, SpanKind.INTERNAL, attrs))
 
@@ -215,8 +211,6 @@ class CallTrace(NoTrace):
             attrs["trunkline.reason"] = reason
         self.span.set_attributes(attrs)
         if status >= 500 or (status >= 400 and status not in (401, 407, 486, 487, 600, 603)):
-            from opentelemetry.trace import Status, StatusCode
-
             self.span.set_status(Status(StatusCode.ERROR, reason or str(status)))
         self.span.end()
 
@@ -239,26 +233,23 @@ def start_call(
     Attributes not known yet (the trunk before authentication) are left out; `set()` adds them."""
     if not telemetry.enabled():
         return NO_TRACE
-    from opentelemetry.trace import SpanKind
-
     recorder = _recorder()
     parent = _parent(traceparent, tracestate) if traceparent else None
-    attributes = {
-        key: value
-        for key, value in {
-            "sip.call_id": call_id,
-            "trunkline.trunk": trunk,
-            "trunkline.direction": direction,
-            "sip.caller": caller,
-            "sip.callee": callee,
-            "client.address": source,
-            "network.transport": transport.lower(),
-        }.items()
-        if value
-    }
-    span = recorder.start_root(name, SpanKind.SERVER, attributes, parent)
+    # Sampled before any attribute is built (the OTEL_TRACES_SAMPLER samplers do not read them): an
+    # unsampled call costs one sampling decision, and the rest of it nothing either.
+    span = recorder.start_root(name, SpanKind.SERVER, {}, parent)
     if span is None:
-        return NO_TRACE  # not sampled: the rest of the call costs nothing either
+        return NO_TRACE
+    identity = {
+        "sip.call_id": call_id,
+        "trunkline.trunk": trunk,
+        "trunkline.direction": direction,
+        "sip.caller": caller,
+        "sip.callee": callee,
+        "client.address": source,
+        "network.transport": transport.lower(),
+    }
+    span.set_attributes({key: value for key, value in identity.items() if value})
     return CallTrace(span, recorder)
 
 
