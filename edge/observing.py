@@ -78,8 +78,20 @@ def first_line(message: Message) -> str:
     return f"SIP/2.0 {message.status} {message.reason}"
 
 
+_PEERS_KEPT = 1024  # formatted peer addresses cached: a traced edge talks to a few PBXs and carriers
+_peers: dict[Addr, str] = {}
+
+
 def _peer(addr: Addr | None) -> str:
-    return f"{addr[0]}:{addr[1]}" if addr else ""
+    """`host:port` of a traced message's peer, formatted once per address (cleared when full)."""
+    if not addr:
+        return ""
+    text = _peers.get(addr)
+    if text is None:
+        if len(_peers) >= _PEERS_KEPT:
+            _peers.clear()
+        text = _peers[addr] = f"{addr[0]}:{addr[1]}"
+    return text
 
 
 class ObservedStack:

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, TraceIdRatioBased
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from trunkline.core import otlp_encoding
@@ -69,6 +69,9 @@ def test_lean_spans_encode_as_the_sdk_encoder_writes_them(memory: InMemorySpanEx
     assert written["call"].flags == 0x300 and written["call"].trace_state == "vendor=x1"
     assert written["call"].parent_span_id == bytes.fromhex("b7ad6b7169203331")
     assert written["attempt"].parent_span_id == written["call"].span_id
+    child = next(span for span in spans if span.name == "attempt").context
+    assert child == SpanContext(child.trace_id, child.span_id, False, child.trace_flags, child.trace_state)
+    assert child.is_valid and not child.is_remote
     assert [e.name for e in written["BYE"].events] == ["sip.message", "exception", "sip.message"]
     ringing = written["attempt"].events[1]
     assert {kv.key: kv.value.int_value for kv in ringing.attributes}["sip.status_code"] == 180
