@@ -143,8 +143,19 @@ def _span(span: Any) -> bytes:
     return bytes(out)
 
 
-_message_cache: dict[Message, bytes] = {}  # a stored SIP message event -> its name and attribute fields
+# A stored SIP message event -> its Event field but for the timestamp: (tag, length and timestamp
+# tag), then (name and attribute fields); the event is `head + timestamp + rest`.
+_message_cache: dict[Message, tuple[bytes, bytes]] = {}
 _head_cache: dict[tuple[str, int], bytes] = {}  # (name, kind) -> the span's name and kind fields
+_pack_times = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8), fixed64 both
+_UNSET_STATUS = b"\x7a\x00"  # an empty Status
+_LOCAL_FLAGS = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)
+_REMOTE_FLAGS = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
+
+
+def _message_event(message: Message) -> tuple[bytes, bytes]:
+    rest = _field(0x12, b"sip.message") + _attributes(0x1A, message_attributes(message))
+    return b"\x5a" + _varint(9 + len(rest)) + b"\x09", rest
 
 
 def _lean_span(span: LeanSpan) -> bytes:
@@ -171,33 +182,31 @@ def _lean_span(span: LeanSpan) -> bytes:
         if len(_head_cache) < _CACHE_LIMIT:  # names are ours (methods are cut to 32 characters)
             _head_cache[(span.name, kind)] = head
     out += head
-    out += b"\x39" + _pack_fixed64(span.start_time)
-    out += b"\x41" + _pack_fixed64(span.end_time or 0)
+    out += _pack_times(0x39, span.start_time, 0x41, span.end_time or 0)
     out += _attributes(0x4A, span.attributes)
     if span.dropped_attributes:
         out += b"\x50" + _varint(span.dropped_attributes)
     cache = _message_cache
     for at, message in span.messages:
-        rest = cache.get(message)
-        if rest is None:
-            rest = _field(0x12, b"sip.message") + _attributes(0x1A, message_attributes(message))
+        event = cache.get(message)
+        if event is None:
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
-            cache[message] = rest
-        out += b"\x5a"
-        out += _varint(9 + len(rest))
-        out += b"\x09"
+            event = cache[message] = _message_event(message)
+        out += event[0]
         out += _pack_fixed64(at)
-        out += rest
+        out += event[1]
     if span.dropped_events:
         out += b"\x60" + _varint(span.dropped_events)
     status = span.status
-    body = _field(0x12, _text(status.description)) if status.description else b""
-    if status.status_code.value:
-        body += b"\x18" + _varint(status.status_code.value)
-    out += _field(0x7A, body)
-    flags = _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)
-    out += b"\x85\x01" + _pack_fixed32(flags)
+    if status.status_code.value or status.description:
+        body = _field(0x12, _text(status.description)) if status.description else b""
+        if status.status_code.value:
+            body += b"\x18" + _varint(status.status_code.value)
+        out += _field(0x7A, body)
+    else:
+        out += _UNSET_STATUS
+    out += _REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS
     return bytes(out)
 
 
