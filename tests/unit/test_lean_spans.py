@@ -119,3 +119,17 @@ def test_the_providers_limits_bound_a_span(memory: InMemorySpanExporter) -> None
     assert span.attributes == {"k0": "again", "k1": 1} and span.dropped_attributes == 3
     request = ExportTraceServiceRequest.FromString(otlp_encoding.encode_spans([span]))
     assert request.resource_spans[0].scope_spans[0].spans[0].dropped_events_count == 2
+
+
+def test_the_event_encoding_cache_stays_bounded(memory: InMemorySpanExporter) -> None:
+    recorder = _recorder(memory)
+    for n in range(otlp_encoding._CACHE_LIMIT // 100 + 2):  # every event a new size: no two alike
+        root = recorder.start_root("call", SpanKind.SERVER, {})
+        assert root is not None
+        for size in range(100):
+            root.message(("a", "received", n * 100 + size, False, 0, "INFO", ""))
+        root.end()
+    request = ExportTraceServiceRequest.FromString(otlp_encoding.encode_spans(memory.get_finished_spans()))
+    assert len(otlp_encoding._message_cache) <= otlp_encoding._CACHE_LIMIT
+    last = request.resource_spans[0].scope_spans[0].spans[-1].events[-1]
+    assert {kv.key: kv.value.int_value for kv in last.attributes}["sip.size"] == (n + 1) * 100 - 1
