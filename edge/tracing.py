@@ -270,12 +270,18 @@ def _parent(traceparent: str, tracestate: str | None = None) -> Any:
     return W3C().extract({"traceparent": traceparent, **({"tracestate": tracestate} if tracestate else {})})
 
 
+_names: dict[str, str] = {}  # keyword -> attribute name; keywords are this code's own: a bounded set
+_PLAIN = (str, bool, int, float)
+
+
 def _attributes(values: dict[str, Any]) -> dict[str, Any]:
     """Keyword names to span attributes: `auth_method` -> `trunkline.auth_method` unless dotted."""
     out: dict[str, Any] = {}
     for key, value in values.items():
         if value is None:
             continue
-        name = key.replace("__", ".") if "__" in key else f"trunkline.{key}"
-        out[name] = value if isinstance(value, (str, bool, int, float)) else str(value)
+        name = _names.get(key)
+        if name is None:
+            name = _names[key] = key.replace("__", ".") if "__" in key else f"trunkline.{key}"
+        out[name] = value if isinstance(value, _PLAIN) else str(value)
     return out
