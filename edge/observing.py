@@ -19,6 +19,7 @@ from trunkline.core.models import Carrier, Target
 from trunkline.edge import tracing
 from trunkline.edge.call import Call
 from trunkline.edge.metrics import EdgeMetrics
+from trunkline.edge.trace_messages import peer as _peer
 from trunkline.edge.tracing import NoTrace
 from trunkline.sip.message import Message, Request, Response
 from trunkline.sip.stack import (
@@ -70,28 +71,12 @@ class Traces:
 
 
 def first_line(message: Message) -> str:
-    """What a trace event keeps of the first line: a request's method (its URI is not kept, and
-    reading `Request.uri` would parse it), a response's `SIP/2.0 code reason`."""
+    """What a trace event keeps of the first line: a request's method (not `Request.uri`: parsed on
+    reading), a response's `SIP/2.0 code reason`."""
     if isinstance(message, Request):
         return message.method
     assert isinstance(message, Response)
     return f"SIP/2.0 {message.status} {message.reason}"
-
-
-_PEERS_KEPT = 1024  # formatted peer addresses cached: a traced edge talks to a few PBXs and carriers
-_peers: dict[Addr, str] = {}
-
-
-def _peer(addr: Addr | None) -> str:
-    """`host:port` of a traced message's peer, formatted once per address (cleared when full)."""
-    if not addr:
-        return ""
-    text = _peers.get(addr)
-    if text is None:
-        if len(_peers) >= _PEERS_KEPT:
-            _peers.clear()
-        text = _peers[addr] = f"{addr[0]}:{addr[1]}"
-    return text
 
 
 class ObservedStack:

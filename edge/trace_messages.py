@@ -10,7 +10,7 @@ from typing import Any
 from trunkline.core.lean_spans import MESSAGE_EVENT, Message
 from trunkline.core.lean_spans import message_attributes as stored_attributes
 
-__all__ = ["DIRECTIONS", "LEGS", "MESSAGE_EVENT", "message", "message_attributes"]
+__all__ = ["DIRECTIONS", "LEGS", "MESSAGE_EVENT", "message", "message_attributes", "peer"]
 
 LEGS = ("a", "b")
 DIRECTIONS = ("received", "sent")
@@ -28,3 +28,19 @@ def message(leg: str, direction: str, first_line: str, size: int, peer: str) -> 
 def message_attributes(leg: str, direction: str, first_line: str, size: int, peer: str) -> dict[str, Any]:
     """The event attributes of one SIP message, as the trace carries them."""
     return stored_attributes(message(leg, direction, first_line, size, peer))
+
+
+_PEERS_KEPT = 1024  # formatted peer addresses cached: a traced edge talks to a few PBXs and carriers
+_peers: dict[tuple[str, int], str] = {}
+
+
+def peer(addr: tuple[str, int] | None) -> str:
+    """`host:port` of a traced message's peer, formatted once per address (cleared when full)."""
+    if not addr:
+        return ""
+    text = _peers.get(addr)
+    if text is None:
+        if len(_peers) >= _PEERS_KEPT:
+            _peers.clear()
+        text = _peers[addr] = f"{addr[0]}:{addr[1]}"
+    return text

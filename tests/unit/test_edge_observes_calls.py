@@ -193,11 +193,11 @@ async def test_metrics_move_with_calls_messages_rejections_and_attempts(tmp_path
 
 
 def test_peer_addresses_are_formatted_once_and_kept_bounded() -> None:
-    from trunkline.edge import observing
+    from trunkline.edge import trace_messages
 
-    assert observing._peer(("127.0.0.1", 5070)) == "127.0.0.1:5070"
-    assert observing._peer(("127.0.0.1", 5070)) is observing._peer(("127.0.0.1", 5070))
-    assert observing._peer(None) == ""
-    for port in range(observing._PEERS_KEPT * 2):  # every source port new: a flood of peers
-        assert observing._peer(("127.0.0.2", port)) == f"127.0.0.2:{port}"
-    assert len(observing._peers) <= observing._PEERS_KEPT
+    assert trace_messages.peer(("127.0.0.1", 5070)) == "127.0.0.1:5070"
+    assert trace_messages.peer(("127.0.0.1", 5070)) is trace_messages.peer(("127.0.0.1", 5070))
+    assert trace_messages.peer(None) == ""
+    for port in range(trace_messages._PEERS_KEPT * 2):  # every source port new: a flood of peers
+        assert trace_messages.peer(("127.0.0.2", port)) == f"127.0.0.2:{port}"
+    assert len(trace_messages._peers) <= trace_messages._PEERS_KEPT
