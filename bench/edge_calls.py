@@ -509,6 +509,64 @@ def tracing_ladders(
     return ladders
 
 
+def tracing_rounds(procs: Processes, workdir: Path, uas_port: int, rate: int, seconds: float, rounds: int,
+                   call: list[str], references: list[str]) -> None:  # fmt: skip
+    """Every tracing mode's edge (and each reference build's, off and ratio 1.0) one step each in
+    turn, `rounds` times, the order rotated each round: the load of whatever else runs on the machine
+    drifts over minutes, and ladders run one after another compare different loads; interleaved
+    steps share it. Prints CPU per call per round and the ratios to the same build's untraced edge."""
+    binary = jaeger_binary()
+    if binary is None:
+        print("no jaeger binary (scripts/jaeger.sh): no tracing rounds")
+        return
+    jaeger = Jaeger(workdir / "jaeger", binary).start()
+    assert jaeger.proc is not None
+    procs.procs.append(("jaeger", jaeger.proc, []))
+    edges: list[tuple[str, Server]] = []
+    builds = [("", str(TRUNKLINE))] + [(f"ref{n} ", exe) for n, exe in enumerate(references, 1)]
+    for prefix, executable in builds:
+        for label, ratio, protocol in TRACING_MODES:
+            if prefix and label not in ("off", "ratio 1.0"):
+                continue
+            endpoint = jaeger.otlp_http if protocol == "http/protobuf" else jaeger.otlp_grpc
+            extra = ["--otlp-endpoint", endpoint] if ratio else []
+            env = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": ratio} if ratio else {}
+            if protocol:
+                env["OTEL_EXPORTER_OTLP_PROTOCOL"] = protocol
+            name = prefix + label
+            where = workdir / f"edge-rounds-{name.replace(' ', '-').replace('/', '-')}"
+            proc, sip, _ = start_edge(procs, where, uas_port, extra, env, executable=executable)
+            print(f"{name}: {executable} pid {proc.pid} on {sip}")
+            edges.append((name, Server(proc, sip, process_tree(proc.pid))))
+    for name, server in edges:  # warm-up, not counted: the first calls of a process cost more (imports)
+        run_sipp_step(workdir / "warm-up" / name.replace(" ", "-").replace("/", "-"), server.address,
+                      PBX_ACL_IP, "pbx_call.xml", rate, 2.0, server.pids, call)  # fmt: skip
+    per_call: dict[str, dict[int, float]] = {name: {} for name, _ in edges}  # round -> CPU ms per call
+    for n in range(rounds):
+        shift = n % len(edges)
+        for name, server in edges[shift:] + edges[:shift]:
+            where = workdir / f"round-{n}" / name.replace(" ", "-").replace("/", "-")
+            step = run_sipp_step(where, server.address, PBX_ACL_IP, "pbx_call.xml", rate, seconds,
+                                 server.pids, call)  # fmt: skip
+            if step.success < 100.0:
+                print(f"  round {n + 1} {name}: {step.ok}/{step.attempts} calls: not counted")
+                continue
+            per_call[name][n] = step.server_cpu / step.ok * 1000
+        print(f"  round {n + 1}: " + ", ".join(f"{k} {v[n]:.2f}" for k, v in per_call.items() if n in v))
+    print(f"\n== Tracing, {rounds} interleaved rounds of {rate} calls/s x {seconds:g} s: CPU ms per call")
+    for name, values in per_call.items():
+        if not values:
+            continue
+        base = per_call.get(name.split(" ")[0] + " off" if name.startswith("ref") else "off", {})
+        pairs = [value / base[n] for n, value in values.items() if n in base]
+        mean = sum(values.values()) / len(values)
+        ratio = ""
+        if pairs:
+            base_mean = sum(base.values()) / len(base)
+            ratio = f"ratio per round {min(pairs):.2f}-{max(pairs):.2f}, of the means {mean / base_mean:.2f}"
+        print(f"  {name:28} {' '.join(f'{v:.2f}' for v in values.values())}  mean {mean:.2f}  {ratio}")
+
+
 def report(ladders: list[Ladder]) -> None:
     print("\n== Summary (highest step: 100% success, achieved >= 90% of offered, <= 1% retransmitted)")
     print(f"  {'':50} {'rate/s':>7} {'server CPU s/1000':>17}")
@@ -562,6 +620,11 @@ def main() -> int:
     parser.add_argument("--only-calls", action="store_true", help="only the digest call ladder(s)")
     tracing_help = "IP ACL calls on edges tracing into a local Jaeger: off, ratio 1.0, 0.01"
     parser.add_argument("--tracing", action="store_true", help=tracing_help)
+    parser.add_argument("--only-tracing", action="store_true", help="only the tracing ladders")
+    parser.add_argument("--tracing-rounds", type=int, default=0, metavar="N",
+                        help="instead of ladders: N interleaved rounds of one step per tracing mode "
+                        "(and per --reference-trunkline, off and 1.0)")  # fmt: skip
+    parser.add_argument("--tracing-rate", type=int, default=100, help="calls/s of --tracing-rounds' steps")
     parser.add_argument(
         "--reference-trunkline", metavar="PATH", action="append",
         help="another build's trunkline executable (repeatable): its digest and IP ACL call ladders run "
@@ -603,6 +666,14 @@ def main() -> int:
         rss_start = rss_mib(edge_proc.pid)
         auth = ["-au", USER, "-ap", PASSWORD]
         call = ["-s", CALLEE, "-key", "caller", CALLER]
+        if args.tracing_rounds:
+            tracing_rounds(procs, workdir, uas_port, args.tracing_rate, seconds, args.tracing_rounds, call,
+                           args.reference_trunkline or [])  # fmt: skip
+            return 0
+        if args.tracing and args.only_tracing:
+            ladders += tracing_ladders(procs, workdir, uas_port, call_steps, seconds, call)
+            report(ladders)
+            return 0
         name = "trunkline calls, digest: 407 + INVITE/200/ACK/BYE"
         ladders.append(climb(Ladder(name, "calls"), edge, workdir / "edge-calls", PBX_AUTH_IP, "pbx_call.xml",
                              call_steps, seconds, [*call, *auth]))  # fmt: skip

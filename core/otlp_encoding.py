@@ -16,6 +16,8 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from trunkline.core.lean_spans import LeanSpan, Message, message_attributes
+
 # Span.flags (field 16): the SDK's encoder sets "has is_remote" on every span, "is remote" for a
 # span whose parent came from another process.
 _HAS_IS_REMOTE = 0x100
@@ -141,6 +143,73 @@ def _span(span: Any) -> bytes:
     return bytes(out)
 
 
+# A stored SIP message event -> its Event field but for the timestamp: (tag, length and timestamp
+# tag), then (name and attribute fields); the event is `head + timestamp + rest`.
+_message_cache: dict[Message, tuple[bytes, bytes]] = {}
+_head_cache: dict[tuple[str, int], bytes] = {}  # (name, kind) -> the span's name and kind fields
+_pack_times = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8), fixed64 both
+_UNSET_STATUS = b"\x7a\x00"  # an empty Status
+_LOCAL_FLAGS = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)
+_REMOTE_FLAGS = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
+
+
+def _message_event(message: Message) -> tuple[bytes, bytes]:
+    rest = _field(0x12, b"sip.message") + _attributes(0x1A, message_attributes(message))
+    return b"\x5a" + _varint(9 + len(rest)) + b"\x09", rest
+
+
+def _lean_span(span: LeanSpan) -> bytes:
+    """One Span message's body from a LeanSpan: `_span`'s output, with its SIP message events each
+    one cache lookup (their attributes repeat: legs, methods, statuses, sizes, a few peers)."""
+    if span.other_events:  # events of other kinds, interleaved in time: the general path
+        return _span(span)
+    context = span.context
+    parent = span.parent
+    out = bytearray(b"\x0a\x10")
+    out += context.trace_id.to_bytes(16, "big")
+    out += b"\x12\x08"
+    out += context.span_id.to_bytes(8, "big")
+    state = context.trace_state
+    if state:
+        out += _field(0x1A, _text(state.to_header()))
+    if parent is not None:
+        out += b"\x22\x08"
+        out += parent.span_id.to_bytes(8, "big")
+    kind = span.kind.value
+    head = _head_cache.get((span.name, kind))
+    if head is None:
+        head = _field(0x2A, _text(span.name)) + b"\x30" + _varint(kind + 1)
+        if len(_head_cache) < _CACHE_LIMIT:  # names are ours (methods are cut to 32 characters)
+            _head_cache[(span.name, kind)] = head
+    out += head
+    out += _pack_times(0x39, span.start_time, 0x41, span.end_time or 0)
+    out += _attributes(0x4A, span.attributes)
+    if span.dropped_attributes:
+        out += b"\x50" + _varint(span.dropped_attributes)
+    cache = _message_cache
+    for at, message in span.messages:
+        event = cache.get(message)
+        if event is None:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            event = cache[message] = _message_event(message)
+        out += event[0]
+        out += _pack_fixed64(at)
+        out += event[1]
+    if span.dropped_events:
+        out += b"\x60" + _varint(span.dropped_events)
+    status = span.status
+    if status.status_code.value or status.description:
+        body = _field(0x12, _text(status.description)) if status.description else b""
+        if status.status_code.value:
+            body += b"\x18" + _varint(status.status_code.value)
+        out += _field(0x7A, body)
+    else:
+        out += _UNSET_STATUS
+    out += _REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS
+    return bytes(out)
+
+
 def _scope(scope: Any) -> bytes:
     """An InstrumentationScope message's body (name, version, attributes)."""
     body = _field(0x0A, _text(scope.name)) if scope.name else b""
@@ -160,7 +229,8 @@ def encode_spans(spans: Iterable[Any]) -> bytes:
         key = id(resource)
         if key not in grouped:
             resources[key], grouped[key] = resource, {}
-        grouped[key].setdefault(span.instrumentation_scope, []).append(_span(span))
+        one = _lean_span(span) if type(span) is LeanSpan else _span(span)
+        grouped[key].setdefault(span.instrumentation_scope, []).append(one)
     request = bytearray()
     for key, scopes in grouped.items():
         resource = resources[key]
@@ -181,3 +251,5 @@ def encode_spans(spans: Iterable[Any]) -> bytes:
 def clear_cache() -> None:
     """Forget the cached attribute encodings (tests)."""
     _pair_cache.clear()
+    _message_cache.clear()
+    _head_cache.clear()

@@ -129,6 +129,13 @@ def enabled() -> bool:
     return _provider is not None
 
 
+def provider() -> TracerProvider:
+    """This process's tracer provider (only while `enabled()`)."""
+    if _provider is None:
+        raise RuntimeError("tracing is off")
+    return _provider
+
+
 def setup(component: str, otlp_endpoint: str | None = None, env: Mapping[str, str] | None = None) -> bool:
     """Configure tracing for this process once; True when on. ValueError for a bad protocol."""
     global _provider

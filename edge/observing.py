@@ -19,6 +19,7 @@ from trunkline.core.models import Carrier, Target
 from trunkline.edge import tracing
 from trunkline.edge.call import Call
 from trunkline.edge.metrics import EdgeMetrics
+from trunkline.edge.trace_messages import peer as _peer
 from trunkline.edge.tracing import NoTrace
 from trunkline.sip.message import Message, Request, Response
 from trunkline.sip.stack import (
@@ -70,14 +71,12 @@ class Traces:
 
 
 def first_line(message: Message) -> str:
+    """What a trace event keeps of the first line: a request's method (not `Request.uri`: parsed on
+    reading), a response's `SIP/2.0 code reason`."""
     if isinstance(message, Request):
-        return f"{message.method} {message.uri} SIP/2.0"
+        return message.method
     assert isinstance(message, Response)
     return f"SIP/2.0 {message.status} {message.reason}"
-
-
-def _peer(addr: Addr | None) -> str:
-    return f"{addr[0]}:{addr[1]}" if addr else ""
 
 
 class ObservedStack:

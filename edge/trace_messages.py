@@ -1,44 +1,46 @@
 """The `sip.message` span events of a call's trace (edge/tracing.py): one per SIP message sent or
 received on either leg, with method or status, leg, direction, size and peer; `trunkline ladder`
-rebuilds the call's message sequence chart from them alone."""
+rebuilds the call's message sequence chart from them alone. Stored on the span as one plain tuple
+(core/lean_spans.Message) and encoded from a cache keyed by it (core/otlp_encoding.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-MESSAGE_EVENT = "sip.message"
+from trunkline.core.lean_spans import MESSAGE_EVENT, Message
+from trunkline.core.lean_spans import message_attributes as stored_attributes
+
+__all__ = ["DIRECTIONS", "LEGS", "MESSAGE_EVENT", "message", "message_attributes", "peer"]
+
 LEGS = ("a", "b")
 DIRECTIONS = ("received", "sent")
 
 
-def add_message(span: Any, attributes: dict[str, Any]) -> None:
-    """A `sip.message` event on `span`. Its attributes are ours and bounded (message_attributes), so
-    the SDK span's `_add_event` takes them as they are: `add_event` would copy and check each into a
-    BoundedAttributes, a third of what a traced call cost in spans (bench/call_trace.py)."""
-    add = getattr(span, "_add_event", None)
-    if add is None:  # not the SDK's span (a test double): the public way
-        span.add_event(MESSAGE_EVENT, attributes)
-        return
-    if not _event_class:
-        from opentelemetry.sdk.trace import Event
-
-        _event_class.append(Event)
-    add(_event_class[0](MESSAGE_EVENT, attributes))
-
-
-_event_class: list[Any] = []  # the SDK's Event, imported once tracing is on
+def message(leg: str, direction: str, first_line: str, size: int, peer: str) -> Message:
+    """One SIP message's event from its first line (`INVITE sip:...`, or only the method, or
+    `SIP/2.0 180 Ringing`); bounded: method and reason phrase are cut to 32 characters."""
+    if first_line.startswith("SIP/2.0 "):
+        code, _, reason = first_line[8:].partition(" ")
+        return (leg, direction, size, True, int(code) if code.isdigit() else 0, reason[:32], peer)
+    return (leg, direction, size, False, 0, first_line.partition(" ")[0][:32], peer)
 
 
 def message_attributes(leg: str, direction: str, first_line: str, size: int, peer: str) -> dict[str, Any]:
-    """The event attributes of one SIP message from its first line (`INVITE sip:...` or
-    `SIP/2.0 180 Ringing`); bounded: method and reason phrase are cut to 32 characters."""
-    attrs: dict[str, Any] = {"sip.leg": leg, "sip.direction": direction, "sip.size": size}
-    if first_line.startswith("SIP/2.0 "):
-        code, _, reason = first_line[8:].partition(" ")
-        attrs["sip.status_code"] = int(code) if code.isdigit() else 0
-        attrs["sip.reason"] = reason[:32]
-    else:
-        attrs["sip.method"] = first_line.partition(" ")[0][:32]
-    if peer:
-        attrs["sip.peer"] = peer
-    return attrs
+    """The event attributes of one SIP message, as the trace carries them."""
+    return stored_attributes(message(leg, direction, first_line, size, peer))
+
+
+_PEERS_KEPT = 1024  # formatted peer addresses cached: a traced edge talks to a few PBXs and carriers
+_peers: dict[tuple[str, int], str] = {}
+
+
+def peer(addr: tuple[str, int] | None) -> str:
+    """`host:port` of a traced message's peer, formatted once per address (cleared when full)."""
+    if not addr:
+        return ""
+    text = _peers.get(addr)
+    if text is None:
+        if len(_peers) >= _PEERS_KEPT:
+            _peers.clear()
+        text = _peers[addr] = f"{addr[0]}:{addr[1]}"
+    return text

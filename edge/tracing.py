@@ -12,7 +12,10 @@ Every SIP message sent or received on either leg is a `sip.message` event on the
 it, with method or status, leg (a: the caller's side, b: the callee's), direction, size and peer:
 `trunkline ladder` rebuilds the message sequence chart from those events alone.
 
-Tracing off, `start_call()` returns NO_TRACE whose methods do nothing: one global read per call.
+Tracing off, `start_call()` returns NO_TRACE whose methods do nothing: one global read per call; a
+call the sampler leaves out gets NO_TRACE too (one sampling decision, nothing else). The spans are
+core/lean_spans.py's LeanSpans, not the SDK's (measured: the SDK's span objects were most of what a
+traced call cost; bench/README-edge.md).
 Trace context goes into SIP only for peers that ask (edge/trace_headers.py). `CallTrace.traceparent`
 goes in the call's store record: an edge adopting the call after a failover continues its trace.
 """
@@ -24,8 +27,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from trunkline.core import telemetry
-from trunkline.edge.trace_messages import add_message, message_attributes
+from trunkline.core.lean_spans import LeanSpan, Recorder
+from trunkline.edge.trace_messages import message
+from trunkline.edge.trace_messages import message_attributes as message_attributes
 
 
 class NoTrace:
@@ -62,10 +71,21 @@ class NoTrace:
         pass
 
 
+@contextmanager
+def _current(span: LeanSpan) -> Iterator[None]:
+    """`span` is the current span inside (what `trace.use_span` does, without its exception
+    handling: our callers end their spans themselves)."""
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 class Step:
     """A child span (auth, admission, routing, an in-dialog transaction); NO_STEP when off."""
 
-    def __init__(self, span: Any = None) -> None:
+    def __init__(self, span: LeanSpan | None = None) -> None:
         self._span = span
 
     @property
@@ -78,7 +98,7 @@ class Step:
 
     def message(self, leg: str, direction: str, first_line: str, size: int, peer: str = "") -> None:
         if self._span is not None:
-            add_message(self._span, message_attributes(leg, direction, first_line, size, peer))
+            self._span.message(message(leg, direction, first_line, size, peer))
 
     @contextmanager
     def current(self) -> Iterator[None]:
@@ -86,16 +106,12 @@ class Step:
         if self._span is None:
             yield
             return
-        from opentelemetry import trace
-
-        with trace.use_span(self._span, end_on_exit=False):
+        with _current(self._span):
             yield
 
     def end(self, error: str | None = None) -> None:
         if self._span is not None:
             if error:
-                from opentelemetry.trace import Status, StatusCode
-
                 self._span.set_status(Status(StatusCode.ERROR, error))
             self._span.end()
             self._span = None
@@ -104,7 +120,7 @@ class Step:
 class Attempt(Step):
     """One INVITE toward a target (CLIENT span); `answered()` records the post-dial delay."""
 
-    def __init__(self, span: Any = None) -> None:
+    def __init__(self, span: LeanSpan | None = None) -> None:
         super().__init__(span)
         self._started = time.monotonic()
         self._first = False
@@ -119,7 +135,7 @@ class Attempt(Step):
         if status >= 200:
             self._span.set_attribute("sip.status_code", status)
 
-    def context(self) -> Any:
+    def context(self) -> LeanSpan | None:
         """Use as `with trace.use_span(attempt.context()...)` to put gRPC calls under this attempt."""
         return self._span
 
@@ -134,65 +150,54 @@ class CallTrace(NoTrace):
 
     recording = True
 
-    def __init__(self, span: Any) -> None:
-        from opentelemetry import trace
-
+    def __init__(self, span: LeanSpan, recorder: Recorder) -> None:
         self.span = span
-        self._tracer = _tracer()
-        self._context = trace.set_span_in_context(span)
-        context = span.get_span_context()
+        self._recorder = recorder
+        context = span.context
         self.trace_id = format(context.trace_id, "032x")
         self.traceparent = f"00-{self.trace_id}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
     def message(self, leg: str, direction: str, first_line: str, size: int, peer: str = "") -> None:
-        attributes = message_attributes(leg, direction, first_line, size, peer)
-        status = attributes.get("sip.status_code", 0)
-        if leg == "a" and direction == "sent" and status >= 200:
-            self.last_status = status
-        add_message(self.span, attributes)
+        event = message(leg, direction, first_line, size, peer)
+        if event[3] and leg == "a" and direction == "sent" and event[4] >= 200:
+            self.last_status = event[4]
+        self.span.message(event)
 
     @contextmanager
     def step(self, name: str, **attributes: Any) -> Iterator[Step]:
         """A child span around a phase of the call (auth, admission, routing); current inside."""
-        from opentelemetry import trace
-
-        span = self._tracer.start_span(name, context=self._context, attributes=_attributes(attributes))
+        span = self._recorder.start_child(self.span, name, SpanKind.INTERNAL, _attributes(attributes))
         step = Step(span)
-        with trace.use_span(span, end_on_exit=False):
-            try:
-                yield step
-            except BaseException as exc:
-                step.end(type(exc).__name__)
-                raise
+        token = otel_context.attach(trace.set_span_in_context(span))  # _current's, inlined: per step
+        try:
+            yield step
+        except BaseException as exc:
+            step.end(type(exc).__name__)
+            raise
+        finally:
+            otel_context.detach(token)
         step.end()
 
     def attempt(self, target: str, transport: str, b_call_id: str = "", **attributes: Any) -> Attempt:
         """A CLIENT span for one INVITE to `target`; `b_call_id`: the callee leg's Call-ID (also set
         on the call's span, so `trunkline ladder` finds the call by either leg's Call-ID)."""
-        from opentelemetry.trace import SpanKind
-
         attrs = {"server.address": target, "network.transport": transport.lower(), **_attributes(attributes)}
         if b_call_id:
             attrs["sip.b_call_id"] = b_call_id
             self.span.set_attribute("sip.b_call_id", b_call_id)
-        span = self._tracer.start_span(
-            "attempt", context=self._context, kind=SpanKind.CLIENT, attributes=attrs
-        )
-        return Attempt(span)
+        return Attempt(self._recorder.start_child(self.span, "attempt", SpanKind.CLIENT, attrs))
 
     def transaction(self, method: str, leg: str) -> Step:
         """A span for an in-dialog transaction (re-INVITE, UPDATE, BYE, INFO) started on `leg`."""
-        attrs = {"sip.method": method, "sip.leg": leg}
-        return Step(self._tracer.start_span(method, context=self._context, attributes=attrs))
+        attrs: dict[str, Any] = {"sip.method": method, "sip.leg": leg}
+        return Step(self._recorder.start_child(self.span, method, SpanKind.INTERNAL, attrs))
 
     def set(self, **attributes: Any) -> None:
         self.span.set_attributes(_attributes(attributes))
 
     @contextmanager
     def current(self) -> Iterator[None]:
-        from opentelemetry import trace
-
-        with trace.use_span(self.span, end_on_exit=False):
+        with _current(self.span):
             yield
 
     def finish(self, status: int, hangup_side: str = "", reason: str = "") -> None:
@@ -206,8 +211,6 @@ class CallTrace(NoTrace):
             attrs["trunkline.reason"] = reason
         self.span.set_attributes(attrs)
         if status >= 500 or (status >= 400 and status not in (401, 407, 486, 487, 600, 603)):
-            from opentelemetry.trace import Status, StatusCode
-
             self.span.set_status(Status(StatusCode.ERROR, reason or str(status)))
         self.span.end()
 
@@ -230,37 +233,34 @@ def start_call(
     Attributes not known yet (the trunk before authentication) are left out; `set()` adds them."""
     if not telemetry.enabled():
         return NO_TRACE
-    from opentelemetry.trace import SpanKind
-
+    recorder = _recorder()
     parent = _parent(traceparent, tracestate) if traceparent else None
-    attributes = {
-        key: value
-        for key, value in {
-            "sip.call_id": call_id,
-            "trunkline.trunk": trunk,
-            "trunkline.direction": direction,
-            "sip.caller": caller,
-            "sip.callee": callee,
-            "client.address": source,
-            "network.transport": transport.lower(),
-        }.items()
-        if value
+    # Sampled before any attribute is built (the OTEL_TRACES_SAMPLER samplers do not read them): an
+    # unsampled call costs one sampling decision, and the rest of it nothing either.
+    span = recorder.start_root(name, SpanKind.SERVER, {}, parent)
+    if span is None:
+        return NO_TRACE
+    identity = {
+        "sip.call_id": call_id,
+        "trunkline.trunk": trunk,
+        "trunkline.direction": direction,
+        "sip.caller": caller,
+        "sip.callee": callee,
+        "client.address": source,
+        "network.transport": transport.lower(),
     }
-    span = _tracer().start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
-    if not span.is_recording():
-        return NO_TRACE  # not sampled: the rest of the call costs nothing either
-    return CallTrace(span)
+    span.set_attributes({key: value for key, value in identity.items() if value})
+    return CallTrace(span, recorder)
 
 
-_cached: list[Any] = []
+_cached: list[Recorder] = []
 
 
-def _tracer() -> Any:
-    """The edge's tracer, made once (get_tracer builds a new object per call)."""
-    if not _cached:
-        from opentelemetry import trace
-
-        _cached.append(trace.get_tracer("trunkline.edge"))
+def _recorder() -> Recorder:
+    """The edge's span recorder for the current tracer provider, made once per provider."""
+    provider = telemetry.provider()
+    if not _cached or _cached[0].provider is not provider:
+        _cached[:] = [Recorder(provider, "trunkline.edge")]
     return _cached[0]
 
 
@@ -270,12 +270,18 @@ def _parent(traceparent: str, tracestate: str | None = None) -> Any:
     return W3C().extract({"traceparent": traceparent, **({"tracestate": tracestate} if tracestate else {})})
 
 
+_names: dict[str, str] = {}  # keyword -> attribute name; keywords are this code's own: a bounded set
+_PLAIN = (str, bool, int, float)
+
+
 def _attributes(values: dict[str, Any]) -> dict[str, Any]:
     """Keyword names to span attributes: `auth_method` -> `trunkline.auth_method` unless dotted."""
     out: dict[str, Any] = {}
     for key, value in values.items():
         if value is None:
             continue
-        name = key.replace("__", ".") if "__" in key else f"trunkline.{key}"
-        out[name] = value if isinstance(value, (str, bool, int, float)) else str(value)
+        name = _names.get(key)
+        if name is None:
+            name = _names[key] = key.replace("__", ".") if "__" in key else f"trunkline.{key}"
+        out[name] = value if isinstance(value, _PLAIN) else str(value)
     return out

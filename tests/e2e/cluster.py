@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from typing import IO
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.support.ports import free_port
 
 if __package__:
     from ..support.certs import write_self_signed
@@ -71,13 +72,6 @@ def ensure_binaries(timeout: float = 3600) -> str:
     if proc.returncode != 0:
         raise ControlPlaneError(f"{CLUSTER_SH} failed (exit {proc.returncode}):\n{proc.stdout}")
     return proc.stdout
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _write_service_account_key(path: Path) -> None:

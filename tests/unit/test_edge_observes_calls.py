@@ -190,3 +190,14 @@ async def test_metrics_move_with_calls_messages_rejections_and_attempts(tmp_path
                                 'uri="sip:x", response="00"',))  # fmt: skip
     await h.stack.deliver(bad, world.STRANGER)
     assert _value(registry, "trunkline_rejections_total", rule="digest") == 1
+
+
+def test_peer_addresses_are_formatted_once_and_kept_bounded() -> None:
+    from trunkline.edge import trace_messages
+
+    assert trace_messages.peer(("127.0.0.1", 5070)) == "127.0.0.1:5070"
+    assert trace_messages.peer(("127.0.0.1", 5070)) is trace_messages.peer(("127.0.0.1", 5070))
+    assert trace_messages.peer(None) == ""
+    for port in range(trace_messages._PEERS_KEPT * 2):  # every source port new: a flood of peers
+        assert trace_messages.peer(("127.0.0.2", port)) == f"127.0.0.2:{port}"
+    assert len(trace_messages._peers) <= trace_messages._PEERS_KEPT

@@ -1,0 +1,135 @@
+"""core/lean_spans.py: the edge's call spans without the SDK's span objects. They go through the SDK's
+processors, read like its ReadableSpans, carry the sampler's decision, the provider's resource and
+limits, propagate as API spans, and our encoder writes them as the SDK's encoder would."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, TraceIdRatioBased
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from trunkline.core import otlp_encoding
+from trunkline.core.lean_spans import LeanSpan, Recorder
+
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture
+def memory() -> Iterator[InMemorySpanExporter]:
+    yield InMemorySpanExporter()
+
+
+def _recorder(memory: InMemorySpanExporter, **provider_args: object) -> Recorder:
+    provider = TracerProvider(resource=Resource({"service.name": "edge"}), **provider_args)  # type: ignore[arg-type]
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    return Recorder(provider, "trunkline.edge")
+
+
+def _call(recorder: Recorder, parent: str | None = None) -> None:
+    context = None
+    if parent:
+        context = TraceContextTextMapPropagator().extract({"traceparent": parent, "tracestate": "vendor=x1"})
+    root = recorder.start_root("call", SpanKind.SERVER, {"sip.call_id": "a84b@pbx"}, context)
+    assert root is not None
+    root.message(("a", "received", 900, False, 0, "INVITE", "127.0.0.1:5070"))
+    attempt = recorder.start_child(root, "attempt", SpanKind.CLIENT, {"server.address": "127.0.0.1:5080"})
+    for _ in range(2):  # the second from the encoder's cache
+        attempt.message(("b", "received", 300, True, 180, "Ringing", ""))
+    attempt.set_status(Status(StatusCode.ERROR, "503"))
+    attempt.end()
+    bye = recorder.start_child(root, "BYE", SpanKind.INTERNAL, {"sip.method": "BYE"})
+    bye.message(("a", "received", 300, False, 0, "BYE", ""))
+    bye.record_exception(ValueError("boom"))  # another kind of event: the general encoding path
+    bye.message(("a", "sent", 300, True, 200, "OK", ""))
+    bye.end()
+    root.set_attribute("sip.status_code", 200)
+    root.end()
+
+
+def test_lean_spans_encode_as_the_sdk_encoder_writes_them(memory: InMemorySpanExporter) -> None:
+    recorder = _recorder(memory)
+    _call(recorder, PARENT)
+    spans = memory.get_finished_spans()
+    assert [type(span) for span in spans] == [LeanSpan] * 3
+    otlp_encoding.clear_cache()
+    for _ in range(2):
+        ours = ExportTraceServiceRequest.FromString(otlp_encoding.encode_spans(spans))
+        assert ours == sdk_encode_spans(spans)
+    written = {span.name: span for span in ours.resource_spans[0].scope_spans[0].spans}
+    assert written["call"].flags == 0x300 and written["call"].trace_state == "vendor=x1"
+    assert written["call"].parent_span_id == bytes.fromhex("b7ad6b7169203331")
+    assert written["attempt"].parent_span_id == written["call"].span_id
+    child = next(span for span in spans if span.name == "attempt").context
+    assert child == SpanContext(child.trace_id, child.span_id, False, child.trace_flags, child.trace_state)
+    assert child.is_valid and not child.is_remote
+    assert [e.name for e in written["BYE"].events] == ["sip.message", "exception", "sip.message"]
+    ringing = written["attempt"].events[1]
+    assert {kv.key: kv.value.int_value for kv in ringing.attributes}["sip.status_code"] == 180
+
+
+def test_they_read_as_readable_spans_and_propagate(memory: InMemorySpanExporter) -> None:
+    recorder = _recorder(memory)
+    root = recorder.start_root("call", SpanKind.SERVER, {})
+    assert root is not None
+    with trace.use_span(root, end_on_exit=False):
+        assert trace.get_current_span() is root
+        carrier: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(carrier)
+    assert carrier["traceparent"].split("-")[2] == f"{root.context.span_id:016x}"
+    root.message(("a", "sent", 10, True, 486, "Busy Here", ""))
+    root.end()
+    root.set_attribute("late", 1)  # after the end: ignored, as the SDK does
+    (span,) = memory.get_finished_spans()
+    assert span.resource.attributes["service.name"] == "edge"
+    assert span.instrumentation_scope is not None and span.instrumentation_scope.name == "trunkline.edge"
+    assert span.end_time is not None and span.start_time is not None and span.end_time >= span.start_time
+    assert span.attributes == {}
+    attributes = {"sip.leg": "a", "sip.direction": "sent", "sip.size": 10, "sip.status_code": 486}
+    assert span.events[0].attributes == {**attributes, "sip.reason": "Busy Here"}
+
+
+def test_the_sampler_decides_for_the_root(memory: InMemorySpanExporter) -> None:
+    assert _recorder(memory, sampler=ALWAYS_OFF).start_root("call", SpanKind.SERVER, {}) is None
+    ratio = _recorder(memory, sampler=TraceIdRatioBased(0.5))
+    sampled = [ratio.start_root("call", SpanKind.SERVER, {}) for _ in range(400)]
+    assert 100 < sum(span is not None for span in sampled) < 300
+
+
+def test_the_providers_limits_bound_a_span(memory: InMemorySpanExporter) -> None:
+    recorder = _recorder(memory, span_limits=SpanLimits(max_events=3, max_span_attributes=2))
+    root = recorder.start_root("call", SpanKind.SERVER, {})
+    assert root is not None
+    for n in range(5):
+        root.message(("a", "received", n, False, 0, "INFO", ""))
+        root.set_attribute(f"k{n}", n)
+    root.set_attribute("k0", "again")  # a key already there is replaced, not dropped
+    root.end()
+    (span,) = memory.get_finished_spans()
+    assert len(span.events) == 3 and span.dropped_events == 2
+    assert span.attributes == {"k0": "again", "k1": 1} and span.dropped_attributes == 3
+    request = ExportTraceServiceRequest.FromString(otlp_encoding.encode_spans([span]))
+    assert request.resource_spans[0].scope_spans[0].spans[0].dropped_events_count == 2
+
+
+def test_the_event_encoding_cache_stays_bounded(memory: InMemorySpanExporter) -> None:
+    recorder = _recorder(memory)
+    for n in range(otlp_encoding._CACHE_LIMIT // 100 + 2):  # every event a new size: no two alike
+        root = recorder.start_root("call", SpanKind.SERVER, {})
+        assert root is not None
+        for size in range(100):
+            root.message(("a", "received", n * 100 + size, False, 0, "INFO", ""))
+        root.end()
+    request = ExportTraceServiceRequest.FromString(otlp_encoding.encode_spans(memory.get_finished_spans()))
+    assert len(otlp_encoding._message_cache) <= otlp_encoding._CACHE_LIMIT
+    last = request.resource_spans[0].scope_spans[0].spans[-1].events[-1]
+    assert {kv.key: kv.value.int_value for kv in last.attributes}["sip.size"] == (n + 1) * 100 - 1
