@@ -33,9 +33,12 @@ async def run_until_signalled(
     ops: OpsServer,
     grace: float,
     started: asyncio.Event | None = None,
+    unready_first: float = 0.0,
 ) -> int:
     """Start everything; on the first signal stop taking new work and wait up to `grace` seconds for
-    live work to end; a second signal cuts the wait short. Returns the process exit code (0)."""
+    live work to end; a second signal cuts the wait short. Returns the process exit code (0).
+    `unready_first`: seconds /readyz fails before new work stops (a Kubernetes Service stops sending
+    here first; kube-proxy moves a UDP flow pinned here only once this endpoint is no longer ready)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     hurry = asyncio.Event()
@@ -57,6 +60,12 @@ async def run_until_signalled(
             started.set()
         await stop.wait()
         ops.draining = True
+        if unready_first > 0:
+            event(log, logging.INFO, "unready, still taking new work", seconds=unready_first)
+            try:
+                await asyncio.wait_for(hurry.wait(), timeout=unready_first)
+            except TimeoutError:
+                pass
         for component in running:
             await component.drain()
         deadline = loop.time() + grace
