@@ -2,15 +2,21 @@
 # BASE: any Debian-like image with python3 (>= 3.11) and its venv module; tests/k8s/images.sh builds
 # one with mmdebstrap. WHEELS: a folder of the build context holding the trunkline wheel and every
 # dependency's, for builds without a package index (tests/k8s/images.sh); empty: build from the index.
+# BUILD_BASE: the build stage's base, BASE by default; one with binutils (strip) gets the shared
+# objects stripped (the index build installs build-essential, which has it).
 ARG BASE=python:3.11-slim
-FROM ${BASE} AS build
+ARG BUILD_BASE=${BASE}
+FROM ${BUILD_BASE} AS build
 ARG WHEELS=
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY . .
 # The install is a venv built in a throwaway stage: no compiler or source tree in the final image.
-# Pruned after the install, as nothing runs them: the installer (pip, setuptools) and the Kubernetes
-# client's asyncio copy, kubernetes/aio (~70 MB; kopf speaks aiohttp, our code the synchronous client).
+# Pruned after the install, as nothing runs them: the installer (pip, setuptools); the Kubernetes
+# client's asyncio copy, kubernetes/aio (~70 MB; kopf speaks aiohttp, our code the synchronous client);
+# its typed API classes and models (~57 MB with their bytecode: imported lazily by name, and our code
+# only calls ApiClient.call_api with plain JSON); the shared objects' symbol tables (~26 MB; strip
+# --strip-unneeded keeps the dynamic symbols they link by). docs/kubernetes.md has the sizes.
 RUN python3 -m venv /opt/trunkline \
     && if [ -n "$WHEELS" ]; then \
          /opt/trunkline/bin/pip install --no-index --find-links "/src/$WHEELS" trunkline; \
@@ -19,8 +25,19 @@ RUN python3 -m venv /opt/trunkline \
          && /opt/trunkline/bin/pip install /src; \
        fi \
     && /opt/trunkline/bin/python -m pip uninstall --yes --quiet pip setuptools \
-    && rm -rf /opt/trunkline/lib/python3*/site-packages/kubernetes/aio \
-    && cd / && /opt/trunkline/bin/python -c 'import trunkline.cli, kubernetes, kopf'
+    && site="$(echo /opt/trunkline/lib/python3*/site-packages)" \
+    && rm -rf "$site/kubernetes/aio" \
+    && for typed in "$site/kubernetes/client/api" "$site/kubernetes/client/models"; do \
+         find "$typed" -name '*.py' ! -name __init__.py -delete \
+         && find "$typed" -name '*.pyc' ! -name '__init__.*' -delete; \
+       done \
+    && if command -v strip >/dev/null; then \
+         find /opt/trunkline -name '*.so*' -type f -exec strip --strip-unneeded {} +; \
+       else \
+         echo "no strip in the build stage: shared objects left as they are"; \
+       fi \
+    && cd / && /opt/trunkline/bin/python -c 'import trunkline.cli, kubernetes, kopf, grpc, uvloop, psycopg, \
+         cryptography.x509, pylibsrtp; from kubernetes.client import ApiClient, Configuration'
 
 FROM ${BASE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/trunkline/bin:/usr/local/bin:/usr/bin:/bin

@@ -35,11 +35,14 @@ async def run_until_signalled(
     grace: float,
     started: asyncio.Event | None = None,
     settle_heap: bool = False,
+    unready_first: float = 0.0,
 ) -> int:
     """Start everything; on the first signal stop taking new work and wait up to `grace` seconds for
     live work to end; a second signal cuts the wait short. Returns the process exit code (0).
     `settle_heap`: freeze what start-up allocated and space out young collections (core/heap.py);
-    for a process of its own, not one that hosts other work (tests)."""
+    for a process of its own, not one that hosts other work (tests).
+    `unready_first`: seconds /readyz fails before new work stops (a Kubernetes Service stops sending
+    here first; kube-proxy moves a UDP flow pinned here only once this endpoint is no longer ready)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     hurry = asyncio.Event()
@@ -63,6 +66,12 @@ async def run_until_signalled(
             started.set()
         await stop.wait()
         ops.draining = True
+        if unready_first > 0:
+            event(log, logging.INFO, "unready, still taking new work", seconds=unready_first)
+            try:
+                await asyncio.wait_for(hurry.wait(), timeout=unready_first)
+            except TimeoutError:
+                pass
         for component in running:
             await component.drain()
         deadline = loop.time() + grace

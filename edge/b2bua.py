@@ -107,8 +107,9 @@ class Edge:
     def on_request(self, inc: Incoming) -> asyncio.Future[None] | None:
         req, ctx = inc.request, self.ctx
         if req.method == "ACK":
-            in_dialog.on_ack(ctx, inc)
-            return None
+            if in_dialog.on_ack(ctx, inc):
+                return None
+            return asyncio.ensure_future(in_dialog.on_ack_elsewhere(ctx, inc, self._adopt))
         if req.method == "CANCEL":
             attempts.on_cancel(ctx, inc)
             return None

@@ -58,12 +58,38 @@ def _host(uri: str) -> str:
     return parsed.host.strip("[]") if isinstance(parsed, SipUri) else ""
 
 
-def on_ack(ctx: EdgeContext, inc: Incoming) -> None:
+def on_ack(ctx: EdgeContext, inc: Incoming) -> bool:
+    """Pass a caller's ACK of our 2xx on to the callee; False when the call is not held here."""
     req = inc.request
     found = ctx.calls.find((req.call_id, req.to.tag or "", req.from_.tag or ""))
     if found is None:
+        return False
+    _pass_ack(ctx, inc, *found)
+    return True
+
+
+async def on_ack_elsewhere(ctx: EdgeContext, inc: Incoming, adopt: Adopt) -> None:
+    """An ACK of a call another edge answered: a Service sent the caller's flow here between the 2xx
+    and its ACK (that edge left the Service: a rolling update). That edge never gets the ACK, so it
+    would never ACK the callee's 2xx: take the call over and ACK the callee here."""
+    req = inc.request
+    if req.to.tag is None:
+        return
+    found = await adopt((req.call_id, req.to.tag, req.from_.tag or ""))
+    if found is None:
         return
     call, leg_name = found
+    b = call.b
+    if leg_name != "a" or b is None or b.dialog is None or not from_party(ctx, call, leg_name, inc.addr[0]):
+        return
+    # The callee's 2xx answered the dialog's last INVITE (nothing else went to it yet): its CSeq.
+    ack = b.dialog.create_request("ACK", ctx.local.via(b.transport), cseq=b.dialog.local_seq)
+    call.last_b_ack = ack
+    ctx.stack.send_ack(ack, b.addr, b.transport)
+
+
+def _pass_ack(ctx: EdgeContext, inc: Incoming, call: Call, leg_name: str) -> None:
+    req = inc.request
     if not from_party(ctx, call, leg_name, inc.addr[0]):
         return  # an ACK cannot be challenged: one from a stranger is dropped
     invite = call.pending_ack.pop(leg_name, None)

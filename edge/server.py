@@ -273,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cdr", metavar="PATH", help="append call records (JSON lines); '-' for stdout")
     parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS")
     parser.add_argument(
+        "--unready-before-drain", type=float, default=0.0, metavar="SECONDS",
+        help="on a stop signal, fail /readyz this long while still taking new calls, then refuse them "
+        "(503) and drain: a Service stops sending here before any call is refused (default: 0)",
+    )  # fmt: skip
+    parser.add_argument(
         "--max-call-duration", type=float, default=EdgeOptions.max_duration, metavar="SECONDS",
         help="end answered calls (BYE both ways) after this long (default: 4 hours)",
     )  # fmt: skip
@@ -475,8 +480,10 @@ async def _serve(args: argparse.Namespace) -> int:
                               security=security)  # fmt: skip
         mirror_task = asyncio.create_task(mirror.run())
     try:
+        ops = OpsServer(http, [component], registry)
+        unready = args.unready_before_drain
         return await run_until_signalled(
-            [component], OpsServer(http, [component], registry), args.grace, settle_heap=True
+            [component], ops, args.grace, settle_heap=True, unready_first=unready
         )
     finally:
         if mirror_task is not None:

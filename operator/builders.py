@@ -377,7 +377,12 @@ def build_edge_deployment(
     args += _trunk_default_args(edge.trunkDefaults)
     volumes += ({"name": "nonce", "secret": {"secretName": object_name(platform, "nonce")}},)
     container_mounts.append({"name": "nonce", "mountPath": NONCE_MOUNT, "readOnly": True})
+    # A stopping edge first leaves the Service (readiness fails within EDGE_READINESS_PROBE's two periods,
+    # then the endpoint stops serving and kube-proxy moves the UDP flows pinned to it), still taking new
+    # calls, and only then refuses them (503) and drains: a rolling update refuses no call.
+    args += ["--unready-before-drain", str(EDGE_UNREADY_BEFORE_DRAIN)]
     container = _container(platform, namespace, "edge", args, ports, edge.resources)
+    container["readinessProbe"] = EDGE_READINESS_PROBE
     container["volumeMounts"] += container_mounts
     # In the pod template, not the runtime ConfigMap: a new load-balancer address rolls the edges only.
     container["env"].append({"name": "TRUNKLINE_EDGE_ADVERTISE", "value": advertise})
@@ -385,6 +390,12 @@ def build_edge_deployment(
     # With an HPA the replica count is the HPA's: leaving it out of our apply keeps us from fighting it.
     replicas = None if edge.autoscaling.enabled else edge.replicas
     return _workload(platform, namespace, "Deployment", "edge", template, owner, replicas)
+
+
+EDGE_READINESS_PROBE = {**_probe("/readyz", 2), "failureThreshold": 2}
+# Seconds: two probe periods and their timeouts, the EndpointSlice update, kube-proxy's sync, with room
+# for a busy node. Within terminationGracePeriodSeconds with the edge's --grace (30 s).
+EDGE_UNREADY_BEFORE_DRAIN = 10
 
 
 def _trunk_default_args(defaults: TrunkDefaults) -> list[str]:

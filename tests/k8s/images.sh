@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the images of tests/k8s without a registry and import them into a containerd:
 #   localhost/pybase:bookworm   Debian 12 minbase + python3 (mmdebstrap), cached by its recipe
+#   localhost/pybuild:bookworm  the same + binutils: the Dockerfile's build stage (strip)
 #   localhost/trunkline:<hash>  the repo's Dockerfile on that base (buildah, offline: prebuilt wheels)
 #   localhost/pause:3.10        the pod sandbox (tests/k8s/pause.go, built by cluster.sh --node)
 #   localhost/redis:bookworm-*  Debian 12 minbase + redis-server (mmdebstrap), for the tests' Redis
@@ -44,6 +45,9 @@ debian_image() {
 }
 base_image="$(debian_image pybase python3,python3-venv)"
 base_key="${base_image##*-}"
+# The Dockerfile's build stage: the same with binutils, to strip the shared objects.
+build_image="$(debian_image pybuild python3,python3-venv,binutils)"
+build_key="${build_image##*-}"
 redis_image="$(debian_image redis redis-server)"
 
 # ------------------------------------------------------------------ wheels (dependencies by pyproject)
@@ -63,7 +67,7 @@ fi
 
 # ------------------------------------------------------------------ trunkline image
 srcs=(pyproject.toml README.md Dockerfile .dockerignore trunkline core sip edge media control operator cdr)
-src_key="$(cd "$root" && { echo "$base_key $deps_key"; find "${srcs[@]}" -type f ! -name '*.pyc' -print0 |
+src_key="$(cd "$root" && { echo "$base_key $build_key $deps_key"; find "${srcs[@]}" -type f ! -name '*.pyc' -print0 |
     sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-12)"
 image="localhost/trunkline:$src_key"
 if ! podman image exists "$image"; then
@@ -77,7 +81,8 @@ if ! podman image exists "$image"; then
     "$pip" wheel --quiet --no-deps --disable-pip-version-check --wheel-dir "$ctx/wheels" "$ctx" >/dev/null
     # .dockerignore keeps its own list; the wheels must go in.
     buildah build --quiet --pull=never --network=none --layers=false \
-        --build-arg BASE="$base_image" --build-arg WHEELS=wheels -t "$image" "$ctx" >/dev/null
+        --build-arg BASE="$base_image" --build-arg BUILD_BASE="$build_image" \
+        --build-arg WHEELS=wheels -t "$image" "$ctx" >/dev/null
 fi
 log "image size: $(podman image inspect --format '{{.Size}}' "$image") bytes unpacked"
 oci="$out/${image#localhost/}.oci.tar"; oci="${oci//:/_}"

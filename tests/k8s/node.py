@@ -107,6 +107,17 @@ class Node:
     def get(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", *args, "-o", "json"))
 
+    def kill_container(self, namespace: str, pod: str) -> str:
+        """SIGKILL the first container of `pod` through containerd (a crash: no signal handler runs,
+        and PID 1 of a container ignores a SIGKILL sent from inside it). Returns the killed
+        container's id; kubelet starts a new container in the same pod (same name, IP and ports)."""
+        status = self.get("pod", "-n", namespace, pod)["status"]["containerStatuses"][0]
+        container_id = str(status["containerID"]).removeprefix("containerd://")
+        sock = self.state / "containerd" / "containerd.sock"
+        kill = ["tasks", "kill", "-s", "SIGKILL", container_id]
+        _run(["ctr", "-a", str(sock), "-n", "k8s.io", *kill], timeout=60)
+        return container_id
+
     def diagnostics(self, namespace: str) -> str:
         """Pods, events and every pod's log, for a failure message."""
         parts = []

@@ -72,6 +72,10 @@ up() {
         ip link add cni0 type bridge
         ip addr add "$node_ip/16" dev cni0
     fi
+    # A fixed MAC: a bridge without one takes the lowest of its ports', so a new pod's veth can change
+    # it, and the pods' ARP entries of the node's addresses (the PBX, the carrier) then point nowhere
+    # for seconds: calls from an edge to the carrier went unanswered right after an edge pod started.
+    ip link set cni0 address 02:00:0a:58:00:01
     ip link set cni0 up
     # Two more host addresses on the pod network, outside the pods' range: tests put a PBX and a
     # carrier there (sources the trunk's IP-ACL and the carrier's inbound CIDRs tell apart).

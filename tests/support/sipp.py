@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Callable
@@ -74,6 +75,22 @@ def uac_process(
          "-key", "caller", caller, "-d", str(hold_ms), "-m", str(calls), "-nostdin", *extra],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+
+
+def quit_gracefully(host: str, control_port: int) -> None:
+    """Tell a SIPp started with `-cp control_port` to place no new calls and exit once its calls end
+    (its `q` key, over its UDP remote control)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"q", (host, control_port))
+
+
+def call_counts(output: str) -> tuple[int, int]:
+    """(successful, failed) calls in total, from a SIPp UAC's last statistics screen."""
+    found = {
+        kind: re.findall(rf"{kind} call\s*\|\s*\d+\s*\|\s*(\d+)", output) for kind in ("Successful", "Failed")
+    }
+    assert found["Successful"] and found["Failed"], f"not a SIPp statistics screen:\n{output[-2000:]}"
+    return int(found["Successful"][-1]), int(found["Failed"][-1])
 
 
 class Background:

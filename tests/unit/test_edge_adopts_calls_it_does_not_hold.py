@@ -79,3 +79,27 @@ async def test_the_record_holds_the_callers_invite_written_once(tmp_path: Path) 
     assert held.to_state({})["invite"] is written
     adopted = Call.from_state(stored)
     assert adopted.a_invite.to_bytes() == held.a_invite.to_bytes()
+
+
+async def test_the_callers_ack_at_another_edge_takes_the_call_and_acks_the_callee(tmp_path: Path) -> None:
+    # Between the 2xx and its ACK the Service moved the caller's flow (the answering edge left it).
+    one, two = pair(tmp_path)
+    call = await world.answered_call(one)
+    await two.stack.deliver(world.in_dialog("ACK", call.call_id, call.a_tag, 1), world.PBX)
+    await two.stack.settle()
+    [(ack, addr, _)] = two.stack.acks
+    b = call.b.request
+    assert addr == world.GATEWAYS[0] and ack.call_id == b.call_id and ack.to.tag == "callee"
+    assert ack.cseq.seq == b.cseq.seq  # the ACK of the callee's 2xx to that INVITE
+    assert two.edge.active_calls == 1 and not one.stack.acks
+    # The call goes on at the second edge: the caller's BYE ends it there, once.
+    await two.stack.deliver(world.in_dialog("BYE", call.call_id, call.a_tag, 2), world.PBX)
+    assert two.stack.responses[-1].status == 200
+    assert [tx.addr for tx in two.stack.requests("BYE")] == [world.GATEWAYS[0]]
+
+
+async def test_an_ack_of_no_call_anywhere_is_dropped(tmp_path: Path) -> None:
+    _, two = pair(tmp_path)
+    await two.stack.deliver(world.in_dialog("ACK", "no-such-call", "nobody", 1), world.PBX)
+    await two.stack.settle()
+    assert not two.stack.acks and two.edge.active_calls == 0

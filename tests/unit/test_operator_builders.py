@@ -160,6 +160,18 @@ def test_edges_and_relays_have_a_disruption_budget_of_one_pod() -> None:
         assert budget["spec"]["selector"] == workload["spec"]["selector"]
 
 
+def test_a_stopping_edge_leaves_the_service_before_it_refuses_calls() -> None:
+    spec = pod_spec(build_edge_deployment(platform(), NS))
+    [container] = spec["containers"]
+    args = container["args"]
+    unready = float(args[args.index("--unready-before-drain") + 1])
+    probe = container["readinessProbe"]
+    # Readiness fails (and the endpoint stops serving) well within the unready time ...
+    assert probe["failureThreshold"] * (probe["periodSeconds"] + probe["timeoutSeconds"]) < unready
+    # ... which with the edge's drain (--grace, 30 s by default) fits the pod's termination grace.
+    assert unready + 30 <= spec["terminationGracePeriodSeconds"]
+
+
 def test_hpa_owns_the_edge_replica_count() -> None:
     scaled = platform(edge={"autoscaling": {"minReplicas": 3, "maxReplicas": 7}})
     assert "replicas" not in build_edge_deployment(scaled, NS)["spec"]

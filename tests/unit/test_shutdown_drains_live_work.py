@@ -95,3 +95,23 @@ async def test_second_signal_cuts_the_wait_short() -> None:
     calls = Calls(live=1, hold=60)
     elapsed, code = await run_and_signal(calls, grace=30, second_signal=True)
     assert code == 0 and elapsed < 2.5
+
+
+async def test_readiness_fails_first_and_new_work_is_taken_until_unready_first_is_over() -> None:
+    calls = Calls(live=0, hold=0)
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    ops = OpsServer(sock, [calls], CollectorRegistry())
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(run_until_signalled([calls], ops, 10, started, unready_first=3.0))
+    await started.wait()
+    began = loop.time()
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.sleep(0.05)
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+        assert resp.status == 503
+    assert "drain" not in calls.events  # unready, yet still taking new work
+    assert await task == 0
+    assert loop.time() - began >= 3.0
+    assert calls.events[:2] == ["start", "drain"] and calls.events[-1] == "stop"
