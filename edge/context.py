@@ -28,6 +28,7 @@ from trunkline.edge.metrics import EdgeMetrics
 from trunkline.edge.observing import Traces, rule_label
 from trunkline.edge.policy import Rejection
 from trunkline.edge.resolver import Resolver
+from trunkline.edge.spool import CdrSpool
 from trunkline.sip.message import Request
 from trunkline.sip.stack import Incoming, Stack
 from trunkline.sip.uri import SipUri
@@ -53,6 +54,9 @@ class EdgeOptions:
     # The installation's emergency numbers (--emergency-countries, --emergency-number).
     emergency_numbers: frozenset[str] = installation_numbers(DEFAULT_COUNTRIES)
     trunk_defaults: TrunkDefaults = field(default_factory=TrunkDefaults)  # caps a trunk leaves unset
+    # TEST ONLY (the hidden --test-pause-at-cdr): "before" or "after" holds every end of a call at its
+    # CDR write (logging "test pause at the CDR write") so that a test can SIGKILL the edge there.
+    test_pause_at_cdr: str = ""
 
 
 class Calls:
@@ -104,6 +108,7 @@ class EdgeContext:
         self.local, self.cdr, self.media, self.options = local, cdr, media, options
         self.auth, self.resolver, self.owner = auth, resolver, owner
         self.calls = Calls()
+        self.spool: CdrSpool | None = None  # --cdr-spool: call ends the store did not take, on disk
         self.draining = False
         # Gateways the health probes found down, by carrier key (edge/upkeep.py keeps it from the store).
         self.gateways_down: dict[tuple[str, str], frozenset[str]] = {}
