@@ -73,6 +73,7 @@ class CdrSpool:
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="cdr-spool")
         self._file: BinaryIO | None = None
         self._loaded: list[SpooledEnd] = []
+        self._closed = False
 
     @property
     def pending(self) -> int:
@@ -100,15 +101,21 @@ class CdrSpool:
         return [end for end in self._loaded if end.call in self._pending]
 
     async def add(self, end: SpooledEnd) -> None:
-        """Append `end` and fsync it (on the worker thread): on disk when this returns."""
+        """Append `end` and fsync it (on the worker thread): on disk when this returns. OSError when it
+        could not be (a full disk, or the spool closed as the edge stops)."""
+        if self._closed:
+            raise OSError("the CDR spool is closed")
         await asyncio.get_running_loop().run_in_executor(self._worker, self._add, end)
 
     async def done(self, call: str) -> None:
         """The store took the end of `call`: marked done (no fsync: an end offered twice is refused by
         the store as already ended, and its CDR id deduplicates it at the sinks)."""
+        if self._closed:
+            return
         await asyncio.get_running_loop().run_in_executor(self._worker, self._done, call)
 
     def close(self) -> None:
+        self._closed = True
         self._worker.shutdown(wait=True)
         if self._file is not None:
             self._file.close()

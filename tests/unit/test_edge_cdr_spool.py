@@ -38,6 +38,9 @@ async def test_ends_survive_the_process_until_the_store_takes_them(tmp_path: Pat
     await again.done("call-2")
     assert (tmp_path / SPOOL_FILE).stat().st_size == 0  # nothing pending: an empty file
     again.close()
+    with pytest.raises(OSError, match="closed"):  # the edge stopping: told, never a crash
+        await again.add(end(3))
+    await again.done("call-3")
     assert CdrSpool(tmp_path).load() == []
 
 
