@@ -140,7 +140,8 @@ class Cluster:
         with self.redis_client() as client:
             for key in client.scan_iter("trunkline:call:*", count=100):
                 owner, data = client.hmget(key, ["owner", "data"])
-                if owner and owner.startswith(f"edge-{edge}/".encode()) and data and json.loads(data)["record"]["answer"]:
+                mine = owner is not None and owner.startswith(f"edge-{edge}/".encode())  # any process of it
+                if mine and data and json.loads(data)["record"]["answer"]:
                     count += 1
         return count
 
