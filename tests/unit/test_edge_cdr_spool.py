@@ -9,12 +9,16 @@ import json
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.support import edge_harness as world
 from tests.unit.test_edge_refused_calls_get_their_cdr import StallingStore
+from trunkline.core.net import ConfigError
 from trunkline.core.state import MemoryStore
 from trunkline.edge.adoption import incarnation, predecessors_of
 from trunkline.edge.ending import replay_spool
+from trunkline.edge.metrics import EdgeMetrics
+from trunkline.edge.server import build_parser, open_spool
 from trunkline.edge.spool import SPOOL_FILE, CdrSpool, SpooledEnd
 from trunkline.sip.message import Response
 
@@ -140,3 +144,19 @@ async def test_a_replay_the_store_does_not_take_stays_in_the_spool(tmp_path: Pat
     assert h.edge.ctx.spool.pending == 0 and len(store.cdr_stream) == 1
     h.edge.ctx.spool.close()
     assert isinstance(store, MemoryStore)
+
+
+async def test_the_flags_size_the_spool_and_its_figures_reach_metrics(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["--cdr-spool", str(tmp_path / "s"), "--cdr-spool-max-bytes", "70000"])
+    spool = open_spool(args.cdr_spool, args.cdr_spool_max_bytes)
+    assert spool.max_bytes == 70000 and (tmp_path / "s" / SPOOL_FILE).exists()
+    metrics = EdgeMetrics(CollectorRegistry())
+    metrics.count_spool(lambda: spool.pending, lambda: spool.dropped)
+    for n in range(80):  # about 1.2 KB each: past 70,000 bytes the oldest go
+        await spool.add(end(n, 1100))
+    text = generate_latest(metrics.registry).decode()
+    assert f"trunkline_cdr_spool_pending {float(spool.pending)}" in text
+    assert f"trunkline_cdr_spool_dropped_total {float(spool.dropped)}" in text and spool.dropped > 0
+    spool.close()
+    with pytest.raises(ConfigError, match="--cdr-spool-max-bytes"):
+        open_spool(str(tmp_path / "s"), 1000)
