@@ -56,6 +56,10 @@ class CallEnd(StrEnum):
 CallState = dict[str, Any]  # what an edge needs to carry a call on: see edge/handover.py
 ENDED_TTL = 3600.0  # how long an ended call's marker refuses a second end (and a second CDR)
 CDR_STREAM_MAXLEN = 1_000_000  # the CDR stream is trimmed (approximately) to this many entries
+# The epoch a call end replayed from an edge's spool is offered with: that call ended on the SIP side
+# (BYEs answered or sent, or the caller refused), so its end wins over an edge that took the record
+# over since; that holder finds the call ended at its next fenced step and stands down.
+SPOOLED_END_EPOCH = 2**52
 
 
 class StoreUnavailable(Exception):
@@ -133,10 +137,11 @@ class StateStore(Protocol):
         """Forget the call and free its channel."""
         ...
 
-    async def keep_alive(self, owner: str, ttl: float) -> list[CallState]:
+    async def keep_alive(self, owner: str, ttl: float, predecessors: str = "") -> list[CallState]:
         """`owner` lives for `ttl` more seconds. Returns the records of calls whose owners did not say so
         in time while the store answered, now owned by `owner` with a new epoch each (each orphan goes
-        to exactly one edge)."""
+        to exactly one edge). `predecessors` (a prefix, e.g. "<pod>/"): owners named with it, other than
+        `owner`, count as lapsed now: earlier processes of the same pod, which a restart killed."""
         ...
 
     # -- fencing and the end of a call: exactly one CDR per call -------------------------------------
@@ -408,10 +413,11 @@ class MemoryStore:
             self._dialogs.pop(dialog, None)
         await self.release_channel(trunk, call)
 
-    async def keep_alive(self, owner: str, ttl: float) -> list[CallState]:
+    async def keep_alive(self, owner: str, ttl: float, predecessors: str = "") -> list[CallState]:
         now = self.clock()
         self._owners[owner] = now + ttl
-        dead = {o for o, until in self._owners.items() if until <= now}
+        dead = {o for o, until in self._owners.items()
+                if until <= now or (predecessors and o != owner and o.startswith(predecessors))}  # fmt: skip
         for o in dead:
             del self._owners[o]
         orphans = [c for c, e in self._calls.items() if e.owner in dead and e.expires_at > now]

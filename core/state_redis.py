@@ -132,8 +132,9 @@ if found[2] ~= ARGV[2] then
 end
 return {found[1], redis.call('HINCRBY', key, 'epoch', 1)}
 """
-# KEYS: owners, the time of the latest keep-alive of any edge. ARGV: prefix, owner, ttl. Hands the
-# calls of at most 10 lapsed owners per call, each with a new epoch: {data, epoch, data, epoch...}.
+# KEYS: owners, the time of the latest keep-alive of any edge. ARGV: prefix, owner, ttl, predecessors
+# ("" or a name prefix: those owners, other than this one, lapse now). Hands the calls of at most 10
+# lapsed owners per call, each with a new epoch: {data, epoch, data, epoch...}.
 # An owner lapses only while the store answers: when no keep-alive at all got through for over half
 # a TTL (edges keep alive every third of one), the store was stalled or unreachable, and every
 # owner's deadline moves on by that gap instead of every owner counting as dead.
@@ -148,6 +149,12 @@ if last and now - last > ttl / 2 then
   for i = 1, #all, 2 do redis.call('ZADD', KEYS[1], tonumber(all[i + 1]) + (now - last), all[i]) end
 end
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
+local pre = ARGV[4]
+if pre ~= '' then
+  for _, o in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    if o ~= ARGV[2] and string.sub(o, 1, #pre) == pre then redis.call('ZADD', KEYS[1], 0, o) end
+  end
+end
 local mine = ARGV[1] .. 'owned:' .. ARGV[2]
 local adopted = {}
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 10)) do
@@ -539,9 +546,9 @@ class RedisStore:
             pipe.srem(f"{self.p}owned:{owner}", call)
             await self._run(pipe.execute())
 
-    async def keep_alive(self, owner: str, ttl: float) -> list[CallState]:
+    async def keep_alive(self, owner: str, ttl: float, predecessors: str = "") -> list[CallState]:
         keys = [f"{self.p}owners", f"{self.p}owners-seen"]
-        adopted = await self._run(self._keep_alive(keys=keys, args=[self.p, owner, ttl]))
+        adopted = await self._run(self._keep_alive(keys=keys, args=[self.p, owner, ttl, predecessors]))
         return [_with_epoch(adopted[i], adopted[i + 1]) for i in range(0, len(adopted), 2)]
 
     # -- fencing and the end of a call -------------------------------------------------------------

@@ -57,7 +57,7 @@ async def admit(ctx: EdgeContext, inc: Incoming, call: Call) -> bool:
             stored = False
         else:
             rejection = Rejection(503, "Service Unavailable", "store", str(exc), retry_after=5)
-            refused_by_store(ctx, call, 503, "store unavailable at admission")
+            await refused_by_store(ctx, call, 503, "store unavailable at admission")
     if rejection is not None:
         ctx.reject(inc, rejection, call.trunk.name, call.a.tag)
         return False

@@ -7,6 +7,7 @@ A ringing call whose edge died gets its caller answered 503 and its relay sessio
 from __future__ import annotations
 
 import logging
+import secrets
 
 from trunkline.core.logs import event
 from trunkline.core.state import CallState
@@ -14,7 +15,7 @@ from trunkline.edge import observing
 from trunkline.edge.call import Call
 from trunkline.edge.cdr import HungUp
 from trunkline.edge.context import DialogId, EdgeContext
-from trunkline.edge.ending import finish
+from trunkline.edge.ending import finish, replay_spool
 from trunkline.edge.late_records import write_unstored
 from trunkline.edge.legs import response_for
 from trunkline.edge.session_timers import arm_limit, arm_session_expiry
@@ -74,14 +75,37 @@ async def fail_orphan(ctx: EdgeContext, call: Call) -> None:
     await finish(ctx, call, HungUp.EDGE, status, reason="edge lost while ringing")
 
 
+def incarnation(edge_id: str) -> str:
+    """The owner name of this process of the edge `edge_id` (in Kubernetes the pod's name, which a
+    container restart keeps): `<edge_id>/<random>`, so that a restarted process is a new owner and
+    never renews the keep-alive of calls it knows nothing about."""
+    return f"{edge_id}/{secrets.token_hex(4)}"
+
+
+def predecessors_of(owner: str) -> str:
+    """The owner-name prefix of the earlier processes of this one's edge id ("" when `owner` is not an
+    `incarnation`): they died with their container, their calls are this process's to carry."""
+    edge_id, slash, process = owner.rpartition("/")
+    return f"{edge_id}/" if slash and edge_id and process else ""
+
+
 async def keep_alive(ctx: EdgeContext) -> None:
-    """Tell the store this edge lives, and take over the calls of edges that stopped saying so."""
+    """Tell the store this edge lives, and take over the calls of edges that stopped saying so. First
+    the spooled ends a previous process of this pod left are replayed, then that process's calls are
+    taken over at once (named by the pod's edge id, they are no other pod's)."""
     interval = ctx.options.owner_ttl / 3
+    predecessors, replayed = predecessors_of(ctx.owner), False
     while True:
         try:
-            for state in await ctx.store.keep_alive(ctx.owner, ctx.options.owner_ttl):
+            claim = predecessors if replayed else ""
+            for state in await ctx.store.keep_alive(ctx.owner, ctx.options.owner_ttl, claim):
                 carry(ctx, state)
             await write_unstored(ctx)  # the store answers again: calls admitted without it
+            predecessors = "" if claim else predecessors
+            if not replayed:
+                await replay_spool(ctx)
+                replayed = True
+                continue  # the predecessors' calls now, not a keep-alive interval later
         except Exception as exc:
             event(log, logging.WARNING, "store keep-alive failed", error=str(exc))
         await ctx.sleep(interval)

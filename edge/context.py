@@ -31,6 +31,7 @@ from trunkline.edge.metrics import EdgeMetrics
 from trunkline.edge.observing import Traces, rule_label
 from trunkline.edge.policy import Rejection
 from trunkline.edge.resolver import Resolver
+from trunkline.edge.spool import CdrSpool
 from trunkline.sip.message import Request
 from trunkline.sip.stack import Incoming, Stack
 from trunkline.sip.uri import SipUri
@@ -56,6 +57,9 @@ class EdgeOptions:
     # The installation's emergency numbers (--emergency-countries, --emergency-number).
     emergency_numbers: frozenset[str] = installation_numbers(DEFAULT_COUNTRIES)
     trunk_defaults: TrunkDefaults = field(default_factory=TrunkDefaults)  # caps a trunk leaves unset
+    # TEST ONLY (the hidden --test-pause-at-cdr): "before" or "after" holds every end of a call at its
+    # CDR write (logging "test pause at the CDR write") so that a test can SIGKILL the edge there.
+    test_pause_at_cdr: str = ""
 
 
 class Calls:
@@ -113,6 +117,7 @@ class EdgeContext:
         # Lockout counters and used nonces of this edge alone, for emergency calls while the store
         # does not answer (edge/auth.py).
         self.local_auth = LocalAuthState()
+        self.spool: CdrSpool | None = None  # --cdr-spool: call ends the store did not take, on disk
         self.draining = False
         # Gateways the health probes found down, by carrier key (edge/upkeep.py keeps it from the store).
         self.gateways_down: dict[tuple[str, str], frozenset[str]] = {}

@@ -9,26 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 
 from trunkline.core.logs import event
-from trunkline.core.state import CallEnd
+from trunkline.core.state import SPOOLED_END_EPOCH, CallEnd
 from trunkline.edge.call import Call
 from trunkline.edge.carrier_auth import request_on_leg
 from trunkline.edge.cdr import HungUp, to_cdr
 from trunkline.edge.context import EdgeContext
 from trunkline.edge.observing import ended
+from trunkline.edge.spool import SpooledEnd
 from trunkline.sip.stack import NoAnswer
 
 log = logging.getLogger("trunkline.edge")
 BYE_TIMEOUT = 32.0  # 64*T1: a BYE nobody answers by then is given up (its transaction ends too)
 END_RETRIES = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)  # an end the store did not take, tried again
-# TEST ONLY: `before` or `after` holds every end of a call there (logging "test pause at the CDR
-# write") so that a test can SIGKILL the edge at that exact point. Unset (always, outside tests): inert.
-TEST_PAUSE_AT_CDR = os.environ.get("TRUNKLINE_TEST_PAUSE_AT_CDR", "")
-TEST_PAUSE_SECONDS = 3600.0
+TEST_PAUSE_SECONDS = 3600.0  # EdgeOptions.test_pause_at_cdr: how long an end is held there
 
 
 async def bye(ctx: EdgeContext, call: Call, leg_name: str) -> None:
@@ -154,6 +151,7 @@ async def finish(
         ctx.metrics.store("release", time.monotonic() - started, ok=False)
         event(log, logging.WARNING, "could not end the call in the store, trying again", call_id=call.key,
               error=str(exc))  # fmt: skip
+        await _spool(ctx, call, cdr)  # on disk before the 200 to the BYE goes out (`then`)
         ctx.spawn(_end_later(ctx, call, cdr))
         outcome = None
     if then is not None:
@@ -170,26 +168,52 @@ async def finish(
     return outcome
 
 
-def refused_by_store(ctx: EdgeContext, call: Call, status: int, reason: str) -> None:
+async def refused_by_store(ctx: EdgeContext, call: Call, status: int, reason: str) -> None:
     """A call turned away because the store did not answer its admission. The admission may still
     have run (a reply lost, a script queued behind a stall): its end, with a CDR of the refusal, is
     written once the store answers, so that no admitted record (and channel) outlives it and every
-    call placed has its record."""
+    call placed has its record. With a spool, the end is on disk when this returns (before the 503)."""
     call.ended = True
     call.record.end, call.record.status = ctx.clock(), status
     call.record.hung_up, call.record.reason = HungUp.EDGE, reason
     source = f"{call.a.addr[0]}:{call.a.addr[1]}"
     cdr = to_cdr(call.record, ctx.cdr.settings, trunk=call.counters, source=source,
                  transport=call.a.transport).to_json()  # fmt: skip
+    await _spool(ctx, call, cdr)
     ctx.spawn(_end_later(ctx, call, cdr))
 
 
+async def _spool(ctx: EdgeContext, call: Call, cdr: str) -> None:
+    if ctx.spool is None:
+        return
+    started = time.monotonic()
+    try:
+        await ctx.spool.add(SpooledEnd(call.key, call.counters, tuple(call.dialog_keys), cdr))
+        ctx.metrics.spool_write.observe(time.monotonic() - started)
+    except OSError as exc:  # a full or broken disk: the end is still retried from memory
+        event(log, logging.ERROR, "could not spool the call's end", call_id=call.key, error=str(exc))
+
+
+async def replay_spool(ctx: EdgeContext) -> None:
+    """Offer the store the ends a previous process of this pod spooled and could not hand over. Each
+    such call ended on the SIP side, so its end wins over an edge that took its record over since
+    (SPOOLED_END_EPOCH). Raises when the store does not answer: the rest are offered next time."""
+    if ctx.spool is None:
+        return
+    for end in ctx.spool.loaded():
+        outcome = await ctx.store.end_call_with_cdr(end.call, SPOOLED_END_EPOCH, end.cdr, trunk=end.trunk,
+                                                    dialogs=end.dialogs)  # fmt: skip
+        event(log, logging.INFO, "spooled call end replayed", call_id=end.call, outcome=str(outcome))
+        await ctx.spool.done(end.call)
+
+
 async def _end_in_store(ctx: EdgeContext, call: Call, cdr: str) -> CallEnd:
-    if TEST_PAUSE_AT_CDR == "before":
+    pause = ctx.options.test_pause_at_cdr
+    if pause == "before":
         await _test_pause(ctx, call, "before")
     outcome = await ctx.store.end_call_with_cdr(call.key, call.epoch, cdr, trunk=call.counters,
                                                 dialogs=call.dialog_keys)  # fmt: skip
-    if TEST_PAUSE_AT_CDR == "after":
+    if pause == "after":
         await _test_pause(ctx, call, f"after ({outcome})")
     if outcome is CallEnd.ENDED:
         ctx.cdr.write(call.record)  # the JSON lines file (--cdr) of the embedded default
@@ -209,8 +233,11 @@ async def _end_later(ctx: EdgeContext, call: Call, cdr: str) -> None:
         await ctx.sleep(delay)
         try:
             await _end_in_store(ctx, call, cdr)
-            return
         except Exception as exc:
             error = str(exc)
-    event(log, logging.ERROR, "call end never reached the store: its CDR is lost", call_id=call.key,
-          error=error)  # fmt: skip
+            continue
+        if ctx.spool is not None:
+            await ctx.spool.done(call.key)
+        return
+    lost = "left in the spool for the next start" if ctx.spool is not None else "its CDR is lost"
+    event(log, logging.ERROR, f"call end never reached the store: {lost}", call_id=call.key, error=error)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 METHODS = frozenset(
@@ -74,6 +74,22 @@ class Rejections(Collector):
         yield family
 
 
+class SpoolFigures(Collector):
+    """The CDR spool (edge/spool.py), read at scrape time: ends waiting on disk for the store, and
+    ends dropped to keep the file under its cap (each one a CDR lost)."""
+
+    def __init__(self, pending: Callable[[], int], dropped: Callable[[], int]) -> None:
+        self.pending, self.dropped = pending, dropped
+
+    def collect(self) -> Iterator[Metric]:
+        waiting = GaugeMetricFamily("trunkline_cdr_spool_pending", "Call ends spooled, not yet in the store")
+        waiting.add_metric([], self.pending())
+        yield waiting
+        lost = CounterMetricFamily("trunkline_cdr_spool_dropped", "Spooled call ends dropped (spool full)")
+        lost.add_metric([], self.dropped())
+        yield lost
+
+
 class EdgeMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -128,6 +144,10 @@ class EdgeMetrics:
         self.figures_dropped = Counter(
             "trunkline_gateway_figures_dropped", "Attempts left out of the store's gateway figures "
             "(store failing or too slow)", registry=registry,
+        )  # fmt: skip
+        self.spool_write = Histogram(
+            "trunkline_cdr_spool_write_seconds", "A call end appended to the CDR spool and fsynced",
+            buckets=STORE_BUCKETS, registry=registry,
         )  # fmt: skip
         # Carrier upkeep (edge/upkeep.py), as the shared store says: the same on every edge.
         self.carrier_registered = Gauge(
@@ -214,6 +234,9 @@ class EdgeMetrics:
                 gauge.remove(*labels)
             except KeyError:
                 pass
+
+    def count_spool(self, pending: Callable[[], int], dropped: Callable[[], int]) -> None:
+        self.registry.register(SpoolFigures(pending, dropped))
 
     def count_flood_drops(self, read: Callable[[], int]) -> None:
         """`rule="flood"` reads the flood guard's dropped messages from `read` at each scrape."""

@@ -15,6 +15,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -37,6 +38,7 @@ from trunkline.core.net import (
 from trunkline.core.runner import run, run_until_signalled
 from trunkline.core.state import MemoryStore, StateStore
 from trunkline.core.state_redis import add_redis_arguments, redis_target
+from trunkline.edge.adoption import incarnation
 from trunkline.edge.b2bua import Edge
 from trunkline.edge.call import MediaPlane
 from trunkline.edge.cdr import CdrSink
@@ -49,6 +51,7 @@ from trunkline.edge.media import RelayMedia
 from trunkline.edge.metrics import EdgeMetrics
 from trunkline.edge.nonce_keys import NonceKeys
 from trunkline.edge.resolver import Resolver
+from trunkline.edge.spool import DEFAULT_MAX_BYTES, CdrSpool
 from trunkline.edge.upkeep import Upkeep
 from trunkline.sip.flood import DEFAULT_BYTES, DEFAULT_COOLDOWN, DEFAULT_RATE, Budget
 from trunkline.sip.stack import SipStack
@@ -140,7 +143,7 @@ class EdgeComponent:
             # Edges behind one Service share the secret, so a nonce one issued is good at any other.
             DigestAuthenticator(nonce_secret, nonce_ttl=options.nonce_ttl),
             resolver=resolver,
-            owner=edge_id,
+            owner=incarnation(edge_id) if edge_id else None,  # a restarted process is a new owner
             stack=self.stack,
             metrics=metrics,
         )
@@ -224,6 +227,8 @@ class EdgeComponent:
         if isinstance(self.edge.media, RelayMedia):
             await self.edge.media.close()
         self.cdr.close()
+        if self.edge.ctx.spool is not None:
+            self.edge.ctx.spool.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,6 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--relay-lost-after", type=float, default=20.0, metavar="SECONDS",
                         help="end the calls of a relay unreachable this long (default: 20)")  # fmt: skip
     parser.add_argument("--cdr", metavar="PATH", help="append call records (JSON lines); '-' for stdout")
+    parser.add_argument(
+        "--cdr-spool", metavar="DIR",
+        help="keep call ends the store did not take in this directory until it does, replayed at start "
+        "(a volume that outlives the process: Kubernetes' emptyDir; docs/cdr.md)",
+    )  # fmt: skip
+    parser.add_argument("--cdr-spool-max-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="BYTES",
+                        help="the spool's size cap; past it the oldest ends are dropped")  # fmt: skip
+    parser.add_argument("--test-pause-at-cdr", choices=["before", "after"], help=argparse.SUPPRESS)
     parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS")
     parser.add_argument(
         "--unready-before-drain", type=float, default=0.0, metavar="SECONDS",
@@ -369,6 +382,20 @@ def media_policy_of(args: argparse.Namespace, sip_host: str) -> MediaAddressPoli
         raise ConfigError(f"--media-deny-cidr: {exc}") from None
 
 
+def open_spool(directory: str, max_bytes: int) -> CdrSpool:
+    """The CDR spool in `directory`, with the ends a previous process left loaded (to be replayed)."""
+    if max_bytes < 64 * 1024:
+        raise ConfigError("--cdr-spool-max-bytes: at least 65536")
+    try:
+        spool = CdrSpool(Path(directory), max_bytes)
+        left = spool.load()
+    except OSError as exc:
+        raise ConfigError(f"--cdr-spool {directory}: {exc.strerror or exc}") from None
+    if left:
+        event(log, logging.WARNING, "call ends left in the CDR spool, to replay", ends=len(left))
+    return spool
+
+
 async def _serve(args: argparse.Namespace) -> int:
     if not args.files and not args.control:
         raise ConfigError("give manifests (-f) or a control service (--control)")
@@ -450,8 +477,12 @@ async def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     options = EdgeOptions(
-        max_duration=args.max_call_duration, emergency_numbers=numbers, trunk_defaults=defaults
+        max_duration=args.max_call_duration,
+        emergency_numbers=numbers,
+        trunk_defaults=defaults,
+        test_pause_at_cdr=args.test_pause_at_cdr or "",
     )
+    spool = open_spool(args.cdr_spool, args.cdr_spool_max_bytes) if args.cdr_spool else None
     nameservers = [parse_hostport(d, "--dns", default_port=53) for d in args.dns or []]
     resolver = Resolver([(n.host, n.port) for n in nameservers]) if nameservers else None
     component = EdgeComponent(
@@ -470,6 +501,9 @@ async def _serve(args: argparse.Namespace) -> int:
         limits,
     )
     component.register_metrics(registry)
+    if spool is not None:
+        component.edge.ctx.spool = spool
+        component.edge.metrics.count_spool(lambda: spool.pending, lambda: spool.dropped)
     mirror_task = None
     if args.control:
         from trunkline.control.client import ConfigMirror

@@ -46,6 +46,10 @@ REDIS_CA_MOUNT = "/etc/trunkline/redis-ca"
 
 
 NONCE_MOUNT = "/etc/trunkline/nonce"  # the nonce Secret in edge pods
+# The edges' CDR spool (edge/spool.py): an emptyDir outlives a container restart, so the next process
+# in the pod replays the call ends its killed predecessor could not hand to the store (docs/cdr.md).
+CDR_SPOOL_MOUNT = "/var/spool/trunkline"
+CDR_SPOOL_VOLUME = {"name": "cdr-spool", "emptyDir": {"sizeLimit": "64Mi"}}  # the spool caps itself at 16 MiB
 NONCE_FILE = "keys"  # its one key: the digest nonce keys, newest first, one a line
 
 
@@ -375,12 +379,14 @@ def build_edge_deployment(
     args += ["--emergency-countries", ",".join(edge.emergency.countries)]
     args += [arg for number in edge.emergency.numbers for arg in ("--emergency-number", number)]
     args += _trunk_default_args(edge.trunkDefaults)
-    volumes += ({"name": "nonce", "secret": {"secretName": object_name(platform, "nonce")}},)
+    args += ["--cdr-spool", CDR_SPOOL_MOUNT]
+    volumes += ({"name": "nonce", "secret": {"secretName": object_name(platform, "nonce")}}, CDR_SPOOL_VOLUME)
     container_mounts.append({"name": "nonce", "mountPath": NONCE_MOUNT, "readOnly": True})
     # A stopping edge first leaves the Service (readiness fails within EDGE_READINESS_PROBE's two periods,
     # then the endpoint stops serving and kube-proxy moves the UDP flows pinned to it), still taking new
     # calls, and only then refuses them (503) and drains: a rolling update refuses no call.
     args += ["--unready-before-drain", str(EDGE_UNREADY_BEFORE_DRAIN)]
+    container_mounts.append({"name": "cdr-spool", "mountPath": CDR_SPOOL_MOUNT})
     container = _container(platform, namespace, "edge", args, ports, edge.resources)
     container["readinessProbe"] = EDGE_READINESS_PROBE
     container["volumeMounts"] += container_mounts

@@ -203,7 +203,7 @@ def test_an_edge_killed_at_its_cdr_write_leaves_one_cdr_per_call(
     calls = 3
     try:
         # b only once a is dead: with both behind the address, the PBX's BYEs might all reach b.
-        a = cluster.start("a", env={"TRUNKLINE_TEST_PAUSE_AT_CDR": where})
+        a = cluster.start("a", "--test-pause-at-cdr", where)
         service = cluster.service or ""
         pbx = sipp.Background(lambda: sipp.uac(tmp_path / "pbx", service, "127.0.0.2", "+442071234567",
                                                calls=calls, hold_ms=4000, timeout=90))  # fmt: skip

@@ -118,7 +118,8 @@ async def test_edge_and_relay_use_redis_over_tls_with_auth(tls_redis: TlsRedis, 
     try:
         # The edge proves it lives in Redis (its keep-alive), which takes AUTH over TLS.
         async def edge_alive() -> bool:
-            return await client.zscore("trunkline:owners", "edge-tls") is not None
+            owners = await client.zrange("trunkline:owners", 0, -1)  # edge-tls/<this process>
+            return any(owner.startswith(b"edge-tls/") for owner in owners)
 
         await wait_async(edge_alive, "the edge's keep-alive in Redis", edge.output)
         async with grpc.aio.insecure_channel(relay.target) as channel:

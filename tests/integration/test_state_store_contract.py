@@ -11,6 +11,7 @@ import pytest
 from tests.support.redis_server import RedisProcess, start_redis
 from trunkline.core.state import (
     MAX_MINUTES,
+    SPOOLED_END_EPOCH,
     Admission,
     Binding,
     CallEnd,
@@ -277,6 +278,36 @@ async def test_the_calls_of_an_edge_go_on_with_a_new_epoch(store: StateStore) ->
         adopted = await store.keep_alive("edge-b", ttl=0.5)
     assert adopted == [{"n": 5, "epoch": 1}]
     assert await store.call_epoch("c5") == 1
+
+
+async def test_a_restarted_process_takes_its_predecessors_calls_at_once(store: StateStore) -> None:
+    """A container restart keeps the pod's name: the new process (`pod-a/2`) names its predecessors
+    (`pod-a/`) at its keep-alive and gets their calls at once, though their keep-alive has not lapsed;
+    another pod's calls (`pod-ab/1`, a name that merely starts alike) stay where they are."""
+    for owner in ("pod-a/1", "pod-ab/1", "pod-b/1"):
+        assert await store.keep_alive(owner, ttl=60) == []
+    await store.save_call("acme", "c7", "pod-a/1", {"n": 7}, ["d7"], ttl=60)
+    await store.save_call("acme", "c8", "pod-ab/1", {"n": 8}, ["d8"], ttl=60)
+    assert await store.keep_alive("pod-a/2", ttl=60, predecessors="pod-a/") == [{"n": 7, "epoch": 1}]
+    assert await store.keep_alive("pod-a/2", ttl=60, predecessors="pod-a/") == []  # its own not claimed
+    assert await store.keep_alive("pod-b/1", ttl=60) == []  # nothing else lapsed
+    assert await store.call_epoch("c8") == 0
+    assert await store.adopt_call("d7", "pod-a/2") == {"n": 7, "epoch": 2}  # held by the new process
+
+
+async def test_a_spooled_end_ends_a_call_another_edge_took_over(store: StateStore) -> None:
+    """An end replayed from a spool (the call ended on the SIP side) wins over the holder that took
+    the record over since; a second replay of it writes no second CDR."""
+    await store.save_call("acme", "c9", "edge-a", {"n": 9}, ["d9"], ttl=60)
+    assert await store.adopt_call("d9", "edge-b") is not None  # epoch 1: edge-a's end would be LOST
+    assert await store.end_call_with_cdr("c9", 0, '{"id": 9}', trunk="acme") is CallEnd.LOST
+    replayed = await store.end_call_with_cdr(
+        "c9", SPOOLED_END_EPOCH, '{"id": 9}', trunk="acme", dialogs=["d9"]
+    )
+    assert replayed is CallEnd.ENDED
+    again = await store.end_call_with_cdr("c9", SPOOLED_END_EPOCH, '{"id": 9}', trunk="acme")
+    assert again is CallEnd.ALREADY_ENDED
+    assert await store.call_epoch("c9") is None  # edge-b's next fenced step finds it ended
 
 
 async def test_no_owner_lapses_while_no_keep_alive_got_through(redis_proc: RedisProcess) -> None:

@@ -84,6 +84,7 @@ class Cluster:
     carrier_port: int
     service: str | None = None
     extra: list[str] = field(default_factory=list)  # more flags for every edge
+    spool: bool = False  # each edge with --cdr-spool in its own folder (a pod's emptyDir)
     pbx_port: int = 0  # where inbound calls go (0: nowhere in particular)
     edges: dict[str, Up] = field(default_factory=dict)
 
@@ -102,10 +103,13 @@ class Cluster:
         answering at Via's port reaches the edge that asked (docs/failover.md)."""
         return self.service.rsplit(":", 1)[0] if self.service else "127.0.0.1"
 
-    def start(self, name: str, env: dict[str, str] | None = None) -> Up:
-        """Edge `name` (its id edge-<name>), with `env` added to its environment."""
-        edge = Up(self.workdir / f"edge-{name}", self.text, [*self.flags, "--edge-id", f"edge-{name}"],
-                  command="edge", env=env or {}, host=self.host).start()  # fmt: skip
+    def start(self, name: str, *flags: str) -> Up:
+        """Edge `name` (its id edge-<name>) with `flags` added. Started again under the same name, it is
+        a restarted container of the same pod: same edge id, same folder (and spool), a new process."""
+        workdir = self.workdir / f"edge-{name}"
+        spool = ["--cdr-spool", str(workdir / "spool")] if self.spool else []
+        edge = Up(workdir, self.text, [*self.flags, "--edge-id", f"edge-{name}", *spool, *flags],
+                  command="edge", host=self.host).start()  # fmt: skip
         self.edges[name] = edge
         return edge
 
@@ -136,7 +140,8 @@ class Cluster:
         with self.redis_client() as client:
             for key in client.scan_iter("trunkline:call:*", count=100):
                 owner, data = client.hmget(key, ["owner", "data"])
-                if owner == f"edge-{edge}".encode() and data and json.loads(data)["record"]["answer"]:
+                mine = owner is not None and owner.startswith(f"edge-{edge}/".encode())  # any process of it
+                if mine and data and json.loads(data)["record"]["answer"]:
                     count += 1
         return count
 

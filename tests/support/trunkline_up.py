@@ -70,7 +70,7 @@ class Up:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "manifests.yaml").write_text(self.manifest_text)
         self.sip_port, self.http_port = free_port(), free_port()
-        self.log = (self.workdir / "trunkline.log").open("w")
+        self.log = (self.workdir / "trunkline.log").open("a")  # a restart in the same folder adds to it
         self.proc = subprocess.Popen(
             [BIN, self.command, "-f", str(self.workdir / "manifests.yaml"), "--sip-listen", self.sip,
              "--http-listen", f"127.0.0.1:{self.http_port}", "--cdr", str(self.cdr_path), "--grace", "2",

@@ -90,6 +90,16 @@ def test_every_pod_is_locked_down_and_probed() -> None:
         )
 
 
+def test_edges_spool_call_ends_on_an_empty_dir_that_outlives_a_container_restart() -> None:
+    spec = pod_spec(build_edge_deployment(platform(), NS))
+    (container,) = spec["containers"]
+    args = container["args"]
+    spool = args[args.index("--cdr-spool") + 1]
+    assert {"name": "cdr-spool", "mountPath": spool} in container["volumeMounts"]
+    assert {"name": "cdr-spool", "emptyDir": {"sizeLimit": "64Mi"}} in spec["volumes"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True  # the root stays read-only
+
+
 def test_only_control_gets_an_api_token() -> None:
     p = platform(control={"serviceAccountName": "tl-control"})
     assert pod_spec(build_control_deployment(p, NS))["serviceAccountName"] == "tl-control"
