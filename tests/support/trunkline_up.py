@@ -71,10 +71,12 @@ class Up:
         (self.workdir / "manifests.yaml").write_text(self.manifest_text)
         self.sip_port, self.http_port = free_port(), free_port()
         self.log = (self.workdir / "trunkline.log").open("w")
+        # One edge process unless the test asks for workers (the default with --redis: the CPU count).
+        workers = [] if self.command != "edge" or "--workers" in self.extra else ["--workers", "1"]
         self.proc = subprocess.Popen(
             [BIN, self.command, "-f", str(self.workdir / "manifests.yaml"), "--sip-listen", self.sip,
              "--http-listen", f"127.0.0.1:{self.http_port}", "--cdr", str(self.cdr_path), "--grace", "2",
-             *self.extra],
+             *workers, *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT, text=True, env={**os.environ, **self.env},
         )  # fmt: skip
         readyz = f"http://127.0.0.1:{self.http_port}/readyz"

@@ -1,0 +1,220 @@
+"""`trunkline edge --workers 2`: two edge processes share the SIP port (SO_REUSEPORT) and the calls
+(Redis). The PBX (SIPp, one socket per call) spreads its calls over both workers; an in-dialog request
+at the other worker is carried there (through the store, as across pods); a worker killed mid-call
+has its calls carried by the other and is started again; SIGTERM drains every worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import sipp
+from tests.support.edge_harness import SDP, in_dialog, invite
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisProcess
+from tests.support.trunkline_up import Up, manifests
+from trunkline.sip.ua import UserAgent
+
+CALLS = 10
+
+
+def sample(metrics: str, name: str, **labels: str) -> dict[str, float]:
+    """Value of sample `name` with `labels`, by worker."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                worker = s.labels.get("worker", "")
+                found[worker] = found.get(worker, 0.0) + s.value
+    return found
+
+
+def wait_for(check: object, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not callable(check) or not check():
+        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
+        time.sleep(0.2)
+
+
+def worker_pids(parent: int) -> dict[int, int]:
+    """The parent's workers: index -> pid (from their command lines)."""
+    pids = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "--worker-of" in args and args[args.index("--worker-of") + 1] == str(parent):
+            edge_id = args[len(args) - 1 - args[::-1].index("--edge-id") + 1]
+            pids[int(edge_id.rsplit("-w", 1)[1].split(".")[0])] = int(entry.name)
+    return pids
+
+
+def readyz(edge: Up) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{edge.http_port}/readyz", timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+@pytest.fixture
+def workers(tmp_path: Path, redis: RedisProcess, carrier_port: int) -> Iterator[Up]:
+    flags = ["--redis", redis.url, "--workers", "2", "--grace", "60"]
+    edge = Up(tmp_path / "edge", manifests(carrier_port, free_port()), flags, command="edge").start()
+    yield edge
+    if edge.proc is not None and edge.proc.poll() is None:
+        edge.stop()
+
+
+def midcall_calls(tmp_path: Path, edge: Up, calls: int, hold_ms: int) -> sipp.Background:
+    """`calls` PBX calls (answer, re-INVITE, INFO, the gateway's BYE), each from a socket of its own."""
+    # The trunk takes 5 calls/s (its default cap, counted in the store across workers): 2/s stays under.
+    spread = ["-t", "un", "-max_socket", "100", "-r", "2", "-l", str(calls)]
+    return sipp.Background(lambda: sipp.uac(
+        tmp_path / "pbx", edge.sip, "127.0.0.2", "+442071234567", *spread,
+        scenario="pbx_midcall.xml", calls=calls, hold_ms=hold_ms, timeout=90))  # fmt: skip
+
+
+def test_two_workers_share_the_port_and_carry_each_others_calls(
+    workers: Up, tmp_path: Path, carrier_port: int
+) -> None:
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port, scenario="gateway_midcall.xml")
+    try:
+        result = midcall_calls(tmp_path, workers, CALLS, hold_ms=500).result(timeout=120)
+        cdrs = workers.wait_cdrs(CALLS, timeout=20)
+    finally:
+        gateway_out = sipp.stop(gateway)
+    assert result.ok, result.output + gateway_out + workers.output()
+    assert sipp.received(gateway_out, "INFO") == CALLS, gateway_out
+    assert len(cdrs) == CALLS and all(c["status"] == 200 and c["hung_up"] == "callee" for c in cdrs), cdrs
+    invites = sample(workers.metrics(), "trunkline_sip_requests_total", method="INVITE", direction="received")
+    assert set(invites) == {"0", "1"} and all(n >= 1 for n in invites.values()), invites  # both took calls
+
+
+def own_ports(edge: Up) -> set[int]:
+    """The workers' own SIP ports (each says where it listens)."""
+    return {int(p) for p in re.findall(r'msg="sip listening" udp_tcp=127\.0\.0\.1:(\d+)', edge.output())}
+
+
+def receive(sock: socket.socket, status: bytes, timeout: float = 20.0) -> tuple[bytes, int]:
+    """The first datagram starting with `status` (provisional answers are skipped) and its source port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        data, addr = sock.recvfrom(65535)
+        if data.startswith(status):
+            return data, addr[1]
+        assert time.monotonic() < deadline, f"no {status!r} within {timeout} s"
+
+
+def test_an_in_dialog_request_at_the_other_worker_is_carried_there(
+    workers: Up, tmp_path: Path, carrier_port: int
+) -> None:
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port)
+    pbx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pbx.bind(("127.0.0.2", 0))
+    try:
+        wait_for(lambda: len(own_ports(workers)) == 2, "both workers listening")
+        source = pbx.getsockname()
+        pbx.sendto(invite(call_id="cross", source=source, body=SDP).encode(), ("127.0.0.1", workers.sip_port))
+        answer, first = receive(pbx, b"SIP/2.0 200")  # from the worker that took the INVITE: its own port
+        [other] = own_ports(workers) - {first}
+        to_tag = re.search(r"\r\nTo:[^\r]*;tag=([^;\r]+)", answer.decode())
+        assert to_tag, answer
+        pbx.sendto(in_dialog("ACK", "cross", to_tag[1], 1, source).encode(), ("127.0.0.1", workers.sip_port))
+        pbx.sendto(in_dialog("BYE", "cross", to_tag[1], 2, source).encode(), ("127.0.0.1", other))
+        ok, answered_from = receive(pbx, b"SIP/2.0 200")
+        [cdr] = workers.wait_cdrs(1, timeout=20)
+    finally:
+        gateway_out = sipp.stop(gateway, finish_within=5)
+        pbx.close()
+    assert b"CSeq: 2 BYE" in ok and answered_from == other, ok  # the other worker took the call over
+    assert "call adopted" in workers.output(), workers.output()
+    assert cdr["status"] == 200 and cdr["hung_up"] == "caller", cdr
+    assert sipp.received(gateway_out, "BYE") == 1, gateway_out
+
+
+async def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(check):
+        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
+        await asyncio.sleep(0.2)
+
+
+def live_calls(edge: Up) -> float:
+    return sum(sample(edge.metrics(), "trunkline_component_busy").values())
+
+
+async def test_a_killed_worker_s_calls_go_on_and_it_is_started_again(
+    workers: Up, tmp_path: Path, carrier_port: int
+) -> None:
+    # The gateway answers each request where its Via says (rport: its source), as RFC 3261 18.2.2 has
+    # it: a worker sends from its own port, so the answers to the requests of a call's new worker
+    # reach that worker (SIPp would answer every request of a call to the first worker's address).
+    assert workers.proc is not None
+    gateway = UserAgent("127.0.0.1", ring=False)
+    await gateway.start(carrier_port)
+    calls = 6
+    try:
+        pbx = sipp.Background(lambda: sipp.uac(
+            tmp_path / "pbx", workers.sip, "127.0.0.2", "+442071234567", "-t", "un", "-max_socket", "100",
+            "-r", "2", "-l", str(calls), calls=calls, hold_ms=8000, timeout=90))  # fmt: skip
+        await wait_until(lambda: live_calls(workers) == calls, f"{calls} live calls")
+        busy = sample(await asyncio.to_thread(workers.metrics), "trunkline_component_busy")
+        victim = int(max(busy, key=lambda w: busy[w]))
+        before = worker_pids(workers.proc.pid)
+        os.kill(before[victim], signal.SIGKILL)
+        result = await asyncio.to_thread(pbx.result, 120)
+        cdrs = await asyncio.to_thread(workers.wait_cdrs, calls, 20)
+    finally:
+        await gateway.close()
+    assert result.ok, result.output + workers.output()
+    assert gateway.byes == calls  # each caller's BYE reached the gateway, through the live worker
+    assert len(cdrs) == calls and all(c["status"] == 200 and c["hung_up"] == "caller" for c in cdrs), cdrs
+    assert "call adopted" in workers.output()
+    # The parent started it again: a new process in that slot, counted, and the edge ready again.
+    await wait_until(lambda: readyz(workers) == 200, "the edge ready again with its worker restarted")
+    after = worker_pids(workers.proc.pid)
+    assert set(after) == {0, 1} and after[victim] != before[victim], (before, after)
+    restarts = sample(await asyncio.to_thread(workers.metrics), "trunkline_edge_worker_restarts_total")
+    assert restarts == {"": 1.0}, restarts
+
+
+def test_sigterm_drains_every_worker(workers: Up, tmp_path: Path, carrier_port: int) -> None:
+    assert workers.proc is not None
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port, scenario="gateway_midcall.xml")
+    calls = 6
+    try:
+        pbx = midcall_calls(tmp_path, workers, calls, hold_ms=5000)
+        wait_for(lambda: sum(sample(workers.metrics(), "trunkline_component_busy").values()) == calls,
+                 f"{calls} live calls")  # fmt: skip
+        pids = worker_pids(workers.proc.pid)
+        workers.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: readyz(workers) == 503, "not ready while draining", timeout=20)
+        result = pbx.result(timeout=120)  # the calls in progress end normally
+        code = workers.proc.wait(timeout=60)
+        cdrs = workers.wait_cdrs(calls, timeout=5)
+    finally:
+        gateway_out = sipp.stop(gateway)
+    assert result.ok, result.output + gateway_out + workers.output()
+    assert len(cdrs) == calls and all(c["status"] == 200 and c["hung_up"] == "callee" for c in cdrs), cdrs
+    assert code == 0, workers.output()
+    for pid in pids.values():  # every worker exited with the parent
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert workers.output().count("msg=stopped") >= 2, workers.output()
