@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -358,6 +360,9 @@ def build_edge_deployment(
     args += ["--emergency-countries", ",".join(edge.emergency.countries)]
     args += [arg for number in edge.emergency.numbers for arg in ("--emergency-number", number)]
     args += _trunk_default_args(edge.trunkDefaults)
+    # One edge process per CPU of the limit, sharing the SIP ports and the calls (Redis); without a
+    # limit the pod may get a whole node's CPUs for a request of a fraction: one, and scale by pods.
+    args += ["--workers", str(edge_workers(edge.resources))]
     volumes += ({"name": "nonce", "secret": {"secretName": object_name(platform, "nonce")}},)
     container_mounts.append({"name": "nonce", "mountPath": NONCE_MOUNT, "readOnly": True})
     container = _container(platform, namespace, "edge", args, ports, edge.resources)
@@ -366,6 +371,19 @@ def build_edge_deployment(
     # With an HPA the replica count is the HPA's: leaving it out of our apply keeps us from fighting it.
     replicas = None if edge.autoscaling.enabled else edge.replicas
     return _workload(platform, namespace, "Deployment", "edge", template, owner, replicas)
+
+
+_CPU = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(m?)$")
+
+
+def edge_workers(resources: Resources) -> int:
+    """Edge processes for a pod: its CPU limit rounded down, at least 1 (1 without a limit or with a
+    quantity we do not read: a pod with too few workers still works, too many would thrash)."""
+    match = _CPU.match(str(resources.limits.get("cpu", "")).strip())
+    if match is None:
+        return 1
+    cpus = Decimal(match[1]) / (1000 if match[2] else 1)
+    return max(1, int(cpus))
 
 
 def _trunk_default_args(defaults: TrunkDefaults) -> list[str]:
