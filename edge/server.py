@@ -423,7 +423,7 @@ def worker_plan(args: argparse.Namespace, argv: list[str]) -> WorkerPlan | None:
         raise ConfigError(f"--worker-ports: {args.worker_ports} leaves no room for {count} ports")
     listen = parse_hostport(args.sip_listen, "--sip-listen", default_port=5060)
     return WorkerPlan(count, argv, listen, args.edge_id or default_edge_id(), args.worker_ports,
-                      args.grace, args.log_level)  # fmt: skip
+                      args.grace, args.log_level, own_nonce_key=not args.nonce_secret_file)  # fmt: skip
 
 
 def media_policy_of(args: argparse.Namespace, sip_host: str) -> MediaAddressPolicy:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
+import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -65,6 +67,9 @@ class WorkerPlan:
     first_port: int = 0  # worker i's own SIP port is first_port + i (0: any free port)
     grace: float = 30.0
     log_level: str = "INFO"
+    # No --nonce-secret-file: the parent makes one key for its workers, so that a challenge one
+    # issued is good at the others (a caller's next request may land on any of them).
+    own_nonce_key: bool = False
 
 
 def worker_id(edge_id: str, index: int, generation: int) -> str:
@@ -133,6 +138,9 @@ class Supervisor:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=ASK_TIMEOUT))
         self.workers = [Worker(i, _loopback_listener()) for i in range(self.plan.count)]
         runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        key_file = _nonce_key_file() if self.plan.own_nonce_key else None
+        if key_file is not None:
+            self.plan.argv = [*self.plan.argv, "--nonce-secret-file", key_file]
         try:
             await runner.setup()
             await web.SockSite(runner, self.ops).start()
@@ -144,6 +152,8 @@ class Supervisor:
             await self._session.close()
             for worker in self.workers:
                 worker.http.close()
+            if key_file is not None:
+                os.unlink(key_file)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
         event(log, logging.INFO, "edge workers stopped", failed=self.failed)
@@ -269,6 +279,14 @@ def _loopback_listener() -> socket.socket:
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
+
+
+def _nonce_key_file() -> str:
+    """A private file holding one random nonce key, for the workers (removed when the parent ends)."""
+    fd, path = tempfile.mkstemp(prefix="trunkline-edge-nonce-")  # mode 0600
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32) + "\n")
+    return path
 
 
 def default_edge_id() -> str:

@@ -24,6 +24,8 @@ from tests.support.edge_harness import SDP, in_dialog, invite
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisProcess
 from tests.support.trunkline_up import Up, manifests
+from trunkline.edge.digest_client import DigestClient, read_challenge
+from trunkline.sip.message import Response, parse_message
 from trunkline.sip.ua import UserAgent
 
 CALLS = 10
@@ -76,7 +78,9 @@ def readyz(edge: Up) -> int:
 @pytest.fixture
 def workers(tmp_path: Path, redis: RedisProcess, carrier_port: int) -> Iterator[Up]:
     flags = ["--redis", redis.url, "--workers", "2", "--grace", "60"]
-    edge = Up(tmp_path / "edge", manifests(carrier_port, free_port()), flags, command="edge").start()
+    edge = Up(tmp_path / "edge", manifests(carrier_port, free_port()), flags, command="edge")
+    edge.start_timeout = 90.0  # three processes starting on a loaded machine
+    edge.start()
     yield edge
     if edge.proc is not None and edge.proc.poll() is None:
         edge.stop()
@@ -148,6 +152,47 @@ def test_an_in_dialog_request_at_the_other_worker_is_carried_there(
     assert "call adopted" in workers.output(), workers.output()
     assert cdr["status"] == 200 and cdr["hung_up"] == "caller", cdr
     assert sipp.received(gateway_out, "BYE") == 1, gateway_out
+
+
+def test_a_challenge_from_one_worker_is_answered_at_the_other(
+    workers: Up, tmp_path: Path, carrier_port: int
+) -> None:
+    # No --nonce-secret-file: the parent gives its workers one key, so that a caller's INVITE with
+    # credentials may land on another worker than the one that challenged it.
+    gateway = sipp.uas(tmp_path / "gw", "127.0.0.1", carrier_port)
+    pbx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pbx.bind(("127.0.0.3", 0))  # not in the trunk's IP ACL: digest
+    try:
+        wait_for(lambda: len(own_ports(workers)) == 2, "both workers listening")
+        first, other = sorted(own_ports(workers))
+        source = pbx.getsockname()
+        pbx.sendto(invite(call_id="digest", source=source, branch="z9hG4bK-one", body=SDP).encode(),
+                   ("127.0.0.1", first))  # fmt: skip
+        challenge, _ = receive(pbx, b"SIP/2.0 407")
+        to = re.search(r"\r\nTo: ([^\r]*)", challenge.decode())
+        assert to, challenge
+        ack = invite(call_id="digest", source=source, branch="z9hG4bK-one").replace("INVITE", "ACK")
+        pbx.sendto(re.sub(r"\r\nTo: [^\r]*", f"\r\nTo: {to[1]}", ack).encode(), ("127.0.0.1", first))
+        parsed = parse_message(challenge)
+        assert isinstance(parsed, Response)
+        credentials = DigestClient("acme", "s3cret-acme").authorization(
+            read_challenge(parsed), "INVITE", "sip:+442071234567@127.0.0.1:5060"
+        )
+        again = invite(call_id="digest", source=source, headers=(f"Proxy-Authorization: {credentials}",),
+                       body=SDP).replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")  # fmt: skip
+        pbx.sendto(again.encode(), ("127.0.0.1", other))
+        answer, answered_from = receive(pbx, b"SIP/2.0 200")
+        tag = re.search(r"\r\nTo:[^\r]*;tag=([^;\r]+)", answer.decode())
+        assert tag, answer
+        pbx.sendto(in_dialog("ACK", "digest", tag[1], 2, source).encode(), ("127.0.0.1", other))
+        pbx.sendto(in_dialog("BYE", "digest", tag[1], 3, source).encode(), ("127.0.0.1", other))
+        receive(pbx, b"SIP/2.0 200")
+        [cdr] = workers.wait_cdrs(1, timeout=20)
+    finally:
+        sipp.stop(gateway, finish_within=5)
+        pbx.close()
+    assert answered_from == other  # the worker that did not issue the nonce took the credentials
+    assert cdr["status"] == 200, cdr
 
 
 async def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:

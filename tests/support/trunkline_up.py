@@ -52,6 +52,7 @@ class Up:
     command: str = "up"  # or "edge": the same flags for what this needs
     env: dict[str, str] = field(default_factory=dict)  # added to the process's environment
     host: str = "127.0.0.1"  # the SIP listening address's IP
+    start_timeout: float = 20.0  # seconds until ready (several processes take longer on a busy machine)
     sip_port: int = 0
     http_port: int = 0
     proc: subprocess.Popen[str] | None = None
@@ -81,7 +82,7 @@ class Up:
         )  # fmt: skip
         readyz = f"http://127.0.0.1:{self.http_port}/readyz"
         started = (lambda: http_ready(readyz)) if ready else (lambda: "sip listening" in self.output())
-        wait_started(self.proc, started, f"trunkline {self.command}", self.output)
+        wait_started(self.proc, started, f"trunkline {self.command}", self.output, self.start_timeout)
         return self
 
     def output(self) -> str:
