@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import signal
 import socket
 import ssl
 import sys
@@ -52,7 +53,7 @@ from trunkline.edge.metrics import EdgeMetrics
 from trunkline.edge.nonce_keys import NonceKeys
 from trunkline.edge.resolver import Resolver
 from trunkline.edge.upkeep import Upkeep
-from trunkline.edge.workers import Supervisor, WorkerPlan, default_edge_id, watch_parent
+from trunkline.edge.workers import Supervisor, WorkerPlan, default_edge_id
 from trunkline.sip.flood import DEFAULT_BYTES, DEFAULT_COOLDOWN, DEFAULT_RATE, Budget
 from trunkline.sip.stack import SipStack
 from trunkline.sip.transport import (
@@ -242,6 +243,14 @@ class EdgeComponent:
         if isinstance(self.edge.media, RelayMedia):
             await self.edge.media.close()
         self.cdr.close()
+
+
+async def watch_parent(parent: int, period: float = 1.0) -> None:
+    """In a worker: drain (SIGTERM to itself) once the parent is gone, so no worker outlives it."""
+    while os.getppid() == parent:
+        await asyncio.sleep(period)
+    event(log, logging.WARNING, "parent gone: draining", parent=parent)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def build_parser() -> argparse.ArgumentParser:

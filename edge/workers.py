@@ -291,11 +291,3 @@ def _nonce_key_file() -> str:
 
 def default_edge_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-async def watch_parent(parent: int, period: float = 1.0) -> None:
-    """In a worker: drain (SIGTERM to itself) once the parent is gone, so no worker outlives it."""
-    while os.getppid() == parent:
-        await asyncio.sleep(period)
-    event(log, logging.WARNING, "parent gone: draining", parent=parent)
-    os.kill(os.getpid(), signal.SIGTERM)

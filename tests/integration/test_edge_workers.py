@@ -263,3 +263,13 @@ def test_sigterm_drains_every_worker(workers: Up, tmp_path: Path, carrier_port: 
     for pid in pids.values():  # every worker exited with the parent
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     assert workers.output().count("msg=stopped") >= 2, workers.output()
+
+
+def test_workers_end_with_their_parent(workers: Up) -> None:
+    assert workers.proc is not None
+    pids = worker_pids(workers.proc.pid)
+    assert set(pids) == {0, 1}
+    workers.proc.kill()  # no SIGTERM to forward: the workers notice they lost their parent
+    workers.proc.wait()
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids.values()), "workers gone")
+    assert workers.output().count("parent gone: draining") == 2, workers.output()
