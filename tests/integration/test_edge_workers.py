@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -20,8 +21,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import sipp
+from tests.support.certs import tls_contexts
 from tests.support.edge_harness import SDP, in_dialog, invite
 from tests.support.ports import free_port
+from tests.support.processes import TRUNKLINE
 from tests.support.redis_server import RedisProcess
 from tests.support.trunkline_up import Up, manifests
 from trunkline.edge.digest_client import DigestClient, read_challenge
@@ -273,3 +276,52 @@ def test_workers_end_with_their_parent(workers: Up) -> None:
     workers.proc.wait()
     wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids.values()), "workers gone")
     assert workers.output().count("parent gone: draining") == 2, workers.output()
+
+
+def options(source: tuple[str, int], branch: str) -> bytes:
+    return (
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/TLS {source[0]}:{source[1]};branch=z9hG4bK-{branch}\r\n"
+        f"From: <sip:pbx@{source[0]}>;tag=o{branch}\r\nTo: <sip:127.0.0.1>\r\n"
+        f"Call-ID: options-{branch}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_workers_share_the_tls_port(tmp_path: Path, redis: RedisProcess, carrier_port: int) -> None:
+    _, client, cert, key = tls_contexts(tmp_path)
+    tls_port = free_port()
+    flags = ["--redis", redis.url, "--workers", "2", "--tls-listen", f"127.0.0.1:{tls_port}",
+             "--tls-cert", str(cert), "--tls-key", str(key)]  # fmt: skip
+    edge = Up(tmp_path / "edge", manifests(carrier_port, free_port()), flags, command="edge")
+    edge.start_timeout = 90.0
+    edge.start()  # ready: both workers listen on the one TLS port (without SO_REUSEPORT one could not)
+    try:
+        for n in range(16):  # connections from new source ports: the kernel spreads them
+            raw = socket.create_connection(("127.0.0.1", tls_port), timeout=20)
+            with client.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(options(tls.getsockname(), str(n)))
+                assert tls.recv(65535).startswith(b"SIP/2.0 "), "no answer over TLS"
+        metrics = edge.metrics()
+    finally:
+        edge.stop()
+    taken = sample(metrics, "trunkline_sip_requests_total", method="OPTIONS", direction="received")
+    assert set(taken) == {"0", "1"} and sum(taken.values()) == 16, taken
+
+
+def test_workers_that_keep_dying_end_the_parent(tmp_path: Path, redis: RedisProcess) -> None:
+    (tmp_path / "m.yaml").write_text(manifests(free_port(), free_port()))
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))  # without SO_REUSEPORT: no worker can share the SIP port with it
+    port = taken.getsockname()[1]
+    try:
+        done = subprocess.run(
+            [TRUNKLINE, "edge", "-f", str(tmp_path / "m.yaml"), "--sip-listen", f"127.0.0.1:{port}",
+             "--http-listen", f"127.0.0.1:{free_port()}", "--redis", redis.url, "--workers", "2"],
+            capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+    finally:
+        taken.close()
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "edge workers keep dying: stopping" in done.stdout + done.stderr
+    # The first death and 5 restarts within a minute (more on a machine so slow that starts take longer).
+    assert (done.stdout + done.stderr).count("edge worker exited") >= 6
