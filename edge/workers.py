@@ -164,13 +164,18 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         while not self.stopping.is_set():
             args = worker_argv(self.plan, worker.index, worker.generation, worker.http.fileno(), os.getpid())
-            worker.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "trunkline", "edge", *args, pass_fds=(worker.http.fileno(),)
-            )
-            worker.started = loop.time()
-            if self.stopping.is_set():  # the signal came while it was being started
-                worker.proc.send_signal(signal.SIGTERM)
-            code = await self._wait(worker.proc)
+            try:
+                worker.proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "trunkline", "edge", *args, pass_fds=(worker.http.fileno(),)
+                )
+            except OSError as exc:  # out of processes or memory: counted as a death
+                event(log, logging.ERROR, "edge worker not started", worker=worker.index, error=str(exc))
+                code = -1
+            else:
+                worker.started = loop.time()
+                if self.stopping.is_set():  # the signal came while it was being started
+                    worker.proc.send_signal(signal.SIGTERM)
+                code = await self._wait(worker.proc)
             if self.stopping.is_set():
                 return
             event(log, logging.WARNING, "edge worker exited", worker=worker.index, code=code)

@@ -3,13 +3,16 @@ them, and how their /metrics become one exposition."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from trunkline.core.cpu_limit import cpus_allowed
 from trunkline.core.net import ConfigError, HostPort
-from trunkline.edge import server
+from trunkline.edge import server, workers
 from trunkline.edge.worker_metrics import exposition
 from trunkline.edge.workers import RestartBudget, WorkerPlan, worker_argv
 
@@ -107,3 +110,19 @@ def test_the_workers_metrics_are_one_exposition_labelled_by_worker() -> None:
     assert totals == {"0": 3.0, "1": 4.0}
     assert text.count("# TYPE trunkline_calls_total counter") == 1  # one family, not one per worker
     assert families["trunkline_edge_worker_restarts"].samples[0].value == 1.0
+
+
+async def test_workers_that_cannot_be_started_end_the_parent(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def no_process(*args: object, **kwargs: object) -> None:
+        raise OSError("Resource temporarily unavailable")
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", no_process)
+    monkeypatch.setattr(workers, "RESTART_DELAY", 0.0)
+    ops = socket.socket()
+    ops.bind(("127.0.0.1", 0))
+    ops.listen()
+    plan = WorkerPlan(2, [], HostPort("127.0.0.1", 5060), "pod-a")
+    supervisor = workers.Supervisor(plan, ops, RestartBudget(allowed=3, window=60.0))
+    assert await asyncio.wait_for(supervisor.run(), 30) == 1  # no traceback: a clear end, non-zero
+    assert supervisor.failed
+    assert supervisor.registry.get_sample_value("trunkline_edge_worker_restarts_total") == 3.0
