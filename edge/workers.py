@@ -36,7 +36,7 @@ RESTART_DELAY = 1.0  # seconds before a dead worker is started again
 RESTARTS_ALLOWED = 5  # more restarts than this within RESTART_WINDOW: give up
 RESTART_WINDOW = 60.0
 HEALTH_GRACE = 60.0  # a worker younger than this may not answer /healthz yet (it is starting)
-ASK_TIMEOUT = 2.0  # each worker's /healthz, /readyz, /metrics
+ASK_TIMEOUT = 1.5  # each worker's /healthz, /readyz, /metrics: inside the kubelet probes' 2 s
 KILL_AFTER = 10.0  # seconds past the grace period before workers still draining are killed
 
 
