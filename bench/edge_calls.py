@@ -647,6 +647,7 @@ def main() -> int:
         help="also IP ACL calls on `trunkline edge --workers N` against --workers 1, and Kamailio with N "
         "children against 1, calls spread over source ports; prints the scaling ratios",
     )  # fmt: skip
+    parser.add_argument("--only-workers", type=int, metavar="N", help="only the --workers N ladders")
     args = parser.parse_args()
     for binary in ("sipp", str(TRUNKLINE)) + (() if args.no_kamailio else (KAMAILIO,)):
         if not shutil.which(binary):
@@ -673,6 +674,14 @@ def main() -> int:
         uas_port = free_port()
         uas = ["sipp", "-sf", str(SCENARIOS / "carrier_uas.xml"), "-i", HOST, "-p", str(uas_port), "-nostdin"]
         procs.start("sipp carrier UAS", uas, workdir / "uas.log", workdir)
+        if args.only_workers:
+            steps = QUICK_WORKER_STEPS if args.quick else WORKER_STEPS
+            call = ["-s", CALLEE, "-key", "caller", CALLER]
+            ladders = worker_ladders(procs, workdir / "workers", args.only_workers, steps, seconds, call,
+                                     not args.no_kamailio)  # fmt: skip
+            report(ladders)
+            scaling(ladders, args.only_workers)
+            return 0
         edge_proc, sip, http = start_edge(procs, workdir / "edge", uas_port)
         edge = Server(edge_proc, sip, process_tree(edge_proc.pid))
         print(f"trunkline edge pid {edge_proc.pid} ({len(edge.pids)} process) on {sip}, "
