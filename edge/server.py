@@ -430,6 +430,10 @@ def worker_plan(args: argparse.Namespace, argv: list[str]) -> WorkerPlan | None:
         raise ConfigError("--service-listen with --workers > 1: the workers already share --sip-listen")
     if not 0 <= args.worker_ports <= 65535 - count:
         raise ConfigError(f"--worker-ports: {args.worker_ports} leaves no room for {count} ports")
+    if args.files:  # said once here, rather than by every worker as it dies
+        _, problems = load(args.files)
+        if problems:
+            raise ConfigError("; ".join(str(p) for p in problems))
     listen = parse_hostport(args.sip_listen, "--sip-listen", default_port=5060)
     return WorkerPlan(count, argv, listen, args.edge_id or default_edge_id(), args.worker_ports,
                       args.grace, args.log_level, own_nonce_key=not args.nonce_secret_file)  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
@@ -36,9 +37,18 @@ def test_the_cpu_limit_is_affinity_capped_by_the_cgroup_quota(
     assert cpus_allowed(affinity, cpu_max) == cpus
 
 
-def plan_of(*argv: str) -> WorkerPlan | None:
-    args = server.build_parser().parse_args(["-f", "x.yaml", *argv])
-    return server.worker_plan(args, ["-f", "x.yaml", *argv])
+EXAMPLES = str(Path(__file__).resolve().parents[2] / "examples")
+
+
+def plan_of(*argv: str, files: str = EXAMPLES) -> WorkerPlan | None:
+    args = server.build_parser().parse_args(["-f", files, *argv])
+    return server.worker_plan(args, ["-f", files, *argv])
+
+
+def test_the_parent_says_what_is_wrong_with_the_manifests_once(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("apiVersion: trunkline.io/v1alpha1\nkind: Trunk\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml"):
+        plan_of("--redis", "redis://h:6379/0", "--workers", "2", files=str(tmp_path / "bad.yaml"))
 
 
 def test_workers_need_a_shared_store(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,7 +91,7 @@ def test_each_worker_gets_its_own_port_id_and_ops_socket_and_shares_the_address(
     assert args.sip_listen == "0.0.0.0:7001"  # own port: first_port + index
     assert args.service_listen == "0.0.0.0:5060"  # the shared address (SO_REUSEPORT)
     assert args.edge_id == "pod-a-w1.2"  # restarted twice: a new edge, the old one's calls adopted
-    assert args.log_level == "DEBUG" and args.files == ["m.yaml"]
+    assert args.log_level == "DEBUG" and args.files == ["m.yaml"]  # the parent's own, as given
     any_port = WorkerPlan(2, [], HostPort("::1", 5060), "pod-a")
     args = server.build_parser().parse_args(worker_argv(any_port, 0, 0, http_fd=9, parent=42))
     assert args.sip_listen == "[::1]:0" and args.edge_id == "pod-a-w0"
