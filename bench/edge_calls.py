@@ -438,7 +438,7 @@ def start_kamailio(
 
 # ---- every core: N workers against one ---------------------------------------------------------
 
-WORKER_STEPS = [100, 200, 300, 400, 500, 700, 1000, 1300, 1600, 2000]
+WORKER_STEPS = [50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 1000, 1200, 1400, 1700, 2000]
 QUICK_WORKER_STEPS = [100, 300]
 # SO_REUSEPORT spreads by source address and port: one SIPp socket per call (-t un) spreads calls over
 # the workers, as many carriers' and PBXs' addresses do. A 50 ms hold keeps a call's ACK ahead of its
