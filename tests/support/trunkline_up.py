@@ -82,7 +82,11 @@ class Up:
         )  # fmt: skip
         readyz = f"http://127.0.0.1:{self.http_port}/readyz"
         started = (lambda: http_ready(readyz)) if ready else (lambda: "sip listening" in self.output())
-        wait_started(self.proc, started, f"trunkline {self.command}", self.output, self.start_timeout)
+        try:
+            wait_started(self.proc, started, f"trunkline {self.command}", self.output, self.start_timeout)
+        except AssertionError:
+            self.stop()  # no process (nor its workers) left holding ports after a failed start
+            raise
         return self
 
     def output(self) -> str:
