@@ -201,9 +201,8 @@ class EdgeComponent:
         self._upkeep = asyncio.ensure_future(self.upkeep.run())
         self._listening = True
         service = self.sockets.service[0].getsockname()[:2] if self.sockets.service else None
-        event(
-            log, logging.INFO, "sip listening", udp_tcp=str(here), tls=bool(self.sockets.tls), service=service
-        )
+        event(log, logging.INFO, "sip listening", udp_tcp=str(here), tls=bool(self.sockets.tls),
+              service=service, edge_id=self.edge.ctx.owner)  # fmt: skip
 
     async def _listen_service(self, udp: socket.socket, tcp: socket.socket) -> None:
         host = self.sockets.address.host

@@ -112,6 +112,8 @@ def test_two_workers_share_the_port_and_carry_each_others_calls(
     assert len(cdrs) == CALLS and all(c["status"] == 200 and c["hung_up"] == "callee" for c in cdrs), cdrs
     invites = sample(workers.metrics(), "trunkline_sip_requests_total", method="INVITE", direction="received")
     assert set(invites) == {"0", "1"} and all(n >= 1 for n in invites.values()), invites  # both took calls
+    ids = set(re.findall(r'msg="sip listening" .* edge_id=(\S+)', workers.output()))
+    assert {i.rsplit("-", 1)[1] for i in ids} == {"w0", "w1"}, ids  # each worker its own edge id
 
 
 def own_ports(edge: Up) -> set[int]:
