@@ -7,6 +7,7 @@ success, SIPp retransmissions and the server's CPU seconds per 1,000 calls (utim
 summed over the server's process tree). See bench/README-edge.md.
 
     .venv/bin/python -m bench.edge_calls [--quick] [--keep] [--no-kamailio] [--redis] [--media] [--tracing]
+        [--workers N]
 """
 
 from __future__ import annotations
@@ -409,11 +410,13 @@ def kamailio_mpath() -> str:
     raise RuntimeError("kamailio modules (tm.so) not found")
 
 
-def start_kamailio(procs: Processes, workdir: Path, uas_port: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_kamailio(
+    procs: Processes, workdir: Path, uas_port: int, children: int = KAMAILIO_CHILDREN
+) -> tuple[subprocess.Popen[bytes], str]:
     workdir.mkdir(parents=True)
     port = free_port()
     cfg = workdir / "kamailio.cfg"
-    cfg.write_text(KAMAILIO_CFG.format(children=KAMAILIO_CHILDREN, host=HOST, port=port, uas_port=uas_port,
+    cfg.write_text(KAMAILIO_CFG.format(children=children, host=HOST, port=port, uas_port=uas_port,
                                        mpath=kamailio_mpath()))  # fmt: skip
     # -DD: the creator stays in the foreground (its pid is ours to stop) and forks the workers;
     # -E: log to stderr (the log file); -Y/-w: runtime and working directory in our temp dir.
@@ -425,12 +428,97 @@ def start_kamailio(procs: Processes, workdir: Path, uas_port: int) -> tuple[subp
         if proc.poll() is not None:
             raise RuntimeError(f"kamailio exited:\n{(workdir / 'kamailio.log').read_text()[-3000:]}")
         # Ready once the creator has forked its UDP workers (and timers): count stays put after that.
-        if len(process_tree(proc.pid)) > KAMAILIO_CHILDREN + 1:
+        if len(process_tree(proc.pid)) > children + 1:
             time.sleep(0.5)
             procs.remember_children(proc)
             return proc, f"{HOST}:{port}"
         time.sleep(0.1)
     raise RuntimeError("kamailio did not start its workers")
+
+
+# ---- every core: N workers against one ---------------------------------------------------------
+
+WORKER_STEPS = [50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 1000, 1200, 1400, 1700, 2000]
+QUICK_WORKER_STEPS = [100, 300]
+# SO_REUSEPORT spreads by source address and port: one SIPp socket per call (-t un) spreads calls over
+# the workers, as many carriers' and PBXs' addresses do. A 50 ms hold keeps a call's ACK ahead of its
+# BYE through Kamailio's several workers (they read one socket and may reorder a call's messages).
+SPREAD = ["-t", "un", "-max_socket", "10000", "-d", "50"]
+
+
+def no_ringing_uas(workdir: Path) -> Path:
+    """carrier_uas.xml without its 180: through Kamailio's several workers the 200 can overtake the 180,
+    and SIPp fails a call on the late 180. Both servers get this carrier."""
+    text = (SCENARIOS / "carrier_uas.xml").read_text()
+    start = text.index("  <send>")
+    end = text.index("</send>", start) + len("</send>\n")
+    path = workdir / "carrier_uas_no_180.xml"
+    path.write_text(text[:start] + text[end:])
+    return path
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server between ladders, so that it takes no CPU from the next one."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def edge_ladder(workers: int) -> str:
+    return f"trunkline calls, IP ACL, {workers} worker(s)"
+
+
+def kamailio_ladder(children: int) -> str:
+    return f"kamailio calls, {children} children"
+
+
+def worker_ladders(procs: Processes, workdir: Path, workers: int, steps: list[int], seconds: float,
+                   call: list[str], kamailio: bool) -> list[Ladder]:  # fmt: skip
+    """IP ACL calls on the edge with 1 and with `workers` workers (Redis store for both), then on
+    Kamailio with 1 and `workers` children, each alone on the machine with the load generator."""
+    workdir.mkdir(parents=True)
+    uas_port = free_port()
+    uas = ["sipp", "-sf", str(no_ringing_uas(workdir)), "-i", HOST, "-p", str(uas_port), "-nostdin"]
+    procs.start("sipp carrier UAS (no 180)", uas, workdir / "uas.log", workdir)
+    url = start_redis(procs, workdir / "redis")
+    ladders = []
+    for count in (1, workers):
+        proc, sip, _ = start_edge(procs, workdir / f"edge-{count}", uas_port,
+                                  ["--redis", url, "--workers", str(count)])  # fmt: skip
+        time.sleep(1.0)  # every worker listening (the parent is ready once all of them are)
+        server = Server(proc, sip, process_tree(proc.pid))
+        print(f"\ntrunkline edge --workers {count}: pid {proc.pid}, {len(server.pids)} processes on {sip}")
+        name = edge_ladder(count)
+        ladders.append(climb(Ladder(name, "calls"), server, workdir / f"calls-{count}", PBX_ACL_IP,
+                             "pbx_call.xml", steps, seconds, [*call, *SPREAD]))  # fmt: skip
+        stop_server(proc)
+    if kamailio:
+        for count in (1, workers):
+            proc, address = start_kamailio(procs, workdir / f"kamailio-{count}", uas_port, children=count)
+            server = Server(proc, address, process_tree(proc.pid))
+            print(f"\nkamailio children={count}: pid {proc.pid}, {len(server.pids)} processes on {address}")
+            name = kamailio_ladder(count)
+            ladders.append(climb(Ladder(name, "calls"), server, workdir / f"kamailio-calls-{count}",
+                                 PBX_ACL_IP, "pbx_call.xml", steps, seconds, [*call, *SPREAD]))  # fmt: skip
+            stop_server(proc)
+    return ladders
+
+
+def scaling(ladders: list[Ladder], workers: int) -> None:
+    """N workers' highest passing rate over one worker's, for the edge and for Kamailio."""
+    by_name = {ladder.name: ladder for ladder in ladders}
+    for label, name in (("trunkline edge", edge_ladder), ("kamailio", kamailio_ladder)):
+        single, several = by_name.get(name(1)), by_name.get(name(workers))
+        if not (single and several and single.best and several.best):
+            continue
+        capped = " (passed every step: the ratio is a lower bound)" if not several.stopped else ""
+        rate, one = several.best.offered, single.best.offered
+        print(
+            f"\n  scaling, {label}: {workers} workers {rate}/s / 1 worker {one}/s = {rate / one:.2f}{capped}"
+        )
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -633,6 +721,12 @@ def main() -> int:
     steps_help = "comma-separated rates instead of the default ladder (a loaded machine: the low steps only)"
     parser.add_argument("--call-steps", type=_rates, metavar="R1,R2,...", help=steps_help)
     parser.add_argument("--register-steps", type=_rates, metavar="R1,R2,...", help=steps_help)
+    parser.add_argument(
+        "--workers", type=int, metavar="N",
+        help="also IP ACL calls on `trunkline edge --workers N` against --workers 1, and Kamailio with N "
+        "children against 1, calls spread over source ports; prints the scaling ratios",
+    )  # fmt: skip
+    parser.add_argument("--only-workers", type=int, metavar="N", help="only the --workers N ladders")
     args = parser.parse_args()
     for binary in ("sipp", str(TRUNKLINE)) + (() if args.no_kamailio else (KAMAILIO,)):
         if not shutil.which(binary):
@@ -659,6 +753,14 @@ def main() -> int:
         uas_port = free_port()
         uas = ["sipp", "-sf", str(SCENARIOS / "carrier_uas.xml"), "-i", HOST, "-p", str(uas_port), "-nostdin"]
         procs.start("sipp carrier UAS", uas, workdir / "uas.log", workdir)
+        if args.only_workers:
+            steps = QUICK_WORKER_STEPS if args.quick else WORKER_STEPS
+            call = ["-s", CALLEE, "-key", "caller", CALLER]
+            ladders = worker_ladders(procs, workdir / "workers", args.only_workers, steps, seconds, call,
+                                     not args.no_kamailio)  # fmt: skip
+            report(ladders)
+            scaling(ladders, args.only_workers)
+            return 0
         edge_proc, sip, http = start_edge(procs, workdir / "edge", uas_port)
         edge = Server(edge_proc, sip, process_tree(edge_proc.pid))
         print(f"trunkline edge pid {edge_proc.pid} ({len(edge.pids)} process) on {sip}, "
@@ -738,7 +840,13 @@ def main() -> int:
             name = "kamailio calls: INVITE/200/ACK/BYE via tm"
             ladders.append(climb(Ladder(name, "calls"), kamailio, workdir / "kamailio-calls", PBX_AUTH_IP,
                                  "pbx_call.xml", call_steps, seconds, call))  # fmt: skip
+        if args.workers:
+            steps = QUICK_WORKER_STEPS if args.quick else WORKER_STEPS
+            ladders += worker_ladders(procs, workdir / "workers", args.workers, steps, seconds, call,
+                                      not args.no_kamailio)  # fmt: skip
         report(ladders)
+        if args.workers:
+            scaling(ladders, args.workers)
         problems = (workdir / "edge" / "edge.log").read_text(errors="replace").count("Traceback")
         if problems:
             print(f"\n  edge log has {problems} Python traceback(s): {workdir / 'edge' / 'edge.log'}")

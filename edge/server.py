@@ -11,8 +11,10 @@ import asyncio
 import ipaddress
 import logging
 import os
+import signal
 import socket
 import ssl
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from trunkline.core import emergency, grpc_tls, observability, trunk_defaults
 from trunkline.core.addresses import MediaAddressPolicy, is_loopback
 from trunkline.core.cdr import CdrSettings
+from trunkline.core.cpu_limit import cpu_limit
 from trunkline.core.http import OpsServer
 from trunkline.core.logs import event
 from trunkline.core.manifests import ConfigSet, load
@@ -53,6 +56,7 @@ from trunkline.edge.nonce_keys import NonceKeys
 from trunkline.edge.resolver import Resolver
 from trunkline.edge.spool import DEFAULT_MAX_BYTES, CdrSpool
 from trunkline.edge.upkeep import Upkeep
+from trunkline.edge.workers import Supervisor, WorkerPlan, default_edge_id
 from trunkline.sip.flood import DEFAULT_BYTES, DEFAULT_COOLDOWN, DEFAULT_RATE, Budget
 from trunkline.sip.stack import SipStack
 from trunkline.sip.transport import (
@@ -71,6 +75,9 @@ class SipSockets:
     tls: socket.socket | None = None
     tls_context: ssl.SSLContext | None = None
     service: tuple[socket.socket, socket.socket] | None = None  # UDP, TCP shared with other edges
+    # A worker of `--workers` sends from its own socket (with rport): the peers that answer to the
+    # source, not to Via (SIPp, NATs), would otherwise answer to the shared port, hence any worker.
+    send_from_service: bool = True
 
     @property
     def address(self) -> HostPort:
@@ -136,7 +143,13 @@ class EdgeComponent:
         self.edge = Edge(
             Directory(config),
             store or MemoryStore(),
-            Local(here.host, here.port, contact.host, contact.port, rport=sockets.service is None),
+            Local(
+                here.host,
+                here.port,
+                contact.host,
+                contact.port,
+                rport=sockets.service is None or not sockets.send_from_service,
+            ),
             self.cdr,
             media,
             options,
@@ -174,25 +187,30 @@ class EdgeComponent:
     async def start(self) -> None:
         transport = self.stack.transport
         here = self.sockets.address
+        service = self.sockets.service
+        if service is not None and not self.sockets.send_from_service:
+            await self._listen_service(*service)  # first: the UDP socket listened last sends
         await transport.listen_udp(here.host, here.port, sock=self.sockets.udp)
         await transport.listen_stream(here.host, here.port, sock=self.sockets.tcp)
         if self.sockets.tls is not None:
             await transport.listen_stream(here.host, 0, self.sockets.tls_context, sock=self.sockets.tls)
-        if self.sockets.service is not None:
+        if service is not None and self.sockets.send_from_service:
             # Peers send to the shared address; we send from it too (the UDP socket listened last is
             # the one sending: a peer or NAT that keeps to the address it first heard from finds any
             # edge there), while Via names our own socket without rport, so that answers to our
             # requests come back to us (RFC 3261 18.2.2), never to another edge behind the address.
-            udp, tcp = self.sockets.service
-            await transport.listen_udp(here.host, 0, sock=udp)
-            await transport.listen_stream(here.host, 0, sock=tcp)
+            await self._listen_service(*service)
         self._keep_alive = asyncio.ensure_future(self.edge.keep_alive())
         self._upkeep = asyncio.ensure_future(self.upkeep.run())
         self._listening = True
         service = self.sockets.service[0].getsockname()[:2] if self.sockets.service else None
-        event(
-            log, logging.INFO, "sip listening", udp_tcp=str(here), tls=bool(self.sockets.tls), service=service
-        )
+        event(log, logging.INFO, "sip listening", udp_tcp=str(here), tls=bool(self.sockets.tls),
+              service=service, edge_id=self.edge.ctx.owner)  # fmt: skip
+
+    async def _listen_service(self, udp: socket.socket, tcp: socket.socket) -> None:
+        host = self.sockets.address.host
+        await self.stack.transport.listen_udp(host, 0, sock=udp)
+        await self.stack.transport.listen_stream(host, 0, sock=tcp)
 
     def ready(self) -> bool:
         return self._listening and self._configured
@@ -231,6 +249,14 @@ class EdgeComponent:
             self.edge.ctx.spool.close()
 
 
+async def watch_parent(parent: int, period: float = 1.0) -> None:
+    """In a worker: drain (SIGTERM to itself) once the parent is gone, so no worker outlives it."""
+    while os.getppid() == parent:
+        await asyncio.sleep(period)
+    event(log, logging.WARNING, "parent gone: draining", parent=parent)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line; defaults come from the environment (the runtime ConfigMap) when it is built."""
     parser = argparse.ArgumentParser(prog="trunkline edge", description="Run a SIP edge (B2BUA).")
@@ -248,6 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="also take requests on this address, shared (SO_REUSEPORT) with the other edges on this host: "
         "one address for several edge processes where no Kubernetes Service provides it",
     )  # fmt: skip
+    parser.add_argument(
+        "--workers", type=_at_least_one, metavar="N",
+        help="edge processes sharing the SIP ports (SO_REUSEPORT), state in the shared store, which "
+        "N > 1 requires (default with --redis: the CPU limit, from affinity and the cgroup quota; else 1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--worker-ports", type=int, default=0, metavar="FIRST",
+        help="with --workers: worker i's own SIP port (UDP, TCP), where answers to its requests come, "
+        "is FIRST+i (default: any free port; fixed ones for a network policy)",
+    )  # fmt: skip
+    # Set by the parent of --workers for each worker, not by people.
+    parser.add_argument("--http-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--tls-listen", metavar="HOST:PORT", help="also take SIP over TLS here")
     parser.add_argument("--tls-cert", metavar="PATH", help="PEM certificate chain for --tls-listen")
     parser.add_argument("--tls-key", metavar="PATH", help="PEM private key for --tls-listen")
@@ -347,6 +386,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
 def signalling_limits(args: argparse.Namespace) -> SignallingLimits:
     """The defences' settings from the flags (errors raise ConfigError)."""
     try:
@@ -366,10 +415,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         observability.configure("edge", args, args.log_level)
+        plan = worker_plan(args, list(sys.argv[2:] if argv is None else argv))
+        if plan is not None:
+            return run(Supervisor(plan, tcp_listener(args.http_listen, "--http-listen")).run())
         return run(_serve(args))
     except ConfigError as exc:
         print(f"trunkline edge: {exc}")
         return 1
+
+
+def worker_plan(args: argparse.Namespace, argv: list[str]) -> WorkerPlan | None:
+    """The workers to run (`--workers`, by default the CPU limit when a shared store is given), or
+    None for one edge in this process. Workers share calls through the store: N > 1 needs one."""
+    try:
+        shared = redis_target(args) is not None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    count = args.workers
+    if count is None:
+        # A worker, or an edge already sharing an address with others, is one process.
+        alone = args.worker_of is not None or args.service_listen
+        count = cpu_limit() if shared and not alone else 1
+    if count == 1:
+        return None
+    if not shared:
+        raise ConfigError(
+            f"--workers {count}: workers carry each other's calls through a shared store; give --redis "
+            "(or TRUNKLINE_REDIS_URL), or run one worker (--workers 1)"
+        )
+    if args.service_listen:
+        raise ConfigError("--service-listen with --workers > 1: the workers already share --sip-listen")
+    if not 0 <= args.worker_ports <= 65535 - count:
+        raise ConfigError(f"--worker-ports: {args.worker_ports} leaves no room for {count} ports")
+    if args.files:  # said once here, rather than by every worker as it dies
+        _, problems = load(args.files)
+        if problems:
+            raise ConfigError("; ".join(str(p) for p in problems))
+    listen = parse_hostport(args.sip_listen, "--sip-listen", default_port=5060)
+    return WorkerPlan(count, argv, listen, args.edge_id or default_edge_id(), args.worker_ports,
+                      args.grace, args.log_level, own_nonce_key=not args.nonce_secret_file,
+                      cdr_spool=args.cdr_spool)  # fmt: skip
 
 
 def media_policy_of(args: argparse.Namespace, sip_host: str) -> MediaAddressPolicy:
@@ -424,12 +509,17 @@ async def _serve(args: argparse.Namespace) -> int:
     )
     tls_server = server_tls_context(args.tls_cert, args.tls_key) if args.tls_listen else None
     tls_client = client_tls_context(args.tls_ca)
-    http = tcp_listener(args.http_listen, "--http-listen")
+    worker = args.worker_of is not None  # one of `--workers`: the TLS port is shared with the others
+    if args.http_fd is not None:  # the parent's socket for this worker: a port it knows
+        http = socket.socket(fileno=args.http_fd)
+    else:
+        http = tcp_listener(args.http_listen, "--http-listen")
     sockets = open_sip_sockets(listen)
     if args.tls_listen:
         try:
             tls_addr = parse_hostport(args.tls_listen, "--tls-listen", default_port=5061)
-            sockets.tls, sockets.tls_context = bind(tls_addr, socket.SOCK_STREAM, "--tls-listen"), tls_server
+            tls_sock = bind(tls_addr, socket.SOCK_STREAM, "--tls-listen", shared=worker)
+            sockets.tls, sockets.tls_context = tls_sock, tls_server
         except ConfigError:
             sockets.close()
             raise
@@ -441,7 +531,12 @@ async def _serve(args: argparse.Namespace) -> int:
             sockets.close()
             raise
         sockets.service = (service.udp, service.tcp)
-        advertise = advertise or service.address
+        sockets.send_from_service = not worker
+        if advertise is None:  # Contact names the shared address; when that is every address, ours
+            shared_at = service.address
+            if ipaddress.ip_address(shared_at.host).is_unspecified:
+                shared_at = HostPort(own_address(shared_at.host), shared_at.port)
+            advertise = shared_at
     store: StateStore = MemoryStore()
     if redis is not None:
         from trunkline.core.state_redis import RedisStore
@@ -513,6 +608,7 @@ async def _serve(args: argparse.Namespace) -> int:
                               on_change=lambda _: component.reconfigure(mirror.config_set()),
                               security=security)  # fmt: skip
         mirror_task = asyncio.create_task(mirror.run())
+    watcher = asyncio.create_task(watch_parent(args.worker_of)) if worker else None
     try:
         ops = OpsServer(http, [component], registry)
         unready = args.unready_before_drain
@@ -520,6 +616,7 @@ async def _serve(args: argparse.Namespace) -> int:
             [component], ops, args.grace, settle_heap=True, unready_first=unready
         )
     finally:
-        if mirror_task is not None:
-            mirror_task.cancel()
+        for task in (mirror_task, watcher):
+            if task is not None:
+                task.cancel()
         sockets.close()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -380,6 +382,9 @@ def build_edge_deployment(
     args += [arg for number in edge.emergency.numbers for arg in ("--emergency-number", number)]
     args += _trunk_default_args(edge.trunkDefaults)
     args += ["--cdr-spool", CDR_SPOOL_MOUNT]
+    # One edge process per CPU of the limit, sharing the SIP ports and the calls (Redis); without a
+    # limit the pod may get a whole node's CPUs for a request of a fraction: one, and scale by pods.
+    args += ["--workers", str(edge_workers(edge.resources))]
     volumes += ({"name": "nonce", "secret": {"secretName": object_name(platform, "nonce")}}, CDR_SPOOL_VOLUME)
     container_mounts.append({"name": "nonce", "mountPath": NONCE_MOUNT, "readOnly": True})
     # A stopping edge first leaves the Service (readiness fails within EDGE_READINESS_PROBE's two periods,
@@ -402,6 +407,19 @@ EDGE_READINESS_PROBE = {**_probe("/readyz", 2), "failureThreshold": 2}
 # Seconds: two probe periods and their timeouts, the EndpointSlice update, kube-proxy's sync, with room
 # for a busy node. Within terminationGracePeriodSeconds with the edge's --grace (30 s).
 EDGE_UNREADY_BEFORE_DRAIN = 10
+
+
+_CPU = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(m?)$")
+
+
+def edge_workers(resources: Resources) -> int:
+    """Edge processes for a pod: its CPU limit rounded down, at least 1 (1 without a limit or with a
+    quantity we do not read: a pod with too few workers still works, too many would thrash)."""
+    match = _CPU.match(str(resources.limits.get("cpu", "")).strip())
+    if match is None:
+        return 1
+    cpus = Decimal(match[1]) / (1000 if match[2] else 1)
+    return max(1, int(cpus))
 
 
 def _trunk_default_args(defaults: TrunkDefaults) -> list[str]:

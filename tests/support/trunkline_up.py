@@ -52,6 +52,7 @@ class Up:
     command: str = "up"  # or "edge": the same flags for what this needs
     env: dict[str, str] = field(default_factory=dict)  # added to the process's environment
     host: str = "127.0.0.1"  # the SIP listening address's IP
+    start_timeout: float = 20.0  # seconds until ready (several processes take longer on a busy machine)
     sip_port: int = 0
     http_port: int = 0
     proc: subprocess.Popen[str] | None = None
@@ -71,15 +72,21 @@ class Up:
         (self.workdir / "manifests.yaml").write_text(self.manifest_text)
         self.sip_port, self.http_port = free_port(), free_port()
         self.log = (self.workdir / "trunkline.log").open("a")  # a restart in the same folder adds to it
+        # One edge process unless the test asks for workers (the default with --redis: the CPU count).
+        workers = [] if self.command != "edge" or "--workers" in self.extra else ["--workers", "1"]
         self.proc = subprocess.Popen(
             [BIN, self.command, "-f", str(self.workdir / "manifests.yaml"), "--sip-listen", self.sip,
              "--http-listen", f"127.0.0.1:{self.http_port}", "--cdr", str(self.cdr_path), "--grace", "2",
-             *self.extra],
+             *workers, *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT, text=True, env={**os.environ, **self.env},
         )  # fmt: skip
         readyz = f"http://127.0.0.1:{self.http_port}/readyz"
         started = (lambda: http_ready(readyz)) if ready else (lambda: "sip listening" in self.output())
-        wait_started(self.proc, started, f"trunkline {self.command}", self.output)
+        try:
+            wait_started(self.proc, started, f"trunkline {self.command}", self.output, self.start_timeout)
+        except AssertionError:
+            self.stop()  # no process (nor its workers) left holding ports after a failed start
+            raise
         return self
 
     def output(self) -> str:

@@ -306,3 +306,22 @@ def test_parse_platform_from_configmap_data() -> None:
         parse_platform({})
     with pytest.raises(ValueError, match="not YAML"):
         parse_platform({"platform.yaml": "a: [b"})
+
+
+@pytest.mark.parametrize(
+    ("limits", "workers"),
+    [
+        ({}, 1),  # no limit: one process, pods scale out
+        ({"cpu": "2"}, 2),
+        ({"cpu": 3}, 3),  # YAML's number
+        ({"cpu": "2500m"}, 2),  # rounded down
+        ({"cpu": "1.9"}, 1),
+        ({"cpu": "500m"}, 1),  # less than a CPU: still one
+        ({"cpu": "4k"}, 1),  # a quantity an edge's CPU limit never is: one
+        ({"memory": "1Gi"}, 1),
+    ],
+)
+def test_edge_runs_one_worker_per_cpu_of_its_limit(limits: dict[str, Any], workers: int) -> None:
+    deployment = build_edge_deployment(platform(edge={"resources": {"limits": limits}}), NS)
+    args = pod_spec(deployment)["containers"][0]["args"]
+    assert args[args.index("--workers") + 1] == str(workers)
