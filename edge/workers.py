@@ -2,11 +2,9 @@
 (workers), each a full edge with its own edge id and its own SIP port (where the answers to its
 requests come back), all sharing the SIP listening address with SO_REUSEPORT, as edges behind a
 Service do with `--service-listen`. Calls live in the shared store, so any worker carries any request
-of any call, and a dead worker's calls are adopted by the others (docs/failover.md).
-
-The parent stays small: it restarts a worker that dies (within a budget: workers that keep dying end
-the parent, non-zero), forwards SIGTERM/SIGINT (drain), and serves /healthz, /readyz and /metrics
-by asking its workers on their own loopback ports."""
+of any call (docs/failover.md). The parent stays small: it restarts a worker that dies (workers that
+keep dying end the parent, non-zero), forwards SIGTERM/SIGINT (drain), and serves /healthz, /readyz
+and /metrics by asking its workers on their own loopback ports."""
 
 from __future__ import annotations
 
@@ -74,9 +72,8 @@ class WorkerPlan:
 
 
 def worker_id(edge_id: str, index: int) -> str:
-    """Worker `index`'s edge id, the same after a restart: the new process is a new owner of that id
-    (`edge/adoption.incarnation`), which takes its dead predecessor's calls at once, as a restarted
-    container does in its pod."""
+    """Kept across restarts: each process is a new owner of it (`adoption.incarnation`), which takes
+    its dead predecessor's calls at once, as a restarted container does in its pod."""
     return f"{edge_id}-w{index}"
 
 
@@ -84,8 +81,7 @@ def worker_argv(plan: WorkerPlan, index: int, http_fd: int, parent: int) -> list
     """Worker `index`'s arguments: the parent's, then (argparse keeps the last) its own address on the
     shared address's IP, the shared address itself, its id, its CDR spool and its ops socket."""
     own = HostPort(plan.listen.host, plan.first_port + index if plan.first_port else 0)
-    # One spool file has one writer: each worker its own folder, which its next process replays.
-    spool = ["--cdr-spool", os.path.join(plan.cdr_spool, f"w{index}")] if plan.cdr_spool else []
+    spool = ["--cdr-spool", os.path.join(plan.cdr_spool, f"w{index}")] if plan.cdr_spool else []  # 1 writer
     return [
         *plan.argv,
         "--workers", "1",
