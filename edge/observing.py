@@ -95,7 +95,7 @@ class ObservedStack:
         found = self.traces.get(message.call_id)
         if found is not None:
             trace, leg = found
-            trace.message(leg, direction, first_line(message), message.wire_size(), _peer(addr))
+            trace.message(leg, direction, first_line(message), message.last_wire_size(), _peer(addr))
 
     # -- network -> edge ---------------------------------------------------------------------------
     def bind(
@@ -117,14 +117,15 @@ class ObservedStack:
     def request(
         self, request: Request, addr: Addr, transport: str, on_provisional: Provisional | None = None
     ) -> asyncio.Future[Response]:
-        self._note(request, "sent", addr)
-
         def provisional(response: Response) -> None:
             self._note(response, "received", addr)
             if on_provisional is not None:
                 on_provisional(response)
 
-        future = self.inner.request(request, addr, transport, provisional)
+        try:
+            future = self.inner.request(request, addr, transport, provisional)
+        finally:  # noted once written: its size is then known (Message.last_wire_size)
+            self._note(request, "sent", addr)
         future.add_done_callback(lambda f: self._final(f, addr))
         return future
 
@@ -133,16 +134,22 @@ class ObservedStack:
             self._note(future.result(), "received", addr)
 
     def send_ack(self, ack: Request, addr: Addr, transport: str) -> None:
-        self._note(ack, "sent", addr)
-        self.inner.send_ack(ack, addr, transport)
+        try:
+            self.inner.send_ack(ack, addr, transport)
+        finally:
+            self._note(ack, "sent", addr)
 
     def respond(self, response: Response) -> None:
-        self._note(response, "sent", None)
-        self.inner.respond(response)
+        try:
+            self.inner.respond(response)
+        finally:
+            self._note(response, "sent", None)
 
     def send_stateless(self, response: Response, addr: Addr, transport: str) -> None:
-        self._note(response, "sent", addr)
-        self.inner.send_stateless(response, addr, transport)
+        try:
+            self.inner.send_stateless(response, addr, transport)
+        finally:
+            self._note(response, "sent", addr)
 
     # -- the rest as it is -------------------------------------------------------------------------
     @property
@@ -198,7 +205,7 @@ def start_trace(
                                name, tracestate)  # fmt: skip
     if trace.recording:
         traces.add(req.call_id, trace, "a")
-        trace.message("a", "received", first_line(req), req.wire_size(), _peer(inc.addr))
+        trace.message("a", "received", first_line(req), req.last_wire_size(), _peer(inc.addr))
     return trace
 
 

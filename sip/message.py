@@ -81,7 +81,7 @@ class Message:
     Header access is by name, case-insensitive, compact or long form (`msg.get("i")` is Call-ID).
     """
 
-    __slots__ = ("_body", "_cache", "_keys", "_names", "_values")
+    __slots__ = ("_body", "_cache", "_keys", "_names", "_values", "_wire")
 
     def __init__(self, headers: Iterable[tuple[str, object]] = (), body: bytes = b"") -> None:
         self._names: list[str] = []
@@ -89,6 +89,7 @@ class Message:
         self._values: list[object] = []  # raw str, or the parsed structure once asked for
         self._cache: dict[str, Any] = {}
         self._body = b""
+        self._wire = 0  # bytes when last parsed or written (0: never)
         for name, value in headers:
             self.add(name, value)
         if body:
@@ -314,7 +315,9 @@ class Message:
         if "content-length" not in self._keys:
             lines.append(f"Content-Length: {len(self._body)}")
         lines += ("", "")
-        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self._body
+        data = "\r\n".join(lines).encode("utf-8", "surrogateescape") + self._body
+        self._wire = len(data)
+        return data
 
     __bytes__ = to_bytes
 
@@ -327,6 +330,11 @@ class Message:
         if "content-length" not in self._keys:
             size += len(f"Content-Length: {len(self._body)}\r\n")
         return size
+
+    def last_wire_size(self) -> int:
+        """The size of the bytes this message was last parsed from or written to (what crossed the
+        wire, for a traced message's event: known without writing it again), else `wire_size()`."""
+        return self._wire or self.wire_size()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.start_line()!r}>"
@@ -525,7 +533,7 @@ def _parse_head(head: str, controls: int) -> tuple[Message, int]:
         names.append(name)
         keys.append(key)
         values.append(value)
-    msg._names, msg._keys, msg._values, msg._cache = names, keys, values, {}
+    msg._names, msg._keys, msg._values, msg._cache, msg._wire = names, keys, values, {}, 0
     return msg, clen
 
 
@@ -572,6 +580,7 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Request |
         raise SipParseError("Bad Request: Content-Length larger than the message")
     else:
         msg._body = data[body_at : body_at + clen]
+    msg._wire = len(data)
     return cast(Request | Response, msg)
 
 
@@ -632,6 +641,7 @@ class StreamFramer:
             if len(buf) < total:
                 break
             msg._body = bytes(buf[end + 4 : total])
+            msg._wire = total
             del buf[:total]
             out.append(cast(Request | Response, msg))
         return out

@@ -154,3 +154,19 @@ def test_wire_size_is_the_serialized_length_without_serializing() -> None:
     assert len(messages) > 20
     for message in messages:
         assert message.wire_size() == len(message.to_bytes())
+
+
+def test_last_wire_size_is_what_was_received_then_what_was_written() -> None:
+    """A traced message's size (edge/observing.py): the bytes it came in (compact forms, folding and
+    all), once written the bytes written, and before either what it would write."""
+    data = INVITE  # compact forms and a folded line: written back, it is another size
+    received = parse_message(data)
+    assert received.last_wire_size() == len(data)
+    received.via[0].params["received"] = "192.0.2.9"
+    written = received.to_bytes()
+    assert received.last_wire_size() == len(written) != len(data)
+    framer = StreamFramer()
+    (streamed,) = framer.feed(INVITE)
+    assert streamed.last_wire_size() == len(INVITE)
+    made = received.create_response(180, "Ringing")
+    assert made.last_wire_size() == made.wire_size() == len(made.to_bytes())
