@@ -35,8 +35,9 @@ READY_TIMEOUT = 600.0  # Python's imports under callgrind: a minute or two on th
 
 
 def start_counted_edge(
-    procs: Processes, workdir: Path, uas_port: int, ratio: str | None, protocol: str | None, jaeger: Jaeger
-) -> tuple[subprocess.Popen[bytes], str]:
+    procs: Processes, workdir: Path, uas_port: int, ratio: str | None, protocol: str | None, jaeger: Jaeger,
+    full_batches: bool = False,
+) -> tuple[subprocess.Popen[bytes], str]:  # fmt: skip
     """One edge under callgrind, ready, and its SIP address (dumps go to `workdir/callgrind.out.N`)."""
     workdir.mkdir(parents=True)
     (workdir / "manifests.yaml").write_text(manifests(uas_port, free_port()))
@@ -51,6 +52,8 @@ def start_counted_edge(
         args += ["--otlp-endpoint", endpoint]
         env.update(OTEL_TRACES_SAMPLER="traceidratio", OTEL_TRACES_SAMPLER_ARG=ratio)
         env["OTEL_EXPORTER_OTLP_PROTOCOL"] = protocol or "grpc"
+        if full_batches:  # exports only when a batch is full (512 spans), as at production rates
+            env["OTEL_BSP_SCHEDULE_DELAY"] = "600000"
     valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-line=no"]
     with (workdir / "edge.log").open("wb") as log:
         proc = subprocess.Popen(
@@ -81,7 +84,15 @@ def main() -> int:
     parser.add_argument(
         "--rate", type=int, default=2, help="calls/s (an edge under callgrind is ~50x slower)"
     )
+    parser.add_argument(
+        "--full-batches", action="store_true",
+        help="batches exported only once full (OTEL_BSP_SCHEDULE_DELAY 10 min), as at 100 calls/s and "
+        "more, not every 5 s as the default delay does at this run's slow rate; counted until the edge "
+        "has exited (its last batch flushed at shutdown)",
+    )  # fmt: skip
+    parser.add_argument("--modes", help="comma-separated labels of the modes to run (default: all)")
     args = parser.parse_args()
+    modes = [m for m in TRACING_MODES if not args.modes or m[0] in args.modes.split(",")]
     for binary in ("sipp", "valgrind", "callgrind_control"):
         if not shutil.which(binary):
             print(f"missing: {binary}")
@@ -102,18 +113,25 @@ def main() -> int:
         uas_port = free_port()
         uas = ["sipp", "-sf", str(SCENARIOS / "carrier_uas.xml"), "-i", HOST, "-p", str(uas_port), "-nostdin"]
         procs.start("sipp carrier UAS", uas, workdir / "uas.log", workdir)
-        for label, ratio, protocol in TRACING_MODES:
+        for label, ratio, protocol in modes:
             where = workdir / label.replace(" ", "-").replace("/", "-")
-            proc, sip = start_counted_edge(procs, where, uas_port, ratio, protocol, jaeger)
+            proc, sip = start_counted_edge(procs, where, uas_port, ratio, protocol, jaeger, args.full_batches)
             # Warm-up (first calls import and cache more), then counters zeroed, then the counted calls.
             run_sipp_step(where / "warm-up", sip, PBX_ACL_IP, "pbx_call.xml", args.rate, 10, [proc.pid], call)
             subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True)
             step = run_sipp_step(where / "counted", sip, PBX_ACL_IP, "pbx_call.xml", args.rate,
                                  args.calls / args.rate, [proc.pid], call)  # fmt: skip
             time.sleep(2.0)  # the last BYE's CDR and log line, the export of the last batch
-            subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True)
-            dumps = sorted(where.glob("callgrind.out.*"), key=lambda p: p.stat().st_mtime)
-            if not dumps:
+            if args.full_batches:  # to the end: the spans still queued are flushed as the edge stops
+                proc.terminate()
+                proc.wait(timeout=300)
+                dumps = [where / "callgrind.out"]
+            else:
+                subprocess.run(
+                    ["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True
+                )
+                dumps = sorted(where.glob("callgrind.out.*"), key=lambda p: p.stat().st_mtime)
+            if not dumps or not dumps[-1].exists():
                 raise RuntimeError(f"no callgrind dump in {where}")
             per_call = instructions(dumps[-1]) / step.ok
             clean = step.ok == step.attempts and step.retransmissions == 0
