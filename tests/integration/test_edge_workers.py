@@ -293,11 +293,13 @@ def options(source: tuple[str, int], branch: str) -> bytes:
     ).encode()
 
 
-def test_workers_share_the_tls_port(tmp_path: Path, redis: RedisProcess, carrier_port: int) -> None:
+def test_workers_share_the_tls_port_and_take_their_own_ports_from_worker_ports(
+    tmp_path: Path, redis: RedisProcess, carrier_port: int
+) -> None:
     _, client, cert, key = tls_contexts(tmp_path)
-    tls_port = free_port()
+    tls_port, first = free_port(), free_port()
     flags = ["--redis", redis.url, "--workers", "2", "--tls-listen", f"127.0.0.1:{tls_port}",
-             "--tls-cert", str(cert), "--tls-key", str(key)]  # fmt: skip
+             "--tls-cert", str(cert), "--tls-key", str(key), "--worker-ports", str(first)]  # fmt: skip
     edge = Up(tmp_path / "edge", manifests(carrier_port, free_port()), flags, command="edge")
     edge.start_timeout = 90.0
     edge.start()  # ready: both workers listen on the one TLS port (without SO_REUSEPORT one could not)
@@ -312,6 +314,7 @@ def test_workers_share_the_tls_port(tmp_path: Path, redis: RedisProcess, carrier
         edge.stop()
     taken = sample(metrics, "trunkline_sip_requests_total", method="OPTIONS", direction="received")
     assert set(taken) == {"0", "1"} and sum(taken.values()) == 16, taken
+    assert own_ports(edge) == {first, first + 1}  # worker i's own SIP port: FIRST + i (a network policy's)
 
 
 def test_workers_that_keep_dying_end_the_parent(tmp_path: Path, redis: RedisProcess) -> None:
