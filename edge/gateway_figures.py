@@ -13,6 +13,11 @@ from trunkline.core.state import StateStore, StoreUnavailable, upkeep_key
 from trunkline.sip.message import Response
 
 CHALLENGES = (401, 407)  # not an outcome: the attempt answering the challenge is the one counted
+# The callee's or the dialled number's answer, not the gateway's: the gateway did its job. Counted,
+# they would let a tenant lower the preferred gateway's ratio for every tenant (calls to busy or
+# unknown numbers) and reorder `routing: quality`; left out, the ratio is over the attempts whose
+# outcome is the network's (the idea of ITU-T E.411's network effectiveness ratio).
+CALLEE_CAUSED = frozenset({404, 410, 480, 484, 486, 600, 603, 604})
 
 
 class FigureRecorder:
@@ -31,7 +36,7 @@ class FigureRecorder:
     ) -> None:
         """An INVITE to `gateway` of `carrier` (one of its configured gateways: bounded fields) ended
         with `response` (None: no answer). The caller leaves out attempts the caller cancelled."""
-        if response is not None and response.status in CHALLENGES:
+        if response is not None and (response.status in CHALLENGES or response.status in CALLEE_CAUSED):
             return
         if not any(g.uri == gateway for g in carrier.spec.gateways):
             return

@@ -158,6 +158,24 @@ async def test_the_recorder_never_waits_drops_when_too_much_is_pending_and_count
     assert len(dropped) == 2 and failing.pending == 0  # the store's failure is a dropped figure
 
 
+async def test_busy_and_unknown_numbers_leave_a_gateway_s_figures_alone() -> None:
+    """A tenant calling busy, declining or unknown numbers must not lower the gateway's ratio (and
+    so reorder `routing: quality` for everyone): those answers are the callee's, not the gateway's."""
+    store = MemoryStore()
+    held: list[Coroutine[object, object, None]] = []
+    recorder = FigureRecorder(store, held.append, lambda: None)
+    pstn = carrier(CarrierRouting.QUALITY, A, B)
+    callee_caused = ((486, "Busy Here"), (404, "Not Found"), (603, "Decline"), (484, "Address Incomplete"))
+    for status, reason in callee_caused:
+        recorder.attempt_ended(pstn, A, Response(status, reason), 0.2)
+    assert held == []
+    recorder.attempt_ended(pstn, A, Response(503, "Service Unavailable"), None)  # the gateway's failure
+    recorder.attempt_ended(pstn, A, Response(200, "OK"), 0.2)
+    await asyncio.gather(*held)
+    found = window(await store.counts_per_minute(upkeep_key("figures", "ns", "pstn"), 1), 1, {A, B})
+    assert found[A].attempts == 2 and found[A].seizures == 1
+
+
 def test_dropped_figures_show_on_the_edges_metrics() -> None:
     registry = CollectorRegistry()
     metrics = EdgeMetrics(registry)
