@@ -58,7 +58,17 @@ def message_attributes(message: Message) -> dict[str, Any]:
 class Recorder:
     """What a provider's call spans share: where they go when ended, resource, scope, limits."""
 
-    __slots__ = ("max_attributes", "max_events", "processor", "provider", "random_ids", "resource", "scope")
+    __slots__ = (
+        "max_attributes",
+        "max_events",
+        "processor",
+        "provider",
+        "random_ids",
+        "resource",
+        "scope",
+        "sink",
+        "span_id",
+    )
 
     def __init__(self, provider: TracerProvider, scope: str) -> None:
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -73,6 +83,12 @@ class Recorder:
             limits.max_span_attributes if limits.max_span_attributes is not None else 1 << 31
         )
         self.random_ids = bool(provider.id_generator.is_trace_id_random())
+        self.span_id = provider.id_generator.generate_span_id
+        # Where an ended span goes: the processors' fan-out, or straight into the one batch queue
+        # when that is all there is (what the fan-out, BatchSpanProcessor.on_end and emit would do).
+        processors: tuple[Any, ...] = getattr(self.processor, "_span_processors", ())
+        one: Any = processors[0] if len(processors) == 1 else None
+        self.sink: Any = one.enqueue if getattr(one, "fast", False) else self.processor.on_end
 
     def start_root(
         self,
@@ -99,9 +115,7 @@ class Recorder:
         if result.attributes:
             attributes.update(result.attributes)
         flags = TraceFlags(TraceFlags.SAMPLED | (TraceFlags.RANDOM_TRACE_ID if random else 0))
-        context = SpanContext(
-            trace_id, provider.id_generator.generate_span_id(), _NOT_REMOTE, flags, result.trace_state
-        )
+        context = SpanContext(trace_id, self.span_id(), _NOT_REMOTE, flags, result.trace_state)
         return LeanSpan(self, name, context, parent_context, kind, attributes)
 
     def start_child(
@@ -109,7 +123,7 @@ class Recorder:
     ) -> LeanSpan:
         """A child of a recorded span: same trace, same sampling decision."""
         up = parent.context
-        span_id = self.provider.id_generator.generate_span_id()
+        span_id = self.span_id()
         # SpanContext's own __new__ checks both ids' ranges (a third of a child span's cost): the
         # trace id is the parent's, valid; the tuple is what __new__ builds (test_lean_spans checks).
         fields = (up.trace_id, span_id, _NOT_REMOTE, up.trace_flags, up.trace_state, 0 < span_id < 1 << 64)
@@ -120,7 +134,9 @@ class LeanSpan(trace.Span):
     """One recorded span: slots and plain values; readable as an SDK ReadableSpan once ended."""
 
     __slots__ = (
+        "_ids",
         "_recorder",
+        "_room",
         "_status",
         "attributes",
         "context",
@@ -157,12 +173,15 @@ class LeanSpan(trace.Span):
         self.dropped_events = 0
         self.dropped_attributes = 0
         self._status: Status | None = None
+        self._room = recorder.max_events  # events it may still take (span limits)
+        self._ids: tuple[str, str] | None = None
 
     # -- recording (the API) -------------------------------------------------------------------------
     def message(self, message: Message) -> None:
         """A `sip.message` event now."""
         if self.end_time is None:
-            if len(self.messages) + len(self.other_events) < self._recorder.max_events:
+            if self._room > 0:
+                self._room -= 1
                 self.messages.append((time.time_ns(), message))
             else:
                 self.dropped_events += 1
@@ -181,11 +200,12 @@ class LeanSpan(trace.Span):
     def add_event(self, name: str, attributes: types.Attributes = None, timestamp: int | None = None) -> None:
         if self.end_time is not None:
             return
-        if len(self.messages) + len(self.other_events) >= self._recorder.max_events:
+        if self._room <= 0:
             self.dropped_events += 1
             return
         from opentelemetry.sdk.trace import Event
 
+        self._room -= 1
         self.other_events.append(Event(name, dict(attributes or {}), timestamp or time.time_ns()))
 
     def update_name(self, name: str) -> None:
@@ -221,7 +241,13 @@ class LeanSpan(trace.Span):
         if self.end_time is not None:
             return
         self.end_time = end_time or time.time_ns()
-        self._recorder.processor.on_end(self)
+        self._recorder.sink(self)
+
+    def hex_ids(self) -> tuple[str, str]:
+        """Trace and span id in hex, as log lines carry them (formatted once per span)."""
+        if self._ids is None:
+            self._ids = (format(self.context.trace_id, "032x"), format(self.context.span_id, "016x"))
+        return self._ids
 
     # -- reading (as a ReadableSpan: processors, exporters, tests) ---------------------------------------
     @property

@@ -37,7 +37,12 @@ def _trace_ids() -> tuple[str, str] | None:
         return None
     from opentelemetry import trace
 
-    context = trace.get_current_span().get_span_context()
+    from trunkline.core.lean_spans import LeanSpan
+
+    span = trace.get_current_span()
+    if type(span) is LeanSpan:  # the edge's call spans keep theirs formatted
+        return span.hex_ids()
+    context = span.get_span_context()
     if not context.is_valid:
         return None
     return format(context.trace_id, "032x"), format(context.span_id, "016x")

@@ -226,12 +226,31 @@ def _counting_processor(exporter: SpanExporter) -> Any:
             batch = getattr(self, "_batch_processor", None)
             self._queue: Any = getattr(batch, "_queue", None)
             self._capacity: int = getattr(batch, "_max_queue_size", 0)
+            self._batch: Any = batch
+            self._batch_size: int = getattr(batch, "_max_export_batch_size", 0)
+            # Other SDK internals than these: the ended spans go the slow way (Recorder.sink).
+            self.fast = self._queue is not None and hasattr(batch, "_worker_awaken")
 
         def on_end(self, span: ReadableSpan) -> None:
             sampled = span.context is not None and span.context.trace_flags.sampled
             if sampled and self._queue is not None and len(self._queue) >= self._capacity:
                 COUNTS.add(dropped=1)
             super().on_end(span)
+
+        def enqueue(self, span: ReadableSpan) -> None:
+            """A sampled span (a LeanSpan: core/lean_spans.py) into the batch queue: what on_end and
+            the SDK's emit do, less a process id check per span (the SDK also re-creates its queue
+            and worker after a fork, with os.register_at_fork) and two layers of calls."""
+            batch, queue = self._batch, self._queue
+            if batch._shutdown:
+                return
+            if len(queue) >= self._capacity:
+                COUNTS.add(dropped=1)  # the deque's maxlen drops the oldest
+            queue.appendleft(span)
+            if len(queue) >= self._batch_size:
+                awaken = batch._worker_awaken  # read each time: a fork replaces it
+                if not awaken.is_set():
+                    awaken.set()
 
     return CountingBatchProcessor(exporter)
 

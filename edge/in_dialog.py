@@ -16,8 +16,8 @@ from trunkline.edge.cdr import Direction, HungUp
 from trunkline.edge.context import DialogId, EdgeContext
 from trunkline.edge.ending import bye, finish, stand_down, still_held
 from trunkline.edge.legs import ack_for, in_dialog, relay_response
-from trunkline.edge.observing import first_line
 from trunkline.edge.session_timers import start_session_timer
+from trunkline.edge.trace_messages import peer, sip_event
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.message import Response
 from trunkline.sip.stack import Incoming, NoAnswer
@@ -143,8 +143,7 @@ async def on_request(ctx: EdgeContext, inc: Incoming, adopt: Adopt, authenticate
     if found is None:
         found = await adopt(dialog_id)
         if found is not None:  # its trace began after this request came in: put it there too
-            found[0].trace.message(found[1], "received", first_line(req), len(req.to_bytes()),
-                                   f"{inc.addr[0]}:{inc.addr[1]}")  # fmt: skip
+            found[0].trace.note(sip_event(found[1], "received", req, peer(inc.addr)))
     if found is None:
         ctx.answer(inc, 481, "Call/Transaction Does Not Exist", req.to.tag)
         return

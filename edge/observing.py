@@ -14,12 +14,14 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from trunkline.core.lean_spans import Message as Event
 from trunkline.core.logs import event
 from trunkline.core.models import Carrier, Target
 from trunkline.edge import tracing
 from trunkline.edge.call import Call
 from trunkline.edge.metrics import EdgeMetrics
 from trunkline.edge.trace_messages import peer as _peer
+from trunkline.edge.trace_messages import sip_event
 from trunkline.edge.tracing import NoTrace
 from trunkline.sip.message import Message, Request, Response
 from trunkline.sip.stack import (
@@ -42,7 +44,7 @@ class Observer(Protocol):
     @property
     def recording(self) -> bool: ...
 
-    def message(self, leg: str, direction: str, first_line: str, size: int, peer: str = "") -> None: ...
+    def note(self, event: Event) -> None: ...
 
     def set(self, **attributes: Any) -> None: ...
 
@@ -70,15 +72,6 @@ class Traces:
             del self._by_call_id[call_id]
 
 
-def first_line(message: Message) -> str:
-    """What a trace event keeps of the first line: a request's method (not `Request.uri`: parsed on
-    reading), a response's `SIP/2.0 code reason`."""
-    if isinstance(message, Request):
-        return message.method
-    assert isinstance(message, Response)
-    return f"SIP/2.0 {message.status} {message.reason}"
-
-
 class ObservedStack:
     """The edge's Stack, with each message counted and put on its call's trace."""
 
@@ -95,7 +88,7 @@ class ObservedStack:
         found = self.traces.get(message.call_id)
         if found is not None:
             trace, leg = found
-            trace.message(leg, direction, first_line(message), message.last_wire_size(), _peer(addr))
+            trace.note(sip_event(leg, direction, message, _peer(addr)))
 
     # -- network -> edge ---------------------------------------------------------------------------
     def bind(
@@ -205,7 +198,7 @@ def start_trace(
                                name, tracestate)  # fmt: skip
     if trace.recording:
         traces.add(req.call_id, trace, "a")
-        trace.message("a", "received", first_line(req), req.last_wire_size(), _peer(inc.addr))
+        trace.note(sip_event("a", "received", req, _peer(inc.addr)))
     return trace
 
 

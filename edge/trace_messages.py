@@ -9,8 +9,10 @@ from typing import Any
 
 from trunkline.core.lean_spans import MESSAGE_EVENT, Message
 from trunkline.core.lean_spans import message_attributes as stored_attributes
+from trunkline.sip.message import Message as SipMessage
+from trunkline.sip.message import Response
 
-__all__ = ["DIRECTIONS", "LEGS", "MESSAGE_EVENT", "message", "message_attributes", "peer"]
+__all__ = ["DIRECTIONS", "LEGS", "MESSAGE_EVENT", "message", "message_attributes", "peer", "sip_event"]
 
 LEGS = ("a", "b")
 DIRECTIONS = ("received", "sent")
@@ -23,6 +25,14 @@ def message(leg: str, direction: str, first_line: str, size: int, peer: str) -> 
         code, _, reason = first_line[8:].partition(" ")
         return (leg, direction, size, True, int(code) if code.isdigit() else 0, reason[:32], peer)
     return (leg, direction, size, False, 0, first_line.partition(" ")[0][:32], peer)
+
+
+def sip_event(leg: str, direction: str, sip: SipMessage, peer: str) -> Message:
+    """`message()`'s event straight from a parsed or built message (no first line to split): a
+    request's method, a response's status and reason, its size on the wire."""
+    if type(sip) is Response:
+        return (leg, direction, sip.last_wire_size(), True, sip.status, sip.reason[:32], peer)
+    return (leg, direction, sip.last_wire_size(), False, 0, sip.method[:32], peer)  # type: ignore[attr-defined]
 
 
 def message_attributes(leg: str, direction: str, first_line: str, size: int, peer: str) -> dict[str, Any]:

@@ -23,8 +23,8 @@ goes in the call's store record: an edge adopting the call after a failover cont
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
+from types import TracebackType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -33,6 +33,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from trunkline.core import telemetry
 from trunkline.core.lean_spans import LeanSpan, Recorder
+from trunkline.core.lean_spans import Message as Event
 from trunkline.edge.trace_messages import message
 from trunkline.edge.trace_messages import message_attributes as message_attributes
 
@@ -48,9 +49,11 @@ class NoTrace:
     def message(self, leg: str, direction: str, first_line: str, size: int, peer: str = "") -> None:
         pass
 
-    @contextmanager
-    def step(self, name: str, **attributes: Any) -> Iterator[Step]:
-        yield NO_STEP
+    def note(self, event: Event) -> None:
+        """A SIP message's event, made by trace_messages.sip_event."""
+
+    def step(self, name: str, **attributes: Any) -> Step:
+        return NO_STEP
 
     def attempt(self, target: str, transport: str, b_call_id: str = "", **attributes: Any) -> Attempt:
         return NO_ATTEMPT
@@ -61,29 +64,40 @@ class NoTrace:
     def set(self, **attributes: Any) -> None:
         pass
 
-    @contextmanager
-    def current(self) -> Iterator[None]:
+    def current(self) -> AbstractContextManager[None]:
         """The call's span is the current one inside (log lines carry its ids; gRPC calls continue
         it); nothing while tracing is off."""
-        yield
+        return _NOTHING
 
     def finish(self, status: int, hangup_side: str = "", reason: str = "") -> None:
         pass
 
 
-@contextmanager
-def _current(span: LeanSpan) -> Iterator[None]:
+_NOTHING: AbstractContextManager[None] = nullcontext()
+
+
+class _Current:
     """`span` is the current span inside (what `trace.use_span` does, without its exception
-    handling: our callers end their spans themselves)."""
-    token = otel_context.attach(trace.set_span_in_context(span))
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
+    handling: our callers end their spans themselves). A class, not a generator: one per step."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: LeanSpan) -> None:
+        self._span = span
+
+    def __enter__(self) -> None:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)
 
 
 class Step:
-    """A child span (auth, admission, routing, an in-dialog transaction); NO_STEP when off."""
+    """A child span (auth, admission, routing, an in-dialog transaction); NO_STEP when off. As a
+    context manager (`with trace.step(...) as step`) it is the current span inside and ends on
+    leaving, with the exception's name as its error."""
+
+    __slots__ = ("_span", "_token")
 
     def __init__(self, span: LeanSpan | None = None) -> None:
         self._span = span
@@ -100,14 +114,13 @@ class Step:
         if self._span is not None:
             self._span.message(message(leg, direction, first_line, size, peer))
 
-    @contextmanager
-    def current(self) -> Iterator[None]:
+    def note(self, event: Event) -> None:
+        if self._span is not None:
+            self._span.message(event)
+
+    def current(self) -> AbstractContextManager[None]:
         """This span is the current one inside (gRPC calls made there are its children)."""
-        if self._span is None:
-            yield
-            return
-        with _current(self._span):
-            yield
+        return _Current(self._span) if self._span is not None else _NOTHING
 
     def end(self, error: str | None = None) -> None:
         if self._span is not None:
@@ -116,9 +129,23 @@ class Step:
             self._span.end()
             self._span = None
 
+    def __enter__(self) -> Step:
+        if self._span is not None:
+            self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._span is not None:
+            otel_context.detach(self._token)
+            self.end(kind.__name__ if kind is not None else None)
+
 
 class Attempt(Step):
     """One INVITE toward a target (CLIENT span); `answered()` records the post-dial delay."""
+
+    __slots__ = ("_first", "_started")
 
     def __init__(self, span: LeanSpan | None = None) -> None:
         super().__init__(span)
@@ -158,25 +185,17 @@ class CallTrace(NoTrace):
         self.traceparent = f"00-{self.trace_id}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
     def message(self, leg: str, direction: str, first_line: str, size: int, peer: str = "") -> None:
-        event = message(leg, direction, first_line, size, peer)
-        if event[3] and leg == "a" and direction == "sent" and event[4] >= 200:
+        self.note(message(leg, direction, first_line, size, peer))
+
+    def note(self, event: Event) -> None:
+        if event[3] and event[0] == "a" and event[1] == "sent" and event[4] >= 200:
             self.last_status = event[4]
         self.span.message(event)
 
-    @contextmanager
-    def step(self, name: str, **attributes: Any) -> Iterator[Step]:
-        """A child span around a phase of the call (auth, admission, routing); current inside."""
-        span = self._recorder.start_child(self.span, name, SpanKind.INTERNAL, _attributes(attributes))
-        step = Step(span)
-        token = otel_context.attach(trace.set_span_in_context(span))  # _current's, inlined: per step
-        try:
-            yield step
-        except BaseException as exc:
-            step.end(type(exc).__name__)
-            raise
-        finally:
-            otel_context.detach(token)
-        step.end()
+    def step(self, name: str, **attributes: Any) -> Step:
+        """A child span around a phase of the call (auth, admission, routing): use as `with`, current
+        inside."""
+        return Step(self._recorder.start_child(self.span, name, SpanKind.INTERNAL, _attributes(attributes)))
 
     def attempt(self, target: str, transport: str, b_call_id: str = "", **attributes: Any) -> Attempt:
         """A CLIENT span for one INVITE to `target`; `b_call_id`: the callee leg's Call-ID (also set
@@ -195,10 +214,8 @@ class CallTrace(NoTrace):
     def set(self, **attributes: Any) -> None:
         self.span.set_attributes(_attributes(attributes))
 
-    @contextmanager
-    def current(self) -> Iterator[None]:
-        with _current(self.span):
-            yield
+    def current(self) -> AbstractContextManager[None]:
+        return _Current(self.span)
 
     def finish(self, status: int, hangup_side: str = "", reason: str = "") -> None:
         """End the call's span: final status, which side hung up (a, b, edge) and why."""

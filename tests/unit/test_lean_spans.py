@@ -77,6 +77,31 @@ def test_lean_spans_encode_as_the_sdk_encoder_writes_them(memory: InMemorySpanEx
     assert {kv.key: kv.value.int_value for kv in ringing.attributes}["sip.status_code"] == 180
 
 
+def test_spans_of_two_resources_and_scopes_interleaved_group_as_the_sdk_encoder_groups_them() -> None:
+    """A batch mixes processes' resources, lean and SDK spans, scopes, in any order: the request
+    holds each span once, under its own resource and scope, as the SDK's encoder writes it."""
+    memory = InMemorySpanExporter()
+    providers = []
+    for service in ("edge", "relay"):
+        provider = TracerProvider(resource=Resource({"service.name": service}))
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        providers.append(provider)
+    recorders = [Recorder(provider, "trunkline.edge") for provider in providers]
+    tracers = [provider.get_tracer("trunkline.rpc") for provider in providers]
+    for n in range(3):
+        for recorder, tracer in zip(recorders, tracers, strict=True):
+            root = recorder.start_root(f"call {n}", SpanKind.SERVER, {"sip.call_id": f"{n}@pbx"})
+            assert root is not None
+            root.message(("a", "received", 900, False, 0, "INVITE", ""))
+            tracer.start_span(f"rpc {n}").end()
+            root.end()
+    spans = memory.get_finished_spans()
+    ours = ExportTraceServiceRequest.FromString(otlp_encoding.encode_spans(spans))
+    assert ours == sdk_encode_spans(spans)
+    assert len(ours.resource_spans) == 2
+    assert [[len(scope.spans) for scope in r.scope_spans] for r in ours.resource_spans] == [[3, 3], [3, 3]]
+
+
 def test_they_read_as_readable_spans_and_propagate(memory: InMemorySpanExporter) -> None:
     recorder = _recorder(memory)
     root = recorder.start_root("call", SpanKind.SERVER, {})
