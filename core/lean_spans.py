@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -281,3 +282,19 @@ class LeanSpan(trace.Span):
 
 
 _UNSET = Status(StatusCode.UNSET)
+
+
+class Current:
+    """`span` is the current span inside (what `trace.use_span` does, without its exception
+    handling: our callers end their spans themselves). A class, not a generator: one per step."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: trace.Span) -> None:
+        self._span = span
+
+    def __enter__(self) -> None:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)

@@ -32,7 +32,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from trunkline.core import telemetry
-from trunkline.core.lean_spans import LeanSpan, Recorder
+from trunkline.core.lean_spans import Current, LeanSpan, Recorder
 from trunkline.core.lean_spans import Message as Event
 from trunkline.edge.trace_messages import message
 from trunkline.edge.trace_messages import message_attributes as message_attributes
@@ -76,22 +76,6 @@ class NoTrace:
 _NOTHING: AbstractContextManager[None] = nullcontext()
 
 
-class _Current:
-    """`span` is the current span inside (what `trace.use_span` does, without its exception
-    handling: our callers end their spans themselves). A class, not a generator: one per step."""
-
-    __slots__ = ("_span", "_token")
-
-    def __init__(self, span: LeanSpan) -> None:
-        self._span = span
-
-    def __enter__(self) -> None:
-        self._token = otel_context.attach(trace.set_span_in_context(self._span))
-
-    def __exit__(self, *exc: object) -> None:
-        otel_context.detach(self._token)
-
-
 class Step:
     """A child span (auth, admission, routing, an in-dialog transaction); NO_STEP when off. As a
     context manager (`with trace.step(...) as step`) it is the current span inside and ends on
@@ -120,7 +104,7 @@ class Step:
 
     def current(self) -> AbstractContextManager[None]:
         """This span is the current one inside (gRPC calls made there are its children)."""
-        return _Current(self._span) if self._span is not None else _NOTHING
+        return Current(self._span) if self._span is not None else _NOTHING
 
     def end(self, error: str | None = None) -> None:
         if self._span is not None:
@@ -215,7 +199,7 @@ class CallTrace(NoTrace):
         self.span.set_attributes(_attributes(attributes))
 
     def current(self) -> AbstractContextManager[None]:
-        return _Current(self.span)
+        return Current(self.span)
 
     def finish(self, status: int, hangup_side: str = "", reason: str = "") -> None:
         """End the call's span: final status, which side hung up (a, b, edge) and why."""
