@@ -127,7 +127,8 @@ class Recorder:
         span_id = self.span_id()
         # SpanContext's own __new__ checks both ids' ranges (a third of a child span's cost): the
         # trace id is the parent's, valid; the tuple is what __new__ builds (test_lean_spans checks).
-        fields = (up.trace_id, span_id, _NOT_REMOTE, up.trace_flags, up.trace_state, 0 < span_id < 1 << 64)
+        # The parent's fields by index: SpanContext's properties are Python calls.
+        fields = (up[0], span_id, _NOT_REMOTE, up[3], up[4], 0 < span_id < 1 << 64)
         return LeanSpan(self, name, tuple.__new__(SpanContext, fields), up, kind, attributes)
 
 
@@ -195,8 +196,14 @@ class LeanSpan(trace.Span):
                 self.dropped_attributes += 1
 
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
-        for key, value in attributes.items():
-            self.set_attribute(key, value)
+        if self.end_time is not None:
+            return
+        mine, room = self.attributes, self._recorder.max_attributes
+        for key, value in attributes.items():  # set_attribute's, inlined: a few per call and step
+            if key in mine or len(mine) < room:
+                mine[key] = value
+            else:
+                self.dropped_attributes += 1
 
     def add_event(self, name: str, attributes: types.Attributes = None, timestamp: int | None = None) -> None:
         if self.end_time is not None:
