@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import propagation as trace_propagation
 from opentelemetry.util import types
 
 if TYPE_CHECKING:  # the SDK is imported once tracing is on (core/telemetry.py), not before
@@ -291,6 +293,39 @@ class LeanSpan(trace.Span):
 _UNSET = Status(StatusCode.UNSET)
 
 
+def _runtime_variable() -> ContextVar[Context] | None:
+    """The ContextVar behind OpenTelemetry's current context, when the runtime context is the default
+    one (OTEL_PYTHON_CONTEXT may name another: then the API's calls are used)."""
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime, "_current_context", None)
+    default = type(runtime) is ContextVarsRuntimeContext
+    return variable if default and isinstance(variable, ContextVar) else None
+
+
+_CONTEXT = _runtime_variable()
+_SPAN_KEY: str = getattr(trace_propagation, "_SPAN_KEY", "")
+
+
+def make_current(span: trace.Span) -> Any:
+    """`span` is the current span from now on (what `attach(set_span_in_context(span))` does, with
+    the context variable set directly: steps of a call do it ~8 times); a token for `restore`."""
+    if _CONTEXT is None or not _SPAN_KEY:
+        return otel_context.attach(trace.set_span_in_context(span))
+    values = dict(_CONTEXT.get())  # a Context refuses item assignment: made from a copy
+    values[_SPAN_KEY] = span
+    return _CONTEXT.set(Context(values))
+
+
+def restore(token: Any) -> None:
+    """The current context as it was before `make_current` gave `token`."""
+    if _CONTEXT is None or not _SPAN_KEY:
+        otel_context.detach(token)
+    else:
+        _CONTEXT.reset(token)
+
+
 class Current:
     """`span` is the current span inside (what `trace.use_span` does, without its exception
     handling: our callers end their spans themselves). A class, not a generator: one per step."""
@@ -301,7 +336,7 @@ class Current:
         self._span = span
 
     def __enter__(self) -> None:
-        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        self._token = make_current(self._span)
 
     def __exit__(self, *exc: object) -> None:
-        otel_context.detach(self._token)
+        restore(self._token)

@@ -27,12 +27,10 @@ from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from trunkline.core import telemetry
-from trunkline.core.lean_spans import Current, LeanSpan, Recorder
+from trunkline.core.lean_spans import Current, LeanSpan, Recorder, make_current, restore
 from trunkline.core.lean_spans import Message as Event
 from trunkline.edge.trace_messages import message
 from trunkline.edge.trace_messages import message_attributes as message_attributes
@@ -115,14 +113,14 @@ class Step:
 
     def __enter__(self) -> Step:
         if self._span is not None:
-            self._token = otel_context.attach(trace.set_span_in_context(self._span))
+            self._token = make_current(self._span)
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._span is not None:
-            otel_context.detach(self._token)
+            restore(self._token)
             self.end(kind.__name__ if kind is not None else None)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -19,7 +20,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from trunkline.core import otlp_encoding
-from trunkline.core.lean_spans import LeanSpan, Recorder
+from trunkline.core.lean_spans import Current, LeanSpan, Recorder, make_current, restore
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -100,6 +101,30 @@ def test_spans_of_two_resources_and_scopes_interleaved_group_as_the_sdk_encoder_
     assert ours == sdk_encode_spans(spans)
     assert len(ours.resource_spans) == 2
     assert [[len(scope.spans) for scope in r.scope_spans] for r in ours.resource_spans] == [[3, 3], [3, 3]]
+
+
+def test_a_span_made_current_keeps_the_context_s_other_values_and_is_undone(
+    memory: InMemorySpanExporter,
+) -> None:
+    """make_current sets OpenTelemetry's context variable directly: the result must be what
+    `attach(set_span_in_context(span))` gives (other values kept), and restore what detach does."""
+    recorder = _recorder(memory)
+    root = recorder.start_root("call", SpanKind.SERVER, {})
+    assert root is not None
+    child = recorder.start_child(root, "auth", SpanKind.INTERNAL, {})
+    outer = otel_context.attach(otel_context.set_value("tenant", "acme"))
+    try:
+        with Current(root):
+            assert trace.get_current_span() is root
+            token = make_current(child)
+            assert trace.get_current_span() is child
+            assert otel_context.get_value("tenant") == "acme"
+            restore(token)
+            assert trace.get_current_span() is root
+        assert trace.get_current_span() is trace.INVALID_SPAN
+        assert otel_context.get_value("tenant") == "acme"
+    finally:
+        otel_context.detach(outer)
 
 
 def test_they_read_as_readable_spans_and_propagate(memory: InMemorySpanExporter) -> None:
