@@ -4,7 +4,8 @@ limits, propagate as API spans, and our encoder writes them as the SDK's encoder
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 
 import pytest
 from opentelemetry import context as otel_context
@@ -12,14 +13,14 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, TraceIdRatioBased
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from trunkline.core import otlp_encoding
+from trunkline.core import otlp_encoding, telemetry
 from trunkline.core.lean_spans import Current, LeanSpan, Recorder, make_current, restore
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -183,3 +184,43 @@ def test_the_event_encoding_cache_stays_bounded(memory: InMemorySpanExporter) ->
     assert len(otlp_encoding._message_cache) <= otlp_encoding._CACHE_LIMIT
     last = request.resource_spans[0].scope_spans[0].spans[-1].events[-1]
     assert {kv.key: kv.value.int_value for kv in last.attributes}["sip.size"] == (n + 1) * 100 - 1
+
+
+def test_ended_spans_go_straight_into_the_batch_queue_and_a_full_queue_counts_its_drops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the edge's one batch processor, a lean span ends into its queue (Recorder.sink is the
+    processor's enqueue): exported by the worker, and when the backend stalls and the queue is full,
+    the oldest spans are dropped and counted, never waited for."""
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "4")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+    exporting, release = threading.Event(), threading.Event()
+    exported: list[str] = []
+
+    class Stalled(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            exporting.set()
+            release.wait(10)
+            exported.extend(span.name for span in spans)
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    processor = telemetry._counting_processor(Stalled())
+    provider.add_span_processor(processor)
+    recorder = Recorder(provider, "trunkline.edge")
+    assert recorder.sink == processor.enqueue
+    before = (telemetry.COUNTS.exported, telemetry.COUNTS.dropped)
+    root = recorder.start_root("call", SpanKind.SERVER, {})
+    assert root is not None
+    for n in range(4):  # a full batch wakes the worker, which then stalls in the export
+        recorder.start_child(root, f"early {n}", SpanKind.INTERNAL, {}).end()
+    assert exporting.wait(10)
+    for n in range(6):  # 4 fit the queue, the 2 oldest are pushed out
+        recorder.start_child(root, f"late {n}", SpanKind.INTERNAL, {}).end()
+    assert telemetry.COUNTS.dropped - before[1] == 2
+    release.set()
+    provider.force_flush()
+    provider.shutdown()
+    assert exported == [f"early {n}" for n in range(4)] + [f"late {n}" for n in range(2, 6)]
+    assert telemetry.COUNTS.exported - before[0] == 8
