@@ -229,7 +229,7 @@ def report(rounds: list[Round], redis: bool) -> None:
     print("\n== MiB per 1,000 held calls (least squares over each round's steps; KiB a call)")
     for n, r in enumerate(rounds, 1):
         slopes = [(name, slope(r.samples, rss)) for name, rss in kinds]
-        print(f"  round {n}: " + ", ".join(f"{name} {v:.1f} ({v * 1000 / 1024:.0f})" for name, v in slopes))
+        print(f"  round {n}: " + ", ".join(f"{name} {v:.1f} ({v * 1024 / 1000:.1f})" for name, v in slopes))
     print("\n== Bounded? RSS at the round's start, at its peak, once hung up (MiB)")
     for name, rss in kinds:
         figures = []
