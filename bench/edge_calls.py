@@ -197,6 +197,13 @@ def _abort_reasons(workdir: Path) -> Counter[str]:
     return reasons
 
 
+def sipp_stats(path: Path) -> dict[str, str]:
+    """The last row of a SIPp `-trace_stat` file (column name -> value; empty before the first row)."""
+    if path.exists() and len(rows := list(csv.reader(path.open(), delimiter=";"))) > 1:
+        return dict(zip(rows[0], rows[-1], strict=False))
+    return {}
+
+
 def run_sipp_step(workdir: Path, target: str, source: str, scenario: str, rate: int, seconds: float,
                   server_pids: list[int], extra: list[str]) -> Step:  # fmt: skip
     """One SIPp UAC run of `seconds` worth of calls at `rate`, with the server's CPU around it."""
@@ -229,9 +236,7 @@ def run_sipp_step(workdir: Path, target: str, source: str, scenario: str, rate: 
     sipp_cpu = (after_children.ru_utime + after_children.ru_stime) - (
         before_children.ru_utime + before_children.ru_stime
     )
-    row: dict[str, str] = {}
-    if stats.exists() and len(rows := list(csv.reader(stats.open(), delimiter=";"))) > 1:
-        row = dict(zip(rows[0], rows[-1], strict=False))
+    row = sipp_stats(stats)
     ok, failed = int(row.get("SuccessfulCall(C)", 0)), int(row.get("FailedCall(C)", 0))
     stray = int(row.get("OutOfCallMsgs(C)", 0)) + int(row.get("DeadCallMsgs(C)", 0))
     return Step(rate, calls, ok, failed, int(row.get("Retransmissions(C)", 0)), stray, elapsed,
@@ -331,28 +336,36 @@ def wait_ready(name: str, proc: subprocess.Popen[bytes], http: str, log: Path) -
     wait_started(proc, lambda: http_ready(f"http://{http}/readyz"), name, log.read_text)
 
 
-def edge_busy(http: str) -> str:
-    """The edge's live-call count (/metrics), to see calls that were never released."""
+def metric(http: str, series: str) -> str:
+    """One series' value from a process's /metrics (`series` as written there, labels included):
+    "?" when it is absent, "? (why)" when /metrics does not answer."""
     try:
         with urllib.request.urlopen(f"http://{http}/metrics", timeout=2) as response:
             text = response.read().decode()
     except OSError as exc:
         return f"? ({exc})"
-    m = re.search(r'^trunkline_component_busy\{component="edge"\} (\S+)', text, re.M)
+    m = re.search(rf"^{re.escape(series)} (\S+)", text, re.M)
     return m[1] if m else "?"
 
 
-def start_relay(procs: Processes, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """One `trunkline media` relay process (one engine worker) on HOST; its gRPC address."""
+def edge_busy(http: str) -> str:
+    """The edge's live-call count (/metrics), to see calls that were never released."""
+    return metric(http, 'trunkline_component_busy{component="edge"}')
+
+
+def start_relay(
+    procs: Processes, workdir: Path, extra: list[str] | None = None
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """One `trunkline media` relay process (one engine worker) on HOST; its gRPC and HTTP addresses."""
     workdir.mkdir(parents=True)
     grpc_address, http = f"{HOST}:{free_port()}", f"{HOST}:{free_port()}"
     args = [str(TRUNKLINE), "media", "--listen", grpc_address, "--media-listen", HOST,
             "--media-ports", "20000-39999", "--workers", "1", "--http-listen", http,
-            "--insecure-grpc"]  # fmt: skip
+            "--insecure-grpc", *(extra or [])]  # fmt: skip
     proc = procs.start("trunkline media", args, workdir / "media.log", workdir)
     wait_ready("trunkline media", proc, http, workdir / "media.log")
     time.sleep(0.5)  # let the engine worker start (counted in the process tree)
-    return proc, grpc_address
+    return proc, grpc_address, http
 
 
 KAMAILIO_CFG = """\
@@ -806,7 +819,7 @@ def main() -> int:
             ladders.append(climb(Ladder(name, "calls"), redis_edge, workdir / "edge-redis-calls", PBX_AUTH_IP,
                                  "pbx_call.xml", call_steps, seconds, [*call, *auth]))  # fmt: skip
         if args.media:
-            relay_proc, relay = start_relay(procs, workdir / "relay")
+            relay_proc, relay, _ = start_relay(procs, workdir / "relay")
             media_proc, media_sip, _ = start_edge(
                 procs, workdir / "edge-media", uas_port, ["--media-relay", relay, "--insecure-grpc"]
             )
