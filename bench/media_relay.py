@@ -387,6 +387,19 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def settle(pids: list[int], limit: float = 30.0) -> None:
+    """Until the engines are idle: after a flood they still relay what filled their sockets' buffers
+    (up to ~300 packets per socket) for seconds; that CPU time must not count in the next run."""
+    deadline = time.monotonic() + limit
+    last = cpu_seconds(pids)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = cpu_seconds(pids)
+        if now - last < 0.01:
+            return
+        last = now
+
+
 async def cpu_flood(runs: int, seconds: float) -> int:
     """Flood 1,000 calls `runs` times; per run, relayed packets per CPU-second of the engine process.
     Throughput alone swings with what else the (shared) machine runs; the engine's own CPU time says
@@ -400,6 +413,7 @@ async def cpu_flood(runs: int, seconds: float) -> int:
         targets = await setup_calls(relay, parties, 1000)
         pids = relay.server.pool.engine_pids()
         for run in range(runs):
+            settle(pids)
             before = cpu_seconds(pids)
             result = run_load(parties, targets, None, seconds)
             used = cpu_seconds(pids) - before
@@ -418,7 +432,9 @@ def per_packet(rounds: int, batch: int = 200) -> int:
     """CPU time of the engine's packet path per packet, in this thread (no generator process, no
     scheduling): `batch` packets are queued on a leg's socket, then `Engine.relay` handles them one by
     one under `time.thread_time_ns`. Steady state (the source is the lock), and a stranger's packets
-    (dropped by source). Median of `rounds` batches; compare two checkouts with it (README-media.md)."""
+    (dropped by source); with batching on, steady state through `Engine.relay_batch` too (the engine
+    takes that path for sockets with packets queued). Median of `rounds` batches; compare two
+    checkouts with it (README-media.md)."""
     import statistics
 
     from trunkline.media.engine import Engine, LegConfig
@@ -435,16 +451,22 @@ def per_packet(rounds: int, batch: int = 200) -> int:
     payload = b"x" * 160
     figures = {}
     try:
-        for name, sender in (("steady", a), ("stranger", stranger)):
+        cases = [("steady", a, engine.relay), ("stranger", stranger, engine.relay)]
+        if engine.batch:  # the packets queued on the socket, read `engine.batch` per recvmmsg
+            cases.append((f"steady, recvmmsg of {engine.batch}", a, engine.relay_batch))
+        for name, sender, relay in cases:
             costs = []
             seq = 0
             for _ in range(rounds):
                 for _ in range(batch):
                     seq += 1
                     sender.sendto(_HEADER.pack(0x80, 0, seq & 0xFFFF, seq * 160, 1) + payload, target)
+                done = engine.relayed_packets + engine.dropped_source + batch
                 began = time.thread_time_ns()
                 for _ in range(batch):
-                    engine.relay(flow, 0.0)
+                    relay(flow, 0.0)
+                    if engine.relayed_packets + engine.dropped_source >= done:
+                        break
                 costs.append((time.thread_time_ns() - began) / batch)
                 drain([b])
             figures[name] = statistics.median(costs)
@@ -514,6 +536,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
+    global OURS_PORTS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter steps")
     parser.add_argument("--no-rtpengine", action="store_true", help="measure trunkline only")
@@ -523,7 +546,15 @@ def main() -> int:
     parser.add_argument(
         "--per-packet", type=int, metavar="ROUNDS", help="only: CPU time per packet, in-process"
     )
+    parser.add_argument(
+        "--ports",
+        metavar="LOW-HIGH",
+        help=f"trunkline's media ports (default {OURS_PORTS[0]}-{OURS_PORTS[1]}; another run may hold them)",
+    )
     args = parser.parse_args()
+    if args.ports:
+        low, _, high = args.ports.partition("-")
+        OURS_PORTS = (int(low), int(high))
     if args.pin:
         global GENERATOR_CPU, RELAY_CPU
         GENERATOR_CPU, RELAY_CPU = {0}, {1}

@@ -9,6 +9,12 @@ is a local `sendto`.
 Per packet, with both legs plain: one recv, a version/length check, a source comparison, one
 struct unpack for the statistics, one send. SRTP adds libsrtp's unprotect/protect.
 
+A socket with packets queued (a flood, or an engine that fell behind) is read with one recvmmsg of
+up to `BATCH` datagrams instead (`trunkline.media.mmsg`: ctypes on libc; the standard library has
+no recvmmsg); each datagram then takes the same path, with its own `sendto`. Under a flood that
+relays ~1.5x the packets per CPU-second; at call rates a socket holds one packet when epoll reports
+it and is read as before (bench/README-media.md, "System-call batching (recvmmsg)").
+
 Strict media source (per socket; RTCP follows RTP). A leg's party address is learned once:
   1. The relay sends to the address from the party's SDP from the start.
   2. Until the leg is locked, a packet from exactly that SDP address locks it at once (only a spoofer
@@ -38,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import resource
 import select
 import socket
@@ -50,7 +57,7 @@ from typing import Any
 
 import pylibsrtp
 
-from trunkline.media import rtp
+from trunkline.media import mmsg, rtp
 from trunkline.media.errors import (
     CODE_OF,
     InvalidRequest,
@@ -71,6 +78,9 @@ SWEEP_INTERVAL = 0.5  # seconds between inactivity checks
 # session at once held packets back for a millisecond or more with a thousand sessions.
 PASS_SLICE = 64
 SOCKET_BUFFER = 1 << 18  # absorbs bursts while the loop serves other sockets
+# Datagrams one recvmmsg reads from a socket that has packets queued (see `Engine.run`); 0: always one
+# `recvfrom_into` per readiness event. TRUNKLINE_MEDIA_BATCH=0 switches it off (to compare).
+BATCH = int(os.environ.get("TRUNKLINE_MEDIA_BATCH", "32"))
 
 
 # Source addresses a flow tracks at once during probation; more (a spray) starts the table afresh.
@@ -181,12 +191,14 @@ class Flow:
         "any_host",
         "candidates",
         "confirmed",
+        "deep",
         "expected",
         "leg",
         "peer",
         "rtcp_only",
         "sock",
         "trusted",
+        "turn",
     )
 
     def __init__(self, sock: socket.socket, leg: Leg, rtcp_only: bool) -> None:
@@ -200,6 +212,8 @@ class Flow:
         self.any_host = True  # no trusted host known: any source may pass probation
         # Sources on probation: address -> (ssrc, next sequence number, packets in a row).
         self.candidates: dict[Address, tuple[int, int, int]] = {}
+        self.turn = -3  # the engine loop's turn that last read this socket
+        self.deep = False  # the last batched read found more than one datagram
 
     def expect(self, peer: Address | None, trusted: frozenset[str]) -> None:
         """Send to `peer` (from SDP) and learn the party's address again."""
@@ -485,7 +499,9 @@ class PortPool:
 class Engine:
     """Sessions of one port slice and the loop that relays their packets."""
 
-    def __init__(self, host: str, low: int, high: int, policy: LatchPolicy | None = None) -> None:
+    def __init__(
+        self, host: str, low: int, high: int, policy: LatchPolicy | None = None, batch: int = BATCH
+    ) -> None:
         self.ports = PortPool(host, low, high)
         self.policy = policy or LatchPolicy()
         self.sessions: dict[str, Session] = {}
@@ -494,6 +510,8 @@ class Engine:
         self._buf = bytearray(65536)
         self._view = memoryview(self._buf)
         self._running = False
+        self.batch = batch if mmsg.AVAILABLE else 0
+        self._receiver = mmsg.Receiver(self.ports.family, self.batch) if self.batch else None
         # Since the engine started; counted per packet so a report need not visit every session at once.
         self.relayed_packets = self.dropped_source = self.dropped_malformed = self.dropped_srtp = 0
         # Background passes over the sessions, a slice per loop turn, between packets.
@@ -623,7 +641,8 @@ class Engine:
         when epoll reports it, and draining costs a second `recvfrom_into` that fails with EAGAIN
         (a system call and a Python exception per packet). The poll is level-triggered, so a socket
         with more queued is reported again on the next round, after every other ready socket had
-        its turn: one busy call cannot starve the others."""
+        its turn: one busy call cannot starve the others. Such a socket is then read with
+        `relay_batch` (see `run`)."""
         leg, buf, view = flow.leg, self._buf, self._view
         out = leg.other
         try:
@@ -682,6 +701,79 @@ class Engine:
             out.sent_packets += 1
             out.sent_bytes += len(data)
 
+    def relay_batch(self, flow: Flow, now: float) -> None:
+        """`relay` for each datagram one recvmmsg reads (up to `batch`): the same checks, latching and
+        counters, packet by packet, each relayed one sent with its own `sendto`. For a socket with
+        packets queued (see `run`); with one, it costs more than `relay`."""
+        receiver = self._receiver
+        assert receiver is not None
+        got = receiver.receive(flow.sock.fileno())
+        flow.deep = got > 1
+        if not got:
+            return
+        buf, view, slot = receiver.buf, receiver.view, mmsg.SLOT
+        sizes, stride, first = receiver.sizes, receiver.stride, receiver.first
+        leg = flow.leg
+        out = leg.other
+        # Almost always every datagram is from the lock: one comparison instead of an address each.
+        same = receiver.all_from(flow.peer, got)
+        for i in range(got):
+            size = sizes[i * stride + first]
+            off = i * slot
+            if size < rtp.RTCP_HEADER or buf[off] & 0xC0 != 0x80:
+                leg.dropped_malformed += 1
+                self.dropped_malformed += 1
+                continue
+            rtcp = flow.rtcp_only or (leg.mux and 192 <= buf[off + 1] <= 223)
+            if not rtcp and size < rtp.RTP_HEADER:
+                leg.dropped_malformed += 1
+                self.dropped_malformed += 1
+                continue
+            datagram = view[off : off + size]
+            data: memoryview | bytes = datagram
+            if leg.srtp_in is not None:
+                try:
+                    packet = bytes(data)
+                    data = leg.srtp_in.unprotect_rtcp(packet) if rtcp else leg.srtp_in.unprotect(packet)
+                except pylibsrtp.Error:
+                    leg.dropped_srtp += 1
+                    self.dropped_srtp += 1
+                    continue
+                size = len(data)
+            if not same and (src := receiver.source(i)) != flow.peer:
+                if not flow.admit(src, memoryview(data), rtcp):
+                    self.dropped_source += 1
+                    continue
+            elif not flow.confirmed:
+                flow.confirmed, flow.candidates = True, {}
+            if rtcp:
+                leg.received.rtcp_packets += 1
+                target = out.rtcp_out
+            else:
+                leg.received.on_rtp(datagram if leg.srtp_in is None else memoryview(data), size, now)
+                target = out.rtp
+            peer = target.peer
+            if peer is None:
+                continue
+            if out.srtp_out is not None:
+                try:
+                    packet = bytes(data)
+                    data = out.srtp_out.protect_rtcp(packet) if rtcp else out.srtp_out.protect(packet)
+                except pylibsrtp.Error:
+                    out.dropped_srtp += 1
+                    self.dropped_srtp += 1
+                    continue
+            try:
+                target.sock.sendto(data, peer)
+            except OSError:
+                continue
+            if rtcp:
+                out.sent_rtcp += 1
+            else:
+                self.relayed_packets += 1
+                out.sent_packets += 1
+                out.sent_bytes += len(data)
+
     def run(self, conn: Connection) -> None:
         """Serve `conn` and relay until a "stop" request; then close every session."""
         control_fd = conn.fileno()
@@ -690,13 +782,22 @@ class Engine:
         flows, relay, poll, clock = self._flows, self.relay, self._epoll.poll, time.monotonic
         passes = self._passes
         next_sweep = clock() + SWEEP_INTERVAL
+        batch, relay_batch, turn = self.batch, self.relay_batch, 0
         while self._running:
             events = poll(0 if passes else SWEEP_INTERVAL)
             now = clock()
+            turn += 1
             for fd, _ in events:
                 flow = flows.get(fd)
                 if flow is not None:
-                    relay(flow, now)
+                    # A socket ready again within two turns (a poll returns at most 1,023 sockets),
+                    # or whose last batch held several, has packets queued: one recvmmsg takes them.
+                    # At call rates a socket is ready every 20 ms, many turns apart: one read each.
+                    if batch and (flow.deep or turn - flow.turn <= 2):
+                        relay_batch(flow, now)
+                    else:
+                        relay(flow, now)
+                    flow.turn = turn
                 elif fd == control_fd:
                     self._serve(conn)
             if now >= next_sweep:

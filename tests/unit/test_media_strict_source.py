@@ -35,10 +35,14 @@ class Sender:
                 return got
 
 
-@pytest.fixture
-def engine() -> Iterator[Engine]:
+@pytest.fixture(params=["relay", "relay_batch"])
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """Each rule through both packet paths: one read per packet, and recvmmsg (a socket with packets
+    queued; here it finds the one just sent)."""
     low = 30000 + (os.getpid() % 200) * 20
-    made = Engine(HOST, low, low + 19)
+    made = Engine(HOST, low, low + 19, batch=32)
+    if request.param == "relay_batch":
+        made.relay = made.relay_batch  # type: ignore[method-assign]
     yield made
     made.stop()
 
