@@ -80,7 +80,18 @@ PASS_SLICE = 64
 SOCKET_BUFFER = 1 << 18  # absorbs bursts while the loop serves other sockets
 # Datagrams one recvmmsg reads from a socket that has packets queued (see `Engine.run`); 0: always one
 # `recvfrom_into` per readiness event. TRUNKLINE_MEDIA_BATCH=0 switches it off (to compare).
-BATCH = int(os.environ.get("TRUNKLINE_MEDIA_BATCH", "32"))
+MAX_BATCH = 256
+
+
+def batch_setting(text: str) -> int:
+    """TRUNKLINE_MEDIA_BATCH as a datagram count: 0-256, or a clear error at start-up (not a
+    traceback from deep in the engine, nor a negative buffer size)."""
+    if not text.strip().isdigit() or int(text) > MAX_BATCH:
+        raise ValueError(f"TRUNKLINE_MEDIA_BATCH={text!r}: a whole number of datagrams, 0-{MAX_BATCH}")
+    return int(text)
+
+
+BATCH = batch_setting(os.environ.get("TRUNKLINE_MEDIA_BATCH", "32"))
 
 
 # Source addresses a flow tracks at once during probation; more (a spray) starts the table afresh.

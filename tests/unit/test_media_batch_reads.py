@@ -15,7 +15,7 @@ from multiprocessing import Pipe
 import pytest
 
 from trunkline.media import mmsg, rtp
-from trunkline.media.engine import Engine, Flow, LegConfig
+from trunkline.media.engine import Engine, Flow, LegConfig, batch_setting
 from trunkline.media.testing import HOST, rtp_packet
 
 pytestmark = pytest.mark.skipif(not mmsg.AVAILABLE, reason="no recvmmsg in this libc")
@@ -207,3 +207,10 @@ def test_the_loop_reads_a_socket_with_packets_queued_in_batches(engine: Engine, 
     # The first read is a single one (nothing known about the socket yet); the socket is ready again
     # on the next turn, so the rest comes 32 at a time.
     assert batches[:6] == [32] * 6 and sum(batches) == 199
+
+
+def test_the_batch_setting_is_a_bounded_count_or_a_clear_error() -> None:
+    assert batch_setting("0") == 0 and batch_setting(" 32 ") == 32 and batch_setting("256") == 256
+    for bad in ("-1", "257", "32k", ""):
+        with pytest.raises(ValueError, match="TRUNKLINE_MEDIA_BATCH"):
+            batch_setting(bad)
