@@ -354,13 +354,14 @@ def edge_busy(http: str) -> str:
 
 
 def start_relay(
-    procs: Processes, workdir: Path, extra: list[str] | None = None
-) -> tuple[subprocess.Popen[bytes], str, str]:
+    procs: Processes, workdir: Path, extra: list[str] | None = None, executable: str = str(TRUNKLINE),
+    ports: str = "20000-39999",
+) -> tuple[subprocess.Popen[bytes], str, str]:  # fmt: skip
     """One `trunkline media` relay process (one engine worker) on HOST; its gRPC and HTTP addresses."""
     workdir.mkdir(parents=True)
     grpc_address, http = f"{HOST}:{free_port()}", f"{HOST}:{free_port()}"
-    args = [str(TRUNKLINE), "media", "--listen", grpc_address, "--media-listen", HOST,
-            "--media-ports", "20000-39999", "--workers", "1", "--http-listen", http,
+    args = [executable, "media", "--listen", grpc_address, "--media-listen", HOST,
+            "--media-ports", ports, "--workers", "1", "--http-listen", http,
             "--insecure-grpc", *(extra or [])]  # fmt: skip
     proc = procs.start("trunkline media", args, workdir / "media.log", workdir)
     wait_ready("trunkline media", proc, http, workdir / "media.log")
@@ -668,6 +669,68 @@ def tracing_rounds(procs: Processes, workdir: Path, uas_port: int, rate: int, se
         print(f"  {name:28} {' '.join(f'{v:.2f}' for v in values.values())}  mean {mean:.2f}  {ratio}")
 
 
+def media_rounds(procs: Processes, workdir: Path, uas_port: int, rate: int, seconds: float, rounds: int,
+                 call: list[str], references: list[str]) -> None:  # fmt: skip
+    """Digest calls with media allocation: this build's edge and relay, and each reference build's,
+    one step each in turn, `rounds` times (the order rotated each round, as tracing_rounds). Prints the
+    edge's and the relay's CPU per call apart, per round, and the ratios to the first reference."""
+    pairs: list[tuple[str, Server, list[int]]] = []  # (name, edge, the relay's process tree)
+    builds = [("this build", str(TRUNKLINE))] + [(f"ref{n}", exe) for n, exe in enumerate(references, 1)]
+    for n, (name, executable) in enumerate(builds):
+        where = workdir / f"media-{n}"
+        low = 20000 + n * 6000  # each relay its own port range
+        relay_proc, relay, _ = start_relay(procs, where / "relay", executable=executable,
+                                           ports=f"{low}-{low + 5999}")  # fmt: skip
+        flags = takes_current_flags(executable)
+        to_relay = ["--media-relay", relay, "--insecure-grpc"]
+        edge_proc, sip, _ = start_edge(procs, where / "edge", uas_port, to_relay, executable=executable,
+                                       current_flags=flags)  # fmt: skip
+        print(
+            f"{name}: {executable}, edge pid {edge_proc.pid} on {sip}, relay pid {relay_proc.pid} on {relay}"
+        )
+        pairs.append(
+            (name, Server(edge_proc, sip, process_tree(edge_proc.pid)), process_tree(relay_proc.pid))
+        )
+    auth = ["-au", USER, "-ap", PASSWORD]
+    for name, edge, _ in pairs:  # warm-up, not counted
+        run_sipp_step(workdir / "warm-up" / name.replace(" ", "-"), edge.address, PBX_AUTH_IP, "pbx_call.xml",
+                      rate, 2.0, edge.pids, [*call, *auth])  # fmt: skip
+    costs: dict[str, dict[int, tuple[float, float]]] = {name: {} for name, _, _ in pairs}  # (edge, relay) ms
+    for n in range(rounds):
+        shift = n % len(pairs)
+        for name, edge, relay_pids in pairs[shift:] + pairs[:shift]:
+            where = workdir / f"media-round-{n}" / name.replace(" ", "-")
+            relay_before = cpu_seconds(relay_pids)
+            step = run_sipp_step(where, edge.address, PBX_AUTH_IP, "pbx_call.xml", rate, seconds, edge.pids,
+                                 [*call, *auth])  # fmt: skip
+            relay_cpu = cpu_seconds(relay_pids) - relay_before
+            if step.success < 100.0 or step.behind:
+                print(f"  round {n + 1} {name}: {step.ok}/{step.attempts} calls, "
+                      f"{step.achieved:.0f}/s: not counted")  # fmt: skip
+                continue
+            costs[name][n] = (step.server_cpu / step.ok * 1000, relay_cpu / step.ok * 1000)
+        print(f"  round {n + 1}: " + ", ".join(f"{k} {v[n][0]:.2f} + {v[n][1]:.2f}" for k, v in costs.items()
+                                               if n in v))  # fmt: skip
+    print(f"\n== Media allocation, {rounds} interleaved rounds of {rate} digest calls/s x {seconds:g} s: "
+          "CPU ms per call, edge + relay")  # fmt: skip
+    base = costs.get("ref1", {})
+    for name, values in costs.items():
+        if not values:
+            continue
+        edge_mean = sum(v[0] for v in values.values()) / len(values)
+        relay_mean = sum(v[1] for v in values.values()) / len(values)
+        line = f"  {name:12} edge {edge_mean:.2f}  relay {relay_mean:.2f}  total {edge_mean + relay_mean:.2f}"
+        if base and name != "ref1":
+            ratios = [sum(v) / sum(base[n]) for n, v in values.items() if n in base]
+            base_total = sum(sum(v) for v in base.values()) / len(base)
+            base_edge = sum(v[0] for v in base.values()) / len(base)
+            base_relay = sum(v[1] for v in base.values()) / len(base)
+            line += (f"  / ref1: total {(edge_mean + relay_mean) / base_total:.2f} (per round "
+                     f"{min(ratios):.2f}-{max(ratios):.2f}), edge {edge_mean / base_edge:.2f}, "
+                     f"relay {relay_mean / base_relay:.2f}")  # fmt: skip
+        print(line)
+
+
 def report(ladders: list[Ladder]) -> None:
     print("\n== Summary (highest step: 100% success, achieved >= 90% of offered, <= 1% retransmitted)")
     print(f"  {'':50} {'rate/s':>7} {'server CPU s/1000':>17}")
@@ -726,6 +789,11 @@ def main() -> int:
                         help="instead of ladders: N interleaved rounds of one step per tracing mode "
                         "(and per --reference-trunkline, off and 1.0)")  # fmt: skip
     parser.add_argument("--tracing-rate", type=int, default=100, help="calls/s of --tracing-rounds' steps")
+    parser.add_argument("--media-rounds", type=int, default=0, metavar="N",
+                        help="instead of ladders: N interleaved rounds of one digest step with media "
+                        "allocation per build (this one and each --reference-trunkline), edge and relay "
+                        "CPU apart")  # fmt: skip
+    parser.add_argument("--media-rate", type=int, default=300, help="calls/s of --media-rounds' steps")
     parser.add_argument(
         "--reference-trunkline", metavar="PATH", action="append",
         help="another build's trunkline executable (repeatable): its digest and IP ACL call ladders run "
@@ -781,6 +849,10 @@ def main() -> int:
         rss_start = rss_mib(edge_proc.pid)
         auth = ["-au", USER, "-ap", PASSWORD]
         call = ["-s", CALLEE, "-key", "caller", CALLER]
+        if args.media_rounds:
+            media_rounds(procs, workdir, uas_port, args.media_rate, seconds, args.media_rounds, call,
+                         args.reference_trunkline or [])  # fmt: skip
+            return 0
         if args.tracing_rounds:
             tracing_rounds(procs, workdir, uas_port, args.tracing_rate, seconds, args.tracing_rounds, call,
                            args.reference_trunkline or [])  # fmt: skip

@@ -11,7 +11,8 @@ the RPC semantic conventions (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.gr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -173,3 +174,66 @@ def _end(span: Any, context: grpc.aio.ServicerContext) -> None:
 def server_interceptors() -> list[Any]:
     """The interceptors a server needs: none while tracing is off."""
     return [_Server()] if telemetry.enabled() else []
+
+
+# -- commands on a long-lived stream (MediaRelay.Sessions): a span per command, not per stream ------
+TRACEPARENT_MAX = 128  # a W3C traceparent is 55 characters; a longer one is not looked at
+
+
+class CommandSpan:
+    """The span of one command: `traceparent` to send with it (client), `status(code)` once answered.
+    Without a span (tracing off, or no trace to continue) both do nothing."""
+
+    __slots__ = ("span", "traceparent")
+
+    def __init__(self, span: Any = None, traceparent: str = "") -> None:
+        self.span = span
+        self.traceparent = traceparent
+
+    def status(self, code: int) -> None:
+        if self.span is None:
+            return
+        self.span.set_attribute("rpc.grpc.status_code", code)
+        if code:
+            self.span.set_status(Status(StatusCode.ERROR, grpc_status_name(code)))
+
+
+_UNTRACED = CommandSpan()
+
+
+def grpc_status_name(code: int) -> str:
+    return next((s.name for s in grpc.StatusCode if s.value[0] == code), str(code))
+
+
+@contextmanager
+def command_client_span(service: str, method: str) -> Iterator[CommandSpan]:
+    """A CLIENT span for one command sent on a stream, when inside a trace; its traceparent goes
+    in the command (the stream's metadata was sent once, under no call's trace)."""
+    if not telemetry.enabled() or not _in_span():
+        yield _UNTRACED
+        return
+    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+    with _tracer.start_as_current_span(
+        f"{service}/{method}", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False
+    ) as span:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        yield CommandSpan(span, carrier.get("traceparent", ""))
+
+
+@contextmanager
+def command_server_span(service: str, method: str, traceparent: str) -> Iterator[CommandSpan]:
+    """A SERVER span for one command received on a stream, continuing the trace the command names."""
+    if not traceparent or len(traceparent) > TRACEPARENT_MAX or not telemetry.enabled():
+        yield _UNTRACED
+        return
+    parent = propagate.extract({"traceparent": traceparent})
+    if not trace.get_current_span(parent).get_span_context().is_valid:
+        yield _UNTRACED  # malformed: no root trace for it either
+        return
+    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+    with _tracer.start_as_current_span(
+        f"{service}/{method}", context=parent, kind=SpanKind.SERVER, attributes=attributes,
+        record_exception=False,
+    ) as span:  # fmt: skip
+        yield CommandSpan(span)

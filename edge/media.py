@@ -7,8 +7,9 @@ common: 488). A re-offer with `c=0.0.0.0` (RFC 2543 hold) keeps the party's prev
 relay and goes on as sendonly/inactive. Each leg tells the relay its party's signalling source IP
 (`LegSpec.signalling_address`: the caller's INVITE source, the callee's address we send to), which
 the relay's strict source trusts.
-Calls that end within a few ms of each other have their sessions deleted in one DeleteSessions call
-(DELETE_WINDOW); each call's release waits for it.
+The sessions' commands (create, update, delete) go to a relay on one Sessions stream
+(`relay_stream`). Calls that end within a few ms of each other have their sessions deleted in one
+DeleteSessions command (DELETE_WINDOW); each call's release waits for it.
 An SDP from one leg tells the relay where that party listens (UpdateSession), and goes on to the other
 leg naming the relay's ports that face it. Codecs are limited to the trunk's list (telephone-event
 always kept).
@@ -48,6 +49,7 @@ from trunkline.core.models import SrtpMode
 from trunkline.core.net import ConfigError
 from trunkline.edge.call import Call, MediaError
 from trunkline.edge.cdr import Direction
+from trunkline.edge.relay_stream import RelayCalls, RelayError
 from trunkline.edge.sdp_rules import (
     SRTP_SUITE,
     apply_codecs,
@@ -102,6 +104,7 @@ class _Relay:
         self.address = address
         self.channel = security.channel(address, "relay")
         self.stub = media_pb2_grpc.MediaRelayStub(self.channel)  # type: ignore[no-untyped-call]
+        self.calls = RelayCalls(self.channel)  # the calls' sessions, on one stream
         self.sessions: set[str] = set()
         self.watch: asyncio.Task[None] | None = None
         self.guard: asyncio.Task[None] | None = None
@@ -233,13 +236,13 @@ class RelayMedia:
         if session.gone or relay is None:
             raise MediaError(503, "Service Unavailable (the media relay ended the session)")
         try:
-            answer = await relay.stub.UpdateSession(
+            answer = await relay.calls.update(
                 media_pb2.UpdateSessionRequest(
                     session_id=call.key, leg_a=specs.get("a"), leg_b=specs.get("b")
                 ),
-                timeout=self.timeout,
+                self.timeout,
             )
-        except grpc.aio.AioRpcError as exc:
+        except RelayError as exc:
             raise _media_error(exc) from None
         session.allocations = {"a": answer.leg_a, "b": answer.leg_b}
         return session.allocations
@@ -253,13 +256,13 @@ class RelayMedia:
             relay_id, address = await self._pick(refused)
             relay = self._hold(address, call.key)
             try:
-                answer = await relay.stub.CreateSession(request, timeout=self.timeout)
-            except grpc.aio.AioRpcError as exc:
+                answer = await relay.calls.create(request, self.timeout)
+            except RelayError as exc:
                 self._unhold(address, call.key)
-                if self.picker is None or exc.code() not in TRY_ANOTHER:
+                if self.picker is None or exc.code not in TRY_ANOTHER:
                     raise _media_error(exc) from None
                 event(log, logging.WARNING, "media relay refused a session", call_id=call.key,
-                      relay=relay_id, address=address, code=exc.code().name)  # fmt: skip
+                      relay=relay_id, address=address, code=exc.code.name)  # fmt: skip
                 refused.append(relay_id)
                 continue
             session = _Session(address, {"a": answer.leg_a, "b": answer.leg_b})
@@ -370,12 +373,12 @@ class RelayMedia:
         if ending.timer is not None:
             ending.timer.cancel()
         try:
-            await relay.stub.DeleteSessions(
-                media_pb2.DeleteSessionsRequest(session_ids=ending.session_ids), timeout=self.timeout
+            await relay.calls.delete(
+                media_pb2.DeleteSessionsRequest(session_ids=ending.session_ids), self.timeout
             )
-        except grpc.aio.AioRpcError as exc:  # the relay's inactivity timeout frees them anyway
+        except RelayError as exc:  # the relay's inactivity timeout frees them anyway
             log.warning("relay %s did not delete sessions %s: %s", relay.address,
-                        ", ".join(ending.session_ids), exc.code().name)  # fmt: skip
+                        ", ".join(ending.session_ids), exc.code.name)  # fmt: skip
         finally:
             ending.done.set_result(None)
 
@@ -412,6 +415,7 @@ class RelayMedia:
         for task in (relay.watch, relay.guard):
             if task is not None:
                 task.cancel()
+        await relay.calls.close()
         await relay.channel.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -496,7 +500,7 @@ def signalling_address(call: Call, leg: str) -> str:
         return ""
 
 
-def _media_error(exc: grpc.aio.AioRpcError) -> MediaError:
-    if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
-        return MediaError(488, f"Not Acceptable Here ({exc.details()})")
-    return MediaError(503, f"Service Unavailable (media relay: {exc.code().name})")
+def _media_error(exc: RelayError) -> MediaError:
+    if exc.code is grpc.StatusCode.INVALID_ARGUMENT:
+        return MediaError(488, f"Not Acceptable Here ({exc.details[:200]})")
+    return MediaError(503, f"Service Unavailable (media relay: {exc.code.name})")

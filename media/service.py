@@ -17,6 +17,7 @@ import grpc
 from trunkline.core.addresses import MediaAddressPolicy
 from trunkline.core.rpc import duration, seconds
 from trunkline.media import rtp
+from trunkline.media.command_stream import CommandStream
 from trunkline.media.engine import LegAllocation, LegConfig, SessionCounters
 from trunkline.media.errors import (
     Draining,
@@ -46,6 +47,7 @@ POLICY = {
             "DeleteSessions",
             "GetSessionStats",
             "WatchEvents",
+            "Sessions",
         )
     },
     f"/{SERVICE_NAME}/Drain": {"operator"},
@@ -130,14 +132,9 @@ def rpc_errors(handler: Handler[Request, Response]) -> Handler[Request, Response
     async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
         try:
             return await handler(self, request, context)
-        except LocalError as exc:
-            status = STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT)
-            if not isinstance(exc, SessionNotFound):  # an ordinary race with a timeout, not a refusal
-                self.refusals.refused(handler.__name__, caller_of(context), status, str(exc))
+        except (LocalError, RemoteError) as exc:
+            status = self.refusal(handler.__name__, caller_of(context), exc)
             await context.abort(status, str(exc))
-        except RemoteError as exc:
-            log.error("%s failed: %s", handler.__name__, exc)
-            await context.abort(grpc.StatusCode.INTERNAL, str(exc))
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
@@ -228,9 +225,25 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
             crypto=crypto,
         )
 
+    def refusal(self, method: str, caller: str, exc: LocalError | RemoteError) -> grpc.StatusCode:
+        """The status that answers `exc`, the refusal logged (see RefusalLog); a failed engine is
+        INTERNAL."""
+        if isinstance(exc, RemoteError):
+            log.error("%s failed: %s", method, exc)
+            return grpc.StatusCode.INTERNAL
+        status = STATUS.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT)
+        if not isinstance(exc, SessionNotFound):  # an ordinary race with a timeout, not a refusal
+            self.refusals.refused(method, caller, status, str(exc))
+        return status
+
     @rpc_errors
     async def CreateSession(
         self, request: media_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext
+    ) -> media_pb2.CreateSessionResponse:
+        return await self.create(request, caller_of(context))
+
+    async def create(
+        self, request: media_pb2.CreateSessionRequest, caller: str
     ) -> media_pb2.CreateSessionResponse:
         if self.draining:
             raise Draining("the relay is draining")
@@ -249,7 +262,6 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
                 raise InvalidRequest(
                     f"inactivity_timeout must be at least {self.min_timeout:g} s on this relay"
                 )
-        caller = caller_of(context)
         held = self._sessions_of.get(caller, 0)
         if held >= self.max_sessions_per_caller:
             held = self._prune(caller)
@@ -271,6 +283,9 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
     async def UpdateSession(
         self, request: media_pb2.UpdateSessionRequest, context: grpc.aio.ServicerContext
     ) -> media_pb2.UpdateSessionResponse:
+        return await self.update(request)
+
+    async def update(self, request: media_pb2.UpdateSessionRequest) -> media_pb2.UpdateSessionResponse:
         policy = self.address_policy
         configs = (
             leg_config(request.leg_a, policy, "leg_a") if request.HasField("leg_a") else None,
@@ -298,6 +313,9 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
     async def DeleteSessions(
         self, request: media_pb2.DeleteSessionsRequest, context: grpc.aio.ServicerContext
     ) -> media_pb2.DeleteSessionsResponse:
+        return await self.delete_many(request)
+
+    async def delete_many(self, request: media_pb2.DeleteSessionsRequest) -> media_pb2.DeleteSessionsResponse:
         ids = list(dict.fromkeys(request.session_ids))  # each once
         # All at once: the engines answer a batch of requests in one wake-up.
         results = await asyncio.gather(*(self.pool.delete(i) for i in ids), return_exceptions=True)
@@ -332,6 +350,12 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
     ) -> media_pb2.DrainResponse:
         await self.drain()
         return media_pb2.DrainResponse(active_sessions=self.pool.active)
+
+    async def Sessions(
+        self, messages: AsyncIterator[media_pb2.SessionCommands], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[media_pb2.SessionReplies]:
+        async for replies in CommandStream(self, caller_of(context)).run(messages):
+            yield replies
 
     async def WatchEvents(
         self, request: media_pb2.WatchEventsRequest, context: grpc.aio.ServicerContext

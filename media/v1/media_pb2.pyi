@@ -10,6 +10,48 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SessionCommands(_message.Message):
+    __slots__ = ("commands",)
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    commands: _containers.RepeatedCompositeFieldContainer[SessionCommand]
+    def __init__(self, commands: _Optional[_Iterable[_Union[SessionCommand, _Mapping]]] = ...) -> None: ...
+
+class SessionReplies(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[SessionReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[SessionReply, _Mapping]]] = ...) -> None: ...
+
+class SessionCommand(_message.Message):
+    __slots__ = ("id", "traceparent", "create", "update", "delete")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    traceparent: str
+    create: CreateSessionRequest
+    update: UpdateSessionRequest
+    delete: DeleteSessionsRequest
+    def __init__(self, id: _Optional[int] = ..., traceparent: _Optional[str] = ..., create: _Optional[_Union[CreateSessionRequest, _Mapping]] = ..., update: _Optional[_Union[UpdateSessionRequest, _Mapping]] = ..., delete: _Optional[_Union[DeleteSessionsRequest, _Mapping]] = ...) -> None: ...
+
+class SessionReply(_message.Message):
+    __slots__ = ("id", "code", "message", "create", "update", "delete")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    code: int
+    message: str
+    create: CreateSessionResponse
+    update: UpdateSessionResponse
+    delete: DeleteSessionsResponse
+    def __init__(self, id: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., create: _Optional[_Union[CreateSessionResponse, _Mapping]] = ..., update: _Optional[_Union[UpdateSessionResponse, _Mapping]] = ..., delete: _Optional[_Union[DeleteSessionsResponse, _Mapping]] = ...) -> None: ...
+
 class Crypto(_message.Message):
     __slots__ = ("suite", "key")
     SUITE_FIELD_NUMBER: _ClassVar[int]

@@ -70,6 +70,11 @@ class MediaRelayStub:
                 request_serializer=trunkline_dot_media_dot_v1_dot_media__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=trunkline_dot_media_dot_v1_dot_media__pb2.SessionEvent.FromString,
                 _registered_method=True)
+        self.Sessions = channel.stream_stream(
+                '/trunkline.media.v1.MediaRelay/Sessions',
+                request_serializer=trunkline_dot_media_dot_v1_dot_media__pb2.SessionCommands.SerializeToString,
+                response_deserializer=trunkline_dot_media_dot_v1_dot_media__pb2.SessionReplies.FromString,
+                _registered_method=True)
 
 
 class MediaRelayServicer:
@@ -132,6 +137,20 @@ class MediaRelayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Sessions(self, request_iterator, context):
+        """The calls' work in one long-lived stream per edge: CreateSession, UpdateSession and
+        DeleteSessions as commands, each answered by one reply with the command's id, in any order (a
+        slow command does not hold the others back). Each side puts what it has queued into one message:
+        the busier the edge, the more commands share a message, and a message costs each side about as
+        much as a unary call. Each command is checked and refused as its unary RPC would be, with the
+        status code in its reply; the stream itself ends only on a transport error or when the edge
+        closes it. The relay works on a bounded number of one stream's commands at once and reads no
+        more until their replies are taken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MediaRelayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +188,11 @@ def add_MediaRelayServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=trunkline_dot_media_dot_v1_dot_media__pb2.WatchEventsRequest.FromString,
                     response_serializer=trunkline_dot_media_dot_v1_dot_media__pb2.SessionEvent.SerializeToString,
+            ),
+            'Sessions': grpc.stream_stream_rpc_method_handler(
+                    servicer.Sessions,
+                    request_deserializer=trunkline_dot_media_dot_v1_dot_media__pb2.SessionCommands.FromString,
+                    response_serializer=trunkline_dot_media_dot_v1_dot_media__pb2.SessionReplies.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +385,33 @@ class MediaRelay:
             '/trunkline.media.v1.MediaRelay/WatchEvents',
             trunkline_dot_media_dot_v1_dot_media__pb2.WatchEventsRequest.SerializeToString,
             trunkline_dot_media_dot_v1_dot_media__pb2.SessionEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Sessions(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/trunkline.media.v1.MediaRelay/Sessions',
+            trunkline_dot_media_dot_v1_dot_media__pb2.SessionCommands.SerializeToString,
+            trunkline_dot_media_dot_v1_dot_media__pb2.SessionReplies.FromString,
             options,
             channel_credentials,
             insecure,

@@ -153,16 +153,15 @@ async def test_a_session_made_for_a_call_that_ended_meanwhile_is_deleted(
 
 @pytest.fixture
 def deletions(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """The session ids of each DeleteSessions call the relays serve (set up before the relays start:
-    they bind their handlers then)."""
+    """The session ids of each DeleteSessions command (or call) the relays serve."""
     batches: list[list[str]] = []
-    delete_sessions = MediaRelayService.DeleteSessions
+    delete_many = MediaRelayService.delete_many
 
-    async def observed(self: MediaRelayService, request: Any, context: Any) -> Any:
+    async def observed(self: MediaRelayService, request: Any) -> Any:
         batches.append(list(request.session_ids))
-        return await delete_sessions(self, request, context)
+        return await delete_many(self, request)
 
-    monkeypatch.setattr(MediaRelayService, "DeleteSessions", observed)
+    monkeypatch.setattr(MediaRelayService, "delete_many", observed)
     return batches
 
 
@@ -190,20 +189,20 @@ async def test_calls_that_end_together_end_their_sessions_in_one_call(
 
 @pytest.fixture
 def relay_requests(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every CreateSession and UpdateSession request the relays serve (set up before they start)."""
+    """Every CreateSession and UpdateSession command (or call) the relays serve."""
     requests: list[Any] = []
-    create, update = MediaRelayService.CreateSession, MediaRelayService.UpdateSession
+    create, update = MediaRelayService.create, MediaRelayService.update
 
-    async def created(self: MediaRelayService, request: Any, context: Any) -> Any:
+    async def created(self: MediaRelayService, request: Any, caller: str) -> Any:
         requests.append(request)
-        return await create(self, request, context)
+        return await create(self, request, caller)
 
-    async def updated(self: MediaRelayService, request: Any, context: Any) -> Any:
+    async def updated(self: MediaRelayService, request: Any) -> Any:
         requests.append(request)
-        return await update(self, request, context)
+        return await update(self, request)
 
-    monkeypatch.setattr(MediaRelayService, "CreateSession", created)
-    monkeypatch.setattr(MediaRelayService, "UpdateSession", updated)
+    monkeypatch.setattr(MediaRelayService, "create", created)
+    monkeypatch.setattr(MediaRelayService, "update", updated)
     return requests
 
 

@@ -107,8 +107,8 @@ async def call(channel: grpc.aio.Channel, method: str, request: Any, timeout: fl
     control = request.DESCRIPTOR.full_name.startswith("trunkline.control.")
     stub = control_pb2_grpc.ControlStub(channel) if control else media_pb2_grpc.MediaRelayStub(channel)
     rpc = getattr(stub, method)
-    if method in ("WatchConfig", "WatchEvents"):
-        stream = rpc(request, timeout=timeout)
+    if method in ("WatchConfig", "WatchEvents", "Sessions"):
+        stream = rpc(iter([request]) if method == "Sessions" else request, timeout=timeout)
         try:
             return await stream.read()
         finally:
@@ -149,6 +149,11 @@ MEDIA_RPCS = {
     "DeleteSessions": media_pb2.DeleteSessionsRequest(session_ids=["probe"]),
     "GetSessionStats": media_pb2.GetSessionStatsRequest(session_id="probe"),
     "WatchEvents": media_pb2.WatchEventsRequest(),
+    "Sessions": media_pb2.SessionCommands(
+        commands=[
+            media_pb2.SessionCommand(id=1, delete=media_pb2.DeleteSessionsRequest(session_ids=["probe"]))
+        ]
+    ),
     "Drain": media_pb2.DrainRequest(),
 }
 MEDIA_ALLOWED = {name: {"operator"} if name == "Drain" else {"edge"} for name in MEDIA_RPCS}
