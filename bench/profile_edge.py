@@ -2,7 +2,8 @@
 """Profile one `trunkline edge` process under a steady SIPp load with py-spy (bench/README-edge.md).
 
     .venv/bin/pip install py-spy
-    .venv/bin/python -m bench.profile_edge [--acl | --register] [--redis] [--rate 300] [--seconds 20]
+    .venv/bin/python -m bench.profile_edge [--acl | --register] [--redis] [--media] [--rate 300]
+        [--seconds 20]
 
 Starts the SIPp carrier UAS and an edge as `bench/edge_calls.py` does, runs one SIPp step at `--rate`
 while `py-spy record --format raw` samples the edge, then prints the top functions by own samples and
@@ -37,6 +38,7 @@ from bench.edge_calls import (
     run_sipp_step,
     start_edge,
     start_redis,
+    start_relay,
 )
 from tests.support.ports import free_port
 from tests.support.processes import TRUNKLINE
@@ -101,6 +103,7 @@ def main() -> int:
     parser.add_argument("--acl", action="store_true", help="IP ACL calls (no challenge)")
     parser.add_argument("--register", action="store_true", help="REGISTER with digest")
     parser.add_argument("--redis", action="store_true", help="the edge on a redis-server store")
+    parser.add_argument("--media", action="store_true", help="the edge with a media relay")
     parser.add_argument("--rate", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--out", type=Path, help="keep py-spy's raw output here")
@@ -118,6 +121,8 @@ def main() -> int:
         uas = ["sipp", "-sf", str(SCENARIOS / "carrier_uas.xml"), "-i", HOST, "-p", str(uas_port), "-nostdin"]
         procs.start("sipp carrier UAS", uas, workdir / "uas.log", workdir)
         extra = ["--redis", start_redis(procs, workdir / "redis")] if args.redis else []
+        if args.media:
+            extra += ["--media-relay", start_relay(procs, workdir / "relay")[1], "--insecure-grpc"]
         stats = workdir / "edge.prof"
         executable = str(profiled_trunkline(workdir, stats)) if args.cprofile else str(TRUNKLINE)
         edge, sip, _ = start_edge(procs, workdir / "edge", uas_port, extra, executable=executable)
