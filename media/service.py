@@ -57,6 +57,9 @@ DEFAULT_INACTIVITY_TIMEOUT = 60.0
 # left behind, or a way to churn ports.
 DEFAULT_MIN_INACTIVITY_TIMEOUT = 10.0
 DEFAULT_MAX_SESSIONS_PER_CALLER = 4000  # one edge's calls on one relay; a runaway caller cannot take all
+# An edge process opens one Sessions stream per relay; one identity (or IP address) may be several
+# processes (edge workers, a restarting pod): room for them, not for a caller multiplying its streams.
+MAX_STREAMS_PER_CALLER = 64
 REFUSAL_LOG_INTERVAL = 60.0  # a refusal repeated by one caller is logged again at most this often
 REFUSAL_LOG_KEYS = 1024  # (caller, status) pairs remembered; more start afresh
 SESSION_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
@@ -81,7 +84,11 @@ class TooManySessions(LocalError):
     """The caller holds its maximum of sessions on this relay."""
 
 
-STATUS[TooManySessions] = grpc.StatusCode.RESOURCE_EXHAUSTED
+class TooManyStreams(LocalError):
+    """The caller has its maximum of Sessions streams open on this relay."""
+
+
+STATUS[TooManySessions] = STATUS[TooManyStreams] = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def caller_of(context: grpc.aio.ServicerContext) -> str:
@@ -204,6 +211,7 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
         self.refusals = RefusalLog()
         self._caller_of: dict[str, str] = {}  # session id -> who created it
         self._sessions_of: dict[str, int] = {}  # caller -> sessions it holds
+        self._streams_of: dict[str, int] = {}  # caller -> Sessions streams it has open
         self.records = records  # with Redis: what a restarted relay restores
         self.media_address = media_address  # what goes into SDP
         self.address_problem: str | None = None  # set: no usable media_address, sessions refused
@@ -354,8 +362,21 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
     async def Sessions(
         self, messages: AsyncIterator[media_pb2.SessionCommands], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[media_pb2.SessionReplies]:
-        async for replies in CommandStream(self, caller_of(context)).run(messages):
-            yield replies
+        caller = caller_of(context)
+        streams = self._streams_of.get(caller, 0)
+        if streams >= MAX_STREAMS_PER_CALLER:  # each stream may keep IN_FLIGHT commands at work
+            refused = TooManyStreams(f"{caller} has {streams} Sessions streams open, the most allowed")
+            await context.abort(self.refusal("Sessions", caller, refused), str(refused))
+        self._streams_of[caller] = streams + 1
+        try:
+            async for replies in CommandStream(self, caller).run(messages):
+                yield replies
+        finally:
+            left = self._streams_of[caller] - 1
+            if left:
+                self._streams_of[caller] = left
+            else:
+                del self._streams_of[caller]
 
     async def WatchEvents(
         self, request: media_pb2.WatchEventsRequest, context: grpc.aio.ServicerContext

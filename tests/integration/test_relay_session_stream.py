@@ -1,7 +1,8 @@
 """The Sessions stream between an edge and a relay (both real, in this process): commands answered by
-id, each with its own status; a caller that sends without reading holds only a bounded number of its
-commands; an edge sends all its calls' session work on one stream, and falls back to the unary RPCs on
-a relay that has no stream (an older relay during an upgrade)."""
+id, each with its own status; a bounded number of one stream's commands at work, and of one caller's
+streams; an edge sends all its calls' session work on one stream, commands queued together in one
+message, falls back to the unary RPCs on a relay that has no stream (an older relay during an
+upgrade), and opens a new stream after one broke."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from tests.integration.test_edge_relay_media_handover import LOOPBACK, outbound_call, sdp_for
 from trunkline.edge.media import RelayMedia
 from trunkline.edge.relay_stream import STATUS_BY_CODE, RelayCalls, RelayError
-from trunkline.media import command_stream
+from trunkline.media import command_stream, service
 from trunkline.media.server import MediaServer
 from trunkline.media.service import MediaRelayService
 from trunkline.media.testing import HOST, Party
@@ -250,3 +251,29 @@ async def test_commands_an_edge_queues_together_go_in_one_message(monkeypatch: p
             await calls.close()
             await channel.close()
     assert sum(messages) == 20 and len(messages) < 20, messages
+
+
+async def test_a_caller_s_streams_are_capped_and_a_closed_one_makes_room(
+    relay: MediaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "MAX_STREAMS_PER_CALLER", 2)
+    probe = media_pb2.SessionCommands(
+        commands=[media_pb2.SessionCommand(id=1, delete=media_pb2.DeleteSessionsRequest(session_ids=["x"]))]
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{relay.port}") as channel:
+        stub = media_pb2_grpc.MediaRelayStub(channel)
+        streams = [stub.Sessions() for _ in range(3)]
+        for stream in streams[:2]:  # open, and answering
+            await stream.write(probe)
+            assert list(await replies(stream, 1)) == [1]
+        assert await streams[2].read() is grpc.aio.EOF  # refused as it opens
+        assert await streams[2].code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "2 Sessions streams open" in (await streams[2].details() or "")
+        await streams[0].done_writing()
+        assert await streams[0].read() is grpc.aio.EOF  # closed: room for another
+        again = stub.Sessions()
+        await again.write(probe)
+        assert list(await replies(again, 1)) == [1]
+        await again.done_writing()
+        await streams[1].done_writing()
+    assert relay.service._streams_of == {}
