@@ -262,18 +262,21 @@ async def test_a_caller_s_streams_are_capped_and_a_closed_one_makes_room(
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{relay.port}") as channel:
         stub = media_pb2_grpc.MediaRelayStub(channel)
-        streams = [stub.Sessions() for _ in range(3)]
-        for stream in streams[:2]:  # open, and answering
+        streams = [stub.Sessions() for _ in range(2)]
+        for stream in streams:  # open, and answering
             await stream.write(probe)
             assert list(await replies(stream, 1)) == [1]
-        assert await streams[2].read() is grpc.aio.EOF  # refused as it opens
-        assert await streams[2].code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "2 Sessions streams open" in (await streams[2].details() or "")
+        streams.append(stub.Sessions())
+        with pytest.raises(grpc.aio.AioRpcError) as refused:  # refused as it opens
+            await streams[2].read()
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "2 Sessions streams open" in (refused.value.details() or "")
         await streams[0].done_writing()
         assert await streams[0].read() is grpc.aio.EOF  # closed: room for another
         again = stub.Sessions()
         await again.write(probe)
         assert list(await replies(again, 1)) == [1]
-        await again.done_writing()
-        await streams[1].done_writing()
-    assert relay.service._streams_of == {}
+        for stream in (again, streams[1]):
+            await stream.done_writing()
+            assert await stream.read() is grpc.aio.EOF
+    assert relay.service._streams_of == {}  # every stream ended: nothing counted for the caller
