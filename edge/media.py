@@ -77,6 +77,7 @@ GUARD_INTERVAL = 5.0  # seconds between health checks of a relay we have session
 # Sessions of calls that end within this window go to their relay in one DeleteSessions call: one
 # RPC per call end cost each side about as much as the rest of the call's media work.
 DELETE_WINDOW = 0.01
+DELETE_BATCH = 256  # sessions in one DeleteSessions: a relay refuses more than MAX_DELETE_IDS
 
 
 @dataclass
@@ -172,7 +173,10 @@ class RelayMedia:
         for relay in relays:
             if relay.idle is not None:
                 relay.idle.cancel()
-        await asyncio.gather(*(self._send_ending(relay) for relay in relays if relay.ending))
+        endings = [(relay, relay.ending) for relay in relays if relay.ending is not None]
+        for relay, _ in endings:
+            relay.ending = None
+        await asyncio.gather(*(self._send_ending(relay, ending) for relay, ending in endings))
         await asyncio.gather(*(self._shut(relay) for relay in relays))
         if self.picker is not None:
             await self.picker.close()
@@ -358,18 +362,19 @@ class RelayMedia:
                     ending = relay.ending = _Ending(loop.create_future())
                     ending.timer = loop.call_later(DELETE_WINDOW, self._spawn_ending, relay)
                 ending.session_ids.append(call_key)
+                if len(ending.session_ids) >= DELETE_BATCH:  # e.g. a relay's calls all ending at once
+                    self._spawn_ending(relay)
                 await asyncio.shield(ending.done)
         finally:
             self._unhold(address, call_key)
 
     def _spawn_ending(self, relay: _Relay) -> None:
-        self._spawn(self._send_ending(relay))
+        ending, relay.ending = relay.ending, None  # the next deletion starts another batch
+        if ending is not None:
+            self._spawn(self._send_ending(relay, ending))
 
-    async def _send_ending(self, relay: _Relay) -> None:
-        """Delete the sessions gathered on `relay` (see DELETE_WINDOW); their callers wait for it."""
-        ending, relay.ending = relay.ending, None
-        if ending is None:
-            return
+    async def _send_ending(self, relay: _Relay, ending: _Ending) -> None:
+        """Delete the sessions gathered in `ending` (see DELETE_WINDOW); their callers wait for it."""
         if ending.timer is not None:
             ending.timer.cancel()
         try:

@@ -60,6 +60,7 @@ DEFAULT_MAX_SESSIONS_PER_CALLER = 4000  # one edge's calls on one relay; a runaw
 # An edge process opens one Sessions stream per relay; one identity (or IP address) may be several
 # processes (edge workers, a restarting pod): room for them, not for a caller multiplying its streams.
 MAX_STREAMS_PER_CALLER = 64
+MAX_DELETE_IDS = 1024  # sessions one DeleteSessions may name (an edge sends at most 256)
 REFUSAL_LOG_INTERVAL = 60.0  # a refusal repeated by one caller is logged again at most this often
 REFUSAL_LOG_KEYS = 1024  # (caller, status) pairs remembered; more start afresh
 SESSION_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
@@ -324,6 +325,8 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
         return await self.delete_many(request)
 
     async def delete_many(self, request: media_pb2.DeleteSessionsRequest) -> media_pb2.DeleteSessionsResponse:
+        if len(request.session_ids) > MAX_DELETE_IDS:  # each id is a request to an engine, all at once
+            raise InvalidRequest(f"at most {MAX_DELETE_IDS} session ids in one DeleteSessions")
         ids = list(dict.fromkeys(request.session_ids))  # each once
         # All at once: the engines answer a batch of requests in one wake-up.
         results = await asyncio.gather(*(self.pool.delete(i) for i in ids), return_exceptions=True)

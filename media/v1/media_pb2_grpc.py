@@ -110,7 +110,8 @@ class MediaRelayServicer:
 
     def DeleteSessions(self, request, context):
         """Ends several sessions in one call: an edge sends the calls that ended within a few ms together.
-        Ids that name no session (ended for inactivity meanwhile) are listed, not an error.
+        Ids that name no session (ended for inactivity meanwhile) are listed, not an error. At most 1024
+        ids (INVALID_ARGUMENT beyond).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from tests.integration.test_edge_relay_media_handover import LOOPBACK, outbound_call, sdp_for
+from trunkline.edge import media as edge_media
 from trunkline.edge.media import RelayMedia
 from trunkline.edge.relay_stream import STATUS_BY_CODE, RelayCalls, RelayError
 from trunkline.media import command_stream, service
@@ -280,3 +281,20 @@ async def test_a_caller_s_streams_are_capped_and_a_closed_one_makes_room(
             await stream.done_writing()
             assert await stream.read() is grpc.aio.EOF
     assert relay.service._streams_of == {}  # every stream ended: nothing counted for the caller
+
+
+async def test_an_edge_ending_many_calls_at_once_splits_their_deletion(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(edge_media, "DELETE_BATCH", 4)  # 256 in production, a relay takes up to 1,024
+    batches: list[int] = []
+    delete_many = MediaRelayService.delete_many
+
+    async def observed(self: MediaRelayService, request: Any) -> Any:
+        batches.append(len(request.session_ids))
+        return await delete_many(self, request)
+
+    monkeypatch.setattr(MediaRelayService, "delete_many", observed)
+    async with running_relay() as relay:
+        await place_and_end_calls(relay, 10)  # all released together
+    assert sorted(batches, reverse=True) == [4, 4, 2]

@@ -97,6 +97,21 @@ async def test_sessions_per_caller_are_bounded_and_freed_when_they_end():
         assert server.service.sessions_of(HOST) == 0
 
 
+async def test_one_delete_names_a_bounded_number_of_sessions():
+    async with relay() as (server, stub):
+        await stub.CreateSession(Create(session_id="kept"))
+        too_many = [f"s{i}" for i in range(service.MAX_DELETE_IDS)] + ["kept"]
+        code, details = await refusal(
+            stub.DeleteSessions(media_pb2.DeleteSessionsRequest(session_ids=too_many))
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and f"at most {service.MAX_DELETE_IDS}" in details
+        assert server.pool.active == 1  # refused as a whole: nothing deleted
+        most = too_many[1:]
+        answer = await stub.DeleteSessions(media_pb2.DeleteSessionsRequest(session_ids=most))
+        assert list(answer.stats) == ["kept"] and len(answer.not_found) == len(most) - 1
+        assert server.pool.active == 0
+
+
 async def test_a_flood_of_refusals_is_logged_once(caplog):
     caplog.set_level(logging.WARNING, logger="trunkline.media.service")
     async with relay(min_timeout=10.0) as (_, stub):
