@@ -89,6 +89,7 @@ class _Stream:
             error = RelayError(grpc.StatusCode.UNAVAILABLE, "the edge closed the Sessions stream")
             raise
         finally:
+            self.outgoing.put_nowait(None)  # ends _messages, which gRPC may still be waiting on
             for future in self.pending.values():
                 if not future.done():
                     future.set_exception(error)

@@ -221,6 +221,9 @@ async def test_a_broken_stream_fails_its_commands_and_the_next_command_opens_ano
                     await asyncio.sleep(0.2)
             assert answer.leg_a.rtp_port and relay.pool.active == 1
             assert not calls.unary
+            await asyncio.sleep(0.1)
+            feeding = [t for t in asyncio.all_tasks() if "_consume_request_iterator" in repr(t.get_coro())]
+            assert len(feeding) == 1  # the broken streams' command feeds ended with them
     finally:
         await calls.close()
         await channel.close()
