@@ -824,11 +824,14 @@ class Engine:
     def _serve(self, conn: Connection) -> None:
         try:
             while conn.poll():
-                request_id, op, args = conn.recv()
-                if op == "report":  # answered once its pass is done, a slice per loop turn
-                    self._passes.append(self._report_pass(conn, request_id))
-                else:
-                    self._send(conn, self.handle(request_id, op, args))
+                replies = []  # to a batch of requests (EnginePool sends a loop turn's at once): one message
+                for request_id, op, args in conn.recv():
+                    if op == "report":  # answered once its pass is done, a slice per loop turn
+                        self._passes.append(self._report_pass(conn, request_id))
+                    else:
+                        replies.append(self.handle(request_id, op, args))
+                if replies:
+                    self._send(conn, replies)
         except (EOFError, OSError):  # the owner went away: nobody will ever delete these sessions
             self.stop()
 
@@ -857,7 +860,7 @@ class Engine:
         return {session_id: self.delete(session_id) for session_id in list(self.sessions)}
 
     @staticmethod
-    def _send(conn: Connection, message: tuple[Any, ...]) -> None:
+    def _send(conn: Connection, message: tuple[Any, ...] | list[tuple[Any, ...]]) -> None:
         with contextlib.suppress(OSError):  # the owner is gone; `run` notices on the next read
             conn.send(message)
 

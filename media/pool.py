@@ -14,7 +14,7 @@ import logging
 import multiprocessing
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -66,6 +66,9 @@ class Worker:
     capacity: int
     sessions: int = 0
     alive: bool = True
+    # Requests made in this loop turn, sent as one pipe message when it ends (the Sessions stream
+    # brings several commands at once: one pickle and one write for them, and one reply).
+    outbox: list[tuple[int, str, tuple[Any, ...]]] = field(default_factory=list)
 
 
 class EnginePool:
@@ -234,20 +237,34 @@ class EnginePool:
         if not worker.alive:
             raise RemoteError(f"media engine {worker.runner.name} is gone")
         request_id = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._pending[request_id] = (worker, future)
+        if not worker.outbox:
+            loop.call_soon(self._flush, worker)
+        worker.outbox.append((request_id, op, args))
         try:
-            worker.conn.send((request_id, op, args))
             return await future
-        except OSError as exc:
-            raise RemoteError(f"media engine {worker.runner.name}: {exc}") from None
         finally:
             self._pending.pop(request_id, None)
+
+    def _flush(self, worker: Worker) -> None:
+        batch, worker.outbox = worker.outbox, []
+        try:
+            worker.conn.send(batch)
+        except OSError as exc:
+            failed = RemoteError(f"media engine {worker.runner.name}: {exc}")
+            for request_id, _, _ in batch:
+                _, future = self._pending.get(request_id, (None, None))
+                if future is not None and not future.done():
+                    future.set_exception(failed)
 
     def _readable(self, worker: Worker) -> None:
         try:
             while worker.conn.poll():
-                self._dispatch(worker.conn.recv())
+                message = worker.conn.recv()
+                for reply in message if isinstance(message, list) else (message,):
+                    self._dispatch(reply)
         except (EOFError, OSError):
             log.error("media engine %s died; its %d session(s) are lost", worker.runner.name, worker.sessions)
             self._close(worker)

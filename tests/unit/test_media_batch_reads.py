@@ -201,7 +201,7 @@ def test_the_loop_reads_a_socket_with_packets_queued_in_batches(engine: Engine, 
         while engine.relayed_packets < 200 and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
-        ours.send((1, "stop", ()))
+        ours.send([(1, "stop", ())])  # the pool sends a loop turn's requests as one list
         loop.join(5)
     assert b.received() == packets
     # The first read is a single one (nothing known about the socket yet); the socket is ready again
