@@ -57,7 +57,8 @@ class GrpcServer:
     """A grpc.aio server on HOST:PORT (port 0: any free port, see `port`) serving one service, with
     health checking: the service (`name`, its full name) and "" (the server) report SERVING once
     started. `add` is the generated add_XServicer_to_server function. `security`: mTLS, or plaintext on
-    loopback only (the default); `policy`: the roles allowed per method (`core/grpc_auth.py`).
+    loopback only (the default); `policy`: the roles allowed per method (`core/grpc_auth.py`);
+    `max_message`: the largest request message in bytes (RESOURCE_EXHAUSTED beyond).
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class GrpcServer:
         name: str,
         security: GrpcSecurity | None = None,
         policy: Mapping[str, Collection[str]] | None = None,
+        max_message: int = 4 * 1024 * 1024,
     ) -> None:
         self.listen = listen
         self.services = [name]
@@ -75,7 +77,10 @@ class GrpcServer:
         self.security.check_listen(listen)
         self.health = health.aio.HealthServicer()
         # Tracing first, so that a refused call is traced too.
-        self.server = grpc.aio.server(interceptors=[*server_interceptors(), RoleCheck(policy or {})])
+        self.server = grpc.aio.server(
+            interceptors=[*server_interceptors(), RoleCheck(policy or {})],
+            options=[("grpc.max_receive_message_length", max_message)],  # decoded before we see it
+        )
         add(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = 0

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 SERVICE = "trunkline.media.v1.MediaRelay"
 IN_FLIGHT = 256  # commands of one stream at once (a busy edge has a few dozen)
+# Commands in one message: an edge sends at most 256. Two bytes make an (empty) command, so a message
+# of many costs far more to answer than to send: refused whole, the stream ended.
+MAX_COMMANDS = 1024
 # The unary RPC each command stands for: refusals are logged and spans named after it.
 METHODS = {"create": "CreateSession", "update": "UpdateSession", "delete": "DeleteSessions"}
 
@@ -39,6 +42,7 @@ class CommandStream:
         self._slots = asyncio.Semaphore(IN_FLIGHT)
         self._replies: asyncio.Queue[media_pb2.SessionReply | None] = asyncio.Queue()
         self._running: set[asyncio.Task[None]] = set()
+        self.refusal: str | None = None  # why the stream was ended (INVALID_ARGUMENT), if it was
 
     async def run(
         self, messages: AsyncIterator[media_pb2.SessionCommands]
@@ -67,6 +71,9 @@ class CommandStream:
     async def _read(self, messages: AsyncIterator[media_pb2.SessionCommands]) -> None:
         try:
             async for message in messages:
+                if len(message.commands) > MAX_COMMANDS:
+                    self.refusal = f"at most {MAX_COMMANDS} commands in one message"
+                    break
                 for command in message.commands:
                     await self._slots.acquire()
                     task = asyncio.ensure_future(self._execute(command))

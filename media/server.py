@@ -47,6 +47,7 @@ from trunkline.media.service import (
     DEFAULT_INACTIVITY_TIMEOUT,
     DEFAULT_MAX_SESSIONS_PER_CALLER,
     DEFAULT_MIN_INACTIVITY_TIMEOUT,
+    MAX_REQUEST_BYTES,
     POLICY,
     SERVICE_NAME,
     MediaRelayService,
@@ -115,6 +116,7 @@ class MediaServer:
             SERVICE_NAME,
             self.security,
             POLICY,
+            max_message=MAX_REQUEST_BYTES,
         )
         self.control = control
         self.registration: RelayRegistration | None = None

@@ -61,6 +61,9 @@ DEFAULT_MAX_SESSIONS_PER_CALLER = 4000  # one edge's calls on one relay; a runaw
 # processes (edge workers, a restarting pod): room for them, not for a caller multiplying its streams.
 MAX_STREAMS_PER_CALLER = 64
 MAX_DELETE_IDS = 1024  # sessions one DeleteSessions may name (an edge sends at most 256)
+# The largest request message: an edge's largest is ~130 KB (1,024 session ids, or 256 commands
+# with keys); gRPC decodes a message whole before any check of ours (4 MB of empty commands: ~180 MiB).
+MAX_REQUEST_BYTES = 1024 * 1024
 REFUSAL_LOG_INTERVAL = 60.0  # a refusal repeated by one caller is logged again at most this often
 REFUSAL_LOG_KEYS = 1024  # (caller, status) pairs remembered; more start afresh
 SESSION_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
@@ -371,9 +374,13 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
             refused = TooManyStreams(f"{caller} has {streams} Sessions streams open, the most allowed")
             await context.abort(self.refusal("Sessions", caller, refused), str(refused))
         self._streams_of[caller] = streams + 1
+        stream = CommandStream(self, caller)
         try:
-            async for replies in CommandStream(self, caller).run(messages):
+            async for replies in stream.run(messages):
                 yield replies
+            if stream.refusal is not None:
+                bad = InvalidRequest(stream.refusal)
+                await context.abort(self.refusal("Sessions", caller, bad), str(bad))
         finally:
             left = self._streams_of[caller] - 1
             if left:

@@ -301,3 +301,25 @@ async def test_an_edge_ending_many_calls_at_once_splits_their_deletion(
     async with running_relay() as relay:
         await place_and_end_calls(relay, 10)  # all released together
     assert sorted(batches, reverse=True) == [4, 4, 2]
+
+
+async def test_a_message_of_too_many_commands_or_bytes_ends_the_stream(relay: MediaServer) -> None:
+    empty = media_pb2.SessionCommand()  # two bytes each on the wire
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{relay.port}") as channel:
+        stub = media_pb2_grpc.MediaRelayStub(channel)
+        stream = stub.Sessions()
+        await stream.write(media_pb2.SessionCommands(commands=[empty] * (command_stream.MAX_COMMANDS + 1)))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stream.read()
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert f"at most {command_stream.MAX_COMMANDS} commands" in (refused.value.details() or "")
+        big = media_pb2.DeleteSessionsRequest(session_ids=["x" * 128] * 9000)  # > 1 MiB
+        with pytest.raises(grpc.aio.AioRpcError) as too_big:
+            await stub.DeleteSessions(big, timeout=10)
+        assert too_big.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        stream = stub.Sessions()  # the relay serves on
+        await stream.write(media_pb2.SessionCommands(commands=[create(1, "after")]))
+        assert not (await replies(stream, 1))[1].code
+        await stream.done_writing()
+        assert await stream.read() is grpc.aio.EOF
+    assert relay.service._streams_of == {}  # the refused stream's count was released too
