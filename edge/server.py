@@ -57,6 +57,7 @@ from trunkline.edge.resolver import Resolver
 from trunkline.edge.spool import DEFAULT_MAX_BYTES, CdrSpool
 from trunkline.edge.upkeep import Upkeep
 from trunkline.edge.workers import Supervisor, WorkerPlan, default_edge_id
+from trunkline.sip.compiled import COMPILED, compiled_modules
 from trunkline.sip.flood import DEFAULT_BYTES, DEFAULT_COOLDOWN, DEFAULT_RATE, Budget
 from trunkline.sip.stack import SipStack
 from trunkline.sip.transport import (
@@ -205,7 +206,8 @@ class EdgeComponent:
         self._listening = True
         service = self.sockets.service[0].getsockname()[:2] if self.sockets.service else None
         event(log, logging.INFO, "sip listening", udp_tcp=str(here), tls=bool(self.sockets.tls),
-              service=service, edge_id=self.edge.ctx.owner)  # fmt: skip
+              service=service, edge_id=self.edge.ctx.owner,
+              sip_compiled=f"{len(compiled_modules())}/{len(COMPILED)}")  # fmt: skip
 
     async def _listen_service(self, udp: socket.socket, tcp: socket.socket) -> None:
         host = self.sockets.address.host

@@ -12,6 +12,8 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "Debian packages"
 packages=(sip-tester stunnel4 redis-server redis-sentinel etcd-server dnsmasq-base openssl iproute2 postgresql
+  # the compiled SIP core (setup.py: mypyc's C extensions)
+  gcc python3-dev
   # tests/k8s: a real node (container runtime, CNI plugins, image builds without a registry)
   containerd runc containernetworking-plugins iptables conntrack ethtool buildah podman mmdebstrap)
 missing=()

@@ -319,7 +319,8 @@ class Message:
         self._wire = len(data)
         return data
 
-    __bytes__ = to_bytes
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
 
     def wire_size(self) -> int:
         """`len(self.to_bytes())` without writing the message (a traced call's events give each
@@ -475,9 +476,7 @@ def _parse_start_line(line: str) -> Message:
             raise SipParseError("Version Not Supported", 505)
         if len(code) != 3 or not code.isdigit() or not code.isascii() or code[0] not in "123456":
             raise SipParseError("Bad Request: malformed status code")
-        resp = Response.__new__(Response)
-        resp.status, resp.reason = int(code), reason
-        return resp
+        return Response(int(code), reason)
     parts = line.split(" ")
     if len(parts) != 3 or not parts[1]:
         raise SipParseError("Bad Request: malformed Request-Line")
@@ -488,9 +487,7 @@ def _parse_start_line(line: str) -> Message:
         raise SipParseError("Bad Request: malformed SIP-Version")
     if method not in _METHODS and not is_token(method):
         raise SipParseError("Bad Request: malformed Method")
-    req = Request.__new__(Request)
-    req.method, req._uri = method, uri
-    return req
+    return Request(method, uri)
 
 
 def _parse_head(head: str, controls: int) -> tuple[Message, int]:

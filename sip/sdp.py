@@ -186,7 +186,8 @@ class SessionDescription(_Lines):
         out.append("")
         return "\r\n".join(out).encode("utf-8", "surrogateescape")
 
-    __bytes__ = to_bytes
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
 
 
 def parse_sdp(data: bytes) -> SessionDescription:

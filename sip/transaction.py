@@ -15,7 +15,7 @@ import heapq
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Final
 
 from trunkline.sip.errors import LocalProtocolError, SipParseError
@@ -124,7 +124,6 @@ Table = dict[tuple[str, str], tuple[str, tuple[str, ...]]]
 Step = Callable[["Transaction", float, "Message | None", "list[Action]"], None]
 
 
-@dataclass(eq=False, slots=True)
 class Transaction:
     """One state machine; subclasses only provide TABLE and the start state.
 
@@ -133,28 +132,43 @@ class Transaction:
     request is some twenty objects for the garbage collector to walk over on every full collection."""
 
     TABLE: ClassVar[Table]
-    STEPS: ClassVar[dict[tuple[str, str], tuple[str, tuple[Step, ...]]]]
-    key: TxKey
-    _request: Request | None
-    addr: Addr
-    transport: str
-    timers: Timers
-    state: str = ""
-    deadlines: dict[str, float] = field(default_factory=dict)
-    interval: float = 0.0
-    last: bytes | None = None  # last message sent (request, or response for servers)
-    ack: bytes | None = None
-    # Where the deadlines this transaction starts are announced (the layer's timer queue).
-    started: list[tuple[float, TxKey, str]] | None = None
+    __slots__ = (
+        "_request",
+        "ack",
+        "addr",
+        "deadlines",
+        "interval",
+        "key",
+        "last",
+        "started",
+        "state",
+        "timers",
+        "transport",
+    )
 
-    def __init_subclass__(cls) -> None:
-        # The table's step names, resolved to functions once per class rather than per event. (No
-        # super() here: it does not work in a slots dataclass; object's hook does nothing anyway.)
-        if "TABLE" in cls.__dict__:
-            cls.STEPS = {
-                event: (state, tuple(getattr(cls, "_" + step) for step in steps))
-                for event, (state, steps) in cls.TABLE.items()
-            }
+    def __init__(
+        self,
+        key: TxKey,
+        request: Request | None,
+        addr: Addr,
+        transport: str,
+        timers: Timers,
+        state: str = "",
+        last: bytes | None = None,  # last message sent (request, or response for servers)
+        # Where the deadlines this transaction starts are announced (the layer's timer queue).
+        started: list[tuple[float, TxKey, str]] | None = None,
+    ) -> None:
+        self.key = key
+        self._request = request
+        self.addr = addr
+        self.transport = transport
+        self.timers = timers
+        self.state = state
+        self.deadlines: dict[str, float] = {}
+        self.interval = 0.0
+        self.last = last
+        self.ack: bytes | None = None
+        self.started = started
 
     @property
     def request(self) -> Request:
@@ -168,7 +182,7 @@ class Transaction:
         return self.transport in RELIABLE
 
     def event(self, name: str, now: float, msg: Message | None = None) -> list[Action]:
-        entry = self.STEPS.get((self.state, name))
+        entry = _STEPS[type(self)].get((self.state, name))
         if entry is None:
             return []  # not meaningful in this state: absorbed
         self.state, steps = entry
@@ -689,3 +703,17 @@ class TransactionLayer:
         if key[0] == "2543" and not uri_equal(cancel.uri, tx.request.uri):
             return None
         return key
+
+
+def _resolve(cls: type[Transaction]) -> dict[tuple[str, str], tuple[str, tuple[Step, ...]]]:
+    return {
+        event: (state, tuple(getattr(cls, "_" + step) for step in steps))
+        for event, (state, steps) in cls.TABLE.items()
+    }
+
+
+# Each table's step names resolved to functions once per class rather than per event. (A table, not
+# a class attribute set by `__init_subclass__`: the compiled form's classes take no new attributes.)
+_STEPS: dict[type, dict[tuple[str, str], tuple[str, tuple[Step, ...]]]] = {
+    cls: _resolve(cls) for cls in Transaction.__subclasses__()
+}
