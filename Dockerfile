@@ -21,7 +21,7 @@ RUN python3 -m venv /opt/trunkline \
     && if [ -n "$WHEELS" ]; then \
          /opt/trunkline/bin/pip install --no-index --find-links "/src/$WHEELS" trunkline; \
        else \
-         apt-get update && apt-get install -y --no-install-recommends build-essential \
+         apt-get update && apt-get install -y --no-install-recommends build-essential python3-dev \
          && /opt/trunkline/bin/pip install /src; \
        fi \
     && /opt/trunkline/bin/python -m pip uninstall --yes --quiet pip setuptools \
@@ -37,7 +37,9 @@ RUN python3 -m venv /opt/trunkline \
          echo "no strip in the build stage: shared objects left as they are"; \
        fi \
     && cd / && /opt/trunkline/bin/python -c 'import trunkline.cli, kubernetes, kopf, grpc, uvloop, psycopg, \
-         cryptography.x509, pylibsrtp; from kubernetes.client import ApiClient, Configuration'
+         cryptography.x509, pylibsrtp; from kubernetes.client import ApiClient, Configuration; \
+         from trunkline.sip.compiled import COMPILED, compiled_modules; \
+         print(f"SIP core compiled: {len(compiled_modules())}/{len(COMPILED)} modules")'
 
 FROM ${BASE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/trunkline/bin:/usr/local/bin:/usr/bin:/bin

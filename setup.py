@@ -1,10 +1,10 @@
 """The SIP core compiled to C extensions by mypyc (pyproject.toml holds everything else).
 
-Every SIP message an edge handles goes through these modules (parse, headers, URIs, transactions,
-SDP): compiled, an edge runs a call in ~25% fewer instructions (bench/README-edge.md, "The SIP core
-compiled"). The sources stay plain typed Python, the same code whether compiled or not: where no C
-compiler or Python headers are found, or with TRUNKLINE_PURE=1, the package installs without the
-extensions and runs the .py files.
+Every SIP message an edge handles goes through these modules (sip/compiled.py lists them: parsing,
+headers, URIs, transactions, SDP, the flood guard): compiled, an edge runs a call in ~25% fewer
+instructions (bench/README-edge.md, "The SIP core compiled"). The sources stay plain typed Python, the
+same code whether compiled or not: where no C compiler or Python headers are found, or with
+TRUNKLINE_PURE=1, the package installs without the extensions and runs the .py files.
 
 mypyc names a module from its path, so it compiles a tree of links laid out as the installed
 package is (build/mypyc/trunkline/sip -> sip), as scripts/typecheck.sh does for mypy.

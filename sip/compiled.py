@@ -8,6 +8,7 @@ import importlib.machinery
 # The modules setup.py compiles (it reads this list): the SIP core, standard library imports only.
 COMPILED = (
     "grammar", "uri", "headers", "message", "transaction", "sdp", "dialog", "ids", "errors", "refusal",
+    "flood",
 )  # fmt: skip
 
 

@@ -66,8 +66,8 @@ if [[ ! -f "$deps/.done" ]]; then
 fi
 
 # ------------------------------------------------------------------ trunkline image
-srcs=(pyproject.toml README.md Dockerfile .dockerignore trunkline core sip edge media control operator cdr)
-src_key="$(cd "$root" && { echo "$base_key $build_key $deps_key"; find "${srcs[@]}" -type f ! -name '*.pyc' -print0 |
+srcs=(pyproject.toml setup.py README.md Dockerfile .dockerignore trunkline core sip edge media control operator cdr)
+src_key="$(cd "$root" && { echo "$base_key $build_key $deps_key"; find "${srcs[@]}" -type f ! -name '*.pyc' ! -name '*.so' -print0 |
     sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-12)"
 image="localhost/trunkline:$src_key"
 if ! podman image exists "$image"; then
@@ -75,7 +75,7 @@ if ! podman image exists "$image"; then
     ctx="$(mktemp -d "$out/context.XXXX")"
     # shellcheck disable=SC2064
     trap "rm -rf '$ctx'" EXIT
-    (cd "$root" && tar --exclude=__pycache__ -cf - "${srcs[@]}") | tar -xf - -C "$ctx"
+    (cd "$root" && tar --exclude=__pycache__ --exclude='*.so' -cf - "${srcs[@]}") | tar -xf - -C "$ctx"
     mkdir "$ctx/wheels"
     cp "$deps"/*.whl "$ctx/wheels/"
     "$pip" wheel --quiet --no-deps --disable-pip-version-check --wheel-dir "$ctx/wheels" "$ctx" >/dev/null
