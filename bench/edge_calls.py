@@ -310,7 +310,10 @@ def start_edge(
     which may predate the flood and trunk-default flags (`current_flags=False`; before those, a trunk
     without caps was unlimited anyway)."""
     workdir.mkdir(parents=True)
-    (workdir / "manifests.yaml").write_text(manifests(carrier_port, free_port()))
+    # SIPp registers from a fresh port at each step, so each step's Contact is one more binding of the
+    # AOR (for an hour): the REGISTER ladder's 7 steps and warm-up need more than the default cap, 5.
+    registration = {"registration": {"enabled": True, "maxContacts": 20}} if current_flags else {}
+    (workdir / "manifests.yaml").write_text(manifests(carrier_port, free_port(), **registration))
     sip, http = f"{HOST}:{free_port()}", f"{HOST}:{free_port()}"
     # Default log level (INFO, one line per call), as in production; the log goes to a file.
     # The digest PBX (127.0.0.3) is in no ACL: lift the per-source flood budget (50/s), or it would
