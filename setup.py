@@ -35,17 +35,13 @@ def compiled_sip_core() -> list[Extension]:
     root = Path(__file__).resolve().parent
     tree = root / "build" / "mypyc" / "trunkline"
     (tree / "sip").mkdir(parents=True, exist_ok=True)
-    for name in ("__init__.py", "py.typed"):
-        link = tree / name
-        if not link.is_symlink():
-            link.symlink_to(root / "trunkline" / name)
-    sources = []
-    for module in ["__init__", *compiled_list(root)]:
-        link = tree / "sip" / f"{module}.py"
-        if not link.is_symlink():
-            link.symlink_to(root / "sip" / f"{module}.py")
-        if module != "__init__":
-            sources.append(str(link.relative_to(root)))
+    links = {tree / name: root / "trunkline" / name for name in ("__init__.py", "py.typed")}
+    modules = compiled_list(root)
+    links |= {tree / "sip" / f"{m}.py": root / "sip" / f"{m}.py" for m in ["__init__", *modules]}
+    for link, target in links.items():
+        link.unlink(missing_ok=True)  # made afresh: a copied or moved checkout's would point elsewhere
+        link.symlink_to(target)
+    sources = [str((tree / "sip" / f"{m}.py").relative_to(root)) for m in modules]
     # Its own mypy settings: pyproject's load the pydantic plugin, which the build environment lacks.
     config = tree.parent / "mypy.ini"
     config.write_text("[mypy]\nstrict = True\n")

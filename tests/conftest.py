@@ -24,14 +24,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Tests run what the sources say: a compiled SIP core module (setup.py builds them in place for an
     editable install) older than its .py file is stale, and would be what every test imports."""
-    stale = [
-        so.name
-        for so in (ROOT / "sip").glob("*.so")
-        if so.stat().st_mtime < (ROOT / "sip" / f"{so.name.split('.')[0]}.py").stat().st_mtime
-    ]
+
+    def source_time(so: Path) -> float:
+        source = so.with_name(f"{so.name.split('.')[0]}.py")
+        return source.stat().st_mtime if source.exists() else float("inf")  # no source: stale too
+
+    stale = [so.name for so in (ROOT / "sip").glob("*.so") if so.stat().st_mtime < source_time(so)]
     if stale:
         rebuild = "rebuild it with `.venv/bin/pip install -e .`, or delete sip/*.so to run the .py files"
-        pytest.exit(f"compiled SIP core older than its sources ({', '.join(stale)}): {rebuild}", returncode=4)
+        why = "older than its source, or without one"
+        pytest.exit(f"compiled SIP core {why} ({', '.join(stale)}): {rebuild}", returncode=4)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
