@@ -154,6 +154,7 @@ class SipStack:
         self._timer: asyncio.Handle | None = None
         self._timer_at = 0.0  # monotonic time the timer was armed for
         self._tasks: set[asyncio.Future[None]] = set()
+        self.core_failures = 0  # messages the core failed on (a bug, not the peer's error): dropped
 
     def bind(
         self, on_request: OnRequest, on_stray_response: OnStrayResponse, on_ack_timeout: OnAckTimeout
@@ -253,10 +254,22 @@ class SipStack:
 
     # -- network -> TU -----------------------------------------------------------------------------
     def _on_message(self, item: bytes | Message, addr: Addr, transport: str) -> None:
-        if isinstance(item, bytes):
-            self._run(self.layer.receive_data(item, addr, transport, time.monotonic()))
-        else:
-            self._run(self.layer.receive_message(item, addr, transport, time.monotonic()))
+        try:
+            if isinstance(item, bytes):
+                actions = self.layer.receive_data(item, addr, transport, time.monotonic())
+            else:
+                actions = self.layer.receive_message(item, addr, transport, time.monotonic())
+        except Exception as exc:
+            # A peer's malformed message is a SipParseError the layer answers; anything else is our
+            # bug (in the compiled core, a value of an unexpected type is a TypeError). The message is
+            # dropped and the stack goes on; logged at the 1st, 2nd, 4th, 8th... so a peer repeating
+            # it cannot flood the log.
+            self.core_failures += 1
+            if self.core_failures & (self.core_failures - 1) == 0:
+                log.error("SIP core failed on a message from %s (%d so far): %r", addr, self.core_failures,
+                          exc)  # fmt: skip
+            return
+        self._run(actions)
 
     def _run(self, actions: list[Action]) -> None:
         for action in actions:

@@ -113,3 +113,44 @@ async def test_a_handler_that_answered_before_raising_gets_no_second_answer() ->
     transport.datagram(request("OPTIONS"), PEER)
     await stack.close()
     assert [d.split(b"\r\n")[0] for d, _, _ in transport.sent] == [b"SIP/2.0 200 OK"]
+
+
+class FailingLayer:
+    """The stack's real transaction layer, but failing on messages that carry `X-Boom` as our own bug
+    would (the compiled core raises TypeError for a value of an unexpected type)."""
+
+    def __init__(self, real: TransactionLayer) -> None:
+        self.real = real
+
+    def receive_data(self, data: bytes, addr: Addr, transport: str, now: float) -> list[object]:
+        if b"X-Boom" in data:
+            raise TypeError("str object expected; got int")
+        return self.real.receive_data(data, addr, transport, now)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+async def test_a_message_the_core_fails_on_is_dropped_logged_sparingly_and_the_next_is_served(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def handler(inc: Incoming) -> None:
+        stack.respond(inc.request.create_response(200, to_tag="t"))
+
+    transport = RecordingTransport()
+    stack = SipStack(handler, transport=transport)
+    stack.layer = FailingLayer(stack.layer)  # type: ignore[assignment]
+    boom = request("OPTIONS", branch="z9hG4bKboom").replace(b"Content-Length", b"X-Boom: 1\r\nContent-Length")
+    with caplog.at_level(logging.ERROR, logger="trunkline.sip.stack"):
+        for _ in range(5):
+            transport.datagram(boom, PEER)  # raises nothing
+        transport.datagram(request("OPTIONS"), PEER)
+        for _ in range(20):
+            await asyncio.sleep(0)
+    await stack.close()
+    assert stack.core_failures == 5
+    logged = [r.getMessage() for r in caplog.records if "SIP core failed" in r.getMessage()]
+    assert len(logged) == 3  # the 1st, 2nd and 4th
+    assert "TypeError" in logged[0] and "127.0.0.2" in logged[0]
+    assert not any(r.exc_info for r in caplog.records)  # no traceback
+    assert [d.split(b"\r\n")[0] for d, _, _ in transport.sent] == [b"SIP/2.0 200 OK"]
