@@ -209,6 +209,8 @@ class SipTransport:
             log.info("closing %s connection from %s: %s", name, peer, why)
         except (SipParseError, ConnectionError, ssl.SSLError) as err:
             log.info("closing %s connection from %s: %s", name, peer, err or type(err).__name__)
+        except Exception as err:  # our bug on this stream's bytes (the framer): this connection only
+            log.error("closing %s connection from %s: SIP core failed: %r", name, peer, err)
         finally:
             self.connections.pop((name, peer[0], peer[1]), None)
             writer.close()

@@ -4,6 +4,7 @@ peer does not delay others; the top Via of requests gets received/rport."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from tests.support.certs import tls_contexts
 from trunkline.sip import Message, Request
+from trunkline.sip import transport as transport_module
 from trunkline.sip.flood import BURST_SECONDS, Budget, FloodGuard
 from trunkline.sip.transaction import Deliver, TransactionLayer
 from trunkline.sip.transport import SipTransport, StreamLimits
@@ -199,4 +201,45 @@ async def test_udp_flood_from_one_source_is_dropped_before_parsing() -> None:
     await wait_until(lambda: any(a[0] == "127.0.0.4" for a in got))
     flooder.close()
     legit.close()
+    await t.close()
+
+
+async def test_a_stream_the_core_fails_on_closes_that_connection_only_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug on a stream's bytes (a framer that raises what no peer error is, as the compiled core
+    does with TypeError) ends that connection with one log line and no traceback; others go on."""
+    real = transport_module.StreamFramer
+
+    def framer(max_size: int) -> object:
+        inner = real(max_size)
+
+        class Wrapper:
+            buffered = 0
+
+            def feed(self, data: bytes) -> list[object]:
+                if b"X-Boom" in data:
+                    raise TypeError("str object expected; got int")
+                items: list[object] = inner.feed(data)
+                self.buffered = inner.buffered
+                return items
+
+        return Wrapper()
+
+    monkeypatch.setattr(transport_module, "StreamFramer", framer)
+    t, port, got = await start()
+    with caplog.at_level(logging.INFO, logger="trunkline.sip.transport"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"X-Boom\r\n")
+        assert await asyncio.wait_for(reader.read(), 3) == b""  # closed by us
+        _, other = await asyncio.open_connection("127.0.0.1", port)
+        other.write(OPTIONS)
+        for _ in range(100):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+    assert [m.method for m in got if isinstance(m, Request)] == ["OPTIONS"]
+    failed = [r for r in caplog.records if "SIP core failed" in r.getMessage()]
+    assert len(failed) == 1 and "TypeError" in failed[0].getMessage() and failed[0].exc_info is None
+    other.close()
     await t.close()
