@@ -28,6 +28,7 @@ from tests.support.processes import TRUNKLINE
 from tests.support.redis_server import RedisProcess
 from tests.support.trunkline_up import Up, manifests
 from trunkline.edge.digest_client import DigestClient, read_challenge
+from trunkline.sip.compiled import COMPILED
 from trunkline.sip.message import Response, parse_message
 from trunkline.sip.ua import UserAgent
 
@@ -114,6 +115,9 @@ def test_two_workers_share_the_port_and_carry_each_others_calls(
     assert set(invites) == {"0", "1"} and all(n >= 1 for n in invites.values()), invites  # both took calls
     ids = set(re.findall(r'msg="sip listening" .* edge_id=(\S+)', workers.output()))
     assert {i.rsplit("-", 1)[1].split("/")[0] for i in ids} == {"w0", "w1"}, ids  # each its own edge id
+    # and each says it runs the compiled SIP core, whole (sip/compiled.py)
+    forms = re.findall(r'msg="sip listening" .* sip_compiled=(\S+)', workers.output())
+    assert forms == [f"{len(COMPILED)}/{len(COMPILED)}"] * 2, forms
 
 
 def own_ports(edge: Up) -> set[int]:
