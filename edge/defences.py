@@ -76,10 +76,14 @@ def flood_rules(
 
 class DefenceCollector(Collector):
     """The defences' counters for /metrics, read from the transport when scraped:
-    `registry.register(DefenceCollector(lambda: stack.transport))`."""
+    `registry.register(DefenceCollector(lambda: stack.transport, lambda: stack.core_failures))`.
+    `message_failures`: messages the stack dropped because the SIP core failed on them (our bug, not
+    the peer's error: each is logged only at the 1st, 2nd, 4th... so the count is here)."""
 
-    def __init__(self, transport_of: Callable[[], SipTransport | None]) -> None:
-        self.transport_of = transport_of
+    def __init__(
+        self, transport_of: Callable[[], SipTransport | None], message_failures: Callable[[], int] = lambda: 0
+    ) -> None:
+        self.transport_of, self.message_failures = transport_of, message_failures
 
     def collect(self) -> Iterator[Metric]:
         transport = self.transport_of()
@@ -107,3 +111,10 @@ class DefenceCollector(Collector):
         closed.add_metric(["per_source"], transport.refused_connections)
         closed.add_metric(["header_deadline"], transport.deadline_closes)
         yield closed
+        failed = CounterMetricFamily(
+            "trunkline_sip_core_failures", "Messages dropped and connections closed because the SIP core "
+            "failed on them (a bug to report, not a peer's error)", labels=["where"],
+        )  # fmt: skip
+        failed.add_metric(["message"], self.message_failures())
+        failed.add_metric(["stream"], transport.core_failures)
+        yield failed

@@ -228,8 +228,9 @@ class EdgeComponent:
         return guard.counters.dropped_rate + guard.counters.dropped_cooldown if guard is not None else 0
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
-        """The signalling defences' counters (flood guard, refused connections) on /metrics."""
-        registry.register(DefenceCollector(lambda: self.stack.transport))
+        """The signalling defences' counters (flood guard, refused connections, core failures) on
+        /metrics."""
+        registry.register(DefenceCollector(lambda: self.stack.transport, lambda: self.stack.core_failures))
 
     def busy(self) -> int:
         return self.edge.active_calls

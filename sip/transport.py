@@ -77,6 +77,7 @@ class SipTransport:
         self._accepted: dict[str, int] = {}  # accepted connections per source group
         self.refused_connections = 0  # over the per-source cap (for /metrics)
         self.deadline_closes = 0  # incomplete message past the header deadline (for /metrics)
+        self.core_failures = 0  # connections closed because the core failed on their bytes (for /metrics)
         self._udp: asyncio.DatagramTransport | None = None
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -210,6 +211,7 @@ class SipTransport:
         except (SipParseError, ConnectionError, ssl.SSLError) as err:
             log.info("closing %s connection from %s: %s", name, peer, err or type(err).__name__)
         except Exception as err:  # our bug on this stream's bytes (the framer): this connection only
+            self.core_failures += 1
             log.error("closing %s connection from %s: SIP core failed: %r", name, peer, err)
         finally:
             self.connections.pop((name, peer[0], peer[1]), None)

@@ -415,6 +415,9 @@ def test_100000_refused_malformed_and_unanswerable_requests_leave_memory_bounded
         socks.append(fresh)
         assert status(ask(fresh, request("OPTIONS", fresh), up)) == 200  # and it still answers
         assert "Traceback" not in up.output()
+        metrics = up.metrics()  # a peer's bad input is refused, never a failure of the core
+        assert 'trunkline_sip_core_failures_total{where="message"} 0.0' in metrics
+        assert 'trunkline_sip_core_failures_total{where="stream"} 0.0' in metrics
     finally:
         for sock in socks:
             sock.close()

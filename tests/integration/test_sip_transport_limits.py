@@ -241,5 +241,6 @@ async def test_a_stream_the_core_fails_on_closes_that_connection_only_with_one_l
     assert [m.method for m in got if isinstance(m, Request)] == ["OPTIONS"]
     failed = [r for r in caplog.records if "SIP core failed" in r.getMessage()]
     assert len(failed) == 1 and "TypeError" in failed[0].getMessage() and failed[0].exc_info is None
+    assert t.core_failures == 1  # on /metrics as trunkline_sip_core_failures_total{where="stream"}
     other.close()
     await t.close()

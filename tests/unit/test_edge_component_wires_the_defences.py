@@ -55,6 +55,10 @@ def test_the_guard_follows_the_configuration_and_keeps_its_counters(tmp_path: Pa
         assert (
             registry.get_sample_value("trunkline_sip_connections_refused_total", {"limit": "per_source"}) == 0
         )
+        component.stack.core_failures, transport.core_failures = 3, 1
+        failures = "trunkline_sip_core_failures_total"
+        assert registry.get_sample_value(failures, {"where": "message"}) == 3
+        assert registry.get_sample_value(failures, {"where": "stream"}) == 1
     finally:
         sockets.close()
 
