@@ -164,13 +164,20 @@ class EdgeContext:
         The future itself is left alone (not cancelled) either way."""
         if future.done():
             return True
-        timer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        handle = self.stack.call_later(delay, partial(_wake, timer))
+        # One waiter woken by whichever comes first (asyncio.wait costs twice this, twice a call).
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        handle = self.stack.call_later(delay, partial(_wake, waiter))
+
+        def done(_: asyncio.Future[T]) -> None:
+            _wake(waiter)
+
+        future.add_done_callback(done)
         try:
-            await asyncio.wait((future, timer), return_when=asyncio.FIRST_COMPLETED)
+            await waiter
         finally:
             handle.cancel()
-            timer.cancel()
+            future.remove_done_callback(done)
+            waiter.cancel()
         return future.done()
 
     async def sleep(self, delay: float) -> None:
