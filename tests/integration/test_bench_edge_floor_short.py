@@ -24,4 +24,5 @@ def test_one_round_counts_the_messages_of_a_call_and_of_an_options(
     # The caller's INVITE, ACK and BYE and the callee's 180, 200 and 200, each received and relayed.
     assert 12.0 <= float(call[2]) <= 14.0, out
     assert int(call[1]) > int(options[1]) > 0, out
-    assert re.search(r"a call's messages at that price: +\d+ us = 0\.\d\d of the call's CPU", out), out
+    # A 2 s step's CPU is a few clock ticks (10 ms each): the share is printed, not its value checked.
+    assert re.search(r"a call's messages at that price: +\d+ us = \d+\.\d\d of the call's CPU", out), out
