@@ -10,8 +10,9 @@ flips, insertions and truncations. Every run with the same seed sends the same m
           in this process. A crash is any exception other than SipParseError.
   edge:   the same messages to a running edge over UDP and TCP (its own `trunkline up` on loopback
           ports unless --target is given). Counted: requests it did not answer (a refusal by design,
-          e.g. a malformed message dropped, counts here too), tracebacks in its log, whether it is
-          still alive, and its RSS before and after.
+          e.g. a malformed message dropped, counts here too), tracebacks in its log, messages and
+          connections the SIP core failed on (its "SIP core failed" log lines: a bug, never the
+          answer to a peer's error), whether it is still alive, and its RSS before and after.
 
 Run:  .venv/bin/python bench/fuzz_edge.py parser --messages 1000000 [--seed 1]
       .venv/bin/python bench/fuzz_edge.py edge --messages 20000 [--seed 1] [--rate 1000]
@@ -319,6 +320,8 @@ class EdgeReport:
     answered: int = 0
     unanswered_samples: list[str] = field(default_factory=list)  # Call-IDs to look up in the edge's log
     tracebacks: int = 0
+    # "SIP core failed" lines: written at a failure's 1st, 2nd, 4th... (trunkline_sip_core_failures_total)
+    core_failure_lines: int = 0
     traceback_samples: list[str] = field(default_factory=list)  # each kind: count, exception, frame
     alive: bool = True
     rss_before_mb: float = 0.0
@@ -411,6 +414,7 @@ def fuzz_edge(host: str, port: int, pid: int, log: Path, count: int, seed: int, 
         report.alive = False
     text = log.read_text(errors="replace")
     report.tracebacks = text.count("Traceback (most recent call last):")
+    report.core_failure_lines = text.count("SIP core failed")
     kinds: dict[str, int] = {}
     for chunk in text.split("Traceback (most recent call last):")[1:]:
         lines = chunk.splitlines()[1:]
@@ -477,7 +481,7 @@ def main() -> int:
             finally:
                 proc.terminate()
                 proc.wait(timeout=20)
-        failed = result.tracebacks > 0 or not result.alive
+        failed = result.tracebacks > 0 or result.core_failure_lines > 0 or not result.alive
     print(json.dumps(asdict(result), indent=2))
     return 1 if failed else 0
 

@@ -51,6 +51,8 @@ def test_a_running_edge_survives_3000_mutated_messages(
         log = up.output() if report.tracebacks == 0 else (up.workdir / "trunkline.log").read_text()
         tracebacks = log.split("Traceback (most recent call last):")[1:]
         assert tracebacks == [], tracebacks[:2]
+        assert report.core_failure_lines == 0, log  # the core refused or parsed each: none failed
+        assert 'trunkline_sip_core_failures_total{where="message"} 0.0' in up.metrics()
         # The edge still serves a plain OPTIONS afterwards.
         options = (
             b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2;branch=z9hG4bKafter;rport\r\n"
