@@ -81,7 +81,7 @@ class DefenceCollector(Collector):
     the peer's error: each is logged only at the 1st, 2nd, 4th... so the count is here)."""
 
     def __init__(
-        self, transport_of: Callable[[], SipTransport | None], message_failures: Callable[[], int] = lambda: 0
+        self, transport_of: Callable[[], SipTransport | None], message_failures: Callable[[], int]
     ) -> None:
         self.transport_of, self.message_failures = transport_of, message_failures
 

@@ -35,7 +35,7 @@ from trunkline.sip.transaction import (
     TransportError,
     TxKey,
 )
-from trunkline.sip.transport import SipTransport, StreamLimits
+from trunkline.sip.transport import SipTransport, StreamLimits, at_doubling
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ class SipStack:
             # dropped and the stack goes on; logged at the 1st, 2nd, 4th, 8th... so a peer repeating
             # it cannot flood the log.
             self.core_failures += 1
-            if self.core_failures & (self.core_failures - 1) == 0:
+            if at_doubling(self.core_failures):
                 log.error("SIP core failed on a message from %s (%d so far): %r", addr, self.core_failures,
                           exc)  # fmt: skip
             return

@@ -24,6 +24,13 @@ from trunkline.sip.message import MAX_MESSAGE_SIZE, KeepAlive, Message, StreamFr
 from trunkline.sip.transaction import Addr
 
 log = logging.getLogger(__name__)
+
+
+def at_doubling(count: int) -> bool:
+    """True at the 1st, 2nd, 4th, 8th... occurrence: how often a repeatable failure is logged."""
+    return count & (count - 1) == 0
+
+
 OnMessage = Callable[[bytes | Message, Addr, str], None]  # a datagram's bytes, or a framed message
 UDP_RECEIVE_BUFFER = 4 << 20
 DEFAULT_CONNECTIONS_PER_SOURCE: Final = 32
@@ -212,7 +219,9 @@ class SipTransport:
             log.info("closing %s connection from %s: %s", name, peer, err or type(err).__name__)
         except Exception as err:  # our bug on this stream's bytes (the framer): this connection only
             self.core_failures += 1
-            log.error("closing %s connection from %s: SIP core failed: %r", name, peer, err)
+            if at_doubling(self.core_failures):  # a peer reconnecting to repeat it cannot flood the log
+                log.error("closing %s connection from %s: SIP core failed (%d so far): %r", name, peer,
+                          self.core_failures, err)  # fmt: skip
         finally:
             self.connections.pop((name, peer[0], peer[1]), None)
             writer.close()

@@ -81,7 +81,7 @@ def test_counters_reach_metrics() -> None:
 
     transport = SipTransport(lambda m, a, t: None, flood=SignallingLimits(Budget(rate=1)).guard())
     registry = CollectorRegistry()
-    registry.register(DefenceCollector(lambda: transport))
+    registry.register(DefenceCollector(lambda: transport, lambda: 0))
     for _ in range(5):
         transport.datagram(b"garbage", ("192.0.2.1", 5060))
     transport.refused_connections = 3
