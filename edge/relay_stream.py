@@ -9,11 +9,18 @@ waiting on it with the break's status (UNAVAILABLE for a relay gone: the caller 
 relay). It is opened under no call's trace: each command carries its own span's traceparent. A relay
 that does not know the stream (UNIMPLEMENTED: older than this edge, during an upgrade) gets the unary
 RPCs from then on.
+
+Nothing is written on a stream before the relay accepts it (its initial metadata, ACCEPT_WAIT at
+most): a relay that refuses a stream at once (UNIMPLEMENTED, or at its cap of streams) ends it with its
+status, and a write racing that end makes grpc's asyncio client report INTERNAL instead
+(grpc/grpc#36066), which would fail the command rather than fall back or try another relay. The same
+race when a relay ends a stream it had accepted is reported as UNAVAILABLE: the relay's status is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import itertools
 from collections.abc import AsyncIterator
@@ -34,6 +41,7 @@ GATHER = 0.005
 BUSY = 0.05
 MAX_BATCH = 256  # commands in one message: far below gRPC's 4 MB message limit, the relay's work limit
 METHODS = {"create": "CreateSession", "update": "UpdateSession", "delete": "DeleteSessions"}  # by command
+ACCEPT_WAIT = 1.0  # seconds the first write waits for the relay to accept the stream (then goes anyway)
 
 
 class RelayError(Exception):
@@ -51,6 +59,7 @@ class _Stream:
     def __init__(self, stub: media_pb2_grpc.MediaRelayStub) -> None:
         self.outgoing: asyncio.Queue[media_pb2.SessionCommand | None] = asyncio.Queue()
         self.pending: dict[int, asyncio.Future[media_pb2.SessionReply]] = {}
+        self.call: Any = None  # the Sessions call, once open
         # Under no call's trace: the stream outlives every call whose command opened it.
         self.task = asyncio.get_running_loop().create_task(self._run(stub), context=contextvars.Context())
 
@@ -59,6 +68,11 @@ class _Stream:
         one, the next gathers; on a busy stream a command also waits GATHER for others."""
         loop = asyncio.get_running_loop()
         last_sent = -BUSY
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ACCEPT_WAIT):
+                await self.call.initial_metadata()  # the relay accepted the stream, or ended it
+        if self.call.done():
+            return
         command = await self.outgoing.get()
         while command is not None:
             if loop.time() - last_sent < BUSY:
@@ -77,14 +91,14 @@ class _Stream:
     async def _run(self, stub: media_pb2_grpc.MediaRelayStub) -> None:
         error = RelayError(grpc.StatusCode.UNAVAILABLE, "the relay ended the Sessions stream")
         try:
-            call = stub.Sessions(self._messages())
+            call = self.call = stub.Sessions(self._messages())  # _messages runs later, in gRPC's task
             async for message in call:
                 for reply in message.replies:
                     future = self.pending.get(reply.id)
                     if future is not None and not future.done():
                         future.set_result(reply)
         except grpc.aio.AioRpcError as exc:
-            error = RelayError(exc.code(), exc.details() or "")
+            error = _stream_error(exc)
         except asyncio.CancelledError:
             error = RelayError(grpc.StatusCode.UNAVAILABLE, "the edge closed the Sessions stream")
             raise
@@ -175,6 +189,14 @@ class RelayCalls:
         if reply.WhichOneof("reply") != kind:
             raise RelayError(grpc.StatusCode.INTERNAL, f"the relay answered {method} with no {kind} reply")
         return reply
+
+
+def _stream_error(exc: grpc.aio.AioRpcError) -> RelayError:
+    """The status that ended the stream. A write that raced the relay's end of it has grpc's client
+    replace the relay's status with INTERNAL (grpc/grpc#36066): the relay ended the stream."""
+    if exc.code() is grpc.StatusCode.INTERNAL and "execute_batch" in (exc.debug_error_string() or ""):
+        return RelayError(grpc.StatusCode.UNAVAILABLE, "the relay ended the Sessions stream during a write")
+    return RelayError(exc.code(), exc.details() or "")
 
 
 async def _unary(method: Any, request: Any, timeout: float) -> Any:

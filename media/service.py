@@ -376,6 +376,8 @@ class MediaRelayService(media_pb2_grpc.MediaRelayServicer):
         self._streams_of[caller] = streams + 1
         stream = CommandStream(self, caller)
         try:
+            # Accepted: the edge writes its first commands only after this (edge/relay_stream.py).
+            await context.send_initial_metadata(())
             async for replies in stream.run(messages):
                 yield replies
             if stream.refusal is not None:

@@ -102,14 +102,22 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
         plane.stop()
 
 
-async def call(channel: grpc.aio.Channel, method: str, request: Any, timeout: float = 30) -> Any:
-    """One RPC; a streaming one is read up to its first message."""
+async def call(
+    channel: grpc.aio.Channel, method: str, request: Any, timeout: float = 30, refused: bool = False
+) -> Any:
+    """One RPC; a streaming one is read up to its first message.
+
+    A Sessions stream that is expected to be refused is only read, never written: the server ends it
+    before reading, and a client write racing that end makes grpc's asyncio client report INTERNAL
+    instead of the server's status (grpc/grpc#36066)."""
     control = request.DESCRIPTOR.full_name.startswith("trunkline.control.")
     stub = control_pb2_grpc.ControlStub(channel) if control else media_pb2_grpc.MediaRelayStub(channel)
     rpc = getattr(stub, method)
     if method in ("WatchConfig", "WatchEvents", "Sessions"):
-        stream = rpc(iter([request]) if method == "Sessions" else request, timeout=timeout)
+        stream = rpc(timeout=timeout) if method == "Sessions" else rpc(request, timeout=timeout)
         try:
+            if method == "Sessions" and not refused:
+                await stream.write(request)
             return await stream.read()
         finally:
             stream.cancel()
@@ -122,7 +130,7 @@ async def code_of(
     """The status the call ends with. A refusal comes at once; an accepted watch may send nothing (no
     session events): when no refusal is expected, a deadline of a few seconds ends it (not refused)."""
     try:
-        await call(channel, method, request, timeout=30 if refused else 5)
+        await call(channel, method, request, timeout=30 if refused else 5, refused=refused)
     except grpc.aio.AioRpcError as exc:
         return exc.code()
     return grpc.StatusCode.OK

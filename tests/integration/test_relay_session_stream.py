@@ -7,7 +7,9 @@ upgrade), and opens a new stream after one broke."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 
 from tests.integration.test_edge_relay_media_handover import LOOPBACK, outbound_call, sdp_for
 from trunkline.edge import media as edge_media
+from trunkline.edge import relay_stream
 from trunkline.edge.media import RelayMedia
 from trunkline.edge.relay_stream import STATUS_BY_CODE, RelayCalls, RelayError
 from trunkline.media import command_stream, service
@@ -199,6 +202,63 @@ async def test_an_edge_falls_back_to_unary_calls_on_a_relay_without_the_stream(
     async with running_relay() as relay:
         await place_and_end_calls(relay, 3)
     assert counts == {"Sessions": 1, "CreateSession": 3, "UpdateSession": 3, "DeleteSessions": 1}
+
+
+async def test_an_edge_writes_nothing_on_a_stream_the_relay_has_not_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write racing a refusal would turn the relay's status into INTERNAL in grpc's client
+    (grpc/grpc#36066), and the command would fail instead of falling back."""
+    written: list[Any] = []
+
+    async def refusing_late(
+        self: MediaRelayService, requests: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        with contextlib.suppress(TimeoutError):  # anything the edge writes before the refusal
+            written.append(await asyncio.wait_for(anext(aiter(requests)), 0.3))
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(MediaRelayService, "Sessions", refusing_late)
+    async with running_relay() as relay, grpc.aio.insecure_channel(f"127.0.0.1:{relay.port}") as channel:
+        calls = RelayCalls(channel)
+        try:
+            assert (await calls.create(create(0, "refused").create, 5)).leg_a.rtp_port
+            assert calls.unary and written == []
+        finally:
+            await calls.close()
+
+
+async def test_an_edge_writes_after_a_while_on_a_stream_the_relay_never_accepts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A relay that sends no initial metadata (built before it did) still gets the commands."""
+    monkeypatch.setattr(relay_stream, "ACCEPT_WAIT", 0.2)
+    sessions = MediaRelayService.Sessions
+
+    class Mute:
+        def __init__(self, context: grpc.aio.ServicerContext) -> None:
+            self.context = context
+
+        async def send_initial_metadata(self, metadata: Any) -> None:
+            pass
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.context, name)
+
+    async def mute(self: MediaRelayService, requests: Any, context: Any) -> AsyncIterator[Any]:
+        async for reply in sessions(self, requests, Mute(context)):
+            yield reply
+
+    monkeypatch.setattr(MediaRelayService, "Sessions", mute)
+    async with running_relay() as relay, grpc.aio.insecure_channel(f"127.0.0.1:{relay.port}") as channel:
+        calls = RelayCalls(channel)
+        try:
+            started = time.monotonic()
+            assert (await calls.create(create(0, "late").create, 5)).leg_a.rtp_port
+            assert time.monotonic() - started >= 0.2 and not calls.unary
+        finally:
+            await calls.close()
 
 
 async def test_a_broken_stream_fails_its_commands_and_the_next_command_opens_another() -> None:
