@@ -194,7 +194,8 @@ class RelayCalls:
 def _stream_error(exc: grpc.aio.AioRpcError) -> RelayError:
     """The status that ended the stream. A write that raced the relay's end of it has grpc's client
     replace the relay's status with INTERNAL (grpc/grpc#36066): the relay ended the stream."""
-    if exc.code() is grpc.StatusCode.INTERNAL and "execute_batch" in (exc.debug_error_string() or ""):
+    failed_write = (exc.debug_error_string() or "").startswith('Failed "execute_batch"')  # the client's own
+    if exc.code() is grpc.StatusCode.INTERNAL and failed_write:
         return RelayError(grpc.StatusCode.UNAVAILABLE, "the relay ended the Sessions stream during a write")
     return RelayError(exc.code(), exc.details() or "")
 

@@ -24,5 +24,6 @@ def test_a_write_that_failed_as_the_stream_ended_reads_unavailable() -> None:
 
 def test_the_relay_s_own_status_is_kept() -> None:
     for code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED):
-        error = _stream_error(ended(code, "from the relay", "UNKNOWN:Error received from peer"))
+        relay_said = 'UNKNOWN:Error received from peer {grpc_message:"Failed \\"execute_batch\\""}'
+        error = _stream_error(ended(code, "from the relay", relay_said))
         assert (error.code, error.details) == (code, "from the relay")
