@@ -19,12 +19,12 @@ from pathlib import Path
 from setuptools import Extension, setup
 
 
-def compiled_list(root: Path) -> list[str]:
-    """`COMPILED` of sip/compiled.py, read without importing the package."""
+def compiled_list(root: Path, name: str = "COMPILED") -> list[str]:
+    """`COMPILED` (or `INTERPRETED`) of sip/compiled.py, read without importing the package."""
     for node in ast.parse((root / "sip" / "compiled.py").read_text()).body:
-        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "COMPILED":
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == name:
             return list(ast.literal_eval(node.value))
-    raise RuntimeError("sip/compiled.py names no COMPILED modules")
+    raise RuntimeError(f"sip/compiled.py names no {name} modules")
 
 
 def compiled_sip_core() -> list[Extension]:
@@ -37,7 +37,8 @@ def compiled_sip_core() -> list[Extension]:
     (tree / "sip").mkdir(parents=True, exist_ok=True)
     links = {tree / name: root / "trunkline" / name for name in ("__init__.py", "py.typed")}
     modules = compiled_list(root)
-    links |= {tree / "sip" / f"{m}.py": root / "sip" / f"{m}.py" for m in ["__init__", *modules]}
+    read_only = compiled_list(root, "INTERPRETED")  # imported by the compiled modules, not compiled
+    links |= {tree / "sip" / f"{m}.py": root / "sip" / f"{m}.py" for m in ["__init__", *modules, *read_only]}
     for link, target in links.items():
         link.unlink(missing_ok=True)  # made afresh: a copied or moved checkout's would point elsewhere
         link.symlink_to(target)

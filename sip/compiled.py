@@ -10,6 +10,9 @@ COMPILED = (
     "grammar", "uri", "headers", "message", "transaction", "sdp", "dialog", "ids", "errors", "refusal",
     "flood",
 )  # fmt: skip
+# Imported by the compiled modules but run as Python (setup.py links them for mypyc to read, not to
+# compile): `peer_log` subclasses logging.Filter, a Python class mypyc compiles no subclass of.
+INTERPRETED = ("peer_log",)
 
 
 def compiled_modules() -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final
@@ -21,10 +20,10 @@ from typing import ClassVar, Final
 from trunkline.sip.errors import LocalProtocolError, SipParseError
 from trunkline.sip.headers import Via
 from trunkline.sip.message import MAX_MESSAGE_SIZE, Message, Request, Response, parse_message
+from trunkline.sip.peer_log import peer_log
 from trunkline.sip.refusal import refusal_for
 from trunkline.sip.uri import uri_equal
 
-log = logging.getLogger(__name__)
 Addr = tuple[str, int]
 TxKey = tuple[str, ...]
 RELIABLE: Final = frozenset({"tcp", "tls", "ws", "wss", "sctp"})
@@ -639,7 +638,8 @@ class TransactionLayer:
             msg = parse_message(data, max_size=self.max_size)
         except SipParseError as err:
             answer = refusal_for(data, err)
-            log.info("%s message from %s/%s: %s", "refusing" if answer else "dropping", addr, transport, err)
+            what = "refusing" if answer else "dropping"
+            peer_log.info("%s message from %s/%s: %s", what, addr, transport, err)
             return [Send(answer, addr, transport)] if answer else []
         return self.receive_message(msg, addr, transport, now)
 
@@ -652,7 +652,7 @@ class TransactionLayer:
                 stamp_via(msg, addr)
             msg.validate()
         except SipParseError as err:
-            log.info("rejecting message from %s/%s: %s", addr, transport, err)
+            peer_log.info("rejecting message from %s/%s: %s", addr, transport, err)
             if not isinstance(msg, Request) or msg.method == "ACK":
                 return []
             try:

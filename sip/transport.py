@@ -21,6 +21,7 @@ from typing import Final
 from trunkline.sip.errors import SipParseError
 from trunkline.sip.flood import FloodGuard, source_group
 from trunkline.sip.message import MAX_MESSAGE_SIZE, KeepAlive, Message, StreamFramer
+from trunkline.sip.peer_log import peer_log
 from trunkline.sip.transaction import Addr
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,8 @@ class SipTransport:
         group = source_group(str(peer[0]))
         if self._accepted.get(group, 0) >= self.limits.max_connections_per_source:
             self.refused_connections += 1
-            log.info("refusing %s connection from %s: %d already open", name, peer, self._accepted[group])
+            open_now = self._accepted[group]
+            peer_log.info("refusing %s connection from %s: %d already open", name, peer, open_now)
             writer.close()
             return
         self._accepted[group] = self._accepted.get(group, 0) + 1
@@ -214,9 +216,9 @@ class SipTransport:
         except TimeoutError:
             self.deadline_closes += late
             why = "no complete message within the header deadline" if late else "idle"
-            log.info("closing %s connection from %s: %s", name, peer, why)
+            peer_log.info("closing %s connection from %s: %s", name, peer, why)
         except (SipParseError, ConnectionError, ssl.SSLError) as err:
-            log.info("closing %s connection from %s: %s", name, peer, err or type(err).__name__)
+            peer_log.info("closing %s connection from %s: %s", name, peer, err or type(err).__name__)
         except Exception as err:  # our bug on this stream's bytes (the framer): this connection only
             self.core_failures += 1
             if at_doubling(self.core_failures):  # a peer reconnecting to repeat it cannot flood the log
@@ -245,7 +247,7 @@ class SipTransport:
             task.add_done_callback(self._tasks.discard)
             return
         if writer.transport.get_write_buffer_size() > self.max_write_buffer:
-            log.info("closing %s connection to %s: peer is not reading", transport, addr)
+            peer_log.info("closing %s connection to %s: peer is not reading", transport, addr)
             writer.close()  # a slow reader must not make us buffer without bound
             return
         writer.write(data)

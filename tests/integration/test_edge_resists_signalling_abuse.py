@@ -19,6 +19,7 @@ from tests.support.ports import free_port
 from tests.support.redis_server import RedisProcess
 from tests.support.trunkline_up import Up, manifests
 from trunkline.edge.digest import digest_response, parse_credentials
+from trunkline.sip import peer_log
 
 pytestmark = pytest.mark.integration
 
@@ -418,6 +419,41 @@ def test_100000_refused_malformed_and_unanswerable_requests_leave_memory_bounded
         metrics = up.metrics()  # a peer's bad input is refused, never a failure of the core
         assert 'trunkline_sip_core_failures_total{where="message"} 0.0' in metrics
         assert 'trunkline_sip_core_failures_total{where="stream"} 0.0' in metrics
+    finally:
+        for sock in socks:
+            sock.close()
+        up.stop()
+
+
+def test_a_flood_of_malformed_datagrams_writes_a_bounded_number_of_log_lines(
+    tmp_path: Path, carrier_port: int
+) -> None:
+    """Spoofed sources get past a per-source flood guard (off here): the lines they cause are bounded
+    by the peers' log budget (sip/peer_log.py), not by their packet rate, and the edge still answers."""
+    up = edge(tmp_path, carrier_port, "--flood-rate", "1000000", "--flood-bytes", "1000000000", name="noise")
+    log = up.workdir / "trunkline.log"
+    socks = [udp(f"127.0.2.{i}") for i in range(1, 51)]
+    try:
+        ask(socks[0], request("OPTIONS", socks[0]), up)
+        started = time.monotonic()
+        for i in range(5_000):
+            garbage = b"\x00\x01garbage" + secrets.token_bytes(40)
+            socks[i % len(socks)].sendto(garbage, ("127.0.0.1", up.sip_port))
+            if i % 100 == 99:
+                time.sleep(0.02)  # ~5,000/s: nothing lost in the socket, every datagram reaches the edge
+        fresh = udp("127.0.2.200")
+        socks.append(fresh)
+        assert status(ask(fresh, request("OPTIONS", fresh), up)) == 200  # every datagram before it read
+        elapsed = time.monotonic() - started
+        noise = [line for line in log.read_text().splitlines() if "dropping message from" in line]
+        assert len(noise) <= peer_log.BURST + peer_log.RATE * elapsed + 1, (len(noise), elapsed)
+        time.sleep(1.0)  # tokens back: the next line says how many were left out
+        socks[1].sendto(b"\x00\x01garbage", ("127.0.0.1", up.sip_port))
+        assert status(ask(fresh, request("OPTIONS", fresh), up)) == 200
+        lines = [line for line in log.read_text().splitlines() if "message from" in line]
+        counted = [re.search(r"\((\d+) such lines left out\)", line) for line in lines]
+        assert counted[-1] is not None  # the last line, after the flood, says how many were left out
+        assert len(lines) + sum(int(m.group(1)) for m in counted if m) == 5_001  # each logged or counted
     finally:
         for sock in socks:
             sock.close()

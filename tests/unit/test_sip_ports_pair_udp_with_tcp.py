@@ -31,7 +31,8 @@ def test_a_port_held_on_tcp_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(net, "bind", bind)
     udp, tcp = bind_udp_and_tcp(HostPort("127.0.0.1", 0), "test")
     with udp, tcp:
-        assert len(tried) == 2 and tcp.getsockname()[1] == udp.getsockname()[1] == tried[1]
+        # Skipped: the first number. (Another kernel pick may really be busy on TCP too: then a third.)
+        assert len(tried) >= 2 and tcp.getsockname()[1] == udp.getsockname()[1] == tried[-1]
 
 
 def test_a_given_port_busy_on_tcp_is_an_error() -> None:
